@@ -35,9 +35,13 @@ impl ConnectionType {
 
     /// Parses the contract's spelling (case-insensitive).
     pub fn parse(text: &str) -> Option<ConnectionType> {
-        [ConnectionType::Jit, ConnectionType::Standing, ConnectionType::Na]
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(text))
+        [
+            ConnectionType::Jit,
+            ConnectionType::Standing,
+            ConnectionType::Na,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -166,7 +170,10 @@ impl ConnectionUpdate {
 /// Checks a free-text field: bounded and free of control characters.
 pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
-        return Err(format!("{field} is {} bytes long, more than the {max} allowed", value.len()));
+        return Err(format!(
+            "{field} is {} bytes long, more than the {max} allowed",
+            value.len()
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(format!("{field} contains a control character"));
@@ -297,7 +304,10 @@ impl Connection {
             ConnectionState::Available | ConnectionState::Expired => running.is_none() && !revoking,
             ConnectionState::Activating => matches!(
                 running.map(|a| (a.status, a.cancel_requested)),
-                Some((ActivationStatus::Creating | ActivationStatus::Activating, false))
+                Some((
+                    ActivationStatus::Creating | ActivationStatus::Activating,
+                    false
+                ))
             ),
             ConnectionState::Active => match self.spec.kind {
                 ConnectionType::Jit => {
@@ -322,12 +332,18 @@ impl Connection {
                 self.spec.id,
                 self.state.as_str(),
                 self.spec.kind.as_str(),
-                self.activation.as_ref().map(|a| (a.status, a.cancel_requested)),
+                self.activation
+                    .as_ref()
+                    .map(|a| (a.status, a.cancel_requested)),
                 self.standing_revoke
             ));
         }
         if running.is_some() && self.spec.kind != ConnectionType::Jit {
-            return Err(format!("{} connection {} runs an activation", self.spec.kind.as_str(), self.spec.id));
+            return Err(format!(
+                "{} connection {} runs an activation",
+                self.spec.kind.as_str(),
+                self.spec.id
+            ));
         }
         Ok(())
     }

@@ -266,7 +266,10 @@ mod tests {
             "757fb8039-024-5861-e510-83a56e4c5bd3",
             "zzzfb80390245861e51083a56e4c5bd3",
         ] {
-            assert!(matches!(ConnectionId::parse(bad), Err(Error::NotUuid { .. })), "{bad}");
+            assert!(
+                matches!(ConnectionId::parse(bad), Err(Error::NotUuid { .. })),
+                "{bad}"
+            );
         }
     }
 

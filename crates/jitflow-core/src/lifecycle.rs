@@ -14,16 +14,14 @@ use serde::{Deserialize, Serialize};
 use crate::activation::{Activation, ActivationStatus, EndReason};
 use crate::backoff;
 use crate::connection::{
-    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate,
-    MAX_NAME_LEN, MAX_VALUE_LEN, StandingRevoke, check_text,
+    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, MAX_NAME_LEN,
+    MAX_VALUE_LEN, StandingRevoke, check_text,
 };
 use crate::id::{ActivationId, ConnectionId, IdentityId};
-use crate::policy::Policy;
+use crate::policy::{PatchOp, Policy};
 use crate::time::{Minutes, Timestamp};
 
-/// The longest activation period or total extension jitflow accepts, whatever the policy says:
-/// one year of minutes. It keeps every expiry far from [`Timestamp::MAX`].
-pub const MAX_PERIOD_MINS: u32 = 525_600;
+pub use crate::policy::MAX_PERIOD_MINS;
 /// The longest error or refusal text kept on an activation, in bytes; longer texts are cut.
 pub const MAX_ERROR_LEN: usize = 1024;
 
@@ -450,7 +448,9 @@ impl Event {
                 reason: EndReason::Expired,
                 ..
             } => Some(Notice::Expired),
-            Change::ValidationRefused { .. } | Change::GrantAbandoned { .. } => Some(Notice::Failed),
+            Change::ValidationRefused { .. } | Change::GrantAbandoned { .. } => {
+                Some(Notice::Failed)
+            }
             Change::RevokeFailed {
                 became_stuck: true, ..
             }
@@ -684,7 +684,11 @@ impl Connection {
                 _ => {}
             }
         }
-        if let Some(r) = self.standing_revoke.as_ref().filter(|r| r.retry_at.is_none()) {
+        if let Some(r) = self
+            .standing_revoke
+            .as_ref()
+            .filter(|r| r.retry_at.is_none())
+        {
             effects.push(Effect::RevokeStanding { attempt: r.attempt });
         }
         effects
@@ -734,7 +738,9 @@ fn check_minutes(
     max: Option<Minutes>,
     what: &'static str,
 ) -> Result<Minutes, Rejection> {
-    let minutes = requested.or(default).ok_or(Rejection::PeriodRequired(what))?;
+    let minutes = requested
+        .or(default)
+        .ok_or(Rejection::PeriodRequired(what))?;
     let max = max.map_or(MAX_PERIOD_MINS, |m| m.get().min(MAX_PERIOD_MINS));
     if minutes.get() < 1 || minutes.get() > max {
         return Err(Rejection::PeriodOutOfRange {
@@ -803,9 +809,9 @@ pub fn decide(
     let (timers_before, effects_before) = state.map_or((Vec::new(), Vec::new()), |c| {
         (c.timers(), c.pending_effects())
     });
-    let (timers_after, effects_after) = after
-        .as_ref()
-        .map_or((Vec::new(), Vec::new()), |c| (c.timers(), c.pending_effects()));
+    let (timers_after, effects_after) = after.as_ref().map_or((Vec::new(), Vec::new()), |c| {
+        (c.timers(), c.pending_effects())
+    });
     event.arm = timers_after
         .iter()
         .filter(|t| !timers_before.contains(t))
@@ -869,7 +875,11 @@ fn validate_update(update: &ConnectionUpdate) -> Result<(), Rejection> {
 
 type Decided = Option<(Option<ActivationId>, Change)>;
 
-fn decide_existing(c: &Connection, command: &Command, ctx: &Context<'_>) -> Result<Decided, Rejection> {
+fn decide_existing(
+    c: &Connection,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<Decided, Rejection> {
     let running = c.running_activation();
     let current = running.map(|a| a.id);
     let decided = match command {
@@ -882,8 +892,8 @@ fn decide_existing(c: &Connection, command: &Command, ctx: &Context<'_>) -> Resu
             (None, Change::Updated(update.clone()))
         }
         Command::Remove => {
-            let holds_standing = c.kind() == ConnectionType::Standing
-                && c.state == ConnectionState::Active;
+            let holds_standing =
+                c.kind() == ConnectionType::Standing && c.state == ConnectionState::Active;
             if !(c.state.is_at_rest() || holds_standing) {
                 return Err(wrong_state(c, "remove"));
             }
@@ -1040,9 +1050,9 @@ fn decide_existing(c: &Connection, command: &Command, ctx: &Context<'_>) -> Resu
                     },
                 )
             } else if *retryable && *attempt < ctx.config.grant_max_attempts {
-                let retry_at = ctx
-                    .now
-                    .saturating_add(retry_delay(ctx.config, a.id.as_u128(), *attempt));
+                let retry_at =
+                    ctx.now
+                        .saturating_add(retry_delay(ctx.config, a.id.as_u128(), *attempt));
                 (
                     current,
                     Change::GrantFailed {
@@ -1065,7 +1075,12 @@ fn decide_existing(c: &Connection, command: &Command, ctx: &Context<'_>) -> Resu
             activation,
             attempt,
         } => {
-            let a = expect_in_flight(running, *activation, ActivationStatus::Deprovisioning, *attempt)?;
+            let a = expect_in_flight(
+                running,
+                *activation,
+                ActivationStatus::Deprovisioning,
+                *attempt,
+            )?;
             let reason = a
                 .end_reason
                 .unwrap_or_else(|| panic!("deprovisioning activation {} has no end reason", a.id));
@@ -1082,10 +1097,15 @@ fn decide_existing(c: &Connection, command: &Command, ctx: &Context<'_>) -> Resu
             attempt,
             error,
         } => {
-            let a = expect_in_flight(running, *activation, ActivationStatus::Deprovisioning, *attempt)?;
-            let retry_at = ctx
-                .now
-                .saturating_add(retry_delay(ctx.config, a.id.as_u128(), *attempt));
+            let a = expect_in_flight(
+                running,
+                *activation,
+                ActivationStatus::Deprovisioning,
+                *attempt,
+            )?;
+            let retry_at =
+                ctx.now
+                    .saturating_add(retry_delay(ctx.config, a.id.as_u128(), *attempt));
             (
                 current,
                 Change::RevokeFailed {
@@ -1098,13 +1118,18 @@ fn decide_existing(c: &Connection, command: &Command, ctx: &Context<'_>) -> Resu
         }
         Command::StandingRevokeSucceeded { attempt } => {
             let job = expect_standing(c, *attempt)?;
-            (None, Change::StandingRevoked { attempt: job.attempt })
+            (
+                None,
+                Change::StandingRevoked {
+                    attempt: job.attempt,
+                },
+            )
         }
         Command::StandingRevokeFailed { attempt, error } => {
             let job = expect_standing(c, *attempt)?;
-            let retry_at = ctx
-                .now
-                .saturating_add(retry_delay(ctx.config, c.id().as_u128(), *attempt));
+            let retry_at =
+                ctx.now
+                    .saturating_add(retry_delay(ctx.config, c.id().as_u128(), *attempt));
             (
                 None,
                 Change::StandingRevokeFailed {
@@ -1493,8 +1518,7 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
             job.attempt = *attempt;
         }
         Change::StandingRevoked { attempt } => {
-            if c
-                .standing_revoke
+            if c.standing_revoke
                 .as_ref()
                 .is_none_or(|j| j.attempt != *attempt || j.retry_at.is_some())
             {
@@ -1563,4 +1587,84 @@ pub struct PolicyEvent {
     pub previous: Option<Policy>,
     /// The policy after; its `version` is the previous version + 1 (1 when first stored).
     pub policy: Policy,
+}
+
+/// A request to change a tenant's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyCommand {
+    /// Store a whole policy (creates it, or replaces every field but the id of a stored one).
+    Put(Policy),
+    /// The contract's PATCH: replace operations applied all or nothing.
+    Patch {
+        /// The operations, in order.
+        ops: Vec<PatchOp>,
+        /// The version the caller based the patch on; a different stored version is a conflict.
+        expected_version: Option<u64>,
+    },
+}
+
+/// Why a policy change was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyRejection {
+    /// Patch of a policy that was never stored (404).
+    #[error("the JIT activation policy has not been stored yet")]
+    NotFound,
+    /// The policy changed since the version the caller based its patch on (409).
+    #[error("the policy is at version {actual}, not the expected {expected}")]
+    VersionConflict {
+        /// The version the caller expected.
+        expected: u64,
+        /// The stored version.
+        actual: u64,
+    },
+    /// The patch or the resulting policy is invalid (400).
+    #[error(transparent)]
+    Invalid(#[from] crate::policy::Error),
+}
+
+/// Decides a policy change: the event to commit, or why it is refused.
+pub fn decide_policy(
+    current: Option<&Policy>,
+    command: &PolicyCommand,
+    ctx: &Context<'_>,
+) -> Result<PolicyEvent, PolicyRejection> {
+    let policy = match command {
+        PolicyCommand::Put(new) => {
+            let mut new = new.clone();
+            match current {
+                Some(old) => {
+                    new.id.clone_from(&old.id);
+                    new.version = old
+                        .version
+                        .checked_add(1)
+                        .ok_or(crate::policy::Error::VersionExhausted)?;
+                }
+                None => new.version = 1,
+            }
+            new.validate()?;
+            new
+        }
+        PolicyCommand::Patch {
+            ops,
+            expected_version,
+        } => {
+            let old = current.ok_or(PolicyRejection::NotFound)?;
+            if let Some(expected) = *expected_version
+                && expected != old.version
+            {
+                return Err(PolicyRejection::VersionConflict {
+                    expected,
+                    actual: old.version,
+                });
+            }
+            old.patched(ops)?
+        }
+    };
+    Ok(PolicyEvent {
+        at: ctx.now,
+        actor: ctx.actor.clone(),
+        previous: current.cloned(),
+        policy,
+    })
 }

@@ -66,7 +66,9 @@ impl Timestamp {
 
     /// The instant of a [`SystemTime`], for clocks outside the core.
     pub fn from_system_time(time: SystemTime) -> Result<Timestamp, Error> {
-        let since = time.duration_since(UNIX_EPOCH).map_err(|_| Error::OutOfRange)?;
+        let since = time
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::OutOfRange)?;
         u64::try_from(since.as_millis())
             .ok()
             .and_then(Timestamp::from_millis)
@@ -211,7 +213,13 @@ mod tests {
 
     #[test]
     fn rfc3339_rejects_garbage_with_typed_errors() {
-        for bad in ["", "yesterday", "2026-04-01", "2026-04-01T10:00:00", "2026-13-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-04-01",
+            "2026-04-01T10:00:00",
+            "2026-13-01T00:00:00Z",
+        ] {
             assert!(
                 matches!(Timestamp::parse_rfc3339(bad), Err(Error::NotRfc3339 { .. })),
                 "{bad}"
@@ -239,7 +247,10 @@ mod tests {
     #[test]
     fn human_durations() {
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(matches!(parse_duration("soon"), Err(Error::NotDuration { .. })));
+        assert!(matches!(
+            parse_duration("soon"),
+            Err(Error::NotDuration { .. })
+        ));
         assert_eq!(format_duration(Duration::from_secs(90)), "1m 30s");
     }
 }
