@@ -168,7 +168,7 @@ impl ConnectionUpdate {
 }
 
 /// Checks a free-text field: bounded and free of control characters.
-pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), String> {
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!(
             "{field} is {} bytes long, more than the {max} allowed",
@@ -181,25 +181,85 @@ pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result
     Ok(())
 }
 
+/// Checks free-text fields given as (name, value if present, bound); the first failure wins.
+fn check_fields<'a>(
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>, usize)>,
+) -> Result<(), (&'static str, String)> {
+    for (field, value, max) in fields {
+        if let Some(value) = value {
+            check_text(field, value, max).map_err(|e| (field, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl ConnectionUpdate {
+    /// Checks the free-text fields it sets.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        check_fields([
+            ("identityName", self.identity_name.as_deref(), MAX_NAME_LEN),
+            ("accountName", self.account_name.as_deref(), MAX_NAME_LEN),
+            (
+                "entitlementName",
+                self.entitlement_name.as_deref(),
+                MAX_NAME_LEN,
+            ),
+            (
+                "attributeName",
+                self.attribute_name.as_deref(),
+                MAX_NAME_LEN,
+            ),
+            (
+                "attributeValue",
+                self.attribute_value.as_deref(),
+                MAX_VALUE_LEN,
+            ),
+            (
+                "privilegeLevel",
+                self.privilege_level.clone().flatten().as_deref(),
+                MAX_NAME_LEN,
+            ),
+            ("sourceName", self.source_name.as_deref(), MAX_NAME_LEN),
+        ])
+    }
+}
+
 impl ConnectionSpec {
     /// Checks the free-text fields (ids are checked when they are parsed).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let names = [
-            ("identityName", &self.identity_name),
-            ("accountName", &self.account_name),
-            ("entitlementName", &self.entitlement_name),
-            ("attributeName", &self.attribute_name),
-            ("sourceName", &self.source_name),
-        ];
-        for (field, value) in names {
-            check_text(field, value, MAX_NAME_LEN).map_err(|e| (field, e))?;
-        }
-        check_text("attributeValue", &self.attribute_value, MAX_VALUE_LEN)
-            .map_err(|e| ("attributeValue", e))?;
-        if let Some(level) = &self.privilege_level {
-            check_text("privilegeLevel", level, MAX_NAME_LEN).map_err(|e| ("privilegeLevel", e))?;
-        }
-        Ok(())
+        check_fields([
+            (
+                "identityName",
+                Some(self.identity_name.as_str()),
+                MAX_NAME_LEN,
+            ),
+            (
+                "accountName",
+                Some(self.account_name.as_str()),
+                MAX_NAME_LEN,
+            ),
+            (
+                "entitlementName",
+                Some(self.entitlement_name.as_str()),
+                MAX_NAME_LEN,
+            ),
+            (
+                "attributeName",
+                Some(self.attribute_name.as_str()),
+                MAX_NAME_LEN,
+            ),
+            (
+                "attributeValue",
+                Some(self.attribute_value.as_str()),
+                MAX_VALUE_LEN,
+            ),
+            (
+                "privilegeLevel",
+                self.privilege_level.as_deref(),
+                MAX_NAME_LEN,
+            ),
+            ("sourceName", Some(self.source_name.as_str()), MAX_NAME_LEN),
+        ])
     }
 
     /// Applies an update (already validated).

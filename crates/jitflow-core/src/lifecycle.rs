@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::activation::{Activation, ActivationStatus, EndReason};
 use crate::backoff;
 use crate::connection::{
-    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, MAX_NAME_LEN,
-    MAX_VALUE_LEN, StandingRevoke, check_text,
+    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, StandingRevoke,
 };
 use crate::id::{ActivationId, ConnectionId, IdentityId};
 use crate::policy::{PatchOp, Policy};
@@ -840,39 +839,6 @@ fn register(spec: &ConnectionSpec, ctx: &Context<'_>) -> Result<Change, Rejectio
     Ok(Change::Registered(spec))
 }
 
-fn validate_update(update: &ConnectionUpdate) -> Result<(), Rejection> {
-    let names = [
-        ("identityName", &update.identity_name),
-        ("accountName", &update.account_name),
-        ("entitlementName", &update.entitlement_name),
-        ("attributeName", &update.attribute_name),
-        ("sourceName", &update.source_name),
-    ];
-    for (field, value) in names {
-        if let Some(v) = value {
-            check_text(field, v, MAX_NAME_LEN)
-                .map_err(|reason| Rejection::InvalidField { field, reason })?;
-        }
-    }
-    if let Some(v) = &update.attribute_value {
-        check_text("attributeValue", v, MAX_VALUE_LEN).map_err(|reason| {
-            Rejection::InvalidField {
-                field: "attributeValue",
-                reason,
-            }
-        })?;
-    }
-    if let Some(Some(v)) = &update.privilege_level {
-        check_text("privilegeLevel", v, MAX_NAME_LEN).map_err(|reason| {
-            Rejection::InvalidField {
-                field: "privilegeLevel",
-                reason,
-            }
-        })?;
-    }
-    Ok(())
-}
-
 type Decided = Option<(Option<ActivationId>, Change)>;
 
 fn decide_existing(
@@ -885,7 +851,9 @@ fn decide_existing(
     let decided = match command {
         Command::Register(spec) => return Err(Rejection::AlreadyExists(spec.id)),
         Command::Update(update) => {
-            validate_update(update)?;
+            update
+                .validate()
+                .map_err(|(field, reason)| Rejection::InvalidField { field, reason })?;
             if update.is_empty() {
                 return Ok(None);
             }
