@@ -1120,12 +1120,16 @@ fn decide_existing(
             }
             match timer.kind {
                 TimerKind::Expiry => (current, Change::Expired),
-                TimerKind::Warning => (
-                    current,
-                    Change::ExpiryWarned {
-                        expires_at: running.and_then(|a| a.expires_at).unwrap_or(timer.due),
-                    },
-                ),
+                TimerKind::Warning => {
+                    let expires_at = running.and_then(|a| a.expires_at).unwrap_or(timer.due);
+                    if expires_at <= ctx.now {
+                        // Delivered late (after downtime), with the expiry due too: a warning now
+                        // would come after the fact, so the activation expires instead.
+                        (current, Change::Expired)
+                    } else {
+                        (current, Change::ExpiryWarned { expires_at })
+                    }
+                }
                 TimerKind::Retry => {
                     let a = running.unwrap_or_else(|| panic!("retry timer without activation"));
                     let attempt = a.attempt + 1;

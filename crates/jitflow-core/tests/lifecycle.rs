@@ -687,6 +687,18 @@ fn overdue_expiry_fires_whenever_it_is_delivered() {
 }
 
 #[test]
+fn a_warning_delivered_after_the_expiry_expires_instead_of_warning() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.active(60);
+    let warning = w.timer(TimerKind::Warning);
+    w.advance(Duration::from_secs(2 * 3600));
+    let e = w.ok(Command::TimerFired(warning));
+    assert_eq!(e.change, Change::Expired);
+    assert_eq!(e.notice(), None, "no expiring-soon notice after the fact");
+    assert_eq!(e.cancel.len(), 2, "both timers cancelled: {:?}", e.cancel);
+}
+
+#[test]
 fn wall_clock_jumping_back_never_fires_early() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(10);

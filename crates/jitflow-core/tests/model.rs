@@ -405,6 +405,13 @@ impl Harness {
                     reason: EndReason::Expired,
                 }
             }
+            // A warning delivered once the expiry is due too expires the activation instead.
+            (TimerKind::Warning, Phase::Active { expires, .. }) if expires <= self.now => {
+                Phase::Revoking {
+                    attempt: 1,
+                    reason: EndReason::Expired,
+                }
+            }
             (TimerKind::Warning, p @ Phase::Active { .. }) => p,
             (TimerKind::Retry, Phase::GrantWait { attempt, period }) => Phase::Granting {
                 attempt: attempt + 1,

@@ -1,0 +1,352 @@
+//! Engine benchmarks (custom harness: the targets are rates and percentiles, so it prints them
+//! as JSON lines rather than criterion's time per iteration).
+//!
+//! ```text
+//! cargo bench -p jitflow-benches --bench engine            # default sizes
+//! JITFLOW_BENCH_TIMERS=1000000 cargo bench -p jitflow-benches --bench engine
+//! ```
+//!
+//! - `signals`: W connections; C concurrent callers send activate, extend, deactivate as fast as
+//!   acks come back (each ack after its commit with fsync); signals/s and ack latency.
+//! - `latency_at_rate`: the same mix offered open-loop at a fixed rate; ack latency p50/p99.
+//! - `timers`: N activations pending on a manual clock, the clock jumps past all their expiries
+//!   at once; firing lag (time at commit of each EXPIRED transition minus its due time, on the
+//!   engine clock, which stands still, so this is the scheduling backlog) and the wall time until
+//!   all are DEACTIVATING. Never early: the core refuses early timers and the bench checks it.
+//! - `memory`: resident memory per running activation (VmRSS delta over N activations).
+#![allow(clippy::print_stdout, reason = "a benchmark report")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jitflow::clock::ManualClock;
+use jitflow::hooks::{BoxFuture, EffectRequest, ProvisionError, Provisioner};
+use jitflow::{Caller, Config, Engine};
+use jitflow_benches::{env_usize, percentiles, rss_bytes, spec};
+use jitflow_core::connection::ConnectionState;
+use jitflow_core::id::{ConnectionId, IdentityId, TenantId};
+use jitflow_core::lifecycle::{Actor, Change, TimerKind};
+use jitflow_core::policy::Policy;
+use jitflow_core::time::{Minutes, Timestamp};
+use jitflow_store::codec::Payload;
+
+/// A target that answers at once.
+struct Instant0;
+
+impl Provisioner for Instant0 {
+    fn grant(&self, _r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn revoke(&self, _r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        tenant: TenantId::parse("bench").unwrap(),
+        actor: Actor::Identity(IdentityId::parse("bench-user").unwrap()),
+    }
+}
+
+fn policy() -> Policy {
+    let mut p = Policy::empty("6d38a587-302a-41d1-a3b1-ffae2c25c960".into());
+    p.max_activation_period = Some(Minutes(525_600));
+    p.max_extension = Some(Minutes(525_600));
+    p
+}
+
+async fn open(dir: &std::path::Path, clock: ManualClock) -> Engine {
+    let config = Config {
+        batch_max: 4096,
+        queue_capacity: 1 << 20,
+        effects_in_flight: 4096,
+        ..Config::default()
+    };
+    let engine = Engine::builder(dir.join("bench.redb"))
+        .config(config)
+        .clock(clock)
+        .provisioner(Instant0)
+        .open()
+        .await
+        .expect("engine opens");
+    engine.put_policy(&caller(), policy()).await.unwrap();
+    engine
+}
+
+/// Registers `n` connections, `batch` at a time in flight.
+async fn register(engine: &Engine, n: usize) -> Vec<ConnectionId> {
+    let ids: Vec<ConnectionId> = (0..n as u128)
+        .map(|i| ConnectionId::from_u128(i + 1))
+        .collect();
+    for chunk in ids.chunks(2048) {
+        let calls = chunk.iter().map(|id| {
+            let engine = engine.clone();
+            let id = *id;
+            async move { engine.register(&caller(), spec(id)).await.unwrap() }
+        });
+        join_all(calls).await;
+    }
+    ids
+}
+
+async fn join_all<F: std::future::Future + Send + 'static>(futures: impl IntoIterator<Item = F>)
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+/// Waits until every connection in `ids` satisfies `done`.
+async fn wait_all(engine: &Engine, ids: &[ConnectionId], done: impl Fn(ConnectionState) -> bool) {
+    let tenant = caller().tenant;
+    for id in ids {
+        loop {
+            let c = engine.connection(&tenant, *id).unwrap().unwrap();
+            if done(c.state) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+async fn signals(callers: usize, per_caller: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000).unwrap());
+    let engine = open(dir.path(), clock).await;
+    let ids = register(&engine, callers).await;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        callers * per_caller,
+    )));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks = ids.iter().map(|id| {
+        let engine = engine.clone();
+        let latencies = Arc::clone(&latencies);
+        let count = Arc::clone(&count);
+        let id = *id;
+        async move {
+            let mut local = Vec::with_capacity(per_caller);
+            let caller = caller();
+            let mut i = 0;
+            while i < per_caller {
+                // One cycle: activate, wait for ACTIVE, extend, deactivate, wait for AVAILABLE.
+                let t = Instant::now();
+                if engine
+                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .await
+                    .is_err()
+                {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                local.push(t.elapsed());
+                i += 1;
+                loop {
+                    let state = engine
+                        .connection(&caller.tenant, id)
+                        .unwrap()
+                        .unwrap()
+                        .state;
+                    if state == ConnectionState::Active {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let t = Instant::now();
+                engine
+                    .extend(&caller, id, Some(Minutes(5)), None)
+                    .await
+                    .unwrap();
+                local.push(t.elapsed());
+                let t = Instant::now();
+                engine.deactivate(&caller, id, None).await.unwrap();
+                local.push(t.elapsed());
+                i += 2;
+                loop {
+                    let state = engine
+                        .connection(&caller.tenant, id)
+                        .unwrap()
+                        .unwrap()
+                        .state;
+                    if state == ConnectionState::Available {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            count.fetch_add(local.len() as u64, Ordering::Relaxed);
+            latencies.lock().unwrap().extend(local);
+        }
+    });
+    join_all(tasks).await;
+    let elapsed = started.elapsed();
+    let n = count.load(Ordering::Relaxed);
+    let mut lat = latencies.lock().unwrap().clone();
+    let (p50, p99, max) = percentiles(&mut lat);
+    let m = engine.metrics();
+    let commits = m.commits.load(Ordering::Relaxed).max(1);
+    println!(
+        "{{\"bench\":\"signals\",\"callers\":{callers},\"signals\":{n},\"seconds\":{:.3},\"signals_per_s\":{:.0},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"ack_max_ms\":{:.3},\"commits\":{},\"events_per_commit\":{:.1},\"commit_avg_ms\":{:.3}}}",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        commits,
+        m.events.load(Ordering::Relaxed) as f64 / commits as f64,
+        m.commit_micros.load(Ordering::Relaxed) as f64 / commits as f64 / 1e3,
+    );
+    engine.shutdown().await;
+}
+
+async fn latency_at_rate(rate: u64, seconds: u64, connections: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000).unwrap());
+    let engine = open(dir.path(), clock).await;
+    let ids = Arc::new(register(&engine, connections).await);
+    let total = rate * seconds;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        let engine = engine.clone();
+        let ids = Arc::clone(&ids);
+        let latencies = Arc::clone(&latencies);
+        let errors = Arc::clone(&errors);
+        handles.push(tokio::spawn(async move {
+            let caller = caller();
+            // Activate on a connection at rest, deactivate on one that runs: the mix the
+            // contract sees. Refusals (wrong state) are acked after the same queue wait.
+            let id = ids[(i as usize) % ids.len()];
+            let t = Instant::now();
+            let r = if (i / ids.len() as u64).is_multiple_of(2) {
+                engine
+                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .await
+                    .map(|_| ())
+            } else {
+                engine.deactivate(&caller, id, None).await.map(|_| ())
+            };
+            if r.is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            latencies.lock().unwrap().push(t.elapsed());
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let mut lat = latencies.lock().unwrap().clone();
+    let (p50, p99, max) = percentiles(&mut lat);
+    println!(
+        "{{\"bench\":\"latency_at_rate\",\"offered_per_s\":{rate},\"signals\":{total},\"achieved_per_s\":{:.0},\"refused\":{},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"ack_max_ms\":{:.3}}}",
+        total as f64 / elapsed.as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+    );
+    engine.shutdown().await;
+}
+
+async fn timers(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Timestamp::from_millis(1_800_000_000_000).unwrap();
+    let clock = ManualClock::new(start);
+    let engine = open(dir.path(), clock.clone()).await;
+    let rss_before = rss_bytes();
+    let ids = register(&engine, n).await;
+    let activate = ids.iter().map(|id| {
+        let engine = engine.clone();
+        let id = *id;
+        async move {
+            engine
+                .activate(&caller(), id, Some(Minutes(60)), None)
+                .await
+                .unwrap()
+        }
+    });
+    let t = Instant::now();
+    join_all(activate).await;
+    wait_all(&engine, &ids, |s| s == ConnectionState::Active).await;
+    let setup = t.elapsed();
+    let rss_after = rss_bytes();
+    // Every expiry is due at start + 60 min (all activated at the same engine instant).
+    let mut events = engine.subscribe(engine.last_sequence().unwrap());
+    clock.advance(Duration::from_secs(3600));
+    let t = Instant::now();
+    let mut lags = Vec::with_capacity(n);
+    let mut early = 0u64;
+    while lags.len() < n {
+        let e = events.next().await.unwrap();
+        let Payload::Connection(event) = &e.payload else {
+            continue;
+        };
+        if event.change != Change::Expired {
+            continue;
+        }
+        let due = event
+            .cancel
+            .iter()
+            .find(|t| t.kind == TimerKind::Expiry)
+            .unwrap()
+            .due;
+        if event.at < due {
+            early += 1;
+        }
+        // Wall-clock time from the jump to the commit of this transition.
+        lags.push(t.elapsed());
+    }
+    let all_deactivating = t.elapsed();
+    let (p50, p99, max) = percentiles(&mut lags);
+    println!(
+        "{{\"bench\":\"timers\",\"pending\":{n},\"setup_s\":{:.1},\"all_expired_committed_s\":{:.3},\"lag_p50_ms\":{:.1},\"lag_p99_ms\":{:.1},\"lag_max_ms\":{:.1},\"expired_early\":{early},\"rss_per_activation_bytes\":{:.0}}}",
+        setup.as_secs_f64(),
+        all_deactivating.as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        rss_after.saturating_sub(rss_before) as f64 / n as f64,
+    );
+    engine.shutdown().await;
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--bench`-less args; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        signals(
+            env_usize("JITFLOW_BENCH_CALLERS", 256),
+            env_usize("JITFLOW_BENCH_PER_CALLER", 60),
+        )
+        .await;
+        latency_at_rate(
+            env_usize("JITFLOW_BENCH_RATE", 20_000) as u64,
+            env_usize("JITFLOW_BENCH_SECONDS", 5) as u64,
+            env_usize("JITFLOW_BENCH_CONNECTIONS", 50_000),
+        )
+        .await;
+        timers(env_usize("JITFLOW_BENCH_TIMERS", 100_000)).await;
+    });
+}

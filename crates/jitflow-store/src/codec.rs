@@ -1,0 +1,881 @@
+//! The persisted binary format: the only place in the workspace that uses bincode.
+//!
+//! Every stored value starts with its record format version, a little-endian `u16`, so a reader
+//! knows how to decode it before reading anything else. Decoding an older version upgrades it to
+//! today's types; a newer or unknown version is a typed error. Only version 1 exists.
+//!
+//! # Event envelope, version 1
+//!
+//! ```text
+//! [0..2]  record format version, u16 little-endian (1)
+//! [2]     event kind: 1 = connection event, 2 = policy event
+//! [3..]   bincode (standard: little-endian, varint) of, in this order:
+//!         tenant (string), stream id (u128), stream version (u64), time (UTC ms, u64),
+//!         first and last global sequence of the batch it was committed in (u64, u64),
+//!         payload (`jitflow_core::lifecycle::Event` or `PolicyEvent`)
+//! ```
+//!
+//! The stream id and the time are also inside the payload; the header repeats them so that a
+//! tool can read the log without knowing the payload types, and decoding checks they agree.
+//!
+//! # Projection records, version 1
+//!
+//! `[u16 version][bincode of the value]` for `Connection`, `Activation` and `Policy`;
+//! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
+//! records (written by hand: the result is opaque bytes).
+//!
+//! # Compatibility rules
+//!
+//! bincode-serde encodes structs by field order and enums by *variant index*: the core's
+//! persisted types (`Event`, `Change`, `Connection`, `Activation`, `Policy`, `PolicyEvent` and
+//! every type inside them) must never reorder, remove or reuse fields or variants. New variants go
+//! last. Any other change needs a new record format version here, with an upgrade from the old
+//! one. The golden fixtures in `tests/golden/` (every `Change` variant, the policy event and each
+//! projection record) fail on any change to the bytes.
+
+use std::fmt;
+
+use bincode::config::{Config, standard};
+use jitflow_core::activation::Activation;
+use jitflow_core::connection::Connection;
+use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::lifecycle::{Event, PolicyEvent};
+use jitflow_core::policy::Policy;
+use jitflow_core::time::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::idempotency::Idempotency;
+
+/// The record format version this build writes. Decoding accepts `1..=RECORD_VERSION`.
+pub const RECORD_VERSION: u16 = 1;
+
+/// The longest encoded record written, in bytes. Core bounds every field; the largest record
+/// is a policy event carrying two whole policies (a few hundred KiB at the policy limits).
+pub const MAX_RECORD_LEN: usize = 1 << 20;
+
+/// The most memory bincode may claim while decoding one record: corrupt length prefixes fail
+/// with a typed error instead of allocating gigabytes.
+const DECODE_LIMIT: usize = 8 << 20;
+
+/// Event kind tag of an envelope holding a connection `Event`.
+const KIND_CONNECTION: u8 = 1;
+/// Event kind tag of an envelope holding a `PolicyEvent`.
+const KIND_POLICY: u8 = 2;
+
+fn config() -> impl Config {
+    standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// A stream of events: one connection's, one activation's, or a tenant's policy history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    /// Every event of one connection, from its registration (and across removal and
+    /// re-registration of the same id).
+    Connection(ConnectionId),
+    /// Every event that names one activation.
+    Activation(ActivationId),
+    /// Every change of the tenant's policy.
+    Policy,
+}
+
+impl Stream {
+    /// The stream's kind code and id in index keys.
+    pub(crate) const fn key_parts(self) -> (u8, u128) {
+        match self {
+            Stream::Connection(id) => (crate::tables::STREAM_CONNECTION, id.as_u128()),
+            Stream::Activation(id) => (crate::tables::STREAM_ACTIVATION, id.as_u128()),
+            Stream::Policy => (crate::tables::STREAM_POLICY, 0),
+        }
+    }
+
+    /// The stream of index key parts, `None` for an unknown kind code.
+    pub(crate) const fn from_key_parts(kind: u8, id: u128) -> Option<Stream> {
+        match kind {
+            crate::tables::STREAM_CONNECTION => {
+                Some(Stream::Connection(ConnectionId::from_u128(id)))
+            }
+            crate::tables::STREAM_ACTIVATION => {
+                Some(Stream::Activation(ActivationId::from_u128(id)))
+            }
+            crate::tables::STREAM_POLICY if id == 0 => Some(Stream::Policy),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stream::Connection(id) => write!(f, "connection {id}"),
+            Stream::Activation(id) => write!(f, "activation {id}"),
+            Stream::Policy => f.write_str("policy"),
+        }
+    }
+}
+
+/// What an envelope carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// An event of one connection.
+    Connection(Event),
+    /// A change of the tenant's policy.
+    Policy(PolicyEvent),
+}
+
+/// One event of the log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Its global sequence (the log key; not repeated in the bytes).
+    pub sequence: u64,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Its version in its primary stream ([`Envelope::stream`]), from 1.
+    pub stream_version: u64,
+    /// The first global sequence of the batch it was committed in.
+    pub batch_first: u64,
+    /// The last global sequence of that batch: every event from `batch_first` to `batch_last`
+    /// was committed together, or none was.
+    pub batch_last: u64,
+    /// The event.
+    pub payload: Payload,
+}
+
+impl Envelope {
+    /// The primary stream: the connection of a connection event, or the policy stream.
+    pub fn stream(&self) -> Stream {
+        match &self.payload {
+            Payload::Connection(e) => Stream::Connection(e.connection),
+            Payload::Policy(_) => Stream::Policy,
+        }
+    }
+
+    /// When the event happened.
+    pub fn at(&self) -> Timestamp {
+        match &self.payload {
+            Payload::Connection(e) => e.at,
+            Payload::Policy(e) => e.at,
+        }
+    }
+}
+
+/// A borrowed payload, so appending encodes without cloning events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PayloadRef<'a> {
+    Connection(&'a Event),
+    Policy(&'a PolicyEvent),
+}
+
+/// Which stored record a decoding error is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordName {
+    /// The event with this global sequence.
+    Event(u64),
+    /// A connection projection.
+    Connection {
+        /// The tenant, as stored in the key.
+        tenant: String,
+        /// The connection.
+        id: ConnectionId,
+    },
+    /// An activation projection.
+    Activation {
+        /// The tenant, as stored in the key.
+        tenant: String,
+        /// The activation.
+        id: ActivationId,
+    },
+    /// A tenant's policy projection.
+    Policy {
+        /// The tenant, as stored in the key.
+        tenant: String,
+    },
+    /// An idempotency record.
+    Idempotency {
+        /// The tenant, as stored in the key.
+        tenant: String,
+        /// The key.
+        key: String,
+    },
+    /// A key of a table (index or projection) that does not parse.
+    Key {
+        /// The table.
+        table: &'static str,
+        /// The key, as debug text.
+        key: String,
+    },
+}
+
+impl fmt::Display for RecordName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordName::Event(sequence) => write!(f, "event {sequence}"),
+            RecordName::Connection { tenant, id } => write!(f, "connection {tenant}/{id}"),
+            RecordName::Activation { tenant, id } => write!(f, "activation {tenant}/{id}"),
+            RecordName::Policy { tenant } => write!(f, "policy {tenant}"),
+            RecordName::Idempotency { tenant, key } => {
+                write!(f, "idempotency key {tenant}/{key:?}")
+            }
+            RecordName::Key { table, key } => write!(f, "key {key} of table {table}"),
+        }
+    }
+}
+
+/// What is wrong with a stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The bytes end before the record does.
+    Truncated,
+    /// The record format version is newer than this build or unknown.
+    UnknownVersion {
+        /// The version found.
+        found: u16,
+        /// The newest version this build reads.
+        newest: u16,
+    },
+    /// The envelope's event kind tag is unknown.
+    UnknownKind(u8),
+    /// bincode refused the bytes (bad tag, bad UTF-8, length over the limit...).
+    Malformed(String),
+    /// Bytes follow the end of the record.
+    TrailingBytes(usize),
+    /// The record decoded, but breaks an invariant or disagrees with its key or header.
+    Invalid(String),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Truncated => f.write_str("truncated"),
+            Problem::UnknownVersion { found, newest } => write!(
+                f,
+                "record format version {found} is unknown (this build reads 1 to {newest})"
+            ),
+            Problem::UnknownKind(kind) => write!(f, "unknown event kind tag {kind}"),
+            Problem::Malformed(reason) => write!(f, "malformed: {reason}"),
+            Problem::TrailingBytes(n) => write!(f, "{n} bytes after the end of the record"),
+            Problem::Invalid(reason) => write!(f, "invalid: {reason}"),
+        }
+    }
+}
+
+/// A stored record could not be decoded. Never a panic: corrupt bytes come back as this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {record}: {problem}")]
+pub struct Error {
+    /// The record.
+    pub record: RecordName,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+impl Error {
+    pub(crate) fn new(record: RecordName, problem: Problem) -> Error {
+        Error { record, problem }
+    }
+}
+
+/// Encodes with the format's bincode configuration. Encoding the core's types cannot fail
+/// (every sequence has a known length), so a failure is a bug.
+fn encode_body<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    let body = bincode::serde::encode_to_vec(value, config())
+        .unwrap_or_else(|e| panic!("bincode cannot encode a core type: {e}"));
+    out.extend_from_slice(&body);
+    assert!(
+        out.len() <= MAX_RECORD_LEN,
+        "record of {} bytes exceeds MAX_RECORD_LEN: a core bound is missing",
+        out.len()
+    );
+}
+
+/// Decodes exactly `bytes` as one `T`.
+fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
+            bincode::error::DecodeError::UnexpectedEnd { .. } => Problem::Truncated,
+            other => Problem::Malformed(other.to_string()),
+        })?;
+    if used != bytes.len() {
+        return Err(Problem::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Splits off the version prefix, checking it is one this build reads.
+fn split_version(bytes: &[u8]) -> Result<(u16, &[u8]), Problem> {
+    let Some((version, rest)) = bytes.split_first_chunk::<2>() else {
+        return Err(Problem::Truncated);
+    };
+    let version = u16::from_le_bytes(*version);
+    if version == 0 || version > RECORD_VERSION {
+        return Err(Problem::UnknownVersion {
+            found: version,
+            newest: RECORD_VERSION,
+        });
+    }
+    Ok((version, rest))
+}
+
+/// The version 1 envelope body. Field order is the format: never reorder.
+#[derive(Serialize)]
+struct EnvelopeV1Out<'a, P> {
+    tenant: &'a str,
+    stream_id: u128,
+    stream_version: u64,
+    at: u64,
+    batch_first: u64,
+    batch_last: u64,
+    payload: &'a P,
+}
+
+/// [`EnvelopeV1Out`] when decoding.
+#[derive(Deserialize)]
+struct EnvelopeV1In<P> {
+    tenant: TenantId,
+    stream_id: u128,
+    stream_version: u64,
+    at: u64,
+    batch_first: u64,
+    batch_last: u64,
+    payload: P,
+}
+
+/// Encodes an envelope in the current format.
+pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
+    let payload = match &envelope.payload {
+        Payload::Connection(e) => PayloadRef::Connection(e),
+        Payload::Policy(e) => PayloadRef::Policy(e),
+    };
+    encode_envelope_parts(
+        &envelope.tenant,
+        envelope.stream_version,
+        (envelope.batch_first, envelope.batch_last),
+        payload,
+    )
+}
+
+/// Encodes an envelope from its parts (the append path, which borrows the batch's events).
+pub(crate) fn encode_envelope_parts(
+    tenant: &TenantId,
+    stream_version: u64,
+    (batch_first, batch_last): (u64, u64),
+    payload: PayloadRef<'_>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    match payload {
+        PayloadRef::Connection(event) => {
+            out.push(KIND_CONNECTION);
+            encode_body(
+                &mut out,
+                &EnvelopeV1Out {
+                    tenant: tenant.as_str(),
+                    stream_id: event.connection.as_u128(),
+                    stream_version,
+                    at: event.at.as_millis(),
+                    batch_first,
+                    batch_last,
+                    payload: event,
+                },
+            );
+        }
+        PayloadRef::Policy(event) => {
+            out.push(KIND_POLICY);
+            encode_body(
+                &mut out,
+                &EnvelopeV1Out {
+                    tenant: tenant.as_str(),
+                    stream_id: 0,
+                    stream_version,
+                    at: event.at.as_millis(),
+                    batch_first,
+                    batch_last,
+                    payload: event,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Decodes the envelope stored under `sequence`; errors name "event `sequence`".
+pub fn decode_envelope(sequence: u64, bytes: &[u8]) -> Result<Envelope, Error> {
+    let fail = |problem| Error::new(RecordName::Event(sequence), problem);
+    let (version, rest) = split_version(bytes).map_err(fail)?;
+    match version {
+        1 => decode_envelope_v1(sequence, rest).map_err(fail),
+        // A version 2 decodes its own layout here and upgrades to today's types.
+        _ => unreachable!("split_version admits only known versions"),
+    }
+}
+
+fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> {
+    let (&kind, body) = bytes.split_first().ok_or(Problem::Truncated)?;
+    let (header, payload, stream_id, at) = match kind {
+        KIND_CONNECTION => {
+            let e: EnvelopeV1In<Event> = decode_body(body)?;
+            let (id, at) = (e.payload.connection.as_u128(), e.payload.at);
+            (header_of(&e), Payload::Connection(e.payload), id, at)
+        }
+        KIND_POLICY => {
+            let e: EnvelopeV1In<PolicyEvent> = decode_body(body)?;
+            let at = e.payload.at;
+            (header_of(&e), Payload::Policy(e.payload), 0, at)
+        }
+        other => return Err(Problem::UnknownKind(other)),
+    };
+    let Header {
+        tenant,
+        stream_id: header_stream,
+        stream_version,
+        at: header_at,
+        batch_first,
+        batch_last,
+    } = header;
+    if !tenant.is_valid() {
+        return Err(Problem::Invalid(format!(
+            "tenant {tenant:?} is not a valid id"
+        )));
+    }
+    if header_stream != stream_id {
+        return Err(Problem::Invalid(format!(
+            "header stream {header_stream:#x} differs from the payload's {stream_id:#x}"
+        )));
+    }
+    if header_at != at.as_millis() || Timestamp::from_millis(header_at).is_none() {
+        return Err(Problem::Invalid(format!(
+            "header time {header_at} differs from the payload's {} or is out of range",
+            at.as_millis()
+        )));
+    }
+    if stream_version == 0 || !(batch_first <= sequence && sequence <= batch_last) {
+        return Err(Problem::Invalid(format!(
+            "stream version {stream_version}, batch {batch_first}..={batch_last}"
+        )));
+    }
+    Ok(Envelope {
+        sequence,
+        tenant,
+        stream_version,
+        batch_first,
+        batch_last,
+        payload,
+    })
+}
+
+struct Header {
+    tenant: TenantId,
+    stream_id: u128,
+    stream_version: u64,
+    at: u64,
+    batch_first: u64,
+    batch_last: u64,
+}
+
+fn header_of<P>(e: &EnvelopeV1In<P>) -> Header {
+    Header {
+        tenant: e.tenant.clone(),
+        stream_id: e.stream_id,
+        stream_version: e.stream_version,
+        at: e.at,
+        batch_first: e.batch_first,
+        batch_last: e.batch_last,
+    }
+}
+
+/// Encodes a value record: version prefix, then bincode.
+fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    encode_body(&mut out, value);
+    out
+}
+
+/// Decodes a value record of any known version.
+fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let (version, rest) = split_version(bytes)?;
+    match version {
+        1 => decode_body(rest),
+        // A version 2 record decodes its old type here and converts it.
+        _ => unreachable!("split_version admits only known versions"),
+    }
+}
+
+/// Encodes a connection projection.
+pub fn encode_connection(connection: &Connection) -> Vec<u8> {
+    encode_record(connection)
+}
+
+/// Decodes the connection projection stored under (`tenant`, `id`), checking its invariants and
+/// that it is the connection its key names.
+pub fn decode_connection(
+    tenant: &str,
+    id: ConnectionId,
+    bytes: &[u8],
+) -> Result<Connection, Error> {
+    let name = || RecordName::Connection {
+        tenant: tenant.to_owned(),
+        id,
+    };
+    let c: Connection = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    let check = || {
+        if c.id() != id {
+            return Err(format!("holds connection {}", c.id()));
+        }
+        if c.version == 0 {
+            return Err("version 0".to_owned());
+        }
+        c.check_invariants()
+    };
+    check().map_err(|reason| Error::new(name(), Problem::Invalid(reason)))?;
+    Ok(c)
+}
+
+/// Encodes an activation projection.
+pub fn encode_activation(activation: &Activation) -> Vec<u8> {
+    encode_record(activation)
+}
+
+/// Decodes the activation projection stored under (`tenant`, `id`).
+pub fn decode_activation(
+    tenant: &str,
+    id: ActivationId,
+    bytes: &[u8],
+) -> Result<Activation, Error> {
+    let name = || RecordName::Activation {
+        tenant: tenant.to_owned(),
+        id,
+    };
+    let a: Activation = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    if a.id != id {
+        return Err(Error::new(
+            name(),
+            Problem::Invalid(format!("holds activation {}", a.id)),
+        ));
+    }
+    Ok(a)
+}
+
+/// Encodes a policy projection.
+pub fn encode_policy(policy: &Policy) -> Vec<u8> {
+    encode_record(policy)
+}
+
+/// Decodes the policy projection of `tenant`. The policy's own rules are not re-checked: they
+/// may tighten in later versions, and a stored policy must stay readable.
+pub fn decode_policy(tenant: &str, bytes: &[u8]) -> Result<Policy, Error> {
+    let name = || RecordName::Policy {
+        tenant: tenant.to_owned(),
+    };
+    let p: Policy = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    if p.version == 0 {
+        return Err(Error::new(
+            name(),
+            Problem::Invalid("a stored policy has version 0".into()),
+        ));
+    }
+    Ok(p)
+}
+
+/// Encodes an idempotency record.
+pub fn encode_idempotency(record: &Idempotency) -> Vec<u8> {
+    let mut out = Vec::with_capacity(18 + record.result.len());
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    out.extend_from_slice(&record.fingerprint.to_le_bytes());
+    out.extend_from_slice(&record.expires_at.as_millis().to_le_bytes());
+    out.extend_from_slice(&record.result);
+    out
+}
+
+/// Decodes the idempotency record stored under (`tenant`, `key`).
+pub fn decode_idempotency(tenant: &str, key: &str, bytes: &[u8]) -> Result<Idempotency, Error> {
+    let fail = |problem| {
+        Error::new(
+            RecordName::Idempotency {
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
+            },
+            problem,
+        )
+    };
+    let (version, rest) = split_version(bytes).map_err(fail)?;
+    match version {
+        1 => {
+            let Some((fingerprint, rest)) = rest.split_first_chunk::<8>() else {
+                return Err(fail(Problem::Truncated));
+            };
+            let Some((expires, result)) = rest.split_first_chunk::<8>() else {
+                return Err(fail(Problem::Truncated));
+            };
+            let expires_at =
+                Timestamp::from_millis(u64::from_le_bytes(*expires)).ok_or_else(|| {
+                    fail(Problem::Invalid(
+                        "expiry past the last storable instant".into(),
+                    ))
+                })?;
+            if result.len() > crate::idempotency::MAX_RESULT_LEN {
+                return Err(fail(Problem::Invalid(format!(
+                    "result of {} bytes",
+                    result.len()
+                ))));
+            }
+            Ok(Idempotency {
+                fingerprint: u64::from_le_bytes(*fingerprint),
+                result: result.to_vec(),
+                expires_at,
+            })
+        }
+        _ => unreachable!("split_version admits only known versions"),
+    }
+}
+
+/// Encodes any core value with the format's configuration, without a version prefix. For tests
+/// that pin the core's enum variant indexes.
+#[doc(hidden)]
+pub fn encode_raw<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_body(&mut out, value);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jitflow_core::activation::{ActivationStatus, EndReason};
+    use jitflow_core::connection::{ConnectionState, ConnectionType};
+    use jitflow_core::lifecycle::{Actor, Change, Effect, Timer, TimerKind};
+
+    use crate::test_support::{connection, event, policy_event};
+
+    fn sample_envelope() -> Envelope {
+        Envelope {
+            sequence: 42,
+            tenant: TenantId::parse("acme").unwrap(),
+            stream_version: 3,
+            batch_first: 40,
+            batch_last: 44,
+            payload: Payload::Connection(event()),
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let e = sample_envelope();
+        let bytes = encode_envelope(&e);
+        assert_eq!(&bytes[..3], &[1, 0, KIND_CONNECTION]);
+        assert_eq!(decode_envelope(42, &bytes), Ok(e));
+        let p = Envelope {
+            payload: Payload::Policy(policy_event()),
+            ..sample_envelope()
+        };
+        assert_eq!(decode_envelope(42, &encode_envelope(&p)), Ok(p));
+    }
+
+    #[test]
+    fn every_truncation_is_a_typed_error_naming_the_record() {
+        let bytes = encode_envelope(&sample_envelope());
+        for len in 0..bytes.len() {
+            let err = decode_envelope(42, &bytes[..len]).expect_err("truncated");
+            assert_eq!(err.record, RecordName::Event(42), "at {len}");
+            assert!(
+                err.to_string().starts_with("cannot decode event 42"),
+                "{err}"
+            );
+        }
+        let err = decode_envelope(42, &bytes[..bytes.len() - 1]).unwrap_err();
+        assert_eq!(err.problem, Problem::Truncated);
+    }
+
+    /// Flipping any bit never panics: it is a typed error or, where the bit is part of free
+    /// data, another valid envelope.
+    #[test]
+    fn every_bit_flip_is_an_error_or_a_valid_value() {
+        let original = sample_envelope();
+        let bytes = encode_envelope(&original);
+        let mut errors = 0;
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            match decode_envelope(42, &bad) {
+                Err(e) => {
+                    assert_eq!(e.record, RecordName::Event(42));
+                    errors += 1;
+                }
+                Ok(decoded) => assert_ne!(decoded, original, "flip {i} went unnoticed"),
+            }
+        }
+        assert!(errors > 0);
+    }
+
+    #[test]
+    fn version_kind_and_trailing_bytes_are_typed() {
+        let mut bytes = encode_envelope(&sample_envelope());
+        bytes.push(0);
+        assert_eq!(
+            decode_envelope(42, &bytes).unwrap_err().problem,
+            Problem::TrailingBytes(1)
+        );
+        bytes.pop();
+        let mut newer = bytes.clone();
+        newer[0] = 2;
+        assert_eq!(
+            decode_envelope(42, &newer).unwrap_err().problem,
+            Problem::UnknownVersion {
+                found: 2,
+                newest: 1
+            }
+        );
+        let mut zero = bytes.clone();
+        zero[0] = 0;
+        assert!(matches!(
+            decode_envelope(42, &zero).unwrap_err().problem,
+            Problem::UnknownVersion { found: 0, .. }
+        ));
+        let mut kind = bytes.clone();
+        kind[2] = 9;
+        assert_eq!(
+            decode_envelope(42, &kind).unwrap_err().problem,
+            Problem::UnknownKind(9)
+        );
+        // A sequence outside the batch bounds the header records.
+        assert!(matches!(
+            decode_envelope(7, &bytes).unwrap_err().problem,
+            Problem::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_without_allocating() {
+        // Tenant length prefix (varint 0xfd + u64) claiming 2^62 bytes.
+        let mut bytes = vec![1, 0, KIND_CONNECTION, 0xfd];
+        bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        let err = decode_envelope(1, &bytes).unwrap_err();
+        assert!(matches!(err.problem, Problem::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn connection_records_are_checked_after_decoding() {
+        let c = connection();
+        let tenant = "acme";
+        let bytes = encode_connection(&c);
+        assert_eq!(decode_connection(tenant, c.id(), &bytes), Ok(c.clone()));
+        // Stored under another id.
+        let other = ConnectionId::from_u128(7);
+        let err = decode_connection(tenant, other, &bytes).unwrap_err();
+        assert!(matches!(err.problem, Problem::Invalid(_)));
+        assert_eq!(
+            err.to_string().split(':').next().unwrap(),
+            format!("cannot decode connection acme/{other}")
+        );
+        // A state its activation does not allow: decodes, but breaks an invariant.
+        let mut broken = c.clone();
+        broken.state = ConnectionState::Activating;
+        broken.activation = None;
+        let err = decode_connection(tenant, c.id(), &encode_connection(&broken)).unwrap_err();
+        assert!(matches!(err.problem, Problem::Invalid(_)), "{err}");
+        for len in 0..bytes.len() {
+            assert!(decode_connection(tenant, c.id(), &bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn idempotency_records_round_trip_and_fail_typed() {
+        let r = Idempotency {
+            fingerprint: 0xdead_beef,
+            result: b"{\"ok\":true}".to_vec(),
+            expires_at: Timestamp::from_millis(1_800_000_000_000).unwrap(),
+        };
+        let bytes = encode_idempotency(&r);
+        assert_eq!(decode_idempotency("acme", "k", &bytes), Ok(r));
+        for len in 0..18 {
+            let err = decode_idempotency("acme", "k", &bytes[..len]).unwrap_err();
+            assert_eq!(err.problem, Problem::Truncated, "{len}");
+            assert!(err.to_string().contains("idempotency key acme/\"k\""));
+        }
+    }
+
+    /// bincode-serde writes enum variants by index: pins the index of every variant of the
+    /// core's small persisted enums (the golden fixtures pin `Change`, `Effect` and the rest).
+    #[test]
+    fn core_enum_variant_indexes_are_pinned() {
+        let first = |bytes: Vec<u8>| bytes[0];
+        let statuses = [
+            ActivationStatus::Creating,
+            ActivationStatus::Activating,
+            ActivationStatus::Provisioned,
+            ActivationStatus::Deprovisioning,
+            ActivationStatus::Completed,
+            ActivationStatus::Revoked,
+            ActivationStatus::Invalid,
+            ActivationStatus::Error,
+        ];
+        for (i, s) in statuses.iter().enumerate() {
+            assert_eq!(usize::from(first(encode_raw(s))), i, "{s:?}");
+        }
+        let states = [
+            ConnectionState::Available,
+            ConnectionState::Activating,
+            ConnectionState::Active,
+            ConnectionState::Deactivating,
+            ConnectionState::Expired,
+        ];
+        for (i, s) in states.iter().enumerate() {
+            assert_eq!(usize::from(first(encode_raw(s))), i, "{s:?}");
+        }
+        let types = [
+            ConnectionType::Jit,
+            ConnectionType::Standing,
+            ConnectionType::Na,
+        ];
+        for (i, t) in types.iter().enumerate() {
+            assert_eq!(usize::from(first(encode_raw(t))), i, "{t:?}");
+        }
+        let reasons = [
+            EndReason::Expired,
+            EndReason::Deactivated,
+            EndReason::ProvisionFailed,
+        ];
+        for (i, r) in reasons.iter().enumerate() {
+            assert_eq!(usize::from(first(encode_raw(r))), i, "{r:?}");
+        }
+        let kinds = [
+            TimerKind::Expiry,
+            TimerKind::Warning,
+            TimerKind::Retry,
+            TimerKind::StandingRetry,
+        ];
+        for (i, k) in kinds.iter().enumerate() {
+            assert_eq!(usize::from(first(encode_raw(k))), i, "{k:?}");
+        }
+        assert_eq!(first(encode_raw(&Actor::System)), 0);
+        let a = ActivationId::from_u128(1);
+        let effects = [
+            Effect::Validate { activation: a },
+            Effect::Grant {
+                activation: a,
+                attempt: 1,
+            },
+            Effect::Revoke {
+                activation: a,
+                attempt: 1,
+            },
+            Effect::RevokeStanding { attempt: 1 },
+        ];
+        for (i, e) in effects.iter().enumerate() {
+            assert_eq!(usize::from(first(encode_raw(e))), i, "{e:?}");
+        }
+        assert_eq!(first(encode_raw(&Change::Removed)), 2);
+        assert_eq!(
+            first(encode_raw(&Change::StandingRevoked { attempt: 1 })),
+            21
+        );
+        let t = Timer {
+            due: Timestamp::EPOCH,
+            kind: TimerKind::Retry,
+        };
+        assert_eq!(encode_raw(&t), vec![0, 2]);
+    }
+}

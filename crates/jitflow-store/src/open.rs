@@ -1,0 +1,216 @@
+//! Opening a store: options, the file format version check, and crash recovery.
+//!
+//! Recovery needs no code of ours: redb commits are atomic, and after a crash the next open
+//! rolls back to the last commit and repairs its allocator state. The projections are written
+//! in the same transactions as the events, so the open is done once redb is: nothing is
+//! replayed (see [`Store::verify`] to replay and compare on request).
+
+use std::path::Path;
+
+use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, StorageBackend};
+
+use crate::store::Store;
+use crate::tables::{
+    ACTIVATIONS, CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS,
+    META, POLICIES, STREAMS, TIMERS,
+};
+
+/// The version of the file layout (tables and keys) this build writes and reads. A file with
+/// another version fails to open with [`Error::UnknownVersion`]; an older version would be
+/// upgraded in place by a step added to [`Store::open`].
+pub const FILE_FORMAT_VERSION: u64 = 1;
+
+/// The default size of redb's page cache: 128 MiB.
+pub const DEFAULT_CACHE_SIZE: usize = 128 << 20;
+
+/// Settings of an open store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Bytes of memory redb may use to cache pages. The cache fills as pages are read, so it
+    /// bounds memory rather than reserving it. Default: [`DEFAULT_CACHE_SIZE`] (128 MiB; redb's
+    /// own default of 1 GiB is too much for an embedded library).
+    pub cache_size: usize,
+    /// Whether each commit also saves redb's allocator state ("quick repair", with two-phase
+    /// commit). Default: `true`.
+    ///
+    /// Why: without it, opening after a crash walks every page of the file to rebuild the
+    /// allocator, which takes time proportional to the file (seconds for millions of
+    /// connections), and the engine cannot serve, nor fire timers, until the open is done. With
+    /// it, recovery is near instant; each commit pays a second fsync, which group commit
+    /// amortises over a batch. `benches/RESULTS.md` gives the measured cost.
+    pub quick_repair: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            cache_size: DEFAULT_CACHE_SIZE,
+            quick_repair: true,
+        }
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// redb could not open or create the file: an I/O error, a file that is not a redb
+    /// database, a redb file format this redb cannot read, or a file already opened by another
+    /// process.
+    #[error("cannot open the store file: {0}")]
+    Database(#[source] DatabaseError),
+    /// Reading the format version, or creating the tables of a new file, failed.
+    #[error("cannot read or initialise the store file: {0}")]
+    Storage(#[source] redb::Error),
+    /// The file's format version is not one this build reads: written by a newer jitflow, or
+    /// damaged. Nothing was changed.
+    #[error(
+        "the store file has format version {found}; this build reads version {supported} \
+         (was it written by a newer jitflow?)"
+    )]
+    UnknownVersion {
+        /// The version stamped in the file.
+        found: u64,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
+    /// The file is a redb database holding other tables or events but no jitflow format
+    /// version: not a jitflow store. Nothing was changed.
+    #[error("the file is a redb database but not a jitflow store (no format version)")]
+    NotAStore,
+}
+
+impl From<DatabaseError> for Error {
+    fn from(e: DatabaseError) -> Error {
+        Error::Database(e)
+    }
+}
+
+fn storage(e: impl Into<redb::Error>) -> Error {
+    Error::Storage(e.into())
+}
+
+impl Store {
+    /// Opens the store file at `path`, creating it (with the current format version) if it
+    /// does not exist. After a crash, redb repairs the file first.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
+        let db = builder(&options).create(path)?;
+        Store::init(db, options)
+    }
+
+    /// Opens a store on a redb storage backend (an in-memory backend, or a wrapper that injects
+    /// faults in tests), initialising it if it is empty.
+    pub fn open_with_backend(
+        backend: impl StorageBackend,
+        options: Options,
+    ) -> Result<Store, Error> {
+        let db = builder(&options).create_with_backend(backend)?;
+        Store::init(db, options)
+    }
+
+    fn init(db: Database, options: Options) -> Result<Store, Error> {
+        match stored_version(&db)? {
+            Some(FILE_FORMAT_VERSION) => {}
+            // Version 2 would upgrade from 1 here, in one write transaction.
+            Some(found) => {
+                return Err(Error::UnknownVersion {
+                    found,
+                    supported: FILE_FORMAT_VERSION,
+                });
+            }
+            None => {
+                check_fresh(&db)?;
+                create_tables(&db, &options)?;
+                tracing::info!(
+                    version = FILE_FORMAT_VERSION,
+                    "initialised a new store file"
+                );
+            }
+        }
+        Ok(Store::new(db, options))
+    }
+}
+
+fn builder(options: &Options) -> Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_size);
+    builder.set_repair_callback(|session| {
+        tracing::warn!(
+            progress = session.progress(),
+            "repairing the store file after an unclean shutdown"
+        );
+    });
+    builder
+}
+
+fn stored_version(db: &Database) -> Result<Option<u64>, Error> {
+    let txn = db.begin_read().map_err(storage)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    let version = meta.get(FORMAT_VERSION_KEY).map_err(storage)?;
+    Ok(version.map(|v| v.value()))
+}
+
+/// Refuses to stamp a file that holds anything but empty jitflow tables: a crash between redb
+/// creating the file and our first commit leaves it empty, anything else is not ours.
+fn check_fresh(db: &Database) -> Result<(), Error> {
+    let ours = [
+        META.to_string(),
+        EVENTS.to_string(),
+        STREAMS.to_string(),
+        CONNECTIONS.to_string(),
+        ACTIVATIONS.to_string(),
+        POLICIES.to_string(),
+        TIMERS.to_string(),
+        INTENTS.to_string(),
+        IDEMPOTENCY.to_string(),
+        IDEMPOTENCY_EXPIRY.to_string(),
+    ];
+    let txn = db.begin_read().map_err(storage)?;
+    let tables: Vec<String> = txn
+        .list_tables()
+        .map_err(storage)?
+        .map(|t| redb::TableHandle::name(&t).to_owned())
+        .collect();
+    let multimaps = txn.list_multimap_tables().map_err(storage)?.count();
+    if multimaps > 0 || tables.iter().any(|t| !ours.contains(t)) {
+        return Err(Error::NotAStore);
+    }
+    if tables.iter().any(|t| *t == EVENTS.to_string()) {
+        use redb::ReadableTableMetadata;
+        if !txn
+            .open_table(EVENTS)
+            .map_err(storage)?
+            .is_empty()
+            .map_err(storage)?
+        {
+            return Err(Error::NotAStore);
+        }
+    }
+    Ok(())
+}
+
+fn create_tables(db: &Database, options: &Options) -> Result<(), Error> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.set_quick_repair(options.quick_repair);
+    {
+        txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(STREAMS).map_err(storage)?;
+        txn.open_table(CONNECTIONS).map_err(storage)?;
+        txn.open_table(ACTIVATIONS).map_err(storage)?;
+        txn.open_table(POLICIES).map_err(storage)?;
+        txn.open_table(TIMERS).map_err(storage)?;
+        txn.open_table(INTENTS).map_err(storage)?;
+        txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        meta.insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
+            .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}

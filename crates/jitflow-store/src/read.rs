@@ -1,0 +1,276 @@
+//! Reading: a [`Reader`] is a consistent snapshot (a redb read transaction). Readers never block
+//! the writer and see only committed batches, whole.
+//!
+//! Every read that can return many items takes a `limit` of at most [`MAX_READ_LIMIT`] and a
+//! cursor to continue from.
+
+use std::ops::Bound;
+
+use jitflow_core::activation::Activation;
+use jitflow_core::connection::Connection;
+use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::policy::Policy;
+use jitflow_core::time::Timestamp;
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
+
+use crate::codec::{self, Envelope, Stream};
+use crate::idempotency::Idempotency;
+use crate::tables::{ACTIVATIONS, CONNECTIONS, EVENTS, IDEMPOTENCY, POLICIES, STREAMS};
+
+/// The largest `limit` a read accepts.
+pub const MAX_READ_LIMIT: usize = 10_000;
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// redb failed to read (an I/O error, or the file is damaged beyond its checksums).
+    #[error("storage error while reading: {0}")]
+    Storage(#[source] redb::Error),
+    /// A stored record or key could not be decoded; the error names it.
+    #[error(transparent)]
+    Corrupt(#[from] codec::Error),
+    /// The `limit` asked for is over [`MAX_READ_LIMIT`]. Nothing was read.
+    #[error("a read returns at most {max} items; {requested} were asked for")]
+    LimitTooLarge {
+        /// The limit asked for.
+        requested: usize,
+        /// [`MAX_READ_LIMIT`].
+        max: usize,
+    },
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::Storage(e.into())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::Error
+);
+
+pub(crate) fn check_limit(limit: usize) -> Result<(), Error> {
+    if limit > MAX_READ_LIMIT {
+        return Err(Error::LimitTooLarge {
+            requested: limit,
+            max: MAX_READ_LIMIT,
+        });
+    }
+    Ok(())
+}
+
+/// An event read from a stream, with its version in that stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The event's version in the stream read (for an activation stream, this differs from the
+    /// envelope's `stream_version`, which counts in the connection's stream).
+    pub version: u64,
+    /// The event.
+    pub envelope: Envelope,
+}
+
+/// A consistent snapshot of the store. `Send + Sync`; keep it short-lived, as the pages it sees
+/// cannot be reused by the writer while it is open.
+pub struct Reader {
+    txn: ReadTransaction,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(txn: ReadTransaction) -> Reader {
+        Reader { txn }
+    }
+
+    pub(crate) fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<'_, K, V>,
+    ) -> Result<ReadOnlyTable<K, V>, Error> {
+        Ok(self.open(definition)?)
+    }
+
+    /// Opens a table of the snapshot (every table exists from the moment a file is opened).
+    pub(crate) fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<'_, K, V>,
+    ) -> Result<ReadOnlyTable<K, V>, redb::TableError> {
+        self.txn.open_table(definition)
+    }
+
+    /// The global sequence of the last committed event; 0 when the log is empty (sequences
+    /// start at 1).
+    pub fn last_sequence(&self) -> Result<u64, Error> {
+        let events = self.table(EVENTS)?;
+        let last = events.last()?;
+        Ok(last.map_or(0, |(k, _)| k.value()))
+    }
+
+    /// The event with global sequence `sequence`.
+    pub fn event(&self, sequence: u64) -> Result<Option<Envelope>, Error> {
+        let events = self.table(EVENTS)?;
+        let Some(bytes) = events.get(sequence)? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_envelope(sequence, bytes.value())?))
+    }
+
+    /// Events of every tenant with a global sequence after `after`, in order, at most `limit`
+    /// (for subscribers and export; pass the last sequence returned to continue).
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        check_limit(limit)?;
+        let events = self.table(EVENTS)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in events
+            .range::<u64>((Bound::Excluded(after), Bound::Unbounded))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            out.push(codec::decode_envelope(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The events of one stream of `tenant` with a version after `after_version`, in order, at
+    /// most `limit`. A connection's stream holds every event of the connection; an activation's
+    /// stream every event that names the activation; the policy stream every policy change.
+    pub fn stream(
+        &self,
+        tenant: &TenantId,
+        stream: Stream,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, Error> {
+        check_limit(limit)?;
+        let Some(from) = after_version.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let (kind, id) = stream.key_parts();
+        let t = tenant.as_str();
+        let index = self.table(STREAMS)?;
+        let events = self.table(EVENTS)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in index
+            .range((t, kind, id, from)..=(t, kind, id, u64::MAX))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            let (version, sequence) = (k.value().3, v.value());
+            let bytes = events.get(sequence)?.ok_or_else(|| {
+                codec::Error::new(
+                    codec::RecordName::Event(sequence),
+                    codec::Problem::Invalid(format!(
+                        "indexed as version {version} of {stream} of tenant {tenant}, but missing"
+                    )),
+                )
+            })?;
+            out.push(StreamEvent {
+                version,
+                envelope: codec::decode_envelope(sequence, bytes.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last version of a stream of `tenant`; 0 for a stream without events.
+    pub fn stream_version(&self, tenant: &TenantId, stream: Stream) -> Result<u64, Error> {
+        let (kind, id) = stream.key_parts();
+        let t = tenant.as_str();
+        let index = self.table(STREAMS)?;
+        let last = index
+            .range((t, kind, id, 0)..=(t, kind, id, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        Ok(last.map_or(0, |(k, _)| k.value().3))
+    }
+
+    /// The current connection `id` of `tenant`.
+    pub fn connection(
+        &self,
+        tenant: &TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, Error> {
+        let table = self.table(CONNECTIONS)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get((t, id.as_u128()))? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_connection(t, id, bytes.value())?))
+    }
+
+    /// The connections of `tenant` in id order, after `after` (exclusive), at most `limit`.
+    pub fn connections(
+        &self,
+        tenant: &TenantId,
+        after: Option<ConnectionId>,
+        limit: usize,
+    ) -> Result<Vec<Connection>, Error> {
+        check_limit(limit)?;
+        let table = self.table(CONNECTIONS)?;
+        let t = tenant.as_str();
+        let start = match after {
+            Some(id) => Bound::Excluded((t, id.as_u128())),
+            None => Bound::Included((t, 0)),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in table
+            .range::<(&str, u128)>((start, Bound::Included((t, u128::MAX))))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            let id = ConnectionId::from_u128(k.value().1);
+            out.push(codec::decode_connection(t, id, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The activation `id` of `tenant`, as it stands after the last event that named it.
+    pub fn activation(
+        &self,
+        tenant: &TenantId,
+        id: ActivationId,
+    ) -> Result<Option<Activation>, Error> {
+        let table = self.table(ACTIVATIONS)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get((t, id.as_u128()))? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_activation(t, id, bytes.value())?))
+    }
+
+    /// The stored policy of `tenant` (`None` before its first policy event).
+    pub fn policy(&self, tenant: &TenantId) -> Result<Option<Policy>, Error> {
+        let table = self.table(POLICIES)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get(t)? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_policy(t, bytes.value())?))
+    }
+
+    /// The idempotency record of `key` for `tenant`, `None` when absent or expired at `now`.
+    pub fn idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<Idempotency>, Error> {
+        let table = self.table(IDEMPOTENCY)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get((t, key))? else {
+            return Ok(None);
+        };
+        let record = codec::decode_idempotency(t, key, bytes.value())?;
+        Ok((!record.is_expired(now)).then_some(record))
+    }
+}

@@ -1,0 +1,111 @@
+//! The redb tables of a store file and the codes used inside their keys.
+//!
+//! Every key of tenant data starts with the tenant id, so one file serves many tenants and a
+//! range read never crosses into another tenant's keys. The event log and the timer index are the
+//! two exceptions: the log is keyed by the global sequence (the envelope names the tenant), and
+//! timers are keyed by due time first so that the scheduler reads the next due timers of every
+//! tenant with one range read.
+//!
+//! *Persisted*: table names, key layouts and the numeric codes below are part of the file format
+//! (see [`crate::open::FILE_FORMAT_VERSION`]). Never change or reuse a code; add new ones.
+
+use jitflow_core::lifecycle::TimerKind;
+use redb::TableDefinition;
+
+/// File metadata: name -> value. Holds [`FORMAT_VERSION_KEY`].
+pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+/// The key of the file format version in [`META`].
+pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
+
+/// The event log: global sequence (from 1, contiguous) -> envelope (see [`crate::codec`]).
+pub(crate) const EVENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("events");
+
+/// The stream index: (tenant, stream kind code, stream id, version in the stream, from 1) ->
+/// global sequence. An event of a connection is indexed under its connection and, when it names
+/// one, under its activation too.
+pub(crate) const STREAMS: TableDefinition<'static, (&str, u8, u128, u64), u64> =
+    TableDefinition::new("streams");
+
+/// Connection projections: (tenant, connection id) -> encoded `Connection`.
+pub(crate) const CONNECTIONS: TableDefinition<'static, (&str, u128), &[u8]> =
+    TableDefinition::new("connections");
+
+/// Activation projections: (tenant, activation id) -> encoded `Activation`, as it stands after
+/// the last event that names it.
+pub(crate) const ACTIVATIONS: TableDefinition<'static, (&str, u128), &[u8]> =
+    TableDefinition::new("activations");
+
+/// Policy projections: tenant -> encoded `Policy`.
+pub(crate) const POLICIES: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("policies");
+
+/// The timer index: (due UTC ms, tenant, connection id, timer kind code) -> ().
+pub(crate) const TIMERS: TableDefinition<'static, (u64, &str, u128, u8), ()> =
+    TableDefinition::new("timers");
+
+/// Committed intents without a result: (tenant, connection id) -> (), present iff the
+/// connection's projection has pending effects.
+pub(crate) const INTENTS: TableDefinition<'static, (&str, u128), ()> =
+    TableDefinition::new("intents");
+
+/// Idempotency keys: (tenant, key) -> encoded record.
+pub(crate) const IDEMPOTENCY: TableDefinition<'static, (&str, &str), &[u8]> =
+    TableDefinition::new("idempotency");
+
+/// Expiry index of the idempotency keys: (expires UTC ms, tenant, key) -> (), for bounded purges.
+pub(crate) const IDEMPOTENCY_EXPIRY: TableDefinition<'static, (u64, &str, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+
+/// Stream kind code of a connection's stream.
+pub(crate) const STREAM_CONNECTION: u8 = 1;
+/// Stream kind code of an activation's stream.
+pub(crate) const STREAM_ACTIVATION: u8 = 2;
+/// Stream kind code of a tenant's policy stream (its stream id is always 0).
+pub(crate) const STREAM_POLICY: u8 = 3;
+
+/// The code of a timer kind in [`TIMERS`] keys. Written out by hand, never `as u8`: the core
+/// enum may be reordered without the file format changing.
+pub(crate) const fn timer_kind_code(kind: TimerKind) -> u8 {
+    match kind {
+        TimerKind::Expiry => 1,
+        TimerKind::Warning => 2,
+        TimerKind::Retry => 3,
+        TimerKind::StandingRetry => 4,
+    }
+}
+
+/// The timer kind of a code from [`timer_kind_code`], `None` for an unknown code.
+pub(crate) const fn timer_kind_from_code(code: u8) -> Option<TimerKind> {
+    match code {
+        1 => Some(TimerKind::Expiry),
+        2 => Some(TimerKind::Warning),
+        3 => Some(TimerKind::Retry),
+        4 => Some(TimerKind::StandingRetry),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the persisted codes: changing one breaks every stored timer key.
+    #[test]
+    fn timer_kind_codes_are_pinned() {
+        let pinned = [
+            (TimerKind::Expiry, 1),
+            (TimerKind::Warning, 2),
+            (TimerKind::Retry, 3),
+            (TimerKind::StandingRetry, 4),
+        ];
+        for (kind, code) in pinned {
+            assert_eq!(timer_kind_code(kind), code, "{kind:?}");
+            assert_eq!(timer_kind_from_code(code), Some(kind));
+        }
+        assert_eq!(timer_kind_from_code(0), None);
+        assert_eq!(timer_kind_from_code(5), None);
+        assert_eq!(
+            (STREAM_CONNECTION, STREAM_ACTIVATION, STREAM_POLICY),
+            (1, 2, 3)
+        );
+    }
+}

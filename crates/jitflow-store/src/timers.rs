@@ -1,0 +1,115 @@
+//! The timer index: every armed timer of every connection, ordered by due time.
+//!
+//! Timers are derived from the connections (`Connection::timers`); each event carries the
+//! timers it arms and cancels, and the index applies exactly those, in the event's transaction.
+//! `Store::verify` checks the index equals the union of the timers of all connections.
+
+use std::ops::Bound;
+
+use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::lifecycle::{Event, Timer};
+use jitflow_core::time::Timestamp;
+use redb::Table;
+
+use crate::append::Error;
+use crate::codec::{self, Problem, RecordName};
+use crate::read::{self, Reader, check_limit};
+use crate::tables::{TIMERS, timer_kind_code, timer_kind_from_code};
+
+/// A timer in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DueTimer {
+    /// When it is due (first in the order).
+    pub due: Timestamp,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The connection.
+    pub connection: ConnectionId,
+    /// The timer (its `due` equals [`DueTimer::due`]).
+    pub timer: Timer,
+}
+
+/// Applies an event's cancelled, then armed, timers.
+pub(crate) fn apply(
+    timers: &mut Table<'_, (u64, &'static str, u128, u8), ()>,
+    tenant: &TenantId,
+    event: &Event,
+) -> Result<(), Error> {
+    let (t, c) = (tenant.as_str(), event.connection.as_u128());
+    for timer in &event.cancel {
+        let removed = timers.remove((timer.due.as_millis(), t, c, timer_kind_code(timer.kind)))?;
+        if removed.is_none() {
+            // The index disagrees with the stored connection; `verify` reports it in detail.
+            tracing::warn!(%tenant, connection = %event.connection, ?timer, "cancelled timer was not indexed");
+        }
+    }
+    for timer in &event.arm {
+        timers.insert(
+            (timer.due.as_millis(), t, c, timer_kind_code(timer.kind)),
+            (),
+        )?;
+    }
+    Ok(())
+}
+
+/// Decodes a key of the timer index.
+pub(crate) fn decode_key(
+    (due, tenant, connection, kind): (u64, &str, u128, u8),
+) -> Result<DueTimer, codec::Error> {
+    let bad = || {
+        codec::Error::new(
+            RecordName::Key {
+                table: "timers",
+                key: format!("({due}, {tenant:?}, {connection:#x}, {kind})"),
+            },
+            Problem::Invalid("not a valid timer key".into()),
+        )
+    };
+    let tenant = TenantId::parse(tenant).map_err(|_| bad())?;
+    let kind = timer_kind_from_code(kind).ok_or_else(bad)?;
+    let due = Timestamp::from_millis(due).ok_or_else(bad)?;
+    Ok(DueTimer {
+        due,
+        tenant,
+        connection: ConnectionId::from_u128(connection),
+        timer: Timer { due, kind },
+    })
+}
+
+impl Reader {
+    /// The next timers in due order: after `after` (exclusive; `None` from the first), due at or
+    /// before `up_to` (`None`: any time), at most `limit` (at most
+    /// [`read::MAX_READ_LIMIT`]). The scheduler reads a window of the nearest timers with this.
+    pub fn due_timers(
+        &self,
+        after: Option<&DueTimer>,
+        up_to: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<DueTimer>, read::Error> {
+        check_limit(limit)?;
+        let table = self.table(TIMERS)?;
+        let start = match after {
+            Some(d) => Bound::Excluded((
+                d.due.as_millis(),
+                d.tenant.as_str(),
+                d.connection.as_u128(),
+                timer_kind_code(d.timer.kind),
+            )),
+            None => Bound::Unbounded,
+        };
+        // The smallest key due after `up_to` ("" is the smallest tenant).
+        let end = match up_to {
+            Some(t) => Bound::Excluded((t.as_millis() + 1, "", 0, 0)),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<(u64, &str, u128, u8)>((start, end))?
+            .take(limit)
+        {
+            let (key, _) = entry?;
+            out.push(decode_key(key.value())?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,986 @@
+//! Verification: replay the whole log with `evolve` and compare the result with everything the
+//! store derived from it (projections, stream index, timer index, intents).
+//!
+//! Reads one snapshot, so it runs beside the writer. It holds the replayed state in memory
+//! (hundreds of bytes per connection): an operator's check and a test oracle, not a hot path.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use jitflow_core::activation::Activation;
+use jitflow_core::connection::Connection;
+use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::lifecycle::{EvolveError, Timer, evolve};
+use jitflow_core::policy::Policy;
+use redb::ReadableDatabase;
+
+use crate::codec::{self, Payload, Problem, RecordName, Stream};
+use crate::intents::Intent;
+use crate::read::Reader;
+use crate::store::Store;
+use crate::tables::{
+    ACTIVATIONS, CONNECTIONS, EVENTS, INTENTS, POLICIES, STREAMS, TIMERS, timer_kind_code,
+};
+use crate::timers::{self, DueTimer};
+
+/// The most differences a report lists; further ones are only counted in
+/// [`Report::omitted`].
+pub const MAX_DIFFERENCES: usize = 10_000;
+
+/// Why verification could not run to the end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// redb failed to read (an I/O error, or damage beyond its checksums). Undecodable records
+    /// are not errors: they are reported as differences.
+    #[error("storage error while verifying: {0}")]
+    Storage(#[source] redb::Error),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::Storage(e.into())
+            }
+        }
+    )*};
+}
+storage_from!(redb::StorageError, redb::TableError, redb::TransactionError);
+
+/// One way the stored data disagrees with the replayed log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Difference {
+    /// A stored record or key could not be decoded (an event is then left out of the replay).
+    Undecodable(codec::Error),
+    /// The log skips global sequences.
+    SequenceGap {
+        /// The sequence expected next.
+        expected: u64,
+        /// The sequence found.
+        found: u64,
+    },
+    /// An event's batch bounds disagree with the events around it: part of a batch is missing.
+    PartialBatch {
+        /// The event.
+        sequence: u64,
+        /// Its recorded batch bounds.
+        batch: (u64, u64),
+    },
+    /// An event's version in its stream is not the previous version + 1.
+    StreamVersion {
+        /// The event.
+        sequence: u64,
+        /// The version replay expects.
+        expected: u64,
+        /// The version stored.
+        found: u64,
+    },
+    /// An event does not apply to the state replayed before it.
+    DoesNotApply {
+        /// The event.
+        sequence: u64,
+        /// Why.
+        error: EvolveError,
+    },
+    /// A policy event is not based on the policy replayed before it.
+    PolicyOutOfOrder {
+        /// The event.
+        sequence: u64,
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// A stream index entry is missing, unexpected, or points at another event.
+    StreamIndex {
+        /// The tenant.
+        tenant: TenantId,
+        /// The stream.
+        stream: Stream,
+        /// The version in the stream.
+        version: u64,
+        /// The sequence the log implies (`None`: there should be no entry).
+        expected: Option<u64>,
+        /// The sequence indexed (`None`: no entry).
+        indexed: Option<u64>,
+    },
+    /// A connection projection differs from the replayed connection.
+    Connection {
+        /// The tenant.
+        tenant: TenantId,
+        /// The connection.
+        id: ConnectionId,
+        /// The replayed state (`None`: not registered, or removed).
+        replayed: Option<Box<Connection>>,
+        /// The stored projection (`None`: absent).
+        stored: Option<Box<Connection>>,
+    },
+    /// An activation projection differs from the replayed activation.
+    Activation {
+        /// The tenant.
+        tenant: TenantId,
+        /// The activation.
+        id: ActivationId,
+        /// The replayed activation.
+        replayed: Option<Box<Activation>>,
+        /// The stored projection.
+        stored: Option<Box<Activation>>,
+    },
+    /// A policy projection differs from the last policy event's policy.
+    Policy {
+        /// The tenant.
+        tenant: TenantId,
+        /// The replayed policy.
+        replayed: Option<Box<Policy>>,
+        /// The stored projection.
+        stored: Option<Box<Policy>>,
+    },
+    /// A timer of a replayed connection is not in the timer index.
+    TimerMissing(DueTimer),
+    /// The timer index holds a timer no replayed connection has.
+    TimerUnexpected(DueTimer),
+    /// A replayed connection with pending effects has no intent row.
+    IntentMissing(Intent),
+    /// An intent row for a connection without pending effects.
+    IntentUnexpected(Intent),
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = |present: bool| if present { "present" } else { "absent" };
+        match self {
+            Difference::Undecodable(e) => write!(f, "{e}"),
+            Difference::SequenceGap { expected, found } => {
+                write!(f, "the log skips from sequence {expected} to {found}")
+            }
+            Difference::PartialBatch { sequence, batch } => write!(
+                f,
+                "event {sequence} belongs to batch {}..={}, which is not whole",
+                batch.0, batch.1
+            ),
+            Difference::StreamVersion {
+                sequence,
+                expected,
+                found,
+            } => write!(
+                f,
+                "event {sequence} has stream version {found}, replay expects {expected}"
+            ),
+            Difference::DoesNotApply { sequence, error } => {
+                write!(f, "event {sequence} does not apply: {error}")
+            }
+            Difference::PolicyOutOfOrder { sequence, tenant } => write!(
+                f,
+                "policy event {sequence} of tenant {tenant} is not based on the policy before it"
+            ),
+            Difference::StreamIndex {
+                tenant,
+                stream,
+                version,
+                expected,
+                indexed,
+            } => write!(
+                f,
+                "stream index of {stream} of tenant {tenant}, version {version}: log says {expected:?}, index says {indexed:?}"
+            ),
+            Difference::Connection {
+                tenant,
+                id,
+                replayed,
+                stored,
+            } => write!(
+                f,
+                "connection {tenant}/{id} differs (replayed {}, stored {})",
+                side(replayed.is_some()),
+                side(stored.is_some())
+            ),
+            Difference::Activation {
+                tenant,
+                id,
+                replayed,
+                stored,
+            } => write!(
+                f,
+                "activation {tenant}/{id} differs (replayed {}, stored {})",
+                side(replayed.is_some()),
+                side(stored.is_some())
+            ),
+            Difference::Policy {
+                tenant,
+                replayed,
+                stored,
+            } => write!(
+                f,
+                "policy of tenant {tenant} differs (replayed {}, stored {})",
+                side(replayed.is_some()),
+                side(stored.is_some())
+            ),
+            Difference::TimerMissing(t) => write!(
+                f,
+                "timer {:?} due {} of connection {}/{} is not indexed",
+                t.timer.kind, t.due, t.tenant, t.connection
+            ),
+            Difference::TimerUnexpected(t) => write!(
+                f,
+                "indexed timer {:?} due {} of connection {}/{} is not armed",
+                t.timer.kind, t.due, t.tenant, t.connection
+            ),
+            Difference::IntentMissing(i) => write!(
+                f,
+                "connection {}/{} has pending effects but no intent row",
+                i.tenant, i.connection
+            ),
+            Difference::IntentUnexpected(i) => write!(
+                f,
+                "intent row for connection {}/{} without pending effects",
+                i.tenant, i.connection
+            ),
+        }
+    }
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Events replayed.
+    pub events: u64,
+    /// Connections alive after the replay.
+    pub connections: u64,
+    /// Activations replayed.
+    pub activations: u64,
+    /// Tenants with a policy.
+    pub policies: u64,
+    /// Timers armed after the replay.
+    pub timers: u64,
+    /// Connections with pending effects after the replay.
+    pub intents: u64,
+    /// Every difference found, in the order found, up to [`MAX_DIFFERENCES`].
+    pub differences: Vec<Difference>,
+    /// Differences found beyond [`MAX_DIFFERENCES`].
+    pub omitted: u64,
+}
+
+impl Report {
+    /// Whether the store agrees with its log.
+    pub fn is_clean(&self) -> bool {
+        self.differences.is_empty() && self.omitted == 0
+    }
+
+    fn push(&mut self, difference: Difference) {
+        if self.differences.len() < MAX_DIFFERENCES {
+            self.differences.push(difference);
+        } else {
+            self.omitted += 1;
+        }
+    }
+}
+
+/// Tenants seen in the log, numbered to keep the replay's keys small.
+#[derive(Default)]
+struct Tenants {
+    numbers: HashMap<String, u32>,
+    ids: Vec<TenantId>,
+}
+
+impl Tenants {
+    fn intern(&mut self, tenant: &TenantId) -> u32 {
+        if let Some(&n) = self.numbers.get(tenant.as_str()) {
+            return n;
+        }
+        let n = u32::try_from(self.ids.len()).expect("fewer than 2^32 tenants");
+        self.numbers.insert(tenant.as_str().to_owned(), n);
+        self.ids.push(tenant.clone());
+        n
+    }
+
+    fn number(&self, tenant: &str) -> Option<u32> {
+        self.numbers.get(tenant).copied()
+    }
+
+    fn id(&self, n: u32) -> &TenantId {
+        &self.ids[n as usize]
+    }
+}
+
+/// The state replay builds.
+#[derive(Default)]
+struct Replay {
+    tenants: Tenants,
+    connections: HashMap<(u32, u128), Connection>,
+    activations: HashMap<(u32, u128), Activation>,
+    policies: HashMap<u32, Policy>,
+    /// Last version of each (tenant, stream kind, stream id).
+    versions: HashMap<(u32, u8, u128), u64>,
+    /// The stream index the log implies.
+    index: HashMap<(u32, u8, u128, u64), u64>,
+}
+
+impl Replay {
+    fn next_version(&mut self, tenant: u32, stream: Stream, sequence: u64) -> u64 {
+        let (kind, id) = stream.key_parts();
+        let version = self.versions.entry((tenant, kind, id)).or_insert(0);
+        *version += 1;
+        self.index.insert((tenant, kind, id, *version), sequence);
+        *version
+    }
+}
+
+fn bad_key(table: &'static str, key: String, why: &str) -> Difference {
+    Difference::Undecodable(codec::Error::new(
+        RecordName::Key { table, key },
+        Problem::Invalid(why.to_owned()),
+    ))
+}
+
+impl Store {
+    /// Replays the whole log with `evolve` (per connection stream; a tenant's policy is its
+    /// last policy event's) and compares the result with the stored connection, activation and
+    /// policy projections, the stream index, the timer index (which must equal the union of
+    /// `Connection::timers` of all connections) and the intents. Reports every difference.
+    pub fn verify(&self) -> Result<Report, Error> {
+        let reader = Reader::new(self.db.begin_read()?);
+        let mut report = Report::default();
+        let mut replay = Replay::default();
+        replay_log(&reader, &mut replay, &mut report)?;
+        compare_streams(&reader, &mut replay, &mut report)?;
+
+        report.connections = replay.connections.len() as u64;
+        report.activations = replay.activations.len() as u64;
+        report.policies = replay.policies.len() as u64;
+        let mut timers: HashSet<(u32, u128, u64, u8)> = HashSet::new();
+        let mut intents: HashSet<(u32, u128)> = HashSet::new();
+        for (&(tenant, id), c) in &replay.connections {
+            for t in c.timers() {
+                timers.insert((tenant, id, t.due.as_millis(), timer_kind_code(t.kind)));
+            }
+            if !c.pending_effects().is_empty() {
+                intents.insert((tenant, id));
+            }
+        }
+        report.timers = timers.len() as u64;
+        report.intents = intents.len() as u64;
+
+        compare_timers(&reader, &replay.tenants, timers, &mut report)?;
+        compare_intents(&reader, &replay.tenants, intents, &mut report)?;
+        compare_connections(&reader, &mut replay, &mut report)?;
+        compare_activations(&reader, &mut replay, &mut report)?;
+        compare_policies(&reader, &mut replay, &mut report)?;
+        if !report.is_clean() {
+            tracing::warn!(
+                differences = report.differences.len() as u64 + report.omitted,
+                "verify found differences"
+            );
+        }
+        Ok(report)
+    }
+}
+
+fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
+    let events = reader.open(EVENTS)?;
+    let mut expected = 1;
+    // The batch of the previous decoded event, and that event's sequence.
+    let mut batch: Option<(u64, u64)> = None;
+    let mut previous = 0;
+    for entry in events.range::<u64>(..)? {
+        let (k, v) = entry?;
+        let sequence = k.value();
+        if sequence != expected {
+            report.push(Difference::SequenceGap {
+                expected,
+                found: sequence,
+            });
+        }
+        expected = sequence + 1;
+        report.events += 1;
+        let envelope = match codec::decode_envelope(sequence, v.value()) {
+            Ok(e) => e,
+            Err(e) => {
+                report.push(Difference::Undecodable(e));
+                continue;
+            }
+        };
+        let bounds = (envelope.batch_first, envelope.batch_last);
+        match batch {
+            Some(current) if sequence <= current.1 => {
+                if bounds != current {
+                    report.push(Difference::PartialBatch {
+                        sequence,
+                        batch: bounds,
+                    });
+                }
+            }
+            _ => {
+                // A batch starts here: the previous one must have ended with the previous event.
+                if let Some(ended) = batch
+                    && ended.1 != previous
+                {
+                    report.push(Difference::PartialBatch {
+                        sequence: previous,
+                        batch: ended,
+                    });
+                }
+                if bounds.0 != sequence {
+                    report.push(Difference::PartialBatch {
+                        sequence,
+                        batch: bounds,
+                    });
+                }
+                batch = Some(bounds);
+            }
+        }
+        previous = sequence;
+
+        let tenant = replay.tenants.intern(&envelope.tenant);
+        let stream = envelope.stream();
+        let version = replay.next_version(tenant, stream, sequence);
+        if version != envelope.stream_version {
+            report.push(Difference::StreamVersion {
+                sequence,
+                expected: version,
+                found: envelope.stream_version,
+            });
+        }
+        match envelope.payload {
+            Payload::Connection(event) => {
+                if let Some(activation) = event.activation {
+                    replay.next_version(tenant, Stream::Activation(activation), sequence);
+                }
+                let key = (tenant, event.connection.as_u128());
+                let before = replay.connections.remove(&key);
+                match evolve(before.clone(), &event) {
+                    Ok(after) => {
+                        if let (Some(id), Some(c)) = (event.activation, after.as_ref())
+                            && let Some(a) = c.activation.as_ref().filter(|a| a.id == id)
+                        {
+                            replay.activations.insert((tenant, id.as_u128()), a.clone());
+                        }
+                        if let Some(c) = after {
+                            replay.connections.insert(key, c);
+                        }
+                    }
+                    Err(error) => {
+                        report.push(Difference::DoesNotApply { sequence, error });
+                        if let Some(c) = before {
+                            replay.connections.insert(key, c);
+                        }
+                    }
+                }
+            }
+            Payload::Policy(event) => {
+                if event.previous.as_ref() != replay.policies.get(&tenant) {
+                    report.push(Difference::PolicyOutOfOrder {
+                        sequence,
+                        tenant: envelope.tenant.clone(),
+                    });
+                }
+                replay.policies.insert(tenant, event.policy);
+            }
+        }
+    }
+    if let Some(bounds) = batch
+        && bounds.1 != previous
+    {
+        report.push(Difference::PartialBatch {
+            sequence: previous,
+            batch: bounds,
+        });
+    }
+    Ok(())
+}
+
+fn compare_streams(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
+    let index = reader.open(STREAMS)?;
+    for entry in index.range::<(&str, u8, u128, u64)>(..)? {
+        let (k, v) = entry?;
+        let (tenant, kind, id, version) = k.value();
+        let indexed = v.value();
+        let Some(stream) = Stream::from_key_parts(kind, id) else {
+            report.push(bad_key(
+                "streams",
+                format!("({tenant:?}, {kind}, {id:#x}, {version})"),
+                "unknown stream kind",
+            ));
+            continue;
+        };
+        let expected = replay
+            .tenants
+            .number(tenant)
+            .and_then(|n| replay.index.remove(&(n, kind, id, version)));
+        if expected != Some(indexed) {
+            match TenantId::parse(tenant) {
+                Ok(tenant) => report.push(Difference::StreamIndex {
+                    tenant,
+                    stream,
+                    version,
+                    expected,
+                    indexed: Some(indexed),
+                }),
+                Err(_) => report.push(bad_key(
+                    "streams",
+                    format!("({tenant:?}, {kind}, {id:#x}, {version})"),
+                    "not a valid tenant id",
+                )),
+            }
+        }
+    }
+    let mut missing: Vec<_> = replay.index.drain().collect();
+    missing.sort_unstable_by_key(|&(_, sequence)| sequence);
+    for ((tenant, kind, id, version), sequence) in missing {
+        let stream = Stream::from_key_parts(kind, id).expect("replay builds known streams");
+        report.push(Difference::StreamIndex {
+            tenant: replay.tenants.id(tenant).clone(),
+            stream,
+            version,
+            expected: Some(sequence),
+            indexed: None,
+        });
+    }
+    Ok(())
+}
+
+fn compare_timers(
+    reader: &Reader,
+    tenants: &Tenants,
+    mut expected: HashSet<(u32, u128, u64, u8)>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let table = reader.open(TIMERS)?;
+    for entry in table.range::<(u64, &str, u128, u8)>(..)? {
+        let (k, _) = entry?;
+        let (due, tenant, connection, kind) = k.value();
+        let found = tenants
+            .number(tenant)
+            .is_some_and(|n| expected.remove(&(n, connection, due, kind)));
+        if !found {
+            match timers::decode_key(k.value()) {
+                Ok(timer) => report.push(Difference::TimerUnexpected(timer)),
+                Err(e) => report.push(Difference::Undecodable(e)),
+            }
+        }
+    }
+    let mut missing: Vec<DueTimer> = expected
+        .into_iter()
+        .map(|(tenant, connection, due, kind)| {
+            let due = jitflow_core::time::Timestamp::from_millis(due).expect("replayed timer");
+            DueTimer {
+                due,
+                tenant: tenants.id(tenant).clone(),
+                connection: ConnectionId::from_u128(connection),
+                timer: Timer {
+                    due,
+                    kind: crate::tables::timer_kind_from_code(kind).expect("replayed timer"),
+                },
+            }
+        })
+        .collect();
+    missing.sort_unstable();
+    for timer in missing {
+        report.push(Difference::TimerMissing(timer));
+    }
+    Ok(())
+}
+
+fn compare_intents(
+    reader: &Reader,
+    tenants: &Tenants,
+    mut expected: HashSet<(u32, u128)>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let table = reader.open(INTENTS)?;
+    for entry in table.range::<(&str, u128)>(..)? {
+        let (k, _) = entry?;
+        let (tenant, connection) = k.value();
+        let found = tenants
+            .number(tenant)
+            .is_some_and(|n| expected.remove(&(n, connection)));
+        if !found {
+            match TenantId::parse(tenant) {
+                Ok(tenant) => report.push(Difference::IntentUnexpected(Intent {
+                    tenant,
+                    connection: ConnectionId::from_u128(connection),
+                })),
+                Err(_) => report.push(bad_key(
+                    "intents",
+                    format!("({tenant:?}, {connection:#x})"),
+                    "not a valid tenant id",
+                )),
+            }
+        }
+    }
+    let mut missing: Vec<Intent> = expected
+        .into_iter()
+        .map(|(tenant, connection)| Intent {
+            tenant: tenants.id(tenant).clone(),
+            connection: ConnectionId::from_u128(connection),
+        })
+        .collect();
+    missing.sort_unstable();
+    for intent in missing {
+        report.push(Difference::IntentMissing(intent));
+    }
+    Ok(())
+}
+
+fn compare_connections(
+    reader: &Reader,
+    replay: &mut Replay,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let table = reader.open(CONNECTIONS)?;
+    for entry in table.range::<(&str, u128)>(..)? {
+        let (k, v) = entry?;
+        let (tenant, id) = k.value();
+        let id = ConnectionId::from_u128(id);
+        let replayed = replay
+            .tenants
+            .number(tenant)
+            .and_then(|n| replay.connections.remove(&(n, id.as_u128())));
+        let stored = match codec::decode_connection(tenant, id, v.value()) {
+            Ok(c) => c,
+            Err(e) => {
+                report.push(Difference::Undecodable(e));
+                continue;
+            }
+        };
+        if replayed.as_ref() != Some(&stored) {
+            let Ok(tenant) = TenantId::parse(tenant) else {
+                report.push(bad_key(
+                    "connections",
+                    format!("({tenant:?}, {id})"),
+                    "not a valid tenant id",
+                ));
+                continue;
+            };
+            report.push(Difference::Connection {
+                tenant,
+                id,
+                replayed: replayed.map(Box::new),
+                stored: Some(Box::new(stored)),
+            });
+        }
+    }
+    let mut missing: Vec<_> = replay.connections.drain().collect();
+    missing.sort_unstable_by_key(|&((tenant, id), _)| (tenant, id));
+    for ((tenant, id), c) in missing {
+        report.push(Difference::Connection {
+            tenant: replay.tenants.id(tenant).clone(),
+            id: ConnectionId::from_u128(id),
+            replayed: Some(Box::new(c)),
+            stored: None,
+        });
+    }
+    Ok(())
+}
+
+fn compare_activations(
+    reader: &Reader,
+    replay: &mut Replay,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let table = reader.open(ACTIVATIONS)?;
+    for entry in table.range::<(&str, u128)>(..)? {
+        let (k, v) = entry?;
+        let (tenant, id) = k.value();
+        let id = ActivationId::from_u128(id);
+        let replayed = replay
+            .tenants
+            .number(tenant)
+            .and_then(|n| replay.activations.remove(&(n, id.as_u128())));
+        let stored = match codec::decode_activation(tenant, id, v.value()) {
+            Ok(a) => a,
+            Err(e) => {
+                report.push(Difference::Undecodable(e));
+                continue;
+            }
+        };
+        if replayed.as_ref() != Some(&stored) {
+            let Ok(tenant) = TenantId::parse(tenant) else {
+                report.push(bad_key(
+                    "activations",
+                    format!("({tenant:?}, {id})"),
+                    "not a valid tenant id",
+                ));
+                continue;
+            };
+            report.push(Difference::Activation {
+                tenant,
+                id,
+                replayed: replayed.map(Box::new),
+                stored: Some(Box::new(stored)),
+            });
+        }
+    }
+    let mut missing: Vec<_> = replay.activations.drain().collect();
+    missing.sort_unstable_by_key(|&((tenant, id), _)| (tenant, id));
+    for ((tenant, id), a) in missing {
+        report.push(Difference::Activation {
+            tenant: replay.tenants.id(tenant).clone(),
+            id: ActivationId::from_u128(id),
+            replayed: Some(Box::new(a)),
+            stored: None,
+        });
+    }
+    Ok(())
+}
+
+fn compare_policies(
+    reader: &Reader,
+    replay: &mut Replay,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let table = reader.open(POLICIES)?;
+    for entry in table.range::<&str>(..)? {
+        let (k, v) = entry?;
+        let tenant = k.value();
+        let replayed = replay
+            .tenants
+            .number(tenant)
+            .and_then(|n| replay.policies.remove(&n));
+        let stored = match codec::decode_policy(tenant, v.value()) {
+            Ok(p) => p,
+            Err(e) => {
+                report.push(Difference::Undecodable(e));
+                continue;
+            }
+        };
+        if replayed.as_ref() != Some(&stored) {
+            let Ok(tenant) = TenantId::parse(tenant) else {
+                report.push(bad_key(
+                    "policies",
+                    format!("{tenant:?}"),
+                    "not a valid tenant id",
+                ));
+                continue;
+            };
+            report.push(Difference::Policy {
+                tenant,
+                replayed: replayed.map(Box::new),
+                stored: Some(Box::new(stored)),
+            });
+        }
+    }
+    let mut missing: Vec<_> = replay.policies.drain().collect();
+    missing.sort_unstable_by_key(|&(tenant, _)| tenant);
+    for (tenant, p) in missing {
+        report.push(Difference::Policy {
+            tenant: replay.tenants.id(tenant).clone(),
+            replayed: Some(Box::new(p)),
+            stored: None,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use jitflow_core::lifecycle::{Command, TimerKind};
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+    use crate::batch::{Batch, Entry};
+    use crate::open::Options;
+    use crate::test_support::{ACT, CONN, policy_event, spec, step};
+
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    /// A store holding a policy and one connection provisioned (two timers armed), then one
+    /// with a grant in flight (an intent).
+    fn store() -> Store {
+        let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
+        let mut batch = Batch::new();
+        batch.push(Entry::Policy {
+            tenant: tenant(),
+            event: policy_event(),
+        });
+        let mut state = None;
+        let commands = [
+            Command::Register(spec(CONN)),
+            Command::Activate {
+                activation: ACT,
+                period: None,
+            },
+            Command::ValidationPassed { activation: ACT },
+        ];
+        for command in commands {
+            let (event, after) = step(state, command);
+            state = after.clone();
+            batch.push(Entry::Connection {
+                tenant: tenant(),
+                event,
+                after,
+            });
+        }
+        store.append_batch(&batch).unwrap();
+        let (event, after) = step(
+            state,
+            Command::GrantSucceeded {
+                activation: ACT,
+                attempt: 1,
+            },
+        );
+        let mut batch = Batch::new();
+        batch.push(Entry::Connection {
+            tenant: tenant(),
+            event,
+            after,
+        });
+        store.append_batch(&batch).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_consistent_store_verifies_clean() {
+        let report = store().verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        assert_eq!(
+            (
+                report.events,
+                report.connections,
+                report.activations,
+                report.policies
+            ),
+            (5, 1, 1, 1)
+        );
+        assert_eq!((report.timers, report.intents), (2, 0));
+    }
+
+    /// Tampering with every derived table at once: each difference is reported, not the first.
+    #[test]
+    fn every_difference_is_reported() {
+        let store = store();
+        let reader = store.reader().unwrap();
+        let timers = reader.due_timers(None, None, 10).unwrap();
+        assert_eq!(timers.len(), 2);
+        let mut connection = reader.connection(&tenant(), CONN).unwrap().unwrap();
+        drop(reader);
+        let t = "acme";
+        let c = CONN.as_u128();
+        let txn = store.db.begin_write().unwrap();
+        {
+            // A timer lost, a timer never armed.
+            let mut index = txn.open_table(TIMERS).unwrap();
+            let lost = &timers[0];
+            index
+                .remove((lost.due.as_millis(), t, c, timer_kind_code(lost.timer.kind)))
+                .unwrap();
+            index
+                .insert((5, t, c, timer_kind_code(TimerKind::Retry)), ())
+                .unwrap();
+            // An intent without pending effects.
+            txn.open_table(INTENTS).unwrap().insert((t, c), ()).unwrap();
+            // A connection projection changed behind the log's back.
+            connection.spec.identity_name = "Mallory".into();
+            txn.open_table(CONNECTIONS)
+                .unwrap()
+                .insert((t, c), codec::encode_connection(&connection).as_slice())
+                .unwrap();
+            // An activation projection lost.
+            txn.open_table(ACTIVATIONS)
+                .unwrap()
+                .remove((t, ACT.as_u128()))
+                .unwrap();
+            // A policy projection lost, another tenant's appearing.
+            let mut policies = txn.open_table(POLICIES).unwrap();
+            let bytes = policies.remove(t).unwrap().unwrap().value().to_vec();
+            policies.insert("other", bytes.as_slice()).unwrap();
+            drop(policies);
+            // A stream index entry lost.
+            txn.open_table(STREAMS)
+                .unwrap()
+                .remove((t, crate::tables::STREAM_CONNECTION, c, 2))
+                .unwrap();
+            // An event that does not decode, after the last batch.
+            txn.open_table(EVENTS)
+                .unwrap()
+                .insert(6, [1u8, 0, 1, 0xff].as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let report = store.verify().unwrap();
+        let d = &report.differences;
+        let has = |f: &dyn Fn(&Difference) -> bool| d.iter().any(f);
+        assert!(
+            has(&|x| matches!(x, Difference::TimerMissing(m) if *m == timers[0])),
+            "{d:#?}"
+        );
+        assert!(has(
+            &|x| matches!(x, Difference::TimerUnexpected(u) if u.due.as_millis() == 5)
+        ));
+        assert!(has(
+            &|x| matches!(x, Difference::IntentUnexpected(i) if i.connection == CONN)
+        ));
+        assert!(has(
+            &|x| matches!(x, Difference::Connection { stored: Some(s), replayed: Some(_), .. } if s.spec.identity_name == "Mallory")
+        ));
+        assert!(has(&|x| matches!(
+            x,
+            Difference::Activation {
+                stored: None,
+                replayed: Some(_),
+                ..
+            }
+        )));
+        assert!(has(&|x| matches!(
+            x,
+            Difference::Policy {
+                stored: None,
+                replayed: Some(_),
+                ..
+            }
+        )));
+        assert!(has(
+            &|x| matches!(x, Difference::Policy { tenant, stored: Some(_), replayed: None } if tenant.as_str() == "other")
+        ));
+        assert!(has(&|x| matches!(
+            x,
+            Difference::StreamIndex {
+                version: 2,
+                expected: Some(3),
+                indexed: None,
+                ..
+            }
+        )));
+        assert!(has(
+            &|x| matches!(x, Difference::Undecodable(e) if e.record == RecordName::Event(6))
+        ));
+        assert_eq!(d.len(), 9, "{d:#?}");
+        for difference in d {
+            assert!(!difference.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn gaps_and_partial_batches_are_reported() {
+        let store = store();
+        let txn = store.db.begin_write().unwrap();
+        // Drop the last event of the first batch (sequences 1..=4): the batch is partial, the
+        // log has a gap, and the state and index no longer follow from the log.
+        txn.open_table(EVENTS).unwrap().remove(4).unwrap();
+        txn.commit().unwrap();
+        let report = store.verify().unwrap();
+        let d = &report.differences;
+        assert!(d.contains(&Difference::SequenceGap {
+            expected: 4,
+            found: 5
+        }));
+        assert!(d.contains(&Difference::PartialBatch {
+            sequence: 3,
+            batch: (1, 4)
+        }));
+        assert!(
+            d.iter()
+                .any(|x| matches!(x, Difference::DoesNotApply { sequence: 5, .. }))
+        );
+        assert!(d.iter().any(|x| matches!(
+            x,
+            Difference::StreamVersion {
+                sequence: 5,
+                expected: 3,
+                found: 4
+            }
+        )));
+    }
+}

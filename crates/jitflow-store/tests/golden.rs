@@ -1,0 +1,600 @@
+//! Golden fixtures: the stored bytes of every core `Change` variant (in an event envelope), of a
+//! policy event, and of each projection record, committed under `tests/golden/`.
+//!
+//! Each fixture is decoded and compared with the value built here, and the value is encoded and
+//! compared with the bytes: any change to the format (a reordered field or variant in the core, a
+//! bincode upgrade, a codec change) fails this test. To accept an intended change, bump the
+//! record format version (with an upgrade from the old one), then regenerate:
+//!
+//! ```text
+//! JITFLOW_BLESS=1 cargo test -p jitflow-store --test golden
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use jitflow_core::activation::{Activation, ActivationStatus, EndReason};
+use jitflow_core::connection::{
+    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, JitTimes,
+    StandingRevoke,
+};
+use jitflow_core::id::{
+    AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId,
+};
+use jitflow_core::lifecycle::{Actor, Change, Effect, Event, PolicyEvent, Timer, TimerKind};
+use jitflow_core::policy::Policy;
+use jitflow_core::time::{Minutes, Timestamp};
+use jitflow_store::codec::{self, Envelope, Payload};
+use jitflow_store::idempotency::Idempotency;
+
+const CONN: ConnectionId = ConnectionId::from_u128(0x757f_b803_9024_5861_e510_83a5_6e4c_5bd3);
+const ACT: ActivationId = ActivationId::from_u128(0x2c91_8086_7e20_630b_017e_20be_7c22_2492);
+
+/// The fixture name of each `Change` variant. No wildcard arm: a new variant in the core does
+/// not compile until it has a name here, and [`every_change_variant_has_a_fixture`] then asks
+/// for its fixture.
+fn change_name(change: &Change) -> &'static str {
+    match change {
+        Change::Registered(_) => "registered",
+        Change::Updated(_) => "updated",
+        Change::Removed => "removed",
+        Change::TypeChanged { .. } => "type_changed",
+        Change::ActivationRequested { .. } => "activation_requested",
+        Change::ValidationPassed => "validation_passed",
+        Change::ValidationRefused { .. } => "validation_refused",
+        Change::GrantFailed { .. } => "grant_failed",
+        Change::GrantAbandoned { .. } => "grant_abandoned",
+        Change::GrantRetried { .. } => "grant_retried",
+        Change::Provisioned { .. } => "provisioned",
+        Change::CancelledGrantSettled { .. } => "cancelled_grant_settled",
+        Change::Extended { .. } => "extended",
+        Change::ExpiryWarned { .. } => "expiry_warned",
+        Change::DeactivationRequested => "deactivation_requested",
+        Change::Expired => "expired",
+        Change::RevokeFailed { .. } => "revoke_failed",
+        Change::RevokeRetried { .. } => "revoke_retried",
+        Change::Revoked { .. } => "revoked",
+        Change::StandingRevokeFailed { .. } => "standing_revoke_failed",
+        Change::StandingRevokeRetried { .. } => "standing_revoke_retried",
+        Change::StandingRevoked { .. } => "standing_revoked",
+    }
+}
+
+/// The number of arms of [`change_name`].
+const CHANGE_VARIANTS: usize = 22;
+
+fn t(minutes: u64) -> Timestamp {
+    Timestamp::from_millis(1_767_225_600_000 + minutes * 60_000).unwrap()
+}
+
+fn alice() -> Actor {
+    Actor::Identity(IdentityId::parse("alice").unwrap())
+}
+
+fn timer(kind: TimerKind, minutes: u64) -> Timer {
+    Timer {
+        due: t(minutes),
+        kind,
+    }
+}
+
+fn spec() -> ConnectionSpec {
+    ConnectionSpec {
+        id: CONN,
+        identity: IdentityId::parse("2c9180867e20630b017e20be7c222492").unwrap(),
+        identity_name: "Alice Example".into(),
+        account: AccountId::parse("acct-1").unwrap(),
+        account_name: "alice.admin".into(),
+        entitlement: EntitlementId::parse("ent-admins").unwrap(),
+        entitlement_name: "Domain Admins".into(),
+        attribute_name: "memberOf".into(),
+        attribute_value: "CN=Domain Admins,OU=Groups,DC=example,DC=com".into(),
+        privilege_level: Some("HIGH".into()),
+        source: SourceId::parse("ad-prod").unwrap(),
+        source_name: "Active Directory".into(),
+        kind: ConnectionType::Jit,
+        standalone: false,
+    }
+}
+
+fn policy(version: u64) -> Policy {
+    let mut p = Policy::empty("6d38a587-302a-41d1-a3b1-ffae2c25c960".into());
+    p.entitlement_ids = vec![EntitlementId::parse("ent-admins").unwrap()];
+    p.max_activation_period = Some(Minutes(240));
+    p.max_extension = Some(Minutes(120));
+    p.default_activation_period = Some(Minutes(60));
+    p.default_extension = Some(Minutes(15));
+    p.notification_recipients = vec!["secops@example.com".into()];
+    p.notification_template = Some("jit-default".into());
+    p.apply_to_future_assignments = true;
+    p.version = version;
+    p
+}
+
+/// The parts of one sample event: change, activation, actor, arm, cancel, effects.
+type Sample = (
+    Change,
+    Option<ActivationId>,
+    Actor,
+    Vec<Timer>,
+    Vec<Timer>,
+    Vec<Effect>,
+);
+
+/// One event per `Change` variant, with arms, cancels and effects of every kind among them.
+fn changes() -> Vec<Sample> {
+    use TimerKind::*;
+    let a = Some(ACT);
+    let grant = |attempt| Effect::Grant {
+        activation: ACT,
+        attempt,
+    };
+    let revoke = |attempt| Effect::Revoke {
+        activation: ACT,
+        attempt,
+    };
+    vec![
+        (
+            Change::Registered(spec()),
+            None,
+            alice(),
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::Updated(ConnectionUpdate {
+                identity_name: Some("Alice B. Example".into()),
+                privilege_level: Some(None),
+                standalone: Some(true),
+                ..ConnectionUpdate::default()
+            }),
+            None,
+            alice(),
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (Change::Removed, None, alice(), vec![], vec![], vec![]),
+        (
+            Change::TypeChanged {
+                from: ConnectionType::Standing,
+                to: ConnectionType::Jit,
+            },
+            None,
+            alice(),
+            vec![],
+            vec![],
+            vec![Effect::RevokeStanding { attempt: 1 }],
+        ),
+        (
+            Change::ActivationRequested {
+                period: Minutes(60),
+            },
+            a,
+            alice(),
+            vec![],
+            vec![],
+            vec![Effect::Validate { activation: ACT }],
+        ),
+        (
+            Change::ValidationPassed,
+            a,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![grant(1)],
+        ),
+        (
+            Change::ValidationRefused {
+                reason: "ticket INC-42 is closed".into(),
+            },
+            a,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::GrantFailed {
+                attempt: 1,
+                error: "connector timeout".into(),
+                retry_at: t(1),
+            },
+            a,
+            Actor::System,
+            vec![timer(Retry, 1)],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::GrantAbandoned {
+                attempt: 5,
+                error: "access denied".into(),
+            },
+            a,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![revoke(1)],
+        ),
+        (
+            Change::GrantRetried { attempt: 2 },
+            a,
+            Actor::System,
+            vec![],
+            vec![timer(Retry, 1)],
+            vec![grant(2)],
+        ),
+        (
+            Change::Provisioned {
+                attempt: 2,
+                expires_at: t(62),
+                warn_at: Some(t(52)),
+            },
+            a,
+            Actor::System,
+            vec![timer(Expiry, 62), timer(Warning, 52)],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::CancelledGrantSettled {
+                attempt: 1,
+                error: Some("connector timeout".into()),
+            },
+            a,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![revoke(1)],
+        ),
+        (
+            Change::Extended {
+                by: Minutes(15),
+                expires_at: t(77),
+                warn_at: None,
+            },
+            a,
+            alice(),
+            vec![timer(Expiry, 77)],
+            vec![timer(Expiry, 62), timer(Warning, 52)],
+            vec![],
+        ),
+        (
+            Change::ExpiryWarned { expires_at: t(62) },
+            a,
+            Actor::System,
+            vec![],
+            vec![timer(Warning, 52)],
+            vec![],
+        ),
+        (
+            Change::DeactivationRequested,
+            a,
+            alice(),
+            vec![],
+            vec![timer(Expiry, 62)],
+            vec![revoke(1)],
+        ),
+        (
+            Change::Expired,
+            a,
+            Actor::System,
+            vec![],
+            vec![timer(Expiry, 62)],
+            vec![revoke(1)],
+        ),
+        (
+            Change::RevokeFailed {
+                attempt: 8,
+                error: "connector down".into(),
+                retry_at: t(70),
+                became_stuck: true,
+            },
+            a,
+            Actor::System,
+            vec![timer(Retry, 70)],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::RevokeRetried { attempt: 9 },
+            a,
+            Actor::System,
+            vec![],
+            vec![timer(Retry, 70)],
+            vec![revoke(9)],
+        ),
+        (
+            Change::Revoked {
+                attempt: 9,
+                reason: EndReason::Expired,
+            },
+            a,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::StandingRevokeFailed {
+                attempt: 1,
+                error: "connector down".into(),
+                retry_at: t(3),
+                became_stuck: false,
+            },
+            None,
+            Actor::System,
+            vec![timer(StandingRetry, 3)],
+            vec![],
+            vec![],
+        ),
+        (
+            Change::StandingRevokeRetried { attempt: 2 },
+            None,
+            Actor::System,
+            vec![],
+            vec![timer(StandingRetry, 3)],
+            vec![Effect::RevokeStanding { attempt: 2 }],
+        ),
+        (
+            Change::StandingRevoked { attempt: 2 },
+            None,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![],
+        ),
+    ]
+}
+
+fn activation() -> Activation {
+    Activation {
+        id: ACT,
+        connection: CONN,
+        period: Minutes(60),
+        requested_by: alice(),
+        status: ActivationStatus::Provisioned,
+        requested_at: t(0),
+        validated_at: Some(t(0)),
+        provisioned_at: Some(t(2)),
+        deprovision_started_at: None,
+        ended_at: None,
+        expires_at: Some(t(77)),
+        warn_at: None,
+        extended_by: Minutes(15),
+        extensions: 1,
+        attempt: 2,
+        retry_at: None,
+        cancel_requested: false,
+        end_reason: None,
+        last_error: Some("connector timeout".into()),
+        stuck: false,
+    }
+}
+
+fn connection() -> Connection {
+    Connection {
+        spec: spec(),
+        state: ConnectionState::Active,
+        jit: JitTimes {
+            activation: Some(t(0)),
+            provision: Some(t(2)),
+            deactivation: None,
+            deprovision: None,
+            expiration: Some(t(77)),
+        },
+        created: t(0),
+        modified: t(20),
+        state_changed: t(2),
+        state_changed_by: Actor::System,
+        activation: Some(activation()),
+        standing_revoke: None,
+        version: 7,
+    }
+}
+
+fn standing_connection() -> Connection {
+    Connection {
+        spec: ConnectionSpec {
+            kind: ConnectionType::Jit,
+            ..spec()
+        },
+        state: ConnectionState::Deactivating,
+        jit: JitTimes {
+            deactivation: Some(t(1)),
+            ..JitTimes::default()
+        },
+        created: t(0),
+        modified: t(3),
+        state_changed: t(1),
+        state_changed_by: alice(),
+        activation: None,
+        standing_revoke: Some(StandingRevoke {
+            attempt: 1,
+            retry_at: Some(t(3)),
+            stuck: false,
+            last_error: Some("connector down".into()),
+        }),
+        version: 3,
+    }
+}
+
+/// A stored value of one fixture.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Envelope(Envelope),
+    Connection(Connection),
+    Activation(Activation),
+    Policy(Policy),
+    Idempotency(Idempotency),
+}
+
+const TENANT: &str = "acme-prod";
+
+impl Value {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Value::Envelope(e) => codec::encode_envelope(e),
+            Value::Connection(c) => codec::encode_connection(c),
+            Value::Activation(a) => codec::encode_activation(a),
+            Value::Policy(p) => codec::encode_policy(p),
+            Value::Idempotency(i) => codec::encode_idempotency(i),
+        }
+    }
+
+    fn decode_like(&self, bytes: &[u8]) -> Result<Value, codec::Error> {
+        Ok(match self {
+            Value::Envelope(e) => Value::Envelope(codec::decode_envelope(e.sequence, bytes)?),
+            Value::Connection(c) => {
+                Value::Connection(codec::decode_connection(TENANT, c.id(), bytes)?)
+            }
+            Value::Activation(a) => {
+                Value::Activation(codec::decode_activation(TENANT, a.id, bytes)?)
+            }
+            Value::Policy(_) => Value::Policy(codec::decode_policy(TENANT, bytes)?),
+            Value::Idempotency(_) => {
+                Value::Idempotency(codec::decode_idempotency(TENANT, "req-1", bytes)?)
+            }
+        })
+    }
+}
+
+fn fixtures() -> Vec<(String, Value)> {
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let mut out = Vec::new();
+    let all = changes();
+    let last = all.len() as u64 + 1;
+    for (n, (change, activation, actor, arm, cancel, effects)) in all.into_iter().enumerate() {
+        let sequence = n as u64 + 1;
+        let name = format!("event_{:02}_{}", n, change_name(&change));
+        let event = Event {
+            connection: CONN,
+            activation,
+            at: t(sequence),
+            actor,
+            change,
+            arm,
+            cancel,
+            effects,
+        };
+        out.push((
+            name,
+            Value::Envelope(Envelope {
+                sequence,
+                tenant: tenant.clone(),
+                stream_version: sequence,
+                batch_first: 1,
+                batch_last: last,
+                payload: Payload::Connection(event),
+            }),
+        ));
+    }
+    out.push((
+        "event_policy".into(),
+        Value::Envelope(Envelope {
+            sequence: last,
+            tenant: tenant.clone(),
+            stream_version: 2,
+            batch_first: 1,
+            batch_last: last,
+            payload: Payload::Policy(PolicyEvent {
+                at: t(30),
+                actor: alice(),
+                previous: Some(policy(1)),
+                policy: policy(2),
+            }),
+        }),
+    ));
+    out.push(("record_connection".into(), Value::Connection(connection())));
+    out.push((
+        "record_connection_standing_revoke".into(),
+        Value::Connection(standing_connection()),
+    ));
+    out.push(("record_activation".into(), Value::Activation(activation())));
+    out.push(("record_policy".into(), Value::Policy(policy(2))));
+    out.push((
+        "record_idempotency".into(),
+        Value::Idempotency(Idempotency {
+            fingerprint: 0x0123_4567_89ab_cdef,
+            result: br#"{"status":202,"activationId":"2c918086"}"#.to_vec(),
+            expires_at: t(1440),
+        }),
+    ));
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    s.push('\n');
+    s
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    let text = text.trim();
+    assert!(text.len().is_multiple_of(2), "odd number of hex digits");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+fn blessing() -> bool {
+    std::env::var_os("JITFLOW_BLESS").is_some_and(|v| v == "1")
+}
+
+#[test]
+fn every_change_variant_has_a_fixture() {
+    let names: BTreeSet<&str> = changes().iter().map(|c| change_name(&c.0)).collect();
+    assert_eq!(
+        names.len(),
+        CHANGE_VARIANTS,
+        "one fixture per Change variant"
+    );
+}
+
+#[test]
+fn fixtures_decode_to_their_values_and_values_encode_to_their_bytes() {
+    let dir = golden_dir();
+    if blessing() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        for (name, value) in fixtures() {
+            std::fs::write(dir.join(format!("{name}.hex")), to_hex(&value.encode())).unwrap();
+        }
+    }
+    let fixtures = fixtures();
+    for (name, value) in &fixtures {
+        let path = dir.join(format!("{name}.hex"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; generate fixtures with JITFLOW_BLESS=1 (only for an intended format change)",
+                path.display()
+            )
+        });
+        let bytes = from_hex(&text);
+        let decoded = value
+            .decode_like(&bytes)
+            .unwrap_or_else(|e| panic!("fixture {name} no longer decodes: {e}"));
+        assert_eq!(&decoded, value, "fixture {name} decodes to another value");
+        assert_eq!(
+            to_hex(&value.encode()),
+            to_hex(&bytes),
+            "fixture {name}: the encoding changed"
+        );
+    }
+    // No stale fixture left behind.
+    let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let expected: BTreeSet<String> = fixtures.iter().map(|(n, _)| format!("{n}.hex")).collect();
+    assert_eq!(on_disk, expected);
+}

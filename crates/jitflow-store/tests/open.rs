@@ -1,0 +1,88 @@
+//! Opening: a fresh file gets the current format version; a file of an unknown or newer
+//! version, or a redb file that is not a store, fails with a typed error and is not changed.
+
+use jitflow_store::Store;
+use jitflow_store::open::{Error, FILE_FORMAT_VERSION, Options};
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+/// The store's meta table, as the file format defines it.
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+
+fn stamped_version(path: &std::path::Path) -> Option<u64> {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    meta.get("format_version").unwrap().map(|v| v.value())
+}
+
+fn stamp(path: &std::path::Path, version: u64) {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert("format_version", version)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_fresh_file_gets_the_current_version_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    drop(Store::open(&path, Options::default()).unwrap());
+    assert_eq!(stamped_version(&path), Some(FILE_FORMAT_VERSION));
+    let store = Store::open(&path, Options::default()).unwrap();
+    assert_eq!(store.reader().unwrap().last_sequence().unwrap(), 0);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn a_newer_version_fails_with_a_typed_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    drop(Store::open(&path, Options::default()).unwrap());
+    for version in [FILE_FORMAT_VERSION + 1, 0, u64::MAX] {
+        stamp(&path, version);
+        let err = Store::open(&path, Options::default()).unwrap_err();
+        assert!(
+            matches!(err, Error::UnknownVersion { found, supported } if found == version && supported == FILE_FORMAT_VERSION),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("format version {version}")),
+            "{err}"
+        );
+        assert_eq!(
+            stamped_version(&path),
+            Some(version),
+            "the open changed the file"
+        );
+    }
+}
+
+#[test]
+fn a_redb_file_that_is_not_a_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<u64, u64>::new("something_else"))
+            .unwrap()
+            .insert(1, 2)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::NotAStore), "{err:?}");
+}
+
+#[test]
+fn a_file_that_is_not_redb_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.redb");
+    std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
+    let err = Store::open(&path, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Database(_)), "{err:?}");
+}

@@ -1,0 +1,132 @@
+//! Readers beside the writer: snapshots are consistent, see whole batches only, and never block
+//! appends; bounded reads refuse oversized limits; compaction keeps everything.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{World, all_events};
+use jitflow_store::Store;
+use jitflow_store::batch::Batch;
+use jitflow_store::open::Options;
+use jitflow_store::read::{Error, MAX_READ_LIMIT, Reader};
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn store_and_reader_are_send_and_sync() {
+    assert_send_sync::<Store>();
+    assert_send_sync::<Reader>();
+}
+
+fn batch(world: &mut World, n: u64) -> Batch {
+    let mut batch = Batch::new();
+    for k in 0..10 {
+        if let Some(e) = world.advance(0, ((n * 7 + k) % 16) as usize, n * 31 + k) {
+            batch.push(e);
+        }
+    }
+    batch
+}
+
+#[test]
+fn readers_see_whole_batches_and_do_not_block_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path().join("r.redb"), Options::default()).unwrap());
+    let mut world = World::new("readers", 1, 1);
+    store.append_batch(&batch(&mut world, 0)).unwrap();
+
+    // A snapshot held open across many appends keeps its view, and does not stop them.
+    let old = store.reader().unwrap();
+    let seen = old.last_sequence().unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut snapshots = 0;
+                while !done.load(Ordering::Acquire) {
+                    let reader = store.reader().unwrap();
+                    let last = reader.last_sequence().unwrap();
+                    if last > 0 {
+                        let tail = reader.event(last).unwrap().unwrap();
+                        assert_eq!(tail.batch_last, last, "a reader saw part of a batch");
+                        let from = tail.batch_first - 1;
+                        let page = reader.events_after(from, MAX_READ_LIMIT).unwrap();
+                        assert_eq!(page.len() as u64, last - from);
+                    }
+                    snapshots += 1;
+                }
+                snapshots
+            })
+        })
+        .collect();
+
+    for n in 1..60 {
+        store.append_batch(&batch(&mut world, n)).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(
+        old.last_sequence().unwrap(),
+        seen,
+        "a snapshot changed under its reader"
+    );
+    assert!(store.reader().unwrap().last_sequence().unwrap() > seen);
+    drop(old);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn oversized_limits_are_refused() {
+    let store =
+        Store::open_with_backend(redb::backends::InMemoryBackend::new(), Options::default())
+            .unwrap();
+    let reader = store.reader().unwrap();
+    let err = reader.events_after(0, MAX_READ_LIMIT + 1).unwrap_err();
+    assert!(
+        matches!(err, Error::LimitTooLarge { requested, max } if requested == MAX_READ_LIMIT + 1 && max == MAX_READ_LIMIT)
+    );
+    assert!(matches!(
+        reader.due_timers(None, None, usize::MAX),
+        Err(Error::LimitTooLarge { .. })
+    ));
+    assert!(matches!(
+        reader.intents(None, MAX_READ_LIMIT + 1),
+        Err(Error::LimitTooLarge { .. })
+    ));
+}
+
+#[test]
+fn compaction_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb");
+    let mut store = Store::open(&path, Options::default()).unwrap();
+    let mut world = World::new("compact", 1, 1);
+    for n in 0..200 {
+        store.append_batch(&batch(&mut world, n)).unwrap();
+    }
+    let before = all_events(&store);
+    // Compaction needs every reader gone.
+    let reader = store.reader().unwrap();
+    assert!(store_compact_refused(&mut store));
+    drop(reader);
+    store.compact().unwrap();
+    assert_eq!(all_events(&store), before);
+    assert!(store.verify().unwrap().is_clean());
+    drop(store);
+    let store = Store::open(&path, Options::default()).unwrap();
+    assert_eq!(all_events(&store), before);
+}
+
+fn store_compact_refused(store: &mut Store) -> bool {
+    matches!(
+        store.compact(),
+        Err(jitflow_store::compact::Error::Compaction(_))
+    )
+}

@@ -1,0 +1,138 @@
+//! Engine settings, in one struct. Durations are written for people with
+//! [`jitflow_core::time::parse_duration`] (`"5m"`, `"1h 30m"`).
+
+use std::time::Duration;
+
+use jitflow_core::lifecycle;
+
+/// The most commands one group commit takes.
+pub const MAX_BATCH: usize = 4096;
+/// The most commands that may wait in the writer's queue.
+pub const MAX_QUEUE: usize = 1 << 20;
+
+/// Engine settings. Every field has a bound, checked by [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Grant tries before provisioning gives up (fail closed).
+    pub grant_max_attempts: u32,
+    /// Revoke tries after which the activation is flagged stuck and a notification sent.
+    pub stuck_after: u32,
+    /// Delay before the second try of a failed grant or revoke.
+    pub retry_base: Duration,
+    /// Longest delay between tries.
+    pub retry_cap: Duration,
+    /// How long before expiry the expiring-soon notification is sent.
+    pub warning_lead: Duration,
+    /// The most commands committed in one transaction (1..=[`MAX_BATCH`]).
+    pub batch_max: usize,
+    /// The writer queue's capacity (1..=[`MAX_QUEUE`]); a full queue pushes back on callers.
+    pub queue_capacity: usize,
+    /// The most grant/revoke/validate calls in flight at once.
+    pub effects_in_flight: usize,
+    /// The most timers the scheduler keeps in memory.
+    pub timer_window: usize,
+    /// The longest the scheduler sleeps before looking at the clock again, so that a suspended
+    /// host or a clock jump is noticed.
+    pub max_sleep: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            grant_max_attempts: 5,
+            stuck_after: 8,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(300),
+            warning_lead: Duration::from_secs(300),
+            batch_max: 1024,
+            queue_capacity: 65_536,
+            effects_in_flight: 256,
+            timer_window: 4096,
+            max_sleep: Duration::from_secs(1),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A setting out of its bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {field}: {reason}")]
+pub struct ConfigError {
+    /// The setting.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks every bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, field: &'static str, reason: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError {
+                    field,
+                    reason: reason.into(),
+                })
+            }
+        };
+        check(
+            (1..=100).contains(&self.grant_max_attempts),
+            "grant_max_attempts",
+            "must be 1..=100",
+        )?;
+        check(self.stuck_after >= 1, "stuck_after", "must be at least 1")?;
+        check(
+            !self.retry_base.is_zero(),
+            "retry_base",
+            "must be more than zero",
+        )?;
+        check(
+            self.retry_cap >= self.retry_base,
+            "retry_cap",
+            "must be at least retry_base",
+        )?;
+        check(
+            (1..=MAX_BATCH).contains(&self.batch_max),
+            "batch_max",
+            "must be 1..=4096",
+        )?;
+        check(
+            (1..=MAX_QUEUE).contains(&self.queue_capacity),
+            "queue_capacity",
+            "must be 1..=1048576",
+        )?;
+        check(
+            (1..=65_536).contains(&self.effects_in_flight),
+            "effects_in_flight",
+            "must be 1..=65536",
+        )?;
+        check(
+            (16..=1 << 20).contains(&self.timer_window),
+            "timer_window",
+            "must be 16..=1048576",
+        )?;
+        check(
+            self.max_sleep >= Duration::from_millis(10)
+                && self.max_sleep <= Duration::from_secs(60),
+            "max_sleep",
+            "must be 10ms..=60s",
+        )?;
+        Ok(())
+    }
+
+    /// The core's lifecycle settings derived from these.
+    pub(crate) fn lifecycle(&self, jitter_seed: u64) -> lifecycle::Config {
+        lifecycle::Config {
+            grant_max_attempts: self.grant_max_attempts,
+            stuck_after: self.stuck_after,
+            backoff_base: self.retry_base,
+            backoff_cap: self.retry_cap,
+            warning_lead: self.warning_lead,
+            jitter_seed,
+        }
+    }
+}

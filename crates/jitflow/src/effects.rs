@@ -1,0 +1,280 @@
+//! The effect runner: calls the embedder's validator and provisioner for committed intents, and
+//! reports each result back through the writer as a command.
+//!
+//! At most `effects_in_flight` calls run at once. The same effect is never run twice
+//! concurrently by one engine; after a crash every intent without a result is found in the
+//! store's intents set and run again, with the same idempotency key.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use jitflow_core::connection::Connection;
+use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::lifecycle::{Actor, Command, Effect};
+use jitflow_store::Store;
+use jitflow_store::intents::Intent;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::hooks::{
+    EffectRequest, Notification, Notifier, Provisioner, ValidationRequest, Validator,
+};
+use crate::metrics::Metrics;
+use crate::writer::{Dispatch, NoticeDispatch, Op, Request, Signals};
+
+/// The most intents read from the store in one rescan page.
+const RESCAN_PAGE: usize = 1024;
+
+type Running = (TenantId, ConnectionId, Effect);
+
+pub(crate) struct EffectRunner {
+    pub store: Arc<Store>,
+    pub writer: mpsc::Sender<Request>,
+    pub rx: mpsc::Receiver<Dispatch>,
+    pub provisioner: Arc<dyn Provisioner>,
+    pub validator: Arc<dyn Validator>,
+    pub signals: Arc<Signals>,
+    pub metrics: Arc<Metrics>,
+    pub limit: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl EffectRunner {
+    pub async fn run(mut self) {
+        let running: Arc<Mutex<HashSet<Running>>> = Default::default();
+        // Intents committed before this start (a restart) run first.
+        self.rescan(&running).await;
+        loop {
+            tokio::select! {
+                dispatch = self.rx.recv() => match dispatch {
+                    Some(d) => self.start(d, &running).await,
+                    None => return,
+                },
+                _ = self.signals.effects_wake.notified() => {
+                    if self.signals.effects_overflow.swap(false, Ordering::SeqCst) {
+                        self.rescan(&running).await;
+                    }
+                }
+                _ = self.shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Runs every intent in the store that is not running already.
+    async fn rescan(&self, running: &Arc<Mutex<HashSet<Running>>>) {
+        let mut after = None;
+        loop {
+            let page =
+                match crate::error::read(&self.store, |r| r.intents(after.as_ref(), RESCAN_PAGE)) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        warn!(error = %e, "intent scan failed");
+                        return;
+                    }
+                };
+            for Intent {
+                tenant,
+                connection: id,
+            } in &page
+            {
+                let connection = match crate::error::read(&self.store, |r| {
+                    r.connection(tenant, *id)
+                }) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(error = %e, %tenant, %id, "reading an intent's connection failed");
+                        continue;
+                    }
+                };
+                for effect in connection.pending_effects() {
+                    let dispatch = Dispatch {
+                        tenant: tenant.clone(),
+                        connection: connection.clone(),
+                        effect,
+                    };
+                    self.start(dispatch, running).await;
+                }
+            }
+            if page.len() < RESCAN_PAGE {
+                return;
+            }
+            after = page.last().cloned();
+        }
+    }
+
+    async fn start(&self, dispatch: Dispatch, running: &Arc<Mutex<HashSet<Running>>>) {
+        let key = (
+            dispatch.tenant.clone(),
+            dispatch.connection.id(),
+            dispatch.effect,
+        );
+        if !running.lock().expect("not poisoned").insert(key.clone()) {
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.limit).acquire_owned().await else {
+            return;
+        };
+        let provisioner = Arc::clone(&self.provisioner);
+        let validator = Arc::clone(&self.validator);
+        let writer = self.writer.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let running = Arc::clone(running);
+        let span =
+            info_span!("effect", effect = ?dispatch.effect, connection = %dispatch.connection.id());
+        tokio::spawn(
+            async move {
+                let command = call(&*provisioner, &*validator, &dispatch).await;
+                let ok = matches!(
+                    command,
+                    Command::ValidationPassed { .. }
+                        | Command::GrantSucceeded { .. }
+                        | Command::RevokeSucceeded { .. }
+                        | Command::StandingRevokeSucceeded { .. }
+                );
+                metrics.effect(ok);
+                let (reply, answer) = oneshot::channel();
+                let request = Request {
+                    op: Op::Connection {
+                        tenant: dispatch.tenant.clone(),
+                        connection: dispatch.connection.id(),
+                        command,
+                    },
+                    actor: Actor::System,
+                    idempotency: None,
+                    reply,
+                };
+                if writer.send(request).await.is_ok() {
+                    match answer.await {
+                        Ok(Ok(_)) => debug!("result committed"),
+                        Ok(Err(e)) => debug!(error = %e, "result not applied"),
+                        Err(_) => {}
+                    }
+                }
+                running.lock().expect("not poisoned").remove(&key);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Calls the embedder's code for one effect and turns the outcome into a command.
+async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Dispatch) -> Command {
+    let connection: &Connection = &d.connection;
+    let request = |activation, attempt| EffectRequest {
+        tenant: d.tenant.clone(),
+        connection: connection.spec.clone(),
+        activation,
+        attempt,
+        idempotency_key: d.effect.idempotency_key(connection.id()),
+    };
+    match d.effect {
+        Effect::Validate { activation } => {
+            let Some(a) = connection
+                .activation
+                .as_ref()
+                .filter(|a| a.id == activation)
+            else {
+                // The activation moved on; the result would be stale anyway.
+                return Command::ValidationRefused {
+                    activation,
+                    reason: "activation no longer current".into(),
+                };
+            };
+            let verdict = validator
+                .validate(ValidationRequest {
+                    tenant: d.tenant.clone(),
+                    connection: connection.spec.clone(),
+                    activation,
+                    period: a.period,
+                    requested_by: a.requested_by.clone(),
+                })
+                .await;
+            match verdict {
+                Ok(()) => Command::ValidationPassed { activation },
+                Err(reason) => Command::ValidationRefused { activation, reason },
+            }
+        }
+        Effect::Grant {
+            activation,
+            attempt,
+        } => match provisioner.grant(request(Some(activation), attempt)).await {
+            Ok(()) => Command::GrantSucceeded {
+                activation,
+                attempt,
+            },
+            Err(e) => Command::GrantFailed {
+                activation,
+                attempt,
+                error: e.message,
+                retryable: e.retryable,
+            },
+        },
+        Effect::Revoke {
+            activation,
+            attempt,
+        } => {
+            let result = match provisioner.revoke(request(Some(activation), attempt)).await {
+                Ok(()) => {
+                    provisioner
+                        .terminate_sessions(request(Some(activation), attempt))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => Command::RevokeSucceeded {
+                    activation,
+                    attempt,
+                },
+                Err(e) => Command::RevokeFailed {
+                    activation,
+                    attempt,
+                    error: e.message,
+                },
+            }
+        }
+        Effect::RevokeStanding { attempt } => {
+            let result = match provisioner.revoke(request(None, attempt)).await {
+                Ok(()) => provisioner.terminate_sessions(request(None, attempt)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => Command::StandingRevokeSucceeded { attempt },
+                Err(e) => Command::StandingRevokeFailed {
+                    attempt,
+                    error: e.message,
+                },
+            }
+        }
+    }
+}
+
+/// Delivers notifications, one at a time, in commit order.
+pub(crate) async fn deliver_notices(
+    mut rx: mpsc::Receiver<NoticeDispatch>,
+    notifier: Arc<dyn Notifier>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let dispatch = tokio::select! {
+            d = rx.recv() => match d { Some(d) => d, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let Some(notice) = dispatch.event.notice() else {
+            continue;
+        };
+        notifier
+            .notify(Notification {
+                tenant: dispatch.tenant,
+                notice,
+                connection: dispatch.connection.spec,
+                activation: dispatch.event.activation,
+                at: dispatch.event.at,
+                sequence: dispatch.sequence,
+            })
+            .await;
+    }
+}

@@ -1,0 +1,609 @@
+//! The engine and its cheap cloneable handle.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::thread::JoinHandle;
+
+use jitflow_core::activation::Activation;
+use jitflow_core::connection::{Connection, ConnectionSpec, ConnectionType, ConnectionUpdate};
+use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::lifecycle::{Actor, Command, PolicyCommand, Rejection};
+use jitflow_core::policy::{PatchOp, Policy};
+use jitflow_core::time::Minutes;
+use jitflow_store::Store;
+use jitflow_store::codec::{Envelope, Stream};
+use jitflow_store::read::StreamEvent;
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::effects::{EffectRunner, deliver_notices};
+use crate::error::{Error, read};
+use crate::hooks::{AcceptAll, NoNotifier, Notifier, Provisioner, Validator};
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+use crate::writer::{Idempotency, Op, Reply, Request, Signals, Writer};
+
+/// The most events one history or subscription read returns.
+pub const MAX_PAGE: usize = 10_000;
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Capacity of the queue of notifications waiting for the notifier.
+const NOTICE_QUEUE: usize = 65_536;
+
+/// Who makes a call: the tenant whose data it touches and the actor recorded on the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant. No call reads or changes another tenant's data.
+    pub tenant: TenantId,
+    /// Who acts; recorded on every event the call causes.
+    pub actor: Actor,
+}
+
+/// Why the engine could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A setting is out of bounds.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("opening the store at {path}: {message}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// No provisioner was given.
+    #[error("a provisioner is required")]
+    NoProvisioner,
+    /// The writer thread could not be started.
+    #[error("starting the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Builds an [`Engine`].
+pub struct Builder {
+    path: PathBuf,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    provisioner: Option<Arc<dyn Provisioner>>,
+    validator: Arc<dyn Validator>,
+    notifier: Arc<dyn Notifier>,
+    jitter_seed: u64,
+}
+
+impl Builder {
+    /// Settings (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Builder {
+        self.config = config;
+        self
+    }
+
+    /// The clock (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Builder {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The provisioner that grants and revokes access. Required.
+    pub fn provisioner(mut self, provisioner: impl Provisioner) -> Builder {
+        self.provisioner = Some(Arc::new(provisioner));
+        self
+    }
+
+    /// The workflow's validation (default: [`AcceptAll`]).
+    pub fn validator(mut self, validator: impl Validator) -> Builder {
+        self.validator = Arc::new(validator);
+        self
+    }
+
+    /// The notifier (default: [`NoNotifier`]).
+    pub fn notifier(mut self, notifier: impl Notifier) -> Builder {
+        self.notifier = Arc::new(notifier);
+        self
+    }
+
+    /// Mixed into retry jitter (default 0). Engines sharing a target should differ.
+    pub fn jitter_seed(mut self, seed: u64) -> Builder {
+        self.jitter_seed = seed;
+        self
+    }
+
+    /// Opens the store and starts the writer thread, the scheduler and the effect runner on the
+    /// current tokio runtime. Intents committed before a crash run again at once; overdue timers
+    /// fire at once.
+    pub async fn open(self) -> Result<Engine, OpenError> {
+        self.config.validate()?;
+        let provisioner = self.provisioner.ok_or(OpenError::NoProvisioner)?;
+        let path = self.path.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            Store::open(&path, jitflow_store::open::Options::default())
+        })
+        .await
+        .map_err(|e| OpenError::Store {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| OpenError::Store {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let store = Arc::new(store);
+        let config = self.config;
+        let (writer_tx, writer_rx) = mpsc::channel(config.queue_capacity);
+        let (effects_tx, effects_rx) = mpsc::channel(config.queue_capacity);
+        let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let (committed, _) = broadcast::channel(16);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let signals = Arc::new(Signals {
+            scheduler_next: AtomicU64::new(0),
+            scheduler_wake: Default::default(),
+            effects_overflow: AtomicBool::new(false),
+            effects_wake: Default::default(),
+            committed,
+        });
+        let metrics = Arc::new(Metrics::default());
+        let writer = Writer {
+            store: Arc::clone(&store),
+            rx: writer_rx,
+            clock: Arc::clone(&self.clock),
+            lifecycle: config.lifecycle(self.jitter_seed),
+            batch_max: config.batch_max,
+            idempotency_ttl: config.idempotency_ttl,
+            effects: effects_tx,
+            notices: notices_tx,
+            signals: Arc::clone(&signals),
+            metrics: Arc::clone(&metrics),
+            policies: Default::default(),
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("jitflow-writer".into())
+            .spawn(move || writer.run())
+            .map_err(OpenError::Thread)?;
+        let scheduler = Scheduler {
+            store: Arc::clone(&store),
+            writer: writer_tx.clone(),
+            clock: Arc::clone(&self.clock),
+            signals: Arc::clone(&signals),
+            window: config.timer_window,
+            max_sleep: config.max_sleep,
+            shutdown: shutdown_rx.clone(),
+        };
+        let runner = EffectRunner {
+            store: Arc::clone(&store),
+            writer: writer_tx.clone(),
+            rx: effects_rx,
+            provisioner,
+            validator: self.validator,
+            signals: Arc::clone(&signals),
+            metrics: Arc::clone(&metrics),
+            limit: Arc::new(Semaphore::new(config.effects_in_flight)),
+            shutdown: shutdown_rx.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(scheduler.run()),
+            tokio::spawn(runner.run()),
+            tokio::spawn(deliver_notices(notices_rx, self.notifier, shutdown_rx)),
+        ];
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                writer: writer_tx,
+                clock: self.clock,
+                signals,
+                metrics,
+                queue_capacity: config.queue_capacity,
+                stop: std::sync::Mutex::new(Some(Stop {
+                    shutdown: shutdown_tx,
+                    writer_thread,
+                    tasks,
+                })),
+            }),
+        })
+    }
+}
+
+struct Stop {
+    shutdown: watch::Sender<bool>,
+    writer_thread: JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    writer: mpsc::Sender<Request>,
+    clock: Arc<dyn Clock>,
+    signals: Arc<Signals>,
+    metrics: Arc<Metrics>,
+    queue_capacity: usize,
+    stop: std::sync::Mutex<Option<Stop>>,
+}
+
+/// The embedded engine. Cheap to clone: clones share one writer, scheduler and effect runner.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// A stable 64-bit FNV-1a hash, for idempotency fingerprints: the same request gives the same
+/// fingerprint in every process, unlike std's randomly keyed hasher.
+fn fingerprint(parts: &[&str]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for byte in part.bytes().chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+impl Engine {
+    /// Starts building an engine on the redb file at `path` (created if missing).
+    pub fn builder(path: impl AsRef<Path>) -> Builder {
+        Builder {
+            path: path.as_ref().to_path_buf(),
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+            provisioner: None,
+            validator: Arc::new(AcceptAll),
+            notifier: Arc::new(NoNotifier),
+            jitter_seed: 0,
+        }
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The engine's clock.
+    pub fn now(&self) -> jitflow_core::time::Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The store, for queries the engine does not wrap.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    async fn send(
+        &self,
+        caller: &Caller,
+        op: Op,
+        key: Option<Idempotency>,
+    ) -> Result<Reply, Error> {
+        if let Some(k) = &key
+            && (k.key.is_empty() || k.key.len() > MAX_IDEMPOTENCY_KEY)
+        {
+            return Err(Error::Invalid(format!(
+                "idempotency key must be 1..={MAX_IDEMPOTENCY_KEY} bytes"
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            op,
+            actor: caller.actor.clone(),
+            idempotency: key,
+            reply,
+        };
+        match self.inner.writer.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(Error::Busy(self.inner.queue_capacity));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Stopped),
+        }
+        answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    async fn connection_command(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        command: Command,
+        key: Option<Idempotency>,
+    ) -> Result<Option<Connection>, Error> {
+        let op = Op::Connection {
+            tenant: caller.tenant.clone(),
+            connection,
+            command,
+        };
+        match self.send(caller, op, key).await? {
+            Reply::Connection(c) => Ok(c.map(|c| *c)),
+            other => unreachable!("connection command answered {other:?}"),
+        }
+    }
+
+    async fn activation_command(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        command: Command,
+        key: Option<Idempotency>,
+    ) -> Result<Activation, Error> {
+        let op = Op::Connection {
+            tenant: caller.tenant.clone(),
+            connection,
+            command,
+        };
+        match self.send(caller, op, key).await? {
+            Reply::Activation(a) => Ok(a),
+            Reply::Connection(c) => current_activation(connection, c.map(|c| *c)),
+            other => unreachable!("activation command answered {other:?}"),
+        }
+    }
+
+    fn key(idempotency_key: Option<&str>, parts: &[&str]) -> Option<Idempotency> {
+        idempotency_key.map(|key| Idempotency {
+            key: key.to_owned(),
+            fingerprint: fingerprint(parts),
+        })
+    }
+
+    /// Registers a connection. With the policy's `applyToFutureAssignments` on, a connection of a
+    /// governed entitlement becomes JIT.
+    pub async fn register(
+        &self,
+        caller: &Caller,
+        spec: ConnectionSpec,
+    ) -> Result<Connection, Error> {
+        let id = spec.id;
+        self.connection_command(caller, id, Command::Register(spec), None)
+            .await
+            .map(|c| c.expect("registered"))
+    }
+
+    /// Changes a connection's descriptive fields.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        update: ConnectionUpdate,
+    ) -> Result<Connection, Error> {
+        self.connection_command(caller, connection, Command::Update(update), None)
+            .await
+            .map(|c| c.expect("updated"))
+    }
+
+    /// Removes a connection (refused while access is moving or held by JIT).
+    pub async fn remove(&self, caller: &Caller, connection: ConnectionId) -> Result<(), Error> {
+        self.connection_command(caller, connection, Command::Remove, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Changes a connection's type, with its lifecycle effects (see ARCHITECTURE.md).
+    pub async fn change_type(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        kind: ConnectionType,
+    ) -> Result<Connection, Error> {
+        self.connection_command(caller, connection, Command::ChangeType(kind), None)
+            .await
+            .map(|c| c.expect("retyped"))
+    }
+
+    /// Activates a JIT connection for `period` minutes (`None`: the policy default). Returns once
+    /// the request is durable (the contract's 202), with the activation as committed (status
+    /// CREATING). A retry with the same `idempotency_key` returns the same activation.
+    pub async fn activate(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        period: Option<Minutes>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Activation, Error> {
+        let period_text = period.map_or(String::new(), |p| p.get().to_string());
+        let key = Self::key(
+            idempotency_key,
+            &["activate", &connection.to_string(), &period_text],
+        );
+        let activation = ActivationId::from_u128(uuid_v4());
+        let command = Command::Activate { activation, period };
+        self.activation_command(caller, connection, command, key)
+            .await
+    }
+
+    /// Extends the running activation by `by` minutes (`None`: the policy default extension).
+    pub async fn extend(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        by: Option<Minutes>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Activation, Error> {
+        let by_text = by.map_or(String::new(), |p| p.get().to_string());
+        let key = Self::key(
+            idempotency_key,
+            &["extend", &connection.to_string(), &by_text],
+        );
+        self.activation_command(caller, connection, Command::Extend { by }, key)
+            .await
+    }
+
+    /// Ends the running activation early; the revoke runs after this returns.
+    pub async fn deactivate(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        idempotency_key: Option<&str>,
+    ) -> Result<Activation, Error> {
+        let key = Self::key(idempotency_key, &["deactivate", &connection.to_string()]);
+        self.activation_command(caller, connection, Command::Deactivate, key)
+            .await
+    }
+
+    /// Stores a whole policy for the caller's tenant.
+    pub async fn put_policy(&self, caller: &Caller, policy: Policy) -> Result<Policy, Error> {
+        let op = Op::Policy {
+            tenant: caller.tenant.clone(),
+            command: PolicyCommand::Put(policy),
+        };
+        match self.send(caller, op, None).await? {
+            Reply::Policy(p) => Ok(p),
+            other => unreachable!("policy command answered {other:?}"),
+        }
+    }
+
+    /// Applies the contract's replace operations to the caller's tenant's policy, all or nothing;
+    /// `expected_version` makes it conditional on the version the caller read.
+    pub async fn patch_policy(
+        &self,
+        caller: &Caller,
+        ops: Vec<PatchOp>,
+        expected_version: Option<u64>,
+    ) -> Result<Policy, Error> {
+        let op = Op::Policy {
+            tenant: caller.tenant.clone(),
+            command: PolicyCommand::Patch {
+                ops,
+                expected_version,
+            },
+        };
+        match self.send(caller, op, None).await? {
+            Reply::Policy(p) => Ok(p),
+            other => unreachable!("policy command answered {other:?}"),
+        }
+    }
+
+    /// The caller's tenant's policy, if stored.
+    pub fn policy(&self, tenant: &TenantId) -> Result<Option<Policy>, Error> {
+        read(&self.inner.store, |r| r.policy(tenant))
+    }
+
+    /// A connection as committed.
+    pub fn connection(
+        &self,
+        tenant: &TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, Error> {
+        read(&self.inner.store, |r| r.connection(tenant, id))
+    }
+
+    /// An activation as committed (running or ended).
+    pub fn activation(
+        &self,
+        tenant: &TenantId,
+        id: ActivationId,
+    ) -> Result<Option<Activation>, Error> {
+        read(&self.inner.store, |r| r.activation(tenant, id))
+    }
+
+    /// The events of one connection's or activation's stream, in order, after stream version
+    /// `after` (0 = from the start), at most `limit` (1..=[`MAX_PAGE`]). Each event says who
+    /// caused it and when.
+    pub fn history(
+        &self,
+        tenant: &TenantId,
+        stream: Stream,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, Error> {
+        check_limit(limit)?;
+        read(&self.inner.store, |r| {
+            r.stream(tenant, stream, after, limit)
+        })
+    }
+
+    /// The global sequence of the last committed event (0 when none).
+    pub fn last_sequence(&self) -> Result<u64, Error> {
+        read(&self.inner.store, |r| r.last_sequence())
+    }
+
+    /// Follows the committed event stream from global sequence `after` (exclusive; 0 = from the
+    /// start), across all tenants, for audit export and live views. Never skips an event: it
+    /// reads the store and uses live notifications only as a wake-up.
+    pub fn subscribe(&self, after: u64) -> Subscription {
+        Subscription {
+            store: Arc::clone(&self.inner.store),
+            next_after: after,
+            buffer: std::collections::VecDeque::new(),
+            live: self.inner.signals.committed.subscribe(),
+        }
+    }
+
+    /// Stops the engine: the writer finishes the batch in flight and answers it, then the
+    /// scheduler and the effect runner stop. Effects in flight are abandoned; their intents are
+    /// durable and run again when the store is next opened. Later calls on any clone fail with
+    /// [`Error::Stopped`]. Calling it twice is harmless.
+    pub async fn shutdown(&self) {
+        let Some(stop) = self.inner.stop.lock().expect("not poisoned").take() else {
+            return;
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            op: Op::Shutdown,
+            actor: Actor::System,
+            idempotency: None,
+            reply,
+        };
+        if self.inner.writer.send(request).await.is_ok() {
+            let _ = answer.await;
+        }
+        let _ = stop.shutdown.send(true);
+        for task in stop.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        let _ = tokio::task::spawn_blocking(move || stop.writer_thread.join()).await;
+    }
+}
+
+fn check_limit(limit: usize) -> Result<(), Error> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::Invalid(format!("limit must be 1..={MAX_PAGE}")));
+    }
+    Ok(())
+}
+
+fn current_activation(id: ConnectionId, c: Option<Connection>) -> Result<Activation, Error> {
+    c.and_then(|c| c.activation)
+        .ok_or(Error::Rejected(Rejection::NotFound(id)))
+}
+
+/// A random version-4 UUID for a new activation.
+fn uuid_v4() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
+/// A follower of the committed event stream. See [`Engine::subscribe`]. It keeps the store file
+/// open until it is dropped (or its engine stops and it has read every committed event).
+pub struct Subscription {
+    store: Arc<Store>,
+    next_after: u64,
+    buffer: std::collections::VecDeque<Envelope>,
+    live: broadcast::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next committed event, waiting for one if none is there yet. `Err(Error::Stopped)`
+    /// once the engine stopped and every committed event was read.
+    pub async fn next(&mut self) -> Result<Envelope, Error> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.next_after = event.sequence;
+                return Ok(event);
+            }
+            let page = read(&self.store, |r| r.events_after(self.next_after, 256))?;
+            if !page.is_empty() {
+                self.buffer.extend(page);
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err(Error::Stopped),
+            }
+        }
+    }
+}

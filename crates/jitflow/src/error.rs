@@ -1,0 +1,46 @@
+//! The engine's error type.
+
+use jitflow_core::lifecycle::{PolicyRejection, Rejection};
+
+/// Why an engine call failed. A call that fails changed nothing, except
+/// [`Error::OutcomeUnknown`], after which the change may or may not have been committed: retry
+/// with the same idempotency key to find out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lifecycle refused the command (not found, conflict, invalid: see
+    /// [`Rejection::kind`]).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The policy change was refused.
+    #[error(transparent)]
+    PolicyRejected(#[from] PolicyRejection),
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key `{0}` was used for a different request")]
+    IdempotencyConflict(String),
+    /// The writer's queue is full: retry later (the HTTP shim answers 429).
+    #[error("the engine is busy: its queue of {0} commands is full")]
+    Busy(usize),
+    /// The commit failed; the command may or may not be durable. The engine stops taking writes
+    /// and must be reopened.
+    #[error("commit failed, outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// A read failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The engine is shutting down or stopped after a failed commit.
+    #[error("the engine is not running")]
+    Stopped,
+    /// A request argument is out of bounds (a page size, for example).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Runs `f` on a fresh read snapshot of the store, mapping storage errors.
+pub(crate) fn read<T>(
+    store: &jitflow_store::Store,
+    f: impl FnOnce(&jitflow_store::read::Reader) -> Result<T, jitflow_store::read::Error>,
+) -> Result<T, Error> {
+    let reader = store.reader().map_err(|e| Error::Storage(e.to_string()))?;
+    f(&reader).map_err(|e| Error::Storage(e.to_string()))
+}

@@ -1,0 +1,146 @@
+//! The embedder's code the engine calls: [`Provisioner`] (grant, revoke, terminate sessions on
+//! the target system), [`Validator`] (the workflow's own checks: tickets, approvals, MFA) and
+//! [`Notifier`] (activation events for people).
+//!
+//! Calls run at least once: after a crash, an intent committed without its result runs again with
+//! the same [`EffectRequest::idempotency_key`], so an implementation should treat a repeated key
+//! as the same request.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use jitflow_core::connection::ConnectionSpec;
+use jitflow_core::id::{ActivationId, TenantId};
+use jitflow_core::lifecycle::{Actor, Notice};
+use jitflow_core::time::{Minutes, Timestamp};
+
+/// A boxed, sendable future: the return type of the hooks, so they can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One call to the target system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectRequest {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The connection's registered facts (identity, account, entitlement, source).
+    pub connection: ConnectionSpec,
+    /// The activation, for grants and revokes of JIT access; `None` for standing access.
+    pub activation: Option<ActivationId>,
+    /// The try, from 1.
+    pub attempt: u32,
+    /// Stable across repeats of the same try: `<activation>:grant:<try>` and the like.
+    pub idempotency_key: String,
+}
+
+/// Why a provisioning call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProvisionError {
+    /// What went wrong, as the target said it (kept up to 1024 bytes).
+    pub message: String,
+    /// Whether another try may succeed. A grant that fails with `false` gives up at once; revokes
+    /// are retried regardless.
+    pub retryable: bool,
+}
+
+impl ProvisionError {
+    /// A failure worth retrying (timeouts, 5xx).
+    pub fn transient(message: impl Into<String>) -> ProvisionError {
+        ProvisionError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry will fix (the entitlement does not exist).
+    pub fn permanent(message: impl Into<String>) -> ProvisionError {
+        ProvisionError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Grants and revokes access on target systems.
+pub trait Provisioner: Send + Sync + 'static {
+    /// Grants the entitlement to the account.
+    fn grant(&self, request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>>;
+    /// Revokes the entitlement from the account. Must succeed if the access is already gone.
+    fn revoke(&self, request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>>;
+    /// Ends the account's live sessions after a revoke, where the target supports it. The
+    /// default does nothing. A failure fails the revoke, which is then retried whole.
+    fn terminate_sessions(
+        &self,
+        request: EffectRequest,
+    ) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        let _ = request;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What the validator is asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationRequest {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The connection's registered facts.
+    pub connection: ConnectionSpec,
+    /// The activation.
+    pub activation: ActivationId,
+    /// The period asked for.
+    pub period: Minutes,
+    /// Who asked.
+    pub requested_by: Actor,
+}
+
+/// The workflow's own validation of an activation request (tickets, approvals, MFA).
+pub trait Validator: Send + Sync + 'static {
+    /// `Ok(())` lets the activation proceed; `Err(reason)` refuses it (it ends INVALID). A
+    /// validator that cannot decide should refuse: failing closed is the safe side.
+    fn validate(&self, request: ValidationRequest) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// A validator that accepts every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl Validator for AcceptAll {
+    fn validate(&self, _request: ValidationRequest) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Something people should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What happened.
+    pub notice: Notice,
+    /// The connection's registered facts.
+    pub connection: ConnectionSpec,
+    /// The activation, if the notice is about one.
+    pub activation: Option<ActivationId>,
+    /// When it happened.
+    pub at: Timestamp,
+    /// The committed event's global sequence number: a stable key for de-duplication.
+    pub sequence: u64,
+}
+
+/// Tells people about activation events (started, provisioned, expiring soon, extended,
+/// deactivated, expired, failed, stuck).
+pub trait Notifier: Send + Sync + 'static {
+    /// Delivers one notification. Delivery problems are the notifier's to log; the lifecycle does
+    /// not wait for people.
+    fn notify(&self, notification: Notification) -> BoxFuture<'_, ()>;
+}
+
+/// A notifier that drops everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn notify(&self, _notification: Notification) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}

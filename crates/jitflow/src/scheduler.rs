@@ -1,0 +1,123 @@
+//! The scheduler: fires durable timers through the writer.
+//!
+//! It is a loop over three states: *scan* (read due timers from the store's timer index, in key
+//! order, a bounded page at a time), *fire* (send `TimerFired` for each due timer not already in
+//! flight), and *sleep* (until the next due time, at most `max_sleep`, or until the writer wakes
+//! it because a timer was armed earlier). The store is the truth; the scheduler keeps in memory
+//! only the timers it has fired and not yet seen committed, bounded by `timer_window`.
+//!
+//! A timer never fires early: the scheduler only sends timers whose due time has passed on its
+//! clock, and the core refuses a delivery before the due time whatever the clock says. Sleeps are
+//! capped so that a suspended host or a wall-clock jump is noticed within `max_sleep`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::lifecycle::{Actor, Command, Timer};
+use jitflow_core::time::Timestamp;
+use jitflow_store::Store;
+use jitflow_store::timers::DueTimer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, warn};
+
+use crate::clock::Clock;
+use crate::error::{Error, read};
+use crate::writer::{Op, Request, Signals};
+
+type InFlight = (TenantId, ConnectionId, Timer);
+
+pub(crate) struct Scheduler {
+    pub store: Arc<Store>,
+    pub writer: mpsc::Sender<Request>,
+    pub clock: Arc<dyn Clock>,
+    pub signals: Arc<Signals>,
+    pub window: usize,
+    pub max_sleep: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Scheduler {
+    pub async fn run(mut self) {
+        let in_flight: Arc<std::sync::Mutex<HashSet<InFlight>>> = Default::default();
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let now = self.clock.now();
+            let next_due = match self.fire_due(now, &in_flight).await {
+                Ok(next) => next,
+                Err(e) => {
+                    warn!(error = %e, "timer scan failed; retrying");
+                    Some(now.saturating_add(self.max_sleep))
+                }
+            };
+            let cap = now.saturating_add(self.max_sleep);
+            let wake_at = next_due.map_or(cap, |due| due.min(cap));
+            self.signals.scheduler_next.store(
+                next_due.map_or(u64::MAX, Timestamp::as_millis),
+                Ordering::SeqCst,
+            );
+            tokio::select! {
+                _ = self.clock.sleep_until(wake_at) => {}
+                _ = self.signals.scheduler_wake.notified() => {}
+                _ = self.shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Fires every due timer not already in flight; returns the next due time after them.
+    async fn fire_due(
+        &self,
+        now: Timestamp,
+        in_flight: &Arc<std::sync::Mutex<HashSet<InFlight>>>,
+    ) -> Result<Option<Timestamp>, Error> {
+        let mut after: Option<DueTimer> = None;
+        loop {
+            let page = read(&self.store, |r| {
+                r.due_timers(after.as_ref(), None, self.window)
+            })?;
+            let full = page.len() == self.window;
+            for due in &page {
+                if due.timer.due > now {
+                    return Ok(Some(due.timer.due));
+                }
+                let key = (due.tenant.clone(), due.connection, due.timer);
+                if !in_flight.lock().expect("not poisoned").insert(key.clone()) {
+                    continue;
+                }
+                if in_flight.lock().expect("not poisoned").len() > self.window * 16 {
+                    // Bound the memory of fired-but-uncommitted timers; the rest fire next round.
+                    in_flight.lock().expect("not poisoned").remove(&key);
+                    return Ok(Some(now));
+                }
+                let (reply, answer) = oneshot::channel();
+                let request = Request {
+                    op: Op::Connection {
+                        tenant: due.tenant.clone(),
+                        connection: due.connection,
+                        command: Command::TimerFired(due.timer),
+                    },
+                    actor: Actor::System,
+                    idempotency: None,
+                    reply,
+                };
+                if self.writer.send(request).await.is_err() {
+                    return Err(Error::Stopped);
+                }
+                let in_flight = Arc::clone(in_flight);
+                tokio::spawn(async move {
+                    let result = answer.await;
+                    debug!(?key, ok = matches!(result, Ok(Ok(_))), "timer delivered");
+                    in_flight.lock().expect("not poisoned").remove(&key);
+                });
+            }
+            if !full {
+                return Ok(None);
+            }
+            after = page.last().cloned();
+        }
+    }
+}

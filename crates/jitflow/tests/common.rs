@@ -1,0 +1,289 @@
+//! Test fakes: a target system that records calls and fails or hangs on demand, a recording
+//! notifier, a validator that refuses on demand, and event-driven waiting (no wall-clock sleeps:
+//! tests wait for committed events; the timeout only guards against a hang).
+#![allow(dead_code, reason = "each test file uses part of the fakes")]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jitflow::clock::ManualClock;
+use jitflow::hooks::{
+    BoxFuture, EffectRequest, Notification, Notifier, ProvisionError, Provisioner,
+    ValidationRequest, Validator,
+};
+use jitflow::{Caller, Config, Engine};
+use jitflow_core::connection::{Connection, ConnectionSpec, ConnectionType};
+use jitflow_core::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId};
+use jitflow_core::lifecycle::{Actor, Notice};
+use jitflow_core::policy::Policy;
+use jitflow_core::time::{Minutes, Timestamp};
+
+/// What the fake target saw and holds.
+#[derive(Debug, Default)]
+pub struct TargetState {
+    /// Every call: (`grant`/`revoke`, idempotency key).
+    pub calls: Vec<(&'static str, String)>,
+    /// Accounts' entitlements currently granted, by connection.
+    pub held: HashSet<ConnectionId>,
+    /// Grants to fail before succeeding.
+    pub fail_grants: u32,
+    /// Whether grant failures are permanent.
+    pub permanent: bool,
+    /// Revokes to fail before succeeding.
+    pub fail_revokes: u32,
+    /// Calls hang forever while set (a crash mid-call).
+    pub hang: bool,
+}
+
+/// A fake target system.
+#[derive(Debug, Clone, Default)]
+pub struct Target(pub Arc<Mutex<TargetState>>);
+
+impl Target {
+    /// The target's state, locked.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, TargetState> {
+        self.0.lock().unwrap()
+    }
+
+    /// The idempotency keys of the calls of `kind` (`grant` or `revoke`), in order.
+    pub fn keys(&self, kind: &str) -> Vec<String> {
+        self.state()
+            .calls
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+}
+
+async fn hang_if(target: &Target) {
+    let hang = target.state().hang;
+    if hang {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Provisioner for Target {
+    fn grant(&self, request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.state()
+                .calls
+                .push(("grant", request.idempotency_key.clone()));
+            hang_if(self).await;
+            let mut s = self.state();
+            if s.fail_grants > 0 {
+                s.fail_grants -= 1;
+                return Err(if s.permanent {
+                    ProvisionError::permanent("no such group")
+                } else {
+                    ProvisionError::transient("503")
+                });
+            }
+            s.held.insert(request.connection.id);
+            Ok(())
+        })
+    }
+
+    fn revoke(&self, request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.state()
+                .calls
+                .push(("revoke", request.idempotency_key.clone()));
+            hang_if(self).await;
+            let mut s = self.state();
+            if s.fail_revokes > 0 {
+                s.fail_revokes -= 1;
+                return Err(ProvisionError::transient("connection refused"));
+            }
+            s.held.remove(&request.connection.id);
+            Ok(())
+        })
+    }
+}
+
+/// Records notifications.
+#[derive(Debug, Clone, Default)]
+pub struct Inbox(pub Arc<Mutex<Vec<Notification>>>);
+
+impl Inbox {
+    /// The notices received, in order.
+    pub fn notices(&self) -> Vec<Notice> {
+        self.0.lock().unwrap().iter().map(|n| n.notice).collect()
+    }
+}
+
+impl Notifier for Inbox {
+    fn notify(&self, notification: Notification) -> BoxFuture<'_, ()> {
+        self.0.lock().unwrap().push(notification);
+        Box::pin(async {})
+    }
+}
+
+/// Refuses requests while `refuse` is set.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(pub Arc<Mutex<Option<String>>>);
+
+impl Validator for Gate {
+    fn validate(&self, _request: ValidationRequest) -> BoxFuture<'_, Result<(), String>> {
+        let verdict = self.0.lock().unwrap().clone();
+        Box::pin(async move { verdict.map_or(Ok(()), Err) })
+    }
+}
+
+/// The manual clock's start, in ms since the epoch (2027-01-15).
+pub const START: u64 = 1_800_000_000_000;
+
+/// Alice of tenant acme.
+pub fn caller() -> Caller {
+    Caller {
+        tenant: TenantId::parse("acme").unwrap(),
+        actor: Actor::Identity(IdentityId::parse("alice").unwrap()),
+    }
+}
+
+/// The `n`th test connection id.
+pub fn conn(n: u128) -> ConnectionId {
+    ConnectionId::from_u128(0x1000 + n)
+}
+
+/// A JIT connection of Alice's with this id.
+pub fn spec(id: ConnectionId) -> ConnectionSpec {
+    ConnectionSpec {
+        id,
+        identity: IdentityId::parse("alice").unwrap(),
+        identity_name: "Alice".into(),
+        account: AccountId::parse("alice-adm").unwrap(),
+        account_name: "alice.adm".into(),
+        entitlement: EntitlementId::parse("domain-admins").unwrap(),
+        entitlement_name: "Domain Admins".into(),
+        attribute_name: "memberOf".into(),
+        attribute_value: "CN=Domain Admins".into(),
+        privilege_level: None,
+        source: SourceId::parse("ad").unwrap(),
+        source_name: "AD".into(),
+        kind: ConnectionType::Jit,
+        standalone: false,
+    }
+}
+
+/// A policy: max 240 min (default 60), extensions up to 60 min in total (default 15).
+pub fn policy() -> Policy {
+    let mut p = Policy::empty("6d38a587-302a-41d1-a3b1-ffae2c25c960".into());
+    p.max_activation_period = Some(Minutes(240));
+    p.default_activation_period = Some(Minutes(60));
+    p.max_extension = Some(Minutes(60));
+    p.default_extension = Some(Minutes(15));
+    p
+}
+
+/// Engine settings for tests: 3 grant tries, stuck after 3 revoke tries, retries 1 s to 30 s.
+pub fn config() -> Config {
+    Config {
+        grant_max_attempts: 3,
+        stuck_after: 3,
+        retry_base: Duration::from_secs(1),
+        retry_cap: Duration::from_secs(30),
+        warning_lead: Duration::from_secs(300),
+        ..Config::default()
+    }
+}
+
+/// An engine with its manual clock and fakes.
+pub struct Harness {
+    /// The engine.
+    pub engine: Engine,
+    /// Its clock.
+    pub clock: ManualClock,
+    /// The fake target.
+    pub target: Target,
+    /// The notifications received.
+    pub inbox: Inbox,
+    /// The validator.
+    pub gate: Gate,
+    /// The store file.
+    pub path: std::path::PathBuf,
+}
+
+impl Harness {
+    /// Opens an engine on `path` with fresh fakes but this clock and target.
+    pub async fn open(path: &std::path::Path, clock: ManualClock, target: Target) -> Harness {
+        let inbox = Inbox::default();
+        let gate = Gate::default();
+        let engine = Engine::builder(path)
+            .config(config())
+            .clock(clock.clone())
+            .provisioner(target.clone())
+            .notifier(inbox.clone())
+            .validator(gate.clone())
+            .open()
+            .await
+            .expect("engine opens");
+        Harness {
+            engine,
+            clock,
+            target,
+            inbox,
+            gate,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// A new engine in `dir`, with the test policy stored.
+    pub async fn new(dir: &tempfile::TempDir) -> Harness {
+        let clock = ManualClock::new(Timestamp::from_millis(START).unwrap());
+        let h = Harness::open(&dir.path().join("engine.redb"), clock, Target::default()).await;
+        h.engine.put_policy(&caller(), policy()).await.unwrap();
+        h
+    }
+
+    /// Stops the engine and opens a new one on the same file, clock and target.
+    pub async fn restart(self) -> Harness {
+        let Harness {
+            engine,
+            clock,
+            target,
+            path,
+            ..
+        } = self;
+        engine.shutdown().await;
+        // The file is free once the last handle is gone.
+        drop(engine);
+        Harness::open(&path, clock, target).await
+    }
+
+    /// The connection, which must exist.
+    pub fn connection(&self, id: ConnectionId) -> Connection {
+        self.engine
+            .connection(&caller().tenant, id)
+            .unwrap()
+            .expect("connection exists")
+    }
+
+    /// Waits until the connection satisfies `done`, driven by committed events.
+    pub async fn wait_for(
+        &self,
+        id: ConnectionId,
+        what: &str,
+        done: impl Fn(&Connection) -> bool,
+    ) -> Connection {
+        let mut events = self.engine.subscribe(0);
+        let guard = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(c) = self.engine.connection(&caller().tenant, id).unwrap()
+                    && done(&c)
+                {
+                    return c;
+                }
+                events.next().await.expect("engine running");
+            }
+        });
+        match guard.await {
+            Ok(c) => c,
+            Err(_) => panic!(
+                "timed out waiting for {what}: {:?}",
+                self.engine.connection(&caller().tenant, id)
+            ),
+        }
+    }
+}

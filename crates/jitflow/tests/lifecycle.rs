@@ -1,0 +1,388 @@
+//! End-to-end lifecycles through the engine, with a manual clock: nothing moves until the test
+//! moves the clock, and the test waits for committed events, never for wall-clock time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, caller, conn, spec};
+use jitflow::Error;
+use jitflow_core::activation::ActivationStatus;
+use jitflow_core::connection::ConnectionState;
+use jitflow_core::lifecycle::{Notice, Rejection};
+use jitflow_core::time::Minutes;
+
+fn active(c: &jitflow_core::connection::Connection) -> bool {
+    c.state == ConnectionState::Active
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activate_extend_warn_expire_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(1);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    let a = h
+        .engine
+        .activate(&caller(), id, Some(Minutes(30)), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.status,
+        ActivationStatus::Creating,
+        "answered once durable, before provisioning"
+    );
+    let c = h.wait_for(id, "ACTIVE", active).await;
+    let expiry = c.jit.expiration.unwrap();
+    assert_eq!(expiry, c.jit.provision.unwrap().plus_minutes(Minutes(30)));
+    assert!(h.target.state().held.contains(&id));
+
+    let a = h.engine.extend(&caller(), id, None, None).await.unwrap();
+    assert_eq!(a.expires_at, Some(expiry.plus_minutes(Minutes(15))));
+
+    // Just before the warning nothing happens; at it, the warning is sent.
+    h.clock.advance(Duration::from_secs(40 * 60 - 1));
+    h.clock.advance(Duration::from_secs(1));
+    h.wait_for(id, "warning sent", |c| {
+        c.activation.as_ref().unwrap().warn_at.is_none()
+    })
+    .await;
+    assert!(h.target.state().held.contains(&id));
+
+    h.clock.advance(Duration::from_secs(5 * 60));
+    let c = h
+        .wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
+        .await;
+    let a = c.activation.unwrap();
+    assert_eq!(a.status, ActivationStatus::Completed);
+    assert!(
+        c.jit.deprovision.unwrap() >= a.expires_at.unwrap(),
+        "never revoked early"
+    );
+    assert!(!h.target.state().held.contains(&id));
+    let grants = h.target.keys("grant");
+    let revokes = h.target.keys("revoke");
+    assert_eq!(grants, vec![format!("{}:grant:1", a.id)]);
+    assert_eq!(revokes, vec![format!("{}:revoke:1", a.id)]);
+    h.engine.shutdown().await;
+    let notices = h.inbox.notices();
+    for expected in [
+        Notice::Started,
+        Notice::Provisioned,
+        Notice::Extended,
+        Notice::ExpiringSoon,
+        Notice::Expired,
+    ] {
+        assert!(
+            notices.contains(&expected),
+            "{expected:?} missing from {notices:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivate_revokes_and_returns_to_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(2);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
+    assert_eq!(a.status, ActivationStatus::Deprovisioning);
+    let c = h
+        .wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
+        .await;
+    assert_eq!(c.activation.unwrap().status, ActivationStatus::Revoked);
+    assert!(!h.target.state().held.contains(&id));
+    // No running activation any more: the contract's 400.
+    let e = h.engine.deactivate(&caller(), id, None).await.unwrap_err();
+    assert_eq!(e, Error::Rejected(Rejection::NoRunningActivation(id)));
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_refusal_ends_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    *h.gate.0.lock().unwrap() = Some("no change ticket".into());
+    let id = conn(3);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    let c = h
+        .wait_for(id, "INVALID", |c| {
+            c.activation
+                .as_ref()
+                .is_some_and(|a| a.status == ActivationStatus::Invalid)
+        })
+        .await;
+    assert_eq!(c.state, ConnectionState::Available);
+    assert!(h.target.keys("grant").is_empty(), "nothing granted");
+    h.engine.shutdown().await;
+    assert!(h.inbox.notices().contains(&Notice::Failed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_failures_retry_then_give_up_and_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    h.target.state().fail_grants = 10;
+    let id = conn(4);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    for attempt in 1..3u32 {
+        h.wait_for(id, "retry armed", |c| {
+            c.activation
+                .as_ref()
+                .is_some_and(|a| a.attempt == attempt && a.retry_at.is_some())
+        })
+        .await;
+        // The retry does not run before its time.
+        assert_eq!(h.target.keys("grant").len(), attempt as usize);
+        h.clock.advance(Duration::from_secs(30));
+    }
+    let c = h
+        .wait_for(id, "ERROR", |c| {
+            c.activation
+                .as_ref()
+                .is_some_and(|a| a.status == ActivationStatus::Error)
+        })
+        .await;
+    assert_eq!(c.state, ConnectionState::Available);
+    assert_eq!(h.target.keys("grant").len(), 3);
+    assert_eq!(
+        h.target.keys("revoke").len(),
+        1,
+        "a grant of unknown outcome is revoked"
+    );
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprovision_outage_retries_flags_stuck_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(5);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine
+        .activate(&caller(), id, Some(Minutes(10)), None)
+        .await
+        .unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    h.target.state().fail_revokes = 5;
+    h.clock.advance(Duration::from_secs(600));
+    for attempt in 1..=5u32 {
+        h.wait_for(id, "revoke retry armed", |c| {
+            c.activation
+                .as_ref()
+                .is_some_and(|a| a.attempt == attempt && a.retry_at.is_some())
+        })
+        .await;
+        let stuck = h.connection(id).activation.unwrap().stuck;
+        assert_eq!(stuck, attempt >= 3, "stuck after 3 tries");
+        h.clock.advance(Duration::from_secs(30));
+    }
+    let c = h
+        .wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
+        .await;
+    assert!(!c.activation.unwrap().stuck);
+    assert_eq!(h.target.keys("revoke").len(), 6);
+    assert!(!h.target.state().held.contains(&id));
+    h.engine.shutdown().await;
+    let stuck = h
+        .inbox
+        .notices()
+        .iter()
+        .filter(|n| **n == Notice::Stuck)
+        .count();
+    assert_eq!(stuck, 1, "one alert per outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_return_the_first_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(6);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    let first = h
+        .engine
+        .activate(&caller(), id, Some(Minutes(20)), Some("req-1"))
+        .await
+        .unwrap();
+    let again = h
+        .engine
+        .activate(&caller(), id, Some(Minutes(20)), Some("req-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.id, again.id,
+        "a retry after an unknown outcome gets the same activation"
+    );
+    let other = h
+        .engine
+        .activate(&caller(), id, Some(Minutes(25)), Some("req-1"))
+        .await;
+    assert_eq!(
+        other.unwrap_err(),
+        Error::IdempotencyConflict("req-1".into())
+    );
+    h.wait_for(id, "ACTIVE", active).await;
+    assert_eq!(h.target.keys("grant").len(), 1, "no second effect");
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_come_back_typed_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(7);
+    let e = h
+        .engine
+        .activate(&caller(), id, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, Error::Rejected(Rejection::NotFound(id)));
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    let e = h
+        .engine
+        .activate(&caller(), id, Some(Minutes(241)), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Rejected(Rejection::PeriodOutOfRange { max: 240, .. })
+        ),
+        "{e:?}"
+    );
+    // Another tenant cannot see or touch the connection.
+    let mut other = caller();
+    other.tenant = jitflow_core::id::TenantId::parse("globex").unwrap();
+    let e = h
+        .engine
+        .activate(&other, id, Some(Minutes(5)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e, Error::Rejected(Rejection::NotFound(id)));
+    assert!(h.engine.connection(&other.tenant, id).unwrap().is_none());
+    assert_eq!(h.connection(id).state, ConnectionState::Available);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_every_committed_event_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(8);
+    let mut sub = h.engine.subscribe(0);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    let mut last = 0;
+    let mut seen = 0;
+    // The policy, the registration, request, validation, grant.
+    while seen < 5 {
+        let e = sub.next().await.unwrap();
+        assert!(e.sequence > last, "in order, no repeats");
+        last = e.sequence;
+        seen += 1;
+    }
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_activating_reruns_the_grant_with_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(10);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.target.state().hang = true;
+    let a = h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.wait_for(id, "grant intent committed", |c| {
+        c.activation
+            .as_ref()
+            .is_some_and(|a| a.status == ActivationStatus::Activating)
+    })
+    .await;
+    // The grant call is in flight (hanging) when the engine stops: the intent has no result.
+    let h = h.restart().await;
+    h.target.state().hang = false;
+    h.wait_for(id, "ACTIVE after restart", active).await;
+    let key = format!("{}:grant:1", a.id);
+    let grants = h.target.keys("grant");
+    assert!(
+        grants.len() >= 2 && grants.iter().all(|k| *k == key),
+        "{grants:?}"
+    );
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_active_fires_the_overdue_expiry_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(11);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine
+        .activate(&caller(), id, Some(Minutes(15)), None)
+        .await
+        .unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    // Down for two hours, far past the expiry.
+    h.clock.advance(Duration::from_secs(7200));
+    let h = h.restart().await;
+    let c = h
+        .wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
+        .await;
+    assert!(!h.target.state().held.contains(&id));
+    assert_eq!(c.activation.unwrap().status, ActivationStatus::Completed);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_deactivating_reruns_the_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(12);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    h.target.state().hang = true;
+    let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
+    let h = h.restart().await;
+    h.target.state().hang = false;
+    h.wait_for(id, "AVAILABLE after restart", |c| {
+        c.state == ConnectionState::Available
+    })
+    .await;
+    let key = format!("{}:revoke:1", a.id);
+    assert!(h.target.keys("revoke").iter().all(|k| *k == key));
+    assert!(!h.target.state().held.contains(&id));
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_waiting_to_retry_keeps_the_retry_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(13);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine
+        .activate(&caller(), id, Some(Minutes(10)), None)
+        .await
+        .unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    h.target.state().fail_revokes = 1;
+    h.engine.deactivate(&caller(), id, None).await.unwrap();
+    h.wait_for(id, "retry armed", |c| {
+        c.activation.as_ref().is_some_and(|a| a.retry_at.is_some())
+    })
+    .await;
+    let h = h.restart().await;
+    // The retry is durable: it runs once its time comes, after the restart.
+    h.clock.advance(Duration::from_secs(60));
+    h.wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
+        .await;
+    assert_eq!(h.target.keys("revoke").len(), 2);
+    h.engine.shutdown().await;
+}
