@@ -193,6 +193,15 @@ fn write_batch(txn: &WriteTransaction, batch: &Batch) -> Result<Appended, Error>
     for key in batch.keys() {
         idempotency::put(&mut t.keys, &mut t.key_expiry, key)?;
     }
+    if !batch.cursors().is_empty() {
+        let mut meta = txn.open_table(crate::tables::META)?;
+        for (name, sequence) in batch.cursors() {
+            let key = format!("{}{name}", crate::tables::CURSOR_PREFIX);
+            let stored = meta.get(key.as_str())?.map_or(0, |v| v.value());
+            // Cursors never move back: a consumer restarted from an older position re-reads.
+            meta.insert(key.as_str(), stored.max(*sequence))?;
+        }
+    }
     Ok(Appended { first, last })
 }
 

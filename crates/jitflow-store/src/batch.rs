@@ -10,6 +10,10 @@ use crate::idempotency::KeyPut;
 pub const MAX_BATCH_ENTRIES: usize = 4096;
 /// The most idempotency keys one batch stores.
 pub const MAX_BATCH_KEYS: usize = 4096;
+/// The most cursors one batch moves.
+pub const MAX_BATCH_CURSORS: usize = 16;
+/// The longest cursor name, in bytes.
+pub const MAX_CURSOR_NAME: usize = 64;
 
 /// One event to append, with the state it leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +59,7 @@ impl Entry {
 pub struct Batch {
     entries: Vec<Entry>,
     keys: Vec<KeyPut>,
+    cursors: Vec<(String, u64)>,
 }
 
 impl Batch {
@@ -81,6 +86,31 @@ impl Batch {
         self.keys.push(key);
     }
 
+    /// Moves the named cursor (a consumer's position in the log, such as the notifier's) to
+    /// `sequence`. Cursors only move forward: a lower value than the stored one is ignored.
+    /// Panics on a name over [`MAX_CURSOR_NAME`] bytes or more than [`MAX_BATCH_CURSORS`] names.
+    pub fn set_cursor(&mut self, name: &str, sequence: u64) {
+        assert!(
+            !name.is_empty() && name.len() <= MAX_CURSOR_NAME,
+            "cursor name of {} bytes outside 1..={MAX_CURSOR_NAME}",
+            name.len()
+        );
+        if let Some(c) = self.cursors.iter_mut().find(|(n, _)| n == name) {
+            c.1 = c.1.max(sequence);
+            return;
+        }
+        assert!(
+            self.cursors.len() < MAX_BATCH_CURSORS,
+            "a batch moves at most {MAX_BATCH_CURSORS} cursors"
+        );
+        self.cursors.push((name.to_owned(), sequence));
+    }
+
+    /// The cursors to move.
+    pub fn cursors(&self) -> &[(String, u64)] {
+        &self.cursors
+    }
+
     /// The events, in order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
@@ -96,9 +126,9 @@ impl Batch {
         self.entries.len()
     }
 
-    /// Whether the batch holds neither events nor keys.
+    /// Whether the batch holds no events, keys or cursors.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.keys.is_empty()
+        self.entries.is_empty() && self.keys.is_empty() && self.cursors.is_empty()
     }
 
     /// Whether no further event fits.
@@ -110,6 +140,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.keys.clear();
+        self.cursors.clear();
     }
 }
 

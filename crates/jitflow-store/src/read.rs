@@ -108,6 +108,13 @@ impl Reader {
         self.txn.open_table(definition)
     }
 
+    /// The named cursor's position (0 when it was never set). See `Batch::set_cursor`.
+    pub fn cursor(&self, name: &str) -> Result<u64, Error> {
+        let meta = self.table(crate::tables::META)?;
+        let key = format!("{}{name}", crate::tables::CURSOR_PREFIX);
+        Ok(meta.get(key.as_str())?.map_or(0, |v| v.value()))
+    }
+
     /// The global sequence of the last committed event; 0 when the log is empty (sequences
     /// start at 1).
     pub fn last_sequence(&self) -> Result<u64, Error> {

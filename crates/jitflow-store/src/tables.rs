@@ -16,6 +16,8 @@ use redb::TableDefinition;
 pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 /// The key of the file format version in [`META`].
 pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
+/// Keys of the meta table that hold cursors start with this.
+pub(crate) const CURSOR_PREFIX: &str = "cursor:";
 
 /// The event log: global sequence (from 1, contiguous) -> envelope (see [`crate::codec`]).
 pub(crate) const EVENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("events");

@@ -29,6 +29,10 @@ pub struct Config {
     pub queue_capacity: usize,
     /// The most grant/revoke/validate calls in flight at once.
     pub effects_in_flight: usize,
+    /// How long one grant, revoke or validate call may take. A grant or revoke that times out
+    /// counts as a failure of unknown outcome and is retried; a validation that times out refuses
+    /// (fail closed).
+    pub effect_timeout: Duration,
     /// The most timers the scheduler keeps in memory.
     pub timer_window: usize,
     /// The longest the scheduler sleeps before looking at the clock again, so that a suspended
@@ -49,6 +53,7 @@ impl Default for Config {
             batch_max: 1024,
             queue_capacity: 65_536,
             effects_in_flight: 256,
+            effect_timeout: Duration::from_secs(30),
             timer_window: 4096,
             max_sleep: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 3600),

@@ -13,15 +13,17 @@ use jitflow_core::connection::Connection;
 use jitflow_core::id::{ConnectionId, TenantId};
 use jitflow_core::lifecycle::{Actor, Command, Effect};
 use jitflow_store::Store;
+use jitflow_store::codec::Payload;
 use jitflow_store::intents::Intent;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::engine::Subscription;
 use crate::hooks::{
     EffectRequest, Notification, Notifier, Provisioner, ValidationRequest, Validator,
 };
 use crate::metrics::Metrics;
-use crate::writer::{Dispatch, NoticeDispatch, Op, Request, Signals};
+use crate::writer::{Dispatch, Op, Request, Signals};
 
 /// The most intents read from the store in one rescan page.
 const RESCAN_PAGE: usize = 1024;
@@ -37,6 +39,7 @@ pub(crate) struct EffectRunner {
     pub signals: Arc<Signals>,
     pub metrics: Arc<Metrics>,
     pub limit: Arc<Semaphore>,
+    pub timeout: std::time::Duration,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -121,11 +124,20 @@ impl EffectRunner {
         let writer = self.writer.clone();
         let metrics = Arc::clone(&self.metrics);
         let running = Arc::clone(running);
+        let timeout = self.timeout;
         let span =
             info_span!("effect", effect = ?dispatch.effect, connection = %dispatch.connection.id());
         tokio::spawn(
             async move {
-                let command = call(&*provisioner, &*validator, &dispatch).await;
+                let command = match tokio::time::timeout(
+                    timeout,
+                    call(&*provisioner, &*validator, &dispatch),
+                )
+                .await
+                {
+                    Ok(command) => command,
+                    Err(_) => timed_out(&dispatch.effect, timeout),
+                };
                 let ok = matches!(
                     command,
                     Command::ValidationPassed { .. }
@@ -157,6 +169,38 @@ impl EffectRunner {
             }
             .instrument(span),
         );
+    }
+}
+
+/// The result of a call that did not answer in time: its outcome is unknown.
+fn timed_out(effect: &Effect, timeout: std::time::Duration) -> Command {
+    let error = format!(
+        "no answer within {}",
+        jitflow_core::time::format_duration(timeout)
+    );
+    match *effect {
+        Effect::Validate { activation } => Command::ValidationRefused {
+            activation,
+            reason: format!("validation: {error}"),
+        },
+        Effect::Grant {
+            activation,
+            attempt,
+        } => Command::GrantFailed {
+            activation,
+            attempt,
+            error,
+            retryable: true,
+        },
+        Effect::Revoke {
+            activation,
+            attempt,
+        } => Command::RevokeFailed {
+            activation,
+            attempt,
+            error,
+        },
+        Effect::RevokeStanding { attempt } => Command::StandingRevokeFailed { attempt, error },
     }
 }
 
@@ -252,29 +296,103 @@ async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Disp
     }
 }
 
-/// Delivers notifications, one at a time, in commit order.
+/// The cursor under which the notifier's position in the log is kept.
+pub(crate) const NOTIFIER_CURSOR: &str = "notifier";
+/// The most notices delivered before the notifier's position is saved.
+const NOTICES_PER_SAVE: u64 = 64;
+
+/// Delivers notifications at least once, in commit order: it follows the committed log from the
+/// notifier's durable cursor, so after a crash everything past the last saved position is
+/// delivered again (each notification carries its event's sequence for de-duplication).
 pub(crate) async fn deliver_notices(
-    mut rx: mpsc::Receiver<NoticeDispatch>,
+    mut events: Subscription,
+    store: Arc<Store>,
+    writer: mpsc::Sender<Request>,
     notifier: Arc<dyn Notifier>,
+    timeout: std::time::Duration,
+    retry: (std::time::Duration, std::time::Duration),
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut unsaved = 0u64;
+    // On shutdown, deliver what is committed, then stop.
+    let mut draining = false;
     loop {
-        let dispatch = tokio::select! {
-            d = rx.recv() => match d { Some(d) => d, None => return },
-            _ = shutdown.changed() => return,
+        let envelope = if draining {
+            match events.try_next() {
+                Ok(Some(e)) => e,
+                Ok(None) | Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                e = events.next() => match e {
+                    Ok(e) => e,
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => {
+                    draining = true;
+                    continue;
+                }
+            }
         };
-        let Some(notice) = dispatch.event.notice() else {
-            continue;
-        };
-        notifier
-            .notify(Notification {
-                tenant: dispatch.tenant,
+        if let Payload::Connection(event) = &envelope.payload
+            && let Some(notice) = event.notice()
+        {
+            let spec =
+                crate::error::read(&store, |r| r.connection(&envelope.tenant, event.connection))
+                    .ok()
+                    .flatten()
+                    .map(|c| c.spec);
+            let notification = Notification {
+                tenant: envelope.tenant.clone(),
                 notice,
-                connection: dispatch.connection.spec,
-                activation: dispatch.event.activation,
-                at: dispatch.event.at,
-                sequence: dispatch.sequence,
-            })
-            .await;
+                connection: event.connection,
+                spec,
+                activation: event.activation,
+                at: event.at,
+                sequence: envelope.sequence,
+            };
+            // Retried until delivered, in order: a notifier that hangs holds back only
+            // notifications, never the lifecycle. On shutdown the position stays before it.
+            let mut attempt = 0u32;
+            while tokio::time::timeout(timeout, notifier.notify(notification.clone()))
+                .await
+                .is_err()
+            {
+                attempt += 1;
+                warn!(
+                    sequence = envelope.sequence,
+                    ?notice,
+                    attempt,
+                    "notification timed out"
+                );
+                let pause =
+                    jitflow_core::backoff::delay(attempt, retry.0, retry.1, envelope.sequence);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => return,
+                }
+                if draining {
+                    return;
+                }
+            }
+            unsaved += 1;
+        }
+        // Save the position every so often, and whenever the log is read to its end.
+        if unsaved >= NOTICES_PER_SAVE || (unsaved > 0 && events.caught_up()) {
+            let (reply, _answer) = oneshot::channel();
+            let save = Request {
+                op: Op::Cursor {
+                    name: NOTIFIER_CURSOR,
+                    sequence: envelope.sequence,
+                },
+                actor: Actor::System,
+                idempotency: None,
+                reply,
+            };
+            // A full queue skips this save: a later one, or a re-delivery after a crash, covers it.
+            if writer.try_send(save).is_ok() {
+                unsaved = 0;
+            }
+        }
     }
 }

@@ -29,8 +29,6 @@ use crate::writer::{Idempotency, Op, Reply, Request, Signals, Writer};
 pub const MAX_PAGE: usize = 10_000;
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
-/// Capacity of the queue of notifications waiting for the notifier.
-const NOTICE_QUEUE: usize = 65_536;
 
 /// Who makes a call: the tenant whose data it touches and the actor recorded on the events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +133,6 @@ impl Builder {
         let config = self.config;
         let (writer_tx, writer_rx) = mpsc::channel(config.queue_capacity);
         let (effects_tx, effects_rx) = mpsc::channel(config.queue_capacity);
-        let (notices_tx, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let (committed, _) = broadcast::channel(16);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let signals = Arc::new(Signals {
@@ -154,7 +151,6 @@ impl Builder {
             batch_max: config.batch_max,
             idempotency_ttl: config.idempotency_ttl,
             effects: effects_tx,
-            notices: notices_tx,
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
             policies: Default::default(),
@@ -181,13 +177,32 @@ impl Builder {
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
             limit: Arc::new(Semaphore::new(config.effects_in_flight)),
+            timeout: config.effect_timeout,
             shutdown: shutdown_rx.clone(),
         };
-        let tasks = vec![
-            tokio::spawn(scheduler.run()),
-            tokio::spawn(runner.run()),
-            tokio::spawn(deliver_notices(notices_rx, self.notifier, shutdown_rx)),
-        ];
+        let notifier_from =
+            read(&store, |r| r.cursor(crate::effects::NOTIFIER_CURSOR)).map_err(|e| {
+                OpenError::Store {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        let notices = Subscription {
+            store: Arc::clone(&store),
+            next_after: notifier_from,
+            buffer: Default::default(),
+            live: signals.committed.subscribe(),
+        };
+        let tasks = vec![tokio::spawn(scheduler.run()), tokio::spawn(runner.run())];
+        let notifier = tokio::spawn(deliver_notices(
+            notices,
+            Arc::clone(&store),
+            writer_tx.clone(),
+            self.notifier,
+            config.effect_timeout,
+            (config.retry_base, config.retry_cap),
+            shutdown_rx,
+        ));
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -200,6 +215,8 @@ impl Builder {
                     shutdown: shutdown_tx,
                     writer_thread,
                     tasks,
+                    notifier,
+                    notifier_drain: config.effect_timeout,
                 })),
             }),
         })
@@ -209,7 +226,11 @@ impl Builder {
 struct Stop {
     shutdown: watch::Sender<bool>,
     writer_thread: JoinHandle<()>,
+    /// The scheduler and the effect runner: stopped at once.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The notifier: drains what is committed before the writer stops.
+    notifier: tokio::task::JoinHandle<()>,
+    notifier_drain: std::time::Duration,
 }
 
 struct Inner {
@@ -533,14 +554,28 @@ impl Engine {
         }
     }
 
-    /// Stops the engine: the writer finishes the batch in flight and answers it, then the
-    /// scheduler and the effect runner stop. Effects in flight are abandoned; their intents are
-    /// durable and run again when the store is next opened. Later calls on any clone fail with
-    /// [`Error::Stopped`]. Calling it twice is harmless.
+    /// Stops the engine. The scheduler and the effect runner stop at once: effects in flight are
+    /// abandoned, and their intents, which are durable, run again when the store is next opened.
+    /// The notifier delivers what is committed (for at most `effect_timeout`) and saves its
+    /// position; then the writer finishes the batch in flight, answers it, and stops. Later calls
+    /// on any clone fail with [`Error::Stopped`]. Calling it twice is harmless.
     pub async fn shutdown(&self) {
         let Some(stop) = self.inner.stop.lock().expect("not poisoned").take() else {
             return;
         };
+        let _ = stop.shutdown.send(true);
+        for task in stop.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        let mut notifier = stop.notifier;
+        if tokio::time::timeout(stop.notifier_drain, &mut notifier)
+            .await
+            .is_err()
+        {
+            notifier.abort();
+            let _ = notifier.await;
+        }
         let (reply, answer) = oneshot::channel();
         let request = Request {
             op: Op::Shutdown,
@@ -550,11 +585,6 @@ impl Engine {
         };
         if self.inner.writer.send(request).await.is_ok() {
             let _ = answer.await;
-        }
-        let _ = stop.shutdown.send(true);
-        for task in stop.tasks {
-            task.abort();
-            let _ = task.await;
         }
         let _ = tokio::task::spawn_blocking(move || stop.writer_thread.join()).await;
     }
@@ -587,6 +617,23 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Whether every event read from the store so far has been returned.
+    pub(crate) fn caught_up(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// The next committed event if there is one now, without waiting.
+    pub(crate) fn try_next(&mut self) -> Result<Option<Envelope>, Error> {
+        if self.buffer.is_empty() {
+            let page = read(&self.store, |r| r.events_after(self.next_after, 256))?;
+            self.buffer.extend(page);
+        }
+        Ok(self
+            .buffer
+            .pop_front()
+            .inspect(|e| self.next_after = e.sequence))
+    }
+
     /// The next committed event, waiting for one if none is there yet. `Err(Error::Stopped)`
     /// once the engine stopped and every committed event was read.
     pub async fn next(&mut self) -> Result<Envelope, Error> {

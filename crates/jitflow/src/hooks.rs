@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use jitflow_core::connection::ConnectionSpec;
-use jitflow_core::id::{ActivationId, TenantId};
+use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{Actor, Notice};
 use jitflow_core::time::{Minutes, Timestamp};
 
@@ -117,8 +117,11 @@ pub struct Notification {
     pub tenant: TenantId,
     /// What happened.
     pub notice: Notice,
-    /// The connection's registered facts.
-    pub connection: ConnectionSpec,
+    /// The connection.
+    pub connection: ConnectionId,
+    /// The connection's registered facts, as they are at delivery (`None` if it was removed
+    /// before a late delivery).
+    pub spec: Option<ConnectionSpec>,
     /// The activation, if the notice is about one.
     pub activation: Option<ActivationId>,
     /// When it happened.
@@ -128,10 +131,11 @@ pub struct Notification {
 }
 
 /// Tells people about activation events (started, provisioned, expiring soon, extended,
-/// deactivated, expired, failed, stuck).
+/// deactivated, expired, failed, stuck). Delivery is at least once, in commit order: after a
+/// crash, notifications past the last saved position come again with the same `sequence`.
 pub trait Notifier: Send + Sync + 'static {
-    /// Delivers one notification. Delivery problems are the notifier's to log; the lifecycle does
-    /// not wait for people.
+    /// Delivers one notification. Delivery problems are the notifier's to log or retry; the
+    /// lifecycle does not wait for people.
     fn notify(&self, notification: Notification) -> BoxFuture<'_, ()>;
 }
 

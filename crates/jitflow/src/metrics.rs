@@ -26,8 +26,6 @@ pub struct Metrics {
     pub effects_ok: AtomicU64,
     /// Effects that failed.
     pub effects_failed: AtomicU64,
-    /// Notifications dropped because their queue was full.
-    pub notices_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -68,9 +66,5 @@ impl Metrics {
         } else {
             self.effects_failed.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    pub(crate) fn notice_dropped(&self) {
-        self.notices_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }

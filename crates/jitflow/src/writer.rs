@@ -26,7 +26,7 @@ use jitflow_store::batch::{Batch, Entry};
 use jitflow_store::idempotency::{Idempotency as KeyRecord, KeyPut};
 use jitflow_store::read::Reader;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
-use tracing::{debug, debug_span, error, info_span, warn};
+use tracing::{debug, debug_span, error, info_span};
 
 use crate::clock::Clock;
 use crate::error::Error;
@@ -46,6 +46,8 @@ pub(crate) enum Op {
         tenant: TenantId,
         command: PolicyCommand,
     },
+    /// Move a named cursor of the log (a consumer's durable position).
+    Cursor { name: &'static str, sequence: u64 },
     /// Finish the batch in flight and stop.
     Shutdown,
 }
@@ -66,6 +68,8 @@ pub(crate) enum Reply {
     Policy(Policy),
     /// The activation an idempotency key was first used for, as it stands now.
     Activation(Activation),
+    /// A cursor was moved.
+    Moved,
     /// Shutdown acknowledged.
     Stopped,
 }
@@ -90,16 +94,7 @@ pub(crate) struct Dispatch {
     pub effect: Effect,
 }
 
-/// A committed event that people should hear about.
-#[derive(Debug, Clone)]
-pub(crate) struct NoticeDispatch {
-    pub tenant: TenantId,
-    pub connection: Connection,
-    pub event: lifecycle::Event,
-    pub sequence: u64,
-}
-
-/// What the writer shares with the scheduler and the effect runner.
+/// What the writer shares with the scheduler, the effect runner and log followers.
 #[derive(Debug)]
 pub(crate) struct Signals {
     /// The due time (ms) the scheduler sleeps towards; the writer wakes it for anything earlier.
@@ -120,7 +115,6 @@ pub(crate) struct Writer {
     pub batch_max: usize,
     pub idempotency_ttl: std::time::Duration,
     pub effects: mpsc::Sender<Dispatch>,
-    pub notices: mpsc::Sender<NoticeDispatch>,
     pub signals: Arc<Signals>,
     pub metrics: Arc<Metrics>,
     /// Policies by tenant, as committed. Loaded on first use.
@@ -203,10 +197,18 @@ impl Writer {
                 answers.push((request.reply, Err(Error::Stopped)));
                 continue;
             }
-            if let Op::Shutdown = request.op {
-                stop = true;
-                answers.push((request.reply, Ok(Reply::Stopped)));
-                continue;
+            match request.op {
+                Op::Shutdown => {
+                    stop = true;
+                    answers.push((request.reply, Ok(Reply::Stopped)));
+                    continue;
+                }
+                Op::Cursor { name, sequence } => {
+                    batch_out.set_cursor(name, sequence);
+                    answers.push((request.reply, Ok(Reply::Moved)));
+                    continue;
+                }
+                Op::Connection { .. } | Op::Policy { .. } => {}
             }
             let kind = request_kind(&request.op);
             let command_span = match &request.op {
@@ -214,7 +216,7 @@ impl Writer {
                     tenant, connection, ..
                 } => debug_span!("command", kind, %tenant, %connection),
                 Op::Policy { tenant, .. } => debug_span!("command", kind, %tenant),
-                Op::Shutdown => debug_span!("command", kind),
+                Op::Cursor { .. } | Op::Shutdown => debug_span!("command", kind),
             };
             let result = command_span
                 .in_scope(|| self.decide_one(&reader, &request, now, &mut overlay, &mut batch_out));
@@ -226,7 +228,7 @@ impl Writer {
             answers.push((request.reply, result));
         }
         let stopped_after_commit = stop;
-        if batch_out.is_empty() && batch_out.keys().is_empty() {
+        if batch_out.is_empty() {
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
@@ -250,7 +252,7 @@ impl Writer {
                 for (reply, result) in answers {
                     let _ = reply.send(result);
                 }
-                self.after_commit(&batch, appended.first);
+                self.after_commit(&batch, appended.last);
                 !stopped_after_commit
             }
             Err(e) => {
@@ -280,7 +282,7 @@ impl Writer {
     ) -> Result<Reply, Error> {
         let tenant = match &request.op {
             Op::Connection { tenant, .. } | Op::Policy { tenant, .. } => tenant.clone(),
-            Op::Shutdown => unreachable!("handled by the caller"),
+            Op::Cursor { .. } | Op::Shutdown => unreachable!("handled by the caller"),
         };
         if let Some(idem) = &request.idempotency {
             let seen = match overlay.keys.get(&(tenant.clone(), idem.key.clone())) {
@@ -352,7 +354,7 @@ impl Writer {
                     .insert(tenant.clone(), Some(policy.clone()));
                 Reply::Policy(policy)
             }
-            Op::Shutdown => unreachable!("handled by the caller"),
+            Op::Cursor { .. } | Op::Shutdown => unreachable!("handled by the caller"),
         };
         if let Some(idem) = &request.idempotency {
             overlay.keys.insert(
@@ -372,12 +374,9 @@ impl Writer {
         Ok(reply)
     }
 
-    fn after_commit(&self, batch: &Batch, first_sequence: u64) {
+    fn after_commit(&self, batch: &Batch, last_sequence: u64) {
         let mut earliest: Option<u64> = None;
-        let mut last_sequence = first_sequence;
-        for (i, entry) in batch.entries().iter().enumerate() {
-            let sequence = first_sequence + i as u64;
-            last_sequence = sequence;
+        for entry in batch.entries() {
             let Entry::Connection {
                 tenant,
                 event,
@@ -403,25 +402,15 @@ impl Writer {
                     self.signals.effects_wake.notify_one();
                 }
             }
-            if event.notice().is_some() {
-                let notice = NoticeDispatch {
-                    tenant: tenant.clone(),
-                    connection: connection.clone(),
-                    event: event.clone(),
-                    sequence,
-                };
-                if self.notices.try_send(notice).is_err() {
-                    warn!(sequence, "notification queue full; notification dropped");
-                    self.metrics.notice_dropped();
-                }
-            }
         }
         if let Some(due) = earliest
             && due < self.signals.scheduler_next.load(Ordering::SeqCst)
         {
             self.signals.scheduler_wake.notify_one();
         }
-        let _ = self.signals.committed.send(last_sequence);
+        if !batch.entries().is_empty() {
+            let _ = self.signals.committed.send(last_sequence);
+        }
     }
 }
 
@@ -429,6 +418,7 @@ fn request_kind(op: &Op) -> &'static str {
     match op {
         Op::Connection { command, .. } => command.name(),
         Op::Policy { .. } => "policy",
+        Op::Cursor { .. } => "cursor",
         Op::Shutdown => "shutdown",
     }
 }
@@ -442,7 +432,7 @@ fn encode_reply(reply: &Reply) -> Vec<u8> {
             .and_then(|c| c.activation.as_ref())
             .map(|a| a.id),
         Reply::Activation(a) => Some(a.id),
-        Reply::Policy(_) | Reply::Stopped => None,
+        Reply::Policy(_) | Reply::Moved | Reply::Stopped => None,
     };
     activation.map_or_else(Vec::new, |id| id.to_bytes().to_vec())
 }

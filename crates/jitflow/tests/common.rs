@@ -208,10 +208,20 @@ pub struct Harness {
 impl Harness {
     /// Opens an engine on `path` with fresh fakes but this clock and target.
     pub async fn open(path: &std::path::Path, clock: ManualClock, target: Target) -> Harness {
+        Harness::open_with(path, clock, target, config()).await
+    }
+
+    /// [`Harness::open`] with other settings.
+    pub async fn open_with(
+        path: &std::path::Path,
+        clock: ManualClock,
+        target: Target,
+        config: Config,
+    ) -> Harness {
         let inbox = Inbox::default();
         let gate = Gate::default();
         let engine = Engine::builder(path)
-            .config(config())
+            .config(config)
             .clock(clock.clone())
             .provisioner(target.clone())
             .notifier(inbox.clone())

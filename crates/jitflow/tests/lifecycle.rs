@@ -12,6 +12,17 @@ use jitflow_core::connection::ConnectionState;
 use jitflow_core::lifecycle::{Notice, Rejection};
 use jitflow_core::time::Minutes;
 
+/// Waits until the target has seen `n` calls of `kind` (the effect runs after its intent commits).
+async fn wait_calls(h: &Harness, kind: &str, n: usize) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while h.target.keys(kind).len() < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the target never saw {n} {kind} calls"));
+}
+
 fn active(c: &jitflow_core::connection::Connection) -> bool {
     c.state == ConnectionState::Active
 }
@@ -305,8 +316,10 @@ async fn restart_while_activating_reruns_the_grant_with_the_same_key() {
     })
     .await;
     // The grant call is in flight (hanging) when the engine stops: the intent has no result.
-    let h = h.restart().await;
+    // The target comes back before the engine does, so the rerun call completes.
+    wait_calls(&h, "grant", 1).await;
     h.target.state().hang = false;
+    let h = h.restart().await;
     h.wait_for(id, "ACTIVE after restart", active).await;
     let key = format!("{}:grant:1", a.id);
     let grants = h.target.keys("grant");
@@ -349,8 +362,9 @@ async fn restart_while_deactivating_reruns_the_revoke() {
     h.wait_for(id, "ACTIVE", active).await;
     h.target.state().hang = true;
     let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
-    let h = h.restart().await;
+    wait_calls(&h, "revoke", 1).await;
     h.target.state().hang = false;
+    let h = h.restart().await;
     h.wait_for(id, "AVAILABLE after restart", |c| {
         c.state == ConnectionState::Available
     })
@@ -384,5 +398,114 @@ async fn restart_while_waiting_to_retry_keeps_the_retry_timer() {
     h.wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
         .await;
     assert_eq!(h.target.keys("revoke").len(), 2);
+    h.engine.shutdown().await;
+}
+
+/// A notifier that never finishes a delivery: the process dies before people hear anything.
+struct Stalled;
+
+impl jitflow::hooks::Notifier for Stalled {
+    fn notify(
+        &self,
+        _notification: jitflow::hooks::Notification,
+    ) -> jitflow::hooks::BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.redb");
+    let clock = jitflow::clock::ManualClock::new(
+        jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
+    );
+    let target = common::Target::default();
+    let engine = jitflow::Engine::builder(&path)
+        .config(jitflow::Config {
+            // Bounds how long the stalled notifier holds up each notice and the shutdown.
+            effect_timeout: Duration::from_millis(100),
+            ..common::config()
+        })
+        .clock(clock.clone())
+        .provisioner(target.clone())
+        .notifier(Stalled)
+        .open()
+        .await
+        .unwrap();
+    let h = Harness {
+        engine,
+        clock,
+        target,
+        inbox: common::Inbox::default(),
+        gate: common::Gate::default(),
+        path,
+    };
+    h.engine
+        .put_policy(&caller(), common::policy())
+        .await
+        .unwrap();
+    let id = conn(20);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.wait_for(id, "ACTIVE", active).await;
+    let h = h.restart().await;
+    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let notices = h.inbox.notices();
+            if notices.contains(&Notice::Started) && notices.contains(&Notice::Provisioned) {
+                return notices;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the missed notifications arrive after the restart");
+    assert_eq!(
+        delivered.iter().filter(|n| **n == Notice::Started).count(),
+        1
+    );
+    let first = h.inbox.0.lock().unwrap()[0].clone();
+    assert_eq!(first.connection, id);
+    assert_eq!(first.spec.as_ref().map(|s| s.id), Some(id));
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_never_answers_times_out_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jitflow::clock::ManualClock::new(
+        jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
+    );
+    let config = jitflow::Config {
+        effect_timeout: Duration::from_millis(50),
+        ..common::config()
+    };
+    let h = Harness::open_with(
+        &dir.path().join("e.redb"),
+        clock,
+        common::Target::default(),
+        config,
+    )
+    .await;
+    h.engine
+        .put_policy(&caller(), common::policy())
+        .await
+        .unwrap();
+    let id = conn(21);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.target.state().hang = true;
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    let c = h
+        .wait_for(id, "grant timed out", |c| {
+            c.activation.as_ref().is_some_and(|a| a.retry_at.is_some())
+        })
+        .await;
+    let error = c.activation.unwrap().last_error.unwrap();
+    assert!(error.contains("no answer within 50ms"), "{error}");
+    h.target.state().hang = false;
+    h.clock.advance(Duration::from_secs(30));
+    h.wait_for(id, "ACTIVE", active).await;
+    assert_eq!(h.target.keys("grant").len(), 2);
     h.engine.shutdown().await;
 }
