@@ -11,7 +11,11 @@ fn cursors_persist_and_only_move_forward() {
     let path = dir.path().join("cursors.redb");
     {
         let store = Store::open(&path, Options::default()).unwrap();
-        assert_eq!(store.reader().unwrap().cursor("notifier").unwrap(), 0, "never set");
+        assert_eq!(
+            store.reader().unwrap().cursor("notifier").unwrap(),
+            0,
+            "never set"
+        );
         let mut batch = Batch::new();
         batch.set_cursor("notifier", 40);
         batch.set_cursor("notifier", 42);
@@ -24,7 +28,11 @@ fn cursors_persist_and_only_move_forward() {
         back.set_cursor("notifier", 10);
         store.append_batch(&back).unwrap();
         let reader = store.reader().unwrap();
-        assert_eq!(reader.cursor("notifier").unwrap(), 42, "a cursor never moves back");
+        assert_eq!(
+            reader.cursor("notifier").unwrap(),
+            42,
+            "a cursor never moves back"
+        );
         assert_eq!(reader.cursor("export").unwrap(), 7);
     }
     let store = Store::open(&path, Options::default()).unwrap();

@@ -71,6 +71,7 @@ pub struct Builder {
     validator: Arc<dyn Validator>,
     notifier: Arc<dyn Notifier>,
     jitter_seed: u64,
+    store: jitflow_store::open::Options,
 }
 
 impl Builder {
@@ -101,6 +102,13 @@ impl Builder {
     /// The notifier (default: [`NoNotifier`]).
     pub fn notifier(mut self, notifier: impl Notifier) -> Builder {
         self.notifier = Arc::new(notifier);
+        self
+    }
+
+    /// The store's options (default: [`jitflow_store::open::Options::default`]: a 128 MiB page
+    /// cache, quick repair on).
+    pub fn store_options(mut self, options: jitflow_store::open::Options) -> Builder {
+        self.store = options;
         self
     }
 
@@ -279,6 +287,7 @@ impl Engine {
             validator: Arc::new(AcceptAll),
             notifier: Arc::new(NoNotifier),
             jitter_seed: 0,
+            store: jitflow_store::open::Options::default(),
         }
     }
 
