@@ -116,6 +116,14 @@ where
     }
 }
 
+/// Waits, yielding, until connection `id` is in `state`.
+async fn until_state(engine: &Engine, id: ConnectionId, state: ConnectionState) {
+    let tenant = caller().tenant;
+    while engine.connection(&tenant, id).unwrap().unwrap().state != state {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Waits until every connection in `ids` satisfies `done`.
 async fn wait_all(engine: &Engine, ids: &[ConnectionId], done: impl Fn(ConnectionState) -> bool) {
     let tenant = caller().tenant;
@@ -162,17 +170,7 @@ async fn signals(callers: usize, per_caller: usize) {
                 }
                 local.push(t.elapsed());
                 i += 1;
-                loop {
-                    let state = engine
-                        .connection(&caller.tenant, id)
-                        .unwrap()
-                        .unwrap()
-                        .state;
-                    if state == ConnectionState::Active {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
+                until_state(&engine, id, ConnectionState::Active).await;
                 let t = Instant::now();
                 engine
                     .extend(&caller, id, Some(Minutes(5)), None)
@@ -183,17 +181,7 @@ async fn signals(callers: usize, per_caller: usize) {
                 engine.deactivate(&caller, id, None).await.unwrap();
                 local.push(t.elapsed());
                 i += 2;
-                loop {
-                    let state = engine
-                        .connection(&caller.tenant, id)
-                        .unwrap()
-                        .unwrap()
-                        .state;
-                    if state == ConnectionState::Available {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
+                until_state(&engine, id, ConnectionState::Available).await;
             }
             count.fetch_add(local.len() as u64, Ordering::Relaxed);
             latencies.lock().unwrap().extend(local);

@@ -262,6 +262,20 @@ impl Harness {
         Harness::open(&path, clock, target).await
     }
 
+    /// Registers connection `id`, activates it for `period` and waits until it is ACTIVE.
+    pub async fn activated(&self, id: ConnectionId, period: Option<Minutes>) -> ConnectionId {
+        self.engine.register(&caller(), spec(id)).await.unwrap();
+        self.engine
+            .activate(&caller(), id, period, None)
+            .await
+            .unwrap();
+        self.wait_for(id, "ACTIVE", |c| {
+            c.state == jitflow_core::connection::ConnectionState::Active
+        })
+        .await;
+        id
+    }
+
     /// The connection, which must exist.
     pub fn connection(&self, id: ConnectionId) -> Connection {
         self.engine

@@ -95,10 +95,7 @@ async fn activate_extend_warn_expire_revoke() {
 async fn deactivate_revokes_and_returns_to_available() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
-    let id = conn(2);
-    h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
-    h.wait_for(id, "ACTIVE", active).await;
+    let id = h.activated(conn(2), None).await;
     let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
     assert_eq!(a.status, ActivationStatus::Deprovisioning);
     let c = h
@@ -173,13 +170,7 @@ async fn provisioning_failures_retry_then_give_up_and_fail_closed() {
 async fn deprovision_outage_retries_flags_stuck_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
-    let id = conn(5);
-    h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine
-        .activate(&caller(), id, Some(Minutes(10)), None)
-        .await
-        .unwrap();
-    h.wait_for(id, "ACTIVE", active).await;
+    let id = h.activated(conn(5), Some(Minutes(10))).await;
     h.target.state().fail_revokes = 5;
     h.clock.advance(Duration::from_secs(600));
     for attempt in 1..=5u32 {
@@ -334,13 +325,7 @@ async fn restart_while_activating_reruns_the_grant_with_the_same_key() {
 async fn restart_while_active_fires_the_overdue_expiry_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
-    let id = conn(11);
-    h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine
-        .activate(&caller(), id, Some(Minutes(15)), None)
-        .await
-        .unwrap();
-    h.wait_for(id, "ACTIVE", active).await;
+    let id = h.activated(conn(11), Some(Minutes(15))).await;
     // Down for two hours, far past the expiry.
     h.clock.advance(Duration::from_secs(7200));
     let h = h.restart().await;
@@ -356,10 +341,7 @@ async fn restart_while_active_fires_the_overdue_expiry_at_once() {
 async fn restart_while_deactivating_reruns_the_revoke() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
-    let id = conn(12);
-    h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
-    h.wait_for(id, "ACTIVE", active).await;
+    let id = h.activated(conn(12), None).await;
     h.target.state().hang = true;
     let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
     wait_calls(&h, "revoke", 1).await;
@@ -379,13 +361,7 @@ async fn restart_while_deactivating_reruns_the_revoke() {
 async fn restart_while_waiting_to_retry_keeps_the_retry_timer() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
-    let id = conn(13);
-    h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine
-        .activate(&caller(), id, Some(Minutes(10)), None)
-        .await
-        .unwrap();
-    h.wait_for(id, "ACTIVE", active).await;
+    let id = h.activated(conn(13), Some(Minutes(10))).await;
     h.target.state().fail_revokes = 1;
     h.engine.deactivate(&caller(), id, None).await.unwrap();
     h.wait_for(id, "retry armed", |c| {
@@ -445,10 +421,7 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
         .put_policy(&caller(), common::policy())
         .await
         .unwrap();
-    let id = conn(20);
-    h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
-    h.wait_for(id, "ACTIVE", active).await;
+    let id = h.activated(conn(20), None).await;
     let h = h.restart().await;
     let delivered = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
