@@ -61,7 +61,7 @@ impl Default for Config {
     }
 }
 
-/// A setting out of its bounds.
+/// A setting out of its bounds, or text that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("setting {field}: {reason}")]
 pub struct ConfigError {
@@ -129,6 +129,46 @@ impl Config {
         Ok(())
     }
 
+    /// Sets one setting from text, as read from a file or an environment variable: durations
+    /// in human form (`"5m"`, `"1h 30m"`, `"250ms"`), counts as whole numbers. Checks the name and
+    /// the syntax; [`Config::validate`] checks the bounds of the whole.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| ConfigError { field, reason };
+        let duration = |field: &'static str| {
+            jitflow_core::time::parse_duration(value).map_err(|e| bad(field, e.to_string()))
+        };
+        fn count<T: std::str::FromStr>(field: &'static str, value: &str) -> Result<T, ConfigError> {
+            value.trim().parse().map_err(|_| ConfigError {
+                field,
+                reason: format!("`{value}` is not a whole number"),
+            })
+        }
+        match name {
+            "grant_max_attempts" => self.grant_max_attempts = count("grant_max_attempts", value)?,
+            "stuck_after" => self.stuck_after = count("stuck_after", value)?,
+            "retry_base" => self.retry_base = duration("retry_base")?,
+            "retry_cap" => self.retry_cap = duration("retry_cap")?,
+            "warning_lead" => self.warning_lead = duration("warning_lead")?,
+            "batch_max" => self.batch_max = count("batch_max", value)?,
+            "queue_capacity" => self.queue_capacity = count("queue_capacity", value)?,
+            "effects_in_flight" => self.effects_in_flight = count("effects_in_flight", value)?,
+            "effect_timeout" => self.effect_timeout = duration("effect_timeout")?,
+            "timer_window" => self.timer_window = count("timer_window", value)?,
+            "max_sleep" => self.max_sleep = duration("max_sleep")?,
+            "idempotency_ttl" => self.idempotency_ttl = duration("idempotency_ttl")?,
+            _ => {
+                return Err(bad(
+                    "name",
+                    format!(
+                        "`{}` is not a setting",
+                        name.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The core's lifecycle settings derived from these.
     pub(crate) fn lifecycle(&self, jitter_seed: u64) -> lifecycle::Config {
         lifecycle::Config {
@@ -139,5 +179,33 @@ impl Config {
             warning_lead: self.warning_lead,
             jitter_seed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_from_text_with_human_durations() {
+        let mut c = Config::default();
+        c.set("retry_cap", "2m 30s").unwrap();
+        c.set("warning_lead", "10m").unwrap();
+        c.set("batch_max", "512").unwrap();
+        assert_eq!(c.retry_cap, Duration::from_secs(150));
+        assert_eq!(c.warning_lead, Duration::from_secs(600));
+        assert_eq!(c.batch_max, 512);
+        assert!(c.validate().is_ok());
+        let e = c.set("retry_cap", "soon").unwrap_err();
+        assert_eq!(e.field, "retry_cap");
+        let e = c.set("batch_max", "-3").unwrap_err();
+        assert_eq!(e.field, "batch_max");
+        assert_eq!(c.set("nonsense", "1").unwrap_err().field, "name");
+        c.set("batch_max", "100000").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "batch_max",
+            "bounds are checked as a whole"
+        );
     }
 }
