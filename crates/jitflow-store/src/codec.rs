@@ -802,7 +802,13 @@ mod tests {
     #[test]
     fn core_enum_variant_indexes_are_pinned() {
         let first = |bytes: Vec<u8>| bytes[0];
-        let statuses = [
+        /// Asserts that `values`, in declaration order, encode with variant index 0, 1, 2, ...
+        fn pinned<T: Serialize + fmt::Debug>(values: &[T]) {
+            for (i, v) in values.iter().enumerate() {
+                assert_eq!(usize::from(encode_raw(v)[0]), i, "{v:?}");
+            }
+        }
+        pinned(&[
             ActivationStatus::Creating,
             ActivationStatus::Activating,
             ActivationStatus::Provisioned,
@@ -811,48 +817,33 @@ mod tests {
             ActivationStatus::Revoked,
             ActivationStatus::Invalid,
             ActivationStatus::Error,
-        ];
-        for (i, s) in statuses.iter().enumerate() {
-            assert_eq!(usize::from(first(encode_raw(s))), i, "{s:?}");
-        }
-        let states = [
+        ]);
+        pinned(&[
             ConnectionState::Available,
             ConnectionState::Activating,
             ConnectionState::Active,
             ConnectionState::Deactivating,
             ConnectionState::Expired,
-        ];
-        for (i, s) in states.iter().enumerate() {
-            assert_eq!(usize::from(first(encode_raw(s))), i, "{s:?}");
-        }
-        let types = [
+        ]);
+        pinned(&[
             ConnectionType::Jit,
             ConnectionType::Standing,
             ConnectionType::Na,
-        ];
-        for (i, t) in types.iter().enumerate() {
-            assert_eq!(usize::from(first(encode_raw(t))), i, "{t:?}");
-        }
-        let reasons = [
+        ]);
+        pinned(&[
             EndReason::Expired,
             EndReason::Deactivated,
             EndReason::ProvisionFailed,
-        ];
-        for (i, r) in reasons.iter().enumerate() {
-            assert_eq!(usize::from(first(encode_raw(r))), i, "{r:?}");
-        }
-        let kinds = [
+        ]);
+        pinned(&[
             TimerKind::Expiry,
             TimerKind::Warning,
             TimerKind::Retry,
             TimerKind::StandingRetry,
-        ];
-        for (i, k) in kinds.iter().enumerate() {
-            assert_eq!(usize::from(first(encode_raw(k))), i, "{k:?}");
-        }
+        ]);
         assert_eq!(first(encode_raw(&Actor::System)), 0);
         let a = ActivationId::from_u128(1);
-        let effects = [
+        pinned(&[
             Effect::Validate { activation: a },
             Effect::Grant {
                 activation: a,
@@ -863,10 +854,7 @@ mod tests {
                 attempt: 1,
             },
             Effect::RevokeStanding { attempt: 1 },
-        ];
-        for (i, e) in effects.iter().enumerate() {
-            assert_eq!(usize::from(first(encode_raw(e))), i, "{e:?}");
-        }
+        ]);
         assert_eq!(first(encode_raw(&Change::Removed)), 2);
         assert_eq!(
             first(encode_raw(&Change::StandingRevoked { attempt: 1 })),

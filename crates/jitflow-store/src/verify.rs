@@ -12,7 +12,7 @@ use jitflow_core::connection::Connection;
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{EvolveError, Timer, evolve};
 use jitflow_core::policy::Policy;
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, TableDefinition};
 
 use crate::codec::{self, Payload, Problem, RecordName, Stream};
 use crate::intents::Intent;
@@ -621,55 +621,96 @@ fn compare_intents(
     Ok(())
 }
 
-fn compare_connections(
+/// Builds the difference for one record: (tenant, id, replayed, stored).
+type MakeDifference<T> = fn(TenantId, u128, Option<Box<T>>, Option<Box<T>>) -> Difference;
+
+/// One projection table keyed by (tenant, id) and how to compare it with the replay.
+struct ProjectionTable<T> {
+    table: TableDefinition<'static, (&'static str, u128), &'static [u8]>,
+    name: &'static str,
+    decode: fn(&str, u128, &[u8]) -> Result<T, codec::Error>,
+    difference: MakeDifference<T>,
+}
+
+/// Compares every stored record of `projection` with the replayed one, consuming `replayed`;
+/// what is left there afterwards was replayed but not stored.
+fn compare_projection<T: PartialEq>(
     reader: &Reader,
-    replay: &mut Replay,
+    projection: &ProjectionTable<T>,
+    tenants: &Tenants,
+    replayed: &mut HashMap<(u32, u128), T>,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let table = reader.open(CONNECTIONS)?;
+    let table = reader.open(projection.table)?;
     for entry in table.range::<(&str, u128)>(..)? {
         let (k, v) = entry?;
         let (tenant, id) = k.value();
-        let id = ConnectionId::from_u128(id);
-        let replayed = replay
-            .tenants
+        let expected = tenants
             .number(tenant)
-            .and_then(|n| replay.connections.remove(&(n, id.as_u128())));
-        let stored = match codec::decode_connection(tenant, id, v.value()) {
-            Ok(c) => c,
+            .and_then(|n| replayed.remove(&(n, id)));
+        let stored = match (projection.decode)(tenant, id, v.value()) {
+            Ok(record) => record,
             Err(e) => {
                 report.push(Difference::Undecodable(e));
                 continue;
             }
         };
-        if replayed.as_ref() != Some(&stored) {
+        if expected.as_ref() != Some(&stored) {
             let Ok(tenant) = TenantId::parse(tenant) else {
                 report.push(bad_key(
-                    "connections",
-                    format!("({tenant:?}, {id})"),
+                    projection.name,
+                    // Both id kinds print as the same canonical UUID.
+                    format!("({tenant:?}, {})", ConnectionId::from_u128(id)),
                     "not a valid tenant id",
                 ));
                 continue;
             };
-            report.push(Difference::Connection {
+            report.push((projection.difference)(
                 tenant,
                 id,
-                replayed: replayed.map(Box::new),
-                stored: Some(Box::new(stored)),
-            });
+                expected.map(Box::new),
+                Some(Box::new(stored)),
+            ));
         }
     }
-    let mut missing: Vec<_> = replay.connections.drain().collect();
-    missing.sort_unstable_by_key(|&((tenant, id), _)| (tenant, id));
-    for ((tenant, id), c) in missing {
-        report.push(Difference::Connection {
-            tenant: replay.tenants.id(tenant).clone(),
-            id: ConnectionId::from_u128(id),
-            replayed: Some(Box::new(c)),
-            stored: None,
-        });
+    let mut missing: Vec<_> = replayed.drain().collect();
+    missing.sort_unstable_by_key(|&(key, _)| key);
+    for ((tenant, id), record) in missing {
+        report.push((projection.difference)(
+            tenants.id(tenant).clone(),
+            id,
+            Some(Box::new(record)),
+            None,
+        ));
     }
     Ok(())
+}
+
+fn compare_connections(
+    reader: &Reader,
+    replay: &mut Replay,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let projection = ProjectionTable {
+        table: CONNECTIONS,
+        name: "connections",
+        decode: |tenant, id, bytes| {
+            codec::decode_connection(tenant, ConnectionId::from_u128(id), bytes)
+        },
+        difference: |tenant, id, replayed, stored| Difference::Connection {
+            tenant,
+            id: ConnectionId::from_u128(id),
+            replayed,
+            stored,
+        },
+    };
+    compare_projection(
+        reader,
+        &projection,
+        &replay.tenants,
+        &mut replay.connections,
+        report,
+    )
 }
 
 fn compare_activations(
@@ -677,50 +718,26 @@ fn compare_activations(
     replay: &mut Replay,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let table = reader.open(ACTIVATIONS)?;
-    for entry in table.range::<(&str, u128)>(..)? {
-        let (k, v) = entry?;
-        let (tenant, id) = k.value();
-        let id = ActivationId::from_u128(id);
-        let replayed = replay
-            .tenants
-            .number(tenant)
-            .and_then(|n| replay.activations.remove(&(n, id.as_u128())));
-        let stored = match codec::decode_activation(tenant, id, v.value()) {
-            Ok(a) => a,
-            Err(e) => {
-                report.push(Difference::Undecodable(e));
-                continue;
-            }
-        };
-        if replayed.as_ref() != Some(&stored) {
-            let Ok(tenant) = TenantId::parse(tenant) else {
-                report.push(bad_key(
-                    "activations",
-                    format!("({tenant:?}, {id})"),
-                    "not a valid tenant id",
-                ));
-                continue;
-            };
-            report.push(Difference::Activation {
-                tenant,
-                id,
-                replayed: replayed.map(Box::new),
-                stored: Some(Box::new(stored)),
-            });
-        }
-    }
-    let mut missing: Vec<_> = replay.activations.drain().collect();
-    missing.sort_unstable_by_key(|&((tenant, id), _)| (tenant, id));
-    for ((tenant, id), a) in missing {
-        report.push(Difference::Activation {
-            tenant: replay.tenants.id(tenant).clone(),
+    let projection = ProjectionTable {
+        table: ACTIVATIONS,
+        name: "activations",
+        decode: |tenant, id, bytes| {
+            codec::decode_activation(tenant, ActivationId::from_u128(id), bytes)
+        },
+        difference: |tenant, id, replayed, stored| Difference::Activation {
+            tenant,
             id: ActivationId::from_u128(id),
-            replayed: Some(Box::new(a)),
-            stored: None,
-        });
-    }
-    Ok(())
+            replayed,
+            stored,
+        },
+    };
+    compare_projection(
+        reader,
+        &projection,
+        &replay.tenants,
+        &mut replay.activations,
+        report,
+    )
 }
 
 fn compare_policies(

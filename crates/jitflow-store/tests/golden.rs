@@ -30,37 +30,9 @@ use jitflow_store::idempotency::Idempotency;
 const CONN: ConnectionId = ConnectionId::from_u128(0x757f_b803_9024_5861_e510_83a5_6e4c_5bd3);
 const ACT: ActivationId = ActivationId::from_u128(0x2c91_8086_7e20_630b_017e_20be_7c22_2492);
 
-/// The fixture name of each `Change` variant. No wildcard arm: a new variant in the core does
-/// not compile until it has a name here, and [`every_change_variant_has_a_fixture`] then asks
-/// for its fixture.
-fn change_name(change: &Change) -> &'static str {
-    match change {
-        Change::Registered(_) => "registered",
-        Change::Updated(_) => "updated",
-        Change::Removed => "removed",
-        Change::TypeChanged { .. } => "type_changed",
-        Change::ActivationRequested { .. } => "activation_requested",
-        Change::ValidationPassed => "validation_passed",
-        Change::ValidationRefused { .. } => "validation_refused",
-        Change::GrantFailed { .. } => "grant_failed",
-        Change::GrantAbandoned { .. } => "grant_abandoned",
-        Change::GrantRetried { .. } => "grant_retried",
-        Change::Provisioned { .. } => "provisioned",
-        Change::CancelledGrantSettled { .. } => "cancelled_grant_settled",
-        Change::Extended { .. } => "extended",
-        Change::ExpiryWarned { .. } => "expiry_warned",
-        Change::DeactivationRequested => "deactivation_requested",
-        Change::Expired => "expired",
-        Change::RevokeFailed { .. } => "revoke_failed",
-        Change::RevokeRetried { .. } => "revoke_retried",
-        Change::Revoked { .. } => "revoked",
-        Change::StandingRevokeFailed { .. } => "standing_revoke_failed",
-        Change::StandingRevokeRetried { .. } => "standing_revoke_retried",
-        Change::StandingRevoked { .. } => "standing_revoked",
-    }
-}
-
-/// The number of arms of [`change_name`].
+/// The number of `Change` variants. `Change::name` matches without a wildcard arm, so a new
+/// variant names itself there, and [`every_change_variant_has_a_fixture`] then asks for its
+/// fixture.
 const CHANGE_VARIANTS: usize = 22;
 
 fn t(minutes: u64) -> Timestamp {
@@ -468,7 +440,7 @@ fn fixtures() -> Vec<(String, Value)> {
     let last = all.len() as u64 + 1;
     for (n, (change, activation, actor, arm, cancel, effects)) in all.into_iter().enumerate() {
         let sequence = n as u64 + 1;
-        let name = format!("event_{:02}_{}", n, change_name(&change));
+        let name = format!("event_{:02}_{}", n, change.name());
         let event = Event {
             connection: CONN,
             activation,
@@ -550,7 +522,7 @@ fn blessing() -> bool {
 
 #[test]
 fn every_change_variant_has_a_fixture() {
-    let names: BTreeSet<&str> = changes().iter().map(|c| change_name(&c.0)).collect();
+    let names: BTreeSet<&str> = changes().iter().map(|c| c.0.name()).collect();
     assert_eq!(
         names.len(),
         CHANGE_VARIANTS,
