@@ -20,7 +20,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::engine::Subscription;
 use crate::hooks::{
-    EffectRequest, Notification, Notifier, Provisioner, ValidationRequest, Validator,
+    EffectRequest, Notification, Notifier, ProvisionError, Provisioner, ValidationRequest,
+    Validator,
 };
 use crate::metrics::Metrics;
 use crate::writer::{Dispatch, Op, Request, Signals};
@@ -204,6 +205,15 @@ fn timed_out(effect: &Effect, timeout: std::time::Duration) -> Command {
     }
 }
 
+/// Revokes, then ends the account's sessions; a failure of either fails the revoke.
+async fn revoke(
+    provisioner: &dyn Provisioner,
+    request: EffectRequest,
+) -> Result<(), ProvisionError> {
+    provisioner.revoke(request.clone()).await?;
+    provisioner.terminate_sessions(request).await
+}
+
 /// Calls the embedder's code for one effect and turns the outcome into a command.
 async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Dispatch) -> Command {
     let connection: &Connection = &d.connection;
@@ -260,14 +270,7 @@ async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Disp
             activation,
             attempt,
         } => {
-            let result = match provisioner.revoke(request(Some(activation), attempt)).await {
-                Ok(()) => {
-                    provisioner
-                        .terminate_sessions(request(Some(activation), attempt))
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let result = revoke(provisioner, request(Some(activation), attempt)).await;
             match result {
                 Ok(()) => Command::RevokeSucceeded {
                     activation,
@@ -281,10 +284,7 @@ async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Disp
             }
         }
         Effect::RevokeStanding { attempt } => {
-            let result = match provisioner.revoke(request(None, attempt)).await {
-                Ok(()) => provisioner.terminate_sessions(request(None, attempt)).await,
-                Err(e) => Err(e),
-            };
+            let result = revoke(provisioner, request(None, attempt)).await;
             match result {
                 Ok(()) => Command::StandingRevokeSucceeded { attempt },
                 Err(e) => Command::StandingRevokeFailed {

@@ -195,12 +195,7 @@ impl Builder {
                     message: e.to_string(),
                 }
             })?;
-        let notices = Subscription {
-            store: Arc::clone(&store),
-            next_after: notifier_from,
-            buffer: Default::default(),
-            live: signals.committed.subscribe(),
-        };
+        let notices = Subscription::new(Arc::clone(&store), &signals, notifier_from);
         let tasks = vec![tokio::spawn(scheduler.run()), tokio::spawn(runner.run())];
         let notifier = tokio::spawn(deliver_notices(
             notices,
@@ -555,12 +550,7 @@ impl Engine {
     /// start), across all tenants, for audit export and live views. Never skips an event: it
     /// reads the store and uses live notifications only as a wake-up.
     pub fn subscribe(&self, after: u64) -> Subscription {
-        Subscription {
-            store: Arc::clone(&self.inner.store),
-            next_after: after,
-            buffer: std::collections::VecDeque::new(),
-            live: self.inner.signals.committed.subscribe(),
-        }
+        Subscription::new(Arc::clone(&self.inner.store), &self.inner.signals, after)
     }
 
     /// Stops the engine. The scheduler and the effect runner stop at once: effects in flight are
@@ -626,6 +616,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Follows the log after `after`. The live receiver is taken before the first read, so no
+    /// commit between the read and the wait can be missed.
+    fn new(store: Arc<Store>, signals: &Signals, after: u64) -> Subscription {
+        Subscription {
+            store,
+            next_after: after,
+            buffer: std::collections::VecDeque::new(),
+            live: signals.committed.subscribe(),
+        }
+    }
+
     /// Whether every event read from the store so far has been returned.
     pub(crate) fn caught_up(&self) -> bool {
         self.buffer.is_empty()

@@ -85,13 +85,15 @@ impl Scheduler {
                     return Ok(Some(due.timer.due));
                 }
                 let key = (due.tenant.clone(), due.connection, due.timer);
-                if !in_flight.lock().expect("not poisoned").insert(key.clone()) {
-                    continue;
-                }
-                if in_flight.lock().expect("not poisoned").len() > self.window * 16 {
+                {
+                    let mut fired = in_flight.lock().expect("not poisoned");
                     // Bound the memory of fired-but-uncommitted timers; the rest fire next round.
-                    in_flight.lock().expect("not poisoned").remove(&key);
-                    return Ok(Some(now));
+                    if fired.len() >= self.window * 16 {
+                        return Ok(Some(now));
+                    }
+                    if !fired.insert(key.clone()) {
+                        continue;
+                    }
                 }
                 let (reply, answer) = oneshot::channel();
                 let request = Request {
