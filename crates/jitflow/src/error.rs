@@ -36,11 +36,17 @@ pub enum Error {
     Invalid(String),
 }
 
-/// Runs `f` on a fresh read snapshot of the store, mapping storage errors.
+impl From<jitflow_store::read::Error> for Error {
+    fn from(e: jitflow_store::read::Error) -> Error {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// Runs `f` on a fresh read snapshot of the store.
 pub(crate) fn read<T>(
     store: &jitflow_store::Store,
     f: impl FnOnce(&jitflow_store::read::Reader) -> Result<T, jitflow_store::read::Error>,
 ) -> Result<T, Error> {
-    let reader = store.reader().map_err(|e| Error::Storage(e.to_string()))?;
-    f(&reader).map_err(|e| Error::Storage(e.to_string()))
+    let reader = store.reader()?;
+    Ok(f(&reader)?)
 }

@@ -166,7 +166,7 @@ impl Writer {
         if let Some(p) = self.policies.get(tenant) {
             return Ok(p.clone());
         }
-        let p = reader.policy(tenant).map_err(storage)?;
+        let p = reader.policy(tenant)?;
         self.policies.insert(tenant.clone(), p.clone());
         Ok(p)
     }
@@ -287,10 +287,7 @@ impl Writer {
         if let Some(idem) = &request.idempotency {
             let seen = match overlay.keys.get(&(tenant.clone(), idem.key.clone())) {
                 Some((fingerprint, reply)) => Some((*fingerprint, reply.clone())),
-                None => match reader
-                    .idempotency(&tenant, &idem.key, now)
-                    .map_err(storage)?
-                {
+                None => match reader.idempotency(&tenant, &idem.key, now)? {
                     Some(record) => Some((
                         record.fingerprint,
                         stored_reply(reader, &tenant, &record.result)?,
@@ -325,7 +322,7 @@ impl Writer {
                 let key = (tenant.clone(), *connection);
                 let state = match overlay.connections.get(&key) {
                     Some(s) => s.clone(),
-                    None => reader.connection(&tenant, *connection).map_err(storage)?,
+                    None => reader.connection(&tenant, *connection)?,
                 };
                 let events = decide(*connection, state.as_ref(), command, &ctx)?;
                 let mut after = state;
@@ -437,10 +434,6 @@ fn encode_reply(reply: &Reply) -> Vec<u8> {
     activation.map_or_else(Vec::new, |id| id.to_bytes().to_vec())
 }
 
-fn storage(e: jitflow_store::read::Error) -> Error {
-    Error::Storage(e.to_string())
-}
-
 /// The answer kept under an idempotency key: the activation it names, as it stands now.
 fn stored_reply(reader: &Reader, tenant: &TenantId, result: &[u8]) -> Result<Reply, Error> {
     let bytes: [u8; 16] = result
@@ -448,8 +441,7 @@ fn stored_reply(reader: &Reader, tenant: &TenantId, result: &[u8]) -> Result<Rep
         .map_err(|_| Error::Storage(format!("idempotency result of {} bytes", result.len())))?;
     let id = ActivationId::from_bytes(bytes);
     reader
-        .activation(tenant, id)
-        .map_err(storage)?
+        .activation(tenant, id)?
         .map(Reply::Activation)
         .ok_or_else(|| Error::Storage(format!("activation {id} of an idempotency key is missing")))
 }
