@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::activation::{Activation, ActivationStatus};
 use crate::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId};
 use crate::lifecycle::Actor;
+use crate::policy::{PatchOp, PatchValue};
 use crate::time::Timestamp;
 
 /// The longest display name or attribute name accepted, in bytes.
@@ -406,5 +407,132 @@ impl Connection {
             ));
         }
         Ok(())
+    }
+}
+
+/// The most operations one connection patch may hold.
+pub const MAX_PATCH_OPS: usize = 16;
+
+/// The paths a connection patch may replace, in the contract's JSON Patch spelling.
+pub const PATCH_PATHS: [&str; 2] = ["/type", "/standalone"];
+
+/// A validated JSON Patch of a connection: the fields to replace (`None` keeps a field).
+///
+/// Only `/type` (with its lifecycle effects, as [`crate::lifecycle::Command::ChangeType`]) and
+/// `/standalone` can be patched: the other fields come from the identity source through
+/// registration and update, and the state and JIT timestamps belong to the lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    /// The new type.
+    pub kind: Option<ConnectionType>,
+    /// The new `standalone` flag.
+    pub standalone: Option<bool>,
+}
+
+/// Why a connection patch was refused; nothing is changed.
+///
+/// `index` is the 0-based position of the operation in the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// The request holds no operation.
+    #[error("The patch is empty: send at least one operation.")]
+    Empty,
+    /// The request holds more than [`MAX_PATCH_OPS`] operations.
+    #[error("The patch has {0} operations, more than the {MAX_PATCH_OPS} allowed.")]
+    TooMany(usize),
+    /// An operation other than `replace`.
+    #[error("Operation {index}: `{op}` is not supported; only `replace` is.")]
+    UnsupportedOp {
+        /// The operation's position.
+        index: usize,
+        /// The operation as sent (cut to 64 characters).
+        op: String,
+    },
+    /// A path other than those in [`PATCH_PATHS`].
+    #[error("Operation {index}: `{path}` cannot be patched; the paths are /type and /standalone.")]
+    UnknownPath {
+        /// The operation's position.
+        index: usize,
+        /// The path as sent (cut to 64 characters).
+        path: String,
+    },
+    /// A value of the wrong JSON type for its path.
+    #[error("Operation {index}: {path} takes {expected}, not {actual}.")]
+    WrongValueType {
+        /// The operation's position.
+        index: usize,
+        /// The path.
+        path: &'static str,
+        /// What the path takes.
+        expected: &'static str,
+        /// The JSON type sent.
+        actual: String,
+    },
+    /// A `/type` value that names no connection type.
+    #[error("Operation {index}: `{value}` is not a connection type; use JIT, STANDING or NA.")]
+    InvalidType {
+        /// The operation's position.
+        index: usize,
+        /// The value as sent (cut to 64 characters).
+        value: String,
+    },
+}
+
+impl Patch {
+    /// Validates the operations as a whole and folds them into one patch, in order (a later
+    /// operation on the same path wins, as in JSON Patch). An omitted `op` means `replace`.
+    pub fn from_ops(ops: &[PatchOp]) -> Result<Patch, PatchError> {
+        if ops.is_empty() {
+            return Err(PatchError::Empty);
+        }
+        if ops.len() > MAX_PATCH_OPS {
+            return Err(PatchError::TooMany(ops.len()));
+        }
+        let cut = |text: &str| text.chars().take(64).collect::<String>();
+        let mut patch = Patch::default();
+        for (index, op) in ops.iter().enumerate() {
+            if let Some(name) = op.op.as_deref()
+                && name != "replace"
+            {
+                return Err(PatchError::UnsupportedOp {
+                    index,
+                    op: cut(name),
+                });
+            }
+            match (op.path.as_str(), &op.value) {
+                ("/type", PatchValue::Text(text)) => {
+                    let kind =
+                        ConnectionType::parse(text).ok_or_else(|| PatchError::InvalidType {
+                            index,
+                            value: cut(text),
+                        })?;
+                    patch.kind = Some(kind);
+                }
+                ("/standalone", PatchValue::Bool(flag)) => patch.standalone = Some(*flag),
+                ("/type", other) => {
+                    return Err(PatchError::WrongValueType {
+                        index,
+                        path: "/type",
+                        expected: "a string",
+                        actual: other.type_name().to_owned(),
+                    });
+                }
+                ("/standalone", other) => {
+                    return Err(PatchError::WrongValueType {
+                        index,
+                        path: "/standalone",
+                        expected: "a boolean",
+                        actual: other.type_name().to_owned(),
+                    });
+                }
+                (path, _) => {
+                    return Err(PatchError::UnknownPath {
+                        index,
+                        path: cut(path),
+                    });
+                }
+            }
+        }
+        Ok(patch)
     }
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest text id accepted, in bytes.
 pub const MAX_TEXT_ID_LEN: usize = 128;
@@ -82,8 +82,36 @@ fn parse_uuid(kind: &'static str, input: &str) -> Result<u128, Error> {
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        ///
+        /// Serialised as its canonical text in human-readable formats (JSON) and as its 128 bits
+        /// in binary ones (the store's bincode), so the stored format does not depend on it.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(u128);
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() {
+                    serializer.collect_str(self)
+                } else {
+                    // The bytes a derived newtype produces, which the golden fixtures pin.
+                    serializer.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                    Self::parse(&text).map_err(serde::de::Error::custom)
+                } else {
+                    // Binary formats ignore the newtype's name; the bits are what is stored.
+                    #[derive(Deserialize)]
+                    struct Bits(u128);
+                    Bits::deserialize(deserializer).map(|Bits(bits)| Self(bits))
+                }
+            }
+        }
 
         impl $name {
             /// The id with these 128 bits.
@@ -243,6 +271,15 @@ text_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_uses_canonical_text() {
+        let id = ConnectionId::parse("757FB80390245861E51083A56E4C5BD3").unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, r#""757fb803-9024-5861-e510-83a56e4c5bd3""#);
+        assert_eq!(serde_json::from_str::<ConnectionId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<ConnectionId>(r#""not-a-uuid""#).is_err());
+    }
 
     #[test]
     fn uuid_forms_normalise_to_one() {

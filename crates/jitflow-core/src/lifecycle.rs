@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::activation::{Activation, ActivationStatus, EndReason};
 use crate::backoff;
 use crate::connection::{
-    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, StandingRevoke,
+    Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, Patch,
+    StandingRevoke,
 };
 use crate::id::{ActivationId, ConnectionId, IdentityId};
 use crate::policy::{PatchOp, Policy};
@@ -159,6 +160,9 @@ pub enum Command {
     Remove,
     /// Change the type (JIT, STANDING, NA), with its lifecycle effects.
     ChangeType(ConnectionType),
+    /// Apply a validated JSON Patch: the `standalone` flag, then the type, all or nothing (one
+    /// event per field that changes).
+    Patch(Patch),
     /// Start an activation; `period` missing means the policy default. The caller picks the id
     /// so that the decision stays deterministic.
     Activate {
@@ -244,6 +248,7 @@ impl Command {
             Command::Update(_) => "update",
             Command::Remove => "remove",
             Command::ChangeType(_) => "change_type",
+            Command::Patch(_) => "patch",
             Command::Activate { .. } => "activate",
             Command::Extend { .. } => "extend",
             Command::Deactivate => "deactivate",
@@ -772,6 +777,9 @@ pub fn decide(
             reason: format!("register names {} for connection {connection}", spec.id),
         });
     }
+    if let Command::Patch(patch) = command {
+        return decide_patch(connection, state, patch, ctx);
+    }
     let (activation, change) = match state {
         None => match command {
             Command::Register(spec) => (None, register(spec, ctx)?),
@@ -829,6 +837,43 @@ pub fn decide(
     Ok(vec![event])
 }
 
+/// A patch is the update of its `standalone` flag followed by its type change, each decided
+/// against the state the one before leaves, so that a refusal of either refuses both.
+fn decide_patch(
+    connection: ConnectionId,
+    state: Option<&Connection>,
+    patch: &Patch,
+    ctx: &Context<'_>,
+) -> Result<Vec<Event>, Rejection> {
+    let Some(start) = state else {
+        return Err(Rejection::NotFound(connection));
+    };
+    // A field already at its patched value is no change, so it commits no event.
+    let steps = [
+        patch
+            .standalone
+            .filter(|flag| *flag != start.spec.standalone)
+            .map(|flag| {
+                Command::Update(ConnectionUpdate {
+                    standalone: Some(flag),
+                    ..ConnectionUpdate::default()
+                })
+            }),
+        patch.kind.map(Command::ChangeType),
+    ];
+    let mut current = start.clone();
+    let mut events = Vec::new();
+    for step in steps.into_iter().flatten() {
+        for event in decide(connection, Some(&current), &step, ctx)? {
+            current = evolve(Some(current), &event)
+                .unwrap_or_else(|e| panic!("decide produced an event that does not apply: {e}"))
+                .expect("a patch never removes the connection");
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
 fn register(spec: &ConnectionSpec, ctx: &Context<'_>) -> Result<Change, Rejection> {
     spec.validate()
         .map_err(|(field, reason)| Rejection::InvalidField { field, reason })?;
@@ -850,6 +895,7 @@ fn decide_existing(
     let current = running.map(|a| a.id);
     let decided = match command {
         Command::Register(spec) => return Err(Rejection::AlreadyExists(spec.id)),
+        Command::Patch(_) => unreachable!("decide splits a patch into its steps"),
         Command::Update(update) => {
             update
                 .validate()

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a timestamp or duration could not be parsed or built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,8 +41,36 @@ fn cut(input: &str) -> String {
 ///
 /// *Invariant*: `0 <= millis <= Timestamp::MAX.as_millis()`, so every value formats as RFC 3339
 /// and adding a bounded duration cannot overflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Serialised as RFC 3339 text in human-readable formats (JSON) and as milliseconds in binary
+/// ones (the store's bincode), so the stored format does not depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(u64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_rfc3339())
+        } else {
+            // The bytes a derived newtype produces, which the golden fixtures pin.
+            serializer.serialize_newtype_struct("Timestamp", &self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+        } else {
+            // The store checks the range after decoding (its pair assertions), as before.
+            #[derive(Deserialize)]
+            struct Millis(u64);
+            Millis::deserialize(deserializer).map(|Millis(ms)| Timestamp(ms))
+        }
+    }
+}
 
 impl Timestamp {
     /// 1970-01-01T00:00:00.000Z.
@@ -200,6 +228,16 @@ pub fn format_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_uses_rfc3339_text() {
+        let t = Timestamp::parse_rfc3339("2026-04-01T10:00:00.250Z").unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#""2026-04-01T10:00:00.250Z""#);
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+        assert!(serde_json::from_str::<Timestamp>(r#""yesterday""#).is_err());
+        assert!(serde_json::from_str::<Timestamp>("1775037600250").is_err());
+    }
 
     #[test]
     fn rfc3339_round_trip_and_offsets() {

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 
 use jitflow_core::activation::Activation;
-use jitflow_core::connection::{Connection, ConnectionSpec, ConnectionType, ConnectionUpdate};
+use jitflow_core::connection::{
+    Connection, ConnectionSpec, ConnectionType, ConnectionUpdate, Patch,
+};
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{Actor, Command, PolicyCommand, Rejection};
 use jitflow_core::policy::{PatchOp, Policy};
@@ -16,6 +18,7 @@ use jitflow_store::codec::{Envelope, Stream};
 use jitflow_store::read::StreamEvent;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
+use crate::bulk;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::effects::{EffectRunner, deliver_notices};
@@ -301,12 +304,14 @@ impl Engine {
         &self.inner.store
     }
 
-    async fn send(
+    /// Queues a request for the writer and returns where its answer will arrive, so that a bulk
+    /// call can queue all its items before waiting (they then share group commits).
+    fn submit(
         &self,
         caller: &Caller,
         op: Op,
         key: Option<Idempotency>,
-    ) -> Result<Reply, Error> {
+    ) -> Result<oneshot::Receiver<Result<Reply, Error>>, Error> {
         if let Some(k) = &key
             && (k.key.is_empty() || k.key.len() > MAX_IDEMPOTENCY_KEY)
         {
@@ -322,13 +327,60 @@ impl Engine {
             reply,
         };
         match self.inner.writer.try_send(request) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(Error::Busy(self.inner.queue_capacity));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Stopped),
+            Ok(()) => Ok(answer),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::Busy(self.inner.queue_capacity)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Stopped),
         }
+    }
+
+    async fn send(
+        &self,
+        caller: &Caller,
+        op: Op,
+        key: Option<Idempotency>,
+    ) -> Result<Reply, Error> {
+        let answer = self.submit(caller, op, key)?;
         answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Queues a command for a connection that the writer answers with the connection.
+    fn submit_connection(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        command: Command,
+    ) -> Result<oneshot::Receiver<Result<Reply, Error>>, Error> {
+        let op = Op::Connection {
+            tenant: caller.tenant.clone(),
+            connection,
+            command,
+        };
+        self.submit(caller, op, None)
+    }
+
+    /// The connection a queued connection command answered with.
+    async fn connection_reply(
+        answer: oneshot::Receiver<Result<Reply, Error>>,
+    ) -> Result<Option<Connection>, Error> {
+        match answer.await.map_err(|_| Error::Stopped)?? {
+            Reply::Connection(c) => Ok(c.map(|c| *c)),
+            other => unreachable!("connection command answered {other:?}"),
+        }
+    }
+
+    /// The answers of queued connection commands, in order; an item that could not be queued
+    /// keeps its error.
+    async fn connection_replies<E: From<Error>>(
+        queued: Vec<Result<oneshot::Receiver<Result<Reply, Error>>, E>>,
+    ) -> Vec<Result<Option<Connection>, E>> {
+        let mut answers = Vec::with_capacity(queued.len());
+        for answer in queued {
+            answers.push(match answer {
+                Ok(answer) => Self::connection_reply(answer).await.map_err(E::from),
+                Err(e) => Err(e),
+            });
+        }
+        answers
     }
 
     async fn connection_command(
@@ -336,17 +388,9 @@ impl Engine {
         caller: &Caller,
         connection: ConnectionId,
         command: Command,
-        key: Option<Idempotency>,
     ) -> Result<Option<Connection>, Error> {
-        let op = Op::Connection {
-            tenant: caller.tenant.clone(),
-            connection,
-            command,
-        };
-        match self.send(caller, op, key).await? {
-            Reply::Connection(c) => Ok(c.map(|c| *c)),
-            other => unreachable!("connection command answered {other:?}"),
-        }
+        let answer = self.submit_connection(caller, connection, command)?;
+        Self::connection_reply(answer).await
     }
 
     async fn activation_command(
@@ -383,7 +427,7 @@ impl Engine {
         spec: ConnectionSpec,
     ) -> Result<Connection, Error> {
         let id = spec.id;
-        self.connection_command(caller, id, Command::Register(spec), None)
+        self.connection_command(caller, id, Command::Register(spec))
             .await
             .map(|c| c.expect("registered"))
     }
@@ -395,14 +439,14 @@ impl Engine {
         connection: ConnectionId,
         update: ConnectionUpdate,
     ) -> Result<Connection, Error> {
-        self.connection_command(caller, connection, Command::Update(update), None)
+        self.connection_command(caller, connection, Command::Update(update))
             .await
             .map(|c| c.expect("updated"))
     }
 
     /// Removes a connection (refused while access is moving or held by JIT).
     pub async fn remove(&self, caller: &Caller, connection: ConnectionId) -> Result<(), Error> {
-        self.connection_command(caller, connection, Command::Remove, None)
+        self.connection_command(caller, connection, Command::Remove)
             .await
             .map(|_| ())
     }
@@ -414,9 +458,72 @@ impl Engine {
         connection: ConnectionId,
         kind: ConnectionType,
     ) -> Result<Connection, Error> {
-        self.connection_command(caller, connection, Command::ChangeType(kind), None)
+        self.connection_command(caller, connection, Command::ChangeType(kind))
             .await
             .map(|c| c.expect("retyped"))
+    }
+
+    /// Applies a JSON Patch to a connection (`/type` and `/standalone`, see
+    /// [`Patch`]): validated as a whole, then committed all or nothing, one event per field that
+    /// changes, each recording the caller. A patch that changes nothing commits nothing.
+    pub async fn patch_connection(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+        ops: &[PatchOp],
+    ) -> Result<Connection, Error> {
+        let patch = Patch::from_ops(ops)?;
+        self.connection_command(caller, connection, Command::Patch(patch))
+            .await
+            .map(|c| c.expect("a patch never removes the connection"))
+    }
+
+    /// Changes the type of up to [`bulk::MAX_TYPE_UPDATES`] connections, each independently of
+    /// the others: one result per item, in order (see [`bulk::ItemError`]). The items are queued
+    /// together, so they share group commits. Refused as a whole only when the request is empty
+    /// or too long.
+    pub async fn bulk_change_type(
+        &self,
+        caller: &Caller,
+        items: &[bulk::TypeUpdate],
+    ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
+        bulk::check_len(items.len(), bulk::MAX_TYPE_UPDATES)?;
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let mut queued = Vec::with_capacity(items.len());
+        for item in items {
+            let answer = item.parse().and_then(|(id, kind)| {
+                if !seen.insert(id) {
+                    return Err(bulk::ItemError::Duplicate);
+                }
+                Ok(self.submit_connection(caller, id, Command::ChangeType(kind))?)
+            });
+            queued.push(answer);
+        }
+        let answers = Self::connection_replies(queued).await;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map(|c| c.expect("a type change never removes the connection")))
+            .collect())
+    }
+
+    /// Registers up to [`bulk::MAX_IMPORT`] connections, each independently of the others: one
+    /// result per spec, in order. The specs are queued together, so they share group commits.
+    /// Refused as a whole only when the request is empty or too long.
+    pub async fn import(
+        &self,
+        caller: &Caller,
+        specs: Vec<ConnectionSpec>,
+    ) -> Result<Vec<Result<Connection, Error>>, Error> {
+        bulk::check_len(specs.len(), bulk::MAX_IMPORT)?;
+        let queued: Vec<_> = specs
+            .into_iter()
+            .map(|spec| self.submit_connection(caller, spec.id, Command::Register(spec)))
+            .collect();
+        let answers = Self::connection_replies(queued).await;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map(|c| c.expect("a registration answers the connection")))
+            .collect())
     }
 
     /// Activates a JIT connection for `period` minutes (`None`: the policy default). Returns once
@@ -541,6 +648,27 @@ impl Engine {
         })
     }
 
+    /// One page of the audit export: the committed events among the `limit` (1..=[`MAX_PAGE`])
+    /// that follow global sequence `after`, keeping only `tenant`'s when it is given. The work is
+    /// bounded by `limit` whatever the tenant, so a page may hold fewer events than it scanned
+    /// (or none); continue from [`ExportPage::next_after`] until it reaches
+    /// [`Engine::last_sequence`]. [`crate::export::json_line`] writes each event as JSON.
+    pub fn export(
+        &self,
+        tenant: Option<&TenantId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<ExportPage, Error> {
+        check_limit(limit)?;
+        let scanned = read(&self.inner.store, |r| r.events_after(after, limit))?;
+        let next_after = scanned.last().map_or(after, |e| e.sequence);
+        let events = scanned
+            .into_iter()
+            .filter(|e| tenant.is_none_or(|t| e.tenant == *t))
+            .collect();
+        Ok(ExportPage { events, next_after })
+    }
+
     /// The global sequence of the last committed event (0 when none).
     pub fn last_sequence(&self) -> Result<u64, Error> {
         read(&self.inner.store, |r| r.last_sequence())
@@ -604,6 +732,15 @@ fn current_activation(id: ConnectionId, c: Option<Connection>) -> Result<Activat
 /// A random version-4 UUID for a new activation.
 fn uuid_v4() -> u128 {
     uuid::Uuid::new_v4().as_u128()
+}
+
+/// A page of [`Engine::export`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportPage {
+    /// The events kept, in global sequence order.
+    pub events: Vec<Envelope>,
+    /// The last sequence scanned: where the next page starts.
+    pub next_after: u64,
 }
 
 /// A follower of the committed event stream. See [`Engine::subscribe`]. It keeps the store file

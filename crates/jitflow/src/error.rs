@@ -1,5 +1,6 @@
 //! The engine's error type.
 
+use jitflow_core::connection::PatchError;
 use jitflow_core::lifecycle::{PolicyRejection, Rejection};
 
 /// Why an engine call failed. A call that fails changed nothing, except
@@ -15,6 +16,9 @@ pub enum Error {
     /// The policy change was refused.
     #[error(transparent)]
     PolicyRejected(#[from] PolicyRejection),
+    /// The connection patch is malformed (nothing was changed).
+    #[error(transparent)]
+    Patch(#[from] PatchError),
     /// The idempotency key was used before for a different request.
     #[error("idempotency key `{0}` was used for a different request")]
     IdempotencyConflict(String),

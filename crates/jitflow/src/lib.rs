@@ -66,21 +66,25 @@
 //! Dependencies, and why: `jitflow-core` (the lifecycle), `jitflow-store` (the durable log),
 //! `tokio` (the scheduler's sleeps and the effect runners' concurrency), `tracing` (spans on
 //! commands, commits and effects), `thiserror` (error enums), `uuid` (random activation ids),
-//! `serde` (shared derive support).
+//! `serde` (shared derive support), `serde_json` (the JSON lines of the audit [`export`]).
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod clock;
 pub mod config;
 mod effects;
 mod engine;
 mod error;
+pub mod export;
 pub mod hooks;
 pub mod metrics;
 mod scheduler;
 mod writer;
 
 pub use config::Config;
-pub use engine::{Builder, Caller, Engine, MAX_IDEMPOTENCY_KEY, MAX_PAGE, OpenError, Subscription};
+pub use engine::{
+    Builder, Caller, Engine, ExportPage, MAX_IDEMPOTENCY_KEY, MAX_PAGE, OpenError, Subscription,
+};
 pub use error::Error;
 pub use jitflow_store::codec::{Envelope, Payload, Stream};
 pub use jitflow_store::read::StreamEvent;

@@ -1,0 +1,65 @@
+//! Bulk calls: many independent items in one call, one result per item.
+//!
+//! An item's failure never affects another item; the call as a whole is refused only when it is
+//! empty or longer than its bound.
+
+use jitflow_core::connection::ConnectionType;
+use jitflow_core::id::{self, ConnectionId};
+
+use crate::Error;
+
+/// The most items one [`crate::Engine::bulk_change_type`] call takes (the contract's bound).
+pub const MAX_TYPE_UPDATES: usize = 100;
+/// The most connections one [`crate::Engine::import`] call registers.
+pub const MAX_IMPORT: usize = 1_000;
+
+/// One item of a bulk type update, as the client sent it; each item is checked on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeUpdate {
+    /// The connection's id (a UUID with or without hyphens).
+    pub connection_id: String,
+    /// The target type: `JIT` or `STANDING` (the contract's enum for this call).
+    pub kind: String,
+}
+
+impl TypeUpdate {
+    /// The item's connection id and target type, or why the item is malformed.
+    pub fn parse(&self) -> Result<(ConnectionId, ConnectionType), ItemError> {
+        let id = ConnectionId::parse(&self.connection_id).map_err(ItemError::InvalidId)?;
+        match ConnectionType::parse(&self.kind) {
+            Some(kind @ (ConnectionType::Jit | ConnectionType::Standing)) => Ok((id, kind)),
+            _ => Err(ItemError::InvalidType(
+                self.kind.chars().take(64).collect::<String>(),
+            )),
+        }
+    }
+}
+
+/// Why one item of a bulk call failed; the other items are not affected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ItemError {
+    /// The connection id is not a UUID (the contract's 400 for the item).
+    #[error(transparent)]
+    InvalidId(id::Error),
+    /// The type is not `JIT` or `STANDING` (the contract's 422 for the item).
+    #[error("Invalid type `{0}` specified, must be JIT or STANDING.")]
+    InvalidType(String),
+    /// The same connection appeared earlier in the request (the contract's 409 for the item);
+    /// the earlier item is the one applied.
+    #[error("Duplicate connectionId in request.")]
+    Duplicate,
+    /// The engine refused or could not run the item: not found, a conflict with the
+    /// connection's state, a full queue.
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
+/// Refuses a bulk call with no items or more than `max`.
+pub(crate) fn check_len(len: usize, max: usize) -> Result<(), Error> {
+    if len == 0 || len > max {
+        return Err(Error::Invalid(format!(
+            "a bulk request takes 1 to {max} items, not {len}"
+        )));
+    }
+    Ok(())
+}

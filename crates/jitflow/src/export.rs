@@ -1,0 +1,68 @@
+//! Audit export: committed events as JSON lines.
+//!
+//! One line per event, in global sequence order, for audit pipelines and SIEMs:
+//!
+//! ```text
+//! {"sequence":7,"tenant":"acme","stream":"connection","streamId":"757fb803-...","streamVersion":3,
+//!  "batchFirst":5,"batchLast":9,"at":"2026-04-01T10:00:00.000Z","kind":"connection",
+//!  "event":{"connection":"757fb803-...","activation":"...","at":"...","actor":{...},
+//!           "change":{"Provisioned":{...}},"arm":[...],"cancel":[...],"effects":[...]}}
+//! ```
+//!
+//! `event` is the core's `Event` (or `PolicyEvent` when `kind` is `policy`) as serde writes it
+//! in a human-readable format: ids as canonical UUID text, instants as RFC 3339 in UTC, enum
+//! variants by name. Lines never contain a newline, so a consumer can split on `\n`.
+
+use jitflow_store::codec::{Envelope, Payload, Stream};
+use serde::Serialize;
+
+/// The JSON shape of one exported event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    sequence: u64,
+    tenant: &'a str,
+    stream: &'static str,
+    stream_id: Option<String>,
+    stream_version: u64,
+    batch_first: u64,
+    batch_last: u64,
+    at: jitflow_core::time::Timestamp,
+    kind: &'static str,
+    event: Event<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Event<'a> {
+    Connection(&'a jitflow_core::lifecycle::Event),
+    Policy(&'a jitflow_core::lifecycle::PolicyEvent),
+}
+
+/// `envelope` as one line of JSON, without the trailing newline.
+pub fn json_line(envelope: &Envelope) -> String {
+    let (stream, stream_id) = match envelope.stream() {
+        Stream::Connection(id) => ("connection", Some(id.to_string())),
+        Stream::Activation(id) => ("activation", Some(id.to_string())),
+        Stream::Policy => ("policy", None),
+    };
+    let (kind, event) = match &envelope.payload {
+        Payload::Connection(e) => ("connection", Event::Connection(e)),
+        Payload::Policy(e) => ("policy", Event::Policy(e)),
+    };
+    let line = Line {
+        sequence: envelope.sequence,
+        tenant: envelope.tenant.as_str(),
+        stream,
+        stream_id,
+        stream_version: envelope.stream_version,
+        batch_first: envelope.batch_first,
+        batch_last: envelope.batch_last,
+        at: envelope.at(),
+        kind,
+        event,
+    };
+    // Every field serialises infallibly: strings, integers, and derived serde of plain data
+    // whose maps (if any) have string keys.
+    serde_json::to_string(&line).expect("an event always serialises to JSON")
+}
