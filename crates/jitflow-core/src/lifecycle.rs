@@ -557,6 +557,9 @@ pub enum RejectionKind {
     Invalid,
     /// The request conflicts with the current state (409).
     Conflict,
+    /// The caller may not do this (403): for example, approving an item it is not an approver
+    /// of. Only access-request rejections use it.
+    Forbidden,
     /// An internal delivery that no longer applies; no client sees it.
     Stale,
 }
@@ -694,7 +697,7 @@ impl Connection {
     }
 }
 
-fn cut_error(text: &str) -> String {
+pub(crate) fn cut_error(text: &str) -> String {
     if text.len() <= MAX_ERROR_LEN {
         return text.to_owned();
     }
@@ -709,7 +712,7 @@ fn retry_seed(config: &Config, salt: u128, attempt: u32) -> u64 {
     config.jitter_seed ^ (salt as u64) ^ ((salt >> 64) as u64) ^ u64::from(attempt).rotate_left(32)
 }
 
-fn retry_delay(config: &Config, salt: u128, attempt: u32) -> Duration {
+pub(crate) fn retry_delay(config: &Config, salt: u128, attempt: u32) -> Duration {
     backoff::delay(
         attempt,
         config.backoff_base,
