@@ -697,6 +697,12 @@ impl Connection {
     }
 }
 
+/// The elements of `of` that are not in `minus`, in order: what an event arms, cancels or
+/// starts, from the derived sets before and after it.
+pub(crate) fn difference<T: PartialEq + Copy>(of: &[T], minus: &[T]) -> Vec<T> {
+    of.iter().filter(|x| !minus.contains(x)).copied().collect()
+}
+
 pub(crate) fn cut_error(text: &str) -> String {
     if text.len() <= MAX_ERROR_LEN {
         return text.to_owned();
@@ -814,21 +820,9 @@ pub fn decide(
     let (timers_after, effects_after) = after.as_ref().map_or((Vec::new(), Vec::new()), |c| {
         (c.timers(), c.pending_effects())
     });
-    event.arm = timers_after
-        .iter()
-        .filter(|t| !timers_before.contains(t))
-        .copied()
-        .collect();
-    event.cancel = timers_before
-        .iter()
-        .filter(|t| !timers_after.contains(t))
-        .copied()
-        .collect();
-    event.effects = effects_after
-        .iter()
-        .filter(|e| !effects_before.contains(e))
-        .copied()
-        .collect();
+    event.arm = difference(&timers_after, &timers_before);
+    event.cancel = difference(&timers_before, &timers_after);
+    event.effects = difference(&effects_after, &effects_before);
     Ok(vec![event])
 }
 

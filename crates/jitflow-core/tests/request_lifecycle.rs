@@ -14,8 +14,8 @@ use jitflow_core::request::submit::{Assignment, ObjectKind, ObjectRef, Origin, i
 use jitflow_core::request::{
     ApprovalStep, Change, Closure, Command, CompletionStatus, Context, Duplicate, Effect, Event,
     ExecutionStatus, Existing, Item, ItemSpec, ItemStatus, Notice, Rejection, RemovalReason,
-    RequestState, RequestType, Timer, TimerKind, WorkItemState, approval_id, approval_item,
-    decide, evolve,
+    RequestState, RequestType, Timer, TimerKind, WorkItemState, approval_id, approval_item, decide,
+    evolve,
 };
 use jitflow_core::time::Timestamp;
 
@@ -38,7 +38,12 @@ struct Harness {
     running: Option<ActivationId>,
 }
 
-fn spec(kind: RequestType, object: ObjectKind, start: Option<u32>, remove: Option<u32>) -> ItemSpec {
+fn spec(
+    kind: RequestType,
+    object: ObjectKind,
+    start: Option<u32>,
+    remove: Option<u32>,
+) -> ItemSpec {
     ItemSpec {
         id: item_id(AccessRequestId::from_u128(7), 0),
         request: AccessRequestId::from_u128(7),
@@ -197,7 +202,10 @@ fn grant_with_approval_then_sunset() {
             kind: TimerKind::ApprovalExpiry
         }]
     );
-    assert!(first.effects.is_empty(), "nothing provisioned before approval");
+    assert!(
+        first.effects.is_empty(),
+        "nothing provisioned before approval"
+    );
     assert_eq!(first.notice(h.i()), Some(Notice::ApprovalRequested));
     assert_eq!(h.i().request_state(), RequestState::Executing);
     assert_eq!(h.i().approval.id, approval_id(h.id()));
@@ -225,7 +233,16 @@ fn grant_with_approval_then_sunset() {
 
     // Approving twice is refused (400).
     let r = h.approve_as("bob").unwrap_err();
-    assert!(matches!(r, Rejection::AlreadyDecided { state: "APPROVED", .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Rejection::AlreadyDecided {
+                state: "APPROVED",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     assert_eq!(r.kind(), RejectionKind::Invalid);
 
     let events = h.system(Command::GrantSucceeded { attempt: 1 }).unwrap();
@@ -234,7 +251,9 @@ fn grant_with_approval_then_sunset() {
     assert_eq!(h.i().request_state(), RequestState::RequestCompleted);
     // A repeated result is stale.
     assert_eq!(
-        h.system(Command::GrantSucceeded { attempt: 1 }).unwrap_err().kind(),
+        h.system(Command::GrantSucceeded { attempt: 1 })
+            .unwrap_err()
+            .kind(),
         RejectionKind::Stale
     );
 
@@ -278,7 +297,10 @@ fn grant_with_sunrise_waits_for_it() {
     );
     let events = h.approve_as("bob").unwrap();
     assert_eq!(Harness::changes(&events), ["approved"]);
-    assert!(events[0].effects.is_empty(), "nothing provisioned before the sunrise");
+    assert!(
+        events[0].effects.is_empty(),
+        "nothing provisioned before the sunrise"
+    );
     let sunrise = h.timer(TimerKind::Sunrise);
     assert_eq!(sunrise.due, t0().saturating_add(HOUR * 3));
     assert_eq!(h.i().status, ItemStatus::Scheduled);
@@ -297,7 +319,13 @@ fn grant_with_sunrise_waits_for_it() {
     let events = h.fire(TimerKind::Sunrise);
     assert_eq!(Harness::changes(&events), ["grant_started"]);
     // A role makes no connection.
-    assert_eq!(events[0].effects, vec![Effect::Grant { attempt: 1, kind: None }]);
+    assert_eq!(
+        events[0].effects,
+        vec![Effect::Grant {
+            attempt: 1,
+            kind: None
+        }]
+    );
     h.system(Command::GrantSucceeded { attempt: 1 }).unwrap();
     assert_eq!(h.i().status, ItemStatus::Granted);
     assert!(h.i().timers().is_empty(), "no sunset without a removeDate");
@@ -324,7 +352,13 @@ fn reject_ends_the_item() {
     assert_eq!(h.i().request_state(), RequestState::Rejected);
     assert_eq!(h.i().approval.state.completed_str(), Some("REJECTED"));
     let r = h.approve_as("bob").unwrap_err();
-    assert!(matches!(r, Rejection::AlreadyDecided { state: "REJECTED", .. }));
+    assert!(matches!(
+        r,
+        Rejection::AlreadyDecided {
+            state: "REJECTED",
+            ..
+        }
+    ));
     // Nothing happens after a terminal state.
     assert!(h.send(Command::Close(Closure::default())).is_err());
     assert!(h.system(Command::GrantSucceeded { attempt: 1 }).is_err());
@@ -371,7 +405,16 @@ fn cancel_before_approval_by_the_requester_or_an_admin_only() {
     );
     h.approve_as("bob").unwrap();
     let r = h.send(cancel()).unwrap_err();
-    assert!(matches!(r, Rejection::ApprovalPassed { status: "GRANTING", .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Rejection::ApprovalPassed {
+                status: "GRANTING",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     assert_eq!(r.kind(), RejectionKind::Invalid);
 }
 
@@ -408,7 +451,12 @@ fn close_in_each_stage() {
 
     // Scheduled (waiting for sunrise): ends at once; the sunrise is cancelled.
     let mut h = Harness::submitted(
-        spec(RequestType::Grant, ObjectKind::Entitlement, Some(2), Some(10)),
+        spec(
+            RequestType::Grant,
+            ObjectKind::Entitlement,
+            Some(2),
+            Some(10),
+        ),
         approvers(),
     );
     h.approve_as("bob").unwrap();
@@ -441,7 +489,10 @@ fn close_in_each_stage() {
     assert_eq!(events[1].effects, vec![Effect::Revoke { attempt: 1 }]);
     h.system(Command::RevokeSucceeded { attempt: 1 }).unwrap();
     assert_eq!(h.i().status, ItemStatus::Closed);
-    assert_eq!(h.i().removal.as_ref().unwrap().reason, RemovalReason::Closed);
+    assert_eq!(
+        h.i().removal.as_ref().unwrap().reason,
+        RemovalReason::Closed
+    );
 
     // Granted: the close is recorded; the access keeps its sunset.
     let mut h = Harness::submitted(grant(), ApprovalStep::Auto);
@@ -471,7 +522,16 @@ fn close_in_each_stage() {
     h.fire(TimerKind::Sunset);
     h.system(Command::RevokeSucceeded { attempt: 1 }).unwrap();
     let r = h.send(Command::Close(Closure::default())).unwrap_err();
-    assert!(matches!(r, Rejection::WrongStatus { status: "REMOVED", .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Rejection::WrongStatus {
+                status: "REMOVED",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -517,12 +577,10 @@ fn duplicates_are_cancelled_at_submission() {
     // Submitted arms the expiry and the cancellation disarms it.
     assert_eq!(events[0].arm.len(), 1);
     assert_eq!(events[1].cancel, events[0].arm);
-    assert!(events[1]
-        .change
-        .eq(&Change::Cancelled {
-            comment: format!("cancelled as a duplicate of access request item {other}, in progress"),
-            duplicate: Some(Duplicate::InProgress(other)),
-        }));
+    assert!(events[1].change.eq(&Change::Cancelled {
+        comment: format!("cancelled as a duplicate of access request item {other}, in progress"),
+        duplicate: Some(Duplicate::InProgress(other)),
+    }));
     // A second submit of the same item is a conflict.
     let r = h
         .submit(
@@ -550,18 +608,23 @@ fn revoke_of_a_jit_connection_deactivates_the_running_activation_first() {
         Harness::changes(&events),
         ["submitted", "approved", "removal_started"]
     );
-    assert_eq!(events[2].effects, vec![Effect::DeactivateJit { activation }]);
+    assert_eq!(
+        events[2].effects,
+        vec![Effect::DeactivateJit { activation }]
+    );
     assert_eq!(h.i().request_state(), RequestState::Executing);
     // The revoke does not run before the deactivation is reported.
     assert_eq!(
-        h.system(Command::RevokeSucceeded { attempt: 1 }).unwrap_err(),
+        h.system(Command::RevokeSucceeded { attempt: 1 })
+            .unwrap_err(),
         Rejection::Stale("effect result")
     );
-    assert!(h
-        .system(Command::JitDeactivated {
+    assert!(
+        h.system(Command::JitDeactivated {
             activation: ActivationId::from_u128(78)
         })
-        .is_err());
+        .is_err()
+    );
     let events = h.system(Command::JitDeactivated { activation }).unwrap();
     assert_eq!(events[0].effects, vec![Effect::Revoke { attempt: 1 }]);
     let events = h.system(Command::RevokeSucceeded { attempt: 1 }).unwrap();
@@ -732,6 +795,30 @@ fn a_sunset_during_a_grant_in_flight_waits_for_it_to_settle() {
 }
 
 #[test]
+fn a_grant_retry_due_after_the_sunset_removes_instead() {
+    let mut h = Harness::submitted(
+        spec(RequestType::Grant, ObjectKind::Entitlement, None, Some(1)),
+        ApprovalStep::Auto,
+    );
+    h.system(Command::GrantFailed {
+        attempt: 1,
+        error: "timeout".into(),
+        retryable: true,
+    })
+    .unwrap();
+    // After downtime both are due; the retry is delivered first.
+    h.advance(HOUR * 2);
+    let events = h.fire(TimerKind::Retry);
+    assert_eq!(Harness::changes(&events), ["removal_started"]);
+    assert_eq!(events[0].effects, vec![Effect::Revoke { attempt: 1 }]);
+    assert!(events[0].cancel.iter().any(|t| t.kind == TimerKind::Sunset));
+    assert_eq!(
+        h.i().removal.as_ref().unwrap().reason,
+        RemovalReason::Sunset
+    );
+}
+
+#[test]
 fn an_approval_after_the_removal_date_lapses() {
     let mut h = Harness::submitted(
         spec(RequestType::Grant, ObjectKind::Entitlement, None, Some(2)),
@@ -845,7 +932,12 @@ fn restart_in_every_stage_resumes_from_the_log() {
     // One script through every stage: approval, sunrise, a failed grant, retry, grant, sunset,
     // deactivation of a running activation, a failed revoke, retry, removal.
     let mut h = Harness::submitted(
-        spec(RequestType::Grant, ObjectKind::Entitlement, Some(1), Some(5)),
+        spec(
+            RequestType::Grant,
+            ObjectKind::Entitlement,
+            Some(1),
+            Some(5),
+        ),
         approvers(),
     );
     h.approve_as("bob").unwrap();

@@ -8,9 +8,9 @@ use jitflow_core::id::{AccessRequestId, IdentityId, ObjectId, SourceId};
 use jitflow_core::request::submit::{
     AccountRef, Assignment, Bulk, Duplicate, Error, Existing, IdentityItems, MAX_BULK_IDS,
     MAX_CLOSE_IDS, MAX_COMMENT_LEN, MAX_ENTITLEMENTS, MAX_IDENTITIES,
-    MAX_IDENTITIES_WITH_ENTITLEMENTS, MAX_METADATA_ENTRIES, MAX_OBJECTS_PER_IDENTITY,
-    ObjectKind, ObjectRef, Origin, RequestType, RequestedItem, SourceSelection, Submission,
-    duplicate_of, item_id, validate_bulk, validate_submit,
+    MAX_IDENTITIES_WITH_ENTITLEMENTS, MAX_METADATA_ENTRIES, MAX_OBJECTS_PER_IDENTITY, ObjectKind,
+    ObjectRef, Origin, RequestType, RequestedItem, SourceSelection, Submission, duplicate_of,
+    item_id, validate_bulk, validate_submit,
 };
 use jitflow_core::time::Timestamp;
 
@@ -170,7 +170,13 @@ fn every_rule_has_its_error_and_message() {
         nested(vec![("alice", vec![i])])
     };
 
-    type Row = (&'static str, Submission, Existing, fn(&Error) -> bool, &'static str);
+    type Row = (
+        &'static str,
+        Submission,
+        Existing,
+        fn(&Error) -> bool,
+        &'static str,
+    );
     let rows: Vec<Row> = vec![
         (
             "no shape",
@@ -196,7 +202,14 @@ fn every_rule_has_its_error_and_message() {
             "empty requestedFor",
             grant(&[], ents(1)),
             Existing::default(),
-            |e| matches!(e, Error::NoIdentities { field: "requestedFor" }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NoIdentities {
+                        field: "requestedFor"
+                    }
+                )
+            },
             "at least one identity",
         ),
         (
@@ -231,14 +244,31 @@ fn every_rule_has_its_error_and_message() {
             "11 identities with an entitlement",
             grant(&ids11, ents(1)),
             Existing::default(),
-            |e| matches!(e, Error::TooManyIdentities { count: 11, max: 10, .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::TooManyIdentities {
+                        count: 11,
+                        max: 10,
+                        ..
+                    }
+                )
+            },
             "when entitlements are requested",
         ),
         (
             "more identities than jitflow's bound, roles only",
             grant(&ids_max, vec![item(role, "r")]),
             Existing::default(),
-            |e| matches!(e, Error::TooManyIdentities { max: MAX_IDENTITIES, .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::TooManyIdentities {
+                        max: MAX_IDENTITIES,
+                        ..
+                    }
+                )
+            },
             "identities requested for",
         ),
         (
@@ -250,11 +280,14 @@ fn every_rule_has_its_error_and_message() {
         ),
         (
             "26 entitlements over two nested identities",
-            nested(vec![("alice", ents(13)), ("bob", {
-                let mut more = ents(26);
-                more.drain(..13);
-                more
-            })]),
+            nested(vec![
+                ("alice", ents(13)),
+                ("bob", {
+                    let mut more = ents(26);
+                    more.drain(..13);
+                    more
+                }),
+            ]),
             Existing::default(),
             |e| matches!(e, Error::TooManyEntitlements { count: 26, .. }),
             "at most 25 entitlements",
@@ -323,7 +356,16 @@ fn every_rule_has_its_error_and_message() {
             "revoke with a startDate",
             revoke("alice", vec![dated.clone()]),
             held(Origin::Requested, None),
-            |e| matches!(e, Error::NotAllowed { field: "startDate", request_type: RequestType::Revoke, .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NotAllowed {
+                        field: "startDate",
+                        request_type: RequestType::Revoke,
+                        ..
+                    }
+                )
+            },
             "startDate is not allowed in a REVOKE_ACCESS request",
         ),
         (
@@ -344,7 +386,15 @@ fn every_rule_has_its_error_and_message() {
             "revoke with a formInstanceId",
             revoke("alice", vec![form_on_revoke]),
             held(Origin::Requested, None),
-            |e| matches!(e, Error::NotAllowed { field: "formInstanceId", .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NotAllowed {
+                        field: "formInstanceId",
+                        ..
+                    }
+                )
+            },
             "formInstanceId is not allowed",
         ),
         (
@@ -358,14 +408,30 @@ fn every_rule_has_its_error_and_message() {
             "revoke of access from a role",
             revoke("alice", ents(1)),
             held(Origin::Role, None),
-            |e| matches!(e, Error::RevokeInherited { origin: Origin::Role, .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::RevokeInherited {
+                        origin: Origin::Role,
+                        ..
+                    }
+                )
+            },
             "granted by role membership",
         ),
         (
             "revoke of birthright access",
             revoke("alice", ents(1)),
             held(Origin::Birthright, None),
-            |e| matches!(e, Error::RevokeInherited { origin: Origin::Birthright, .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::RevokeInherited {
+                        origin: Origin::Birthright,
+                        ..
+                    }
+                )
+            },
             "birthright",
         ),
         (
@@ -379,14 +445,30 @@ fn every_rule_has_its_error_and_message() {
             "startDate now",
             grant(&["alice"], vec![past_start]),
             Existing::default(),
-            |e| matches!(e, Error::NotFuture { field: "startDate", .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NotFuture {
+                        field: "startDate",
+                        ..
+                    }
+                )
+            },
             "must be a future date-time",
         ),
         (
             "removeDate in the past",
             grant(&["alice"], vec![past_remove]),
             Existing::default(),
-            |e| matches!(e, Error::NotFuture { field: "removeDate", .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NotFuture {
+                        field: "removeDate",
+                        ..
+                    }
+                )
+            },
             "must be a future date-time",
         ),
         (
@@ -435,14 +517,31 @@ fn every_rule_has_its_error_and_message() {
             "nativeIdentity on a grant",
             grant(&["alice"], vec![native_on_grant]),
             Existing::default(),
-            |e| matches!(e, Error::NotAllowed { field: "nativeIdentity", request_type: RequestType::Grant, .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NotAllowed {
+                        field: "nativeIdentity",
+                        request_type: RequestType::Grant,
+                        ..
+                    }
+                )
+            },
             "not allowed in a GRANT_ACCESS request",
         ),
         (
             "accountSelection in the flat shape",
             grant(&["alice"], vec![flat_selection]),
             Existing::default(),
-            |e| matches!(e, Error::NotAllowed { field: "accountSelection", .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::NotAllowed {
+                        field: "accountSelection",
+                        ..
+                    }
+                )
+            },
             "accountSelection is not allowed",
         ),
         (
@@ -454,7 +553,10 @@ fn every_rule_has_its_error_and_message() {
         ),
         (
             "a source with two accounts",
-            with_selection(vec![selection(Some("ad"), vec![account("a"), account("b")])]),
+            with_selection(vec![selection(
+                Some("ad"),
+                vec![account("a"), account("b")],
+            )]),
             Existing::default(),
             |e| matches!(e, Error::AccountSelection { .. }),
             "exactly one account per source",
@@ -471,10 +573,13 @@ fn every_rule_has_its_error_and_message() {
         ),
         (
             "an account with no id",
-            with_selection(vec![selection(Some("ad"), vec![AccountRef {
-                account_uuid: None,
-                native_identity: None,
-            }])]),
+            with_selection(vec![selection(
+                Some("ad"),
+                vec![AccountRef {
+                    account_uuid: None,
+                    native_identity: None,
+                }],
+            )]),
             Existing::default(),
             |e| matches!(e, Error::AccountSelection { .. }),
             "accountUuid or nativeIdentity",
@@ -517,7 +622,10 @@ fn the_limits_themselves_are_accepted() {
     let many = names(MAX_IDENTITIES);
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(
-        check(&grant(&many, vec![item(ObjectKind::Role, "r")]), Existing::default()),
+        check(
+            &grant(&many, vec![item(ObjectKind::Role, "r")]),
+            Existing::default()
+        ),
         Ok(MAX_IDENTITIES)
     );
     // A revoke may name one entitlement and several roles.
@@ -527,7 +635,10 @@ fn the_limits_themselves_are_accepted() {
         item(ObjectKind::AccessProfile, "ap"),
     ];
     assert_eq!(
-        check(&revoke("alice", revoke_items), held(Origin::Requested, None)),
+        check(
+            &revoke("alice", revoke_items),
+            held(Origin::Requested, None)
+        ),
         Ok(3)
     );
 }
@@ -542,9 +653,10 @@ fn specs_expand_in_order_with_distinct_ids() {
         ("alice", vec![dated, item(ObjectKind::Role, "r1")]),
         ("bob", vec![item(ObjectKind::AccessProfile, "ap")]),
     ]);
-    let specs =
-        validate_submit(REQUEST, &submission, &who("carol"), now(), |_, _| Existing::default())
-            .unwrap();
+    let specs = validate_submit(REQUEST, &submission, &who("carol"), now(), |_, _| {
+        Existing::default()
+    })
+    .unwrap();
     let order: Vec<(String, String)> = specs
         .iter()
         .map(|s| (s.requested_for.to_string(), s.object.id.to_string()))
@@ -603,7 +715,10 @@ fn duplicates_follow_the_contract() {
         Some(Duplicate::AlreadyAssigned)
     );
     assert_eq!(
-        duplicate_of(&spec(None, None, ad_a.clone()), &assigned(None, ad_a.clone())),
+        duplicate_of(
+            &spec(None, None, ad_a.clone()),
+            &assigned(None, ad_a.clone())
+        ),
         Some(Duplicate::AlreadyAssigned)
     );
     // Another account, another removal date, or removing the sunset: not a duplicate.
@@ -631,14 +746,19 @@ fn duplicates_follow_the_contract() {
         Some(Duplicate::InProgress(other))
     );
     // Nothing there: not a duplicate.
-    assert_eq!(duplicate_of(&spec(None, None, vec![]), &Existing::default()), None);
+    assert_eq!(
+        duplicate_of(&spec(None, None, vec![]), &Existing::default()),
+        None
+    );
 }
 
 #[test]
 fn bulk_limits() {
     assert!(matches!(
         validate_bulk(Bulk::Approve, 0),
-        Err(Error::NoIds { field: "approvalIds" })
+        Err(Error::NoIds {
+            field: "approvalIds"
+        })
     ));
     assert_eq!(validate_bulk(Bulk::Approve, MAX_BULK_IDS), Ok(()));
     assert_eq!(validate_bulk(Bulk::Cancel, MAX_BULK_IDS), Ok(()));
@@ -658,7 +778,11 @@ fn contract_spellings_round_trip() {
     }
     assert_eq!(RequestType::parse("MODIFY_ACCESS"), None);
     assert_eq!(RequestType::parse("grant_access"), None);
-    for k in [ObjectKind::AccessProfile, ObjectKind::Role, ObjectKind::Entitlement] {
+    for k in [
+        ObjectKind::AccessProfile,
+        ObjectKind::Role,
+        ObjectKind::Entitlement,
+    ] {
         assert_eq!(ObjectKind::parse(k.as_str()), Some(k));
     }
 }

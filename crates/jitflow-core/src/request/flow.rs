@@ -18,7 +18,7 @@ use super::submit::{
 };
 use crate::connection::ConnectionType;
 use crate::id::{ActivationId, ApprovalId, EntitlementId, RequestItemId};
-use crate::lifecycle::{Actor, Config, RejectionKind, cut_error, retry_delay};
+use crate::lifecycle::{Actor, Config, RejectionKind, cut_error, difference, retry_delay};
 use crate::policy::Policy;
 use crate::time::Timestamp;
 
@@ -686,10 +686,6 @@ pub fn decide(
     Ok(events)
 }
 
-fn difference<T: PartialEq + Copy>(of: &[T], minus: &[T]) -> Vec<T> {
-    of.iter().filter(|x| !minus.contains(x)).copied().collect()
-}
-
 fn submit(
     item: RequestItemId,
     spec: &ItemSpec,
@@ -1047,6 +1043,16 @@ fn fire(item: &Item, kind: TimerKind, ctx: &Context<'_>) -> Vec<Change> {
             reason: RemovalReason::Sunset,
             deactivate: ctx.running_activation,
         }],
+        (TimerKind::Retry, ItemStatus::Granting)
+            if item.spec.remove_date.is_some_and(|d| d <= ctx.now) =>
+        {
+            // Delivered once the sunset is due too: another try now would grant access after
+            // its removal date, so the removal starts instead (a failed try may have landed).
+            vec![Change::RemovalStarted {
+                reason: RemovalReason::Sunset,
+                deactivate: ctx.running_activation,
+            }]
+        }
         (TimerKind::Retry, ItemStatus::Granting) => vec![Change::GrantRetried {
             attempt: item.grant.as_ref().map_or(1, |g| g.attempt + 1),
         }],
@@ -1089,6 +1095,21 @@ fn start_removal(
         stuck: false,
         last_error: None,
     });
+}
+
+/// Starts the scheduled try `attempt` if it is the next one and due at `at`.
+fn start_retry(
+    retry_at: &mut Option<Timestamp>,
+    current: &mut u32,
+    attempt: u32,
+    at: Timestamp,
+) -> bool {
+    let due = retry_at.is_some_and(|due| due <= at) && attempt == *current + 1;
+    if due {
+        *retry_at = None;
+        *current = attempt;
+    }
+    due
 }
 
 fn end(i: &mut Item, status: ItemStatus, at: Timestamp) {
@@ -1255,13 +1276,10 @@ pub fn evolve(state: Option<Item>, event: &Event) -> Result<Item, EvolveError> {
         }
         Change::GrantRetried { attempt } => {
             expect(ItemStatus::Granting)?;
-            let g = i
-                .grant
-                .as_mut()
-                .filter(|g| g.retry_at.is_some_and(|due| due <= at) && *attempt == g.attempt + 1)
-                .ok_or_else(|| fail(format!("retry {attempt} not due")))?;
-            g.retry_at = None;
-            g.attempt = *attempt;
+            let g = i.grant.as_mut().ok_or_else(|| fail("no grant".into()))?;
+            if !start_retry(&mut g.retry_at, &mut g.attempt, *attempt, at) {
+                return Err(fail(format!("retry {attempt} not due")));
+            }
         }
         Change::Granted { attempt } => {
             if grant_in_flight(&i, *attempt).is_none_or(|g| g.stop.is_some()) {
@@ -1363,10 +1381,10 @@ pub fn evolve(state: Option<Item>, event: &Event) -> Result<Item, EvolveError> {
             let r = i
                 .removal
                 .as_mut()
-                .filter(|r| r.retry_at.is_some_and(|due| due <= at) && *attempt == r.attempt + 1)
-                .ok_or_else(|| fail(format!("retry {attempt} not due")))?;
-            r.retry_at = None;
-            r.attempt = *attempt;
+                .ok_or_else(|| fail("no removal".into()))?;
+            if !start_retry(&mut r.retry_at, &mut r.attempt, *attempt, at) {
+                return Err(fail(format!("retry {attempt} not due")));
+            }
         }
         Change::Removed { attempt } => {
             let reason = revoke_in_flight(&i, *attempt)
