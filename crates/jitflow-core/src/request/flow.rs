@@ -912,25 +912,26 @@ fn decide_existing(
                 });
             }
             check_comment("message", &closure.message)?;
-            let mut changes = vec![Change::Closed(closure.clone())];
-            if let (ItemStatus::Granting, Some(g)) = (item.status, &item.grant) {
-                // Closing stops provisioning, and whatever a try may have left is removed
-                // (fail closed); a try in flight is left to settle first.
-                changes.push(if g.retry_at.is_some() {
-                    Change::RemovalStarted {
+            // Closing a grant in progress stops provisioning, and whatever a try may have left
+            // is removed (fail closed); a try in flight is left to settle first. If a sunset
+            // already asked the grant to stop, that removal covers the close.
+            let cleanup = match (item.status, &item.grant) {
+                (ItemStatus::Granting, Some(g)) if g.retry_at.is_some() => {
+                    Some(Change::RemovalStarted {
                         reason: RemovalReason::Closed,
                         deactivate: ctx.running_activation,
-                    }
-                } else if g.stop.is_none() {
-                    Change::StopRequested {
+                    })
+                }
+                (ItemStatus::Granting, Some(g)) if g.stop.is_none() => {
+                    Some(Change::StopRequested {
                         reason: RemovalReason::Closed,
-                    }
-                } else {
-                    // A sunset already asked the grant to stop; that removal covers the close.
-                    return Ok(changes);
-                });
-            }
-            changes
+                    })
+                }
+                _ => None,
+            };
+            std::iter::once(Change::Closed(closure.clone()))
+                .chain(cleanup)
+                .collect()
         }
         Command::Supersede { by } => {
             if item.status != ItemStatus::Granted {

@@ -8,6 +8,49 @@
 //!   status vocabularies with the mapping to them ([`Item::request_state`]).
 //! - [`flow`]: commands, changes, events, timers, effects, [`decide`] and [`evolve`].
 //!
+//! ```
+//! use jitflow_core::id::{AccessRequestId, IdentityId, ObjectId};
+//! use jitflow_core::lifecycle::{Actor, Config};
+//! use jitflow_core::policy::Policy;
+//! use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestedItem};
+//! use jitflow_core::request::{
+//!     validate_submit, decide, evolve, ApprovalStep, Command, Context, Effect, Existing,
+//!     ItemStatus, RequestType, Submission,
+//! };
+//! use jitflow_core::time::Timestamp;
+//!
+//! let now = Timestamp::from_millis(1_800_000_000_000).unwrap();
+//! let carol = IdentityId::parse("carol")?;
+//! let submission = Submission {
+//!     request_type: RequestType::Grant,
+//!     requested_for: Some(vec![IdentityId::parse("alice")?]),
+//!     requested_items: Some(vec![RequestedItem {
+//!         object: Some(ObjectRef { kind: ObjectKind::Role, id: ObjectId::parse("auditors")? }),
+//!         ..Default::default()
+//!     }]),
+//!     requested_for_with_items: None,
+//!     client_metadata: Default::default(),
+//! };
+//! let specs = validate_submit(AccessRequestId::from_u128(1), &submission, &carol, now, |_, _| {
+//!     Existing::default()
+//! })?;
+//! let (policy, config) = (Policy::empty("6d38a587-302a-41d1-a3b1-ffae2c25c960".into()), Config::default());
+//! let actor = Actor::Identity(carol);
+//! let ctx = Context { now, actor: &actor, admin: false, policy: &policy, config: &config, running_activation: None };
+//! let spec = specs.into_iter().next().unwrap();
+//! let id = spec.id;
+//! let submit = Command::Submit { spec: Box::new(spec), approval: ApprovalStep::Auto, existing: Existing::default() };
+//! let mut item = None;
+//! for event in decide(id, None, &submit, &ctx)? {
+//!     item = Some(evolve(item, &event)?);
+//! }
+//! // Approved automatically; the grant of the role is the next effect to run.
+//! let item = item.unwrap();
+//! assert_eq!(item.status, ItemStatus::Granting);
+//! assert_eq!(item.pending_effects(), vec![Effect::Grant { attempt: 1, kind: None }]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # The aggregate is the item, not the request
 //!
 //! A request expands to one item per identity and requested object (at most
