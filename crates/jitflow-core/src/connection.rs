@@ -169,7 +169,7 @@ impl ConnectionUpdate {
 }
 
 /// Checks a free-text field: bounded and free of control characters.
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!(
             "{field} is {} bytes long, more than the {max} allowed",

@@ -1,9 +1,10 @@
 //! Identifiers.
 //!
-//! Connection and activation ids are UUIDs: accepted with or without hyphens, in either case, and
-//! always shown in one canonical form (lowercase, hyphenated). The other ids (tenant, identity,
-//! account, entitlement, source) are opaque strings chosen by the embedder's sources, bounded in
-//! length and restricted to a safe character set so that they can be used in keys, logs and URLs.
+//! Connection, activation, access request, request item and approval ids are UUIDs: accepted
+//! with or without hyphens, in either case, and always shown in one canonical form (lowercase,
+//! hyphenated). The other ids (tenant, identity, account, entitlement, source, requested object)
+//! are opaque strings chosen by the embedder's sources, bounded in length and restricted to a
+//! safe character set so that they can be used in keys, logs and URLs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -172,6 +173,23 @@ uuid_id!(
     ActivationId,
     "activation"
 );
+uuid_id!(
+    /// An access request as submitted (the contract's `accessRequestId` / `accountActivityId`):
+    /// it groups the items it expands to.
+    AccessRequestId,
+    "access request"
+);
+uuid_id!(
+    /// One item of an access request: one identity and one requested object. The unit that is
+    /// approved, provisioned and removed, and the stream the store keys.
+    RequestItemId,
+    "request item"
+);
+uuid_id!(
+    /// The approval step of one request item (the contract's `approvalId`).
+    ApprovalId,
+    "approval"
+);
 
 fn check_text(kind: &'static str, input: &str) -> Result<(), Error> {
     if input.is_empty() {
@@ -266,6 +284,11 @@ text_id!(
     /// A source (a connected system).
     SourceId,
     "source"
+);
+text_id!(
+    /// A requestable object: a role, an access profile or an entitlement.
+    ObjectId,
+    "requested object"
 );
 
 #[cfg(test)]

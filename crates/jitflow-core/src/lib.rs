@@ -1,6 +1,6 @@
 //! The pure lifecycle core of jitflow: identifiers, time, the JIT activation policy, the
-//! connection and activation state machines, and the filter grammar of the REST contract's
-//! collection parameters.
+//! connection and activation state machines, the access-request workflow, and the filter grammar
+//! of the REST contract's collection parameters.
 //!
 //! Nothing here does I/O, reads a clock or spawns a task: every function is deterministic given
 //! its arguments, and "now" is one of them. The store persists what this crate decides; the
@@ -68,4 +68,5 @@ pub mod filter;
 pub mod id;
 pub mod lifecycle;
 pub mod policy;
+pub mod request;
 pub mod time;

@@ -562,6 +562,9 @@ pub enum RejectionKind {
     Invalid,
     /// The request conflicts with the current state (409).
     Conflict,
+    /// The caller may not do this (403): for example, approving an item it is not an approver
+    /// of. Only access-request rejections use it.
+    Forbidden,
     /// An internal delivery that no longer applies; no client sees it.
     Stale,
 }
@@ -699,7 +702,13 @@ impl Connection {
     }
 }
 
-fn cut_error(text: &str) -> String {
+/// The elements of `of` that are not in `minus`, in order: what an event arms, cancels or
+/// starts, from the derived sets before and after it.
+pub(crate) fn difference<T: PartialEq + Copy>(of: &[T], minus: &[T]) -> Vec<T> {
+    of.iter().filter(|x| !minus.contains(x)).copied().collect()
+}
+
+pub(crate) fn cut_error(text: &str) -> String {
     if text.len() <= MAX_ERROR_LEN {
         return text.to_owned();
     }
@@ -714,7 +723,7 @@ fn retry_seed(config: &Config, salt: u128, attempt: u32) -> u64 {
     config.jitter_seed ^ (salt as u64) ^ ((salt >> 64) as u64) ^ u64::from(attempt).rotate_left(32)
 }
 
-fn retry_delay(config: &Config, salt: u128, attempt: u32) -> Duration {
+pub(crate) fn retry_delay(config: &Config, salt: u128, attempt: u32) -> Duration {
     backoff::delay(
         attempt,
         config.backoff_base,
@@ -819,21 +828,9 @@ pub fn decide(
     let (timers_after, effects_after) = after.as_ref().map_or((Vec::new(), Vec::new()), |c| {
         (c.timers(), c.pending_effects())
     });
-    event.arm = timers_after
-        .iter()
-        .filter(|t| !timers_before.contains(t))
-        .copied()
-        .collect();
-    event.cancel = timers_before
-        .iter()
-        .filter(|t| !timers_after.contains(t))
-        .copied()
-        .collect();
-    event.effects = effects_after
-        .iter()
-        .filter(|e| !effects_before.contains(e))
-        .copied()
-        .collect();
+    event.arm = difference(&timers_after, &timers_before);
+    event.cancel = difference(&timers_before, &timers_after);
+    event.effects = difference(&effects_after, &effects_before);
     Ok(vec![event])
 }
 
