@@ -15,8 +15,8 @@ use jitflow_store::codec::Payload;
 
 use super::report::round3;
 use super::{
-    ClockKind, Driver as AnyDriver, Error, Lag, Options, Outcomes, Phases, Report, Signal,
-    SignalError, phase, split,
+    ClockKind, Driver as AnyDriver, Error, Lag, Options, Outcomes, Ran, Report, Signal,
+    SignalError, run_phases,
 };
 use crate::{InstantProvisioner, bench_policy, register, wait_all};
 
@@ -113,22 +113,11 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
         engine.shutdown().await;
         return Err(Error::Setup(e.to_string()));
     }
-    let mut report = Report {
-        target: options.target.to_string(),
-        w: options.connections,
-        c: options.clients,
-        period_mins: options.period.get(),
-        extend_mins: options.extend.get(),
-        clock: options.clock.as_str().into(),
-        setup_s: round3(setup.elapsed().as_secs_f64()),
-        timer_lag_basis: match options.clock {
-            ClockKind::System => "wall time the committed EXPIRED event was seen - expires_at",
-            ClockKind::Manual => "wall time the committed EXPIRED event was seen - clock jump",
-        }
-        .into(),
-        expected: Report::expected_for(options.connections),
-        ..Report::default()
+    let basis = match options.clock {
+        ClockKind::System => "wall time the committed EXPIRED event was seen - expires_at",
+        ClockKind::Manual => "wall time the committed EXPIRED event was seen - clock jump",
     };
+    let mut report = Report::planned(options, options.clock.as_str(), basis, setup.elapsed());
     let driver = Driver {
         engine: engine.clone(),
         caller,
@@ -151,37 +140,24 @@ async fn measure(
     let tenant = driver.caller.tenant.clone();
     let ids = Arc::clone(&driver.ids);
     let driver = Arc::new(AnyDriver::Embedded(driver));
-    let (w, c) = (options.connections, options.clients);
     let observer = Observer::start(&engine)?;
-    let started = Instant::now();
-    let mut phases = Phases {
-        activate: phase(
-            &driver,
-            (0..w).collect(),
-            c,
-            Signal::Activate(options.period),
-        )
-        .await,
-        ..Phases::default()
-    };
     // Extend needs a provisioned activation; a connection whose activate failed is AVAILABLE.
-    let settle = Instant::now();
-    let settled = tokio::time::timeout(
-        options.grace,
-        wait_all(&engine, &tenant, &ids, |s| s != ConnectionState::Activating),
-    )
-    .await;
-    report.settle_active_s = Some(round3(settle.elapsed().as_secs_f64()));
-    settled.map_err(|_| {
-        jitflow::Error::Invalid(format!(
-            "activations still ACTIVATING {:?} after the activate phase",
-            options.grace
-        ))
-    })??;
-    phases.extend = phase(&driver, (0..w).collect(), c, Signal::Extend(options.extend)).await;
-    let (deactivated, expiring) = split(w);
-    phases.deactivate = phase(&driver, deactivated, c, Signal::Deactivate).await;
-    report.phases = phases;
+    let settle = async {
+        tokio::time::timeout(
+            options.grace,
+            wait_all(&engine, &tenant, &ids, |s| s != ConnectionState::Activating),
+        )
+        .await
+        .map_err(|_| {
+            jitflow::Error::Invalid(format!(
+                "activations still ACTIVATING {:?} after the activate phase",
+                options.grace
+            ))
+        })?
+    };
+    let Ran {
+        started, expiring, ..
+    } = run_phases(report, &driver, options, Some(settle)).await?;
 
     // The expiry phase: every expiring activation's due time, then wait for all to end.
     let mut last_due = engine.now();
@@ -214,7 +190,7 @@ async fn measure(
     }
 
     // How each activation ended, and when each was due.
-    let mut dues = Vec::with_capacity(w);
+    let mut dues = Vec::with_capacity(ids.len());
     let mut outcomes = Outcomes::default();
     for id in ids.iter() {
         let a = engine.connection(&tenant, *id)?.and_then(|c| c.activation);

@@ -17,9 +17,10 @@ use jitflow_core::time::Timestamp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::report::round3;
 use super::{
-    Driver as AnyDriver, Error, Lag, Options, Outcomes, Phases, Report, Signal, SignalError, phase,
-    report::round3, split,
+    Driver as AnyDriver, Error, Lag, Options, Outcomes, Ran, Report, Signal, SignalError,
+    run_phases,
 };
 use crate::spec;
 
@@ -222,18 +223,8 @@ pub(crate) async fn run(options: &Options, base: &str) -> Result<Report, Error> 
         ids: Arc::new(ids),
     };
     driver.register().await.map_err(Error::Setup)?;
-    let mut report = Report {
-        target: options.target.to_string(),
-        w: options.connections,
-        c: options.clients,
-        period_mins: options.period.get(),
-        extend_mins: options.extend.get(),
-        clock: "server".into(),
-        setup_s: round3(setup.elapsed().as_secs_f64()),
-        timer_lag_basis: "jit.deactivation - jit.expiration of each EXPIRED connection".into(),
-        expected: Report::expected_for(options.connections),
-        ..Report::default()
-    };
+    let basis = "jit.deactivation - jit.expiration of each EXPIRED connection";
+    let mut report = Report::planned(options, "server", basis, setup.elapsed());
     if let Err(e) = measure(&mut report, options, driver).await {
         report.error = Some(e);
     }
@@ -248,24 +239,15 @@ async fn measure(report: &mut Report, options: &Options, driver: Driver) -> Resu
     let AnyDriver::Http(http) = &*driver else {
         unreachable!("built above")
     };
-    let (w, c) = (options.connections, options.clients);
-    let started = Instant::now();
-    let first_activate = SystemTime::now();
-    let mut phases = Phases {
-        activate: phase(
-            &driver,
-            (0..w).collect(),
-            c,
-            Signal::Activate(options.period),
-        )
-        .await,
-        ..Phases::default()
-    };
-    phases.extend = phase(&driver, (0..w).collect(), c, Signal::Extend(options.extend)).await;
-    let last_extend = SystemTime::now();
-    let (deactivated, expiring) = split(w);
-    phases.deactivate = phase(&driver, deactivated.clone(), c, Signal::Deactivate).await;
-    report.phases = phases;
+    let no_settle = None::<std::future::Ready<Result<(), String>>>;
+    let Ran {
+        started,
+        first_activate,
+        last_extend,
+        deactivated,
+        expiring,
+    } = run_phases(report, &driver, options, no_settle).await?;
+    let w = options.connections;
 
     // One listing before the wait: a shim without the endpoint fails now, not after P + E, and
     // an expiry before its due time would show up here too.

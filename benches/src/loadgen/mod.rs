@@ -36,7 +36,7 @@ mod report;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use jitflow_core::id::TenantId;
 use jitflow_core::policy::MAX_PERIOD_MINS;
@@ -265,12 +265,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
 }
 
 /// Runs one phase: `clients` tasks send `signal` for every index of `indexes`.
-pub(crate) async fn phase(
-    driver: &Arc<Driver>,
-    indexes: Vec<usize>,
-    clients: usize,
-    signal: Signal,
-) -> Phase {
+async fn phase(driver: &Arc<Driver>, indexes: Vec<usize>, clients: usize, signal: Signal) -> Phase {
     let indexes = Arc::new(indexes);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -316,8 +311,54 @@ pub(crate) async fn phase(
     total.finish(started.elapsed())
 }
 
+/// When and over what the phases ran.
+pub(crate) struct Ran {
+    /// Just before the first activate.
+    pub(crate) started: Instant,
+    /// The same moment on the wall clock.
+    pub(crate) first_activate: SystemTime,
+    /// After the last extend was answered.
+    pub(crate) last_extend: SystemTime,
+    /// The connections deactivated.
+    pub(crate) deactivated: Vec<usize>,
+    /// The connections left to expire.
+    pub(crate) expiring: Vec<usize>,
+}
+
+/// Runs the activate, extend and deactivate phases into `report`. `settle`, if given, runs
+/// between activate and extend (its time is `settle_active_s`); its error stops the run.
+pub(crate) async fn run_phases<E>(
+    report: &mut Report,
+    driver: &Arc<Driver>,
+    options: &Options,
+    settle: Option<impl Future<Output = Result<(), E>>>,
+) -> Result<Ran, E> {
+    let (w, c) = (options.connections, options.clients);
+    let started = Instant::now();
+    let first_activate = SystemTime::now();
+    let all = || (0..w).collect::<Vec<_>>();
+    report.phases.activate = phase(driver, all(), c, Signal::Activate(options.period)).await;
+    if let Some(settle) = settle {
+        let t = Instant::now();
+        let settled = settle.await;
+        report.settle_active_s = Some(report::round3(t.elapsed().as_secs_f64()));
+        settled?;
+    }
+    report.phases.extend = phase(driver, all(), c, Signal::Extend(options.extend)).await;
+    let last_extend = SystemTime::now();
+    let (deactivated, expiring) = split(w);
+    report.phases.deactivate = phase(driver, deactivated.clone(), c, Signal::Deactivate).await;
+    Ok(Ran {
+        started,
+        first_activate,
+        last_extend,
+        deactivated,
+        expiring,
+    })
+}
+
 /// The indexes of the connections deactivated (every second one: `W / 2`) and of those left to
 /// expire (the other `W - W / 2`).
-pub(crate) fn split(w: usize) -> (Vec<usize>, Vec<usize>) {
+fn split(w: usize) -> (Vec<usize>, Vec<usize>) {
     (0..w).partition(|i| i % 2 == 1)
 }

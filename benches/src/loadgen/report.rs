@@ -117,6 +117,28 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of `options` before anything ran: the plan, the clock, how the lag is measured
+    /// and how long the setup took.
+    pub(crate) fn planned(
+        options: &super::Options,
+        clock: &str,
+        timer_lag_basis: &str,
+        setup: Duration,
+    ) -> Report {
+        Report {
+            target: options.target.to_string(),
+            w: options.connections,
+            c: options.clients,
+            period_mins: options.period.get(),
+            extend_mins: options.extend.get(),
+            clock: clock.into(),
+            setup_s: round3(setup.as_secs_f64()),
+            timer_lag_basis: timer_lag_basis.into(),
+            expected: Report::expected_for(options.connections),
+            ..Report::default()
+        }
+    }
+
     /// Whether the run upholds the invariants: no early expiry, the outcomes as planned, and no
     /// error that stopped it.
     pub fn passed(&self) -> bool {
