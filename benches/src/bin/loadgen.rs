@@ -9,7 +9,7 @@
 //!     --token-file token.txt -w 10000 -c 100
 //! ```
 //!
-//! Exit status: 0 when the run upholds its invariants, 1 when it ran but an expiry was early, an
+//! Progress goes to stderr (`RUST_LOG`, default `info`). Exit status: 0 when the run upholds its invariants, 1 when it ran but an expiry was early, an
 //! error stopped it, or the outcomes do not add up (the report says which), 2 when it could not
 //! run (bad flags, setup failed).
 #![allow(
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();

@@ -74,7 +74,7 @@ impl Driver {
             .json(&body)
             .send()
             .await
-            .map_err(|e| SignalError::Failed(format!("POST {url}: {e}")))?;
+            .map_err(|e| SignalError::Failed(format!("POST {url}: {}", causes(&e))))?;
         let status = response.status();
         // Read the whole body, so the latency covers the answer and the connection is reused.
         let text = response
@@ -112,7 +112,7 @@ impl Driver {
                         let response = request
                             .send()
                             .await
-                            .map_err(|e| format!("POST {url}: {e}"))?;
+                            .map_err(|e| format!("POST {url}: {}", causes(&e)))?;
                         let status = response.status();
                         let text = response.text().await.map_err(|e| e.to_string())?;
                         if status != StatusCode::OK {
@@ -146,7 +146,7 @@ impl Driver {
                 .query(&query)
                 .send()
                 .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
+                .map_err(|e| format!("GET {url}: {}", causes(&e)))?;
             let status = response.status();
             let text = response.text().await.map_err(|e| e.to_string())?;
             if status == StatusCode::NOT_FOUND {
@@ -258,6 +258,7 @@ async fn measure(report: &mut Report, options: &Options, driver: Driver) -> Resu
     // and before the last extend was answered.
     let span = options.period.to_duration() + options.extend.to_duration();
     if let Ok(wait) = (first_activate + span).duration_since(SystemTime::now()) {
+        tracing::info!(?wait, "waiting until the first expiry is due");
         tokio::time::sleep(wait).await;
     }
     let deadline = last_extend + span + options.grace;
@@ -289,7 +290,7 @@ async fn measure(report: &mut Report, options: &Options, driver: Driver) -> Resu
     report.outcomes = Outcomes {
         expired: expired.len() as u64,
         deactivated: available.len() as u64,
-        other: (w - expired.len() - available.len()) as u64,
+        other: w.saturating_sub(expired.len() + available.len()) as u64,
     };
     let mut lags = Vec::with_capacity(expired.len());
     for hit in expired.values() {
@@ -347,6 +348,18 @@ fn check_registered(text: &str, n: usize) -> Result<(), String> {
         Some(refused) => Err(format!("registration refused: {refused}")),
         None => Ok(()),
     }
+}
+
+/// An error with its sources (reqwest's own text leaves out the cause, e.g. "connection
+/// refused").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 fn cut(text: &str) -> &str {

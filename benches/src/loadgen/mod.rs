@@ -151,7 +151,8 @@ pub struct Options {
     /// The embedded engine's tenant (over HTTP the token names the tenant).
     pub tenant: TenantId,
     /// How long after the last due time to wait for expiries and revokes before the rest count
-    /// as `other`.
+    /// as `other`; embedded, also the longest wait for the activations to be provisioned
+    /// before the extend phase.
     pub grace: Duration,
 }
 
@@ -334,10 +335,12 @@ pub(crate) async fn run_phases<E>(
     settle: Option<impl Future<Output = Result<(), E>>>,
 ) -> Result<Ran, E> {
     let (w, c) = (options.connections, options.clients);
+    tracing::info!(w, c, setup_s = report.setup_s, "registered; activating");
     let started = Instant::now();
     let first_activate = SystemTime::now();
     let all = || (0..w).collect::<Vec<_>>();
     report.phases.activate = phase(driver, all(), c, Signal::Activate(options.period)).await;
+    tracing::info!(phase = ?report.phases.activate, "activated");
     if let Some(settle) = settle {
         let t = Instant::now();
         let settled = settle.await;
@@ -345,9 +348,11 @@ pub(crate) async fn run_phases<E>(
         settled?;
     }
     report.phases.extend = phase(driver, all(), c, Signal::Extend(options.extend)).await;
+    tracing::info!(phase = ?report.phases.extend, "extended");
     let last_extend = SystemTime::now();
     let (deactivated, expiring) = split(w);
     report.phases.deactivate = phase(driver, deactivated.clone(), c, Signal::Deactivate).await;
+    tracing::info!(phase = ?report.phases.deactivate, "deactivated; waiting for the expiries");
     Ok(Ran {
         started,
         first_activate,
