@@ -4,8 +4,9 @@
 //! share of the connections (clients take the next connection from a shared counter):
 //!
 //! 1. **activate** every connection for P minutes;
-//! 2. (embedded only) wait until every connection is ACTIVE, since extend needs a provisioned
-//!    activation (`settle_active_s` in the report); over HTTP an extend refused because the
+//! 2. (embedded only) wait until no connection is ACTIVATING any more (ACTIVE, or AVAILABLE if
+//!    its activate failed), since extend needs a provisioned activation (`settle_active_s` in
+//!    the report); over HTTP an extend refused because the
 //!    activation is not provisioned yet is retried instead (see [`NOT_READY_TRIES`]);
 //! 3. **extend** each once by E minutes;
 //! 4. **deactivate** every second connection (`W / 2`, rounded down);
