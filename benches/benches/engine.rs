@@ -23,40 +23,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jitflow::clock::ManualClock;
-use jitflow::hooks::{BoxFuture, EffectRequest, ProvisionError, Provisioner};
 use jitflow::{Caller, Config, Engine};
-use jitflow_benches::{env_usize, percentiles, rss_bytes, spec};
+use jitflow_benches::{InstantProvisioner, bench_policy, env_usize, percentiles, rss_bytes};
 use jitflow_core::connection::ConnectionState;
 use jitflow_core::id::{ConnectionId, IdentityId, TenantId};
 use jitflow_core::lifecycle::{Actor, Change, TimerKind};
-use jitflow_core::policy::Policy;
 use jitflow_core::time::{Minutes, Timestamp};
 use jitflow_store::codec::Payload;
-
-/// A target that answers at once.
-struct Instant0;
-
-impl Provisioner for Instant0 {
-    fn grant(&self, _r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn revoke(&self, _r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn caller() -> Caller {
     Caller {
         tenant: TenantId::parse("bench").unwrap(),
         actor: Actor::Identity(IdentityId::parse("bench-user").unwrap()),
     }
-}
-
-fn policy() -> Policy {
-    let mut p = Policy::empty("6d38a587-302a-41d1-a3b1-ffae2c25c960".into());
-    p.max_activation_period = Some(Minutes(525_600));
-    p.max_extension = Some(Minutes(525_600));
-    p
 }
 
 async fn open(dir: &std::path::Path, clock: ManualClock) -> Engine {
@@ -78,7 +57,7 @@ async fn open_with_cache(dir: &std::path::Path, clock: ManualClock, cache_size: 
     let engine = Engine::builder(dir.join("bench.redb"))
         .config(config)
         .clock(clock)
-        .provisioner(Instant0)
+        .provisioner(InstantProvisioner)
         .store_options(jitflow_store::open::Options {
             cache_size,
             ..Default::default()
@@ -86,23 +65,18 @@ async fn open_with_cache(dir: &std::path::Path, clock: ManualClock, cache_size: 
         .open()
         .await
         .expect("engine opens");
-    engine.put_policy(&caller(), policy()).await.unwrap();
+    engine.put_policy(&caller(), bench_policy()).await.unwrap();
     engine
 }
 
-/// Registers `n` connections, `batch` at a time in flight.
+/// Registers `n` connections.
 async fn register(engine: &Engine, n: usize) -> Vec<ConnectionId> {
     let ids: Vec<ConnectionId> = (0..n as u128)
         .map(|i| ConnectionId::from_u128(i + 1))
         .collect();
-    for chunk in ids.chunks(2048) {
-        let calls = chunk.iter().map(|id| {
-            let engine = engine.clone();
-            let id = *id;
-            async move { engine.register(&caller(), spec(id)).await.unwrap() }
-        });
-        join_all(calls).await;
-    }
+    jitflow_benches::register(engine, &caller(), &ids)
+        .await
+        .unwrap();
     ids
 }
 
@@ -121,20 +95,6 @@ async fn until_state(engine: &Engine, id: ConnectionId, state: ConnectionState) 
     let tenant = caller().tenant;
     while engine.connection(&tenant, id).unwrap().unwrap().state != state {
         tokio::task::yield_now().await;
-    }
-}
-
-/// Waits until every connection in `ids` satisfies `done`.
-async fn wait_all(engine: &Engine, ids: &[ConnectionId], done: impl Fn(ConnectionState) -> bool) {
-    let tenant = caller().tenant;
-    for id in ids {
-        loop {
-            let c = engine.connection(&tenant, *id).unwrap().unwrap();
-            if done(c.state) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
     }
 }
 
@@ -289,7 +249,11 @@ async fn timers(n: usize) {
         });
         join_all(activate).await;
     }
-    wait_all(&engine, &ids, |s| s == ConnectionState::Active).await;
+    jitflow_benches::wait_all(&engine, &caller().tenant, &ids, |s| {
+        s == ConnectionState::Active
+    })
+    .await
+    .unwrap();
     let setup = t.elapsed();
     let rss_after = rss_bytes();
     // Every expiry is due at start + 60 min (all activated at the same engine instant).
