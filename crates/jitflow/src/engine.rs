@@ -128,9 +128,8 @@ impl Builder {
         self.config.validate()?;
         let provisioner = self.provisioner.ok_or(OpenError::NoProvisioner)?;
         let path = self.path.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            Store::open(&path, jitflow_store::open::Options::default())
-        })
+        let options = self.store.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
         .map_err(|e| OpenError::Store {
             path: self.path.clone(),
