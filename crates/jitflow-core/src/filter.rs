@@ -603,6 +603,17 @@ pub const ACTIVATION_HISTORY_FIELDS: &[FieldSpec] = &[
     spec("policyFrictionOutcome", EQ_IN, ValueType::Text),
 ];
 
+/// The filterable fields of the current identity's activation history list: the contract
+/// lists every field of [`ACTIVATION_HISTORY_FIELDS`] but `identityId`, which the service fixes.
+pub const ACTIVATION_HISTORY_SELF_FIELDS: &[FieldSpec] = &[
+    spec("entitlementId", EQ_IN, ValueType::Text),
+    spec("sourceId", EQ, ValueType::Text),
+    spec("connectionId", EQ, ValueType::Text),
+    spec("status", EQ_IN, ValueType::Enum(ACTIVATION_STATUSES)),
+    spec("activationInitiated", RANGE, ValueType::Timestamp),
+    spec("policyFrictionOutcome", EQ_IN, ValueType::Text),
+];
+
 /// The sortable fields of the activation history list; `id` is the tie-breaker of
 /// `searchAfter` paging.
 pub const ACTIVATION_HISTORY_SORTERS: &[&str] =
@@ -693,6 +704,10 @@ pub enum FieldValue<'a> {
     Bool(bool),
     /// A UTC instant.
     Timestamp(Timestamp),
+    /// A UUID id (connection, activation), as its 128 bits: their order is the order of the
+    /// canonical lowercase hyphenated text. A text literal matches it when it parses as a UUID
+    /// (with or without hyphens, in either case) with the same bits.
+    Uuid(u128),
 }
 
 /// A record that filters can match and sorters can order: it gives the value of a field by its
@@ -709,6 +724,9 @@ fn compare_value(record: FieldValue<'_>, literal: &Value) -> Option<Ordering> {
         (FieldValue::Text(a), Value::Text(b)) => Some(a.cmp(b.as_str())),
         (FieldValue::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
         (FieldValue::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
+        (FieldValue::Uuid(a), Value::Text(b)) => uuid::Uuid::try_parse(b)
+            .ok()
+            .map(|b| a.cmp(&b.as_u128())),
         _ => None,
     }
 }

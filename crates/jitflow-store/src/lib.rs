@@ -103,11 +103,14 @@ pub mod compact;
 pub mod idempotency;
 pub mod intents;
 pub mod open;
+mod index;
 mod projection;
+pub mod query;
 pub mod read;
 mod store;
 mod tables;
 pub mod timers;
+mod upgrade;
 pub mod verify;
 
 #[cfg(test)]
