@@ -90,3 +90,85 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
     }
     txn.commit().map_err(storage)
 }
+
+#[cfg(test)]
+mod tests {
+    use jitflow_core::lifecycle::Command;
+    use redb::ReadableTable;
+
+    use crate::Store;
+    use crate::batch::{Batch, Entry};
+    use crate::open::{FILE_FORMAT_VERSION, Options};
+    use crate::query::Query;
+    use crate::tables::{ASSIGNMENTS, CONNECTION_INDEX, FORMAT_VERSION_KEY, HISTORY, HISTORY_INDEX, META};
+    use crate::test_support::{ACT, CONN, spec, step};
+    use jitflow_core::id::TenantId;
+
+    /// A version 1 file (the same data without the version 2 tables) opens upgraded: the
+    /// indexes and history are rebuilt, verify is clean and queries answer.
+    #[test]
+    fn a_version_1_file_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let mut batch = Batch::new();
+            let mut state = None;
+            for command in [
+                Command::Register(spec(CONN)),
+                Command::Activate {
+                    activation: ACT,
+                    period: None,
+                },
+                Command::ValidationPassed { activation: ACT },
+                Command::GrantSucceeded {
+                    activation: ACT,
+                    attempt: 1,
+                },
+            ] {
+                let (event, after) = step(state, command);
+                state = after.clone();
+                batch.push(Entry::Connection {
+                    tenant: tenant.clone(),
+                    event,
+                    after,
+                });
+            }
+            store.append_batch(&batch).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            assert!(txn.delete_table(CONNECTION_INDEX).unwrap());
+            assert!(txn.delete_table(HISTORY_INDEX).unwrap());
+            assert!(txn.delete_table(HISTORY).unwrap());
+            assert!(txn.delete_table(ASSIGNMENTS).unwrap());
+            txn.open_table(META).unwrap().insert(FORMAT_VERSION_KEY, 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, Options::default()).unwrap();
+        let reader = store.reader().unwrap();
+        let version = reader
+            .table(META)
+            .unwrap()
+            .get(FORMAT_VERSION_KEY)
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(version, Some(FILE_FORMAT_VERSION));
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        let query = Query::parse(
+            crate::query::CONNECTIONS,
+            Some(r#"state.value eq "ACTIVE""#),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        let page = reader.query_connections(&tenant, &query, None).unwrap();
+        assert_eq!(page.items.len(), 1);
+        let history = reader.query_history(&tenant, &Query::default(), None).unwrap();
+        assert_eq!(history.items.len(), 1);
+        assert_eq!(history.items[0].activation.id, ACT);
+    }
+}

@@ -1149,6 +1149,55 @@ mod tests {
         }
     }
 
+    /// Every index entry missing or extra, and a history record lost, is a difference.
+    #[test]
+    fn index_disagreements_are_reported() {
+        let store = store();
+        let t = "acme";
+        let c = CONN.as_u128();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_table(CONNECTION_INDEX).unwrap();
+            // The state entry lost, an entry for a state the connection is not in.
+            assert!(index.remove((t, 1, b"ACTIVE".as_slice(), c)).unwrap().is_some());
+            index.insert((t, 1, b"EXPIRED".as_slice(), c), ()).unwrap();
+            let mut assignments = txn.open_table(ASSIGNMENTS).unwrap();
+            assert!(
+                assignments
+                    .remove((t, "ent-admins", "alice", "acct-1", c))
+                    .unwrap()
+                    .is_some()
+            );
+            let mut history_index = txn.open_table(HISTORY_INDEX).unwrap();
+            history_index.insert((t, 5, b"ERROR".as_slice(), ACT.as_u128()), ()).unwrap();
+            txn.open_table(HISTORY)
+                .unwrap()
+                .remove((t, ACT.as_u128()))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let report = store.verify().unwrap();
+        let d = &report.differences;
+        let index_entry = |table: &str, missing: bool, needle: &str| {
+            d.iter().any(|x| {
+                matches!(x, Difference::IndexEntry { table: t, key, missing: m }
+                    if *t == table && *m == missing && key.contains(needle))
+            })
+        };
+        // Keys print their value bytes as a list of numbers.
+        let bytes = |text: &str| format!("{:?}", text.as_bytes());
+        assert!(index_entry("connection_index", true, &bytes("ACTIVE")), "{d:#?}");
+        assert!(index_entry("connection_index", false, &bytes("EXPIRED")), "{d:#?}");
+        assert!(index_entry("assignments", true, "ent-admins"), "{d:#?}");
+        assert!(index_entry("history_index", false, &bytes("ERROR")), "{d:#?}");
+        assert!(d.iter().any(|x| matches!(
+            x,
+            Difference::History { stored: None, replayed: Some(_), .. }
+        )));
+        assert_eq!(d.len(), 5, "{d:#?}");
+    }
+
     #[test]
     fn gaps_and_partial_batches_are_reported() {
         let store = store();
