@@ -724,9 +724,9 @@ fn compare_value(record: FieldValue<'_>, literal: &Value) -> Option<Ordering> {
         (FieldValue::Text(a), Value::Text(b)) => Some(a.cmp(b.as_str())),
         (FieldValue::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
         (FieldValue::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
-        (FieldValue::Uuid(a), Value::Text(b)) => uuid::Uuid::try_parse(b)
-            .ok()
-            .map(|b| a.cmp(&b.as_u128())),
+        (FieldValue::Uuid(a), Value::Text(b)) => {
+            uuid::Uuid::try_parse(b).ok().map(|b| a.cmp(&b.as_u128()))
+        }
         _ => None,
     }
 }

@@ -120,3 +120,170 @@ impl Fields for ActivationRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::{ConnectionSpec, ConnectionState, ConnectionType, JitTimes};
+    use crate::filter::{
+        ACTIVATION_HISTORY_FIELDS, ACTIVATION_HISTORY_SORTERS, ENTITLEMENT_CONNECTION_FIELDS,
+        ENTITLEMENT_CONNECTION_SORTERS, parse_filter,
+    };
+    use crate::id::{ActivationId, ConnectionId};
+    use crate::lifecycle::Actor;
+    use crate::time::Minutes;
+
+    fn t(minutes: u32) -> Timestamp {
+        Timestamp::from_millis(1_700_000_000_000)
+            .unwrap()
+            .plus_minutes(Minutes(minutes))
+    }
+
+    fn connection() -> Connection {
+        let activation = Activation {
+            id: ActivationId::from_u128(7),
+            connection: ConnectionId::from_u128(9),
+            period: Minutes(30),
+            requested_by: Actor::System,
+            status: ActivationStatus::Error,
+            requested_at: t(1),
+            validated_at: Some(t(2)),
+            provisioned_at: None,
+            deprovision_started_at: Some(t(4)),
+            ended_at: Some(t(5)),
+            expires_at: None,
+            warn_at: None,
+            extended_by: Minutes(0),
+            extensions: 0,
+            attempt: 1,
+            retry_at: None,
+            cancel_requested: false,
+            end_reason: None,
+            last_error: Some("boom".into()),
+            stuck: false,
+        };
+        Connection {
+            spec: ConnectionSpec {
+                id: ConnectionId::from_u128(9),
+                identity: IdentityId::parse("id-1").unwrap(),
+                identity_name: "Identity name".into(),
+                account: AccountId::parse("acct-1").unwrap(),
+                account_name: "Account name".into(),
+                entitlement: EntitlementId::parse("ent-1").unwrap(),
+                entitlement_name: "Entitlement name".into(),
+                attribute_name: "attr".into(),
+                attribute_value: "value".into(),
+                privilege_level: Some("HIGH".into()),
+                source: SourceId::parse("src-1").unwrap(),
+                source_name: "Source name".into(),
+                kind: ConnectionType::Jit,
+                standalone: true,
+            },
+            state: ConnectionState::Available,
+            jit: JitTimes {
+                activation: Some(t(1)),
+                provision: Some(t(2)),
+                deactivation: Some(t(3)),
+                deprovision: Some(t(4)),
+                expiration: None,
+            },
+            created: t(0),
+            modified: t(5),
+            state_changed: t(5),
+            state_changed_by: Actor::System,
+            activation: Some(activation),
+            standing_revoke: None,
+            version: 3,
+        }
+    }
+
+    /// Each field name reads the value it names; every listed field and sorter is known.
+    #[test]
+    fn fields_read_what_they_name() {
+        let c = connection();
+        let text = |v: &'static str| FieldValue::Text(v);
+        let cases = [
+            ("id", FieldValue::Uuid(9)),
+            ("identity.id", text("id-1")),
+            ("identity.name", text("Identity name")),
+            ("source.id", text("src-1")),
+            ("source.name", text("Source name")),
+            ("account.id", text("acct-1")),
+            ("account.name", text("Account name")),
+            ("entitlement.id", text("ent-1")),
+            ("entitlement.displayName", text("Entitlement name")),
+            ("entitlement.attribute", text("attr")),
+            ("entitlement.value", text("value")),
+            ("entitlement.privilegeLevel.effective", text("HIGH")),
+            ("type", text("JIT")),
+            ("state.value", text("AVAILABLE")),
+            ("standalone", FieldValue::Bool(true)),
+            ("jit.activation", FieldValue::Timestamp(t(1))),
+            ("jit.provision", FieldValue::Timestamp(t(2))),
+            ("jit.deactivation", FieldValue::Timestamp(t(3))),
+            ("jit.deprovision", FieldValue::Timestamp(t(4))),
+            ("jit.expiration", FieldValue::Null),
+            ("colour", FieldValue::Null),
+        ];
+        for (name, value) in cases {
+            assert_eq!(c.field(name), value, "{name}");
+        }
+        for spec in ENTITLEMENT_CONNECTION_FIELDS {
+            assert!(cases.iter().any(|(n, _)| *n == spec.name), "{}", spec.name);
+        }
+        for name in ENTITLEMENT_CONNECTION_SORTERS {
+            assert!(cases.iter().any(|(n, _)| n == name), "{name}");
+        }
+        let mut empty = c.clone();
+        empty.spec.privilege_level = Some(String::new());
+        assert_eq!(
+            empty.field("entitlement.privilegeLevel.effective"),
+            FieldValue::Null
+        );
+
+        let r = ActivationRecord::new(c.activation.as_ref().unwrap(), &c);
+        let cases = [
+            ("id", FieldValue::Uuid(7)),
+            ("identityId", text("id-1")),
+            ("entitlementId", text("ent-1")),
+            ("sourceId", text("src-1")),
+            ("connectionId", FieldValue::Uuid(9)),
+            ("status", text("ERROR")),
+            ("activationInitiated", FieldValue::Timestamp(t(1))),
+            ("provisionCompleted", FieldValue::Null),
+            ("policyFrictionOutcome", FieldValue::Null),
+        ];
+        for (name, value) in cases {
+            assert_eq!(r.field(name), value, "{name}");
+        }
+        for spec in ACTIVATION_HISTORY_FIELDS {
+            assert!(cases.iter().any(|(n, _)| *n == spec.name), "{}", spec.name);
+        }
+        for name in ACTIVATION_HISTORY_SORTERS {
+            assert!(cases.iter().any(|(n, _)| n == name), "{name}");
+        }
+        assert_eq!(
+            (
+                r.provision_start(),
+                r.deprovision_start(),
+                r.deprovision_complete()
+            ),
+            (Some(t(2)), Some(t(4)), Some(t(5)))
+        );
+        assert_eq!(r.error(), Some("boom"));
+        // A UUID field matches a text literal with or without hyphens.
+        for literal in [
+            "00000000-0000-0000-0000-000000000009",
+            "00000000000000000000000000000009",
+        ] {
+            let f = parse_filter(
+                &format!("connectionId eq \"{literal}\""),
+                ACTIVATION_HISTORY_FIELDS,
+            )
+            .unwrap();
+            assert!(f.matches(&r), "{literal}");
+        }
+        let f = parse_filter("connectionId eq \"9\"", ACTIVATION_HISTORY_FIELDS).unwrap();
+        assert!(!f.matches(&r));
+    }
+}

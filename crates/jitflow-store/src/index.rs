@@ -46,7 +46,13 @@ pub(crate) struct IndexedField {
     pub(crate) rank: u8,
 }
 
-const fn field(field: &'static str, code: u8, kind: KeyKind, dense: bool, rank: u8) -> IndexedField {
+const fn field(
+    field: &'static str,
+    code: u8,
+    kind: KeyKind,
+    dense: bool,
+    rank: u8,
+) -> IndexedField {
     IndexedField {
         field,
         code,
@@ -179,7 +185,8 @@ pub(crate) fn put_connection(
     let new = after.map(assignment);
     if old != new {
         if let Some((e, i, a)) = &old {
-            t.assignments.remove((tn, e.as_str(), i.as_str(), a.as_str(), id))?;
+            t.assignments
+                .remove((tn, e.as_str(), i.as_str(), a.as_str(), id))?;
         }
         if let Some((e, i, a)) = &new {
             t.assignments

@@ -106,7 +106,9 @@ pub enum Error {
         max: usize,
     },
     /// `offset` is outside 0..=[`MAX_OFFSET`]; page further with `searchAfter`.
-    #[error("offset must be between 0 and {max} (use searchAfter to page further); {offset} is not")]
+    #[error(
+        "offset must be between 0 and {max} (use searchAfter to page further); {offset} is not"
+    )]
     OffsetOutOfRange {
         /// The offset asked for.
         offset: i128,
@@ -120,7 +122,9 @@ pub enum Error {
         value: String,
     },
     /// `searchAfter` holds another number of values than there are sorters.
-    #[error("searchAfter has {found} values but there are {expected} sorters; give one value per sorter")]
+    #[error(
+        "searchAfter has {found} values but there are {expected} sorters; give one value per sorter"
+    )]
     SearchAfterLength {
         /// The number of sorters (the default sorters when none are given).
         expected: usize,
@@ -128,7 +132,9 @@ pub enum Error {
         found: usize,
     },
     /// A `searchAfter` value is not a value of its sorter's field.
-    #[error("searchAfter value {position} (`{value}`) is not a value of `{field}`: expected {expected}")]
+    #[error(
+        "searchAfter value {position} (`{value}`) is not a value of `{field}`: expected {expected}"
+    )]
     SearchAfterValue {
         /// The value's place in the list, from 0.
         position: usize,
@@ -430,7 +436,9 @@ fn split_search_after(input: &str) -> Result<Vec<String>, Error> {
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
-                Some(escaped @ (',' | '\\')) => values.last_mut().into_iter().for_each(|v| v.push(escaped)),
+                Some(escaped @ (',' | '\\')) => {
+                    values.last_mut().into_iter().for_each(|v| v.push(escaped))
+                }
                 _ => {
                     return Err(Error::SearchAfterSyntax {
                         reason: "a backslash must be followed by `,` or `\\`".to_owned(),
@@ -549,11 +557,12 @@ impl Query {
     ) -> Result<Query, Error> {
         let mut query = Query::default();
         if let Some(text) = filters {
-            query.filter = Some(filter::parse_filter(text, collection.fields).map_err(Error::Filter)?);
+            query.filter =
+                Some(filter::parse_filter(text, collection.fields).map_err(Error::Filter)?);
         }
         if let Some(text) = sorters {
-            query.sorters = filter::parse_sorters(text, &collection.sorter_names())
-                .map_err(Error::Sorters)?;
+            query.sorters =
+                filter::parse_sorters(text, &collection.sorter_names()).map_err(Error::Sorters)?;
         }
         if let Some(text) = offset {
             query.offset = parse_bounded("offset", text, MAX_OFFSET, |offset, max| {
@@ -583,11 +592,12 @@ impl Query {
             }
             let mut values = Vec::with_capacity(texts.len());
             for (position, (sort, text)) in sorts.iter().zip(&texts).enumerate() {
-                let field = collection
-                    .sort_field(sort.field)
-                    .ok_or_else(|| Error::SortNotAllowed {
-                        field: sort.field.to_owned(),
-                    })?;
+                let field =
+                    collection
+                        .sort_field(sort.field)
+                        .ok_or_else(|| Error::SortNotAllowed {
+                            field: sort.field.to_owned(),
+                        })?;
                 values.push(parse_sort_value(position, field, text)?);
             }
             query.search_after = Some(values);
@@ -672,11 +682,12 @@ impl Query {
                 });
             }
             for (position, (sort, value)) in sorts.iter().zip(values).enumerate() {
-                let field = collection
-                    .sort_field(sort.field)
-                    .ok_or_else(|| Error::SortNotAllowed {
-                        field: sort.field.to_owned(),
-                    })?;
+                let field =
+                    collection
+                        .sort_field(sort.field)
+                        .ok_or_else(|| Error::SortNotAllowed {
+                            field: sort.field.to_owned(),
+                        })?;
                 if !value.fits(field) {
                     return Err(Error::SearchAfterValue {
                         position,
@@ -856,7 +867,11 @@ fn tighter<K: Ord>(a: &Bound<K>, b: &Bound<K>, towards: Ordering) -> bool {
 #[derive(Debug, Clone)]
 enum Source {
     /// The records table by id.
-    Primary { reverse: bool, lo: Bound<u128>, hi: Bound<u128> },
+    Primary {
+        reverse: bool,
+        lo: Bound<u128>,
+        hi: Bound<u128>,
+    },
     /// Ranges of one index, in key order (reversed when `reverse`).
     Index {
         code: u8,
@@ -983,7 +998,9 @@ fn stream_direction(candidate: &Candidate, keys: &[Sort]) -> Option<bool> {
     }
     match keys {
         [id] if candidate.points => Some(id.descending),
-        [first, id] if first.field == candidate.field.field && first.descending == id.descending => {
+        [first, id]
+            if first.field == candidate.field.field && first.descending == id.descending =>
+        {
             Some(first.descending)
         }
         _ => None,
@@ -1186,7 +1203,9 @@ const CONNECTION_TABLES: Tables<Connection> = Tables {
     primary: tables::CONNECTIONS,
     index: tables::CONNECTION_INDEX,
     index_name: "connection_index",
-    decode: |tenant, id, bytes| codec::decode_connection(tenant, ConnectionId::from_u128(id), bytes),
+    decode: |tenant, id, bytes| {
+        codec::decode_connection(tenant, ConnectionId::from_u128(id), bytes)
+    },
 };
 
 const HISTORY_TABLES: Tables<ActivationRecord> = Tables {
@@ -1332,7 +1351,11 @@ impl Reader {
                             return Err(codec::Error::new(
                                 RecordName::Key {
                                     table: tables.index_name,
-                                    key: format!("({tenant:?}, {code}, {:?}, {})", k.value().2, ConnectionId::from_u128(id)),
+                                    key: format!(
+                                        "({tenant:?}, {code}, {:?}, {})",
+                                        k.value().2,
+                                        ConnectionId::from_u128(id)
+                                    ),
                                 },
                                 Problem::Invalid("indexes a record that is not stored".to_owned()),
                             )
@@ -1420,7 +1443,11 @@ impl Reader {
                 // Counting without the keys alone means reading every match: read the whole
                 // source once, counting all and keeping the page.
                 let counting = query.count && !chosen.plan.covered;
-                let source = if counting { &chosen.full } else { &chosen.source };
+                let source = if counting {
+                    &chosen.full
+                } else {
+                    &chosen.source
+                };
                 let (mut items, mut skipped, mut total) = (Vec::new(), 0, 0u64);
                 self.visit(tables, t, source, &mut budget, |r| {
                     if !matches(&r) {
@@ -1544,11 +1571,21 @@ fn explain(
     query.validate(collection)?;
     let filter = scoped(query.filter.as_ref(), collection.identity_field, identity);
     let keys = query.keys(collection);
-    Ok(plan(collection, filter.as_ref(), &keys, query.search_after.as_deref()).plan)
+    Ok(plan(
+        collection,
+        filter.as_ref(),
+        &keys,
+        query.search_after.as_deref(),
+    )
+    .plan)
 }
 
 /// `filter`, constrained to `identity` (as the first conjunct of a flat `and`) when given.
-fn scoped(filter: Option<&Expr>, field: &'static str, identity: Option<&IdentityId>) -> Option<Expr> {
+fn scoped(
+    filter: Option<&Expr>,
+    field: &'static str,
+    identity: Option<&IdentityId>,
+) -> Option<Expr> {
     let Some(identity) = identity else {
         return filter.cloned();
     };

@@ -294,7 +294,10 @@ impl Reader {
             account.as_str(),
         );
         let mut ids = Vec::new();
-        for entry in table.range((t, e, i, a, 0)..=(t, e, i, a, u128::MAX))?.take(MAX_AMBIGUOUS) {
+        for entry in table
+            .range((t, e, i, a, 0)..=(t, e, i, a, u128::MAX))?
+            .take(MAX_AMBIGUOUS)
+        {
             ids.push(ConnectionId::from_u128(entry?.0.value().4));
         }
         match ids.as_slice() {

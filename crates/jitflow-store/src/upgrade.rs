@@ -46,8 +46,8 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
         };
         let key = (envelope.tenant.clone(), event.connection.as_u128());
         let before = states.remove(&key);
-        let after = evolve(before, &event)
-            .map_err(|e| failed(format!("event {}: {e}", k.value())))?;
+        let after =
+            evolve(before, &event).map_err(|e| failed(format!("event {}: {e}", k.value())))?;
         if let (Some(id), Some(c)) = (event.activation, after.as_ref())
             && let Some(a) = c.activation.as_ref().filter(|a| a.id == id)
         {
@@ -100,7 +100,9 @@ mod tests {
     use crate::batch::{Batch, Entry};
     use crate::open::{FILE_FORMAT_VERSION, Options};
     use crate::query::Query;
-    use crate::tables::{ASSIGNMENTS, CONNECTION_INDEX, FORMAT_VERSION_KEY, HISTORY, HISTORY_INDEX, META};
+    use crate::tables::{
+        ASSIGNMENTS, CONNECTION_INDEX, FORMAT_VERSION_KEY, HISTORY, HISTORY_INDEX, META,
+    };
     use crate::test_support::{ACT, CONN, spec, step};
     use jitflow_core::id::TenantId;
 
@@ -141,7 +143,10 @@ mod tests {
             assert!(txn.delete_table(HISTORY_INDEX).unwrap());
             assert!(txn.delete_table(HISTORY).unwrap());
             assert!(txn.delete_table(ASSIGNMENTS).unwrap());
-            txn.open_table(META).unwrap().insert(FORMAT_VERSION_KEY, 1).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_VERSION_KEY, 1)
+                .unwrap();
             txn.commit().unwrap();
         }
         let store = Store::open(&path, Options::default()).unwrap();
@@ -167,7 +172,9 @@ mod tests {
         .unwrap();
         let page = reader.query_connections(&tenant, &query, None).unwrap();
         assert_eq!(page.items.len(), 1);
-        let history = reader.query_history(&tenant, &Query::default(), None).unwrap();
+        let history = reader
+            .query_history(&tenant, &Query::default(), None)
+            .unwrap();
         assert_eq!(history.items.len(), 1);
         assert_eq!(history.items[0].activation.id, ACT);
     }

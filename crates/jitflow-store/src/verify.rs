@@ -17,10 +17,10 @@ use jitflow_core::policy::Policy;
 use redb::{ReadableDatabase, TableDefinition};
 
 use crate::codec::{self, Payload, Problem, RecordName, Stream};
+use crate::index;
 use crate::intents::Intent;
 use crate::read::Reader;
 use crate::store::Store;
-use crate::index;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
     INTENTS, POLICIES, STREAMS, TIMERS, timer_kind_code,
@@ -844,7 +844,10 @@ fn compare_index(
     for (tenant, code, value, id) in missing {
         report.push(Difference::IndexEntry {
             table: name,
-            key: format!("({:?}, {code}, {value:?}, {id:#x})", tenants.id(tenant).as_str()),
+            key: format!(
+                "({:?}, {code}, {value:?}, {id:#x})",
+                tenants.id(tenant).as_str()
+            ),
             missing: true,
         });
     }
@@ -1159,7 +1162,12 @@ mod tests {
         {
             let mut index = txn.open_table(CONNECTION_INDEX).unwrap();
             // The state entry lost, an entry for a state the connection is not in.
-            assert!(index.remove((t, 1, b"ACTIVE".as_slice(), c)).unwrap().is_some());
+            assert!(
+                index
+                    .remove((t, 1, b"ACTIVE".as_slice(), c))
+                    .unwrap()
+                    .is_some()
+            );
             index.insert((t, 1, b"EXPIRED".as_slice(), c), ()).unwrap();
             let mut assignments = txn.open_table(ASSIGNMENTS).unwrap();
             assert!(
@@ -1169,7 +1177,9 @@ mod tests {
                     .is_some()
             );
             let mut history_index = txn.open_table(HISTORY_INDEX).unwrap();
-            history_index.insert((t, 5, b"ERROR".as_slice(), ACT.as_u128()), ()).unwrap();
+            history_index
+                .insert((t, 5, b"ERROR".as_slice(), ACT.as_u128()), ())
+                .unwrap();
             txn.open_table(HISTORY)
                 .unwrap()
                 .remove((t, ACT.as_u128()))
@@ -1187,13 +1197,26 @@ mod tests {
         };
         // Keys print their value bytes as a list of numbers.
         let bytes = |text: &str| format!("{:?}", text.as_bytes());
-        assert!(index_entry("connection_index", true, &bytes("ACTIVE")), "{d:#?}");
-        assert!(index_entry("connection_index", false, &bytes("EXPIRED")), "{d:#?}");
+        assert!(
+            index_entry("connection_index", true, &bytes("ACTIVE")),
+            "{d:#?}"
+        );
+        assert!(
+            index_entry("connection_index", false, &bytes("EXPIRED")),
+            "{d:#?}"
+        );
         assert!(index_entry("assignments", true, "ent-admins"), "{d:#?}");
-        assert!(index_entry("history_index", false, &bytes("ERROR")), "{d:#?}");
+        assert!(
+            index_entry("history_index", false, &bytes("ERROR")),
+            "{d:#?}"
+        );
         assert!(d.iter().any(|x| matches!(
             x,
-            Difference::History { stored: None, replayed: Some(_), .. }
+            Difference::History {
+                stored: None,
+                replayed: Some(_),
+                ..
+            }
         )));
         assert_eq!(d.len(), 5, "{d:#?}");
     }

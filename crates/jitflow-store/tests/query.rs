@@ -263,7 +263,11 @@ fn naive<R: Fields + Clone>(collection: &Collection, query: &Query, records: &[R
 }
 
 fn connections_of(world: &World, tenant: usize) -> Vec<Connection> {
-    world.tenants[tenant].connections.values().cloned().collect()
+    world.tenants[tenant]
+        .connections
+        .values()
+        .cloned()
+        .collect()
 }
 
 /// Every history record of `tenant`, read by id for every activation the log names.
@@ -287,7 +291,15 @@ fn history_of(store: &Store, tenant: &TenantId) -> Vec<ActivationRecord> {
 fn timestamps(connections: &[Connection], history: &[ActivationRecord]) -> Vec<Timestamp> {
     let mut out: Vec<Timestamp> = connections
         .iter()
-        .flat_map(|c| [c.jit.activation, c.jit.provision, c.jit.deactivation, c.jit.deprovision, c.jit.expiration])
+        .flat_map(|c| {
+            [
+                c.jit.activation,
+                c.jit.provision,
+                c.jit.deactivation,
+                c.jit.deprovision,
+                c.jit.expiration,
+            ]
+        })
         .flatten()
         .chain(history.iter().map(ActivationRecord::activation_initiated))
         .collect();
@@ -554,7 +566,9 @@ fn every_field_and_operator_answers_like_the_naive_filter() {
                     vec![String::new()]
                 };
                 for instant in &instants {
-                    let filters = term.replace("{t}", instant).replace("{c}", &some_connection);
+                    let filters = term
+                        .replace("{t}", instant)
+                        .replace("{c}", &some_connection);
                     let field = filters.split(' ').next().unwrap();
                     let sortable = collection.sorters.iter().any(|s| s.name == field);
                     let orders: Vec<Option<String>> = if sortable {
@@ -567,10 +581,18 @@ fn every_field_and_operator_answers_like_the_naive_filter() {
                         query.count = true;
                         let (got, total, expected) = if std::ptr::eq(collection, CONNECTIONS) {
                             let page = reader.query_connections(&t.id, &query, None).unwrap();
-                            (ids(&page.items), page.total, ids(&naive(collection, &query, &connections)))
+                            (
+                                ids(&page.items),
+                                page.total,
+                                ids(&naive(collection, &query, &connections)),
+                            )
                         } else {
                             let page = reader.query_history(&t.id, &query, None).unwrap();
-                            (ids(&page.items), page.total, ids(&naive(collection, &query, &history)))
+                            (
+                                ids(&page.items),
+                                page.total,
+                                ids(&naive(collection, &query, &history)),
+                            )
                         };
                         assert_eq!(got, expected, "{filters} sorted {sorters:?}");
                         assert_eq!(total, Some(expected.len() as u64), "{filters}");
@@ -578,7 +600,11 @@ fn every_field_and_operator_answers_like_the_naive_filter() {
                     }
                 }
             }
-            assert!(nonempty > terms.len() / 2, "{}: most terms match something", collection.name);
+            assert!(
+                nonempty > terms.len() / 2,
+                "{}: most terms match something",
+                collection.name
+            );
         }
     }
 }
@@ -587,43 +613,287 @@ fn every_field_and_operator_answers_like_the_naive_filter() {
 fn plans_use_the_most_selective_index_and_stream_when_the_order_allows() {
     let identity = IdentityId::parse("alice").unwrap();
     let index = |field: &'static str, ranges: usize| Access::Index { field, ranges };
-    let cases: Vec<(&Collection, Option<&str>, Option<&str>, bool, Access, Order, bool)> = vec![
+    let cases: Vec<(
+        &Collection,
+        Option<&str>,
+        Option<&str>,
+        bool,
+        Access,
+        Order,
+        bool,
+    )> = vec![
         // No filter: the records table by id, or a sort field's whole index.
-        (CONNECTIONS, None, None, false, Access::Scan, Order::Streamed, true),
-        (CONNECTIONS, None, Some("-id"), false, Access::Scan, Order::Streamed, true),
-        (CONNECTIONS, None, Some("identity.id"), false, Access::Scan, Order::Streamed, true),
-        (CONNECTIONS, None, Some("-state.value,-id"), false, Access::Scan, Order::Streamed, true),
-        (CONNECTIONS, None, Some("identity.name"), false, Access::Scan, Order::Sorted, true),
-        (CONNECTIONS, None, Some("state.value,-id"), false, Access::Scan, Order::Sorted, true),
+        (
+            CONNECTIONS,
+            None,
+            None,
+            false,
+            Access::Scan,
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            None,
+            Some("-id"),
+            false,
+            Access::Scan,
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            None,
+            Some("identity.id"),
+            false,
+            Access::Scan,
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            None,
+            Some("-state.value,-id"),
+            false,
+            Access::Scan,
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            None,
+            Some("identity.name"),
+            false,
+            Access::Scan,
+            Order::Sorted,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            None,
+            Some("state.value,-id"),
+            false,
+            Access::Scan,
+            Order::Sorted,
+            true,
+        ),
         // A filter no index serves: a scan that says so.
-        (CONNECTIONS, Some(r#"identity.name co "A""#), None, false, Access::Scan, Order::Streamed, false),
-        (CONNECTIONS, Some(r#"not state.value eq "ACTIVE""#), None, false, Access::Scan, Order::Streamed, false),
-        (CONNECTIONS, Some(r#"state.value eq "ACTIVE" or type eq "JIT""#), Some("type"), false, Access::Scan, Order::Streamed, false),
+        (
+            CONNECTIONS,
+            Some(r#"identity.name co "A""#),
+            None,
+            false,
+            Access::Scan,
+            Order::Streamed,
+            false,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"not state.value eq "ACTIVE""#),
+            None,
+            false,
+            Access::Scan,
+            Order::Streamed,
+            false,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"state.value eq "ACTIVE" or type eq "JIT""#),
+            Some("type"),
+            false,
+            Access::Scan,
+            Order::Streamed,
+            false,
+        ),
         // Selective equalities.
-        (CONNECTIONS, Some(r#"state.value eq "ACTIVATING""#), None, false, index("state.value", 1), Order::Streamed, true),
-        (CONNECTIONS, Some(r#"identity.id eq "bob""#), Some("-id"), false, index("identity.id", 1), Order::Streamed, true),
-        (CONNECTIONS, Some(r#"identity.id eq "bob""#), Some("jit.expiration"), false, index("identity.id", 1), Order::Sorted, true),
-        (CONNECTIONS, Some(r#"state.value eq "ACTIVE" and entitlement.id in ("ent-dba", "ent-ro", "ent-dba")"#), None, false, index("entitlement.id", 2), Order::Sorted, false),
-        (CONNECTIONS, Some(r#"state.value eq "ACTIVE" and source.id eq "sql""#), None, false, index("source.id", 1), Order::Streamed, false),
+        (
+            CONNECTIONS,
+            Some(r#"state.value eq "ACTIVATING""#),
+            None,
+            false,
+            index("state.value", 1),
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"identity.id eq "bob""#),
+            Some("-id"),
+            false,
+            index("identity.id", 1),
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"identity.id eq "bob""#),
+            Some("jit.expiration"),
+            false,
+            index("identity.id", 1),
+            Order::Sorted,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            Some(
+                r#"state.value eq "ACTIVE" and entitlement.id in ("ent-dba", "ent-ro", "ent-dba")"#,
+            ),
+            None,
+            false,
+            index("entitlement.id", 2),
+            Order::Sorted,
+            false,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"state.value eq "ACTIVE" and source.id eq "sql""#),
+            None,
+            false,
+            index("source.id", 1),
+            Order::Streamed,
+            false,
+        ),
         // Ranges of a JIT timestamp, streamed when sorted by that field.
-        (CONNECTIONS, Some("jit.expiration gt 2026-01-01T00:00:00Z and jit.expiration le 2027-01-01T00:00:00Z"), Some("-jit.expiration"), false, index("jit.expiration", 1), Order::Streamed, true),
-        (CONNECTIONS, Some(r#"jit.activation ge 2026-01-01T00:00:00Z and type eq "JIT""#), Some("identity.name"), false, index("jit.activation", 1), Order::Sorted, false),
+        (
+            CONNECTIONS,
+            Some(
+                "jit.expiration gt 2026-01-01T00:00:00Z and jit.expiration le 2027-01-01T00:00:00Z",
+            ),
+            Some("-jit.expiration"),
+            false,
+            index("jit.expiration", 1),
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"jit.activation ge 2026-01-01T00:00:00Z and type eq "JIT""#),
+            Some("identity.name"),
+            false,
+            index("jit.activation", 1),
+            Order::Sorted,
+            false,
+        ),
         // A weak index gives way to a stream in the requested order.
-        (CONNECTIONS, Some(r#"type eq "JIT" and jit.activation ge 2026-01-01T00:00:00Z"#), Some("jit.activation"), false, index("jit.activation", 1), Order::Streamed, false),
+        (
+            CONNECTIONS,
+            Some(r#"type eq "JIT" and jit.activation ge 2026-01-01T00:00:00Z"#),
+            Some("jit.activation"),
+            false,
+            index("jit.activation", 1),
+            Order::Streamed,
+            false,
+        ),
         // The current-identity variant always reads the identity's entries.
-        (CONNECTIONS, None, None, true, index("identity.id", 1), Order::Streamed, true),
-        (CONNECTIONS, Some(r#"identity.id eq "bob""#), None, true, index("identity.id", 1), Order::Streamed, false),
-        (CONNECTIONS, Some(r#"state.value eq "ACTIVE""#), Some("type"), true, index("identity.id", 1), Order::Sorted, false),
+        (
+            CONNECTIONS,
+            None,
+            None,
+            true,
+            index("identity.id", 1),
+            Order::Streamed,
+            true,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"identity.id eq "bob""#),
+            None,
+            true,
+            index("identity.id", 1),
+            Order::Streamed,
+            false,
+        ),
+        (
+            CONNECTIONS,
+            Some(r#"state.value eq "ACTIVE""#),
+            Some("type"),
+            true,
+            index("identity.id", 1),
+            Order::Sorted,
+            false,
+        ),
         // History.
-        (HISTORY, None, None, false, Access::Scan, Order::Streamed, true),
-        (HISTORY, None, Some("status,id"), false, Access::Scan, Order::Streamed, true),
-        (HISTORY, None, Some("provisionCompleted"), false, Access::Scan, Order::Sorted, true),
-        (HISTORY, Some(r#"status eq "PROVISIONED""#), Some("id"), false, index("status", 1), Order::Streamed, true),
-        (HISTORY, Some(r#"connectionId eq "757fb80390245861e51083a56e4c5bd3""#), None, false, index("connectionId", 1), Order::Sorted, true),
-        (HISTORY, Some(r#"connectionId eq "not-a-uuid""#), None, false, index("connectionId", 0), Order::Sorted, true),
-        (HISTORY, Some(r#"policyFrictionOutcome eq "BYPASSED""#), None, false, Access::Scan, Order::Streamed, false),
-        (HISTORY_OF_IDENTITY, None, None, true, index("identityId", 1), Order::Sorted, true),
-        (HISTORY_OF_IDENTITY, None, Some("id"), true, index("identityId", 1), Order::Streamed, true),
+        (
+            HISTORY,
+            None,
+            None,
+            false,
+            Access::Scan,
+            Order::Streamed,
+            true,
+        ),
+        (
+            HISTORY,
+            None,
+            Some("status,id"),
+            false,
+            Access::Scan,
+            Order::Streamed,
+            true,
+        ),
+        (
+            HISTORY,
+            None,
+            Some("provisionCompleted"),
+            false,
+            Access::Scan,
+            Order::Sorted,
+            true,
+        ),
+        (
+            HISTORY,
+            Some(r#"status eq "PROVISIONED""#),
+            Some("id"),
+            false,
+            index("status", 1),
+            Order::Streamed,
+            true,
+        ),
+        (
+            HISTORY,
+            Some(r#"connectionId eq "757fb80390245861e51083a56e4c5bd3""#),
+            None,
+            false,
+            index("connectionId", 1),
+            Order::Sorted,
+            true,
+        ),
+        (
+            HISTORY,
+            Some(r#"connectionId eq "not-a-uuid""#),
+            None,
+            false,
+            index("connectionId", 0),
+            Order::Sorted,
+            true,
+        ),
+        (
+            HISTORY,
+            Some(r#"policyFrictionOutcome eq "BYPASSED""#),
+            None,
+            false,
+            Access::Scan,
+            Order::Streamed,
+            false,
+        ),
+        (
+            HISTORY_OF_IDENTITY,
+            None,
+            None,
+            true,
+            index("identityId", 1),
+            Order::Sorted,
+            true,
+        ),
+        (
+            HISTORY_OF_IDENTITY,
+            None,
+            Some("id"),
+            true,
+            index("identityId", 1),
+            Order::Streamed,
+            true,
+        ),
     ];
     for (collection, filters, sorters, scoped, access, order, covered) in cases {
         let query = parse(collection, filters, sorters);
@@ -650,34 +920,129 @@ fn parameter_errors_are_typed_and_name_the_problem() {
              limit: Option<&str>,
              count: Option<&str>,
              search_after: Option<&str>| {
-        Query::parse(CONNECTIONS, filters, sorters, offset, limit, count, search_after)
-            .map(|_| ())
-            .map_err(|e| (e.to_string(), e))
+        Query::parse(
+            CONNECTIONS,
+            filters,
+            sorters,
+            offset,
+            limit,
+            count,
+            search_after,
+        )
+        .map(|_| ())
+        .map_err(|e| (e.to_string(), e))
     };
     use jitflow_core::filter::Error as F;
     let cases: Vec<(Result<(), (String, Error)>, &str)> = vec![
-        (p(Some(r#"colour eq "red""#), None, None, None, None, None), "Unknown field `colour`"),
-        (p(Some(r#"type co "J""#), None, None, None, None, None), "Operator `co` is not allowed on field `type`"),
-        (p(Some("jit.expiration eq 2026-01-01T00:00:00Z"), None, None, None, None, None), "Operator `eq` is not allowed"),
-        (p(Some(r#"state.value eq "ACTIVE" and"#), None, None, None, None, None), "ends too soon"),
-        (p(None, Some("colour"), None, None, None, None), "unknown field `colour`"),
-        (p(None, Some("id,id"), None, None, None, None), "already a sort key"),
-        (p(None, None, Some("ten"), None, None, None), "offset must be an integer"),
-        (p(None, None, Some("10001"), None, None, None), "offset must be between 0 and 10000"),
-        (p(None, None, Some("-1"), None, None, None), "offset must be between 0 and 10000"),
-        (p(None, None, None, Some("251"), None, None), "limit must be between 0 and 250"),
-        (p(None, None, None, Some("-5"), None, None), "limit must be between 0 and 250"),
-        (p(None, None, None, Some("1.5"), None, None), "limit must be an integer"),
-        (p(None, None, None, None, Some("yes"), None), "count must be true or false"),
-        (p(None, Some("type,id"), None, None, None, Some("JIT")), "searchAfter has 1 values but there are 2 sorters"),
-        (p(None, None, None, None, None, Some("a,b")), "searchAfter has 2 values but there are 1 sorters"),
-        (p(None, None, None, None, None, Some("not-a-uuid")), "is not a value of `id`: expected a UUID"),
-        (p(None, Some("type"), None, None, None, Some("MAYBE")), "expected one of JIT, STANDING, NA"),
-        (p(None, Some("standalone"), None, None, None, Some("yes")), "expected true or false"),
-        (p(None, Some("jit.expiration"), None, None, None, Some("tomorrow")), "expected an RFC 3339 date-time"),
-        (p(None, Some("type"), None, None, None, Some("")), "is not a value of `type`"),
-        (p(None, Some("identity.name"), None, None, None, Some("a\\b")), "a backslash must be followed"),
-        (p(None, None, None, None, None, Some(&"x".repeat(5000))), "searchAfter is malformed"),
+        (
+            p(Some(r#"colour eq "red""#), None, None, None, None, None),
+            "Unknown field `colour`",
+        ),
+        (
+            p(Some(r#"type co "J""#), None, None, None, None, None),
+            "Operator `co` is not allowed on field `type`",
+        ),
+        (
+            p(
+                Some("jit.expiration eq 2026-01-01T00:00:00Z"),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ),
+            "Operator `eq` is not allowed",
+        ),
+        (
+            p(
+                Some(r#"state.value eq "ACTIVE" and"#),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ),
+            "ends too soon",
+        ),
+        (
+            p(None, Some("colour"), None, None, None, None),
+            "unknown field `colour`",
+        ),
+        (
+            p(None, Some("id,id"), None, None, None, None),
+            "already a sort key",
+        ),
+        (
+            p(None, None, Some("ten"), None, None, None),
+            "offset must be an integer",
+        ),
+        (
+            p(None, None, Some("10001"), None, None, None),
+            "offset must be between 0 and 10000",
+        ),
+        (
+            p(None, None, Some("-1"), None, None, None),
+            "offset must be between 0 and 10000",
+        ),
+        (
+            p(None, None, None, Some("251"), None, None),
+            "limit must be between 0 and 250",
+        ),
+        (
+            p(None, None, None, Some("-5"), None, None),
+            "limit must be between 0 and 250",
+        ),
+        (
+            p(None, None, None, Some("1.5"), None, None),
+            "limit must be an integer",
+        ),
+        (
+            p(None, None, None, None, Some("yes"), None),
+            "count must be true or false",
+        ),
+        (
+            p(None, Some("type,id"), None, None, None, Some("JIT")),
+            "searchAfter has 1 values but there are 2 sorters",
+        ),
+        (
+            p(None, None, None, None, None, Some("a,b")),
+            "searchAfter has 2 values but there are 1 sorters",
+        ),
+        (
+            p(None, None, None, None, None, Some("not-a-uuid")),
+            "is not a value of `id`: expected a UUID",
+        ),
+        (
+            p(None, Some("type"), None, None, None, Some("MAYBE")),
+            "expected one of JIT, STANDING, NA",
+        ),
+        (
+            p(None, Some("standalone"), None, None, None, Some("yes")),
+            "expected true or false",
+        ),
+        (
+            p(
+                None,
+                Some("jit.expiration"),
+                None,
+                None,
+                None,
+                Some("tomorrow"),
+            ),
+            "expected an RFC 3339 date-time",
+        ),
+        (
+            p(None, Some("type"), None, None, None, Some("")),
+            "is not a value of `type`",
+        ),
+        (
+            p(None, Some("identity.name"), None, None, None, Some("a\\b")),
+            "a backslash must be followed",
+        ),
+        (
+            p(None, None, None, None, None, Some(&"x".repeat(5000))),
+            "searchAfter is malformed",
+        ),
     ];
     for (result, needle) in cases {
         let (message, _) = result.expect_err(needle);
@@ -690,26 +1055,67 @@ fn parameter_errors_are_typed_and_name_the_problem() {
     ));
     assert!(matches!(
         p(None, None, None, Some("251"), None, None),
-        Err((_, Error::LimitOutOfRange { limit: 251, max: 250 }))
+        Err((
+            _,
+            Error::LimitOutOfRange {
+                limit: 251,
+                max: 250
+            }
+        ))
     ));
     assert!(matches!(
         p(None, Some("type,id"), None, None, None, Some("JIT")),
-        Err((_, Error::SearchAfterLength { expected: 2, found: 1 }))
+        Err((
+            _,
+            Error::SearchAfterLength {
+                expected: 2,
+                found: 1
+            }
+        ))
     ));
     // The current identity's history has no identityId filter.
     assert!(matches!(
-        Query::parse(HISTORY_OF_IDENTITY, Some(r#"identityId eq "bob""#), None, None, None, None, None),
+        Query::parse(
+            HISTORY_OF_IDENTITY,
+            Some(r#"identityId eq "bob""#),
+            None,
+            None,
+            None,
+            None,
+            None
+        ),
         Err(Error::Filter(F::UnknownField { .. }))
     ));
     // Valid edge values.
-    let q = Query::parse(CONNECTIONS, None, None, Some("10000"), Some("0"), Some("TRUE"), None).unwrap();
+    let q = Query::parse(
+        CONNECTIONS,
+        None,
+        None,
+        Some("10000"),
+        Some("0"),
+        Some("TRUE"),
+        None,
+    )
+    .unwrap();
     assert_eq!((q.offset, q.limit, q.count), (10_000, 0, true));
     let q = Query::parse(CONNECTIONS, None, None, None, None, None, None).unwrap();
     assert_eq!((q.offset, q.limit, q.count), (0, 250, false));
-    let q = Query::parse(CONNECTIONS, None, Some("jit.expiration,identity.name"), None, None, None, Some(",Bob\\, Jr.")).unwrap();
+    let q = Query::parse(
+        CONNECTIONS,
+        None,
+        Some("jit.expiration,identity.name"),
+        None,
+        None,
+        None,
+        Some(",Bob\\, Jr."),
+    )
+    .unwrap();
     assert_eq!(
         q.search_after,
-        Some(vec![query::SortValue::Null, query::SortValue::Text("Bob, Jr.".into())])
+        Some(vec![
+            query::SortValue::Null,
+            query::SortValue::Text("Bob, Jr.".into())
+        ])
     );
 }
 
@@ -718,25 +1124,82 @@ fn hand_built_queries_are_checked_when_run() {
     let (world, store) = sample();
     let tenant = &world.tenants[0].id;
     let reader = store.reader().unwrap();
-    let history_filter = jitflow_core::filter::parse_filter(r#"identityId eq "bob""#, HISTORY.fields).unwrap();
+    let history_filter =
+        jitflow_core::filter::parse_filter(r#"identityId eq "bob""#, HISTORY.fields).unwrap();
     let cases: Vec<(Query, bool)> = vec![
-        (Query { limit: 251, ..Query::default() }, false),
-        (Query { offset: 10_001, ..Query::default() }, false),
-        (Query { max_examined: 0, ..Query::default() }, false),
-        (Query { sorters: vec![Sort { field: "status", descending: false }], ..Query::default() }, false),
-        (Query { search_after: Some(vec![query::SortValue::Text("x".into())]), ..Query::default() }, false),
-        (Query { search_after: Some(vec![]), ..Query::default() }, false),
-        (Query { filter: Some(history_filter.clone()), ..Query::default() }, false),
-        (Query { filter: Some(history_filter), ..Query::default() }, true),
+        (
+            Query {
+                limit: 251,
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                offset: 10_001,
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                max_examined: 0,
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                sorters: vec![Sort {
+                    field: "status",
+                    descending: false,
+                }],
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                search_after: Some(vec![query::SortValue::Text("x".into())]),
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                search_after: Some(vec![]),
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                filter: Some(history_filter.clone()),
+                ..Query::default()
+            },
+            false,
+        ),
+        (
+            Query {
+                filter: Some(history_filter),
+                ..Query::default()
+            },
+            true,
+        ),
     ];
     for (query, history) in cases {
         let result = if history {
-            reader.query_history(tenant, &query, Some(&IdentityId::parse("bob").unwrap())).map(|_| ())
+            reader
+                .query_history(tenant, &query, Some(&IdentityId::parse("bob").unwrap()))
+                .map(|_| ())
         } else {
             reader.query_connections(tenant, &query, None).map(|_| ())
         };
         let error = result.expect_err("refused");
-        assert!(!matches!(error, Error::Read(_) | Error::ScanBound { .. }), "{error}");
+        assert!(
+            !matches!(error, Error::Read(_) | Error::ScanBound { .. }),
+            "{error}"
+        );
     }
 }
 
@@ -755,7 +1218,13 @@ fn the_scan_bound_refuses_work_past_it_and_counts_keys_only_when_covered() {
         Err(Error::ScanBound { max }) if max == all - 1
     ));
     query.max_examined = all;
-    assert_eq!(reader.query_connections(tenant, &query, None).unwrap().items, vec![]);
+    assert_eq!(
+        reader
+            .query_connections(tenant, &query, None)
+            .unwrap()
+            .items,
+        vec![]
+    );
     // An indexed query reads only its entries.
     let alice = world.tenants[0]
         .connections
@@ -776,7 +1245,14 @@ fn tenants_are_isolated_and_the_identity_scope_always_applies() {
     let reader = store.reader().unwrap();
     for (n, t) in world.tenants.iter().enumerate() {
         let page = reader
-            .query_connections(&t.id, &Query { count: true, ..Query::default() }, None)
+            .query_connections(
+                &t.id,
+                &Query {
+                    count: true,
+                    ..Query::default()
+                },
+                None,
+            )
             .unwrap();
         let mine: BTreeMap<u128, ()> = world.tenants[n]
             .connections
@@ -788,21 +1264,42 @@ fn tenants_are_isolated_and_the_identity_scope_always_applies() {
         let history = reader
             .query_history(&t.id, &Query::default(), None)
             .unwrap();
-        assert!(history.items.iter().all(|r| mine.contains_key(&r.activation.connection.as_u128())
-            || !world.tenants[1 - n].connections.contains_key(&r.activation.connection)));
+        assert!(history.items.iter().all(|r| {
+            mine.contains_key(&r.activation.connection.as_u128())
+                || !world.tenants[1 - n]
+                    .connections
+                    .contains_key(&r.activation.connection)
+        }));
     }
     let tenant = &world.tenants[0].id;
     let bob = IdentityId::parse("bob").unwrap();
     // Whatever the filter says, only bob's connections come back.
-    for filters in [None, Some(r#"identity.id eq "alice""#), Some(r#"identity.id eq "alice" or identity.id eq "bob""#), Some(r#"not identity.id eq "bob""#)] {
+    for filters in [
+        None,
+        Some(r#"identity.id eq "alice""#),
+        Some(r#"identity.id eq "alice" or identity.id eq "bob""#),
+        Some(r#"not identity.id eq "bob""#),
+    ] {
         let query = parse(CONNECTIONS, filters, None);
-        let page = reader.query_connections(tenant, &query, Some(&bob)).unwrap();
-        assert!(page.items.iter().all(|c| c.spec.identity == bob), "{filters:?}");
+        let page = reader
+            .query_connections(tenant, &query, Some(&bob))
+            .unwrap();
+        assert!(
+            page.items.iter().all(|c| c.spec.identity == bob),
+            "{filters:?}"
+        );
         let unscoped = reader.query_connections(tenant, &query, None).unwrap();
-        let expected: Vec<u128> = unscoped.items.iter().filter(|c| c.spec.identity == bob).map(|c| c.id().as_u128()).collect();
+        let expected: Vec<u128> = unscoped
+            .items
+            .iter()
+            .filter(|c| c.spec.identity == bob)
+            .map(|c| c.id().as_u128())
+            .collect();
         assert_eq!(ids(&page.items), expected, "{filters:?}");
     }
-    let page = reader.query_history(tenant, &Query::default(), Some(&bob)).unwrap();
+    let page = reader
+        .query_history(tenant, &Query::default(), Some(&bob))
+        .unwrap();
     assert!(!page.items.is_empty());
     assert!(page.items.iter().all(|r| r.identity == bob));
 }
@@ -814,7 +1311,12 @@ fn connections_are_found_by_assignment() {
     for t in &world.tenants {
         for c in t.connections.values() {
             let found = reader
-                .connection_by_assignment(&t.id, &c.spec.entitlement, &c.spec.identity, &c.spec.account)
+                .connection_by_assignment(
+                    &t.id,
+                    &c.spec.entitlement,
+                    &c.spec.identity,
+                    &c.spec.account,
+                )
                 .unwrap_or_else(|e| panic!("{e}"));
             // Slots that share the three ids make an assignment ambiguous; the sample has none.
             assert_eq!(found.as_ref(), Some(c));
@@ -825,7 +1327,12 @@ fn connections_are_found_by_assignment() {
     let other = TenantId::parse("nobody").unwrap();
     assert_eq!(
         reader
-            .connection_by_assignment(&other, &c.spec.entitlement, &c.spec.identity, &c.spec.account)
+            .connection_by_assignment(
+                &other,
+                &c.spec.entitlement,
+                &c.spec.identity,
+                &c.spec.account
+            )
             .unwrap(),
         None
     );

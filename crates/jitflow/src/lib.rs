@@ -76,6 +76,7 @@ mod engine;
 mod error;
 pub mod hooks;
 pub mod metrics;
+pub mod query;
 mod scheduler;
 mod writer;
 
