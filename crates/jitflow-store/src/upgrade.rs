@@ -94,7 +94,6 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use jitflow_core::lifecycle::Command;
-    use redb::ReadableTable;
 
     use crate::Store;
     use crate::batch::{Batch, Entry};
