@@ -110,11 +110,7 @@ fn build(path: &PathBuf, count: u64) {
             }
         }
         if n % 100_000 == 99_999 {
-            eprintln!(
-                "built {} connections in {:.0?}",
-                n + 1,
-                started.elapsed()
-            );
+            eprintln!("built {} connections in {:.0?}", n + 1, started.elapsed());
         }
     }
     if !batch.is_empty() {
@@ -157,7 +153,8 @@ fn timed(store: &Store, query: &Query, runs: usize) -> (Vec<Duration>, usize) {
 
 fn walk(store: &Store, name: &str, sorters: Option<&str>) {
     let tenant = tenant();
-    let mut query = Query::parse(CONNECTIONS, None, sorters, None, None, None, None).expect("valid");
+    let mut query =
+        Query::parse(CONNECTIONS, None, sorters, None, None, None, None).expect("valid");
     let start = Instant::now();
     let (mut rows, mut pages) = (0usize, 0usize);
     let mut latencies = Vec::new();
@@ -174,9 +171,10 @@ fn walk(store: &Store, name: &str, sorters: Option<&str>) {
         rows += page.items.len();
         pages += 1;
         let after = query::search_after(CONNECTIONS, &query, last);
-        query.search_after = Query::parse(CONNECTIONS, None, sorters, None, None, None, Some(&after))
-            .expect("continuation parses")
-            .search_after;
+        query.search_after =
+            Query::parse(CONNECTIONS, None, sorters, None, None, None, Some(&after))
+                .expect("continuation parses")
+                .search_after;
     }
     let elapsed = start.elapsed();
     let (p50, p99, max) = percentiles(&mut latencies);
@@ -209,14 +207,29 @@ fn main() {
     // Warm the page cache the way a running server would be: one pass over the ids.
     walk(&store, "warm-up walk by id (not a result)", None);
 
-    let mut q = Query::parse(CONNECTIONS, Some(r#"state.value eq "ACTIVATING""#), None, None, None, None, None)
-        .expect("valid");
-    eprintln!("plan: {}", query::plan_connections(&q, None).expect("valid"));
+    let mut q = Query::parse(
+        CONNECTIONS,
+        Some(r#"state.value eq "ACTIVATING""#),
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    .expect("valid");
+    eprintln!(
+        "plan: {}",
+        query::plan_connections(&q, None).expect("valid")
+    );
     let (mut samples, rows) = timed(&store, &q, runs);
     report("state.value eq ACTIVATING, limit 250", &mut samples, rows);
     q.count = true;
     let (mut samples, rows) = timed(&store, &q, runs);
-    report("state.value eq ACTIVATING, limit 250, count", &mut samples, rows);
+    report(
+        "state.value eq ACTIVATING, limit 250, count",
+        &mut samples,
+        rows,
+    );
 
     let mut samples = Vec::with_capacity(runs);
     let mut rows = 0;
@@ -241,5 +254,9 @@ fn main() {
     report("identity.id eq, limit 250", &mut samples, rows);
 
     walk(&store, "walk by searchAfter, order id", None);
-    walk(&store, "walk by searchAfter, order state.value,id", Some("state.value,id"));
+    walk(
+        &store,
+        "walk by searchAfter, order state.value,id",
+        Some("state.value,id"),
+    );
 }

@@ -604,15 +604,12 @@ pub const ACTIVATION_HISTORY_FIELDS: &[FieldSpec] = &[
 ];
 
 /// The filterable fields of the current identity's activation history list: the contract
-/// lists every field of [`ACTIVATION_HISTORY_FIELDS`] but `identityId`, which the service fixes.
-pub const ACTIVATION_HISTORY_SELF_FIELDS: &[FieldSpec] = &[
-    spec("entitlementId", EQ_IN, ValueType::Text),
-    spec("sourceId", EQ, ValueType::Text),
-    spec("connectionId", EQ, ValueType::Text),
-    spec("status", EQ_IN, ValueType::Enum(ACTIVATION_STATUSES)),
-    spec("activationInitiated", RANGE, ValueType::Timestamp),
-    spec("policyFrictionOutcome", EQ_IN, ValueType::Text),
-];
+/// lists every field of [`ACTIVATION_HISTORY_FIELDS`] but `identityId` (its first), which the
+/// service fixes.
+pub const ACTIVATION_HISTORY_SELF_FIELDS: &[FieldSpec] = match ACTIVATION_HISTORY_FIELDS {
+    [_identity_id, rest @ ..] => rest,
+    [] => &[],
+};
 
 /// The sortable fields of the activation history list; `id` is the tie-breaker of
 /// `searchAfter` paging.

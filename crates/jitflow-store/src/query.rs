@@ -334,10 +334,7 @@ pub const HISTORY_COLLECTION: Collection = Collection {
 pub const HISTORY_OF_IDENTITY_COLLECTION: Collection = Collection {
     name: "jit-activation-history/current-identity",
     fields: ACTIVATION_HISTORY_SELF_FIELDS,
-    sorters: HISTORY_SORT_FIELDS,
-    default_sorters: &[desc("activationInitiated")],
-    identity_field: "identityId",
-    indexed: index::HISTORY_FIELDS,
+    ..HISTORY_COLLECTION
 };
 
 /// The entitlement connections list.
@@ -617,7 +614,7 @@ impl Query {
 
     /// The full order: the sorters in effect, then `id` in the direction of the last one (unless
     /// `id` is a sorter already).
-    fn keys(&self, collection: &Collection) -> Vec<Sort> {
+    pub fn order(&self, collection: &Collection) -> Vec<Sort> {
         let mut keys = self.effective_sorters(collection).to_vec();
         if !keys.iter().any(|k| k.field == "id") {
             let descending = keys.last().is_some_and(|k| k.descending);
@@ -1415,7 +1412,7 @@ impl Reader {
         identity: Option<&IdentityId>,
     ) -> Result<Page<R>, Error> {
         query.validate(collection)?;
-        let keys = query.keys(collection);
+        let keys = query.order(collection);
         let filter = scoped(query.filter.as_ref(), collection.identity_field, identity);
         let search_after = query.search_after.as_deref();
         let chosen = plan(collection, filter.as_ref(), &keys, search_after);
@@ -1570,7 +1567,7 @@ fn explain(
 ) -> Result<Plan, Error> {
     query.validate(collection)?;
     let filter = scoped(query.filter.as_ref(), collection.identity_field, identity);
-    let keys = query.keys(collection);
+    let keys = query.order(collection);
     Ok(plan(
         collection,
         filter.as_ref(),

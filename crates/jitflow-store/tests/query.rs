@@ -237,19 +237,6 @@ impl Request {
     }
 }
 
-/// The documented order: the sorters in effect, then `id` in the direction of the last one.
-fn keys(collection: &Collection, query: &Query) -> Vec<Sort> {
-    let mut keys = query.effective_sorters(collection).to_vec();
-    if !keys.iter().any(|k| k.field == "id") {
-        let descending = keys.last().is_some_and(|k| k.descending);
-        keys.push(Sort {
-            field: "id",
-            descending,
-        });
-    }
-    keys
-}
-
 /// The naive answer: every record matching, sorted.
 fn naive<R: Fields + Clone>(collection: &Collection, query: &Query, records: &[R]) -> Vec<R> {
     let mut out: Vec<R> = records
@@ -257,8 +244,8 @@ fn naive<R: Fields + Clone>(collection: &Collection, query: &Query, records: &[R
         .filter(|r| query.filter.as_ref().is_none_or(|f| f.matches(*r)))
         .cloned()
         .collect();
-    let keys = keys(collection, query);
-    out.sort_by(|a, b| compare_sort(a, b, &keys));
+    let order = query.order(collection);
+    out.sort_by(|a, b| compare_sort(a, b, &order));
     out
 }
 
