@@ -428,24 +428,23 @@ fn split_search_after(input: &str) -> Result<Vec<String>, Error> {
             ),
         });
     }
-    let mut values = vec![String::new()];
+    let (mut values, mut current) = (Vec::new(), String::new());
     let mut chars = input.chars();
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
-                Some(escaped @ (',' | '\\')) => {
-                    values.last_mut().into_iter().for_each(|v| v.push(escaped))
-                }
+                Some(escaped @ (',' | '\\')) => current.push(escaped),
                 _ => {
                     return Err(Error::SearchAfterSyntax {
                         reason: "a backslash must be followed by `,` or `\\`".to_owned(),
                     });
                 }
             },
-            ',' => values.push(String::new()),
-            other => values.last_mut().into_iter().for_each(|v| v.push(other)),
+            ',' => values.push(std::mem::take(&mut current)),
+            other => current.push(other),
         }
     }
+    values.push(current);
     Ok(values)
 }
 
