@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationStatus};
+use crate::filter::FieldValue;
 use crate::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId};
 use crate::lifecycle::Actor;
 use crate::policy::{PatchOp, PatchValue};
@@ -534,5 +535,43 @@ impl Patch {
             }
         }
         Ok(patch)
+    }
+}
+
+impl crate::filter::Fields for Connection {
+    /// The fields of [`crate::filter::ENTITLEMENT_CONNECTION_FIELDS`] and
+    /// [`crate::filter::ENTITLEMENT_CONNECTION_SORTERS`], named as in the contract's search hit.
+    /// An empty privilege level reads as null, so that filters, sorters and `searchAfter` (where
+    /// an empty value stands for null) agree on it.
+    fn field(&self, name: &str) -> FieldValue<'_> {
+        let s = &self.spec;
+        let time = |t: Option<Timestamp>| t.map_or(FieldValue::Null, FieldValue::Timestamp);
+        match name {
+            "id" => FieldValue::Uuid(s.id.as_u128()),
+            "identity.id" => FieldValue::Text(s.identity.as_str()),
+            "identity.name" => FieldValue::Text(&s.identity_name),
+            "source.id" => FieldValue::Text(s.source.as_str()),
+            "source.name" => FieldValue::Text(&s.source_name),
+            "account.id" => FieldValue::Text(s.account.as_str()),
+            "account.name" => FieldValue::Text(&s.account_name),
+            "entitlement.id" => FieldValue::Text(s.entitlement.as_str()),
+            "entitlement.displayName" => FieldValue::Text(&s.entitlement_name),
+            "entitlement.attribute" => FieldValue::Text(&s.attribute_name),
+            "entitlement.value" => FieldValue::Text(&s.attribute_value),
+            "entitlement.privilegeLevel.effective" => s
+                .privilege_level
+                .as_deref()
+                .filter(|level| !level.is_empty())
+                .map_or(FieldValue::Null, FieldValue::Text),
+            "type" => FieldValue::Text(s.kind.as_str()),
+            "state.value" => FieldValue::Text(self.state.as_str()),
+            "standalone" => FieldValue::Bool(s.standalone),
+            "jit.activation" => time(self.jit.activation),
+            "jit.provision" => time(self.jit.provision),
+            "jit.deactivation" => time(self.jit.deactivation),
+            "jit.deprovision" => time(self.jit.deprovision),
+            "jit.expiration" => time(self.jit.expiration),
+            _ => FieldValue::Null,
+        }
     }
 }

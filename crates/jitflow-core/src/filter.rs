@@ -603,6 +603,14 @@ pub const ACTIVATION_HISTORY_FIELDS: &[FieldSpec] = &[
     spec("policyFrictionOutcome", EQ_IN, ValueType::Text),
 ];
 
+/// The filterable fields of the current identity's activation history list: the contract
+/// lists every field of [`ACTIVATION_HISTORY_FIELDS`] but `identityId` (its first), which the
+/// service fixes.
+pub const ACTIVATION_HISTORY_SELF_FIELDS: &[FieldSpec] = match ACTIVATION_HISTORY_FIELDS {
+    [_identity_id, rest @ ..] => rest,
+    [] => &[],
+};
+
 /// The sortable fields of the activation history list; `id` is the tie-breaker of
 /// `searchAfter` paging.
 pub const ACTIVATION_HISTORY_SORTERS: &[&str] =
@@ -693,6 +701,10 @@ pub enum FieldValue<'a> {
     Bool(bool),
     /// A UTC instant.
     Timestamp(Timestamp),
+    /// A UUID id (connection, activation), as its 128 bits: their order is the order of the
+    /// canonical lowercase hyphenated text. A text literal matches it when it parses as a UUID
+    /// (with or without hyphens, in either case) with the same bits.
+    Uuid(u128),
 }
 
 /// A record that filters can match and sorters can order: it gives the value of a field by its
@@ -709,6 +721,9 @@ fn compare_value(record: FieldValue<'_>, literal: &Value) -> Option<Ordering> {
         (FieldValue::Text(a), Value::Text(b)) => Some(a.cmp(b.as_str())),
         (FieldValue::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
         (FieldValue::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
+        (FieldValue::Uuid(a), Value::Text(b)) => {
+            uuid::Uuid::try_parse(b).ok().map(|b| a.cmp(&b.as_u128()))
+        }
         _ => None,
     }
 }

@@ -65,6 +65,7 @@ pub mod activation;
 pub mod backoff;
 pub mod connection;
 pub mod filter;
+pub mod history;
 pub mod id;
 pub mod lifecycle;
 pub mod policy;

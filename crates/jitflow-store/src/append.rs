@@ -10,8 +10,8 @@ use crate::batch::{Appended, Batch, Entry, MAX_BATCH_ENTRIES, MAX_BATCH_KEYS};
 use crate::codec::{self, PayloadRef, Stream};
 use crate::store::Store;
 use crate::tables::{
-    ACTIVATIONS, CONNECTIONS, EVENTS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, STREAMS,
-    TIMERS,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
+    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, STREAMS, TIMERS,
 };
 use crate::{idempotency, projection};
 
@@ -94,6 +94,11 @@ pub(crate) struct WriteTables<'txn> {
     pub(crate) intents: Table<'txn, (&'static str, u128), ()>,
     pub(crate) keys: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     pub(crate) key_expiry: Table<'txn, (u64, &'static str, &'static str), ()>,
+    pub(crate) connection_index: Table<'txn, (&'static str, u8, &'static [u8], u128), ()>,
+    pub(crate) assignments:
+        Table<'txn, (&'static str, &'static str, &'static str, &'static str, u128), ()>,
+    pub(crate) history: Table<'txn, (&'static str, u128), &'static [u8]>,
+    pub(crate) history_index: Table<'txn, (&'static str, u8, &'static [u8], u128), ()>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -108,6 +113,10 @@ impl<'txn> WriteTables<'txn> {
             intents: txn.open_table(INTENTS)?,
             keys: txn.open_table(IDEMPOTENCY)?,
             key_expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
+            connection_index: txn.open_table(CONNECTION_INDEX)?,
+            assignments: txn.open_table(ASSIGNMENTS)?,
+            history: txn.open_table(HISTORY)?,
+            history_index: txn.open_table(HISTORY_INDEX)?,
         })
     }
 }

@@ -38,6 +38,7 @@ use std::fmt;
 use bincode::config::{Config, standard};
 use jitflow_core::activation::Activation;
 use jitflow_core::connection::Connection;
+use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{Event, PolicyEvent};
 use jitflow_core::policy::Policy;
@@ -186,6 +187,13 @@ pub enum RecordName {
         /// The activation.
         id: ActivationId,
     },
+    /// An activation history record.
+    History {
+        /// The tenant, as stored in the key.
+        tenant: String,
+        /// The activation.
+        id: ActivationId,
+    },
     /// A tenant's policy projection.
     Policy {
         /// The tenant, as stored in the key.
@@ -213,6 +221,9 @@ impl fmt::Display for RecordName {
             RecordName::Event(sequence) => write!(f, "event {sequence}"),
             RecordName::Connection { tenant, id } => write!(f, "connection {tenant}/{id}"),
             RecordName::Activation { tenant, id } => write!(f, "activation {tenant}/{id}"),
+            RecordName::History { tenant, id } => {
+                write!(f, "activation history record {tenant}/{id}")
+            }
             RecordName::Policy { tenant } => write!(f, "policy {tenant}"),
             RecordName::Idempotency { tenant, key } => {
                 write!(f, "idempotency key {tenant}/{key:?}")
@@ -556,6 +567,31 @@ pub fn decode_activation(
         ));
     }
     Ok(a)
+}
+
+/// Encodes an activation history record.
+pub fn encode_history(record: &ActivationRecord) -> Vec<u8> {
+    encode_record(record)
+}
+
+/// Decodes the activation history record stored under (`tenant`, `id`).
+pub fn decode_history(
+    tenant: &str,
+    id: ActivationId,
+    bytes: &[u8],
+) -> Result<ActivationRecord, Error> {
+    let name = || RecordName::History {
+        tenant: tenant.to_owned(),
+        id,
+    };
+    let r: ActivationRecord = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    if r.activation.id != id {
+        return Err(Error::new(
+            name(),
+            Problem::Invalid(format!("holds activation {}", r.activation.id)),
+        ));
+    }
+    Ok(r)
 }
 
 /// Encodes a policy projection.

@@ -10,6 +10,10 @@
 //! - **Intents.** The connections whose committed effects have no result yet, for the engine to
 //!   run again after a restart.
 //! - **Idempotency keys.** Committed results of requests, by client key, with expiry.
+//! - **Secondary indexes and history.** Connections indexed by state, type, identity,
+//!   entitlement, source and JIT timestamps, and by assignment (entitlement, identity, account);
+//!   one activation history record per activation with its own indexes. All written with the
+//!   projection they index; [`query`] serves the contract's list parameters from them.
 //!
 //! The API is synchronous. One thread writes ([`Store::append_batch`], one transaction per
 //! batch, committed with `Durability::Immediate` before anything is acknowledged); any number of
@@ -101,13 +105,16 @@ pub mod batch;
 pub mod codec;
 pub mod compact;
 pub mod idempotency;
+mod index;
 pub mod intents;
 pub mod open;
 mod projection;
+pub mod query;
 pub mod read;
 mod store;
 mod tables;
 pub mod timers;
+mod upgrade;
 pub mod verify;
 
 #[cfg(test)]

@@ -11,14 +11,18 @@ use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, Stora
 
 use crate::store::Store;
 use crate::tables::{
-    ACTIVATIONS, CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS,
-    META, POLICIES, STREAMS, TIMERS,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, HISTORY,
+    HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, STREAMS, TIMERS,
 };
 
-/// The version of the file layout (tables and keys) this build writes and reads. A file with
-/// another version fails to open with [`Error::UnknownVersion`]; an older version would be
-/// upgraded in place by a step added to [`Store::open`].
-pub const FILE_FORMAT_VERSION: u64 = 1;
+/// The version of the file layout (tables and keys) this build writes and reads. A file of an
+/// older version is upgraded in place when it is opened (see [`Store::open`]); a file of an
+/// unknown version fails to open with [`Error::UnknownVersion`].
+///
+/// - 1: the event log, projections, timers, intents, idempotency keys and cursors.
+/// - 2: adds the connections' secondary indexes, the assignment index, and the activation
+///   history records with their indexes.
+pub const FILE_FORMAT_VERSION: u64 = 2;
 
 /// The default size of redb's page cache: 128 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 128 << 20;
@@ -74,6 +78,15 @@ pub enum Error {
         /// The version this build reads and writes.
         supported: u64,
     },
+    /// Upgrading a file of an older format version failed: its log or projections could not
+    /// be read or replayed. Nothing was changed; the file keeps its old version.
+    #[error("cannot upgrade the store file from format version {from}: {reason}")]
+    Upgrade {
+        /// The version stamped in the file.
+        from: u64,
+        /// What failed.
+        reason: String,
+    },
     /// The file is a redb database holding other tables or events but no jitflow format
     /// version: not a jitflow store. Nothing was changed.
     #[error("the file is a redb database but not a jitflow store (no format version)")]
@@ -86,7 +99,7 @@ impl From<DatabaseError> for Error {
     }
 }
 
-fn storage(e: impl Into<redb::Error>) -> Error {
+pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
     Error::Storage(e.into())
 }
 
@@ -111,7 +124,14 @@ impl Store {
     fn init(db: Database, options: Options) -> Result<Store, Error> {
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            // Version 2 would upgrade from 1 here, in one write transaction.
+            Some(1) => {
+                crate::upgrade::from_v1(&db, &options)?;
+                tracing::info!(
+                    from = 1,
+                    to = FILE_FORMAT_VERSION,
+                    "upgraded the store file's format"
+                );
+            }
             Some(found) => {
                 return Err(Error::UnknownVersion {
                     found,
@@ -168,6 +188,10 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         INTENTS.to_string(),
         IDEMPOTENCY.to_string(),
         IDEMPOTENCY_EXPIRY.to_string(),
+        CONNECTION_INDEX.to_string(),
+        ASSIGNMENTS.to_string(),
+        HISTORY.to_string(),
+        HISTORY_INDEX.to_string(),
     ];
     let txn = db.begin_read().map_err(storage)?;
     let tables: Vec<String> = txn
@@ -208,6 +232,10 @@ fn create_tables(db: &Database, options: &Options) -> Result<(), Error> {
         txn.open_table(INTENTS).map_err(storage)?;
         txn.open_table(IDEMPOTENCY).map_err(storage)?;
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
+        txn.open_table(CONNECTION_INDEX).map_err(storage)?;
+        txn.open_table(ASSIGNMENTS).map_err(storage)?;
+        txn.open_table(HISTORY).map_err(storage)?;
+        txn.open_table(HISTORY_INDEX).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
             .map_err(storage)?;

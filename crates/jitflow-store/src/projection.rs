@@ -1,18 +1,20 @@
 //! Projections: the current connection, activation and policy, written in the same transaction
 //! as the events that change them, so opening a store reads them instead of replaying the log.
 //!
-//! Every connection write goes through [`put_connection`]: the secondary indexes of a later
-//! issue (state, type, identity, entitlement, source, JIT timestamps) are maintained there, from
-//! `before` and `after`, and nowhere else.
+//! Every connection write goes through [`put_connection`]: the secondary indexes (state, type,
+//! identity, entitlement, source, JIT timestamps), the assignment index and the activation
+//! history record and its indexes are maintained there (through `crate::index`), from `before`
+//! and `after`, and nowhere else.
 
 use jitflow_core::connection::Connection;
+use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ConnectionId, TenantId};
 use jitflow_core::lifecycle::Event;
 use jitflow_core::policy::Policy;
 use redb::ReadableTable;
 
 use crate::append::{Error, WriteTables};
-use crate::{codec, timers};
+use crate::{codec, index, timers};
 
 /// The stored connection, read inside a write transaction (so it sees the batch's own writes).
 pub(crate) fn get_connection(
@@ -66,13 +68,15 @@ pub(crate) fn put_connection(
         let activation = after
             .and_then(|c| c.activation.as_ref())
             .filter(|a| a.id == id);
-        if let Some(a) = activation {
+        if let (Some(a), Some(c)) = (activation, after) {
             t.activations.insert(
                 (tenant.as_str(), id.as_u128()),
                 codec::encode_activation(a).as_slice(),
             )?;
+            index::put_history(t, tenant, &ActivationRecord::new(a, c))?;
         }
     }
+    index::put_connection(t, tenant, before, after)?;
 
     timers::apply(&mut t.timers, tenant, event)?;
 

@@ -8,17 +8,25 @@ use std::ops::Bound;
 
 use jitflow_core::activation::Activation;
 use jitflow_core::connection::Connection;
-use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::history::ActivationRecord;
+use jitflow_core::id::{
+    AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, TenantId,
+};
 use jitflow_core::policy::Policy;
 use jitflow_core::time::Timestamp;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 
 use crate::codec::{self, Envelope, Stream};
 use crate::idempotency::Idempotency;
-use crate::tables::{ACTIVATIONS, CONNECTIONS, EVENTS, IDEMPOTENCY, POLICIES, STREAMS};
+use crate::tables::{
+    ACTIVATIONS, ASSIGNMENTS, CONNECTIONS, EVENTS, HISTORY, IDEMPOTENCY, POLICIES, STREAMS,
+};
 
 /// The largest `limit` a read accepts.
 pub const MAX_READ_LIMIT: usize = 10_000;
+
+/// The most connection ids an [`Error::Ambiguous`] lists.
+pub const MAX_AMBIGUOUS: usize = 8;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,14 @@ pub enum Error {
     /// A stored record or key could not be decoded; the error names it.
     #[error(transparent)]
     Corrupt(#[from] codec::Error),
+    /// More than one connection holds the assignment asked for by
+    /// [`Reader::connection_by_assignment`] (registration does not enforce that an assignment
+    /// is unique). `ids` lists them (at most [`MAX_AMBIGUOUS`]).
+    #[error("{} connections hold this assignment, so it names none: {ids:?}", ids.len())]
+    Ambiguous {
+        /// The connections holding the assignment.
+        ids: Vec<ConnectionId>,
+    },
     /// The `limit` asked for is over [`MAX_READ_LIMIT`]. Nothing was read.
     #[error("a read returns at most {max} items; {requested} were asked for")]
     LimitTooLarge {
@@ -253,6 +269,56 @@ impl Reader {
             return Ok(None);
         };
         Ok(Some(codec::decode_activation(t, id, bytes.value())?))
+    }
+
+    /// The connection of `tenant` that gives `identity` the `entitlement` through `account`
+    /// (the contract's patch by `entitlementId`, `identityId` and `accountId`), read from the
+    /// assignment index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ambiguous`] when several connections hold the assignment; storage and decoding
+    /// errors.
+    pub fn connection_by_assignment(
+        &self,
+        tenant: &TenantId,
+        entitlement: &EntitlementId,
+        identity: &IdentityId,
+        account: &AccountId,
+    ) -> Result<Option<Connection>, Error> {
+        let table = self.table(ASSIGNMENTS)?;
+        let (t, e, i, a) = (
+            tenant.as_str(),
+            entitlement.as_str(),
+            identity.as_str(),
+            account.as_str(),
+        );
+        let mut ids = Vec::new();
+        for entry in table
+            .range((t, e, i, a, 0)..=(t, e, i, a, u128::MAX))?
+            .take(MAX_AMBIGUOUS)
+        {
+            ids.push(ConnectionId::from_u128(entry?.0.value().4));
+        }
+        match ids.as_slice() {
+            [] => Ok(None),
+            [id] => self.connection(tenant, *id),
+            _ => Err(Error::Ambiguous { ids }),
+        }
+    }
+
+    /// The activation history record of activation `id` of `tenant`.
+    pub fn history_record(
+        &self,
+        tenant: &TenantId,
+        id: ActivationId,
+    ) -> Result<Option<ActivationRecord>, Error> {
+        let table = self.table(HISTORY)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get((t, id.as_u128()))? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_history(t, id, bytes.value())?))
     }
 
     /// The stored policy of `tenant` (`None` before its first policy event).

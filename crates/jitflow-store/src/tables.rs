@@ -57,6 +57,28 @@ pub(crate) const IDEMPOTENCY: TableDefinition<'static, (&str, &str), &[u8]> =
 pub(crate) const IDEMPOTENCY_EXPIRY: TableDefinition<'static, (u64, &str, &str), ()> =
     TableDefinition::new("idempotency_expiry");
 
+/// Secondary indexes of the connection projections: (tenant, field code, value key, connection
+/// id) -> (). One entry per indexed field whose value is not null (see `crate::index` for the
+/// field codes and the order-preserving value keys).
+pub(crate) const CONNECTION_INDEX: TableDefinition<'static, (&str, u8, &[u8], u128), ()> =
+    TableDefinition::new("connection_index");
+
+/// The assignment index: (tenant, entitlement id, identity id, account id, connection id) ->
+/// (), to find a connection by the three ids of the contract's patch. The connection id is part
+/// of the key so that two registrations of one assignment cannot overwrite each other's entry.
+pub(crate) const ASSIGNMENTS: TableDefinition<'static, (&str, &str, &str, &str, u128), ()> =
+    TableDefinition::new("assignments");
+
+/// Activation history records: (tenant, activation id) -> encoded `ActivationRecord`, as it
+/// stands after the last event that names the activation.
+pub(crate) const HISTORY: TableDefinition<'static, (&str, u128), &[u8]> =
+    TableDefinition::new("history");
+
+/// Secondary indexes of the history records: (tenant, field code, value key, activation id) ->
+/// (), like [`CONNECTION_INDEX`].
+pub(crate) const HISTORY_INDEX: TableDefinition<'static, (&str, u8, &[u8], u128), ()> =
+    TableDefinition::new("history_index");
+
 /// Stream kind code of a connection's stream.
 pub(crate) const STREAM_CONNECTION: u8 = 1;
 /// Stream kind code of an activation's stream.

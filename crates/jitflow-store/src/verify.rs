@@ -1,5 +1,6 @@
 //! Verification: replay the whole log with `evolve` and compare the result with everything the
-//! store derived from it (projections, stream index, timer index, intents).
+//! store derived from it (projections, activation history, stream index, timer index, intents,
+//! secondary and assignment indexes).
 //!
 //! Reads one snapshot, so it runs beside the writer. It holds the replayed state in memory
 //! (hundreds of bytes per connection): an operator's check and a test oracle, not a hot path.
@@ -9,17 +10,20 @@ use std::fmt;
 
 use jitflow_core::activation::Activation;
 use jitflow_core::connection::Connection;
+use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{EvolveError, Timer, evolve};
 use jitflow_core::policy::Policy;
 use redb::{ReadableDatabase, TableDefinition};
 
 use crate::codec::{self, Payload, Problem, RecordName, Stream};
+use crate::index;
 use crate::intents::Intent;
 use crate::read::Reader;
 use crate::store::Store;
 use crate::tables::{
-    ACTIVATIONS, CONNECTIONS, EVENTS, INTENTS, POLICIES, STREAMS, TIMERS, timer_kind_code,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
+    INTENTS, POLICIES, STREAMS, TIMERS, timer_kind_code,
 };
 use crate::timers::{self, DueTimer};
 
@@ -126,6 +130,28 @@ pub enum Difference {
         /// The stored projection.
         stored: Option<Box<Activation>>,
     },
+    /// An activation history record differs from the record the replay builds.
+    History {
+        /// The tenant.
+        tenant: TenantId,
+        /// The activation.
+        id: ActivationId,
+        /// The replayed record.
+        replayed: Option<Box<ActivationRecord>>,
+        /// The stored record.
+        stored: Option<Box<ActivationRecord>>,
+    },
+    /// An entry of a secondary index (`connection_index`, `assignments`, `history_index`) is
+    /// missing, or present without a record that has it.
+    IndexEntry {
+        /// The index.
+        table: &'static str,
+        /// The entry's key, as debug text.
+        key: String,
+        /// `true`: the replayed records need it and it is absent; `false`: it is present and
+        /// no replayed record has it.
+        missing: bool,
+    },
     /// A policy projection differs from the last policy event's policy.
     Policy {
         /// The tenant.
@@ -204,6 +230,26 @@ impl fmt::Display for Difference {
                 "activation {tenant}/{id} differs (replayed {}, stored {})",
                 side(replayed.is_some()),
                 side(stored.is_some())
+            ),
+            Difference::History {
+                tenant,
+                id,
+                replayed,
+                stored,
+            } => write!(
+                f,
+                "activation history record {tenant}/{id} differs (replayed {}, stored {})",
+                side(replayed.is_some()),
+                side(stored.is_some())
+            ),
+            Difference::IndexEntry {
+                table,
+                key,
+                missing,
+            } => write!(
+                f,
+                "index {table}: entry {key} is {}",
+                if *missing { "missing" } else { "unexpected" }
             ),
             Difference::Policy {
                 tenant,
@@ -308,6 +354,7 @@ struct Replay {
     tenants: Tenants,
     connections: HashMap<(u32, u128), Connection>,
     activations: HashMap<(u32, u128), Activation>,
+    history: HashMap<(u32, u128), ActivationRecord>,
     policies: HashMap<u32, Policy>,
     /// Last version of each (tenant, stream kind, stream id).
     versions: HashMap<(u32, u8, u128), u64>,
@@ -362,7 +409,9 @@ impl Store {
 
         compare_timers(&reader, &replay.tenants, timers, &mut report)?;
         compare_intents(&reader, &replay.tenants, intents, &mut report)?;
+        compare_indexes(&reader, &replay, &mut report)?;
         compare_connections(&reader, &mut replay, &mut report)?;
+        compare_history(&reader, &mut replay, &mut report)?;
         compare_activations(&reader, &mut replay, &mut report)?;
         compare_policies(&reader, &mut replay, &mut report)?;
         if !report.is_clean() {
@@ -453,6 +502,9 @@ fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Resu
                             && let Some(a) = c.activation.as_ref().filter(|a| a.id == id)
                         {
                             replay.activations.insert((tenant, id.as_u128()), a.clone());
+                            replay
+                                .history
+                                .insert((tenant, id.as_u128()), ActivationRecord::new(a, c));
                         }
                         if let Some(c) = after {
                             replay.connections.insert(key, c);
@@ -740,6 +792,137 @@ fn compare_activations(
     )
 }
 
+fn compare_history(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
+    let projection = ProjectionTable {
+        table: HISTORY,
+        name: "history",
+        decode: |tenant, id, bytes| {
+            codec::decode_history(tenant, ActivationId::from_u128(id), bytes)
+        },
+        difference: |tenant, id, replayed, stored| Difference::History {
+            tenant,
+            id: ActivationId::from_u128(id),
+            replayed,
+            stored,
+        },
+    };
+    compare_projection(
+        reader,
+        &projection,
+        &replay.tenants,
+        &mut replay.history,
+        report,
+    )
+}
+
+/// Compares one index keyed (tenant, code, value key, id) with the entries `expected`.
+fn compare_index(
+    reader: &Reader,
+    table: TableDefinition<'static, (&'static str, u8, &'static [u8], u128), ()>,
+    name: &'static str,
+    tenants: &Tenants,
+    mut expected: HashSet<(u32, u8, Vec<u8>, u128)>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let index = reader.open(table)?;
+    for entry in index.range::<(&str, u8, &[u8], u128)>(..)? {
+        let (k, _) = entry?;
+        let (tenant, code, value, id) = k.value();
+        let found = tenants
+            .number(tenant)
+            .is_some_and(|n| expected.remove(&(n, code, value.to_vec(), id)));
+        if !found {
+            report.push(Difference::IndexEntry {
+                table: name,
+                key: format!("({tenant:?}, {code}, {value:?}, {id:#x})"),
+                missing: false,
+            });
+        }
+    }
+    let mut missing: Vec<_> = expected.into_iter().collect();
+    missing.sort_unstable();
+    for (tenant, code, value, id) in missing {
+        report.push(Difference::IndexEntry {
+            table: name,
+            key: format!(
+                "({:?}, {code}, {value:?}, {id:#x})",
+                tenants.id(tenant).as_str()
+            ),
+            missing: true,
+        });
+    }
+    Ok(())
+}
+
+/// Compares the secondary indexes and the assignment index with the replayed records'.
+fn compare_indexes(reader: &Reader, replay: &Replay, report: &mut Report) -> Result<(), Error> {
+    let mut connection_entries = HashSet::new();
+    let mut assignments = HashSet::new();
+    for (&(tenant, id), c) in &replay.connections {
+        for (code, value) in index::entries(index::CONNECTION_FIELDS, c) {
+            connection_entries.insert((tenant, code, value, id));
+        }
+        assignments.insert((
+            tenant,
+            c.spec.entitlement.as_str().to_owned(),
+            c.spec.identity.as_str().to_owned(),
+            c.spec.account.as_str().to_owned(),
+            id,
+        ));
+    }
+    let mut history_entries = HashSet::new();
+    for (&(tenant, id), r) in &replay.history {
+        for (code, value) in index::entries(index::HISTORY_FIELDS, r) {
+            history_entries.insert((tenant, code, value, id));
+        }
+    }
+    let tenants = &replay.tenants;
+    compare_index(
+        reader,
+        CONNECTION_INDEX,
+        "connection_index",
+        tenants,
+        connection_entries,
+        report,
+    )?;
+    compare_index(
+        reader,
+        HISTORY_INDEX,
+        "history_index",
+        tenants,
+        history_entries,
+        report,
+    )?;
+    let table = reader.open(ASSIGNMENTS)?;
+    for entry in table.range::<(&str, &str, &str, &str, u128)>(..)? {
+        let (k, _) = entry?;
+        let (tenant, e, i, a, id) = k.value();
+        let found = tenants.number(tenant).is_some_and(|n| {
+            assignments.remove(&(n, e.to_owned(), i.to_owned(), a.to_owned(), id))
+        });
+        if !found {
+            report.push(Difference::IndexEntry {
+                table: "assignments",
+                key: format!("({tenant:?}, {e:?}, {i:?}, {a:?}, {id:#x})"),
+                missing: false,
+            });
+        }
+    }
+    let mut missing: Vec<_> = assignments.into_iter().collect();
+    missing.sort_unstable();
+    for (tenant, e, i, a, id) in missing {
+        report.push(Difference::IndexEntry {
+            table: "assignments",
+            key: format!(
+                "({:?}, {e:?}, {i:?}, {a:?}, {id:#x})",
+                tenants.id(tenant).as_str()
+            ),
+            missing: true,
+        });
+    }
+    Ok(())
+}
+
 fn compare_policies(
     reader: &Reader,
     replay: &mut Replay,
@@ -967,6 +1150,75 @@ mod tests {
         for difference in d {
             assert!(!difference.to_string().is_empty());
         }
+    }
+
+    /// Every index entry missing or extra, and a history record lost, is a difference.
+    #[test]
+    fn index_disagreements_are_reported() {
+        let store = store();
+        let t = "acme";
+        let c = CONN.as_u128();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_table(CONNECTION_INDEX).unwrap();
+            // The state entry lost, an entry for a state the connection is not in.
+            assert!(
+                index
+                    .remove((t, 1, b"ACTIVE".as_slice(), c))
+                    .unwrap()
+                    .is_some()
+            );
+            index.insert((t, 1, b"EXPIRED".as_slice(), c), ()).unwrap();
+            let mut assignments = txn.open_table(ASSIGNMENTS).unwrap();
+            assert!(
+                assignments
+                    .remove((t, "ent-admins", "alice", "acct-1", c))
+                    .unwrap()
+                    .is_some()
+            );
+            let mut history_index = txn.open_table(HISTORY_INDEX).unwrap();
+            history_index
+                .insert((t, 5, b"ERROR".as_slice(), ACT.as_u128()), ())
+                .unwrap();
+            txn.open_table(HISTORY)
+                .unwrap()
+                .remove((t, ACT.as_u128()))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+
+        let report = store.verify().unwrap();
+        let d = &report.differences;
+        let index_entry = |table: &str, missing: bool, needle: &str| {
+            d.iter().any(|x| {
+                matches!(x, Difference::IndexEntry { table: t, key, missing: m }
+                    if *t == table && *m == missing && key.contains(needle))
+            })
+        };
+        // Keys print their value bytes as a list of numbers.
+        let bytes = |text: &str| format!("{:?}", text.as_bytes());
+        assert!(
+            index_entry("connection_index", true, &bytes("ACTIVE")),
+            "{d:#?}"
+        );
+        assert!(
+            index_entry("connection_index", false, &bytes("EXPIRED")),
+            "{d:#?}"
+        );
+        assert!(index_entry("assignments", true, "ent-admins"), "{d:#?}");
+        assert!(
+            index_entry("history_index", false, &bytes("ERROR")),
+            "{d:#?}"
+        );
+        assert!(d.iter().any(|x| matches!(
+            x,
+            Difference::History {
+                stored: None,
+                replayed: Some(_),
+                ..
+            }
+        )));
+        assert_eq!(d.len(), 5, "{d:#?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Golden fixtures: the stored bytes of every core `Change` variant (in an event envelope), of a
-//! policy event, and of each projection record, committed under `tests/golden/`.
+//! policy event, and of each projection record (the activation history record included),
+//! committed under `tests/golden/`.
 //!
 //! Each fixture is decoded and compared with the value built here, and the value is encoded and
 //! compared with the bytes: any change to the format (a reordered field or variant in the core, a
@@ -18,6 +19,7 @@ use jitflow_core::connection::{
     Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, JitTimes,
     StandingRevoke,
 };
+use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{
     AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId,
 };
@@ -401,6 +403,7 @@ enum Value {
     Activation(Activation),
     Policy(Policy),
     Idempotency(Idempotency),
+    History(ActivationRecord),
 }
 
 const TENANT: &str = "acme-prod";
@@ -413,6 +416,7 @@ impl Value {
             Value::Activation(a) => codec::encode_activation(a),
             Value::Policy(p) => codec::encode_policy(p),
             Value::Idempotency(i) => codec::encode_idempotency(i),
+            Value::History(r) => codec::encode_history(r),
         }
     }
 
@@ -428,6 +432,9 @@ impl Value {
             Value::Policy(_) => Value::Policy(codec::decode_policy(TENANT, bytes)?),
             Value::Idempotency(_) => {
                 Value::Idempotency(codec::decode_idempotency(TENANT, "req-1", bytes)?)
+            }
+            Value::History(r) => {
+                Value::History(codec::decode_history(TENANT, r.activation.id, bytes)?)
             }
         })
     }
@@ -485,6 +492,10 @@ fn fixtures() -> Vec<(String, Value)> {
         Value::Connection(standing_connection()),
     ));
     out.push(("record_activation".into(), Value::Activation(activation())));
+    out.push((
+        "record_history".into(),
+        Value::History(ActivationRecord::new(&activation(), &connection())),
+    ));
     out.push(("record_policy".into(), Value::Policy(policy(2))));
     out.push((
         "record_idempotency".into(),

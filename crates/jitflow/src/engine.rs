@@ -130,15 +130,15 @@ impl Builder {
         let path = self.path.clone();
         let options = self.store.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
-        .await
-        .map_err(|e| OpenError::Store {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| OpenError::Store {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+            .await
+            .map_err(|e| OpenError::Store {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| OpenError::Store {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
         let store = Arc::new(store);
         let config = self.config;
         let (writer_tx, writer_rx) = mpsc::channel(config.queue_capacity);

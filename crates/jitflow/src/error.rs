@@ -35,6 +35,13 @@ pub enum Error {
     /// The engine is shutting down or stopped after a failed commit.
     #[error("the engine is not running")]
     Stopped,
+    /// A list query was refused: it does not fit its collection (a field, sorter or
+    /// `searchAfter` value the list does not take, a bound exceeded), or it would examine more
+    /// records than its bound allows. The message says what to change (the HTTP shim answers
+    /// 400). Parameters parsed with `Query::parse` meet the first kind of problem there, as a
+    /// typed `jitflow_store::query::Error`.
+    #[error("{0}")]
+    Query(String),
     /// A request argument is out of bounds (a page size, for example).
     #[error("{0}")]
     Invalid(String),

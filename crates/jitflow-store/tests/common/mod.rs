@@ -88,22 +88,36 @@ pub fn default_policy() -> Policy {
     p
 }
 
+/// The spec of connection `id`: its facts vary with the id's slot (low 32 bits), so queries
+/// have identities, entitlements, sources, names and privilege levels to tell apart (names with
+/// a comma and a backslash, and an empty privilege level, for `searchAfter`'s escapes).
 pub fn spec(id: ConnectionId, kind: ConnectionType) -> ConnectionSpec {
+    let slot = id.as_u128() as u32 as usize;
+    let pick = |options: &[&'static str], by: usize| options[by % options.len()];
     ConnectionSpec {
         id,
-        identity: IdentityId::parse("alice").unwrap(),
-        identity_name: "Alice Example".into(),
-        account: AccountId::parse("acct-1").unwrap(),
-        account_name: "alice.admin".into(),
-        entitlement: EntitlementId::parse("ent-admins").unwrap(),
-        entitlement_name: "Domain Admins".into(),
-        attribute_name: "memberOf".into(),
-        attribute_value: "CN=Domain Admins,OU=Groups,DC=example,DC=com".into(),
-        privilege_level: Some("HIGH".into()),
-        source: SourceId::parse("ad-prod").unwrap(),
-        source_name: "Active Directory".into(),
+        identity: IdentityId::parse(pick(&["alice", "bob", "carol"], slot)).unwrap(),
+        identity_name: pick(&["Alice Example", "Bob, Jr.", "Carol \\ C"], slot).into(),
+        account: AccountId::parse(pick(&["acct-1", "acct-2"], slot / 9)).unwrap(),
+        account_name: pick(&["alice.admin", "ops"], slot / 9).into(),
+        entitlement: EntitlementId::parse(pick(&["ent-admins", "ent-dba", "ent-ro"], slot / 3))
+            .unwrap(),
+        entitlement_name: pick(&["Domain Admins", "DBA", "Read only"], slot / 3).into(),
+        attribute_name: pick(&["memberOf", "role"], slot / 4).into(),
+        attribute_value: pick(
+            &[
+                "CN=Domain Admins,OU=Groups,DC=example,DC=com",
+                "db_owner",
+                "CN=Readers,OU=Groups,DC=example,DC=com",
+            ],
+            slot / 3,
+        )
+        .into(),
+        privilege_level: [Some("HIGH"), None, Some("LOW"), Some("")][slot % 4].map(Into::into),
+        source: SourceId::parse(pick(&["ad-prod", "sql"], slot / 5)).unwrap(),
+        source_name: pick(&["Active Directory", "SQL, main"], slot / 5).into(),
         kind,
-        standalone: false,
+        standalone: slot % 3 == 1,
     }
 }
 

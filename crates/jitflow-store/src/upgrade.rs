@@ -1,0 +1,180 @@
+//! Upgrades of files written with an older format version, each in one write transaction
+//! (all or nothing: a failed upgrade leaves the file as it was).
+
+use std::collections::HashMap;
+
+use jitflow_core::connection::Connection;
+use jitflow_core::history::ActivationRecord;
+use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::lifecycle::evolve;
+use redb::{Database, Durability, ReadableDatabase};
+
+use crate::append::WriteTables;
+use crate::codec::{self, Payload};
+use crate::open::{Error, Options, storage};
+use crate::tables::{CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, META};
+use crate::{append, index};
+
+fn failed(reason: impl std::fmt::Display) -> Error {
+    Error::Upgrade {
+        from: 1,
+        reason: reason.to_string(),
+    }
+}
+
+fn write_failed(e: append::Error) -> Error {
+    match e {
+        append::Error::Storage { source } => Error::Storage(source),
+        other => failed(other),
+    }
+}
+
+/// Version 1 to 2: builds the connections' secondary and assignment indexes from the connection
+/// projections, and the activation history (records and indexes) by replaying the log, since a
+/// record holds the connection's facts as of the activation's last event. Holds the replayed
+/// connections in memory, once.
+pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
+    let read = db.begin_read().map_err(storage)?;
+    let events = read.open_table(EVENTS).map_err(storage)?;
+    let mut states: HashMap<(TenantId, u128), Connection> = HashMap::new();
+    let mut records: HashMap<(TenantId, u128), ActivationRecord> = HashMap::new();
+    for entry in events.range::<u64>(..).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        let envelope = codec::decode_envelope(k.value(), v.value()).map_err(failed)?;
+        let Payload::Connection(event) = envelope.payload else {
+            continue;
+        };
+        let key = (envelope.tenant.clone(), event.connection.as_u128());
+        let before = states.remove(&key);
+        let after =
+            evolve(before, &event).map_err(|e| failed(format!("event {}: {e}", k.value())))?;
+        if let (Some(id), Some(c)) = (event.activation, after.as_ref())
+            && let Some(a) = c.activation.as_ref().filter(|a| a.id == id)
+        {
+            records.insert(
+                (envelope.tenant.clone(), id.as_u128()),
+                ActivationRecord::new(a, c),
+            );
+        }
+        if let Some(c) = after {
+            states.insert(key, c);
+        }
+    }
+    drop(states);
+    let mut connections = Vec::new();
+    let table = read.open_table(CONNECTIONS).map_err(storage)?;
+    for entry in table.range::<(&str, u128)>(..).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        let (tenant, id) = k.value();
+        let c = codec::decode_connection(tenant, ConnectionId::from_u128(id), v.value())
+            .map_err(failed)?;
+        connections.push((TenantId::parse(tenant).map_err(failed)?, c));
+    }
+    drop((table, events, read));
+
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.set_quick_repair(options.quick_repair);
+    {
+        let mut t = WriteTables::open(&txn).map_err(write_failed)?;
+        for (tenant, c) in &connections {
+            index::put_connection(&mut t, tenant, None, Some(c)).map_err(write_failed)?;
+        }
+        for ((tenant, _), record) in &records {
+            index::put_history(&mut t, tenant, record).map_err(write_failed)?;
+        }
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        meta.insert(FORMAT_VERSION_KEY, crate::open::FILE_FORMAT_VERSION)
+            .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use jitflow_core::lifecycle::Command;
+
+    use crate::Store;
+    use crate::batch::{Batch, Entry};
+    use crate::open::{FILE_FORMAT_VERSION, Options};
+    use crate::query::Query;
+    use crate::tables::{
+        ASSIGNMENTS, CONNECTION_INDEX, FORMAT_VERSION_KEY, HISTORY, HISTORY_INDEX, META,
+    };
+    use crate::test_support::{ACT, CONN, spec, step};
+    use jitflow_core::id::TenantId;
+
+    /// A version 1 file (the same data without the version 2 tables) opens upgraded: the
+    /// indexes and history are rebuilt, verify is clean and queries answer.
+    #[test]
+    fn a_version_1_file_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let mut batch = Batch::new();
+            let mut state = None;
+            for command in [
+                Command::Register(spec(CONN)),
+                Command::Activate {
+                    activation: ACT,
+                    period: None,
+                },
+                Command::ValidationPassed { activation: ACT },
+                Command::GrantSucceeded {
+                    activation: ACT,
+                    attempt: 1,
+                },
+            ] {
+                let (event, after) = step(state, command);
+                state = after.clone();
+                batch.push(Entry::Connection {
+                    tenant: tenant.clone(),
+                    event,
+                    after,
+                });
+            }
+            store.append_batch(&batch).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            assert!(txn.delete_table(CONNECTION_INDEX).unwrap());
+            assert!(txn.delete_table(HISTORY_INDEX).unwrap());
+            assert!(txn.delete_table(HISTORY).unwrap());
+            assert!(txn.delete_table(ASSIGNMENTS).unwrap());
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_VERSION_KEY, 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, Options::default()).unwrap();
+        let reader = store.reader().unwrap();
+        let version = reader
+            .table(META)
+            .unwrap()
+            .get(FORMAT_VERSION_KEY)
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(version, Some(FILE_FORMAT_VERSION));
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        let query = Query::parse(
+            crate::query::CONNECTIONS,
+            Some(r#"state.value eq "ACTIVE""#),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        let page = reader.query_connections(&tenant, &query, None).unwrap();
+        assert_eq!(page.items.len(), 1);
+        let history = reader
+            .query_history(&tenant, &Query::default(), None)
+            .unwrap();
+        assert_eq!(history.items.len(), 1);
+        assert_eq!(history.items[0].activation.id, ACT);
+    }
+}
