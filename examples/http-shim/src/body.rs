@@ -18,10 +18,35 @@ use crate::error::ApiError;
 pub struct JsonBody(pub Bytes);
 
 impl JsonBody {
-    /// Parses the body into `T` (400 naming the problem).
+    /// Parses a body that must be a JSON object into `T` (400 naming the problem).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        parse(&self.0)
+        object(parse(&self.0)?)
     }
+
+    /// Parses a body that must be a JSON array of objects into a list of `T`.
+    pub fn parse_list<T: DeserializeOwned>(&self) -> Result<Vec<T>, ApiError> {
+        let serde_json::Value::Array(items) = parse(&self.0)? else {
+            return Err(ApiError::bad_request("the body must be a JSON array"));
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                object(item).map_err(|e| ApiError::bad_request(format!("item {i}: {}", e.text)))
+            })
+            .collect()
+    }
+}
+
+/// `T` from a JSON value that must be an object. serde's derive also accepts an array of the
+/// fields in order for a struct; the contract does not, so this refuses it.
+pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(format!("the body does not match the request schema: {e}"))
+    })
 }
 
 /// Whether the request says its body is JSON.

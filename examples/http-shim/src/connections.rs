@@ -169,8 +169,8 @@ pub async fn import(
             .and_then(|v| v.as_str())
             .map(|s| s.chars().take(64).collect())
             .unwrap_or_default();
-        let spec = serde_json::from_value::<ConnectionSpecDto>(item)
-            .map_err(|e| ApiError::bad_request(format!("connections[{index}]: {e}")))
+        let spec = crate::body::object::<ConnectionSpecDto>(item)
+            .map_err(|e| ApiError::bad_request(format!("connections[{index}]: {}", e.text)))
             .and_then(ConnectionSpecDto::into_spec);
         match spec {
             Err(e) => results[index] = Some(refused(sent_id, e)),

@@ -213,7 +213,7 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     principal.require(auth::POLICY_UPDATE)?;
     check_config_type(&config_type)?;
-    let ops: Vec<OperationDto> = body.parse()?;
+    let ops: Vec<OperationDto> = body.parse_list()?;
     let ops = ops
         .into_iter()
         .map(|o| PatchOp {
