@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::{self, MANAGE_ACTIVATIONS, Principal};
 use crate::body::JsonBody;
-use crate::error::{ApiError, ErrorResponseDto};
+use crate::error::{ApiError, Errors};
 
 /// The header that makes a signal idempotent (not in the vendor contract).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -190,8 +190,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .transpose()
 }
 
-/// The connection if the caller may signal it: its own, or any of its tenant's with the manage
-/// scope. Anything else is 404.
+/// The connection id of a signal and its idempotency key, once the connection is known to be one
+/// the caller may signal: its own, or any of its tenant's with the manage scope. Anything else is
+/// 404.
+fn target<'h>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &'h HeaderMap,
+    connection: &str,
+) -> Result<(ConnectionId, Option<&'h str>), ApiError> {
+    let id = connection_id("connectionId", connection)?;
+    let key = idempotency_key(headers)?;
+    signalable(state, principal, id)?;
+    Ok((id, key))
+}
+
 fn signalable(
     state: &AppState,
     principal: &Principal,
@@ -225,13 +238,7 @@ fn accepted<T: Serialize>(body: T) -> Response {
     ),
     responses(
         (status = 202, description = "Accepted: the activation is durable and running.", body = ActivateResponse),
-        (status = 400, description = "Bad body or period.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 404, description = "Unknown connection.", body = ErrorResponseDto),
-        (status = 409, description = "The connection's type or state forbids it.", body = ErrorResponseDto),
-        (status = 429, description = "The engine's queue is full; see Retry-After.", body = ErrorResponseDto),
-        (status = 500, description = "Internal fault.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:jit-activation-workflow:activate", "idn:jit-activation-workflow:manage"]))
 )]
@@ -243,10 +250,8 @@ pub async fn activate(
 ) -> Result<Response, ApiError> {
     principal.require(auth::ACTIVATE)?;
     let body: ActivateRequest = body.parse()?;
-    let id = connection_id("connectionId", &body.connection_id)?;
     let period = minutes("activationPeriodMins", body.activation_period_mins)?;
-    let key = idempotency_key(&headers)?;
-    signalable(&state, &principal, id)?;
+    let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let activation = state
         .engine
         .activate(&principal.caller, id, Some(period), key)
@@ -274,13 +279,7 @@ pub async fn activate(
     ),
     responses(
         (status = 202, description = "Accepted: the extension is durable.", body = ExtendResponse),
-        (status = 400, description = "Bad body or period, over the cap, or no running activation.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 404, description = "Unknown connection.", body = ErrorResponseDto),
-        (status = 409, description = "The connection's state forbids it.", body = ErrorResponseDto),
-        (status = 429, description = "The engine's queue is full; see Retry-After.", body = ErrorResponseDto),
-        (status = 500, description = "Internal fault.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:jit-activation-workflow:extend", "idn:jit-activation-workflow:manage"]))
 )]
@@ -292,13 +291,11 @@ pub async fn extend(
 ) -> Result<Response, ApiError> {
     principal.require(auth::EXTEND)?;
     let body: ExtendRequest = body.parse()?;
-    let id = connection_id("connectionId", &body.connection_id)?;
     let by = minutes(
         "activationPeriodExtensionMins",
         body.activation_period_extension_mins,
     )?;
-    let key = idempotency_key(&headers)?;
-    signalable(&state, &principal, id)?;
+    let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let activation = state
         .engine
         .extend(&principal.caller, id, Some(by), key)
@@ -326,13 +323,7 @@ pub async fn extend(
     ),
     responses(
         (status = 202, description = "Accepted: the deactivation is durable; the revoke runs.", body = DeactivateResponse),
-        (status = 400, description = "Bad body, or no running activation.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 404, description = "Unknown connection.", body = ErrorResponseDto),
-        (status = 409, description = "The connection's state forbids it.", body = ErrorResponseDto),
-        (status = 429, description = "The engine's queue is full; see Retry-After.", body = ErrorResponseDto),
-        (status = 500, description = "Internal fault.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:jit-activation-workflow:deactivate", "idn:jit-activation-workflow:manage"]))
 )]
@@ -344,9 +335,7 @@ pub async fn deactivate(
 ) -> Result<Response, ApiError> {
     principal.require(auth::DEACTIVATE)?;
     let body: DeactivateRequest = body.parse()?;
-    let id = connection_id("connectionId", &body.connection_id)?;
-    let key = idempotency_key(&headers)?;
-    signalable(&state, &principal, id)?;
+    let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let activation = state.engine.deactivate(&principal.caller, id, key).await?;
     Ok(accepted(DeactivateResponse {
         id: workflow_id(&activation),

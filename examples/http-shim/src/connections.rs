@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::activations::connection_id;
 use crate::auth::{self, Principal};
 use crate::body::{JsonBody, Segment};
-use crate::error::{ApiError, ErrorResponseDto};
+use crate::error::{ApiError, ErrorResponseDto, Errors};
 
 /// The most connections one import may hold.
 pub const MAX_IMPORT: usize = 1000;
@@ -141,10 +141,7 @@ fn refused(id: String, e: ApiError) -> ImportResult {
     request_body = ImportRequest,
     responses(
         (status = 200, description = "One result per item, in order.", body = ImportResponse),
-        (status = 400, description = "Malformed body, or not 1..=1000 items.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 413, description = "Body over 8 MiB.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:entitlement-connections:manage"]))
 )]
@@ -210,11 +207,7 @@ pub async fn import(
     params(("id" = String, Path, description = "The connection id.")),
     responses(
         (status = 204, description = "Removed."),
-        (status = 400, description = "Not a connection id.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 404, description = "Unknown connection.", body = ErrorResponseDto),
-        (status = 409, description = "Access is moving or held.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:entitlement-connections:manage"]))
 )]

@@ -51,6 +51,69 @@ pub struct ErrorResponseDto {
     pub message: Option<String>,
 }
 
+/// The error answers every authenticated endpoint may give, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "a response set for the OpenAPI document only")]
+pub enum Errors {
+    /// 400.
+    #[response(
+        status = 400,
+        description = "Malformed body, path or value; see the message."
+    )]
+    BadRequest(ErrorResponseDto),
+    /// 401.
+    #[response(
+        status = 401,
+        description = "No token, or one that does not verify or has expired."
+    )]
+    Unauthorized(ErrorResponseDto),
+    /// 403.
+    #[response(
+        status = 403,
+        description = "The token lacks a scope or user level the endpoint needs."
+    )]
+    Forbidden(ErrorResponseDto),
+    /// 404.
+    #[response(
+        status = 404,
+        description = "No such connection or policy for this caller."
+    )]
+    NotFound(ErrorResponseDto),
+    /// 409.
+    #[response(
+        status = 409,
+        description = "The connection's type or state forbids it."
+    )]
+    Conflict(ErrorResponseDto),
+    /// 413.
+    #[response(
+        status = 413,
+        description = "The body is larger than the endpoint accepts."
+    )]
+    TooLarge(ErrorResponseDto),
+    /// 415.
+    #[response(status = 415, description = "The body is not declared as JSON.")]
+    NotJson(ErrorResponseDto),
+    /// 429.
+    #[response(
+        status = 429,
+        description = "The engine's queue is full; retry after `Retry-After` seconds."
+    )]
+    Busy(ErrorResponseDto),
+    /// 500.
+    #[response(
+        status = 500,
+        description = "Internal fault; the tracking id is in the server's log."
+    )]
+    Internal(ErrorResponseDto),
+    /// 503.
+    #[response(
+        status = 503,
+        description = "The engine stopped, or the request timed out."
+    )]
+    Unavailable(ErrorResponseDto),
+}
+
 /// An error answer: a status and a text. Converts into the `ErrorResponseDto` response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {text}")]

@@ -3,7 +3,7 @@
 //! variable; `jitflow-shim --help` lists them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,21 +51,8 @@ struct Serve {
     /// Address to listen on.
     #[arg(long, env = "JITFLOW_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory holding the store (`jitflow.redb`) and the generated secret (`secret`).
-    #[arg(long, env = "JITFLOW_DATA_DIR", default_value = "./jitflow-data")]
-    data_dir: PathBuf,
-    /// The HS256 secret itself (32..=4096 bytes). Prefer --secret-file.
-    #[arg(
-        long,
-        env = "JITFLOW_SECRET",
-        hide_env_values = true,
-        conflicts_with = "secret_file"
-    )]
-    secret: Option<String>,
-    /// A file holding the HS256 secret. Without this or --secret, `<data-dir>/secret` is used,
-    /// and generated (mode 0600) on first start.
-    #[arg(long, env = "JITFLOW_SECRET_FILE")]
-    secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    secrets: Secrets,
     /// Log format.
     #[arg(long, env = "JITFLOW_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -104,13 +91,17 @@ struct Token {
     /// How long the token is valid, e.g. 1h or 30m.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
-    /// The data directory whose `secret` signs the token.
+    #[command(flatten)]
+    secrets: Secrets,
+}
+
+/// Where the data lives and which secret signs tokens (shared by `serve` and `token`).
+#[derive(Debug, Args)]
+struct Secrets {
+    /// Directory holding the store (`jitflow.redb`) and the generated secret (`secret`).
     #[arg(long, env = "JITFLOW_DATA_DIR", default_value = "./jitflow-data")]
     data_dir: PathBuf,
-    /// A file holding the secret (instead of the data directory's).
-    #[arg(long, env = "JITFLOW_SECRET_FILE")]
-    secret_file: Option<PathBuf>,
-    /// The secret itself.
+    /// The HS256 secret itself (32..=4096 bytes). Prefer --secret-file.
     #[arg(
         long,
         env = "JITFLOW_SECRET",
@@ -118,6 +109,28 @@ struct Token {
         conflicts_with = "secret_file"
     )]
     secret: Option<String>,
+    /// A file holding the HS256 secret. Without this or --secret, `<data-dir>/secret` is used;
+    /// `serve` generates it (mode 0600) on first start.
+    #[arg(long, env = "JITFLOW_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+impl Secrets {
+    /// The keys from --secret, --secret-file or the data directory's secret (which `create`
+    /// allows making). Returns whether a new secret file was made.
+    fn keys(&self, create: bool) -> Result<(Keys, bool), BoxError> {
+        if let Some(secret) = &self.secret {
+            return Ok((Keys::from_secret(secret.as_bytes())?, false));
+        }
+        if let Some(file) = &self.secret_file {
+            return Ok((Keys::from_file(file)?, false));
+        }
+        if create {
+            return Ok(Keys::load_or_create(&self.data_dir)?);
+        }
+        let file = self.data_dir.join(jitflow_shim::auth::SECRET_FILE);
+        Ok((Keys::from_file(&file)?, false))
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -138,40 +151,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The keys from --secret, --secret-file or the data directory's secret (which `create` allows
-/// making). Returns whether a new secret file was made.
-fn keys(
-    secret: Option<&str>,
-    secret_file: Option<&Path>,
-    data_dir: &Path,
-    create: bool,
-) -> Result<(Keys, bool), BoxError> {
-    if let Some(secret) = secret {
-        return Ok((Keys::from_secret(secret.as_bytes())?, false));
-    }
-    if let Some(file) = secret_file {
-        return Ok((Keys::from_file(file)?, false));
-    }
-    if create {
-        return Ok(Keys::load_or_create(data_dir)?);
-    }
-    Ok((
-        Keys::from_file(&data_dir.join(jitflow_shim::auth::SECRET_FILE))?,
-        false,
-    ))
-}
-
 #[allow(
     clippy::print_stdout,
     reason = "the token alone on stdout is this command's output"
 )]
 fn mint(token: Token) -> Result<(), BoxError> {
-    let (keys, _) = keys(
-        token.secret.as_deref(),
-        token.secret_file.as_deref(),
-        &token.data_dir,
-        false,
-    )?;
+    let (keys, _) = token.secrets.keys(false)?;
     let jwt = keys.mint(
         &token.tenant,
         &token.identity,
@@ -205,18 +190,14 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         config.set(name.trim(), value.trim())?;
     }
     config.validate()?;
-    std::fs::create_dir_all(&serve.data_dir)?;
-    let (keys, created) = keys(
-        serve.secret.as_deref(),
-        serve.secret_file.as_deref(),
-        &serve.data_dir,
-        true,
-    )?;
+    let data_dir = serve.secrets.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)?;
+    let (keys, created) = serve.secrets.keys(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let engine = Engine::builder(serve.data_dir.join(STORE_FILE))
+        let engine = Engine::builder(data_dir.join(STORE_FILE))
             .config(config)
             .provisioner(DemoProvisioner::new(serve.demo_fail_rate))
             .open()
@@ -228,15 +209,15 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         let running = start(serve.listen, AppState::new(engine.clone(), keys)).await?;
         if created {
             tracing::info!(
-                secret = %serve.data_dir.join(jitflow_shim::auth::SECRET_FILE).display(),
+                secret = %data_dir.join(jitflow_shim::auth::SECRET_FILE).display(),
                 "generated a new token secret (mode 0600)"
             );
         }
         tracing::info!(
             addr = %running.addr,
-            data_dir = %serve.data_dir.display(),
+            data_dir = %data_dir.display(),
             "listening; mint a token with: jitflow-shim token --data-dir {} --tenant acme --identity alice --scope idn:jit-activation-workflow:activate --level USER",
-            serve.data_dir.display()
+            data_dir.display()
         );
         let served = running.until(shutdown_signal()).await;
         tracing::info!("shutting down");

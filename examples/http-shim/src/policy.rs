@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::{self, Principal};
 use crate::body::{JsonBody, Segment};
-use crate::error::{ApiError, ErrorResponseDto};
+use crate::error::{ApiError, Errors};
 
 /// The contract's `JITActivationConfigResponse`. Every nullable field is sent, as `null` when
 /// unset.
@@ -161,11 +161,7 @@ fn check_config_type(segment: &str) -> Result<(), ApiError> {
     ),
     responses(
         (status = 200, description = "The policy.", body = PolicyDto),
-        (status = 400, description = "Unknown configType.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 404, description = "No policy stored yet.", body = ErrorResponseDto),
-        (status = 500, description = "Internal fault.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:jit-policy:read", "idn:jit-policy:manage"]))
 )]
@@ -196,12 +192,7 @@ pub async fn get(
     request_body = Vec<OperationDto>,
     responses(
         (status = 200, description = "The policy after the change.", body = PolicyDto),
-        (status = 400, description = "Empty body, unknown configType, invalid path or value.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 404, description = "No policy stored yet.", body = ErrorResponseDto),
-        (status = 429, description = "The engine's queue is full; see Retry-After.", body = ErrorResponseDto),
-        (status = 500, description = "Internal fault.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:jit-policy:update", "idn:jit-policy:manage"]))
 )]
@@ -239,11 +230,7 @@ pub async fn patch(
     request_body = PolicyPutDto,
     responses(
         (status = 200, description = "The stored policy.", body = PolicyDto),
-        (status = 400, description = "Unknown configType or invalid policy.", body = ErrorResponseDto),
-        (status = 401, description = "No or invalid token.", body = ErrorResponseDto),
-        (status = 403, description = "Missing scope or level.", body = ErrorResponseDto),
-        (status = 429, description = "The engine's queue is full; see Retry-After.", body = ErrorResponseDto),
-        (status = 500, description = "Internal fault.", body = ErrorResponseDto),
+        Errors,
     ),
     security(("userAuth" = ["idn:jit-policy:update", "idn:jit-policy:manage"]))
 )]

@@ -28,10 +28,7 @@ async fn activate_extend_deactivate_in_both_path_forms() {
         } else {
             "/v2026/jit-activations"
         };
-        let (status, body, _) = h
-            .call("POST", activate, Some(&alice), Some(json!({"connectionId": ALICE_CONN.replace('-', ""), "activationPeriodMins": 30})))
-            .await;
-        assert_eq!(status, 202, "{body}");
+        let body = h.expect(202, "POST", activate, Some(&alice), Some(json!({"connectionId": ALICE_CONN.replace('-', ""), "activationPeriodMins": 30}))).await;
         assert_eq!(body["connectionId"], ALICE_CONN);
         assert_eq!(body["activationPeriodMins"], 30);
         assert_eq!(body["status"], "CREATING");
@@ -49,30 +46,30 @@ async fn activate_extend_deactivate_in_both_path_forms() {
                 .any(|c| c.to_string() == ALICE_CONN)
         );
 
-        let (status, body, _) = h
-            .call(
+        let body = h
+            .expect(
+                202,
                 "POST",
                 &format!("{prefix}/extend"),
                 Some(&alice),
                 Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 15})),
             )
             .await;
-        assert_eq!(status, 202, "{body}");
         assert_eq!(body["activationId"], activation_id.as_str());
         assert_eq!(body["activationPeriodExtensionMins"], 15);
         assert_eq!(body["status"], "PROVISIONED");
         let activation = h.connection(ALICE_CONN).unwrap().activation.unwrap();
         assert_eq!(activation.extended_by.get(), 15);
 
-        let (status, body, _) = h
-            .call(
+        let body = h
+            .expect(
+                202,
                 "POST",
                 &format!("{prefix}/deactivate"),
                 Some(&alice),
                 Some(json!({"connectionId": ALICE_CONN})),
             )
             .await;
-        assert_eq!(status, 202, "{body}");
         assert_eq!(body["activationId"], activation_id.as_str());
         assert_eq!(body["status"], "DEPROVISIONING");
         h.wait_state(ALICE_CONN, ConnectionState::Available).await;
@@ -105,11 +102,14 @@ async fn activation_errors() {
         json!(null),
     ];
     for body in bad_bodies {
-        let (status, answer, _) = h
-            .call("POST", ACTIVATE_FORMS[0], Some(&alice), Some(body.clone()))
-            .await;
-        assert_eq!(status, 400, "{body} -> {answer}");
-        error_text(&answer);
+        h.expect(
+            400,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some(body.clone()),
+        )
+        .await;
     }
     // Malformed JSON, a wrong content type, an oversized body.
     let (status, answer, _) = h
@@ -152,65 +152,60 @@ async fn activation_errors() {
     // Unknown connection; another identity's connection; a standing connection.
     let unknown = "00000000-0000-4000-8000-000000000000";
     for id in [unknown, BOB_CONN] {
-        let (status, answer, _) = h
-            .call(
-                "POST",
-                ACTIVATE_FORMS[1],
-                Some(&alice),
-                Some(json!({"connectionId": id, "activationPeriodMins": 30})),
-            )
-            .await;
-        assert_eq!(status, 404, "{answer}");
-        error_text(&answer);
-    }
-    let (status, answer, _) = h
-        .call(
+        h.expect(
+            404,
             "POST",
-            ACTIVATE_FORMS[0],
+            ACTIVATE_FORMS[1],
             Some(&alice),
-            Some(json!({"connectionId": STANDING_CONN, "activationPeriodMins": 30})),
+            Some(json!({"connectionId": id, "activationPeriodMins": 30})),
         )
         .await;
-    assert_eq!(status, 409, "{answer}");
-    error_text(&answer);
+    }
+    h.expect(
+        409,
+        "POST",
+        ACTIVATE_FORMS[0],
+        Some(&alice),
+        Some(json!({"connectionId": STANDING_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
     // Extend and deactivate without a running activation: 400, as the contract says.
-    let (status, answer, _) = h
-        .call(
+    let answer = h
+        .expect(
+            400,
             "POST",
             "/jit-activations/v1/extend",
             Some(&alice),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 10})),
         )
         .await;
-    assert_eq!(status, 400, "{answer}");
     assert!(error_text(&answer).contains("no running activation"));
-    let (status, answer, _) = h
-        .call(
-            "POST",
-            "/jit-activations/v1/deactivate",
-            Some(&alice),
-            Some(json!({"connectionId": ALICE_CONN})),
-        )
-        .await;
-    assert_eq!(status, 400, "{answer}");
-    let (status, _, _) = h
-        .call(
+    h.expect(
+        400,
+        "POST",
+        "/jit-activations/v1/deactivate",
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN})),
+    )
+    .await;
+    let _ = h
+        .expect(
+            400,
             "POST",
             "/jit-activations/v1/extend",
             Some(&alice),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 0})),
         )
         .await;
-    assert_eq!(status, 400);
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            404,
             "POST",
             "/jit-activations/v1/deactivate",
             Some(&alice),
             Some(json!({"connectionId": unknown})),
         )
         .await;
-    assert_eq!(status, 404);
     assert_eq!(
         h.engine().last_sequence().unwrap(),
         before,
@@ -218,34 +213,32 @@ async fn activation_errors() {
     );
 
     // Activating twice is a conflict; extending past the policy's cap is a bad request.
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            202,
             "POST",
             ACTIVATE_FORMS[0],
             Some(&alice),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
         )
         .await;
-    assert_eq!(status, 202);
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
-    let (status, answer, _) = h
-        .call(
-            "POST",
-            ACTIVATE_FORMS[0],
-            Some(&alice),
-            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
-        )
-        .await;
-    assert_eq!(status, 409, "{answer}");
-    let (status, answer, _) = h
-        .call(
-            "POST",
-            "/jit-activations/v1/extend",
-            Some(&alice),
-            Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 61})),
-        )
-        .await;
-    assert_eq!(status, 400, "{answer}");
+    h.expect(
+        409,
+        "POST",
+        ACTIVATE_FORMS[0],
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
+    h.expect(
+        400,
+        "POST",
+        "/jit-activations/v1/extend",
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 61})),
+    )
+    .await;
     h.stop().await;
 }
 
@@ -325,11 +318,14 @@ async fn authorization() {
     )
     .unwrap();
     for token in [forged.as_str(), old.as_str(), "not.a.jwt", ""] {
-        let (status, answer, _) = h
-            .call("POST", ACTIVATE_FORMS[0], Some(token), Some(body.clone()))
-            .await;
-        assert_eq!(status, 401, "{token}: {answer}");
-        error_text(&answer);
+        h.expect(
+            401,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(token),
+            Some(body.clone()),
+        )
+        .await;
     }
     // Wrong scope, wrong level: 403, checked before the body.
     let wrong_scope = h.token(
@@ -355,34 +351,34 @@ async fn authorization() {
         &["idn:jit-activation-workflow:activate"],
         &[],
     );
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            403,
             "POST",
             ACTIVATE_FORMS[0],
             Some(&no_level),
             Some(body.clone()),
         )
         .await;
-    assert_eq!(status, 403);
     let user_on_policy = h.token(TENANT, "alice", &["idn:jit-policy:read"], &[Level::User]);
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            403,
             "GET",
             "/jit-activation-config/v1/policy",
             Some(&user_on_policy),
             None,
         )
         .await;
-    assert_eq!(status, 403);
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            403,
             "POST",
             "/jitflow/v1/connections",
             Some(&h.alice()),
             Some(json!({"connections": [spec(ALICE_CONN, "alice", "JIT")]})),
         )
         .await;
-    assert_eq!(status, 403);
     // The manage scope acts on another identity's connection.
     let manager = h.token(
         TENANT,
@@ -390,15 +386,14 @@ async fn authorization() {
         &["idn:jit-activation-workflow:manage"],
         &[Level::User],
     );
-    let (status, answer, _) = h
-        .call(
-            "POST",
-            ACTIVATE_FORMS[0],
-            Some(&manager),
-            Some(json!({"connectionId": BOB_CONN, "activationPeriodMins": 30})),
-        )
-        .await;
-    assert_eq!(status, 202, "{answer}");
+    h.expect(
+        202,
+        "POST",
+        ACTIVATE_FORMS[0],
+        Some(&manager),
+        Some(json!({"connectionId": BOB_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
     h.wait_state(BOB_CONN, ConnectionState::Active).await;
     // Another tenant sees nothing of acme: not its connections, not its policy.
     let mallory = h.token(
@@ -426,51 +421,52 @@ async fn authorization() {
         ),
     ];
     for (path, body) in probes {
-        let (status, _, _) = h.call("POST", path, Some(&mallory), Some(body)).await;
-        assert_eq!(status, 404, "{path}");
+        let _ = h
+            .expect(404, "POST", path, Some(&mallory), Some(body))
+            .await;
     }
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            404,
             "GET",
             "/jit-activation-config/v1/policy",
             Some(&mallory),
             None,
         )
         .await;
-    assert_eq!(status, 404);
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            404,
             "PATCH",
             "/jit-activation-config/v1/policy",
             Some(&mallory),
             Some(json!([{"path": "/maxActivationPeriodMins", "value": 5}])),
         )
         .await;
-    assert_eq!(status, 404);
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            403,
             "DELETE",
             &format!("/jitflow/v1/connections/{ALICE_CONN}"),
             Some(&mallory),
             None,
         )
         .await;
-    assert_eq!(status, 403, "globex's token has no connections scope");
     let globex_admin = h.token(
         "globex",
         "root",
         &["idn:entitlement-connections:manage"],
         &[Level::OrgAdmin],
     );
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            404,
             "DELETE",
             &format!("/jitflow/v1/connections/{ALICE_CONN}"),
             Some(&globex_admin),
             None,
         )
         .await;
-    assert_eq!(status, 404);
     assert_eq!(h.engine().last_sequence().unwrap(), before);
     assert!(h.connection(ALICE_CONN).is_some());
     h.stop().await;
@@ -490,29 +486,27 @@ async fn policy_config() {
         "/jit-activation-config/v1/policy",
         "/v2026/jit-activation-config/policy",
     ] {
-        let (status, answer, _) = h.call("GET", path, Some(&reader), None).await;
-        assert_eq!(status, 404, "{answer}");
-        error_text(&answer);
+        h.expect(404, "GET", path, Some(&reader), None).await;
     }
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            404,
             "PATCH",
             "/jit-activation-config/v1/policy",
             Some(&admin),
             Some(json!([{"path": "/maxActivationPeriodMins", "value": 60}])),
         )
         .await;
-    assert_eq!(status, 404, "nothing to patch yet");
     h.seed().await;
-    let (status, stored, _) = h
-        .call(
+    let stored = h
+        .expect(
+            200,
             "GET",
             "/v2026/jit-activation-config/policy",
             Some(&reader),
             None,
         )
         .await;
-    assert_eq!(status, 200, "{stored}");
     let keys: BTreeSet<&str> = stored
         .as_object()
         .unwrap()
@@ -543,8 +537,9 @@ async fn policy_config() {
         &["idn:jit-policy:update"],
         &[Level::PolicyAdmin],
     );
-    let (status, patched, _) = h
-        .call(
+    let patched = h
+        .expect(
+            200,
             "PATCH",
             "/jit-activation-config/v1/policy",
             Some(&updater),
@@ -555,7 +550,6 @@ async fn policy_config() {
             ])),
         )
         .await;
-    assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["maxActivationPeriodMins"], 120);
     assert_eq!(patched["notificationTemplate"], "jit-activation-default");
     assert_eq!(patched["applyToFutureAssignments"], true);
@@ -621,21 +615,18 @@ async fn policy_config() {
         ),
     ];
     for (path, body) in refused {
-        let (status, answer, _) = h
-            .call("PATCH", path, Some(&updater), Some(body.clone()))
+        h.expect(400, "PATCH", path, Some(&updater), Some(body.clone()))
             .await;
-        assert_eq!(status, 400, "{body} -> {answer}");
-        error_text(&answer);
     }
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            400,
             "GET",
             "/jit-activation-config/v1/settings",
             Some(&reader),
             None,
         )
         .await;
-    assert_eq!(status, 400);
     assert_eq!(
         h.engine().last_sequence().unwrap(),
         before,
@@ -661,8 +652,9 @@ async fn connection_import_and_removal() {
     bad_type["type"] = json!("SOMETIMES");
     let mut no_id = spec(ALICE_CONN, "dave", "NA");
     no_id.as_object_mut().unwrap().remove("id");
-    let (status, body, _) = h
-        .call(
+    let body = h
+        .expect(
+            200,
             "POST",
             "/jitflow/v1/connections",
             Some(&admin),
@@ -675,7 +667,6 @@ async fn connection_import_and_removal() {
             ]})),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     let results = body["results"].as_array().unwrap();
     let statuses: Vec<u64> = results
         .iter()
@@ -707,56 +698,63 @@ async fn connection_import_and_removal() {
         json!({"connections": vec![spec(ALICE_CONN, "a", "JIT"); 1001]}),
         json!({"items": []}),
     ] {
-        let (status, answer, _) = h
-            .call("POST", "/jitflow/v1/connections", Some(&admin), Some(body))
-            .await;
-        assert_eq!(status, 400, "{answer}");
-        error_text(&answer);
+        h.expect(
+            400,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&admin),
+            Some(body),
+        )
+        .await;
     }
 
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            204,
             "DELETE",
             &format!("/jitflow/v1/connections/{generated}"),
             Some(&admin),
             None,
         )
         .await;
-    assert_eq!(status, 204);
     assert!(h.connection(generated).is_none());
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            404,
             "DELETE",
             &format!("/jitflow/v1/connections/{generated}"),
             Some(&admin),
             None,
         )
         .await;
-    assert_eq!(status, 404);
-    let (status, _, _) = h
-        .call("DELETE", "/jitflow/v1/connections/nope", Some(&admin), None)
+    let _ = h
+        .expect(
+            400,
+            "DELETE",
+            "/jitflow/v1/connections/nope",
+            Some(&admin),
+            None,
+        )
         .await;
-    assert_eq!(status, 400);
     // Removal is refused while access is held.
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            202,
             "POST",
             ACTIVATE_FORMS[0],
             Some(&h.alice()),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 5})),
         )
         .await;
-    assert_eq!(status, 202);
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
-    let (status, answer, _) = h
-        .call(
-            "DELETE",
-            &format!("/jitflow/v1/connections/{ALICE_CONN}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 409, "{answer}");
+    h.expect(
+        409,
+        "DELETE",
+        &format!("/jitflow/v1/connections/{ALICE_CONN}"),
+        Some(&admin),
+        None,
+    )
+    .await;
     h.stop().await;
 }
 
@@ -765,15 +763,15 @@ async fn short_activation_expires() {
     let h = Harness::new().await;
     h.seed().await;
     let alice = h.alice();
-    let (status, _, _) = h
-        .call(
+    let _ = h
+        .expect(
+            202,
             "POST",
             ACTIVATE_FORMS[1],
             Some(&alice),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 1})),
         )
         .await;
-    assert_eq!(status, 202);
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
     h.clock.advance(Duration::from_secs(61));
     h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
@@ -784,15 +782,14 @@ async fn short_activation_expires() {
         "the expiry revoked the access"
     );
     // Through the API: nothing runs any more.
-    let (status, answer, _) = h
-        .call(
-            "POST",
-            "/jit-activations/v1/extend",
-            Some(&alice),
-            Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5})),
-        )
-        .await;
-    assert_eq!(status, 400, "{answer}");
+    h.expect(
+        400,
+        "POST",
+        "/jit-activations/v1/extend",
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5})),
+    )
+    .await;
     let (_, metrics, _) = h.raw("GET", "/metrics", None, None, None).await;
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(
@@ -816,15 +813,15 @@ async fn restart_mid_activation_resumes() {
     })
     .await;
     h.seed().await;
-    let (status, body, _) = h
-        .call(
+    let body = h
+        .expect(
+            202,
             "POST",
             ACTIVATE_FORMS[0],
             Some(&h.alice()),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 10})),
         )
         .await;
-    assert_eq!(status, 202);
     let activation_id = body["activationId"].as_str().unwrap().to_owned();
     h.wait_state(ALICE_CONN, ConnectionState::Activating).await;
     assert_eq!(
@@ -840,15 +837,15 @@ async fn restart_mid_activation_resumes() {
         1,
         "the grant ran again after the restart"
     );
-    let (status, body, _) = h
-        .call(
+    let body = h
+        .expect(
+            202,
             "POST",
             "/v2026/jit-activations/extend",
             Some(&h.alice()),
             Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5})),
         )
         .await;
-    assert_eq!(status, 202, "{body}");
     assert_eq!(body["activationId"], activation_id.as_str());
     h.clock.advance(Duration::from_secs(15 * 60 + 1));
     h.wait_state(ALICE_CONN, ConnectionState::Expired).await;

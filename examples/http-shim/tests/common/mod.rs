@@ -185,6 +185,24 @@ impl Harness {
         .await
     }
 
+    /// Sends a request, asserts its status (and an `ErrorResponseDto` for an error), and returns
+    /// the body.
+    pub async fn expect(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Value {
+        let (actual, answer, _) = self.call(method, path, token, body).await;
+        assert_eq!(actual, status, "{method} {path} -> {answer}");
+        if status >= 400 {
+            error_text(&answer);
+        }
+        answer
+    }
+
     /// Sends a request with raw parts.
     pub async fn raw(
         &self,
