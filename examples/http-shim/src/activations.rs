@@ -121,6 +121,19 @@ pub struct DeactivateResponse {
     pub start_time: String,
 }
 
+/// The headers the signals read, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "a parameter list for the OpenAPI document only")]
+pub struct SignalHeaders {
+    /// The vendor's experimental-API switch: accepted, not required.
+    #[param(rename = "X-SailPoint-Experimental")]
+    experimental: Option<String>,
+    /// jitflow extension: a retry with the same key (1..=256 bytes) returns the first answer.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
 /// The contract's `ActivationWorkflowStatus`.
 #[derive(ToSchema)]
 #[allow(dead_code, reason = "a schema for the OpenAPI document only")]
@@ -232,10 +245,7 @@ fn accepted<T: Serialize>(body: T) -> Response {
     tag = "JIT Activations",
     operation_id = "startActivateWorkflowV1",
     request_body = ActivateRequest,
-    params(
-        ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
-        ("Idempotency-Key" = Option<String>, Header, description = "jitflow extension: a retry with the same key returns the first answer."),
-    ),
+    params(SignalHeaders),
     responses(
         (status = 202, description = "Accepted: the activation is durable and running.", body = ActivateResponse),
         Errors,
@@ -273,10 +283,7 @@ pub async fn activate(
     tag = "JIT Activations",
     operation_id = "startExtendWorkflowV1",
     request_body = ExtendRequest,
-    params(
-        ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
-        ("Idempotency-Key" = Option<String>, Header, description = "jitflow extension: a retry with the same key returns the first answer."),
-    ),
+    params(SignalHeaders),
     responses(
         (status = 202, description = "Accepted: the extension is durable.", body = ExtendResponse),
         Errors,
@@ -317,10 +324,7 @@ pub async fn extend(
     tag = "JIT Activations",
     operation_id = "startDeactivateWorkflowV1",
     request_body = DeactivateRequest,
-    params(
-        ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
-        ("Idempotency-Key" = Option<String>, Header, description = "jitflow extension: a retry with the same key returns the first answer."),
-    ),
+    params(SignalHeaders),
     responses(
         (status = 202, description = "Accepted: the deactivation is durable; the revoke runs.", body = DeactivateResponse),
         Errors,

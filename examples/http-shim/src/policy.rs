@@ -137,6 +137,11 @@ fn patch_value(value: serde_json::Value) -> PatchValue {
     }
 }
 
+/// The 200 answer with a policy.
+fn answer(policy: &Policy) -> Response {
+    axum::Json(PolicyDto::from_policy(policy)).into_response()
+}
+
 /// 400 unless the path segment is `policy`.
 fn check_config_type(segment: &str) -> Result<(), ApiError> {
     if segment == "policy" {
@@ -176,7 +181,7 @@ pub async fn get(
         .engine
         .policy(&principal.caller.tenant)?
         .ok_or_else(|| ApiError::not_found("the JIT activation policy has not been stored yet"))?;
-    Ok(axum::Json(PolicyDto::from_policy(&policy)).into_response())
+    Ok(answer(&policy))
 }
 
 /// Applies replace operations to the tenant's policy, all or nothing.
@@ -217,7 +222,7 @@ pub async fn patch(
         .engine
         .patch_policy(&principal.caller, ops, None)
         .await?;
-    Ok(axum::Json(PolicyDto::from_policy(&policy)).into_response())
+    Ok(answer(&policy))
 }
 
 /// Stores a whole policy (jitflow extension: the vendor contract cannot create one).
@@ -245,7 +250,7 @@ pub async fn put(
     let dto: PolicyPutDto = body.parse()?;
     let policy = policy_from_put(dto)?;
     let stored = state.engine.put_policy(&principal.caller, policy).await?;
-    Ok(axum::Json(PolicyDto::from_policy(&stored)).into_response())
+    Ok(answer(&stored))
 }
 
 /// A whole policy from the `PUT` body; the core validates the rest when it stores it.

@@ -900,6 +900,21 @@ async fn openapi_matches_routes() {
     let h = Harness::new().await;
     let (status, doc, _) = h.raw("GET", "/openapi.json", None, None, None).await;
     assert_eq!(status, 200);
+    let params = &doc["paths"]["/jit-activations/v1/activate"]["post"]["parameters"];
+    let names: Vec<&str> = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["X-SailPoint-Experimental", "Idempotency-Key"]);
+    assert!(
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["in"] == "header" && p["required"] == false)
+    );
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
