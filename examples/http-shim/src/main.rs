@@ -172,6 +172,7 @@ fn init_logs(format: LogFormat, filter: &str) -> Result<(), BoxError> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.try_init()?,
