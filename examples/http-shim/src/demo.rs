@@ -104,17 +104,31 @@ pub enum Error {
     Engine(#[from] jitflow::Error),
 }
 
-#[allow(clippy::too_many_arguments, reason = "one row of the demo table")]
-fn spec(
-    id: &str,
-    identity: &str,
-    identity_name: &str,
-    entitlement: &str,
-    entitlement_name: &str,
-    source: &str,
-    source_name: &str,
-    kind: ConnectionType,
-) -> Result<ConnectionSpec, Error> {
+/// One demo connection: id, identity, identity name, entitlement, entitlement name, source,
+/// source name, type.
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    ConnectionType,
+);
+
+/// The demo's connections.
+#[rustfmt::skip]
+const ROWS: [Row; 4] = [
+    (ALICE_DOMAIN_ADMINS, "alice", "Alice Liddell", "domain-admins", "Domain Admins", "ad", "Active Directory", ConnectionType::Jit),
+    (ALICE_GLOBAL_ADMIN, "alice", "Alice Liddell", "global-admin", "Global Admin", "entra", "Entra ID", ConnectionType::Jit),
+    (BOB_DOMAIN_ADMINS, "bob", "Bob Builder", "domain-admins", "Domain Admins", "ad", "Active Directory", ConnectionType::Jit),
+    (BOB_HELP_DESK, "bob", "Bob Builder", "help-desk", "Help Desk", "ad", "Active Directory", ConnectionType::Standing),
+];
+
+fn spec(row: Row) -> Result<ConnectionSpec, Error> {
+    let (id, identity, identity_name, entitlement, entitlement_name, source, source_name, kind) =
+        row;
     Ok(ConnectionSpec {
         id: ConnectionId::parse(id)?,
         identity: IdentityId::parse(identity)?,
@@ -155,50 +169,8 @@ pub async fn load(engine: &Engine) -> Result<(), Error> {
         policy.notification_template = Some("jit-activation-default".to_owned());
         engine.put_policy(&caller, policy).await?;
     }
-    let rows = [
-        spec(
-            ALICE_DOMAIN_ADMINS,
-            "alice",
-            "Alice Liddell",
-            "domain-admins",
-            "Domain Admins",
-            "ad",
-            "Active Directory",
-            ConnectionType::Jit,
-        )?,
-        spec(
-            ALICE_GLOBAL_ADMIN,
-            "alice",
-            "Alice Liddell",
-            "global-admin",
-            "Global Admin",
-            "entra",
-            "Entra ID",
-            ConnectionType::Jit,
-        )?,
-        spec(
-            BOB_DOMAIN_ADMINS,
-            "bob",
-            "Bob Builder",
-            "domain-admins",
-            "Domain Admins",
-            "ad",
-            "Active Directory",
-            ConnectionType::Jit,
-        )?,
-        spec(
-            BOB_HELP_DESK,
-            "bob",
-            "Bob Builder",
-            "help-desk",
-            "Help Desk",
-            "ad",
-            "Active Directory",
-            ConnectionType::Standing,
-        )?,
-    ];
-    for row in rows {
-        match engine.register(&caller, row).await {
+    for row in ROWS {
+        match engine.register(&caller, spec(row)?).await {
             Ok(_) | Err(jitflow::Error::Rejected(Rejection::AlreadyExists(_))) => {}
             Err(e) => return Err(e.into()),
         }

@@ -166,3 +166,67 @@ fn the_secret_file_is_generated_once_and_private() {
     );
     assert!(Keys::from_file(&path).unwrap().verify(&token).is_ok());
 }
+
+#[tokio::test]
+async fn demo_target_fails_the_fraction_it_is_told_and_demo_data_loads_twice() {
+    use jitflow::hooks::{EffectRequest, Provisioner};
+    use jitflow_shim::demo::{self, DemoProvisioner};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = jitflow::Engine::builder(dir.path().join("j.redb"))
+        .provisioner(DemoProvisioner::new(0.0))
+        .open()
+        .await
+        .unwrap();
+    demo::load(&engine).await.unwrap();
+    let after_first = engine.last_sequence().unwrap();
+    demo::load(&engine).await.unwrap();
+    assert_eq!(
+        engine.last_sequence().unwrap(),
+        after_first,
+        "a second load changes nothing"
+    );
+    let tenant = jitflow_core::id::TenantId::parse(demo::TENANT).unwrap();
+    let id = jitflow_core::id::ConnectionId::parse(demo::ALICE_DOMAIN_ADMINS).unwrap();
+    let spec = engine.connection(&tenant, id).unwrap().unwrap().spec;
+    assert!(engine.policy(&tenant).unwrap().is_some());
+    engine.shutdown().await;
+
+    let request = EffectRequest {
+        tenant,
+        connection: spec,
+        activation: None,
+        attempt: 1,
+        idempotency_key: "k".into(),
+    };
+    for _ in 0..20 {
+        assert!(
+            DemoProvisioner::new(1.0)
+                .grant(request.clone())
+                .await
+                .is_err()
+        );
+        assert!(
+            DemoProvisioner::new(0.0)
+                .revoke(request.clone())
+                .await
+                .is_ok()
+        );
+        assert!(
+            DemoProvisioner::new(f64::NAN)
+                .grant(request.clone())
+                .await
+                .is_ok()
+        );
+    }
+    let failures = {
+        let half = DemoProvisioner::new(0.5);
+        let mut n = 0;
+        for _ in 0..400 {
+            n += usize::from(half.grant(request.clone()).await.is_err());
+        }
+        n
+    };
+    // 400 draws at one half: outside 100..=300 has a probability far below 1e-20.
+    assert!((100..=300).contains(&failures), "{failures} of 400 failed");
+}
