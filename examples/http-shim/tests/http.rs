@@ -948,3 +948,52 @@ async fn openapi_matches_routes() {
     }
     h.stop().await;
 }
+
+/// With a writer queue of one, a burst of registrations overflows it: the overflow is answered
+/// 429 per item with an `ErrorResponseDto`, and only the accepted items are registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_answered_429_and_registers_nothing() {
+    let config = jitflow::Config {
+        queue_capacity: 1,
+        batch_max: 1,
+        ..jitflow::Config::default()
+    };
+    let h = Harness::with_target(Target {
+        config: Some(config),
+        ..Target::default()
+    })
+    .await;
+    let items: Vec<_> = (0..1000u32)
+        .map(|i| {
+            spec(
+                &format!("{i:08x}-0000-4000-8000-000000000000"),
+                "alice",
+                "JIT",
+            )
+        })
+        .collect();
+    let body = h
+        .expect(
+            200,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&h.admin()),
+            Some(json!({"connections": items})),
+        )
+        .await;
+    let results = body["results"].as_array().unwrap();
+    let busy: Vec<_> = results.iter().filter(|r| r["status"] == 429).collect();
+    let ok = results.iter().filter(|r| r["status"] == 200).count();
+    assert_eq!(busy.len() + ok, 1000, "{body}");
+    assert!(!busy.is_empty(), "a burst of 1000 overflows a queue of one");
+    for r in &busy {
+        assert_eq!(r["error"]["detailCode"], "429 Too Many Requests");
+        assert!(h.connection(r["id"].as_str().unwrap()).is_none());
+    }
+    let registered = results
+        .iter()
+        .filter(|r| h.connection(r["id"].as_str().unwrap()).is_some())
+        .count();
+    assert_eq!(registered, ok);
+    h.stop().await;
+}

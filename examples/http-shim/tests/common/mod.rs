@@ -36,6 +36,8 @@ pub struct Target {
     pub grants: AtomicU32,
     pub revokes: AtomicU32,
     pub hang_grants: bool,
+    /// Engine settings for the harness (default: the engine's).
+    pub config: Option<jitflow::Config>,
 }
 
 #[derive(Clone, Default)]
@@ -79,6 +81,7 @@ pub fn keys() -> Keys {
 
 async fn open(dir: &std::path::Path, clock: &ManualClock, target: &SharedTarget) -> Engine {
     Engine::builder(dir.join("jitflow.redb"))
+        .config(target.0.config.clone().unwrap_or_default())
         .clock(clock.clone())
         .provisioner(target.clone())
         .open()
