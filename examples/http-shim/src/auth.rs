@@ -1,0 +1,362 @@
+//! Bearer JWTs (HS256): the claims, minting, verifying, the secret, and the per-endpoint rules.
+//!
+//! A token carries `tenant`, `sub` (the caller's identity), `scope` (a list of scope strings),
+//! `levels` (`USER`, `POLICY_ADMIN`, `ORG_ADMIN`), `exp` and `iat`. The tenant always comes from
+//! the token: no URL or body names one. An endpoint's [`Rule`] lists the scopes of which the
+//! caller needs one, and the user level it needs; `ORG_ADMIN` holds every level, and
+//! `POLICY_ADMIN` holds `USER` (see [`Level::satisfies`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jitflow::Caller;
+use jitflow_core::id::{IdentityId, TenantId};
+use jitflow_core::lifecycle::Actor;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The shortest secret accepted, in bytes: HS256 wants at least as many as its output.
+pub const MIN_SECRET_LEN: usize = 32;
+/// The longest secret accepted, in bytes.
+pub const MAX_SECRET_LEN: usize = 4096;
+/// The longest `Authorization` header read, in bytes.
+pub const MAX_TOKEN_LEN: usize = 8192;
+/// The most scopes one token may carry.
+pub const MAX_SCOPES: usize = 64;
+/// The longest scope string, in bytes.
+pub const MAX_SCOPE_LEN: usize = 128;
+/// The clock skew tolerated on `exp`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+/// The name of the secret file in the data directory.
+pub const SECRET_FILE: &str = "secret";
+
+/// A user level of the contract (`x-sailpoint-userLevels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Level {
+    /// An ordinary user.
+    User,
+    /// A policy administrator.
+    PolicyAdmin,
+    /// An organisation administrator.
+    OrgAdmin,
+}
+
+impl Level {
+    /// Whether a caller holding `self` may use an endpoint that needs `needed`: a level holds
+    /// itself, `ORG_ADMIN` holds every level, and `POLICY_ADMIN` holds `USER`.
+    pub fn satisfies(self, needed: Level) -> bool {
+        self == needed
+            || self == Level::OrgAdmin
+            || (self == Level::PolicyAdmin && needed == Level::User)
+    }
+
+    /// The contract's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::User => "USER",
+            Level::PolicyAdmin => "POLICY_ADMIN",
+            Level::OrgAdmin => "ORG_ADMIN",
+        }
+    }
+}
+
+/// The claims of a shim token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The tenant whose data every request touches.
+    pub tenant: String,
+    /// The caller's identity id.
+    pub sub: String,
+    /// The scopes granted.
+    pub scope: Vec<String>,
+    /// The user levels held.
+    pub levels: Vec<Level>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the epoch.
+    pub iat: u64,
+}
+
+/// What an endpoint needs: one of `scopes`, and `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The caller needs at least one of these.
+    pub scopes: &'static [&'static str],
+    /// The caller needs a level that satisfies this one.
+    pub level: Level,
+}
+
+/// The scope that lets a caller act on other identities' activations.
+pub const MANAGE_ACTIVATIONS: &str = "idn:jit-activation-workflow:manage";
+
+/// `POST .../activate`.
+pub const ACTIVATE: Rule = Rule {
+    scopes: &["idn:jit-activation-workflow:activate", MANAGE_ACTIVATIONS],
+    level: Level::User,
+};
+/// `POST .../extend`.
+pub const EXTEND: Rule = Rule {
+    scopes: &["idn:jit-activation-workflow:extend", MANAGE_ACTIVATIONS],
+    level: Level::User,
+};
+/// `POST .../deactivate`.
+pub const DEACTIVATE: Rule = Rule {
+    scopes: &["idn:jit-activation-workflow:deactivate", MANAGE_ACTIVATIONS],
+    level: Level::User,
+};
+/// `GET .../jit-activation-config/{configType}`.
+pub const POLICY_READ: Rule = Rule {
+    scopes: &["idn:jit-policy:read", "idn:jit-policy:manage"],
+    level: Level::PolicyAdmin,
+};
+/// `PATCH .../jit-activation-config/{configType}` and the shim's `PUT`.
+pub const POLICY_UPDATE: Rule = Rule {
+    scopes: &["idn:jit-policy:update", "idn:jit-policy:manage"],
+    level: Level::PolicyAdmin,
+};
+/// The shim's connection import and removal.
+pub const CONNECTIONS_MANAGE: Rule = Rule {
+    scopes: &["idn:entitlement-connections:manage"],
+    level: Level::OrgAdmin,
+};
+
+/// Why a secret or token could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The secret is shorter than [`MIN_SECRET_LEN`] or longer than [`MAX_SECRET_LEN`] bytes.
+    #[error("the secret is {0} bytes; it must be {MIN_SECRET_LEN}..={MAX_SECRET_LEN}")]
+    SecretLength(usize),
+    /// The secret file could not be read or written.
+    #[error("secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The random source failed.
+    #[error("random source: {0}")]
+    Random(String),
+    /// A claim is out of bounds (an invalid tenant or identity id, too many scopes).
+    #[error("invalid claim: {0}")]
+    Claim(String),
+    /// Signing failed.
+    #[error("signing the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// The HS256 secret: signs and verifies tokens.
+#[derive(Clone)]
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+impl Keys {
+    /// Keys from the secret's bytes ([`MIN_SECRET_LEN`]..=[`MAX_SECRET_LEN`]).
+    pub fn from_secret(secret: &[u8]) -> Result<Keys, Error> {
+        if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len()) {
+            return Err(Error::SecretLength(secret.len()));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        Ok(Keys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        })
+    }
+
+    /// Reads the secret file of `data_dir`, or makes one (32 random bytes, hex, mode 0600) if
+    /// there is none. Returns the keys and whether the file was created.
+    pub fn load_or_create(data_dir: &Path) -> Result<(Keys, bool), Error> {
+        let path = data_dir.join(SECRET_FILE);
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => return Ok((Keys::from_secret(trim(&bytes))?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| Error::Random(e.to_string()))?;
+        let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, text.as_bytes()).map_err(io)?;
+        Ok((Keys::from_secret(text.as_bytes())?, true))
+    }
+
+    /// Reads a secret file written by hand or by [`Keys::load_or_create`].
+    pub fn from_file(path: &Path) -> Result<Keys, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Keys::from_secret(trim(&bytes))
+    }
+
+    /// Mints a token for `tenant` and `identity` with these scopes and levels, valid for `ttl`.
+    pub fn mint(
+        &self,
+        tenant: &str,
+        identity: &str,
+        scopes: &[String],
+        levels: &[Level],
+        ttl: Duration,
+    ) -> Result<String, Error> {
+        TenantId::parse(tenant).map_err(|e| Error::Claim(e.to_string()))?;
+        IdentityId::parse(identity).map_err(|e| Error::Claim(e.to_string()))?;
+        check_scopes(scopes).map_err(Error::Claim)?;
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = Claims {
+            tenant: tenant.to_owned(),
+            sub: identity.to_owned(),
+            scope: scopes.to_vec(),
+            levels: levels.to_vec(),
+            exp: iat.saturating_add(ttl.as_secs()),
+            iat,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Verifies a token (signature, algorithm, expiry) and reads its caller.
+    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: {e}")))?;
+        let claims = data.claims;
+        let tenant = TenantId::parse(&claims.tenant)
+            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: tenant: {e}")))?;
+        let identity = IdentityId::parse(&claims.sub)
+            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: sub: {e}")))?;
+        check_scopes(&claims.scope)
+            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: {e}")))?;
+        Ok(Principal {
+            caller: Caller {
+                tenant,
+                actor: Actor::Identity(identity.clone()),
+            },
+            identity,
+            scopes: claims.scope,
+            levels: claims.levels,
+        })
+    }
+}
+
+fn check_scopes(scopes: &[String]) -> Result<(), String> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(format!("more than {MAX_SCOPES} scopes"));
+    }
+    if let Some(s) = scopes.iter().find(|s| s.len() > MAX_SCOPE_LEN) {
+        return Err(format!(
+            "a scope is {} bytes, more than {MAX_SCOPE_LEN}",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes without surrounding ASCII whitespace (a trailing newline from an editor).
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// The verified caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The tenant and the actor recorded on events.
+    pub caller: Caller,
+    /// The caller's identity.
+    pub identity: IdentityId,
+    scopes: Vec<String>,
+    levels: Vec<Level>,
+}
+
+impl Principal {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// `Ok` if the caller holds one of the rule's scopes and its level; 403 otherwise.
+    pub fn require(&self, rule: Rule) -> Result<(), ApiError> {
+        if !rule.scopes.iter().any(|s| self.has_scope(s)) {
+            return Err(ApiError::forbidden(format!(
+                "this operation needs one of the scopes {}",
+                rule.scopes.join(", ")
+            )));
+        }
+        if !self.levels.iter().any(|l| l.satisfies(rule.level)) {
+            return Err(ApiError::forbidden(format!(
+                "this operation needs the user level {}",
+                rule.level.as_str()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl FromRequestParts<crate::AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("no Authorization header"))?;
+        if header.len() > MAX_TOKEN_LEN {
+            return Err(ApiError::unauthorized(format!(
+                "the Authorization header is longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        state.keys.verify(token)
+    }
+}

@@ -1,0 +1,223 @@
+//! The shim's extension endpoints (not part of the vendor contract) that register and remove
+//! entitlement connections: `POST /jitflow/v1/connections` and
+//! `DELETE /jitflow/v1/connections/{id}`. Both need `idn:entitlement-connections:manage` and
+//! `ORG_ADMIN`.
+//!
+//! The import answers 200 with one result per item, in order: 200 registered, 400 invalid, 409
+//! the id exists (and, rarely, 429 or 500 for an item the engine could not take). The items
+//! are sent to the engine together, so they share group commits.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jitflow_core::connection::{ConnectionSpec, ConnectionType};
+use jitflow_core::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::activations::connection_id;
+use crate::auth::{self, Principal};
+use crate::body::{JsonBody, Segment};
+use crate::error::{ApiError, ErrorResponseDto, Errors};
+
+/// The most connections one import may hold.
+pub const MAX_IMPORT: usize = 1000;
+/// The largest import body, in bytes (1000 connections of the largest allowed fields fit).
+pub const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
+
+/// One connection to register (camelCase JSON).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionSpecDto {
+    /// A UUID with or without hyphens; generated when absent.
+    #[schema(format = "uuid")]
+    pub id: Option<String>,
+    /// The identity eligible for the entitlement.
+    pub identity_id: String,
+    /// Its display name.
+    pub identity_name: String,
+    /// The account the entitlement is granted to.
+    pub account_id: String,
+    /// Its display name.
+    pub account_name: String,
+    /// The entitlement.
+    pub entitlement_id: String,
+    /// Its display name.
+    pub entitlement_name: String,
+    /// The entitlement's attribute name (e.g. `memberOf`).
+    pub attribute_name: String,
+    /// The entitlement's attribute value.
+    pub attribute_value: String,
+    /// The privilege level, if any.
+    #[serde(default)]
+    pub privilege_level: Option<String>,
+    /// The source.
+    pub source_id: String,
+    /// Its display name.
+    pub source_name: String,
+    /// `JIT`, `STANDING` or `NA`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether the connection stands alone.
+    pub standalone: bool,
+}
+
+/// Body of the import.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// 1..=1000 connections; each item is checked on its own.
+    #[schema(value_type = Vec<ConnectionSpecDto>)]
+    pub connections: Vec<serde_json::Value>,
+}
+
+/// The outcome of one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportResult {
+    /// The connection's id (as sent, or generated; empty if the item had none that parses).
+    pub id: String,
+    /// 200 registered, 400 invalid, 409 the id exists.
+    pub status: u16,
+    /// Why the item was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorResponseDto>,
+}
+
+/// Answer of the import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportResponse {
+    /// One result per item, in order.
+    pub results: Vec<ImportResult>,
+}
+
+impl ConnectionSpecDto {
+    /// The core's spec, or 400 naming the field.
+    pub fn into_spec(self) -> Result<ConnectionSpec, ApiError> {
+        let bad =
+            |field: &str, e: &dyn std::fmt::Display| ApiError::bad_request(format!("{field}: {e}"));
+        let id = match &self.id {
+            Some(text) => connection_id("id", text)?,
+            None => ConnectionId::from_u128(uuid::Uuid::new_v4().as_u128()),
+        };
+        let spec = ConnectionSpec {
+            id,
+            identity: IdentityId::parse(&self.identity_id).map_err(|e| bad("identityId", &e))?,
+            identity_name: self.identity_name,
+            account: AccountId::parse(&self.account_id).map_err(|e| bad("accountId", &e))?,
+            account_name: self.account_name,
+            entitlement: EntitlementId::parse(&self.entitlement_id)
+                .map_err(|e| bad("entitlementId", &e))?,
+            entitlement_name: self.entitlement_name,
+            attribute_name: self.attribute_name,
+            attribute_value: self.attribute_value,
+            privilege_level: self.privilege_level,
+            source: SourceId::parse(&self.source_id).map_err(|e| bad("sourceId", &e))?,
+            source_name: self.source_name,
+            kind: ConnectionType::parse(&self.kind)
+                .ok_or_else(|| ApiError::bad_request("type: must be one of JIT, STANDING, NA"))?,
+            standalone: self.standalone,
+        };
+        spec.validate()
+            .map_err(|(field, reason)| bad(field, &reason))?;
+        Ok(spec)
+    }
+}
+
+fn refused(id: String, e: ApiError) -> ImportResult {
+    ImportResult {
+        id,
+        status: e.status.as_u16(),
+        error: Some(e.dto()),
+    }
+}
+
+/// Registers connections.
+#[utoipa::path(
+    post,
+    path = "/jitflow/v1/connections",
+    tag = "jitflow extensions",
+    operation_id = "importConnections",
+    request_body = ImportRequest,
+    responses(
+        (status = 200, description = "One result per item, in order.", body = ImportResponse),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:entitlement-connections:manage"]))
+)]
+pub async fn import(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(auth::CONNECTIONS_MANAGE)?;
+    let request: ImportRequest = body.parse()?;
+    let n = request.connections.len();
+    if !(1..=MAX_IMPORT).contains(&n) {
+        return Err(ApiError::bad_request(format!(
+            "connections holds {n} items; send 1..={MAX_IMPORT}"
+        )));
+    }
+    let mut results: Vec<Option<ImportResult>> = vec![None; n];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, item) in request.connections.into_iter().enumerate() {
+        let sent_id = item
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(|s| s.chars().take(64).collect())
+            .unwrap_or_default();
+        let spec = crate::body::object::<ConnectionSpecDto>(item)
+            .map_err(|e| ApiError::bad_request(format!("connections[{index}]: {}", e.text)))
+            .and_then(ConnectionSpecDto::into_spec);
+        match spec {
+            Err(e) => results[index] = Some(refused(sent_id, e)),
+            Ok(spec) => {
+                let engine = state.engine.clone();
+                let caller = principal.caller.clone();
+                tasks.spawn(async move {
+                    let id = spec.id.to_string();
+                    let outcome = engine.register(&caller, spec).await;
+                    (index, id, outcome)
+                });
+            }
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (index, id, outcome) =
+            joined.map_err(|e| ApiError::internal(format!("import task failed: {e}")))?;
+        results[index] = Some(match outcome {
+            Ok(_) => ImportResult {
+                id,
+                status: 200,
+                error: None,
+            },
+            Err(e) => refused(id, ApiError::from(e)),
+        });
+    }
+    let results = results.into_iter().flatten().collect();
+    Ok(axum::Json(ImportResponse { results }).into_response())
+}
+
+/// Removes a connection (refused with 409 while access is moving or held by JIT).
+#[utoipa::path(
+    delete,
+    path = "/jitflow/v1/connections/{id}",
+    tag = "jitflow extensions",
+    operation_id = "removeConnection",
+    params(("id" = String, Path, description = "The connection id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:entitlement-connections:manage"]))
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    principal: Principal,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    principal.require(auth::CONNECTIONS_MANAGE)?;
+    let id = connection_id("id", &id)?;
+    state.engine.remove(&principal.caller, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

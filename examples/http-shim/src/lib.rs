@@ -1,0 +1,258 @@
+//! `jitflow-shim`: an HTTP server over the embedded jitflow engine that serves SailPoint Identity
+//! Security Cloud's JIT REST contract (`shared/api/`): the activation signals and the activation
+//! policy, plus the shim's own connection import, `/health`, `/metrics` and `/openapi.json`.
+//!
+//! [`app`] builds the router over an [`Engine`] the caller opened (so tests can give it a
+//! manual clock); [`start`] serves it on a listener until [`Running::stop`]. The binary in
+//! `main.rs` adds the command line, the secret file, logging and signal handling.
+//!
+//! Every vendor path is served in both of the contract's forms, `/jit-activations/v1/activate`
+//! and `/v2026/jit-activations/activate` (see [`v2026_alias`]). Every error is the contract's
+//! `ErrorResponseDto` (see [`error`]); the tenant always comes from the bearer token (see
+//! [`auth`]). The `X-SailPoint-Experimental` header is accepted and not required.
+//!
+//! # Limits
+//!
+//! | what | bound |
+//! |---|---|
+//! | request body, signals and other endpoints | [`MAX_BODY`] (16 KiB) |
+//! | request body, policy `PATCH`/`PUT` | [`MAX_POLICY_BODY`] (512 KiB) |
+//! | request body, connection import | [`connections::MAX_IMPORT_BYTES`] (8 MiB), [`connections::MAX_IMPORT`] items |
+//! | one request | [`REQUEST_TIMEOUT`] (30 s), then 503 |
+//! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
+//! | error text | [`error::MAX_ERROR_TEXT`] characters |
+//!
+//! Dependencies, and why: `axum`, `tower` and `tower-http` (the server, body limits, tracing
+//! and panic catching), `serde`/`serde_json` (the contract's JSON), `jsonwebtoken` (HS256 bearer
+//! tokens, with its pure-Rust `rust_crypto` backend so it builds from crates.io alone), `utoipa`
+//! (the OpenAPI document generated from the handlers), `clap` (the command line and its
+//! environment variables), `tracing-subscriber` (human and JSON logs), `getrandom` (the
+//! generated secret and the demo's failures), `uuid` (tracking ids, generated ids),
+//! `humantime` (`--ttl 1h`), `thiserror` (error enums), `tokio` (the runtime, signals),
+//! `jitflow-store` (the store reads behind the `/metrics` gauges).
+#![forbid(unsafe_code)]
+
+pub mod activations;
+pub mod auth;
+pub mod body;
+pub mod connections;
+pub mod demo;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod policy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use jitflow::Engine;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+
+/// The largest request body of most endpoints, in bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+/// The largest policy `PATCH` or `PUT` body, in bytes (a policy of 1000 entitlements fits).
+pub const MAX_POLICY_BODY: usize = 512 * 1024;
+/// The longest one request may take before it is answered 503. A signal that timed out may still
+/// commit: retry it with the same `Idempotency-Key` to learn its outcome.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The token keys.
+    pub keys: Arc<auth::Keys>,
+}
+
+impl AppState {
+    /// State over an open engine and the token keys.
+    pub fn new(engine: Engine, keys: auth::Keys) -> AppState {
+        AppState {
+            engine,
+            keys: Arc::new(keys),
+        }
+    }
+}
+
+/// The served routes, each as documented in the OpenAPI document: method, path, handler.
+/// Vendor paths (`/<api>/v1/...`) are also served under their [`v2026_alias`].
+fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    let signal = |r: MethodRouter<AppState>| r.layer(DefaultBodyLimit::max(MAX_BODY));
+    let policy_body = |r: MethodRouter<AppState>| r.layer(DefaultBodyLimit::max(MAX_POLICY_BODY));
+    vec![
+        (
+            Method::POST,
+            "/jit-activations/v1/activate",
+            signal(post(activations::activate)),
+        ),
+        (
+            Method::POST,
+            "/jit-activations/v1/extend",
+            signal(post(activations::extend)),
+        ),
+        (
+            Method::POST,
+            "/jit-activations/v1/deactivate",
+            signal(post(activations::deactivate)),
+        ),
+        (
+            Method::GET,
+            "/jit-activation-config/v1/{configType}",
+            get(policy::get),
+        ),
+        (
+            Method::PATCH,
+            "/jit-activation-config/v1/{configType}",
+            policy_body(patch(policy::patch)),
+        ),
+        (
+            Method::PUT,
+            "/jitflow/v1/jit-activation-config/{configType}",
+            policy_body(put(policy::put)),
+        ),
+        (
+            Method::POST,
+            "/jitflow/v1/connections",
+            post(connections::import).layer(DefaultBodyLimit::max(connections::MAX_IMPORT_BYTES)),
+        ),
+        (
+            Method::DELETE,
+            "/jitflow/v1/connections/{id}",
+            signal(delete(connections::remove)),
+        ),
+        (Method::GET, "/health", get(ops::health)),
+        (Method::GET, "/metrics", get(ops::metrics)),
+        (Method::GET, "/openapi.json", get(openapi::document)),
+    ]
+}
+
+/// Every served (method, path), aliases included: what the OpenAPI test compares.
+pub fn routes() -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for (method, path, _) in route_table() {
+        out.push((method.clone(), path.to_owned()));
+        if let Some(alias) = v2026_alias(path) {
+            out.push((method, alias));
+        }
+    }
+    out
+}
+
+/// The v2026 form of a vendor v1 path: `/jit-activations/v1/activate` is
+/// `/v2026/jit-activations/activate`. `None` for the shim's own paths.
+pub fn v2026_alias(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?;
+    let (api, tail) = rest.split_once("/v1")?;
+    if api == "jitflow" || !(tail.is_empty() || tail.starts_with('/')) {
+        return None;
+    }
+    Some(format!("/v2026/{api}{tail}"))
+}
+
+/// Answers a request no route matches.
+async fn no_route(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {}", request.uri().path()))
+}
+
+/// Answers a known path with a method it does not serve.
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Bounds every request by [`REQUEST_TIMEOUT`].
+async fn timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request took too long; a signal may still commit: retry it with the same Idempotency-Key",
+        )
+        .into_response(),
+    }
+}
+
+/// A panic in a handler (a bug) answered as a 500 `ErrorResponseDto`.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("a handler panicked").into_response()
+}
+
+/// The router over `state`: every route, both path forms, error fallbacks, a request timeout,
+/// panic catching and request tracing.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (_, path, handler) in route_table() {
+        if let Some(alias) = v2026_alias(path) {
+            router = router.route(&alias, handler.clone());
+        }
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(timeout))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A server started by [`start`].
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops taking connections, lets requests in flight finish, and returns. The engine is the
+    /// caller's to shut down.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
+    /// Serves until `signal` completes, then stops as [`Running::stop`] does.
+    pub async fn until(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
+        signal.await;
+        self.stop().await
+    }
+}
+
+/// Binds `listen` and serves [`app`] over `state` on the current runtime.
+pub async fn start(listen: SocketAddr, state: AppState) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = app(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Running { addr, stop, task })
+}

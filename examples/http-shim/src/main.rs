@@ -1,0 +1,257 @@
+//! `jitflow-shim`: serves the JIT REST contract over an embedded jitflow engine (`serve`, the
+//! default), or mints a bearer token (`token`). Every setting has a flag and an environment
+//! variable; `jitflow-shim --help` lists them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jitflow::Engine;
+use jitflow_shim::auth::{Keys, Level};
+use jitflow_shim::demo::{self, DemoProvisioner};
+use jitflow_shim::{AppState, start};
+
+/// The redb file's name in the data directory.
+const STORE_FILE: &str = "jitflow.redb";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jitflow-shim",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the REST contract (the default).
+    Serve(Serve),
+    /// Print a bearer token (HS256) for a tenant, identity, scopes and levels.
+    Token(Token),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct Serve {
+    /// Address to listen on.
+    #[arg(long, env = "JITFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    secrets: Secrets,
+    /// Log format.
+    #[arg(long, env = "JITFLOW_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// Log filter (tracing-subscriber's EnvFilter syntax).
+    #[arg(long, env = "JITFLOW_LOG", default_value = "info")]
+    log: String,
+    /// Load the demo tenant `acme` (identities alice, bob and admin; four connections; a policy).
+    #[arg(long, env = "JITFLOW_DEMO")]
+    demo: bool,
+    /// Fraction (0.0..=1.0) of the demo provisioner's grants and revokes that fail, to show
+    /// retries.
+    #[arg(long, env = "JITFLOW_DEMO_FAIL_RATE", default_value_t = 0.0)]
+    demo_fail_rate: f64,
+    /// An engine setting, NAME=VALUE (repeatable, or comma-separated in the variable), e.g.
+    /// `retry_cap=1m`. Names: grant_max_attempts, stuck_after, retry_base, retry_cap,
+    /// warning_lead, batch_max, queue_capacity, effects_in_flight, effect_timeout,
+    /// timer_window, max_sleep, idempotency_ttl.
+    #[arg(long = "engine", env = "JITFLOW_ENGINE", value_delimiter = ',')]
+    engine: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct Token {
+    /// The tenant id.
+    #[arg(long)]
+    tenant: String,
+    /// The caller's identity id (the `sub` claim).
+    #[arg(long)]
+    identity: String,
+    /// A scope (repeatable), e.g. idn:jit-activation-workflow:activate.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A user level (repeatable).
+    #[arg(long = "level", value_enum)]
+    levels: Vec<Level>,
+    /// How long the token is valid, e.g. 1h or 30m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    #[command(flatten)]
+    secrets: Secrets,
+}
+
+/// Where the data lives and which secret signs tokens (shared by `serve` and `token`).
+#[derive(Debug, Args)]
+struct Secrets {
+    /// Directory holding the store (`jitflow.redb`) and the generated secret (`secret`).
+    #[arg(long, env = "JITFLOW_DATA_DIR", default_value = "./jitflow-data")]
+    data_dir: PathBuf,
+    /// The HS256 secret itself (32..=4096 bytes). Prefer --secret-file.
+    #[arg(
+        long,
+        env = "JITFLOW_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
+    secret: Option<String>,
+    /// A file holding the HS256 secret. Without this or --secret, `<data-dir>/secret` is used;
+    /// `serve` generates it (mode 0600) on first start.
+    #[arg(long, env = "JITFLOW_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+impl Secrets {
+    /// The keys from --secret, --secret-file or the data directory's secret (which `create`
+    /// allows making). Returns whether a new secret file was made.
+    fn keys(&self, create: bool) -> Result<(Keys, bool), BoxError> {
+        if let Some(secret) = &self.secret {
+            return Ok((Keys::from_secret(secret.as_bytes())?, false));
+        }
+        if let Some(file) = &self.secret_file {
+            return Ok((Keys::from_file(file)?, false));
+        }
+        if create {
+            return Ok(Keys::load_or_create(&self.data_dir)?);
+        }
+        let file = self.data_dir.join(jitflow_shim::auth::SECRET_FILE);
+        Ok((Keys::from_file(&file)?, false))
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(token)) => mint(token),
+        Some(Command::Serve(serve)) => run(serve),
+        None => run(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jitflow-shim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the token alone on stdout is this command's output"
+)]
+fn mint(token: Token) -> Result<(), BoxError> {
+    let (keys, _) = token.secrets.keys(false)?;
+    let jwt = keys.mint(
+        &token.tenant,
+        &token.identity,
+        &token.scopes,
+        &token.levels,
+        token.ttl,
+    )?;
+    println!("{jwt}");
+    Ok(())
+}
+
+fn init_logs(format: LogFormat, filter: &str) -> Result<(), BoxError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.try_init()?,
+        LogFormat::Json => builder.json().try_init()?,
+    }
+    Ok(())
+}
+
+fn run(serve: Serve) -> Result<(), BoxError> {
+    init_logs(serve.log_format, &serve.log)?;
+    let mut config = jitflow::Config::default();
+    for setting in &serve.engine {
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--engine {setting}: expected NAME=VALUE"))?;
+        config.set(name.trim(), value.trim())?;
+    }
+    config.validate()?;
+    let data_dir = serve.secrets.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)?;
+    let (keys, created) = serve.secrets.keys(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let engine = Engine::builder(data_dir.join(STORE_FILE))
+            .config(config)
+            .provisioner(DemoProvisioner::new(serve.demo_fail_rate))
+            .open()
+            .await?;
+        if serve.demo {
+            demo::load(&engine).await?;
+            tracing::info!(tenant = demo::TENANT, "demo tenant loaded");
+        }
+        let running = start(serve.listen, AppState::new(engine.clone(), keys)).await?;
+        if created {
+            tracing::info!(
+                secret = %data_dir.join(jitflow_shim::auth::SECRET_FILE).display(),
+                "generated a new token secret (mode 0600)"
+            );
+        }
+        tracing::info!(
+            addr = %running.addr,
+            data_dir = %data_dir.display(),
+            "listening; mint a token with: jitflow-shim token --data-dir {} --tenant acme --identity alice --scope idn:jit-activation-workflow:activate --level USER",
+            data_dir.display()
+        );
+        let served = running.until(shutdown_signal()).await;
+        tracing::info!("shutting down");
+        engine.shutdown().await;
+        served?;
+        Ok::<(), BoxError>(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("listening for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("listening for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

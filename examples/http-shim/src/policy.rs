@@ -1,0 +1,299 @@
+//! `GET` and `PATCH /jit-activation-config/v1/{configType}`: the tenant's JIT activation policy,
+//! and the shim's `PUT /jitflow/v1/jit-activation-config/{configType}` that stores a whole one
+//! (the vendor contract has no way to create the policy; `PATCH` answers 404 until one exists).
+//!
+//! Only the `configType` `policy` exists; any other is 400, as the contract says. The `PATCH`
+//! body is a non-empty array (at most `jitflow_core::policy::MAX_PATCH_OPS`) of `{op, path,
+//! value}` replace operations, applied all or nothing by the core.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use jitflow_core::id::EntitlementId;
+use jitflow_core::policy::{PatchOp, PatchValue, Policy};
+use jitflow_core::time::Minutes;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::{self, Principal};
+use crate::body::{JsonBody, Segment};
+use crate::error::{ApiError, Errors};
+
+/// The contract's `JITActivationConfigResponse`. Every nullable field is sent, as `null` when
+/// unset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDto {
+    /// The persisted config id.
+    #[schema(format = "uuid")]
+    pub id: String,
+    /// Entitlements governed by JIT activation.
+    pub entitlement_ids: Vec<String>,
+    /// Longest activation period, in minutes.
+    #[schema(format = Int32)]
+    pub max_activation_period_mins: Option<u32>,
+    /// Most an activation may be extended in total, in minutes.
+    #[schema(format = Int32)]
+    pub max_activation_period_extension_mins: Option<u32>,
+    /// Default activation period, in minutes.
+    #[schema(format = Int32)]
+    pub default_max_activation_period_mins: Option<u32>,
+    /// Default extension, in minutes.
+    #[schema(format = Int32)]
+    pub default_max_activation_period_extension_mins: Option<u32>,
+    /// Email addresses told about activation events.
+    pub notification_recipients: Vec<String>,
+    /// Email template name.
+    pub notification_template: Option<String>,
+    /// Whether new assignments of governed entitlements become JIT.
+    pub apply_to_future_assignments: bool,
+}
+
+impl PolicyDto {
+    /// The contract's view of a stored policy.
+    pub fn from_policy(p: &Policy) -> PolicyDto {
+        PolicyDto {
+            id: p.id.clone(),
+            entitlement_ids: p.entitlement_ids.iter().map(|e| e.to_string()).collect(),
+            max_activation_period_mins: p.max_activation_period.map(Minutes::get),
+            max_activation_period_extension_mins: p.max_extension.map(Minutes::get),
+            default_max_activation_period_mins: p.default_activation_period.map(Minutes::get),
+            default_max_activation_period_extension_mins: p.default_extension.map(Minutes::get),
+            notification_recipients: p.notification_recipients.clone(),
+            notification_template: p.notification_template.clone(),
+            apply_to_future_assignments: p.apply_to_future_assignments,
+        }
+    }
+}
+
+/// One operation of the `PATCH` body (`JitAccessOperationRequest`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationDto {
+    /// `replace` (the default, and the only one supported).
+    pub op: Option<String>,
+    /// One of the eight paths.
+    pub path: String,
+    /// The new value; required, `null` clears a nullable field.
+    #[schema(value_type = Object, nullable = true)]
+    pub value: serde_json::Value,
+}
+
+/// Body of the shim's `PUT`: a whole policy. `id` is ignored (kept from the stored policy, or
+/// generated for a new one).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyPutDto {
+    /// Ignored.
+    pub id: Option<String>,
+    /// Entitlements governed by JIT activation.
+    #[serde(default)]
+    pub entitlement_ids: Vec<String>,
+    /// Longest activation period, in minutes.
+    pub max_activation_period_mins: Option<i64>,
+    /// Most an activation may be extended in total, in minutes.
+    pub max_activation_period_extension_mins: Option<i64>,
+    /// Default activation period, in minutes.
+    pub default_max_activation_period_mins: Option<i64>,
+    /// Default extension, in minutes.
+    pub default_max_activation_period_extension_mins: Option<i64>,
+    /// Email addresses told about activation events.
+    #[serde(default)]
+    pub notification_recipients: Vec<String>,
+    /// Email template name.
+    pub notification_template: Option<String>,
+    /// Whether new assignments of governed entitlements become JIT.
+    #[serde(default)]
+    pub apply_to_future_assignments: bool,
+}
+
+/// The JSON value as the core's patch value.
+fn patch_value(value: serde_json::Value) -> PatchValue {
+    use serde_json::Value;
+    match value {
+        Value::Null => PatchValue::Null,
+        Value::Bool(b) => PatchValue::Bool(b),
+        Value::Number(n) => n
+            .as_i64()
+            .map_or_else(|| PatchValue::Other("number".to_owned()), PatchValue::Int),
+        Value::String(s) => PatchValue::Text(s),
+        Value::Array(items) => {
+            let all_text = items.iter().all(Value::is_string);
+            if all_text {
+                PatchValue::TextList(
+                    items
+                        .into_iter()
+                        .filter_map(|v| match v {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect(),
+                )
+            } else {
+                PatchValue::Other("array".to_owned())
+            }
+        }
+        Value::Object(_) => PatchValue::Other("object".to_owned()),
+    }
+}
+
+/// The 200 answer with a policy.
+fn answer(policy: &Policy) -> Response {
+    axum::Json(PolicyDto::from_policy(policy)).into_response()
+}
+
+/// 400 unless the path segment is `policy`.
+fn check_config_type(segment: &str) -> Result<(), ApiError> {
+    if segment == "policy" {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "unknown configType `{}`: the only one is `policy`",
+            segment.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+/// Reads the tenant's policy.
+#[utoipa::path(
+    get,
+    path = "/jit-activation-config/v1/{configType}",
+    tag = "JIT Access",
+    operation_id = "getJitActivationConfigV1",
+    params(
+        ("configType" = String, Path, description = "Only `policy`."),
+        ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
+    ),
+    responses(
+        (status = 200, description = "The policy.", body = PolicyDto),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:jit-policy:read", "idn:jit-policy:manage"]))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Segment(config_type): Segment,
+) -> Result<Response, ApiError> {
+    principal.require(auth::POLICY_READ)?;
+    check_config_type(&config_type)?;
+    let policy = state
+        .engine
+        .policy(&principal.caller.tenant)?
+        .ok_or_else(|| ApiError::not_found("the JIT activation policy has not been stored yet"))?;
+    Ok(answer(&policy))
+}
+
+/// Applies replace operations to the tenant's policy, all or nothing.
+#[utoipa::path(
+    patch,
+    path = "/jit-activation-config/v1/{configType}",
+    tag = "JIT Access",
+    operation_id = "patchJitActivationConfigV1",
+    params(
+        ("configType" = String, Path, description = "Only `policy`."),
+        ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
+    ),
+    request_body = Vec<OperationDto>,
+    responses(
+        (status = 200, description = "The policy after the change.", body = PolicyDto),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:jit-policy:update", "idn:jit-policy:manage"]))
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    principal: Principal,
+    Segment(config_type): Segment,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(auth::POLICY_UPDATE)?;
+    check_config_type(&config_type)?;
+    let ops: Vec<OperationDto> = body.parse_list()?;
+    let ops = ops
+        .into_iter()
+        .map(|o| PatchOp {
+            op: o.op,
+            path: o.path,
+            value: patch_value(o.value),
+        })
+        .collect();
+    let policy = state
+        .engine
+        .patch_policy(&principal.caller, ops, None)
+        .await?;
+    Ok(answer(&policy))
+}
+
+/// Stores a whole policy (jitflow extension: the vendor contract cannot create one).
+#[utoipa::path(
+    put,
+    path = "/jitflow/v1/jit-activation-config/{configType}",
+    tag = "jitflow extensions",
+    operation_id = "putJitActivationConfig",
+    params(("configType" = String, Path, description = "Only `policy`.")),
+    request_body = PolicyPutDto,
+    responses(
+        (status = 200, description = "The stored policy.", body = PolicyDto),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:jit-policy:update", "idn:jit-policy:manage"]))
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    Segment(config_type): Segment,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(auth::POLICY_UPDATE)?;
+    check_config_type(&config_type)?;
+    let dto: PolicyPutDto = body.parse()?;
+    let policy = policy_from_put(dto)?;
+    let stored = state.engine.put_policy(&principal.caller, policy).await?;
+    Ok(answer(&stored))
+}
+
+/// A whole policy from the `PUT` body; the core validates the rest when it stores it.
+fn policy_from_put(dto: PolicyPutDto) -> Result<Policy, ApiError> {
+    let mins = |field: &str, v: Option<i64>| -> Result<Option<Minutes>, ApiError> {
+        v.map(|v| {
+            u32::try_from(v).map(Minutes).map_err(|_| {
+                ApiError::bad_request(format!("{field}: {v} is not a period in minutes"))
+            })
+        })
+        .transpose()
+    };
+    let mut policy = Policy::empty(uuid::Uuid::new_v4().hyphenated().to_string());
+    if dto.entitlement_ids.len() > jitflow_core::policy::MAX_ENTITLEMENTS {
+        return Err(ApiError::bad_request(format!(
+            "entitlementIds has {} entries, more than the {} allowed",
+            dto.entitlement_ids.len(),
+            jitflow_core::policy::MAX_ENTITLEMENTS
+        )));
+    }
+    policy.entitlement_ids = dto
+        .entitlement_ids
+        .iter()
+        .map(|e| {
+            EntitlementId::parse(e)
+                .map_err(|err| ApiError::bad_request(format!("entitlementIds: {err}")))
+        })
+        .collect::<Result<_, _>>()?;
+    policy.max_activation_period = mins("maxActivationPeriodMins", dto.max_activation_period_mins)?;
+    policy.max_extension = mins(
+        "maxActivationPeriodExtensionMins",
+        dto.max_activation_period_extension_mins,
+    )?;
+    policy.default_activation_period = mins(
+        "defaultMaxActivationPeriodMins",
+        dto.default_max_activation_period_mins,
+    )?;
+    policy.default_extension = mins(
+        "defaultMaxActivationPeriodExtensionMins",
+        dto.default_max_activation_period_extension_mins,
+    )?;
+    policy.notification_recipients = dto.notification_recipients;
+    policy.notification_template = dto.notification_template;
+    policy.apply_to_future_assignments = dto.apply_to_future_assignments;
+    Ok(policy)
+}

@@ -1,0 +1,999 @@
+//! The shim over real HTTP on an ephemeral port: every endpoint's success path and documented
+//! errors, authorization, a lifecycle that expires, and a restart mid-activation.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use jitflow_core::connection::ConnectionState;
+use jitflow_shim::auth::Level;
+use serde_json::json;
+
+const ACTIVATE_FORMS: [&str; 2] = [
+    "/jit-activations/v1/activate",
+    "/v2026/jit-activations/activate",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activate_extend_deactivate_in_both_path_forms() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let alice = h.alice();
+    for (round, activate) in ACTIVATE_FORMS.iter().enumerate() {
+        let prefix = if round == 0 {
+            "/jit-activations/v1"
+        } else {
+            "/v2026/jit-activations"
+        };
+        let body = h.expect(202, "POST", activate, Some(&alice), Some(json!({"connectionId": ALICE_CONN.replace('-', ""), "activationPeriodMins": 30}))).await;
+        assert_eq!(body["connectionId"], ALICE_CONN);
+        assert_eq!(body["activationPeriodMins"], 30);
+        assert_eq!(body["status"], "CREATING");
+        let activation_id = body["activationId"].as_str().unwrap().to_owned();
+        assert_eq!(body["id"], format!("jit-activation-{activation_id}"));
+        assert_eq!(body["startTime"], h.engine().now().to_rfc3339());
+        h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+        assert!(
+            h.target
+                .0
+                .held
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.to_string() == ALICE_CONN)
+        );
+
+        let body = h
+            .expect(
+                202,
+                "POST",
+                &format!("{prefix}/extend"),
+                Some(&alice),
+                Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 15})),
+            )
+            .await;
+        assert_eq!(body["activationId"], activation_id.as_str());
+        assert_eq!(body["activationPeriodExtensionMins"], 15);
+        assert_eq!(body["status"], "PROVISIONED");
+        let activation = h.connection(ALICE_CONN).unwrap().activation.unwrap();
+        assert_eq!(activation.extended_by.get(), 15);
+
+        let body = h
+            .expect(
+                202,
+                "POST",
+                &format!("{prefix}/deactivate"),
+                Some(&alice),
+                Some(json!({"connectionId": ALICE_CONN})),
+            )
+            .await;
+        assert_eq!(body["activationId"], activation_id.as_str());
+        assert_eq!(body["status"], "DEPROVISIONING");
+        h.wait_state(ALICE_CONN, ConnectionState::Available).await;
+        assert!(h.target.0.held.lock().unwrap().is_empty());
+    }
+    assert_eq!(h.target.0.grants.load(Ordering::SeqCst), 2);
+    assert_eq!(h.target.0.revokes.load(Ordering::SeqCst), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_errors() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let alice = h.alice();
+    let before = h.engine().last_sequence().unwrap();
+    let bad_bodies = [
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": 0}),
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": -5}),
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": 1.5}),
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": "30"}),
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": 2_147_483_648_i64}),
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": 241}),
+        json!({"connectionId": ALICE_CONN}),
+        json!({"activationPeriodMins": 30}),
+        json!({"connectionId": "not-a-uuid", "activationPeriodMins": 30}),
+        json!({"connectionId": 7, "activationPeriodMins": 30}),
+        json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30, "extra": true}),
+        json!([ALICE_CONN, 30]),
+        json!(null),
+    ];
+    for body in bad_bodies {
+        h.expect(
+            400,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some(body.clone()),
+        )
+        .await;
+    }
+    // Malformed JSON, a wrong content type, an oversized body.
+    let (status, answer, _) = h
+        .raw(
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some("application/json"),
+            Some(b"{\"connectionId\":".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_text(&answer).contains("not valid JSON"));
+    let (status, answer, _) = h
+        .raw(
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some("text/plain"),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 415);
+    error_text(&answer);
+    let huge = format!(
+        "{{\"connectionId\":\"{}\"}}",
+        "a".repeat(jitflow_shim::MAX_BODY + 1)
+    );
+    let (status, answer, _) = h
+        .raw(
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some("application/json"),
+            Some(huge.into_bytes()),
+        )
+        .await;
+    assert_eq!(status, 413);
+    error_text(&answer);
+    // Unknown connection; another identity's connection; a standing connection.
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    for id in [unknown, BOB_CONN] {
+        h.expect(
+            404,
+            "POST",
+            ACTIVATE_FORMS[1],
+            Some(&alice),
+            Some(json!({"connectionId": id, "activationPeriodMins": 30})),
+        )
+        .await;
+    }
+    h.expect(
+        409,
+        "POST",
+        ACTIVATE_FORMS[0],
+        Some(&alice),
+        Some(json!({"connectionId": STANDING_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
+    // Extend and deactivate without a running activation: 400, as the contract says.
+    let answer = h
+        .expect(
+            400,
+            "POST",
+            "/jit-activations/v1/extend",
+            Some(&alice),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 10})),
+        )
+        .await;
+    assert!(error_text(&answer).contains("no running activation"));
+    h.expect(
+        400,
+        "POST",
+        "/jit-activations/v1/deactivate",
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN})),
+    )
+    .await;
+    let _ = h
+        .expect(
+            400,
+            "POST",
+            "/jit-activations/v1/extend",
+            Some(&alice),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 0})),
+        )
+        .await;
+    let _ = h
+        .expect(
+            404,
+            "POST",
+            "/jit-activations/v1/deactivate",
+            Some(&alice),
+            Some(json!({"connectionId": unknown})),
+        )
+        .await;
+    assert_eq!(
+        h.engine().last_sequence().unwrap(),
+        before,
+        "refusals changed nothing"
+    );
+
+    // Activating twice is a conflict; extending past the policy's cap is a bad request.
+    let _ = h
+        .expect(
+            202,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+        )
+        .await;
+    h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    h.expect(
+        409,
+        "POST",
+        ACTIVATE_FORMS[0],
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
+    h.expect(
+        400,
+        "POST",
+        "/jit-activations/v1/extend",
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 61})),
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_returns_the_first_answer() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let alice = h.alice();
+    let send = || async {
+        let response = h
+            .client
+            .post(format!("{}/jit-activations/v1/activate", h.base))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "request-42")
+            .header("X-SailPoint-Experimental", "true")
+            .json(&json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (first_status, first) = send().await;
+    let (second_status, second) = send().await;
+    assert_eq!((first_status, second_status), (202, 202));
+    assert_eq!(first["activationId"], second["activationId"]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let body = json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30});
+    // No token, a malformed header, a bad signature, an expired token: 401.
+    let (status, answer, headers) = h
+        .call("POST", ACTIVATE_FORMS[0], None, Some(body.clone()))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], error_text(&answer));
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let forged = jitflow_shim::auth::Keys::from_secret(b"another-secret-another-secret-another")
+        .unwrap()
+        .mint(
+            TENANT,
+            "alice",
+            &["idn:jit-activation-workflow:activate".to_owned()],
+            &[Level::User],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let expired = h
+        .keys
+        .mint(
+            TENANT,
+            "alice",
+            &["idn:jit-activation-workflow:activate".to_owned()],
+            &[Level::User],
+            Duration::ZERO,
+        )
+        .unwrap();
+    // An expired token is still within the leeway; make one far in the past by hand.
+    let _ = expired;
+    let old = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &jitflow_shim::auth::Claims {
+            tenant: TENANT.into(),
+            sub: "alice".into(),
+            scope: vec!["idn:jit-activation-workflow:activate".into()],
+            levels: vec![Level::User],
+            exp: 1_000_000,
+            iat: 999_000,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    for token in [forged.as_str(), old.as_str(), "not.a.jwt", ""] {
+        h.expect(
+            401,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(token),
+            Some(body.clone()),
+        )
+        .await;
+    }
+    // Wrong scope, wrong level: 403, checked before the body.
+    let wrong_scope = h.token(
+        TENANT,
+        "alice",
+        &["idn:jit-activation-workflow:extend"],
+        &[Level::User],
+    );
+    let (status, answer, _) = h
+        .raw(
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&wrong_scope),
+            Some("application/json"),
+            Some(b"{oops".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    error_text(&answer);
+    let no_level = h.token(
+        TENANT,
+        "alice",
+        &["idn:jit-activation-workflow:activate"],
+        &[],
+    );
+    let _ = h
+        .expect(
+            403,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&no_level),
+            Some(body.clone()),
+        )
+        .await;
+    let user_on_policy = h.token(TENANT, "alice", &["idn:jit-policy:read"], &[Level::User]);
+    let _ = h
+        .expect(
+            403,
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&user_on_policy),
+            None,
+        )
+        .await;
+    let _ = h
+        .expect(
+            403,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&h.alice()),
+            Some(json!({"connections": [spec(ALICE_CONN, "alice", "JIT")]})),
+        )
+        .await;
+    // The manage scope acts on another identity's connection.
+    let manager = h.token(
+        TENANT,
+        "ops",
+        &["idn:jit-activation-workflow:manage"],
+        &[Level::User],
+    );
+    h.expect(
+        202,
+        "POST",
+        ACTIVATE_FORMS[0],
+        Some(&manager),
+        Some(json!({"connectionId": BOB_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
+    h.wait_state(BOB_CONN, ConnectionState::Active).await;
+    // Another tenant sees nothing of acme: not its connections, not its policy.
+    let mallory = h.token(
+        "globex",
+        "alice",
+        &[
+            "idn:jit-activation-workflow:manage",
+            "idn:jit-policy:manage",
+        ],
+        &[Level::OrgAdmin],
+    );
+    let before = h.engine().last_sequence().unwrap();
+    let probes = [
+        (
+            "/jit-activations/v1/activate",
+            json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30}),
+        ),
+        (
+            "/jit-activations/v1/extend",
+            json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5}),
+        ),
+        (
+            "/jit-activations/v1/deactivate",
+            json!({"connectionId": ALICE_CONN}),
+        ),
+    ];
+    for (path, body) in probes {
+        let _ = h
+            .expect(404, "POST", path, Some(&mallory), Some(body))
+            .await;
+    }
+    let _ = h
+        .expect(
+            404,
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&mallory),
+            None,
+        )
+        .await;
+    let _ = h
+        .expect(
+            404,
+            "PATCH",
+            "/jit-activation-config/v1/policy",
+            Some(&mallory),
+            Some(json!([{"path": "/maxActivationPeriodMins", "value": 5}])),
+        )
+        .await;
+    let _ = h
+        .expect(
+            403,
+            "DELETE",
+            &format!("/jitflow/v1/connections/{ALICE_CONN}"),
+            Some(&mallory),
+            None,
+        )
+        .await;
+    let globex_admin = h.token(
+        "globex",
+        "root",
+        &["idn:entitlement-connections:manage"],
+        &[Level::OrgAdmin],
+    );
+    let _ = h
+        .expect(
+            404,
+            "DELETE",
+            &format!("/jitflow/v1/connections/{ALICE_CONN}"),
+            Some(&globex_admin),
+            None,
+        )
+        .await;
+    assert_eq!(h.engine().last_sequence().unwrap(), before);
+    assert!(h.connection(ALICE_CONN).is_some());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_config() {
+    let h = Harness::new().await;
+    let admin = h.admin();
+    let reader = h.token(
+        TENANT,
+        "pat",
+        &["idn:jit-policy:read"],
+        &[Level::PolicyAdmin],
+    );
+    for path in [
+        "/jit-activation-config/v1/policy",
+        "/v2026/jit-activation-config/policy",
+    ] {
+        h.expect(404, "GET", path, Some(&reader), None).await;
+    }
+    let _ = h
+        .expect(
+            404,
+            "PATCH",
+            "/jit-activation-config/v1/policy",
+            Some(&admin),
+            Some(json!([{"path": "/maxActivationPeriodMins", "value": 60}])),
+        )
+        .await;
+    h.seed().await;
+    let stored = h
+        .expect(
+            200,
+            "GET",
+            "/v2026/jit-activation-config/policy",
+            Some(&reader),
+            None,
+        )
+        .await;
+    let keys: BTreeSet<&str> = stored
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "id",
+            "entitlementIds",
+            "maxActivationPeriodMins",
+            "maxActivationPeriodExtensionMins",
+            "defaultMaxActivationPeriodMins",
+            "defaultMaxActivationPeriodExtensionMins",
+            "notificationRecipients",
+            "notificationTemplate",
+            "applyToFutureAssignments",
+        ])
+    );
+    assert_eq!(stored["maxActivationPeriodMins"], 240);
+    assert_eq!(stored["notificationTemplate"], serde_json::Value::Null);
+    assert_eq!(stored["entitlementIds"], json!(["domain-admins"]));
+
+    let updater = h.token(
+        TENANT,
+        "pat",
+        &["idn:jit-policy:update"],
+        &[Level::PolicyAdmin],
+    );
+    let patched = h
+        .expect(
+            200,
+            "PATCH",
+            "/jit-activation-config/v1/policy",
+            Some(&updater),
+            Some(json!([
+                {"op": "replace", "path": "/maxActivationPeriodMins", "value": 120},
+                {"path": "/notificationTemplate", "value": "jit-activation-default"},
+                {"path": "/applyToFutureAssignments", "value": true},
+            ])),
+        )
+        .await;
+    assert_eq!(patched["maxActivationPeriodMins"], 120);
+    assert_eq!(patched["notificationTemplate"], "jit-activation-default");
+    assert_eq!(patched["applyToFutureAssignments"], true);
+    assert_eq!(patched["id"], stored["id"]);
+    // With the patch/json-patch content type too.
+    let (status, answer, _) = h
+        .raw(
+            "PATCH",
+            "/v2026/jit-activation-config/policy",
+            Some(&updater),
+            Some("application/json-patch+json"),
+            Some(br#"[{"path":"/maxActivationPeriodExtensionMins","value":null}]"#.to_vec()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["maxActivationPeriodExtensionMins"],
+        serde_json::Value::Null
+    );
+
+    let before = h.engine().last_sequence().unwrap();
+    let refused = [
+        ("/jit-activation-config/v1/policy", json!([])),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"op": "add", "path": "/maxActivationPeriodMins", "value": 5}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/id", "value": "x"}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/maxActivationPeriodMins", "value": "sixty"}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/maxActivationPeriodMins", "value": 0}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/maxActivationPeriodMins"}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/defaultMaxActivationPeriodMins", "value": 500}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/notificationRecipients", "value": ["not-an-email"]}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/maxActivationPeriodMins", "value": 5, "from": "/x"}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!({"path": "/maxActivationPeriodMins", "value": 5}),
+        ),
+        (
+            "/jit-activation-config/v1/settings",
+            json!([{"path": "/maxActivationPeriodMins", "value": 5}]),
+        ),
+    ];
+    for (path, body) in refused {
+        h.expect(400, "PATCH", path, Some(&updater), Some(body.clone()))
+            .await;
+    }
+    let _ = h
+        .expect(
+            400,
+            "GET",
+            "/jit-activation-config/v1/settings",
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(
+        h.engine().last_sequence().unwrap(),
+        before,
+        "refusals changed nothing"
+    );
+    let (_, after, _) = h
+        .call(
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&reader),
+            None,
+        )
+        .await;
+    assert_eq!(after["maxActivationPeriodMins"], 120);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_import_and_removal() {
+    let h = Harness::new().await;
+    let admin = h.admin();
+    let mut bad_type = spec("11111111-1111-4111-8111-111111111111", "carol", "JIT");
+    bad_type["type"] = json!("SOMETIMES");
+    let mut no_id = spec(ALICE_CONN, "dave", "NA");
+    no_id.as_object_mut().unwrap().remove("id");
+    let body = h
+        .expect(
+            200,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&admin),
+            Some(json!({"connections": [
+                spec(ALICE_CONN, "alice", "JIT"),
+                spec(ALICE_CONN, "alice", "JIT"),
+                bad_type,
+                json!("not an object"),
+                no_id,
+            ]})),
+        )
+        .await;
+    let results = body["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    // The two registrations of one id race; exactly one wins.
+    let mut first_two = statuses[..2].to_vec();
+    first_two.sort_unstable();
+    assert_eq!(first_two, [200, 409]);
+    assert_eq!(&statuses[2..], &[400, 400, 200]);
+    assert!(results[0..2].iter().all(|r| r["id"] == ALICE_CONN));
+    assert!(
+        results[2]["error"]["messages"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("type")
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .all(|r| r.get("error").is_none())
+    );
+    let generated = results[4]["id"].as_str().unwrap();
+    assert!(h.connection(generated).is_some());
+
+    for body in [
+        json!({"connections": []}),
+        json!({"connections": vec![spec(ALICE_CONN, "a", "JIT"); 1001]}),
+        json!({"items": []}),
+    ] {
+        h.expect(
+            400,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&admin),
+            Some(body),
+        )
+        .await;
+    }
+
+    let _ = h
+        .expect(
+            204,
+            "DELETE",
+            &format!("/jitflow/v1/connections/{generated}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(h.connection(generated).is_none());
+    let _ = h
+        .expect(
+            404,
+            "DELETE",
+            &format!("/jitflow/v1/connections/{generated}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let _ = h
+        .expect(
+            400,
+            "DELETE",
+            "/jitflow/v1/connections/nope",
+            Some(&admin),
+            None,
+        )
+        .await;
+    // Removal is refused while access is held.
+    let _ = h
+        .expect(
+            202,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&h.alice()),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 5})),
+        )
+        .await;
+    h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    h.expect(
+        409,
+        "DELETE",
+        &format!("/jitflow/v1/connections/{ALICE_CONN}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_activation_expires() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let alice = h.alice();
+    let _ = h
+        .expect(
+            202,
+            "POST",
+            ACTIVATE_FORMS[1],
+            Some(&alice),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 1})),
+        )
+        .await;
+    h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    h.clock.advance(Duration::from_secs(61));
+    h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
+    let connection = h.connection(ALICE_CONN).unwrap();
+    assert_eq!(connection.activation.unwrap().status.as_str(), "COMPLETED");
+    assert!(
+        h.target.0.held.lock().unwrap().is_empty(),
+        "the expiry revoked the access"
+    );
+    // Through the API: nothing runs any more.
+    h.expect(
+        400,
+        "POST",
+        "/jit-activations/v1/extend",
+        Some(&alice),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5})),
+    )
+    .await;
+    let (_, metrics, _) = h.raw("GET", "/metrics", None, None, None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("jitflow_timers_fired_total 1")
+            || metrics.contains("jitflow_timers_fired_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jitflow_signals_total{kind=\"activate\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("jitflow_timers_pending 0"), "{metrics}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_activation_resumes() {
+    let mut h = Harness::with_target(Target {
+        hang_grants: true,
+        ..Target::default()
+    })
+    .await;
+    h.seed().await;
+    let body = h
+        .expect(
+            202,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&h.alice()),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 10})),
+        )
+        .await;
+    let activation_id = body["activationId"].as_str().unwrap().to_owned();
+    h.wait_state(ALICE_CONN, ConnectionState::Activating).await;
+    assert_eq!(
+        h.target.0.grants.load(Ordering::SeqCst),
+        0,
+        "the grant hangs"
+    );
+
+    h.restart(Target::default()).await;
+    h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    assert_eq!(
+        h.target.0.grants.load(Ordering::SeqCst),
+        1,
+        "the grant ran again after the restart"
+    );
+    let body = h
+        .expect(
+            202,
+            "POST",
+            "/v2026/jit-activations/extend",
+            Some(&h.alice()),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5})),
+        )
+        .await;
+    assert_eq!(body["activationId"], activation_id.as_str());
+    h.clock.advance(Duration::from_secs(15 * 60 + 1));
+    h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
+    assert!(h.target.0.held.lock().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_and_fallbacks() {
+    let h = Harness::new().await;
+    let (status, body, _) = h.raw("GET", "/health", None, None, None).await;
+    assert_eq!((status, body), (200, json!({"status": "UP"})));
+    let (status, metrics, headers) = h.raw("GET", "/metrics", None, None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    for name in [
+        "jitflow_commits_total",
+        "jitflow_events_total",
+        "jitflow_signals_total",
+        "jitflow_timers_pending",
+        "jitflow_effects_total",
+        "jitflow_stuck_activations",
+    ] {
+        assert!(
+            metrics
+                .as_str()
+                .unwrap()
+                .contains(&format!("# TYPE {name} ")),
+            "{name}"
+        );
+    }
+    let (status, answer, _) = h.raw("GET", "/nope", None, None, None).await;
+    assert_eq!(status, 404);
+    error_text(&answer);
+    let (status, answer, _) = h
+        .raw("DELETE", "/jit-activations/v1/activate", None, None, None)
+        .await;
+    assert_eq!(status, 405);
+    error_text(&answer);
+    h.stop().await;
+}
+
+/// The OpenAPI document and the router list the same operations, and each documented one is
+/// routed (in both path forms for vendor paths).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_matches_routes() {
+    let h = Harness::new().await;
+    let (status, doc, _) = h.raw("GET", "/openapi.json", None, None, None).await;
+    assert_eq!(status, 200);
+    let params = &doc["paths"]["/jit-activations/v1/activate"]["post"]["parameters"];
+    let names: Vec<&str> = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["X-SailPoint-Experimental", "Idempotency-Key"]);
+    assert!(
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["in"] == "header" && p["required"] == false)
+    );
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+            if let Some(alias) = jitflow_shim::v2026_alias(path) {
+                documented.insert((method.to_uppercase(), alias));
+            }
+        }
+    }
+    let routed: BTreeSet<(String, String)> = jitflow_shim::routes()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p))
+        .collect();
+    assert_eq!(documented, routed);
+    assert!(routed.contains(&(
+        "POST".to_owned(),
+        "/v2026/jit-activations/activate".to_owned()
+    )));
+    for (method, path) in &routed {
+        let path = path
+            .replace("{configType}", "policy")
+            .replace("{id}", ALICE_CONN);
+        let (status, body, _) = h.raw(method, &path, None, None, None).await;
+        assert_ne!(status, 405, "{method} {path}");
+        if status == 404 {
+            assert!(
+                !error_text(&body).starts_with("no route"),
+                "{method} {path} is not routed"
+            );
+        }
+    }
+    h.stop().await;
+}
+
+/// With a writer queue of one, a burst of registrations overflows it: the overflow is answered
+/// 429 per item with an `ErrorResponseDto`, and only the accepted items are registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_answered_429_and_registers_nothing() {
+    let config = jitflow::Config {
+        queue_capacity: 1,
+        batch_max: 1,
+        ..jitflow::Config::default()
+    };
+    let h = Harness::with_target(Target {
+        config: Some(config),
+        ..Target::default()
+    })
+    .await;
+    let items: Vec<_> = (0..1000u32)
+        .map(|i| {
+            spec(
+                &format!("{i:08x}-0000-4000-8000-000000000000"),
+                "alice",
+                "JIT",
+            )
+        })
+        .collect();
+    let body = h
+        .expect(
+            200,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&h.admin()),
+            Some(json!({"connections": items})),
+        )
+        .await;
+    let results = body["results"].as_array().unwrap();
+    let busy: Vec<_> = results.iter().filter(|r| r["status"] == 429).collect();
+    let ok = results.iter().filter(|r| r["status"] == 200).count();
+    assert_eq!(busy.len() + ok, 1000, "{body}");
+    assert!(!busy.is_empty(), "a burst of 1000 overflows a queue of one");
+    for r in &busy {
+        assert_eq!(r["error"]["detailCode"], "429 Too Many Requests");
+        assert!(h.connection(r["id"].as_str().unwrap()).is_none());
+    }
+    let registered = results
+        .iter()
+        .filter(|r| h.connection(r["id"].as_str().unwrap()).is_some())
+        .count();
+    assert_eq!(registered, ok);
+    h.stop().await;
+}
