@@ -477,6 +477,18 @@ pub enum Rejection {
     /// Register of an id that exists (409).
     #[error("connection {0} already exists")]
     AlreadyExists(ConnectionId),
+    /// Register of a second connection for an assignment (entitlement, identity, account) that
+    /// another connection already holds (409).
+    #[error(
+        "connection {existing} already connects this identity, account and entitlement; \
+         {connection} cannot be registered for them too"
+    )]
+    AssignmentTaken {
+        /// The connection refused.
+        connection: ConnectionId,
+        /// The connection that holds the assignment.
+        existing: ConnectionId,
+    },
     /// The operation needs another connection type (409).
     #[error("connection {connection} is of type {actual}, and {operation} needs type {needed}")]
     WrongType {
@@ -575,6 +587,7 @@ impl Rejection {
         match self {
             Rejection::NotFound(_) => RejectionKind::NotFound,
             Rejection::AlreadyExists(_)
+            | Rejection::AssignmentTaken { .. }
             | Rejection::WrongType { .. }
             | Rejection::WrongState { .. }
             | Rejection::DuplicateActivation(_) => RejectionKind::Conflict,

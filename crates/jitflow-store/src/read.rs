@@ -286,6 +286,24 @@ impl Reader {
         identity: &IdentityId,
         account: &AccountId,
     ) -> Result<Option<Connection>, Error> {
+        let ids = self.assignment_holders(tenant, entitlement, identity, account)?;
+        match ids.as_slice() {
+            [] => Ok(None),
+            [id] => self.connection(tenant, *id),
+            _ => Err(Error::Ambiguous { ids }),
+        }
+    }
+
+    /// The ids of the connections of `tenant` that hold the assignment (entitlement, identity,
+    /// account), at most [`MAX_AMBIGUOUS`]. The engine registers at most one per assignment;
+    /// files written before it enforced that may hold more.
+    pub fn assignment_holders(
+        &self,
+        tenant: &TenantId,
+        entitlement: &EntitlementId,
+        identity: &IdentityId,
+        account: &AccountId,
+    ) -> Result<Vec<ConnectionId>, Error> {
         let table = self.table(ASSIGNMENTS)?;
         let (t, e, i, a) = (
             tenant.as_str(),
@@ -300,11 +318,7 @@ impl Reader {
         {
             ids.push(ConnectionId::from_u128(entry?.0.value().4));
         }
-        match ids.as_slice() {
-            [] => Ok(None),
-            [id] => self.connection(tenant, *id),
-            _ => Err(Error::Ambiguous { ids }),
-        }
+        Ok(ids)
     }
 
     /// The activation history record of activation `id` of `tenant`.

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use jitflow_core::activation::Activation;
-use jitflow_core::connection::Connection;
+use jitflow_core::connection::{Connection, ConnectionSpec};
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{
-    self, Actor, Command, Context, Effect, PolicyCommand, decide, decide_policy, evolve,
+    self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide, decide_policy, evolve,
 };
 use jitflow_core::policy::Policy;
 use jitflow_store::Store;
@@ -151,6 +151,45 @@ impl Writer {
         self.rx.close();
         while let Ok(request) = self.rx.try_recv() {
             let _ = request.reply.send(Err(Error::Stopped));
+        }
+    }
+
+    /// Refuses a registration whose assignment (entitlement, identity, account) another
+    /// connection holds: committed and not removed by this batch, or registered earlier in it.
+    /// The assignment index is what `PATCH ?entitlementId&identityId&accountId` resolves, so it
+    /// must name one connection.
+    fn check_assignment_free(
+        reader: &Reader,
+        overlay: &Overlay,
+        tenant: &TenantId,
+        spec: &ConnectionSpec,
+    ) -> Result<(), Error> {
+        let same = |c: &Connection| {
+            c.spec.entitlement == spec.entitlement
+                && c.spec.identity == spec.identity
+                && c.spec.account == spec.account
+        };
+        let committed =
+            reader.assignment_holders(tenant, &spec.entitlement, &spec.identity, &spec.account)?;
+        let held_committed = committed.into_iter().find(|id| {
+            // A holder changed by this batch counts as the batch left it.
+            match overlay.connections.get(&(tenant.clone(), *id)) {
+                Some(now) => now.as_ref().is_some_and(same),
+                None => true,
+            }
+        });
+        let held_in_batch = || {
+            overlay.connections.iter().find_map(|((t, id), c)| {
+                (t == tenant && c.as_ref().is_some_and(same)).then_some(*id)
+            })
+        };
+        match held_committed.or_else(held_in_batch) {
+            Some(existing) if existing != spec.id => Err(Rejection::AssignmentTaken {
+                connection: spec.id,
+                existing,
+            }
+            .into()),
+            _ => Ok(()),
         }
     }
 
@@ -324,6 +363,9 @@ impl Writer {
                     Some(s) => s.clone(),
                     None => reader.connection(&tenant, *connection)?,
                 };
+                if let (None, Command::Register(spec)) = (&state, command) {
+                    Self::check_assignment_free(reader, overlay, &tenant, spec)?;
+                }
                 let events = decide(*connection, state.as_ref(), command, &ctx)?;
                 let mut after = state;
                 for event in events {

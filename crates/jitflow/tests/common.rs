@@ -147,13 +147,14 @@ pub fn conn(n: u128) -> ConnectionId {
     ConnectionId::from_u128(0x1000 + n)
 }
 
-/// A JIT connection of Alice's with this id.
+/// A JIT connection of Alice's with this id, through an account of its own (one connection per
+/// assignment of entitlement, identity and account).
 pub fn spec(id: ConnectionId) -> ConnectionSpec {
     ConnectionSpec {
         id,
         identity: IdentityId::parse("alice").unwrap(),
         identity_name: "Alice".into(),
-        account: AccountId::parse("alice-adm").unwrap(),
+        account: AccountId::parse(&format!("alice-adm-{:x}", id.as_u128())).unwrap(),
         account_name: "alice.adm".into(),
         entitlement: EntitlementId::parse("domain-admins").unwrap(),
         entitlement_name: "Domain Admins".into(),

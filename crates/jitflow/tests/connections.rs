@@ -416,3 +416,49 @@ async fn export_pages_json_lines_per_tenant() {
         Err(Error::Invalid(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    h.engine.register(&caller(), spec(conn(1))).await.unwrap();
+    let twin = |n| {
+        let mut s = spec(conn(n));
+        s.account = spec(conn(1)).account;
+        s
+    };
+    let taken = Error::Rejected(Rejection::AssignmentTaken {
+        connection: conn(2),
+        existing: conn(1),
+    });
+    assert_eq!(h.engine.register(&caller(), twin(2)).await, Err(taken));
+
+    // Within one batch: the first of two twins wins.
+    let mut a = spec(conn(3));
+    a.account = jitflow_core::id::AccountId::parse("shared").unwrap();
+    let mut b = spec(conn(4));
+    b.account = a.account.clone();
+    let results = h.engine.import(&caller(), vec![a, b]).await.unwrap();
+    assert!(results[0].is_ok());
+    assert_eq!(
+        results[1],
+        Err(Error::Rejected(Rejection::AssignmentTaken {
+            connection: conn(4),
+            existing: conn(3),
+        }))
+    );
+
+    // Once the holder is removed, the assignment is free again.
+    h.engine.remove(&caller(), conn(1)).await.unwrap();
+    h.engine.register(&caller(), twin(2)).await.unwrap();
+    let found = h
+        .engine
+        .connection_by_assignment(
+            &caller(),
+            &spec(conn(1)).entitlement,
+            &spec(conn(1)).identity,
+            &spec(conn(1)).account,
+        )
+        .unwrap();
+    assert_eq!(found.map(|c| c.id()), Some(conn(2)));
+}

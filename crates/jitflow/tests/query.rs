@@ -24,13 +24,14 @@ async fn identity_and_tenant_scopes_hold_whatever_the_filter_says() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
     let alice = caller();
-    // Alice's connections 1 and 2 (2 activated), Bob's 3 and 4 (4 activated).
+    // Alice's connections 1 and 2 (2 activated), Bob's 3 and 4 (4 activated), each through an
+    // account of its own.
     h.activated(conn(2), Some(Minutes(30))).await;
     h.engine.register(&alice, spec(conn(1))).await.unwrap();
     for n in [3, 4] {
         let mut s = spec(conn(n));
         s.identity = bob();
-        s.account = jitflow_core::id::AccountId::parse("bob-adm").unwrap();
+        s.account = jitflow_core::id::AccountId::parse(&format!("bob-adm-{n}")).unwrap();
         h.engine.register(&alice, s).await.unwrap();
     }
     h.engine
@@ -128,16 +129,13 @@ async fn identity_and_tenant_scopes_hold_whatever_the_filter_says() {
         .connection_by_assignment(&alice, &s.entitlement, &s.identity, &s.account)
         .unwrap();
     assert_eq!(found.map(|c| c.id()), Some(conn(5)));
-    // Connections 3 and 4 share Bob's assignment: the lookup names both instead of guessing.
-    let bob_account = jitflow_core::id::AccountId::parse("bob-adm").unwrap();
+    // Bob's assignment through account bob-adm-4 is connection 4's.
+    let bob_account = jitflow_core::id::AccountId::parse("bob-adm-4").unwrap();
     let found = h
         .engine
         .connection_by_assignment(&alice, &s.entitlement, &bob(), &bob_account)
-        .unwrap_err();
-    assert!(
-        matches!(found, Error::Query(ref m) if m.contains("2 connections")),
-        "{found:?}"
-    );
+        .unwrap();
+    assert_eq!(found.map(|c| c.id()), Some(conn(4)));
 
     // Another tenant sees nothing of acme's.
     let other = Caller {
