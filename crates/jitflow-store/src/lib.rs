@@ -105,6 +105,7 @@ pub mod intents;
 pub mod open;
 mod projection;
 pub mod read;
+pub mod request;
 mod store;
 mod tables;
 pub mod timers;

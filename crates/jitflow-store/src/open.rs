@@ -127,6 +127,8 @@ impl Store {
                 );
             }
         }
+        // Files written before access requests lack their tables: add them (empty).
+        crate::request::ensure_tables(&db).map_err(storage)?;
         Ok(Store::new(db, options))
     }
 }
@@ -168,7 +170,10 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         INTENTS.to_string(),
         IDEMPOTENCY.to_string(),
         IDEMPOTENCY_EXPIRY.to_string(),
-    ];
+    ]
+    .into_iter()
+    .chain(crate::request::table_names())
+    .collect::<Vec<_>>();
     let txn = db.begin_read().map_err(storage)?;
     let tables: Vec<String> = txn
         .list_tables()

@@ -78,6 +78,7 @@ mod error;
 pub mod export;
 pub mod hooks;
 pub mod metrics;
+pub mod requests;
 mod scheduler;
 mod writer;
 
