@@ -261,17 +261,26 @@ impl EffectRunner {
         };
         let metrics = Arc::clone(&self.metrics);
         let running = Arc::clone(running);
+        let mut shutdown = self.shutdown.clone();
         let span = info_span!("item_effect", ?effect, item = %item.id());
         tokio::spawn(
             async move {
-                if let Some(command) = runner.run(&tenant, &item, effect).await {
-                    metrics.effect(matches!(
-                        command,
-                        request::Command::GrantSucceeded { .. }
-                            | request::Command::RevokeSucceeded { .. }
-                            | request::Command::JitDeactivated { .. }
-                    ));
-                    runner.report(&tenant, item.id(), command).await;
+                let work = async {
+                    if let Some(command) = runner.run(&tenant, &item, effect).await {
+                        metrics.effect(matches!(
+                            command,
+                            request::Command::GrantSucceeded { .. }
+                                | request::Command::RevokeSucceeded { .. }
+                                | request::Command::JitDeactivated { .. }
+                        ));
+                        runner.report(&tenant, item.id(), command).await;
+                    }
+                };
+                // On shutdown the call is abandoned (its intent runs again after a restart),
+                // so that nothing keeps the store open.
+                tokio::select! {
+                    () = work => {}
+                    _ = shutdown.changed() => {}
                 }
                 running.lock().expect("not poisoned").remove(&key);
                 drop(permit);
@@ -411,14 +420,14 @@ async fn call(
 
 /// A notification of either workflow.
 enum Outgoing {
-    Connection(Notification),
+    Connection(Box<Notification>),
     Request(Box<RequestNotification>),
 }
 
 impl Outgoing {
     fn deliver<'a>(&self, notifier: &'a dyn Notifier) -> crate::hooks::BoxFuture<'a, ()> {
         match self {
-            Outgoing::Connection(n) => notifier.notify(n.clone()),
+            Outgoing::Connection(n) => notifier.notify((**n).clone()),
             Outgoing::Request(n) => notifier.notify_request((**n).clone()),
         }
     }
@@ -434,7 +443,7 @@ fn outgoing(store: &Store, envelope: &jitflow_store::codec::Envelope) -> Option<
                 .ok()
                 .flatten()
                 .map(|c| c.spec);
-            Some(Outgoing::Connection(Notification {
+            Some(Outgoing::Connection(Box::new(Notification {
                 tenant: tenant.clone(),
                 notice,
                 connection: event.connection,
@@ -442,7 +451,7 @@ fn outgoing(store: &Store, envelope: &jitflow_store::codec::Envelope) -> Option<
                 activation: event.activation,
                 at: event.at,
                 sequence: envelope.sequence,
-            }))
+            })))
         }
         Payload::Request(event) => {
             // The item as it stands now: a notice depends on the item only through a removal's

@@ -217,10 +217,7 @@ impl Engine {
         };
         let tenant = &caller.tenant;
         let request = AccessRequestId::from_u128(uuid_v4());
-        let reader = self
-            .store()
-            .reader()
-            .map_err(jitflow_store::read::Error::from)?;
+        let reader = self.store().reader()?;
         let failure: RefCell<Option<Error>> = RefCell::new(None);
         let lookup = |identity: &IdentityId, object: &ObjectRef| {
             existing(&reader, tenant, identity, object).unwrap_or_else(|e| {
