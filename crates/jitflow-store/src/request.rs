@@ -6,15 +6,13 @@
 
 pub mod verify;
 
-use std::ops::Bound;
-
 use jitflow_core::id::{AccessRequestId, IdentityId, RequestItemId, TenantId};
 use jitflow_core::request::{Change, Event, Item, ObjectRef};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableHandle};
 
 use crate::append::{Error, WriteTables};
 use crate::codec::{self, Problem, RecordName};
-use crate::read::{self, Reader, check_limit};
+use crate::read::{self, Reader};
 use crate::tables::{
     REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, object_kind_code,
     request_timer_code,
@@ -312,31 +310,14 @@ impl Reader {
         after: Option<&ItemIntent>,
         limit: usize,
     ) -> Result<Vec<ItemIntent>, read::Error> {
-        check_limit(limit)?;
-        let table = self.table(REQUEST_INTENTS)?;
-        let start = match after {
-            Some(i) => Bound::Excluded((i.tenant.as_str(), i.item.as_u128())),
-            None => Bound::Unbounded,
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in table
-            .range::<(&str, u128)>((start, Bound::Unbounded))?
-            .take(limit)
-        {
-            let (key, _) = entry?;
-            let (tenant, item) = key.value();
-            let tenant = TenantId::parse(tenant).map_err(|_| {
-                bad_key(
-                    "request_intents",
-                    format!("({tenant:?}, {item:#x})"),
-                    "not a valid tenant id",
-                )
-            })?;
-            out.push(ItemIntent {
+        let after = after.map(|i| (i.tenant.as_str(), i.item.as_u128()));
+        let keys = self.tenant_keys(REQUEST_INTENTS, "request_intents", after, limit)?;
+        Ok(keys
+            .into_iter()
+            .map(|(tenant, id)| ItemIntent {
                 tenant,
-                item: RequestItemId::from_u128(item),
-            });
-        }
-        Ok(out)
+                item: RequestItemId::from_u128(id),
+            })
+            .collect())
     }
 }

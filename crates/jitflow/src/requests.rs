@@ -460,6 +460,20 @@ async fn items_reply(answer: oneshot::Receiver<Result<Reply, Error>>) -> Result<
     }
 }
 
+fn item_request(
+    tenant: &TenantId,
+    item: &Item,
+    attempt: u32,
+    idempotency_key: String,
+) -> ItemRequest {
+    ItemRequest {
+        tenant: tenant.clone(),
+        item: item.spec.clone(),
+        attempt,
+        idempotency_key,
+    }
+}
+
 /// Runs the effects of access request items; see the module documentation.
 pub(crate) struct ItemEffects {
     pub store: Arc<Store>,
@@ -574,6 +588,22 @@ impl ItemEffects {
         }
     }
 
+    /// The registered facts of the item's connection `id`, from the provisioner.
+    async fn describe(
+        &self,
+        tenant: &TenantId,
+        item: &Item,
+        id: ConnectionId,
+    ) -> Result<ConnectionSpec, ProvisionError> {
+        let mut spec = self
+            .provisioner
+            .describe_item(tenant.clone(), item.spec.clone())
+            .await?;
+        // The id is the engine's, whatever the provisioner says.
+        spec.id = id;
+        Ok(spec)
+    }
+
     async fn grant(
         &self,
         tenant: &TenantId,
@@ -583,15 +613,8 @@ impl ItemEffects {
         idempotency_key: String,
     ) -> Result<(), ProvisionError> {
         let Some(kind) = kind else {
-            return self
-                .provisioner
-                .grant_item(ItemRequest {
-                    tenant: tenant.clone(),
-                    item: item.spec.clone(),
-                    attempt,
-                    idempotency_key,
-                })
-                .await;
+            let request = item_request(tenant, item, attempt, idempotency_key);
+            return self.provisioner.grant_item(request).await;
         };
         let id = item_connection(&item.spec)
             .ok_or_else(|| ProvisionError::permanent("a connection type for a non-entitlement"))?;
@@ -602,11 +625,7 @@ impl ItemEffects {
                 .await?
                 .ok_or_else(|| ProvisionError::transient("connection removed meanwhile"))?,
             None => {
-                let mut spec = self
-                    .provisioner
-                    .describe_item(tenant.clone(), item.spec.clone())
-                    .await?;
-                spec.id = id;
+                let mut spec = self.describe(tenant, item, id).await?;
                 spec.kind = kind;
                 self.connection_command(tenant, id, lifecycle::Command::Register(spec))
                     .await?
@@ -636,27 +655,13 @@ impl ItemEffects {
         idempotency_key: String,
     ) -> Result<(), ProvisionError> {
         let Some(id) = item_connection(&item.spec) else {
-            return self
-                .provisioner
-                .revoke_item(ItemRequest {
-                    tenant: tenant.clone(),
-                    item: item.spec.clone(),
-                    attempt,
-                    idempotency_key,
-                })
-                .await;
+            let request = item_request(tenant, item, attempt, idempotency_key);
+            return self.provisioner.revoke_item(request).await;
         };
         let stored = self.connection(tenant, id)?;
         let spec = match &stored {
             Some(c) => c.spec.clone(),
-            None => {
-                let mut spec = self
-                    .provisioner
-                    .describe_item(tenant.clone(), item.spec.clone())
-                    .await?;
-                spec.id = id;
-                spec
-            }
+            None => self.describe(tenant, item, id).await?,
         };
         let request = EffectRequest {
             tenant: tenant.clone(),

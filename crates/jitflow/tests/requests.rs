@@ -148,6 +148,19 @@ async fn finish(h: Harness) -> Harness {
     h
 }
 
+/// Bob, the approver, approves `item`.
+async fn bob_approves(h: &Harness, item: &Item) -> Result<Item, Error> {
+    h.engine
+        .approve(&who("bob"), Rights::User, item.approval.id, None)
+        .await
+}
+
+/// Stops the engine, verifies the store, and checks the access request notices delivered.
+async fn finish_with_notices(h: Harness, expected: &[Notice]) {
+    let h = finish(h).await;
+    assert_eq!(h.inbox.request_notices(), expected);
+}
+
 fn rejection(e: Error) -> Rejection {
     match e {
         Error::RequestRejected(r) => r,
@@ -205,16 +218,16 @@ async fn grant_with_approval_then_sunset() {
         h.engine.connection(&caller().tenant, connection).unwrap(),
         None
     );
-    let h = finish(h).await;
-    assert_eq!(
-        h.inbox.request_notices(),
-        vec![
+    finish_with_notices(
+        h,
+        &[
             Notice::ApprovalRequested,
             Notice::Approved,
             Notice::ProvisioningCompleted,
-            Notice::SunsetRemoved
-        ]
-    );
+            Notice::SunsetRemoved,
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,18 +288,10 @@ async fn reject_ends_the_item_and_only_approvers_decide() {
         .unwrap();
     assert_eq!(rejected.status, ItemStatus::Rejected);
     assert_eq!(rejected.approval.state, WorkItemState::Rejected);
-    let e = h
-        .engine
-        .approve(&who("bob"), Rights::User, item.approval.id, None)
-        .await
-        .unwrap_err();
+    let e = bob_approves(&h, &item).await.unwrap_err();
     assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
     assert!(h.target.state().calls.is_empty());
-    let h = finish(h).await;
-    assert_eq!(
-        h.inbox.request_notices(),
-        vec![Notice::ApprovalRequested, Notice::Rejected]
-    );
+    finish_with_notices(h, &[Notice::ApprovalRequested, Notice::Rejected]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,10 +323,7 @@ async fn cancel_before_approval_and_refused_after() {
     assert_eq!(items[0].status, ItemStatus::Cancelled);
 
     let second = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
-    h.engine
-        .approve(&who("bob"), Rights::User, second.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &second).await.unwrap();
     let e = h
         .engine
         .cancel_request(&caller(), Rights::Admin, second.spec.request, "late".into())
@@ -401,10 +403,7 @@ async fn close_in_each_stage() {
 
     // Scheduled (approved, sunrise ahead): ends at once, nothing granted.
     let scheduled = submit_grant(&h, entitlement("e-scheduled"), Some(later(&h, 60)), None).await;
-    h.engine
-        .approve(&who("bob"), Rights::User, scheduled.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &scheduled).await.unwrap();
     assert_eq!(
         close(&scheduled).await.unwrap()[0].status,
         ItemStatus::Closed
@@ -414,10 +413,7 @@ async fn close_in_each_stage() {
     // failed try may have left.
     h.target.state().fail_grants = 1;
     let granting = submit_grant(&h, entitlement("e-granting"), None, None).await;
-    h.engine
-        .approve(&who("bob"), Rights::User, granting.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &granting).await.unwrap();
     wait_item(&h, granting.id(), "a retry wait", |i| {
         i.grant.as_ref().is_some_and(|g| g.retry_at.is_some())
     })
@@ -436,10 +432,7 @@ async fn close_in_each_stage() {
 
     // Granted: the close is recorded, the access keeps its course.
     let granted = submit_grant(&h, entitlement("e-granted"), None, None).await;
-    h.engine
-        .approve(&who("bob"), Rights::User, granted.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &granted).await.unwrap();
     wait_status(&h, granted.id(), ItemStatus::Granted).await;
     let after = close(&granted).await.unwrap();
     assert_eq!(after[0].status, ItemStatus::Granted);
@@ -465,10 +458,7 @@ async fn duplicates_are_cancelled() {
         Some(Duplicate::InProgress(first.id()))
     );
 
-    h.engine
-        .approve(&who("bob"), Rights::User, first.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &first).await.unwrap();
     wait_status(&h, first.id(), ItemStatus::Granted).await;
     let assigned = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     assert_eq!(
@@ -558,17 +548,9 @@ async fn an_unanswered_approval_expires() {
     h.clock.advance(Duration::from_secs(3600));
     let expired = wait_status(&h, item.id(), ItemStatus::ApprovalExpired).await;
     assert_eq!(expired.approval.state, WorkItemState::Expired);
-    let e = h
-        .engine
-        .approve(&who("bob"), Rights::User, item.approval.id, None)
-        .await
-        .unwrap_err();
+    let e = bob_approves(&h, &item).await.unwrap_err();
     assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
-    let h = finish(h).await;
-    assert_eq!(
-        h.inbox.request_notices(),
-        vec![Notice::ApprovalRequested, Notice::ApprovalExpired]
-    );
+    finish_with_notices(h, &[Notice::ApprovalRequested, Notice::ApprovalExpired]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,29 +616,19 @@ async fn a_broken_rule_is_refused_and_stores_nothing() {
 async fn restart_in_every_stage_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let h = harness(&dir, &["bob"]).await;
-    let bob = who("bob");
 
     // Pending approval, then approved after a restart.
     let pending = submit_grant(&h, entitlement("e-pending"), None, None).await;
     // Scheduled: approved, its sunrise ahead.
     let scheduled = submit_grant(&h, entitlement("e-scheduled"), Some(later(&h, 30)), None).await;
-    h.engine
-        .approve(&bob, Rights::User, scheduled.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &scheduled).await.unwrap();
     // Granted with a sunset ahead.
     let granted = submit_grant(&h, entitlement("e-granted"), None, Some(later(&h, 40))).await;
-    h.engine
-        .approve(&bob, Rights::User, granted.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &granted).await.unwrap();
     wait_status(&h, granted.id(), ItemStatus::Granted).await;
     // Removing, waiting to retry a failed revoke.
     let removing = submit_grant(&h, entitlement("e-removing"), None, Some(later(&h, 10))).await;
-    h.engine
-        .approve(&bob, Rights::User, removing.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &removing).await.unwrap();
     wait_status(&h, removing.id(), ItemStatus::Granted).await;
     h.target.state().fail_revokes = 1;
     h.clock.advance(Duration::from_secs(10 * 60));
@@ -667,10 +639,7 @@ async fn restart_in_every_stage_resumes() {
     // Granting: the grant call hangs (a crash mid-call).
     let granting = submit_grant(&h, entitlement("e-granting"), None, None).await;
     h.target.state().hang = true;
-    h.engine
-        .approve(&bob, Rights::User, granting.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &granting).await.unwrap();
     let key = format!("{}:grant:1", granting.id());
     tokio::time::timeout(Duration::from_secs(30), async {
         while !h.target.keys("grant").contains(&key) {
@@ -694,10 +663,7 @@ async fn restart_in_every_stage_resumes() {
         "re-run with the same idempotency key"
     );
     // The pending approval is still there to decide.
-    h.engine
-        .approve(&bob, Rights::User, pending.approval.id, None)
-        .await
-        .unwrap();
+    bob_approves(&h, &pending).await.unwrap();
     wait_status(&h, pending.id(), ItemStatus::Granted).await;
     // Timers survive: the retry, the sunrise and the sunset fire after the restart.
     h.clock.advance(Duration::from_secs(60));
