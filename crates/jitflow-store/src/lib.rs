@@ -10,6 +10,9 @@
 //! - **Intents.** The connections whose committed effects have no result yet, for the engine to
 //!   run again after a restart.
 //! - **Idempotency keys.** Committed results of requests, by client key, with expiry.
+//! - **Access request items** ([`request`]). The second workflow on the same log: the item
+//!   projection, the items of each request, the open items of each identity and object, the
+//!   items' timers in the same timer index, and their intents.
 //!
 //! The API is synchronous. One thread writes ([`Store::append_batch`], one transaction per
 //! batch, committed with `Durability::Immediate` before anything is acknowledged); any number of

@@ -1,7 +1,7 @@
 //! Access request items (issue 7): the item projection, the request -> items index, the open
 //! items of each identity and object, the items' timers and intents, and their readers.
 //!
-//! Every item write goes through [`put_item`], in the transaction of the event that changes it,
+//! Every item write goes through `put_item`, in the transaction of the event that changes it,
 //! as connection writes go through `projection::put_connection`.
 
 pub mod verify;

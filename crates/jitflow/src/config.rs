@@ -46,7 +46,7 @@ pub struct Config {
     /// Who approves access request items: empty approves every item at once (`approval =
     /// auto`); else any one of these identities (or an admin) approves or rejects each item
     /// (`approval = approvers`, `approvers = bob, carol`), at most
-    /// [`MAX_APPROVERS`](jitflow_core::request::item::MAX_APPROVERS). The contract calls such a
+    /// [`MAX_APPROVERS`]. The contract calls such a
     /// list a governance group.
     pub approvers: Vec<IdentityId>,
     /// How long an access request item's approval waits before it expires unanswered

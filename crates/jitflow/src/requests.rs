@@ -9,14 +9,14 @@
 //! # Provisioning an item
 //!
 //! - A role or an access profile is granted and revoked through
-//!   [`Provisioner::grant_item`](crate::hooks::Provisioner::grant_item) and
-//!   [`Provisioner::revoke_item`](crate::hooks::Provisioner::revoke_item).
+//!   [`Provisioner::grant_item`] and
+//!   [`Provisioner::revoke_item`].
 //! - An entitlement is held through its *entitlement connection*, whose id is derived from the
 //!   identity and the entitlement ([`item_connection`]), so the engine finds it without an
 //!   index. The grant registers the connection (facts from
-//!   [`Provisioner::describe_item`](crate::hooks::Provisioner::describe_item)) or changes its
+//!   [`Provisioner::describe_item`]) or changes its
 //!   type to the one the core chose. A STANDING grant then provisions the access through
-//!   [`Provisioner::grant`](crate::hooks::Provisioner::grant) (no activation); a JIT grant
+//!   [`Provisioner::grant`] (no activation); a JIT grant
 //!   provisions nothing: the identity activates it when needed.
 //! - A removal deactivates a running JIT activation first (the connection's own lifecycle
 //!   revokes it, with its retries) and waits for it to end, then revokes the standing access

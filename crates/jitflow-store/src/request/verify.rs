@@ -280,3 +280,211 @@ fn index_difference(table: &'static str, tenant: &str, item: u128, expected: boo
         expected,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jitflow_core::id::{AccessRequestId, IdentityId, ObjectId};
+    use jitflow_core::lifecycle::{Actor, Config};
+    use jitflow_core::request::submit::{ObjectKind, ObjectRef, item_id};
+    use jitflow_core::request::{
+        ApprovalScheme, ApprovalStep, Command, Context, Existing, ItemSpec, RequestType, TimerKind,
+        decide,
+    };
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+    use crate::batch::{Batch, Entry};
+    use crate::open::Options;
+    use crate::store::Store;
+    use crate::tables::TIMERS;
+    use crate::test_support::{now, policy};
+    use crate::timers::Due;
+
+    const REQUEST: AccessRequestId = AccessRequestId::from_u128(0x5eed);
+
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    fn spec() -> ItemSpec {
+        ItemSpec {
+            id: item_id(REQUEST, 0),
+            request: REQUEST,
+            request_type: RequestType::Grant,
+            requested_for: IdentityId::parse("dave").unwrap(),
+            requester: IdentityId::parse("alice").unwrap(),
+            object: ObjectRef {
+                kind: ObjectKind::Role,
+                id: ObjectId::parse("auditors").unwrap(),
+            },
+            comment: None,
+            client_metadata: Default::default(),
+            request_metadata: Default::default(),
+            start_date: None,
+            remove_date: None,
+            accounts: Vec::new(),
+            native_identity: None,
+            form_instance_id: None,
+        }
+    }
+
+    /// Decides `command` for the item as stored, and appends its events in one batch.
+    fn apply(store: &Store, command: Command) -> Item {
+        let id = item_id(REQUEST, 0);
+        let before = store.reader().unwrap().request_item(&tenant(), id).unwrap();
+        let (policy, config) = (policy(), Config::default());
+        let bob = Actor::Identity(IdentityId::parse("bob").unwrap());
+        let ctx = Context {
+            now: now(),
+            actor: &bob,
+            admin: false,
+            policy: &policy,
+            config: &config,
+            running_activation: None,
+        };
+        let mut batch = Batch::new();
+        let mut state = before.clone();
+        for event in decide(id, before.as_ref(), &command, &ctx).unwrap() {
+            let after = request::evolve(state, &event).unwrap();
+            state = Some(after.clone());
+            batch.push(Entry::Request {
+                tenant: tenant(),
+                event,
+                after: Box::new(after),
+            });
+        }
+        store.append_batch(&batch).unwrap();
+        state.unwrap()
+    }
+
+    fn submit() -> Command {
+        Command::Submit {
+            spec: Box::new(spec()),
+            approval: ApprovalStep::Approvers {
+                approvers: vec![IdentityId::parse("bob").unwrap()],
+                scheme: ApprovalScheme::GovernanceGroup,
+                expires_after: Duration::from_secs(3600),
+            },
+            existing: Existing::default(),
+        }
+    }
+
+    #[test]
+    fn items_are_indexed_while_open_and_verify_clean() {
+        let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
+        let id = item_id(REQUEST, 0);
+        let object = spec().object;
+        let dave = IdentityId::parse("dave").unwrap();
+
+        let pending = apply(&store, submit());
+        let reader = store.reader().unwrap();
+        assert_eq!(
+            reader.request_item(&tenant(), id).unwrap(),
+            Some(pending.clone())
+        );
+        assert_eq!(
+            reader.request_items(&tenant(), REQUEST).unwrap(),
+            vec![pending]
+        );
+        assert_eq!(
+            reader.open_items(&tenant(), &dave, &object).unwrap().len(),
+            1
+        );
+        let timers = reader.due_timers(None, None, 10).unwrap();
+        assert!(matches!(
+            &timers[..],
+            [Due::Item(t)] if t.item == id && t.timer.kind == TimerKind::ApprovalExpiry
+        ));
+        assert!(reader.request_intents(None, 10).unwrap().is_empty());
+        drop(reader);
+
+        // Approved: the grant's intent is recorded until its result comes.
+        apply(&store, Command::Approve { comment: None });
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.request_intents(None, 10).unwrap().len(), 1);
+        assert!(reader.due_timers(None, None, 10).unwrap().is_empty());
+        drop(reader);
+        assert!(store.verify().unwrap().is_clean());
+
+        apply(&store, Command::GrantSucceeded { attempt: 1 });
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        assert_eq!((report.items, report.item_intents), (1, 0));
+        let reader = store.reader().unwrap();
+        assert!(reader.request_intents(None, 10).unwrap().is_empty());
+        assert_eq!(
+            reader.open_items(&tenant(), &dave, &object).unwrap().len(),
+            1,
+            "granted is still open (it can be removed)"
+        );
+    }
+
+    #[test]
+    fn verify_reports_a_lost_item_timer_and_index_row() {
+        let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
+        let item = apply(&store, submit());
+        let txn = store.db.begin_write().unwrap();
+        {
+            let due = item.approval.expires_at.unwrap().as_millis();
+            let mut timers = txn.open_table(TIMERS).unwrap();
+            let code = request_timer_code(TimerKind::ApprovalExpiry);
+            timers
+                .remove((due, "acme", item.id().as_u128(), code))
+                .unwrap()
+                .expect("indexed");
+            let mut open = txn.open_table(REQUEST_OPEN).unwrap();
+            let key = (
+                "acme",
+                "dave",
+                object_kind_code(ObjectKind::Role),
+                "auditors",
+            );
+            open.remove((key.0, key.1, key.2, key.3, item.id().as_u128()))
+                .unwrap()
+                .expect("indexed");
+        }
+        txn.commit().unwrap();
+        let report = store.verify().unwrap();
+        let found = |f: &dyn Fn(&Difference) -> bool| {
+            report.differences.iter().any(|d| match d {
+                verify::Difference::Request(d) => f(d),
+                _ => false,
+            })
+        };
+        assert!(found(
+            &|d| matches!(d, Difference::TimerMissing(t) if t.item == item.id())
+        ));
+        assert!(found(&|d| matches!(
+            d,
+            Difference::Index {
+                table: "request_open",
+                expected: true,
+                ..
+            }
+        )));
+        assert_eq!(report.differences.len(), 2, "{:#?}", report.differences);
+    }
+
+    #[test]
+    fn a_file_without_request_tables_gets_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let store = Store::open(&path, Options::default()).unwrap();
+        // A file written before access requests: the tables do not exist.
+        let txn = store.db.begin_write().unwrap();
+        assert!(txn.delete_table(REQUEST_ITEMS).unwrap());
+        assert!(txn.delete_table(REQUEST_INTENTS).unwrap());
+        assert!(txn.delete_table(REQUEST_INDEX).unwrap());
+        assert!(txn.delete_table(REQUEST_OPEN).unwrap());
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(&path, Options::default()).unwrap();
+        let reader = store.reader().unwrap();
+        assert!(reader.request_items(&tenant(), REQUEST).unwrap().is_empty());
+        assert!(reader.request_intents(None, 10).unwrap().is_empty());
+        drop(reader);
+        assert!(store.verify().unwrap().is_clean());
+    }
+}
