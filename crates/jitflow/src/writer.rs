@@ -21,7 +21,7 @@ use jitflow_core::lifecycle::{
     self, Actor, Command, Context, Effect, PolicyCommand, decide, decide_policy, evolve,
 };
 use jitflow_core::policy::Policy;
-use jitflow_core::request::{self, Item};
+use jitflow_core::request::{self, Item, ItemStatus};
 use jitflow_store::Store;
 use jitflow_store::batch::{Batch, Entry, MAX_BATCH_ENTRIES};
 use jitflow_store::idempotency::{Idempotency as KeyRecord, KeyPut};
@@ -149,6 +149,10 @@ type Key = (TenantId, ConnectionId);
 /// and started (or cancelled as a duplicate); approve and close add at most one more event.
 const MAX_ITEM_EVENTS_PER_COMMAND: usize = 3;
 
+/// The most earlier items one request op supersedes (one event each). The duplicate rule keeps
+/// one granted item per access in practice; more are left to their own course.
+const MAX_SUPERSEDED: usize = 8;
+
 /// The state of one batch: decisions see the earlier requests of the same batch through it.
 #[derive(Default)]
 struct Overlay {
@@ -228,7 +232,7 @@ impl Writer {
         while let Some(request) = requests.next() {
             if let Op::Request { commands, .. } = &request.op
                 && !batch_out.is_empty()
-                && batch_out.len() + commands.len() * MAX_ITEM_EVENTS_PER_COMMAND
+                && batch_out.len() + commands.len() * MAX_ITEM_EVENTS_PER_COMMAND + MAX_SUPERSEDED
                     > MAX_BATCH_ENTRIES
             {
                 // It might not fit: it and everything after it start the next batch, in order.
@@ -459,7 +463,15 @@ impl Writer {
         let mut local: HashMap<RequestItemId, Item> = HashMap::new();
         let mut staged = Vec::new();
         let mut order = Vec::with_capacity(commands.len());
-        for (id, command) in commands {
+        // The callers' commands, then the supersedes they cause (which never refuse the op).
+        let mut work: std::collections::VecDeque<(RequestItemId, request::Command, bool)> =
+            commands
+                .iter()
+                .map(|(id, c)| (*id, c.clone(), true))
+                .collect();
+        let mut superseded = 0;
+        while let Some((id, command, asked)) = work.pop_front() {
+            let (id, command) = (&id, &command);
             let state = match local.get(id) {
                 Some(i) => Some(i.clone()),
                 None => match overlay.items.get(&(tenant.clone(), *id)) {
@@ -490,7 +502,17 @@ impl Writer {
                 config: ctx.config,
                 running_activation,
             };
-            let events = request::decide(*id, state.as_ref(), command, &rctx)?;
+            let events = match request::decide(*id, state.as_ref(), command, &rctx) {
+                Ok(events) => events,
+                Err(e) if asked => return Err(e.into()),
+                Err(e) => {
+                    debug!(error = %e, item = %id, "supersede not applied");
+                    continue;
+                }
+            };
+            let was_granted = state
+                .as_ref()
+                .is_some_and(|i| i.status == ItemStatus::Granted);
             let mut after = state;
             for event in events {
                 let next = request::evolve(after, &event).unwrap_or_else(|e| {
@@ -500,8 +522,27 @@ impl Writer {
                 after = Some(next);
             }
             let after = after.expect("a decided item exists");
+            if after.status == ItemStatus::Granted && !was_granted {
+                // A later grant of the same access takes it over: the earlier items end
+                // without removing it, so their sunsets no longer apply.
+                let spec = &after.spec;
+                let siblings = reader.open_items(tenant, &spec.requested_for, &spec.object)?;
+                for sibling in siblings.iter().filter(|i| i.id() != *id) {
+                    let current = local
+                        .get(&sibling.id())
+                        .or_else(|| overlay.items.get(&(tenant.clone(), sibling.id())))
+                        .unwrap_or(sibling);
+                    if current.status == ItemStatus::Granted && superseded < MAX_SUPERSEDED {
+                        superseded += 1;
+                        let by = request::Command::Supersede { by: *id };
+                        work.push_back((sibling.id(), by, false));
+                    }
+                }
+            }
             local.insert(*id, after);
-            order.push(*id);
+            if asked {
+                order.push(*id);
+            }
         }
         for (event, after) in staged {
             batch.push(Entry::Request {

@@ -475,6 +475,25 @@ async fn duplicates_are_cancelled() {
     .await;
     assert_eq!(changed.status, ItemStatus::PendingApproval);
     assert_eq!(h.target.keys("grant").len(), 1, "granted once");
+    // Once granted, it takes the access over: the earlier item ends without removing it.
+    bob_approves(&h, &changed).await.unwrap();
+    wait_status(&h, changed.id(), ItemStatus::Granted).await;
+    let first = wait_status(&h, first.id(), ItemStatus::Superseded).await;
+    assert!(first.removal.is_none(), "superseded, not removed");
+    assert!(
+        h.target
+            .state()
+            .held
+            .contains(&item_connection(&first.spec).unwrap())
+    );
+    h.clock.advance(Duration::from_secs(3600));
+    wait_status(&h, changed.id(), ItemStatus::Removed).await;
+    assert!(
+        !h.target
+            .state()
+            .held
+            .contains(&item_connection(&first.spec).unwrap())
+    );
     finish(h).await;
 }
 
