@@ -86,10 +86,15 @@ const DEACTIVATION_POLL: Duration = Duration::from_secs(1);
 /// entitlement, so every request for the same access names the same connection. `None` for a
 /// role or an access profile.
 pub fn item_connection(spec: &ItemSpec) -> Option<ConnectionId> {
-    if spec.object.kind != ObjectKind::Entitlement {
+    entitlement_connection(&spec.requested_for, &spec.object)
+}
+
+/// The entitlement connection of `identity` for `object` (see [`item_connection`]).
+fn entitlement_connection(identity: &IdentityId, object: &ObjectRef) -> Option<ConnectionId> {
+    if object.kind != ObjectKind::Entitlement {
         return None;
     }
-    let (who, what) = (spec.requested_for.as_str(), spec.object.id.as_str());
+    let (who, what) = (identity.as_str(), object.id.as_str());
     let high = fingerprint(&["jitflow:entitlement-connection:1", who, what]);
     let low = fingerprint(&["jitflow:entitlement-connection:2", who, what]);
     Some(ConnectionId::from_u128(
@@ -163,23 +168,7 @@ fn existing(
         None => {
             // An entitlement connection the embedder registered counts as assigned, with no
             // dates and no account selection.
-            let probe = ItemSpec {
-                id: RequestItemId::from_u128(0),
-                request: AccessRequestId::from_u128(0),
-                request_type: RequestType::Grant,
-                requested_for: identity.clone(),
-                requester: identity.clone(),
-                object: object.clone(),
-                comment: None,
-                client_metadata: Default::default(),
-                request_metadata: Default::default(),
-                start_date: None,
-                remove_date: None,
-                accounts: Vec::new(),
-                native_identity: None,
-                form_instance_id: None,
-            };
-            match item_connection(&probe) {
+            match entitlement_connection(identity, object) {
                 Some(c) if reader.connection(tenant, c)?.is_some() => Some(Assignment {
                     origin: Origin::Requested,
                     accounts: Vec::new(),
@@ -256,9 +245,19 @@ impl Engine {
         approval: ApprovalId,
         comment: Option<String>,
     ) -> Result<Item, Error> {
-        let command = Command::Approve { comment };
-        self.item_command(caller, rights, approval_item(approval), command)
+        self.decide_approval(caller, rights, approval, Command::Approve { comment })
             .await
+    }
+
+    /// Bulk approve's and approve's one approval: the item the approval id names.
+    fn queue_approval(
+        &self,
+        caller: &Caller,
+        rights: Rights,
+        approval: ApprovalId,
+    ) -> Result<oneshot::Receiver<Result<Reply, Error>>, Error> {
+        let command = Command::Approve { comment: None };
+        self.queue_items(caller, rights, vec![(approval_item(approval), command)])
     }
 
     /// Rejects an item's pending approval (an approver of the item, or an admin).
@@ -269,7 +268,18 @@ impl Engine {
         approval: ApprovalId,
         comment: Option<String>,
     ) -> Result<Item, Error> {
-        let command = Command::Reject { comment };
+        self.decide_approval(caller, rights, approval, Command::Reject { comment })
+            .await
+    }
+
+    /// Sends an approver's decision to the item the approval id names.
+    async fn decide_approval(
+        &self,
+        caller: &Caller,
+        rights: Rights,
+        approval: ApprovalId,
+        command: Command,
+    ) -> Result<Item, Error> {
         self.item_command(caller, rights, approval_item(approval), command)
             .await
     }
@@ -285,10 +295,7 @@ impl Engine {
         validate_bulk(Bulk::Approve, approvals.len()).map_err(Rejection::from)?;
         let queued: Vec<_> = approvals
             .iter()
-            .map(|a| {
-                let command = Command::Approve { comment: None };
-                self.queue_items(caller, rights, vec![(approval_item(*a), command)])
-            })
+            .map(|a| self.queue_approval(caller, rights, *a))
             .collect();
         let mut out = Vec::with_capacity(queued.len());
         for answer in queued {
