@@ -21,7 +21,7 @@ use jitflow_core::lifecycle::{
     self, Actor, Command, Context, Effect, PolicyCommand, decide, decide_policy, evolve,
 };
 use jitflow_core::policy::Policy;
-use jitflow_core::request::{self, Item, ItemStatus};
+use jitflow_core::request::{self, Item, ItemStatus, RequestType};
 use jitflow_store::Store;
 use jitflow_store::batch::{Batch, Entry, MAX_BATCH_ENTRIES};
 use jitflow_store::idempotency::{Idempotency as KeyRecord, KeyPut};
@@ -510,9 +510,7 @@ impl Writer {
                     continue;
                 }
             };
-            let was_granted = state
-                .as_ref()
-                .is_some_and(|i| i.status == ItemStatus::Granted);
+            let status_before = state.as_ref().map(|i| i.status);
             let mut after = state;
             for event in events {
                 let next = request::evolve(after, &event).unwrap_or_else(|e| {
@@ -522,9 +520,15 @@ impl Writer {
                 after = Some(next);
             }
             let after = after.expect("a decided item exists");
-            if after.status == ItemStatus::Granted && !was_granted {
-                // A later grant of the same access takes it over: the earlier items end
-                // without removing it, so their sunsets no longer apply.
+            let took_over = match after.status {
+                ItemStatus::Granted => true,
+                ItemStatus::Removed => after.spec.request_type == RequestType::Revoke,
+                _ => false,
+            };
+            if took_over && status_before != Some(after.status) {
+                // A later grant of the same access takes it over, and a revoke's removal ends
+                // it: the earlier granted items end without removing anything, so that their
+                // sunsets no longer apply and they no longer count as assigned.
                 let spec = &after.spec;
                 let siblings = reader.open_items(tenant, &spec.requested_for, &spec.object)?;
                 for sibling in siblings.iter().filter(|i| i.id() != *id) {

@@ -536,6 +536,11 @@ async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
     );
     wait_status(&h, revoke.id(), ItemStatus::Removed).await;
     assert!(!h.target.state().held.contains(&connection));
+    let grant = wait_status(&h, grant.id(), ItemStatus::Superseded).await;
+    assert!(
+        grant.ended_at.is_some(),
+        "the revoked grant no longer counts as assigned"
+    );
     assert_eq!(
         h.engine.connection(&caller().tenant, connection).unwrap(),
         None
