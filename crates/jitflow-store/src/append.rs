@@ -11,9 +11,10 @@ use crate::codec::{self, PayloadRef, Stream};
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
-    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, STREAMS, TIMERS,
+    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, REQUEST_INDEX, REQUEST_INTENTS,
+    REQUEST_ITEMS, REQUEST_OPEN, STREAMS, TIMERS,
 };
-use crate::{idempotency, projection};
+use crate::{idempotency, projection, request};
 
 /// Why a write (an append, a purge) did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,10 @@ pub(crate) struct WriteTables<'txn> {
         Table<'txn, (&'static str, &'static str, &'static str, &'static str, u128), ()>,
     pub(crate) history: Table<'txn, (&'static str, u128), &'static [u8]>,
     pub(crate) history_index: Table<'txn, (&'static str, u8, &'static [u8], u128), ()>,
+    pub(crate) request_items: Table<'txn, (&'static str, u128), &'static [u8]>,
+    pub(crate) request_index: Table<'txn, (&'static str, u128, u128), ()>,
+    pub(crate) request_open: Table<'txn, (&'static str, &'static str, u8, &'static str, u128), ()>,
+    pub(crate) request_intents: Table<'txn, (&'static str, u128), ()>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -117,6 +122,10 @@ impl<'txn> WriteTables<'txn> {
             assignments: txn.open_table(ASSIGNMENTS)?,
             history: txn.open_table(HISTORY)?,
             history_index: txn.open_table(HISTORY_INDEX)?,
+            request_items: txn.open_table(REQUEST_ITEMS)?,
+            request_index: txn.open_table(REQUEST_INDEX)?,
+            request_open: txn.open_table(REQUEST_OPEN)?,
+            request_intents: txn.open_table(REQUEST_INTENTS)?,
         })
     }
 }
@@ -136,8 +145,10 @@ impl Store {
         assert!(batch.keys().len() <= MAX_BATCH_KEYS);
         // The checks that need no stored state run before a transaction is opened.
         for entry in batch.entries() {
-            if let Entry::Connection { event, after, .. } = entry {
-                assert_after(event, after.as_ref());
+            match entry {
+                Entry::Connection { event, after, .. } => assert_after(event, after.as_ref()),
+                Entry::Request { event, after, .. } => request::assert_after(event, after),
+                Entry::Policy { .. } => {}
             }
         }
         let txn = self.begin_write()?;
@@ -196,6 +207,24 @@ fn write_batch(txn: &WriteTransaction, batch: &Batch) -> Result<Appended, Error>
                 );
                 t.events.insert(sequence, bytes.as_slice())?;
                 projection::put_policy(&mut t, tenant, &event.policy)?;
+            }
+            Entry::Request {
+                tenant,
+                event,
+                after,
+            } => {
+                let before = request::get_item(&t.request_items, tenant, event.item)?;
+                request::assert_transition(event, before.as_ref(), after);
+                let stream = Stream::RequestItem(event.item);
+                let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
+                let bytes = codec::encode_envelope_parts(
+                    tenant,
+                    version,
+                    (first, last),
+                    PayloadRef::Request(event),
+                );
+                t.events.insert(sequence, bytes.as_slice())?;
+                request::put_item(&mut t, tenant, event, before.as_ref(), after)?;
             }
         }
     }

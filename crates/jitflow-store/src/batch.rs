@@ -3,6 +3,7 @@
 use jitflow_core::connection::Connection;
 use jitflow_core::id::TenantId;
 use jitflow_core::lifecycle::{Event, PolicyEvent};
+use jitflow_core::request;
 
 use crate::idempotency::KeyPut;
 
@@ -39,13 +40,25 @@ pub enum Entry {
         /// The event; its `previous` must be the stored policy.
         event: PolicyEvent,
     },
+    /// An event of an access request item, decided by `jitflow_core::request::decide`.
+    Request {
+        /// The tenant.
+        tenant: TenantId,
+        /// The event, with the timers it arms and cancels and the effects it starts.
+        event: request::Event,
+        /// The item after the event (`request::evolve` of the state before). Boxed: items are
+        /// large and rare next to connection entries.
+        after: Box<request::Item>,
+    },
 }
 
 impl Entry {
     /// The tenant.
     pub fn tenant(&self) -> &TenantId {
         match self {
-            Entry::Connection { tenant, .. } | Entry::Policy { tenant, .. } => tenant,
+            Entry::Connection { tenant, .. }
+            | Entry::Policy { tenant, .. }
+            | Entry::Request { tenant, .. } => tenant,
         }
     }
 }

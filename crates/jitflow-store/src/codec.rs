@@ -8,11 +8,12 @@
 //!
 //! ```text
 //! [0..2]  record format version, u16 little-endian (1)
-//! [2]     event kind: 1 = connection event, 2 = policy event
+//! [2]     event kind: 1 = connection event, 2 = policy event, 3 = access request item event
 //! [3..]   bincode (standard: little-endian, varint) of, in this order:
 //!         tenant (string), stream id (u128), stream version (u64), time (UTC ms, u64),
 //!         first and last global sequence of the batch it was committed in (u64, u64),
-//!         payload (`jitflow_core::lifecycle::Event` or `PolicyEvent`)
+//!         payload (`jitflow_core::lifecycle::Event`, `PolicyEvent` or
+//!         `jitflow_core::request::Event`)
 //! ```
 //!
 //! The stream id and the time are also inside the payload; the header repeats them so that a
@@ -20,15 +21,16 @@
 //!
 //! # Projection records, version 1
 //!
-//! `[u16 version][bincode of the value]` for `Connection`, `Activation` and `Policy`;
+//! `[u16 version][bincode of the value]` for `Connection`, `Activation`, `Policy` and the
+//! access request `Item`;
 //! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
 //! records (written by hand: the result is opaque bytes).
 //!
 //! # Compatibility rules
 //!
 //! bincode-serde encodes structs by field order and enums by *variant index*: the core's
-//! persisted types (`Event`, `Change`, `Connection`, `Activation`, `Policy`, `PolicyEvent` and
-//! every type inside them) must never reorder, remove or reuse fields or variants. New variants go
+//! persisted types (`Event`, `Change`, `Connection`, `Activation`, `Policy`, `PolicyEvent`, the
+//! request module's `Event`, `Change` and `Item`, and every type inside them) must never reorder, remove or reuse fields or variants. New variants go
 //! last. Any other change needs a new record format version here, with an upgrade from the old
 //! one. The golden fixtures in `tests/golden/` (every `Change` variant, the policy event and each
 //! projection record) fail on any change to the bytes.
@@ -39,9 +41,10 @@ use bincode::config::{Config, standard};
 use jitflow_core::activation::Activation;
 use jitflow_core::connection::Connection;
 use jitflow_core::history::ActivationRecord;
-use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Event, PolicyEvent};
 use jitflow_core::policy::Policy;
+use jitflow_core::request;
 use jitflow_core::time::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -63,6 +66,8 @@ const DECODE_LIMIT: usize = 8 << 20;
 const KIND_CONNECTION: u8 = 1;
 /// Event kind tag of an envelope holding a `PolicyEvent`.
 const KIND_POLICY: u8 = 2;
+/// Event kind tag of an envelope holding an access request item's `request::Event`.
+const KIND_REQUEST: u8 = 3;
 
 fn config() -> impl Config {
     standard().with_limit::<DECODE_LIMIT>()
@@ -78,6 +83,8 @@ pub enum Stream {
     Activation(ActivationId),
     /// Every change of the tenant's policy.
     Policy,
+    /// Every event of one access request item.
+    RequestItem(RequestItemId),
 }
 
 impl Stream {
@@ -87,6 +94,7 @@ impl Stream {
             Stream::Connection(id) => (crate::tables::STREAM_CONNECTION, id.as_u128()),
             Stream::Activation(id) => (crate::tables::STREAM_ACTIVATION, id.as_u128()),
             Stream::Policy => (crate::tables::STREAM_POLICY, 0),
+            Stream::RequestItem(id) => (crate::tables::STREAM_REQUEST_ITEM, id.as_u128()),
         }
     }
 
@@ -100,6 +108,9 @@ impl Stream {
                 Some(Stream::Activation(ActivationId::from_u128(id)))
             }
             crate::tables::STREAM_POLICY if id == 0 => Some(Stream::Policy),
+            crate::tables::STREAM_REQUEST_ITEM => {
+                Some(Stream::RequestItem(RequestItemId::from_u128(id)))
+            }
             _ => None,
         }
     }
@@ -111,6 +122,7 @@ impl fmt::Display for Stream {
             Stream::Connection(id) => write!(f, "connection {id}"),
             Stream::Activation(id) => write!(f, "activation {id}"),
             Stream::Policy => f.write_str("policy"),
+            Stream::RequestItem(id) => write!(f, "access request item {id}"),
         }
     }
 }
@@ -122,6 +134,8 @@ pub enum Payload {
     Connection(Event),
     /// A change of the tenant's policy.
     Policy(PolicyEvent),
+    /// An event of one access request item.
+    Request(request::Event),
 }
 
 /// One event of the log, as stored.
@@ -148,6 +162,7 @@ impl Envelope {
         match &self.payload {
             Payload::Connection(e) => Stream::Connection(e.connection),
             Payload::Policy(_) => Stream::Policy,
+            Payload::Request(e) => Stream::RequestItem(e.item),
         }
     }
 
@@ -156,6 +171,7 @@ impl Envelope {
         match &self.payload {
             Payload::Connection(e) => e.at,
             Payload::Policy(e) => e.at,
+            Payload::Request(e) => e.at,
         }
     }
 }
@@ -165,6 +181,7 @@ impl Envelope {
 pub(crate) enum PayloadRef<'a> {
     Connection(&'a Event),
     Policy(&'a PolicyEvent),
+    Request(&'a request::Event),
 }
 
 /// Which stored record a decoding error is about.
@@ -199,6 +216,13 @@ pub enum RecordName {
         /// The tenant, as stored in the key.
         tenant: String,
     },
+    /// An access request item projection.
+    Item {
+        /// The tenant, as stored in the key.
+        tenant: String,
+        /// The item.
+        id: RequestItemId,
+    },
     /// An idempotency record.
     Idempotency {
         /// The tenant, as stored in the key.
@@ -225,6 +249,7 @@ impl fmt::Display for RecordName {
                 write!(f, "activation history record {tenant}/{id}")
             }
             RecordName::Policy { tenant } => write!(f, "policy {tenant}"),
+            RecordName::Item { tenant, id } => write!(f, "access request item {tenant}/{id}"),
             RecordName::Idempotency { tenant, key } => {
                 write!(f, "idempotency key {tenant}/{key:?}")
             }
@@ -358,6 +383,7 @@ pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
     let payload = match &envelope.payload {
         Payload::Connection(e) => PayloadRef::Connection(e),
         Payload::Policy(e) => PayloadRef::Policy(e),
+        Payload::Request(e) => PayloadRef::Request(e),
     };
     encode_envelope_parts(
         &envelope.tenant,
@@ -407,6 +433,21 @@ pub(crate) fn encode_envelope_parts(
                 },
             );
         }
+        PayloadRef::Request(event) => {
+            out.push(KIND_REQUEST);
+            encode_body(
+                &mut out,
+                &EnvelopeV1Out {
+                    tenant: tenant.as_str(),
+                    stream_id: event.item.as_u128(),
+                    stream_version,
+                    at: event.at.as_millis(),
+                    batch_first,
+                    batch_last,
+                    payload: event,
+                },
+            );
+        }
     }
     out
 }
@@ -434,6 +475,11 @@ fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> 
             let e: EnvelopeV1In<PolicyEvent> = decode_body(body)?;
             let at = e.payload.at;
             (header_of(&e), Payload::Policy(e.payload), 0, at)
+        }
+        KIND_REQUEST => {
+            let e: EnvelopeV1In<request::Event> = decode_body(body)?;
+            let (id, at) = (e.payload.item.as_u128(), e.payload.at);
+            (header_of(&e), Payload::Request(e.payload), id, at)
         }
         other => return Err(Problem::UnknownKind(other)),
     };
@@ -592,6 +638,32 @@ pub fn decode_history(
         ));
     }
     Ok(r)
+}
+
+/// Encodes an access request item projection.
+pub fn encode_item(item: &request::Item) -> Vec<u8> {
+    encode_record(item)
+}
+
+/// Decodes the access request item projection stored under (`tenant`, `id`), checking its
+/// invariants and that it is the item its key names.
+pub fn decode_item(tenant: &str, id: RequestItemId, bytes: &[u8]) -> Result<request::Item, Error> {
+    let name = || RecordName::Item {
+        tenant: tenant.to_owned(),
+        id,
+    };
+    let i: request::Item = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    let check = || {
+        if i.id() != id {
+            return Err(format!("holds access request item {}", i.id()));
+        }
+        if i.version == 0 {
+            return Err("version 0".to_owned());
+        }
+        i.check_invariants()
+    };
+    check().map_err(|reason| Error::new(name(), Problem::Invalid(reason)))?;
+    Ok(i)
 }
 
 /// Encodes a policy projection.

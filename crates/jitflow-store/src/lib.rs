@@ -14,6 +14,9 @@
 //!   entitlement, source and JIT timestamps, and by assignment (entitlement, identity, account);
 //!   one activation history record per activation with its own indexes. All written with the
 //!   projection they index; [`query`] serves the contract's list parameters from them.
+//! - **Access request items** ([`request`]). The second workflow on the same log: the item
+//!   projection, the items of each request, the open items of each identity and object, the
+//!   items' timers in the same timer index, and their intents.
 //!
 //! The API is synchronous. One thread writes ([`Store::append_batch`], one transaction per
 //! batch, committed with `Durability::Immediate` before anything is acknowledged); any number of
@@ -111,6 +114,7 @@ pub mod open;
 mod projection;
 pub mod query;
 pub mod read;
+pub mod request;
 mod store;
 mod tables;
 pub mod timers;

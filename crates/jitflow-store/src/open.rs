@@ -147,6 +147,8 @@ impl Store {
                 );
             }
         }
+        // Files written before access requests lack their tables: add them (empty).
+        crate::request::ensure_tables(&db).map_err(storage)?;
         Ok(Store::new(db, options))
     }
 }
@@ -192,7 +194,10 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         ASSIGNMENTS.to_string(),
         HISTORY.to_string(),
         HISTORY_INDEX.to_string(),
-    ];
+    ]
+    .into_iter()
+    .chain(crate::request::table_names())
+    .collect::<Vec<_>>();
     let txn = db.begin_read().map_err(storage)?;
     let tables: Vec<String> = txn
         .list_tables()

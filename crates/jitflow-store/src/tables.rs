@@ -133,3 +133,100 @@ mod tests {
         );
     }
 }
+
+// Access request items (issue 7). Appended here so the tables above keep their layout.
+
+/// Stream kind code of an access request item's stream.
+pub(crate) const STREAM_REQUEST_ITEM: u8 = 4;
+
+/// Access request item projections: (tenant, item id) -> encoded `request::Item`.
+pub(crate) const REQUEST_ITEMS: TableDefinition<'static, (&str, u128), &[u8]> =
+    TableDefinition::new("request_items");
+
+/// The items of each access request: (tenant, request id, item id) -> (). Written with the
+/// item's submission; items are never deleted, so neither are these rows.
+pub(crate) const REQUEST_INDEX: TableDefinition<'static, (&str, u128, u128), ()> =
+    TableDefinition::new("request_index");
+
+/// The open items of each identity and object (the duplicate rule's input): (tenant, identity,
+/// object kind code, object id, item id) -> (), present iff the item has not ended.
+pub(crate) const REQUEST_OPEN: TableDefinition<'static, (&str, &str, u8, &str, u128), ()> =
+    TableDefinition::new("request_open");
+
+/// Committed request intents without a result: (tenant, item id) -> (), present iff the item's
+/// projection has pending effects.
+pub(crate) const REQUEST_INTENTS: TableDefinition<'static, (&str, u128), ()> =
+    TableDefinition::new("request_intents");
+
+/// The code of a request item's timer kind in [`TIMERS`] keys. Request codes start at 16 so
+/// they never meet a connection timer code: a timer key names its stream kind through its code,
+/// and a request timer and a connection timer with the same id and due time stay two keys.
+pub(crate) const fn request_timer_code(kind: jitflow_core::request::TimerKind) -> u8 {
+    use jitflow_core::request::TimerKind as K;
+    match kind {
+        K::ApprovalExpiry => 16,
+        K::Sunrise => 17,
+        K::Sunset => 18,
+        K::Retry => 19,
+    }
+}
+
+/// The request timer kind of a code from [`request_timer_code`], `None` for another code.
+pub(crate) const fn request_timer_from_code(code: u8) -> Option<jitflow_core::request::TimerKind> {
+    use jitflow_core::request::TimerKind as K;
+    match code {
+        16 => Some(K::ApprovalExpiry),
+        17 => Some(K::Sunrise),
+        18 => Some(K::Sunset),
+        19 => Some(K::Retry),
+        _ => None,
+    }
+}
+
+/// The code of an object kind in [`REQUEST_OPEN`] keys.
+pub(crate) const fn object_kind_code(kind: jitflow_core::request::ObjectKind) -> u8 {
+    use jitflow_core::request::ObjectKind as K;
+    match kind {
+        K::AccessProfile => 1,
+        K::Role => 2,
+        K::Entitlement => 3,
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use jitflow_core::request::{ObjectKind, TimerKind};
+
+    use super::*;
+
+    /// Pins the persisted request codes and checks they never meet a connection timer code.
+    #[test]
+    fn request_codes_are_pinned_and_distinct() {
+        let pinned = [
+            (TimerKind::ApprovalExpiry, 16),
+            (TimerKind::Sunrise, 17),
+            (TimerKind::Sunset, 18),
+            (TimerKind::Retry, 19),
+        ];
+        for (kind, code) in pinned {
+            assert_eq!(request_timer_code(kind), code, "{kind:?}");
+            assert_eq!(request_timer_from_code(code), Some(kind));
+            assert_eq!(timer_kind_from_code(code), None, "code {code} is taken");
+        }
+        for code in 0..=u8::MAX {
+            assert!(
+                timer_kind_from_code(code).is_none() || request_timer_from_code(code).is_none()
+            );
+        }
+        assert_eq!(STREAM_REQUEST_ITEM, 4);
+        assert_eq!(
+            [
+                ObjectKind::AccessProfile,
+                ObjectKind::Role,
+                ObjectKind::Entitlement
+            ]
+            .map(object_kind_code),
+            [1, 2, 3]
+        );
+    }
+}

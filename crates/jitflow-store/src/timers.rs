@@ -1,4 +1,6 @@
-//! The timer index: every armed timer of every connection, ordered by due time.
+//! The timer index: every armed timer of every connection and access request item, ordered by
+//! due time. A key's kind code says which of the two it belongs to (connection codes 1 to 4,
+//! request item codes from 16), so the two never collide.
 //!
 //! Timers are derived from the connections (`Connection::timers`); each event carries the
 //! timers it arms and cancels, and the index applies exactly those, in the event's transaction.
@@ -6,15 +8,18 @@
 
 use std::ops::Bound;
 
-use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::id::{ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Event, Timer};
+use jitflow_core::request;
 use jitflow_core::time::Timestamp;
 use redb::Table;
 
 use crate::append::Error;
 use crate::codec::{self, Problem, RecordName};
 use crate::read::{self, Reader, check_limit};
-use crate::tables::{TIMERS, timer_kind_code, timer_kind_from_code};
+use crate::tables::{
+    TIMERS, request_timer_code, request_timer_from_code, timer_kind_code, timer_kind_from_code,
+};
 
 /// A timer in the index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,6 +32,56 @@ pub struct DueTimer {
     pub connection: ConnectionId,
     /// The timer (its `due` equals [`DueTimer::due`]).
     pub timer: Timer,
+}
+
+/// A timer of an access request item in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DueItemTimer {
+    /// When it is due (first in the order).
+    pub due: Timestamp,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The item.
+    pub item: RequestItemId,
+    /// The timer (its `due` equals [`DueItemTimer::due`]).
+    pub timer: request::Timer,
+}
+
+/// A timer in the index, of either workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Due {
+    /// A connection's timer.
+    Connection(DueTimer),
+    /// An access request item's timer.
+    Item(DueItemTimer),
+}
+
+impl Due {
+    /// When it is due.
+    pub fn due(&self) -> Timestamp {
+        match self {
+            Due::Connection(t) => t.due,
+            Due::Item(t) => t.due,
+        }
+    }
+
+    /// Its key in the index (the scan order).
+    fn key(&self) -> (u64, &str, u128, u8) {
+        match self {
+            Due::Connection(t) => (
+                t.due.as_millis(),
+                t.tenant.as_str(),
+                t.connection.as_u128(),
+                timer_kind_code(t.timer.kind),
+            ),
+            Due::Item(t) => (
+                t.due.as_millis(),
+                t.tenant.as_str(),
+                t.item.as_u128(),
+                request_timer_code(t.timer.kind),
+            ),
+        }
+    }
 }
 
 /// Applies an event's cancelled, then armed, timers.
@@ -54,47 +109,50 @@ pub(crate) fn apply(
 
 /// Decodes a key of the timer index.
 pub(crate) fn decode_key(
-    (due, tenant, connection, kind): (u64, &str, u128, u8),
-) -> Result<DueTimer, codec::Error> {
+    (due, tenant, id, kind): (u64, &str, u128, u8),
+) -> Result<Due, codec::Error> {
     let bad = || {
         codec::Error::new(
             RecordName::Key {
                 table: "timers",
-                key: format!("({due}, {tenant:?}, {connection:#x}, {kind})"),
+                key: format!("({due}, {tenant:?}, {id:#x}, {kind})"),
             },
             Problem::Invalid("not a valid timer key".into()),
         )
     };
     let tenant = TenantId::parse(tenant).map_err(|_| bad())?;
-    let kind = timer_kind_from_code(kind).ok_or_else(bad)?;
     let due = Timestamp::from_millis(due).ok_or_else(bad)?;
-    Ok(DueTimer {
+    if let Some(kind) = timer_kind_from_code(kind) {
+        return Ok(Due::Connection(DueTimer {
+            due,
+            tenant,
+            connection: ConnectionId::from_u128(id),
+            timer: Timer { due, kind },
+        }));
+    }
+    let kind = request_timer_from_code(kind).ok_or_else(bad)?;
+    Ok(Due::Item(DueItemTimer {
         due,
         tenant,
-        connection: ConnectionId::from_u128(connection),
-        timer: Timer { due, kind },
-    })
+        item: RequestItemId::from_u128(id),
+        timer: request::Timer { due, kind },
+    }))
 }
 
 impl Reader {
-    /// The next timers in due order: after `after` (exclusive; `None` from the first), due at or
+    /// The next timers of both workflows in due order: after `after` (exclusive; `None` from the first), due at or
     /// before `up_to` (`None`: any time), at most `limit` (at most
     /// [`read::MAX_READ_LIMIT`]). The scheduler reads a window of the nearest timers with this.
     pub fn due_timers(
         &self,
-        after: Option<&DueTimer>,
+        after: Option<&Due>,
         up_to: Option<Timestamp>,
         limit: usize,
-    ) -> Result<Vec<DueTimer>, read::Error> {
+    ) -> Result<Vec<Due>, read::Error> {
         check_limit(limit)?;
         let table = self.table(TIMERS)?;
         let start = match after {
-            Some(d) => Bound::Excluded((
-                d.due.as_millis(),
-                d.tenant.as_str(),
-                d.connection.as_u128(),
-                timer_kind_code(d.timer.kind),
-            )),
+            Some(d) => Bound::Excluded(d.key()),
             None => Bound::Unbounded,
         };
         // The smallest key due after `up_to` ("" is the smallest tenant).

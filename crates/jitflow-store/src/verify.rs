@@ -25,7 +25,7 @@ use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
     INTENTS, POLICIES, STREAMS, TIMERS, timer_kind_code,
 };
-use crate::timers::{self, DueTimer};
+use crate::timers::{self, Due, DueTimer};
 
 /// The most differences a report lists; further ones are only counted in
 /// [`Report::omitted`].
@@ -169,6 +169,8 @@ pub enum Difference {
     IntentMissing(Intent),
     /// An intent row for a connection without pending effects.
     IntentUnexpected(Intent),
+    /// An access request item's record, index row, timer or intent differs from the replay.
+    Request(crate::request::verify::Difference),
 }
 
 impl fmt::Display for Difference {
@@ -281,6 +283,7 @@ impl fmt::Display for Difference {
                 "intent row for connection {}/{} without pending effects",
                 i.tenant, i.connection
             ),
+            Difference::Request(d) => write!(f, "{d}"),
         }
     }
 }
@@ -300,6 +303,10 @@ pub struct Report {
     pub timers: u64,
     /// Connections with pending effects after the replay.
     pub intents: u64,
+    /// Access request items after the replay.
+    pub items: u64,
+    /// Access request items with pending effects after the replay.
+    pub item_intents: u64,
     /// Every difference found, in the order found, up to [`MAX_DIFFERENCES`].
     pub differences: Vec<Difference>,
     /// Differences found beyond [`MAX_DIFFERENCES`].
@@ -312,7 +319,7 @@ impl Report {
         self.differences.is_empty() && self.omitted == 0
     }
 
-    fn push(&mut self, difference: Difference) {
+    pub(crate) fn push(&mut self, difference: Difference) {
         if self.differences.len() < MAX_DIFFERENCES {
             self.differences.push(difference);
         } else {
@@ -323,7 +330,7 @@ impl Report {
 
 /// Tenants seen in the log, numbered to keep the replay's keys small.
 #[derive(Default)]
-struct Tenants {
+pub(crate) struct Tenants {
     numbers: HashMap<String, u32>,
     ids: Vec<TenantId>,
 }
@@ -339,11 +346,11 @@ impl Tenants {
         n
     }
 
-    fn number(&self, tenant: &str) -> Option<u32> {
+    pub(crate) fn number(&self, tenant: &str) -> Option<u32> {
         self.numbers.get(tenant).copied()
     }
 
-    fn id(&self, n: u32) -> &TenantId {
+    pub(crate) fn id(&self, n: u32) -> &TenantId {
         &self.ids[n as usize]
     }
 }
@@ -360,6 +367,8 @@ struct Replay {
     versions: HashMap<(u32, u8, u128), u64>,
     /// The stream index the log implies.
     index: HashMap<(u32, u8, u128, u64), u64>,
+    /// Access request items.
+    items: HashMap<(u32, u128), jitflow_core::request::Item>,
 }
 
 impl Replay {
@@ -404,8 +413,10 @@ impl Store {
                 intents.insert((tenant, id));
             }
         }
+        crate::request::verify::add_timers(&replay.items, &mut timers);
         report.timers = timers.len() as u64;
         report.intents = intents.len() as u64;
+        report.items = replay.items.len() as u64;
 
         compare_timers(&reader, &replay.tenants, timers, &mut report)?;
         compare_intents(&reader, &replay.tenants, intents, &mut report)?;
@@ -414,6 +425,7 @@ impl Store {
         compare_history(&reader, &mut replay, &mut report)?;
         compare_activations(&reader, &mut replay, &mut report)?;
         compare_policies(&reader, &mut replay, &mut report)?;
+        crate::request::verify::compare(&reader, &replay.tenants, replay.items, &mut report)?;
         if !report.is_clean() {
             tracing::warn!(
                 differences = report.differences.len() as u64 + report.omitted,
@@ -527,6 +539,9 @@ fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Resu
                 }
                 replay.policies.insert(tenant, event.policy);
             }
+            Payload::Request(event) => {
+                crate::request::verify::replay(&mut replay.items, tenant, sequence, &event, report);
+            }
         }
     }
     if let Some(bounds) = batch
@@ -605,29 +620,38 @@ fn compare_timers(
             .is_some_and(|n| expected.remove(&(n, connection, due, kind)));
         if !found {
             match timers::decode_key(k.value()) {
-                Ok(timer) => report.push(Difference::TimerUnexpected(timer)),
+                Ok(Due::Connection(timer)) => report.push(Difference::TimerUnexpected(timer)),
+                Ok(Due::Item(timer)) => report.push(Difference::Request(
+                    crate::request::verify::Difference::TimerUnexpected(timer),
+                )),
                 Err(e) => report.push(Difference::Undecodable(e)),
             }
         }
     }
-    let mut missing: Vec<DueTimer> = expected
-        .into_iter()
-        .map(|(tenant, connection, due, kind)| {
-            let due = jitflow_core::time::Timestamp::from_millis(due).expect("replayed timer");
-            DueTimer {
+    let mut missing: Vec<DueTimer> = Vec::new();
+    let mut missing_items = Vec::new();
+    for (tenant, id, due, kind) in expected {
+        let due = jitflow_core::time::Timestamp::from_millis(due).expect("replayed timer");
+        let tenant = tenants.id(tenant).clone();
+        match crate::tables::timer_kind_from_code(kind) {
+            Some(kind) => missing.push(DueTimer {
                 due,
-                tenant: tenants.id(tenant).clone(),
-                connection: ConnectionId::from_u128(connection),
-                timer: Timer {
-                    due,
-                    kind: crate::tables::timer_kind_from_code(kind).expect("replayed timer"),
-                },
-            }
-        })
-        .collect();
+                tenant,
+                connection: ConnectionId::from_u128(id),
+                timer: Timer { due, kind },
+            }),
+            None => missing_items.push(crate::request::verify::due_timer(tenant, id, due, kind)),
+        }
+    }
     missing.sort_unstable();
     for timer in missing {
         report.push(Difference::TimerMissing(timer));
+    }
+    missing_items.sort_unstable();
+    for timer in missing_items {
+        report.push(Difference::Request(
+            crate::request::verify::Difference::TimerMissing(timer),
+        ));
     }
     Ok(())
 }
@@ -674,19 +698,20 @@ fn compare_intents(
 }
 
 /// Builds the difference for one record: (tenant, id, replayed, stored).
-type MakeDifference<T> = fn(TenantId, u128, Option<Box<T>>, Option<Box<T>>) -> Difference;
+pub(crate) type MakeDifference<T> =
+    fn(TenantId, u128, Option<Box<T>>, Option<Box<T>>) -> Difference;
 
 /// One projection table keyed by (tenant, id) and how to compare it with the replay.
-struct ProjectionTable<T> {
-    table: TableDefinition<'static, (&'static str, u128), &'static [u8]>,
-    name: &'static str,
-    decode: fn(&str, u128, &[u8]) -> Result<T, codec::Error>,
-    difference: MakeDifference<T>,
+pub(crate) struct ProjectionTable<T> {
+    pub(crate) table: TableDefinition<'static, (&'static str, u128), &'static [u8]>,
+    pub(crate) name: &'static str,
+    pub(crate) decode: fn(&str, u128, &[u8]) -> Result<T, codec::Error>,
+    pub(crate) difference: MakeDifference<T>,
 }
 
 /// Compares every stored record of `projection` with the replayed one, consuming `replayed`;
 /// what is left there afterwards was replayed but not stored.
-fn compare_projection<T: PartialEq>(
+pub(crate) fn compare_projection<T: PartialEq>(
     reader: &Reader,
     projection: &ProjectionTable<T>,
     tenants: &Tenants,
@@ -1051,7 +1076,12 @@ mod tests {
     fn every_difference_is_reported() {
         let store = store();
         let reader = store.reader().unwrap();
-        let timers = reader.due_timers(None, None, 10).unwrap();
+        let timers: Vec<DueTimer> = (reader.due_timers(None, None, 10).unwrap().into_iter())
+            .filter_map(|d| match d {
+                Due::Connection(t) => Some(t),
+                Due::Item(_) => None,
+            })
+            .collect();
         assert_eq!(timers.len(), 2);
         let mut connection = reader.connection(&tenant(), CONN).unwrap().unwrap();
         drop(reader);

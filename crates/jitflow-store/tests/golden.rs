@@ -21,10 +21,13 @@ use jitflow_core::connection::{
 };
 use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{
-    AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId,
+    AccessRequestId, AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, ObjectId,
+    SourceId, TenantId,
 };
 use jitflow_core::lifecycle::{Actor, Change, Effect, Event, PolicyEvent, Timer, TimerKind};
 use jitflow_core::policy::Policy;
+use jitflow_core::request;
+use jitflow_core::request::submit::{AccountRef, ObjectKind, ObjectRef, SourceSelection};
 use jitflow_core::time::{Minutes, Timestamp};
 use jitflow_store::codec::{self, Envelope, Payload};
 use jitflow_store::idempotency::Idempotency;
@@ -36,6 +39,12 @@ const ACT: ActivationId = ActivationId::from_u128(0x2c91_8086_7e20_630b_017e_20b
 /// variant names itself there, and [`every_change_variant_has_a_fixture`] then asks for its
 /// fixture.
 const CHANGE_VARIANTS: usize = 22;
+
+/// The number of access request `request::Change` variants (as [`CHANGE_VARIANTS`]).
+const REQUEST_CHANGE_VARIANTS: usize = 20;
+
+const REQUEST: AccessRequestId =
+    AccessRequestId::from_u128(0x1f2e_3d4c_5b6a_4978_8695_a4b3_c2d1_e0f0);
 
 fn t(minutes: u64) -> Timestamp {
     Timestamp::from_millis(1_767_225_600_000 + minutes * 60_000).unwrap()
@@ -404,6 +413,7 @@ enum Value {
     Policy(Policy),
     Idempotency(Idempotency),
     History(ActivationRecord),
+    Item(Box<request::Item>),
 }
 
 const TENANT: &str = "acme-prod";
@@ -417,6 +427,7 @@ impl Value {
             Value::Policy(p) => codec::encode_policy(p),
             Value::Idempotency(i) => codec::encode_idempotency(i),
             Value::History(r) => codec::encode_history(r),
+            Value::Item(i) => codec::encode_item(i),
         }
     }
 
@@ -436,6 +447,7 @@ impl Value {
             Value::History(r) => {
                 Value::History(codec::decode_history(TENANT, r.activation.id, bytes)?)
             }
+            Value::Item(i) => Value::Item(Box::new(codec::decode_item(TENANT, i.id(), bytes)?)),
         })
     }
 }
@@ -486,6 +498,30 @@ fn fixtures() -> Vec<(String, Value)> {
             }),
         }),
     ));
+    let item = request::submit::item_id(REQUEST, 0);
+    for (n, (change, arm, cancel, effects)) in request_changes().into_iter().enumerate() {
+        let sequence = last + 1 + n as u64;
+        out.push((
+            format!("request_{:02}_{}", n, change.name()),
+            Value::Envelope(Envelope {
+                sequence,
+                tenant: tenant.clone(),
+                stream_version: n as u64 + 1,
+                batch_first: sequence,
+                batch_last: sequence,
+                payload: Payload::Request(request::Event {
+                    item,
+                    at: t(40 + n as u64),
+                    actor: alice(),
+                    change,
+                    arm,
+                    cancel,
+                    effects,
+                }),
+            }),
+        ));
+    }
+    out.push(("record_item".into(), Value::Item(Box::new(request_item()))));
     out.push(("record_connection".into(), Value::Connection(connection())));
     out.push((
         "record_connection_standing_revoke".into(),
@@ -529,6 +565,267 @@ fn from_hex(text: &str) -> Vec<u8> {
 
 fn blessing() -> bool {
     std::env::var_os("JITFLOW_BLESS").is_some_and(|v| v == "1")
+}
+
+/// One access request item event: change, timers armed, cancelled, effects started.
+type RequestSample = (
+    request::Change,
+    Vec<request::Timer>,
+    Vec<request::Timer>,
+    Vec<request::Effect>,
+);
+
+fn item_spec() -> request::ItemSpec {
+    request::ItemSpec {
+        id: request::submit::item_id(REQUEST, 0),
+        request: REQUEST,
+        request_type: request::RequestType::Grant,
+        requested_for: IdentityId::parse("2c9180867e20630b017e20be7c222492").unwrap(),
+        requester: IdentityId::parse("carol").unwrap(),
+        object: ObjectRef {
+            kind: ObjectKind::Entitlement,
+            id: ObjectId::parse("ent-admins").unwrap(),
+        },
+        comment: Some("on call this week".into()),
+        client_metadata: [("ticket".to_owned(), "OPS-42".to_owned())].into(),
+        request_metadata: [("origin".to_owned(), "portal".to_owned())].into(),
+        start_date: Some(t(60)),
+        remove_date: Some(t(600)),
+        accounts: vec![SourceSelection {
+            source: Some(SourceId::parse("ad").unwrap()),
+            accounts: vec![AccountRef {
+                account_uuid: None,
+                native_identity: Some("CN=Alice,OU=Admins".into()),
+            }],
+        }],
+        native_identity: None,
+        form_instance_id: Some("form-7".into()),
+    }
+}
+
+fn approval() -> request::Approval {
+    request::Approval {
+        id: request::approval_id(request::submit::item_id(REQUEST, 0)),
+        approvers: vec![IdentityId::parse("bob").unwrap()],
+        scheme: Some(request::ApprovalScheme::Manager),
+        expires_at: Some(t(1440)),
+        state: request::WorkItemState::Pending,
+        decided_by: None,
+        decided_at: None,
+        comment: None,
+    }
+}
+
+/// One event per access request `Change` variant, with every timer and effect kind among them.
+fn request_changes() -> Vec<RequestSample> {
+    use request::Change as C;
+    use request::TimerKind::*;
+    let timer = |kind, minutes| request::Timer {
+        due: t(minutes),
+        kind,
+    };
+    let other = request::submit::item_id(REQUEST, 1);
+    vec![
+        (
+            C::Submitted {
+                spec: Box::new(item_spec()),
+                approval: approval(),
+            },
+            vec![timer(ApprovalExpiry, 1440)],
+            vec![],
+            vec![],
+        ),
+        (
+            C::Approved {
+                comment: Some("ok".into()),
+                auto: false,
+            },
+            vec![timer(Sunrise, 60)],
+            vec![timer(ApprovalExpiry, 1440)],
+            vec![],
+        ),
+        (C::Rejected { comment: None }, vec![], vec![], vec![]),
+        (C::ApprovalExpired, vec![], vec![], vec![]),
+        (
+            C::Cancelled {
+                comment: "duplicate".into(),
+                duplicate: Some(request::Duplicate::InProgress(other)),
+            },
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            C::Closed(request::Closure {
+                execution: request::ExecutionStatus::Completed,
+                completion: request::CompletionStatus::Incomplete,
+                message: "closed by ops".into(),
+            }),
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (C::Superseded { by: other }, vec![], vec![], vec![]),
+        (C::Lapsed, vec![], vec![], vec![]),
+        (
+            C::GrantStarted {
+                kind: Some(ConnectionType::Jit),
+            },
+            vec![timer(Sunset, 600)],
+            vec![timer(Sunrise, 60)],
+            vec![request::Effect::Grant {
+                attempt: 1,
+                kind: Some(ConnectionType::Jit),
+            }],
+        ),
+        (
+            C::GrantFailed {
+                attempt: 1,
+                error: "timeout".into(),
+                retry_at: t(62),
+            },
+            vec![timer(Retry, 62)],
+            vec![],
+            vec![],
+        ),
+        (
+            C::GrantRetried { attempt: 2 },
+            vec![],
+            vec![timer(Retry, 62)],
+            vec![request::Effect::Grant {
+                attempt: 2,
+                kind: None,
+            }],
+        ),
+        (C::Granted { attempt: 2 }, vec![], vec![], vec![]),
+        (
+            C::GrantAbandoned {
+                attempt: 3,
+                error: "refused".into(),
+                deactivate: Some(ACT),
+            },
+            vec![],
+            vec![timer(Sunset, 600)],
+            vec![request::Effect::DeactivateJit { activation: ACT }],
+        ),
+        (
+            C::StopRequested {
+                reason: request::RemovalReason::Closed,
+            },
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            C::GrantSettled {
+                attempt: 1,
+                error: Some("late".into()),
+                deactivate: None,
+            },
+            vec![],
+            vec![],
+            vec![request::Effect::Revoke { attempt: 1 }],
+        ),
+        (
+            C::RemovalStarted {
+                reason: request::RemovalReason::Sunset,
+                deactivate: Some(ACT),
+            },
+            vec![],
+            vec![],
+            vec![request::Effect::DeactivateJit { activation: ACT }],
+        ),
+        (
+            C::JitDeactivated,
+            vec![],
+            vec![],
+            vec![request::Effect::Revoke { attempt: 1 }],
+        ),
+        (
+            C::RevokeFailed {
+                attempt: 1,
+                error: "503".into(),
+                retry_at: t(700),
+                became_stuck: true,
+            },
+            vec![timer(Retry, 700)],
+            vec![],
+            vec![],
+        ),
+        (
+            C::RevokeRetried { attempt: 2 },
+            vec![],
+            vec![timer(Retry, 700)],
+            vec![request::Effect::Revoke { attempt: 2 }],
+        ),
+        (C::Removed { attempt: 2 }, vec![], vec![], vec![]),
+    ]
+}
+
+/// An item in the middle of its workflow, built by the core: approved by a person after its
+/// submission, its sunrise came, and its grant's first try failed.
+fn request_item() -> request::Item {
+    let spec = item_spec();
+    let id = spec.id;
+    let policy = policy(1);
+    let config = jitflow_core::lifecycle::Config::default();
+    let bob = Actor::Identity(IdentityId::parse("bob").unwrap());
+    let step = request::ApprovalStep::Approvers {
+        approvers: vec![IdentityId::parse("bob").unwrap()],
+        scheme: request::ApprovalScheme::Manager,
+        expires_after: std::time::Duration::from_secs(24 * 3600),
+    };
+    let commands = [
+        (
+            t(1),
+            request::Command::Submit {
+                spec: Box::new(spec),
+                approval: step,
+                existing: request::Existing::default(),
+            },
+        ),
+        (t(2), request::Command::Approve { comment: None }),
+        (
+            t(60),
+            request::Command::TimerFired(request::Timer {
+                due: t(60),
+                kind: request::TimerKind::Sunrise,
+            }),
+        ),
+        (
+            t(61),
+            request::Command::GrantFailed {
+                attempt: 1,
+                error: "timeout".into(),
+                retryable: true,
+            },
+        ),
+    ];
+    let mut item: Option<request::Item> = None;
+    for (now, command) in commands {
+        let ctx = request::Context {
+            now,
+            actor: &bob,
+            admin: false,
+            policy: &policy,
+            config: &config,
+            running_activation: None,
+        };
+        for event in request::decide(id, item.as_ref(), &command, &ctx).unwrap() {
+            item = Some(request::evolve(item, &event).unwrap());
+        }
+    }
+    item.unwrap()
+}
+
+#[test]
+fn every_request_change_variant_has_a_fixture() {
+    let names: BTreeSet<&str> = request_changes().iter().map(|c| c.0.name()).collect();
+    assert_eq!(
+        names.len(),
+        REQUEST_CHANGE_VARIANTS,
+        "one fixture per request Change variant"
+    );
 }
 
 #[test]

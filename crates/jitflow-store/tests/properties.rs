@@ -18,6 +18,7 @@ use jitflow_store::batch::{Appended, Batch, Entry};
 use jitflow_store::codec::{Payload, Stream};
 use jitflow_store::open::Options;
 use jitflow_store::read::StreamEvent;
+use jitflow_store::timers::Due;
 use proptest::prelude::*;
 
 const TENANTS: usize = 2;
@@ -168,12 +169,13 @@ proptest! {
                 Entry::Policy { tenant, event } => {
                     policies.entry(tenant.clone()).or_default().push(event.policy.clone());
                 }
+                Entry::Request { .. } => panic!("this model makes no access request entries"),
             }
         }
         let payload_events = |events: Vec<StreamEvent>| -> Vec<Event> {
             events.into_iter().map(|e| match e.envelope.payload {
                 Payload::Connection(event) => event,
-                Payload::Policy(_) => panic!("policy event in a connection stream"),
+                Payload::Policy(_) | Payload::Request(_) => panic!("other event in a connection stream"),
             }).collect()
         };
         for ((tenant, id), events) in &connections {
@@ -192,7 +194,7 @@ proptest! {
             let stream = all_stream(&store, tenant, Stream::Policy);
             let stored: Vec<Policy> = stream.into_iter().map(|e| match e.envelope.payload {
                 Payload::Policy(p) => p.policy,
-                Payload::Connection(_) => panic!("connection event in a policy stream"),
+                Payload::Connection(_) | Payload::Request(_) => panic!("other event in a policy stream"),
             }).collect();
             prop_assert_eq!(&stored, history);
         }
@@ -236,7 +238,7 @@ proptest! {
         // Bounded reads up to a time see a prefix of the index.
         if let Some(middle) = stored.get(stored.len() / 2) {
             let upto = store.reader().unwrap().due_timers(None, Some(middle.due), 10_000).unwrap();
-            let expected: Vec<_> = stored.iter().filter(|t| t.due <= middle.due).cloned().collect();
+            let expected: Vec<_> = stored.iter().filter(|t| t.due <= middle.due).cloned().map(Due::Connection).collect();
             prop_assert_eq!(upto, expected);
         }
     }

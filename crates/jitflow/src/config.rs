@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use jitflow_core::id::IdentityId;
 use jitflow_core::lifecycle;
+use jitflow_core::request::item::{MAX_APPROVAL_WAIT, MAX_APPROVERS, MIN_APPROVAL_WAIT};
+use jitflow_core::request::{ApprovalScheme, ApprovalStep};
 
 /// The most commands one group commit takes.
 pub const MAX_BATCH: usize = 4096;
@@ -40,6 +43,15 @@ pub struct Config {
     pub max_sleep: Duration,
     /// How long idempotency keys are remembered.
     pub idempotency_ttl: Duration,
+    /// Who approves access request items: empty approves every item at once (`approval =
+    /// auto`); else any one of these identities (or an admin) approves or rejects each item
+    /// (`approval = approvers`, `approvers = bob, carol`), at most
+    /// [`MAX_APPROVERS`]. The contract calls such a
+    /// list a governance group.
+    pub approvers: Vec<IdentityId>,
+    /// How long an access request item's approval waits before it expires unanswered
+    /// (`approval_timeout = 7d`): one minute to one year.
+    pub approval_timeout: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +69,8 @@ impl Default for Config {
             timer_window: 4096,
             max_sleep: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            approvers: Vec::new(),
+            approval_timeout: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -126,6 +140,16 @@ impl Config {
             "max_sleep",
             "must be 10ms..=60s",
         )?;
+        check(
+            self.approvers.len() <= MAX_APPROVERS,
+            "approvers",
+            "at most 100 approvers",
+        )?;
+        check(
+            (MIN_APPROVAL_WAIT..=MAX_APPROVAL_WAIT).contains(&self.approval_timeout),
+            "approval_timeout",
+            "must be 1m..=365d",
+        )?;
         Ok(())
     }
 
@@ -156,6 +180,35 @@ impl Config {
             "timer_window" => self.timer_window = count("timer_window", value)?,
             "max_sleep" => self.max_sleep = duration("max_sleep")?,
             "idempotency_ttl" => self.idempotency_ttl = duration("idempotency_ttl")?,
+            "approval" => match value.trim() {
+                "auto" => self.approvers.clear(),
+                // The approvers themselves come with the `approvers` setting.
+                "approvers" => {}
+                other => {
+                    return Err(bad(
+                        "approval",
+                        format!(
+                            "`{}` is neither `auto` nor `approvers`",
+                            other.chars().take(64).collect::<String>()
+                        ),
+                    ));
+                }
+            },
+            "approvers" => {
+                let mut approvers = Vec::new();
+                for id in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if approvers.len() == MAX_APPROVERS {
+                        return Err(bad(
+                            "approvers",
+                            format!("at most {MAX_APPROVERS} approvers"),
+                        ));
+                    }
+                    approvers
+                        .push(IdentityId::parse(id).map_err(|e| bad("approvers", e.to_string()))?);
+                }
+                self.approvers = approvers;
+            }
+            "approval_timeout" => self.approval_timeout = duration("approval_timeout")?,
             _ => {
                 return Err(bad(
                     "name",
@@ -167,6 +220,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The approval step each access request item goes through.
+    pub(crate) fn approval_step(&self) -> ApprovalStep {
+        if self.approvers.is_empty() {
+            ApprovalStep::Auto
+        } else {
+            ApprovalStep::Approvers {
+                approvers: self.approvers.clone(),
+                scheme: ApprovalScheme::GovernanceGroup,
+                expires_after: self.approval_timeout,
+            }
+        }
     }
 
     /// The core's lifecycle settings derived from these.
@@ -201,6 +267,23 @@ mod tests {
         let e = c.set("batch_max", "-3").unwrap_err();
         assert_eq!(e.field, "batch_max");
         assert_eq!(c.set("nonsense", "1").unwrap_err().field, "name");
+        c.set("approval_timeout", "3d").unwrap();
+        c.set("approvers", "bob, carol").unwrap();
+        assert_eq!(c.approval_timeout, Duration::from_secs(3 * 24 * 3600));
+        assert!(matches!(
+            c.approval_step(),
+            ApprovalStep::Approvers { ref approvers, .. } if approvers.len() == 2
+        ));
+        assert_eq!(
+            c.set("approvers", "bob, not valid!").unwrap_err().field,
+            "approvers"
+        );
+        assert_eq!(c.set("approval", "maybe").unwrap_err().field, "approval");
+        c.set("approval", "auto").unwrap();
+        assert_eq!(c.approval_step(), ApprovalStep::Auto);
+        c.set("approval_timeout", "10s").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "approval_timeout");
+        c.set("approval_timeout", "7d").unwrap();
         c.set("batch_max", "100000").unwrap();
         assert_eq!(
             c.validate().unwrap_err().field,

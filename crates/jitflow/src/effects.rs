@@ -10,18 +10,20 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use jitflow_core::connection::Connection;
-use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::id::{ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Actor, Command, Effect};
+use jitflow_core::request;
 use jitflow_store::Store;
 use jitflow_store::codec::Payload;
 use jitflow_store::intents::Intent;
+use jitflow_store::request::ItemIntent;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::engine::Subscription;
 use crate::hooks::{
-    EffectRequest, Notification, Notifier, ProvisionError, Provisioner, ValidationRequest,
-    Validator,
+    EffectRequest, Notification, Notifier, ProvisionError, Provisioner, RequestNotification,
+    ValidationRequest, Validator,
 };
 use crate::metrics::Metrics;
 use crate::writer::{Dispatch, Op, Request, Signals};
@@ -29,7 +31,12 @@ use crate::writer::{Dispatch, Op, Request, Signals};
 /// The most intents read from the store in one rescan page.
 const RESCAN_PAGE: usize = 1024;
 
-type Running = (TenantId, ConnectionId, Effect);
+/// An effect in flight, of either workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Running {
+    Connection(TenantId, ConnectionId, Effect),
+    Item(TenantId, RequestItemId, request::Effect),
+}
 
 pub(crate) struct EffectRunner {
     pub store: Arc<Store>,
@@ -67,6 +74,50 @@ impl EffectRunner {
 
     /// Runs every intent in the store that is not running already.
     async fn rescan(&self, running: &Arc<Mutex<HashSet<Running>>>) {
+        self.rescan_connections(running).await;
+        self.rescan_items(running).await;
+    }
+
+    /// Runs every access request item intent that is not running already.
+    async fn rescan_items(&self, running: &Arc<Mutex<HashSet<Running>>>) {
+        let mut after: Option<ItemIntent> = None;
+        loop {
+            let page = match crate::error::read(&self.store, |r| {
+                r.request_intents(after.as_ref(), RESCAN_PAGE)
+            }) {
+                Ok(page) => page,
+                Err(e) => {
+                    warn!(error = %e, "request intent scan failed");
+                    return;
+                }
+            };
+            for ItemIntent { tenant, item: id } in &page {
+                let item = match crate::error::read(&self.store, |r| r.request_item(tenant, *id)) {
+                    Ok(Some(i)) => i,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(error = %e, %tenant, %id, "reading an intent's item failed");
+                        continue;
+                    }
+                };
+                for effect in item.pending_effects() {
+                    let dispatch = Dispatch::Item {
+                        tenant: tenant.clone(),
+                        item: Box::new(item.clone()),
+                        effect,
+                    };
+                    self.start(dispatch, running).await;
+                }
+            }
+            if page.len() < RESCAN_PAGE {
+                return;
+            }
+            after = page.last().cloned();
+        }
+    }
+
+    /// Runs every connection intent that is not running already.
+    async fn rescan_connections(&self, running: &Arc<Mutex<HashSet<Running>>>) {
         let mut after = None;
         loop {
             let page =
@@ -93,9 +144,9 @@ impl EffectRunner {
                     }
                 };
                 for effect in connection.pending_effects() {
-                    let dispatch = Dispatch {
+                    let dispatch = Dispatch::Connection {
                         tenant: tenant.clone(),
-                        connection: connection.clone(),
+                        connection: Box::new(connection.clone()),
                         effect,
                     };
                     self.start(dispatch, running).await;
@@ -109,11 +160,19 @@ impl EffectRunner {
     }
 
     async fn start(&self, dispatch: Dispatch, running: &Arc<Mutex<HashSet<Running>>>) {
-        let key = (
-            dispatch.tenant.clone(),
-            dispatch.connection.id(),
-            dispatch.effect,
-        );
+        let (tenant, connection, effect) = match dispatch {
+            Dispatch::Connection {
+                tenant,
+                connection,
+                effect,
+            } => (tenant, connection, effect),
+            Dispatch::Item {
+                tenant,
+                item,
+                effect,
+            } => return self.start_item(tenant, *item, effect, running).await,
+        };
+        let key = Running::Connection(tenant.clone(), connection.id(), effect);
         if !running.lock().expect("not poisoned").insert(key.clone()) {
             return;
         }
@@ -126,18 +185,17 @@ impl EffectRunner {
         let metrics = Arc::clone(&self.metrics);
         let running = Arc::clone(running);
         let timeout = self.timeout;
-        let span =
-            info_span!("effect", effect = ?dispatch.effect, connection = %dispatch.connection.id());
+        let span = info_span!("effect", ?effect, connection = %connection.id());
         tokio::spawn(
             async move {
                 let command = match tokio::time::timeout(
                     timeout,
-                    call(&*provisioner, &*validator, &dispatch),
+                    call(&*provisioner, &*validator, &tenant, &connection, effect),
                 )
                 .await
                 {
                     Ok(command) => command,
-                    Err(_) => timed_out(&dispatch.effect, timeout),
+                    Err(_) => timed_out(&effect, timeout),
                 };
                 let ok = matches!(
                     command,
@@ -150,8 +208,8 @@ impl EffectRunner {
                 let (reply, answer) = oneshot::channel();
                 let request = Request {
                     op: Op::Connection {
-                        tenant: dispatch.tenant.clone(),
-                        connection: dispatch.connection.id(),
+                        tenant: tenant.clone(),
+                        connection: connection.id(),
                         command,
                     },
                     actor: Actor::System,
@@ -164,6 +222,65 @@ impl EffectRunner {
                         Ok(Err(e)) => debug!(error = %e, "result not applied"),
                         Err(_) => {}
                     }
+                }
+                running.lock().expect("not poisoned").remove(&key);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs an access request item's effect (see `requests::run_item_effect`) and reports its
+    /// result through the writer. A deactivation waits for the connection's own lifecycle, so
+    /// it holds no permit while it waits.
+    async fn start_item(
+        &self,
+        tenant: TenantId,
+        item: request::Item,
+        effect: request::Effect,
+        running: &Arc<Mutex<HashSet<Running>>>,
+    ) {
+        let key = Running::Item(tenant.clone(), item.id(), effect);
+        if !running.lock().expect("not poisoned").insert(key.clone()) {
+            return;
+        }
+        let permit = match effect {
+            request::Effect::DeactivateJit { .. } => None,
+            _ => match Arc::clone(&self.limit).acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+        };
+        let runner = crate::requests::ItemEffects {
+            store: Arc::clone(&self.store),
+            writer: self.writer.clone(),
+            provisioner: Arc::clone(&self.provisioner),
+            signals: Arc::clone(&self.signals),
+            timeout: self.timeout,
+            shutdown: self.shutdown.clone(),
+        };
+        let metrics = Arc::clone(&self.metrics);
+        let running = Arc::clone(running);
+        let mut shutdown = self.shutdown.clone();
+        let span = info_span!("item_effect", ?effect, item = %item.id());
+        tokio::spawn(
+            async move {
+                let work = async {
+                    if let Some(command) = runner.run(&tenant, &item, effect).await {
+                        metrics.effect(matches!(
+                            command,
+                            request::Command::GrantSucceeded { .. }
+                                | request::Command::RevokeSucceeded { .. }
+                                | request::Command::JitDeactivated { .. }
+                        ));
+                        runner.report(&tenant, item.id(), command).await;
+                    }
+                };
+                // On shutdown the call is abandoned (its intent runs again after a restart),
+                // so that nothing keeps the store open.
+                tokio::select! {
+                    () = work => {}
+                    _ = shutdown.changed() => {}
                 }
                 running.lock().expect("not poisoned").remove(&key);
                 drop(permit);
@@ -206,7 +323,7 @@ fn timed_out(effect: &Effect, timeout: std::time::Duration) -> Command {
 }
 
 /// Revokes, then ends the account's sessions; a failure of either fails the revoke.
-async fn revoke(
+pub(crate) async fn revoke(
     provisioner: &dyn Provisioner,
     request: EffectRequest,
 ) -> Result<(), ProvisionError> {
@@ -215,16 +332,21 @@ async fn revoke(
 }
 
 /// Calls the embedder's code for one effect and turns the outcome into a command.
-async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Dispatch) -> Command {
-    let connection: &Connection = &d.connection;
+async fn call(
+    provisioner: &dyn Provisioner,
+    validator: &dyn Validator,
+    tenant: &TenantId,
+    connection: &Connection,
+    effect: Effect,
+) -> Command {
     let request = |activation, attempt| EffectRequest {
-        tenant: d.tenant.clone(),
+        tenant: tenant.clone(),
         connection: connection.spec.clone(),
         activation,
         attempt,
-        idempotency_key: d.effect.idempotency_key(connection.id()),
+        idempotency_key: effect.idempotency_key(connection.id()),
     };
-    match d.effect {
+    match effect {
         Effect::Validate { activation } => {
             let Some(a) = connection
                 .activation
@@ -239,7 +361,7 @@ async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Disp
             };
             let verdict = validator
                 .validate(ValidationRequest {
-                    tenant: d.tenant.clone(),
+                    tenant: tenant.clone(),
                     connection: connection.spec.clone(),
                     activation,
                     period: a.period,
@@ -296,6 +418,61 @@ async fn call(provisioner: &dyn Provisioner, validator: &dyn Validator, d: &Disp
     }
 }
 
+/// A notification of either workflow.
+enum Outgoing {
+    Connection(Box<Notification>),
+    Request(Box<RequestNotification>),
+}
+
+impl Outgoing {
+    fn deliver<'a>(&self, notifier: &'a dyn Notifier) -> crate::hooks::BoxFuture<'a, ()> {
+        match self {
+            Outgoing::Connection(n) => notifier.notify((**n).clone()),
+            Outgoing::Request(n) => notifier.notify_request((**n).clone()),
+        }
+    }
+}
+
+/// The notification a committed event triggers, if any.
+fn outgoing(store: &Store, envelope: &jitflow_store::codec::Envelope) -> Option<Outgoing> {
+    let tenant = &envelope.tenant;
+    match &envelope.payload {
+        Payload::Connection(event) => {
+            let notice = event.notice()?;
+            let spec = crate::error::read(store, |r| r.connection(tenant, event.connection))
+                .ok()
+                .flatten()
+                .map(|c| c.spec);
+            Some(Outgoing::Connection(Box::new(Notification {
+                tenant: tenant.clone(),
+                notice,
+                connection: event.connection,
+                spec,
+                activation: event.activation,
+                at: event.at,
+                sequence: envelope.sequence,
+            })))
+        }
+        Payload::Request(event) => {
+            // The item as it stands now: a notice depends on the item only through a removal's
+            // reason, which a terminal item keeps.
+            let item = crate::error::read(store, |r| r.request_item(tenant, event.item))
+                .ok()
+                .flatten()?;
+            let notice = event.notice(&item)?;
+            Some(Outgoing::Request(Box::new(RequestNotification {
+                tenant: tenant.clone(),
+                notice,
+                item: event.item,
+                spec: item.spec,
+                at: event.at,
+                sequence: envelope.sequence,
+            })))
+        }
+        Payload::Policy(_) => None,
+    }
+}
+
 /// The cursor under which the notifier's position in the log is kept.
 pub(crate) const NOTIFIER_CURSOR: &str = "notifier";
 /// The most notices delivered before the notifier's position is saved.
@@ -334,36 +511,18 @@ pub(crate) async fn deliver_notices(
                 }
             }
         };
-        if let Payload::Connection(event) = &envelope.payload
-            && let Some(notice) = event.notice()
-        {
-            let spec =
-                crate::error::read(&store, |r| r.connection(&envelope.tenant, event.connection))
-                    .ok()
-                    .flatten()
-                    .map(|c| c.spec);
-            let notification = Notification {
-                tenant: envelope.tenant.clone(),
-                notice,
-                connection: event.connection,
-                spec,
-                activation: event.activation,
-                at: event.at,
-                sequence: envelope.sequence,
-            };
+        if let Some(outgoing) = outgoing(&store, &envelope) {
             // Retried until delivered, in order: a notifier that hangs holds back only
             // notifications, never the lifecycle. On shutdown the position stays before it.
             let mut attempt = 0u32;
-            while tokio::time::timeout(timeout, notifier.notify(notification.clone()))
+            while tokio::time::timeout(timeout, outgoing.deliver(&*notifier))
                 .await
                 .is_err()
             {
                 attempt += 1;
                 warn!(
                     sequence = envelope.sequence,
-                    ?notice,
-                    attempt,
-                    "notification timed out"
+                    attempt, "notification timed out"
                 );
                 let pause =
                     jitflow_core::backoff::delay(attempt, retry.0, retry.1, envelope.sequence);

@@ -164,6 +164,7 @@ impl Builder {
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
             policies: Default::default(),
+            carry: Vec::new(),
         };
         let writer_thread = std::thread::Builder::new()
             .name("jitflow-writer".into())
@@ -216,6 +217,7 @@ impl Builder {
                 signals,
                 metrics,
                 queue_capacity: config.queue_capacity,
+                approval: config.approval_step(),
                 stop: std::sync::Mutex::new(Some(Stop {
                     shutdown: shutdown_tx,
                     writer_thread,
@@ -245,6 +247,8 @@ struct Inner {
     signals: Arc<Signals>,
     metrics: Arc<Metrics>,
     queue_capacity: usize,
+    /// The approval step of access request items (from `Config::approvers`).
+    approval: jitflow_core::request::ApprovalStep,
     stop: std::sync::Mutex<Option<Stop>>,
 }
 
@@ -262,7 +266,7 @@ impl std::fmt::Debug for Engine {
 
 /// A stable 64-bit FNV-1a hash, for idempotency fingerprints: the same request gives the same
 /// fingerprint in every process, unlike std's randomly keyed hasher.
-fn fingerprint(parts: &[&str]) -> u64 {
+pub(crate) fn fingerprint(parts: &[&str]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     for part in parts {
         for byte in part.bytes().chain([0xff]) {
@@ -298,6 +302,11 @@ impl Engine {
         self.inner.clock.now()
     }
 
+    /// The approval step each access request item goes through.
+    pub(crate) fn approval_step(&self) -> &jitflow_core::request::ApprovalStep {
+        &self.inner.approval
+    }
+
     /// The store, for queries the engine does not wrap.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -305,7 +314,7 @@ impl Engine {
 
     /// Queues a request for the writer and returns where its answer will arrive, so that a bulk
     /// call can queue all its items before waiting (they then share group commits).
-    fn submit(
+    pub(crate) fn submit(
         &self,
         caller: &Caller,
         op: Op,
@@ -729,7 +738,7 @@ fn current_activation(id: ConnectionId, c: Option<Connection>) -> Result<Activat
 }
 
 /// A random version-4 UUID for a new activation.
-fn uuid_v4() -> u128 {
+pub(crate) fn uuid_v4() -> u128 {
     uuid::Uuid::new_v4().as_u128()
 }
 

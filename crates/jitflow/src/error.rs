@@ -13,6 +13,10 @@ pub enum Error {
     /// [`Rejection::kind`]).
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// The access request operation was refused (not found, forbidden, invalid: see
+    /// [`jitflow_core::request::Rejection::kind`]). Nothing was changed.
+    #[error(transparent)]
+    RequestRejected(#[from] jitflow_core::request::Rejection),
     /// The policy change was refused.
     #[error(transparent)]
     PolicyRejected(#[from] PolicyRejection),

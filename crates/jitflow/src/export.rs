@@ -9,7 +9,8 @@
 //!           "change":{"Provisioned":{...}},"arm":[...],"cancel":[...],"effects":[...]}}
 //! ```
 //!
-//! `event` is the core's `Event` (or `PolicyEvent` when `kind` is `policy`) as serde writes it
+//! `event` is the core's `Event` (or `PolicyEvent` when `kind` is `policy`, or the access
+//! request module's `Event` when `kind` is `request`) as serde writes it
 //! in a human-readable format: ids as canonical UUID text, instants as RFC 3339 in UTC, enum
 //! variants by name. Lines never contain a newline, so a consumer can split on `\n`.
 
@@ -37,6 +38,7 @@ struct Line<'a> {
 enum Event<'a> {
     Connection(&'a jitflow_core::lifecycle::Event),
     Policy(&'a jitflow_core::lifecycle::PolicyEvent),
+    Request(&'a jitflow_core::request::Event),
 }
 
 /// `envelope` as one line of JSON, without the trailing newline.
@@ -45,10 +47,12 @@ pub fn json_line(envelope: &Envelope) -> String {
         Stream::Connection(id) => ("connection", Some(id.to_string())),
         Stream::Activation(id) => ("activation", Some(id.to_string())),
         Stream::Policy => ("policy", None),
+        Stream::RequestItem(id) => ("requestItem", Some(id.to_string())),
     };
     let (kind, event) = match &envelope.payload {
         Payload::Connection(e) => ("connection", Event::Connection(e)),
         Payload::Policy(e) => ("policy", Event::Policy(e)),
+        Payload::Request(e) => ("request", Event::Request(e)),
     };
     let line = Line {
         sequence: envelope.sequence,

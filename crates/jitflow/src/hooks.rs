@@ -1,6 +1,6 @@
 //! The embedder's code the engine calls: [`Provisioner`] (grant, revoke, terminate sessions on
 //! the target system), [`Validator`] (the workflow's own checks: tickets, approvals, MFA) and
-//! [`Notifier`] (activation events for people).
+//! [`Notifier`] (activation and access request events for people).
 //!
 //! Calls run at least once: after a crash, an intent committed without its result runs again with
 //! the same [`EffectRequest::idempotency_key`], so an implementation should treat a repeated key
@@ -10,8 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use jitflow_core::connection::ConnectionSpec;
-use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Actor, Notice};
+use jitflow_core::request::{self, ItemSpec};
 use jitflow_core::time::{Minutes, Timestamp};
 
 /// A boxed, sendable future: the return type of the hooks, so they can be used as trait objects.
@@ -76,6 +77,52 @@ pub trait Provisioner: Send + Sync + 'static {
         let _ = request;
         Box::pin(async { Ok(()) })
     }
+    /// Grants an access request item's role or access profile to its identity. Entitlements
+    /// never come here: they go through their connection and [`Provisioner::grant`]. The
+    /// default refuses for good (the item's provisioning fails, closed): implement it to serve
+    /// role and access profile requests.
+    fn grant_item(&self, request: ItemRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        let _ = request;
+        Box::pin(async {
+            Err(ProvisionError::permanent(
+                "this provisioner does not grant roles or access profiles",
+            ))
+        })
+    }
+    /// Removes an access request item's role or access profile. Must succeed if the access is
+    /// already gone; the default succeeds, since the default [`Provisioner::grant_item`] never
+    /// grants anything.
+    fn revoke_item(&self, request: ItemRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        let _ = request;
+        Box::pin(async { Ok(()) })
+    }
+    /// The connection an approved entitlement item creates (its registered facts). The default
+    /// derives them from the item ([`crate::requests::item_connection_spec`]): the account and
+    /// source chosen in the request, else the identity's id and the source `access-request`, and
+    /// the entitlement id as its names. Implement it to register the source's real facts.
+    fn describe_item(
+        &self,
+        tenant: TenantId,
+        item: ItemSpec,
+    ) -> BoxFuture<'_, Result<ConnectionSpec, ProvisionError>> {
+        let _ = tenant;
+        Box::pin(async move {
+            crate::requests::item_connection_spec(&item).map_err(ProvisionError::permanent)
+        })
+    }
+}
+
+/// One call to the target system for an access request item's role or access profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRequest {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The item: who, what, which accounts, and its request.
+    pub item: ItemSpec,
+    /// The try, from 1.
+    pub attempt: u32,
+    /// Stable across repeats of the same try: `<item>:grant:<try>` and the like.
+    pub idempotency_key: String,
 }
 
 /// What the validator is asked about.
@@ -137,6 +184,30 @@ pub trait Notifier: Send + Sync + 'static {
     /// Delivers one notification. Delivery problems are the notifier's to log or retry; the
     /// lifecycle does not wait for people.
     fn notify(&self, notification: Notification) -> BoxFuture<'_, ()>;
+    /// Delivers one access request notification (approval requested, approved, rejected,
+    /// cancelled, expired, provisioning completed, removed at sunset, stuck), with the same
+    /// guarantees. The default drops it.
+    fn notify_request(&self, notification: RequestNotification) -> BoxFuture<'_, ()> {
+        let _ = notification;
+        Box::pin(async {})
+    }
+}
+
+/// Something people should hear about an access request item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestNotification {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What happened.
+    pub notice: request::Notice,
+    /// The item.
+    pub item: RequestItemId,
+    /// The item's facts (who, what, its request).
+    pub spec: ItemSpec,
+    /// When it happened.
+    pub at: Timestamp,
+    /// The committed event's global sequence number: a stable key for de-duplication.
+    pub sequence: u64,
 }
 
 /// A notifier that drops everything.

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use jitflow_core::id::{ConnectionId, TenantId};
-use jitflow_core::lifecycle::{Actor, Command, Timer};
+use jitflow_core::lifecycle::{Actor, Command};
+use jitflow_core::request;
 use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
-use jitflow_store::timers::DueTimer;
+use jitflow_store::timers::Due;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
@@ -27,7 +27,8 @@ use crate::clock::Clock;
 use crate::error::{Error, read};
 use crate::writer::{Op, Request, Signals};
 
-type InFlight = (TenantId, ConnectionId, Timer);
+/// A timer fired and not yet seen committed (of a connection or of an access request item).
+type InFlight = Due;
 
 pub(crate) struct Scheduler {
     pub store: Arc<Store>,
@@ -74,17 +75,17 @@ impl Scheduler {
         now: Timestamp,
         in_flight: &Arc<std::sync::Mutex<HashSet<InFlight>>>,
     ) -> Result<Option<Timestamp>, Error> {
-        let mut after: Option<DueTimer> = None;
+        let mut after: Option<Due> = None;
         loop {
             let page = read(&self.store, |r| {
                 r.due_timers(after.as_ref(), None, self.window)
             })?;
             let full = page.len() == self.window;
             for due in &page {
-                if due.timer.due > now {
-                    return Ok(Some(due.timer.due));
+                if due.due() > now {
+                    return Ok(Some(due.due()));
                 }
-                let key = (due.tenant.clone(), due.connection, due.timer);
+                let key = due.clone();
                 {
                     let mut fired = in_flight.lock().expect("not poisoned");
                     // Bound the memory of fired-but-uncommitted timers; the rest fire next round.
@@ -97,10 +98,17 @@ impl Scheduler {
                 }
                 let (reply, answer) = oneshot::channel();
                 let request = Request {
-                    op: Op::Connection {
-                        tenant: due.tenant.clone(),
-                        connection: due.connection,
-                        command: Command::TimerFired(due.timer),
+                    op: match due {
+                        Due::Connection(t) => Op::Connection {
+                            tenant: t.tenant.clone(),
+                            connection: t.connection,
+                            command: Command::TimerFired(t.timer),
+                        },
+                        Due::Item(t) => Op::Request {
+                            tenant: t.tenant.clone(),
+                            admin: false,
+                            commands: vec![(t.item, request::Command::TimerFired(t.timer))],
+                        },
                     },
                     actor: Actor::System,
                     idempotency: None,

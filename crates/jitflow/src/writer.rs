@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use jitflow_core::activation::Activation;
 use jitflow_core::connection::{Connection, ConnectionSpec};
-use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
+use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{
     self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide, decide_policy, evolve,
 };
 use jitflow_core::policy::Policy;
+use jitflow_core::request::{self, Item, ItemStatus, RequestType};
 use jitflow_store::Store;
-use jitflow_store::batch::{Batch, Entry};
+use jitflow_store::batch::{Batch, Entry, MAX_BATCH_ENTRIES};
 use jitflow_store::idempotency::{Idempotency as KeyRecord, KeyPut};
 use jitflow_store::read::Reader;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -46,6 +47,14 @@ pub(crate) enum Op {
         tenant: TenantId,
         command: PolicyCommand,
     },
+    /// Commands for access request items, decided together and committed in one batch: all
+    /// or nothing (a submission's items, or one command for one item).
+    Request {
+        tenant: TenantId,
+        /// Whether the caller is an administrator (see `request::Context::admin`).
+        admin: bool,
+        commands: Vec<(RequestItemId, request::Command)>,
+    },
     /// Move a named cursor of the log (a consumer's durable position).
     Cursor { name: &'static str, sequence: u64 },
     /// Finish the batch in flight and stop.
@@ -68,6 +77,8 @@ pub(crate) enum Reply {
     Policy(Policy),
     /// The activation an idempotency key was first used for, as it stands now.
     Activation(Activation),
+    /// The items after their commands, in command order.
+    Items(Vec<Item>),
     /// A cursor was moved.
     Moved,
     /// Shutdown acknowledged.
@@ -88,10 +99,19 @@ pub(crate) struct Request {
 
 /// An effect to run, handed to the effect runner after its intent committed.
 #[derive(Debug, Clone)]
-pub(crate) struct Dispatch {
-    pub tenant: TenantId,
-    pub connection: Connection,
-    pub effect: Effect,
+pub(crate) enum Dispatch {
+    /// An effect of a connection's lifecycle.
+    Connection {
+        tenant: TenantId,
+        connection: Box<Connection>,
+        effect: Effect,
+    },
+    /// An effect of an access request item.
+    Item {
+        tenant: TenantId,
+        item: Box<Item>,
+        effect: request::Effect,
+    },
 }
 
 /// What the writer shares with the scheduler, the effect runner and log followers.
@@ -119,14 +139,25 @@ pub(crate) struct Writer {
     pub metrics: Arc<Metrics>,
     /// Policies by tenant, as committed. Loaded on first use.
     pub policies: HashMap<TenantId, Option<Policy>>,
+    /// Requests that did not fit the last batch: they start the next one, in order.
+    pub carry: Vec<Request>,
 }
 
 type Key = (TenantId, ConnectionId);
+
+/// The most events `request::decide` makes of one command: a submission is submitted, approved
+/// and started (or cancelled as a duplicate); approve and close add at most one more event.
+const MAX_ITEM_EVENTS_PER_COMMAND: usize = 3;
+
+/// The most earlier items one request op supersedes (one event each). The duplicate rule keeps
+/// one granted item per access in practice; more are left to their own course.
+const MAX_SUPERSEDED: usize = 8;
 
 /// The state of one batch: decisions see the earlier requests of the same batch through it.
 #[derive(Default)]
 struct Overlay {
     connections: HashMap<Key, Option<Connection>>,
+    items: HashMap<(TenantId, RequestItemId), Item>,
     policies: HashMap<TenantId, Option<Policy>>,
     keys: HashMap<(TenantId, String), (u64, Reply)>,
 }
@@ -134,9 +165,14 @@ struct Overlay {
 impl Writer {
     /// Runs until shutdown, or until a failed commit leaves the store's state unknown.
     pub fn run(mut self) {
-        while let Some(first) = self.rx.blocking_recv() {
-            let mut batch = Vec::with_capacity(self.batch_max.min(64));
-            batch.push(first);
+        loop {
+            let mut batch = std::mem::take(&mut self.carry);
+            if batch.is_empty() {
+                match self.rx.blocking_recv() {
+                    Some(first) => batch.push(first),
+                    None => break,
+                }
+            }
             while batch.len() < self.batch_max {
                 match self.rx.try_recv() {
                     Ok(request) => batch.push(request),
@@ -231,7 +267,18 @@ impl Writer {
         };
         let mut answers: Vec<(ReplyTo, Result<Reply, Error>)> = Vec::with_capacity(batch.len());
         let mut stop = false;
-        for request in batch {
+        let mut requests = batch.into_iter();
+        while let Some(request) = requests.next() {
+            if let Op::Request { commands, .. } = &request.op
+                && !batch_out.is_empty()
+                && batch_out.len() + commands.len() * MAX_ITEM_EVENTS_PER_COMMAND + MAX_SUPERSEDED
+                    > MAX_BATCH_ENTRIES
+            {
+                // It might not fit: it and everything after it start the next batch, in order.
+                self.carry.push(request);
+                self.carry.extend(requests.by_ref());
+                break;
+            }
             if stop {
                 answers.push((request.reply, Err(Error::Stopped)));
                 continue;
@@ -247,14 +294,16 @@ impl Writer {
                     answers.push((request.reply, Ok(Reply::Moved)));
                     continue;
                 }
-                Op::Connection { .. } | Op::Policy { .. } => {}
+                Op::Connection { .. } | Op::Policy { .. } | Op::Request { .. } => {}
             }
             let kind = request_kind(&request.op);
             let command_span = match &request.op {
                 Op::Connection {
                     tenant, connection, ..
                 } => debug_span!("command", kind, %tenant, %connection),
-                Op::Policy { tenant, .. } => debug_span!("command", kind, %tenant),
+                Op::Policy { tenant, .. } | Op::Request { tenant, .. } => {
+                    debug_span!("command", kind, %tenant)
+                }
                 Op::Cursor { .. } | Op::Shutdown => debug_span!("command", kind),
             };
             let result = command_span
@@ -292,6 +341,11 @@ impl Writer {
                     let _ = reply.send(result);
                 }
                 self.after_commit(&batch, appended.last);
+                if stopped_after_commit {
+                    for request in self.carry.drain(..) {
+                        let _ = request.reply.send(Err(Error::Stopped));
+                    }
+                }
                 !stopped_after_commit
             }
             Err(e) => {
@@ -305,6 +359,9 @@ impl Writer {
                         refused => refused,
                     };
                     let _ = reply.send(answer);
+                }
+                for request in self.carry.drain(..) {
+                    let _ = request.reply.send(Err(Error::Stopped));
                 }
                 false
             }
@@ -320,7 +377,9 @@ impl Writer {
         batch: &mut Batch,
     ) -> Result<Reply, Error> {
         let tenant = match &request.op {
-            Op::Connection { tenant, .. } | Op::Policy { tenant, .. } => tenant.clone(),
+            Op::Connection { tenant, .. }
+            | Op::Policy { tenant, .. }
+            | Op::Request { tenant, .. } => tenant.clone(),
             Op::Cursor { .. } | Op::Shutdown => unreachable!("handled by the caller"),
         };
         if let Some(idem) = &request.idempotency {
@@ -393,6 +452,20 @@ impl Writer {
                     .insert(tenant.clone(), Some(policy.clone()));
                 Reply::Policy(policy)
             }
+            Op::Request {
+                admin, commands, ..
+            } => {
+                let items = self.decide_items(
+                    reader,
+                    &tenant,
+                    *admin,
+                    commands,
+                    (&ctx, &policy),
+                    overlay,
+                    batch,
+                )?;
+                Reply::Items(items)
+            }
             Op::Cursor { .. } | Op::Shutdown => unreachable!("handled by the caller"),
         };
         if let Some(idem) = &request.idempotency {
@@ -413,28 +486,161 @@ impl Writer {
         Ok(reply)
     }
 
+    /// Decides commands for access request items against one state, all or nothing: the first
+    /// refusal refuses them all and nothing is pushed. Returns the items after their commands.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the writer's per-batch state, passed down"
+    )]
+    fn decide_items(
+        &self,
+        reader: &Reader,
+        tenant: &TenantId,
+        admin: bool,
+        commands: &[(RequestItemId, request::Command)],
+        (ctx, policy): (&Context<'_>, &Policy),
+        overlay: &mut Overlay,
+        batch: &mut Batch,
+    ) -> Result<Vec<Item>, Error> {
+        let mut local: HashMap<RequestItemId, Item> = HashMap::new();
+        let mut staged = Vec::new();
+        let mut order = Vec::with_capacity(commands.len());
+        // The callers' commands, then the supersedes they cause (which never refuse the op).
+        let mut work: std::collections::VecDeque<(RequestItemId, request::Command, bool)> =
+            commands
+                .iter()
+                .map(|(id, c)| (*id, c.clone(), true))
+                .collect();
+        let mut superseded = 0;
+        while let Some((id, command, asked)) = work.pop_front() {
+            let (id, command) = (&id, &command);
+            let state = match local.get(id) {
+                Some(i) => Some(i.clone()),
+                None => match overlay.items.get(&(tenant.clone(), *id)) {
+                    Some(i) => Some(i.clone()),
+                    None => reader.request_item(tenant, *id)?,
+                },
+            };
+            let spec = match (&state, command) {
+                (Some(i), _) => Some(&i.spec),
+                (None, request::Command::Submit { spec, .. }) => Some(&**spec),
+                (None, _) => None,
+            };
+            let running_activation = match spec.and_then(crate::requests::item_connection) {
+                Some(c) => {
+                    let connection = match overlay.connections.get(&(tenant.clone(), c)) {
+                        Some(c) => c.clone(),
+                        None => reader.connection(tenant, c)?,
+                    };
+                    connection.and_then(|c| c.running_activation().map(|a| a.id))
+                }
+                None => None,
+            };
+            let rctx = request::Context {
+                now: ctx.now,
+                actor: ctx.actor,
+                admin,
+                policy,
+                config: ctx.config,
+                running_activation,
+            };
+            let events = match request::decide(*id, state.as_ref(), command, &rctx) {
+                Ok(events) => events,
+                Err(e) if asked => return Err(e.into()),
+                Err(e) => {
+                    debug!(error = %e, item = %id, "supersede not applied");
+                    continue;
+                }
+            };
+            let status_before = state.as_ref().map(|i| i.status);
+            let mut after = state;
+            for event in events {
+                let next = request::evolve(after, &event).unwrap_or_else(|e| {
+                    panic!("decide produced an event that does not apply: {e}")
+                });
+                staged.push((event, next.clone()));
+                after = Some(next);
+            }
+            let after = after.expect("a decided item exists");
+            let took_over = match after.status {
+                ItemStatus::Granted => true,
+                ItemStatus::Removed => after.spec.request_type == RequestType::Revoke,
+                _ => false,
+            };
+            if took_over && status_before != Some(after.status) {
+                // A later grant of the same access takes it over, and a revoke's removal ends
+                // it: the earlier granted items end without removing anything, so that their
+                // sunsets no longer apply and they no longer count as assigned.
+                let spec = &after.spec;
+                let siblings = reader.open_items(tenant, &spec.requested_for, &spec.object)?;
+                for sibling in siblings.iter().filter(|i| i.id() != *id) {
+                    let current = local
+                        .get(&sibling.id())
+                        .or_else(|| overlay.items.get(&(tenant.clone(), sibling.id())))
+                        .unwrap_or(sibling);
+                    if current.status == ItemStatus::Granted && superseded < MAX_SUPERSEDED {
+                        superseded += 1;
+                        let by = request::Command::Supersede { by: *id };
+                        work.push_back((sibling.id(), by, false));
+                    }
+                }
+            }
+            local.insert(*id, after);
+            if asked {
+                order.push(*id);
+            }
+        }
+        for (event, after) in staged {
+            batch.push(Entry::Request {
+                tenant: tenant.clone(),
+                event,
+                after: Box::new(after),
+            });
+        }
+        let items = order.iter().map(|id| local[id].clone()).collect();
+        overlay
+            .items
+            .extend(local.into_iter().map(|(id, i)| ((tenant.clone(), id), i)));
+        Ok(items)
+    }
+
     fn after_commit(&self, batch: &Batch, last_sequence: u64) {
         let mut earliest: Option<u64> = None;
+        let mut arm = |due: u64| earliest = Some(earliest.map_or(due, |e: u64| e.min(due)));
         for entry in batch.entries() {
-            let Entry::Connection {
-                tenant,
-                event,
-                after,
-            } = entry
-            else {
-                continue;
+            let dispatches: Vec<Dispatch> = match entry {
+                Entry::Connection {
+                    tenant,
+                    event,
+                    after,
+                } => {
+                    event.arm.iter().for_each(|t| arm(t.due.as_millis()));
+                    let Some(connection) = after else { continue };
+                    (event.effects.iter())
+                        .map(|effect| Dispatch::Connection {
+                            tenant: tenant.clone(),
+                            connection: Box::new(connection.clone()),
+                            effect: *effect,
+                        })
+                        .collect()
+                }
+                Entry::Request {
+                    tenant,
+                    event,
+                    after,
+                } => {
+                    event.arm.iter().for_each(|t| arm(t.due.as_millis()));
+                    (event.effects.iter())
+                        .map(|effect| Dispatch::Item {
+                            tenant: tenant.clone(),
+                            item: after.clone(),
+                            effect: *effect,
+                        })
+                        .collect()
+                }
+                Entry::Policy { .. } => continue,
             };
-            for timer in &event.arm {
-                let due = timer.due.as_millis();
-                earliest = Some(earliest.map_or(due, |e| e.min(due)));
-            }
-            let Some(connection) = after else { continue };
-            for effect in &event.effects {
-                let dispatch = Dispatch {
-                    tenant: tenant.clone(),
-                    connection: connection.clone(),
-                    effect: *effect,
-                };
+            for dispatch in dispatches {
                 if self.effects.try_send(dispatch).is_err() {
                     // The intent is durable; the runner will find it in the store.
                     self.signals.effects_overflow.store(true, Ordering::SeqCst);
@@ -457,6 +663,7 @@ fn request_kind(op: &Op) -> &'static str {
     match op {
         Op::Connection { command, .. } => command.name(),
         Op::Policy { .. } => "policy",
+        Op::Request { commands, .. } => commands.first().map_or("request", |(_, c)| c.name()),
         Op::Cursor { .. } => "cursor",
         Op::Shutdown => "shutdown",
     }
@@ -471,7 +678,7 @@ fn encode_reply(reply: &Reply) -> Vec<u8> {
             .and_then(|c| c.activation.as_ref())
             .map(|a| a.id),
         Reply::Activation(a) => Some(a.id),
-        Reply::Policy(_) | Reply::Moved | Reply::Stopped => None,
+        Reply::Policy(_) | Reply::Items(_) | Reply::Moved | Reply::Stopped => None,
     };
     activation.map_or_else(Vec::new, |id| id.to_bytes().to_vec())
 }

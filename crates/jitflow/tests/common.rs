@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use jitflow::clock::ManualClock;
 use jitflow::hooks::{
-    BoxFuture, EffectRequest, Notification, Notifier, ProvisionError, Provisioner,
-    ValidationRequest, Validator,
+    BoxFuture, EffectRequest, ItemRequest, Notification, Notifier, ProvisionError, Provisioner,
+    RequestNotification, ValidationRequest, Validator,
 };
 use jitflow::{Caller, Config, Engine};
 use jitflow_core::connection::{Connection, ConnectionSpec, ConnectionType};
-use jitflow_core::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId};
+use jitflow_core::id::{
+    AccountId, ConnectionId, EntitlementId, IdentityId, RequestItemId, SourceId, TenantId,
+};
 use jitflow_core::lifecycle::{Actor, Notice};
 use jitflow_core::policy::Policy;
 use jitflow_core::time::{Minutes, Timestamp};
@@ -26,6 +28,8 @@ pub struct TargetState {
     pub calls: Vec<(&'static str, String)>,
     /// Accounts' entitlements currently granted, by connection.
     pub held: HashSet<ConnectionId>,
+    /// Roles and access profiles currently granted, by access request item.
+    pub held_items: HashSet<RequestItemId>,
     /// Grants to fail before succeeding.
     pub fail_grants: u32,
     /// Whether grant failures are permanent.
@@ -100,22 +104,67 @@ impl Provisioner for Target {
             Ok(())
         })
     }
+
+    fn grant_item(&self, request: ItemRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.state()
+                .calls
+                .push(("grant_item", request.idempotency_key.clone()));
+            hang_if(self).await;
+            let mut s = self.state();
+            if s.fail_grants > 0 {
+                s.fail_grants -= 1;
+                return Err(ProvisionError::transient("503"));
+            }
+            s.held_items.insert(request.item.id);
+            Ok(())
+        })
+    }
+
+    fn revoke_item(&self, request: ItemRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.state()
+                .calls
+                .push(("revoke_item", request.idempotency_key.clone()));
+            hang_if(self).await;
+            let mut s = self.state();
+            if s.fail_revokes > 0 {
+                s.fail_revokes -= 1;
+                return Err(ProvisionError::transient("connection refused"));
+            }
+            s.held_items.remove(&request.item.id);
+            Ok(())
+        })
+    }
 }
 
 /// Records notifications.
 #[derive(Debug, Clone, Default)]
-pub struct Inbox(pub Arc<Mutex<Vec<Notification>>>);
+pub struct Inbox(
+    pub Arc<Mutex<Vec<Notification>>>,
+    pub Arc<Mutex<Vec<RequestNotification>>>,
+);
 
 impl Inbox {
     /// The notices received, in order.
     pub fn notices(&self) -> Vec<Notice> {
         self.0.lock().unwrap().iter().map(|n| n.notice).collect()
     }
+
+    /// The access request notices received, in order.
+    pub fn request_notices(&self) -> Vec<jitflow_core::request::Notice> {
+        self.1.lock().unwrap().iter().map(|n| n.notice).collect()
+    }
 }
 
 impl Notifier for Inbox {
     fn notify(&self, notification: Notification) -> BoxFuture<'_, ()> {
         self.0.lock().unwrap().push(notification);
+        Box::pin(async {})
+    }
+
+    fn notify_request(&self, notification: RequestNotification) -> BoxFuture<'_, ()> {
+        self.1.lock().unwrap().push(notification);
         Box::pin(async {})
     }
 }
@@ -204,6 +253,8 @@ pub struct Harness {
     pub gate: Gate,
     /// The store file.
     pub path: std::path::PathBuf,
+    /// The engine's settings, kept across restarts.
+    pub config: Config,
 }
 
 impl Harness {
@@ -222,7 +273,7 @@ impl Harness {
         let inbox = Inbox::default();
         let gate = Gate::default();
         let engine = Engine::builder(path)
-            .config(config)
+            .config(config.clone())
             .clock(clock.clone())
             .provisioner(target.clone())
             .notifier(inbox.clone())
@@ -237,6 +288,7 @@ impl Harness {
             inbox,
             gate,
             path: path.to_path_buf(),
+            config,
         }
     }
 
@@ -255,12 +307,13 @@ impl Harness {
             clock,
             target,
             path,
+            config,
             ..
         } = self;
         engine.shutdown().await;
         // The file is free once the last handle is gone.
         drop(engine);
-        Harness::open(&path, clock, target).await
+        Harness::open_with(&path, clock, target, config).await
     }
 
     /// Registers connection `id`, activates it for `period` and waits until it is ACTIVE.

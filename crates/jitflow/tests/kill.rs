@@ -2,6 +2,8 @@
 //! grant and revoke to a file; the parent kills it at random moments, restarts it, and at the end
 //! lets time pass and checks that no acknowledged signal was lost and that every connection whose
 //! activations ended holds no access: each one's last target call is a revoke after its last grant.
+//! Beside the activations, the load submits access requests for roles with a sunset one simulated
+//! minute ahead: every acknowledged item ends, and every role's last target call is a revoke.
 //!
 //! The child re-executes this test binary (the `child` test, inert without its environment
 //! variable). Time runs on a scaled clock shared by every child through the file system: one real
@@ -28,14 +30,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jitflow::Engine;
 use jitflow::clock::Clock;
-use jitflow::hooks::{BoxFuture, EffectRequest, ProvisionError, Provisioner};
+use jitflow::hooks::{BoxFuture, EffectRequest, ItemRequest, ProvisionError, Provisioner};
 use jitflow_core::connection::ConnectionState;
-use jitflow_core::id::{ActivationId, ConnectionId};
+use jitflow_core::id::{ActivationId, ConnectionId, IdentityId, ObjectId, RequestItemId};
+use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestedItem};
+use jitflow_core::request::{RequestType, Submission};
 use jitflow_core::time::{Minutes, Timestamp};
+use jitflow_store::timers::Due;
 
 const ENV_DIR: &str = "JITFLOW_KILL_CHILD_DIR";
 const ENV_MODE: &str = "JITFLOW_KILL_CHILD_MODE";
 const CONNECTIONS: u128 = 40;
+/// Roles the access requests ask for.
+const ROLES: u64 = 6;
 /// Simulated milliseconds per real millisecond.
 const SPEED: u64 = 1000;
 
@@ -88,6 +95,19 @@ impl FileTarget {
             .write_all(line.as_bytes())
             .unwrap();
     }
+
+    /// Records a role's grant or revoke, keyed by the role (the access), not the item.
+    fn record_item(&self, op: &str, request: &ItemRequest) {
+        let line = format!(
+            "{op} {} {}\n",
+            request.item.object.id, request.idempotency_key
+        );
+        self.file
+            .lock()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+    }
 }
 
 impl Provisioner for FileTarget {
@@ -99,6 +119,34 @@ impl Provisioner for FileTarget {
     fn revoke(&self, request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
         self.record("revoke", &request);
         Box::pin(async { Ok(()) })
+    }
+
+    fn grant_item(&self, request: ItemRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        self.record_item("grant", &request);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn revoke_item(&self, request: ItemRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        self.record_item("revoke", &request);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A grant of role `n` for dave, removed one simulated minute after `now`.
+fn role_request(n: u64, now: Timestamp) -> Submission {
+    Submission {
+        request_type: RequestType::Grant,
+        requested_for: Some(vec![IdentityId::parse("dave").unwrap()]),
+        requested_items: Some(vec![RequestedItem {
+            object: Some(ObjectRef {
+                kind: ObjectKind::Role,
+                id: ObjectId::parse(&format!("role-{n}")).unwrap(),
+            }),
+            remove_date: Some(now.plus_minutes(Minutes(1))),
+            ..Default::default()
+        }]),
+        requested_for_with_items: None,
+        client_metadata: Default::default(),
     }
 }
 
@@ -146,7 +194,14 @@ async fn child_load(dir: &Path) {
             loop {
                 rng = jitflow_core::backoff::splitmix64(rng);
                 let id = common::conn(u128::from(rng % CONNECTIONS as u64));
-                if rng.is_multiple_of(4) {
+                if rng % 8 == 1 {
+                    let submission = role_request(rng % ROLES, engine.now());
+                    if let Ok((_, items)) = engine.submit_request(&caller, &submission).await {
+                        let mut out = stdout.lock().unwrap();
+                        writeln!(out, "item {}", items[0].id()).unwrap();
+                        out.flush().unwrap();
+                    }
+                } else if rng.is_multiple_of(4) {
                     let _ = engine.deactivate(&caller, id, None).await;
                 } else if let Ok(a) = engine.activate(&caller, id, Some(Minutes(1)), None).await {
                     let mut out = stdout.lock().unwrap();
@@ -171,7 +226,14 @@ async fn child_drain(dir: &Path) {
             .filter_map(|n| engine.connection(&caller.tenant, common::conn(n)).unwrap())
             .filter(|c| !c.state.is_at_rest())
             .count();
-        if busy == 0 {
+        // Items are done when none has a timer (every item has a sunset) or an effect left.
+        let reader = engine.store().reader().unwrap();
+        let items_busy = reader.request_intents(None, 1).unwrap().len()
+            + (reader.due_timers(None, None, 10_000).unwrap().iter())
+                .filter(|d| matches!(d, Due::Item(_)))
+                .count();
+        drop(reader);
+        if busy == 0 && items_busy == 0 {
             break;
         }
         assert!(
@@ -221,6 +283,7 @@ fn sigkill_at_random_moments() {
         .as_millis();
     std::fs::write(dir.path().join("clock"), wall.to_string()).unwrap();
     let mut acked: HashSet<(ConnectionId, ActivationId)> = HashSet::new();
+    let mut acked_items: HashSet<RequestItemId> = HashSet::new();
     let mut rng = 0x5eed_u64;
     const ROUNDS: usize = 8;
     for round in 0..ROUNDS {
@@ -232,10 +295,15 @@ fn sigkill_at_random_moments() {
                 .map_while(Result::ok)
                 .filter_map(|line| {
                     let mut parts = line.split_whitespace();
-                    (parts.next()? == "ack").then_some(())?;
-                    let c = ConnectionId::parse(parts.next()?).ok()?;
-                    let a = ActivationId::parse(parts.next()?).ok()?;
-                    Some((c, a))
+                    match parts.next()? {
+                        "ack" => {
+                            let c = ConnectionId::parse(parts.next()?).ok()?;
+                            let a = ActivationId::parse(parts.next()?).ok()?;
+                            Some(Ok((c, a)))
+                        }
+                        "item" => Some(Err(RequestItemId::parse(parts.next()?).ok()?)),
+                        _ => None,
+                    }
                 })
                 .collect::<Vec<_>>()
         });
@@ -243,12 +311,15 @@ fn sigkill_at_random_moments() {
         std::thread::sleep(Duration::from_millis(150 + rng % 350));
         child.kill().unwrap(); // SIGKILL on Unix.
         child.wait().unwrap();
-        let round_acks = reader.join().unwrap();
+        let (round_acks, round_items): (Vec<_>, Vec<_>) =
+            reader.join().unwrap().into_iter().partition(Result::is_ok);
         eprintln!(
-            "round {round}: {} acknowledged activations",
-            round_acks.len()
+            "round {round}: {} acknowledged activations, {} access request items",
+            round_acks.len(),
+            round_items.len()
         );
-        acked.extend(round_acks);
+        acked.extend(round_acks.into_iter().filter_map(Result::ok));
+        acked_items.extend(round_items.into_iter().filter_map(Result::err));
     }
     assert!(
         !acked.is_empty(),
@@ -278,6 +349,13 @@ fn sigkill_at_random_moments() {
                 activation.status.is_terminal(),
                 "{a} never ended: {activation:?}"
             );
+        }
+        let report = engine.store().verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        for id in &acked_items {
+            let item = engine.request_item(&tenant, *id).unwrap();
+            let item = item.unwrap_or_else(|| panic!("acknowledged item {id} lost"));
+            assert!(item.status.is_terminal(), "{id} never ended: {item:?}");
         }
         for n in 0..CONNECTIONS {
             let c = engine
@@ -310,8 +388,13 @@ fn sigkill_at_random_moments() {
             "connection {conn} still holds access after its activations ended"
         );
     }
+    assert!(
+        !acked_items.is_empty(),
+        "the load submitted no access request"
+    );
     eprintln!(
-        "{} acknowledged activations, {grants} grants, all revoked",
-        acked.len()
+        "{} acknowledged activations, {} access request items, {grants} grants, all revoked",
+        acked.len(),
+        acked_items.len()
     );
 }

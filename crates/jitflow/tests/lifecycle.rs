@@ -416,6 +416,7 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
         inbox: common::Inbox::default(),
         gate: common::Gate::default(),
         path,
+        config: common::config(),
     };
     h.engine
         .put_policy(&caller(), common::policy())

@@ -21,7 +21,7 @@ use jitflow_store::Store;
 use jitflow_store::batch::Entry;
 use jitflow_store::intents::Intent;
 use jitflow_store::read::MAX_READ_LIMIT;
-use jitflow_store::timers::DueTimer;
+use jitflow_store::timers::{Due, DueTimer};
 
 /// What to do to one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,12 +428,15 @@ impl World {
 pub fn stored_timers(store: &Store) -> Vec<DueTimer> {
     let reader = store.reader().unwrap();
     let mut out: Vec<DueTimer> = Vec::new();
+    let mut after: Option<Due> = None;
     loop {
-        let page = reader.due_timers(out.last(), None, 7).unwrap();
-        if page.is_empty() {
-            break;
-        }
-        out.extend(page);
+        let page = reader.due_timers(after.as_ref(), None, 7).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.clone());
+        out.extend(page.into_iter().map(|d| match d {
+            Due::Connection(t) => t,
+            Due::Item(t) => panic!("request timer {t:?} in a connection-only store"),
+        }));
     }
     out
 }

@@ -298,13 +298,14 @@ impl Harness {
     }
 }
 
-/// A connection spec in the import's JSON.
+/// A connection spec in the import's JSON, through an account of its own (the engine keeps one
+/// connection per entitlement, identity and account).
 pub fn spec(id: &str, identity: &str, kind: &str) -> Value {
     json!({
         "id": id,
         "identityId": identity,
         "identityName": identity,
-        "accountId": format!("{identity}-adm"),
+        "accountId": format!("{identity}-adm-{}", &id[..id.len().min(8)]),
         "accountName": format!("{identity}.adm"),
         "entitlementId": "domain-admins",
         "entitlementName": "Domain Admins",

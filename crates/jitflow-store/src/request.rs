@@ -1,0 +1,323 @@
+//! Access request items (issue 7): the item projection, the request -> items index, the open
+//! items of each identity and object, the items' timers and intents, and their readers.
+//!
+//! Every item write goes through `put_item`, in the transaction of the event that changes it,
+//! as connection writes go through `projection::put_connection`.
+
+pub mod verify;
+
+use jitflow_core::id::{AccessRequestId, IdentityId, RequestItemId, TenantId};
+use jitflow_core::request::{Change, Event, Item, ObjectRef};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableHandle};
+
+use crate::append::{Error, WriteTables};
+use crate::codec::{self, Problem, RecordName};
+use crate::read::{self, Reader};
+use crate::tables::{
+    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, object_kind_code,
+    request_timer_code,
+};
+
+/// The most items one request has: a request's items are read whole with
+/// [`Reader::request_items`]. Equal to the core's `submit::MAX_ITEMS`.
+pub const MAX_REQUEST_ITEMS: usize = jitflow_core::request::submit::MAX_ITEMS;
+
+/// The most open items one identity may have for one object read by
+/// [`Reader::open_items`]. The duplicate rule cancels a second open item for the same access,
+/// so more than one is rare; the bound keeps a damaged index from being read whole.
+pub const MAX_OPEN_ITEMS: usize = 64;
+
+/// An item with pending effects (read them with `Item::pending_effects`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemIntent {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The item.
+    pub item: RequestItemId,
+}
+
+/// The stored item, read inside a write transaction (so it sees the batch's own writes).
+pub(crate) fn get_item(
+    items: &impl ReadableTable<(&'static str, u128), &'static [u8]>,
+    tenant: &TenantId,
+    id: RequestItemId,
+) -> Result<Option<Item>, Error> {
+    let t = tenant.as_str();
+    let Some(bytes) = items.get((t, id.as_u128()))? else {
+        return Ok(None);
+    };
+    Ok(Some(codec::decode_item(t, id, bytes.value())?))
+}
+
+/// The key of an item in the open-items index.
+fn open_key<'a>(tenant: &'a TenantId, item: &'a Item) -> (&'a str, &'a str, u8, &'a str, u128) {
+    let spec = &item.spec;
+    (
+        tenant.as_str(),
+        spec.requested_for.as_str(),
+        object_kind_code(spec.object.kind),
+        spec.object.id.as_str(),
+        spec.id.as_u128(),
+    )
+}
+
+/// Writes everything an item event changes besides the log: the projection, the request index
+/// (on submission), the open-items index, the timers and the intent. `before` is the stored
+/// state, `after` the state after `event` (checked by the caller to follow from `before`).
+pub(crate) fn put_item(
+    t: &mut WriteTables<'_>,
+    tenant: &TenantId,
+    event: &Event,
+    before: Option<&Item>,
+    after: &Item,
+) -> Result<(), Error> {
+    let key = (tenant.as_str(), event.item.as_u128());
+    t.request_items
+        .insert(key, codec::encode_item(after).as_slice())?;
+    if matches!(event.change, Change::Submitted { .. }) {
+        t.request_index.insert(
+            (
+                tenant.as_str(),
+                after.spec.request.as_u128(),
+                after.id().as_u128(),
+            ),
+            (),
+        )?;
+    }
+    let was_open = before.is_some_and(|i| !i.status.is_terminal());
+    let is_open = !after.status.is_terminal();
+    match (was_open, is_open) {
+        (false, true) => {
+            t.request_open.insert(open_key(tenant, after), ())?;
+        }
+        (true, false) => {
+            t.request_open.remove(open_key(tenant, after))?;
+        }
+        _ => {}
+    }
+    apply_timers(&mut t.timers, tenant, event)?;
+    // The intent row mirrors "has pending effects", as for connections.
+    let had = before.is_some_and(|i| !i.pending_effects().is_empty());
+    let has = !after.pending_effects().is_empty();
+    match (had, has) {
+        (false, true) => {
+            t.request_intents.insert(key, ())?;
+        }
+        (true, false) => {
+            t.request_intents.remove(key)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Applies an item event's cancelled, then armed, timers to the shared timer index.
+fn apply_timers(
+    timers: &mut Table<'_, (u64, &'static str, u128, u8), ()>,
+    tenant: &TenantId,
+    event: &Event,
+) -> Result<(), Error> {
+    let (t, id) = (tenant.as_str(), event.item.as_u128());
+    for timer in &event.cancel {
+        let key = (timer.due.as_millis(), t, id, request_timer_code(timer.kind));
+        if timers.remove(key)?.is_none() {
+            // The index disagrees with the stored item; `verify` reports it in detail.
+            tracing::warn!(%tenant, item = %event.item, ?timer, "cancelled timer was not indexed");
+        }
+    }
+    for timer in &event.arm {
+        timers.insert(
+            (timer.due.as_millis(), t, id, request_timer_code(timer.kind)),
+            (),
+        )?;
+    }
+    Ok(())
+}
+
+/// Paired assertions on an item entry, before anything is written: the entry must come from
+/// `decide` and `evolve`.
+pub(crate) fn assert_after(event: &Event, after: &Item) {
+    let id = event.item;
+    assert_eq!(after.id(), id, "entry for item {id} carries {}", after.id());
+    if let Err(e) = after.check_invariants() {
+        panic!("entry for item {id} breaks an invariant: {e}");
+    }
+    let timers = after.timers();
+    assert!(
+        event.arm.iter().all(|t| timers.contains(t))
+            && event.cancel.iter().all(|t| !timers.contains(t)),
+        "event of item {id} arms {:?} and cancels {:?}; the state has {timers:?}",
+        event.arm,
+        event.cancel
+    );
+}
+
+/// Paired assertions tying an item entry to the stored state before it.
+pub(crate) fn assert_transition(event: &Event, before: Option<&Item>, after: &Item) {
+    let id = event.item;
+    match (&event.change, before) {
+        (Change::Submitted { .. }, None) => {
+            assert_eq!(
+                after.version, 1,
+                "submission of {id} at version {}",
+                after.version
+            );
+        }
+        (Change::Submitted { .. }, Some(_)) => panic!("submission of item {id}, which is stored"),
+        (change, None) => panic!("{} of item {id}, which is not stored", change.name()),
+        (change, Some(b)) => assert_eq!(
+            after.version,
+            b.version + 1,
+            "{} of item {id}: version {} after {}",
+            change.name(),
+            after.version,
+            b.version
+        ),
+    }
+    let before_timers = before.map(Item::timers).unwrap_or_default();
+    assert!(
+        event.cancel.iter().all(|t| before_timers.contains(t))
+            && event.arm.iter().all(|t| !before_timers.contains(t)),
+        "event of item {id} arms {:?} and cancels {:?}; the stored state has {before_timers:?}",
+        event.arm,
+        event.cancel
+    );
+}
+
+/// The names of the access request tables.
+pub(crate) fn table_names() -> [String; 4] {
+    [
+        REQUEST_ITEMS.name().to_owned(),
+        REQUEST_INDEX.name().to_owned(),
+        REQUEST_OPEN.name().to_owned(),
+        REQUEST_INTENTS.name().to_owned(),
+    ]
+}
+
+/// Creates the access request tables if the file lacks them (a new file, or one written before
+/// access requests existed), so that every reader finds every table.
+pub(crate) fn ensure_tables(db: &Database) -> Result<(), redb::Error> {
+    let names = table_names();
+    let present = db
+        .begin_read()?
+        .list_tables()?
+        .filter(|t| names.iter().any(|n| n == t.name()))
+        .count();
+    if present == names.len() {
+        return Ok(());
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.open_table(REQUEST_ITEMS)?;
+    txn.open_table(REQUEST_INDEX)?;
+    txn.open_table(REQUEST_OPEN)?;
+    txn.open_table(REQUEST_INTENTS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn bad_key(table: &'static str, key: String, why: &str) -> codec::Error {
+    codec::Error::new(
+        RecordName::Key { table, key },
+        Problem::Invalid(why.to_owned()),
+    )
+}
+
+impl Reader {
+    /// The access request item `id` of `tenant`.
+    pub fn request_item(
+        &self,
+        tenant: &TenantId,
+        id: RequestItemId,
+    ) -> Result<Option<Item>, read::Error> {
+        let table = self.table(REQUEST_ITEMS)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get((t, id.as_u128()))? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_item(t, id, bytes.value())?))
+    }
+
+    /// Every item of the access request `request` of `tenant`, in item id order (empty for an
+    /// unknown request). A request has at most [`MAX_REQUEST_ITEMS`] items.
+    pub fn request_items(
+        &self,
+        tenant: &TenantId,
+        request: AccessRequestId,
+    ) -> Result<Vec<Item>, read::Error> {
+        let index = self.table(REQUEST_INDEX)?;
+        let (t, r) = (tenant.as_str(), request.as_u128());
+        let mut out = Vec::new();
+        for entry in index
+            .range::<(&str, u128, u128)>((t, r, 0)..=(t, r, u128::MAX))?
+            .take(MAX_REQUEST_ITEMS)
+        {
+            let (k, _) = entry?;
+            let id = RequestItemId::from_u128(k.value().2);
+            let item = self.request_item(tenant, id)?.ok_or_else(|| {
+                bad_key(
+                    "request_index",
+                    format!("({t:?}, {request}, {id})"),
+                    "names an item that is not stored",
+                )
+            })?;
+            out.push(item);
+        }
+        Ok(out)
+    }
+
+    /// The items of `tenant` for `identity` and `object` that have not ended (at most
+    /// [`MAX_OPEN_ITEMS`]), in item id order: the duplicate rule's input.
+    pub fn open_items(
+        &self,
+        tenant: &TenantId,
+        identity: &IdentityId,
+        object: &ObjectRef,
+    ) -> Result<Vec<Item>, read::Error> {
+        let index = self.table(REQUEST_OPEN)?;
+        let (t, who, kind, what) = (
+            tenant.as_str(),
+            identity.as_str(),
+            object_kind_code(object.kind),
+            object.id.as_str(),
+        );
+        let mut out = Vec::new();
+        for entry in index
+            .range::<(&str, &str, u8, &str, u128)>(
+                (t, who, kind, what, 0)..=(t, who, kind, what, u128::MAX),
+            )?
+            .take(MAX_OPEN_ITEMS)
+        {
+            let (k, _) = entry?;
+            let id = RequestItemId::from_u128(k.value().4);
+            let item = self.request_item(tenant, id)?.ok_or_else(|| {
+                bad_key(
+                    "request_open",
+                    format!("({t:?}, {who:?}, {kind}, {what:?}, {id})"),
+                    "names an item that is not stored",
+                )
+            })?;
+            out.push(item);
+        }
+        Ok(out)
+    }
+
+    /// Items with pending effects, in (tenant, item) order, after `after` (exclusive), at most
+    /// `limit` (at most [`read::MAX_READ_LIMIT`]).
+    pub fn request_intents(
+        &self,
+        after: Option<&ItemIntent>,
+        limit: usize,
+    ) -> Result<Vec<ItemIntent>, read::Error> {
+        let after = after.map(|i| (i.tenant.as_str(), i.item.as_u128()));
+        let keys = self.tenant_keys(REQUEST_INTENTS, "request_intents", after, limit)?;
+        Ok(keys
+            .into_iter()
+            .map(|(tenant, id)| ItemIntent {
+                tenant,
+                item: RequestItemId::from_u128(id),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,700 @@
+//! Access request lifecycles through the engine, with a manual clock: submit, approve or reject,
+//! sunrise and sunset, cancel, close, duplicates, revoke of a JIT connection with a running
+//! activation, approval expiry, and a restart in every stage. Every test ends with the store
+//! verified against its log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, Target, caller, config};
+use jitflow::Error;
+use jitflow::clock::ManualClock;
+use jitflow::requests::{Rights, item_connection};
+use jitflow::{Caller, Config};
+use jitflow_core::connection::{ConnectionState, ConnectionType};
+use jitflow_core::id::{EntitlementId, IdentityId, ObjectId, RequestItemId};
+use jitflow_core::lifecycle::Actor;
+use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestedItem};
+use jitflow_core::request::{
+    CompletionStatus, Duplicate, ExecutionStatus, Item, ItemStatus, Notice, Rejection, RequestType,
+    Submission, WorkItemState,
+};
+use jitflow_core::time::{Minutes, Timestamp};
+
+/// The entitlement the test policy governs (a grant of it makes a JIT connection).
+const JIT_ENTITLEMENT: &str = "domain-admins";
+/// An entitlement the policy does not govern (a grant of it is STANDING access).
+const STANDING_ENTITLEMENT: &str = "auditors";
+
+fn who(name: &str) -> Caller {
+    Caller {
+        tenant: caller().tenant,
+        actor: Actor::Identity(IdentityId::parse(name).unwrap()),
+    }
+}
+
+/// An engine whose approval step is `approvers` (none: automatic), expiring after an hour, with
+/// the test policy governing [`JIT_ENTITLEMENT`] for future assignments.
+async fn harness(dir: &tempfile::TempDir, approvers: &[&str]) -> Harness {
+    let clock = ManualClock::new(Timestamp::from_millis(common::START).unwrap());
+    let mut config: Config = config();
+    config.approvers = approvers
+        .iter()
+        .map(|a| IdentityId::parse(a).unwrap())
+        .collect();
+    config.approval_timeout = Duration::from_secs(3600);
+    let h = Harness::open_with(
+        &dir.path().join("engine.redb"),
+        clock,
+        Target::default(),
+        config,
+    )
+    .await;
+    let mut policy = common::policy();
+    policy.entitlement_ids = vec![EntitlementId::parse(JIT_ENTITLEMENT).unwrap()];
+    policy.apply_to_future_assignments = true;
+    h.engine.put_policy(&caller(), policy).await.unwrap();
+    h
+}
+
+fn entitlement(id: &str) -> ObjectRef {
+    ObjectRef {
+        kind: ObjectKind::Entitlement,
+        id: ObjectId::parse(id).unwrap(),
+    }
+}
+
+/// A GRANT_ACCESS (or REVOKE_ACCESS) submission of one object for `identity`.
+fn submission(
+    request_type: RequestType,
+    identity: &str,
+    object: ObjectRef,
+    start: Option<Timestamp>,
+    remove: Option<Timestamp>,
+) -> Submission {
+    // The contract requires a comment on a revoke.
+    let comment = (request_type == RequestType::Revoke).then(|| "no longer needed".to_owned());
+    Submission {
+        request_type,
+        requested_for: Some(vec![IdentityId::parse(identity).unwrap()]),
+        requested_items: Some(vec![RequestedItem {
+            object: Some(object),
+            start_date: start,
+            remove_date: remove,
+            comment,
+            ..Default::default()
+        }]),
+        requested_for_with_items: None,
+        client_metadata: Default::default(),
+    }
+}
+
+/// Submits a grant of `object` for dave, as alice; returns its one item.
+async fn submit_grant(
+    h: &Harness,
+    object: ObjectRef,
+    start: Option<Timestamp>,
+    remove: Option<Timestamp>,
+) -> Item {
+    let s = submission(RequestType::Grant, "dave", object, start, remove);
+    let (request, items) = h.engine.submit_request(&caller(), &s).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].spec.request, request);
+    items.into_iter().next().unwrap()
+}
+
+fn later(h: &Harness, minutes: u32) -> Timestamp {
+    h.engine.now().plus_minutes(Minutes(minutes))
+}
+
+/// Waits until the item satisfies `done`, driven by committed events.
+async fn wait_item(
+    h: &Harness,
+    id: RequestItemId,
+    what: &str,
+    done: impl Fn(&Item) -> bool,
+) -> Item {
+    let mut events = h.engine.subscribe(0);
+    let guard = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(i) = h.engine.request_item(&caller().tenant, id).unwrap()
+                && done(&i)
+            {
+                return i;
+            }
+            events.next().await.expect("engine running");
+        }
+    });
+    match guard.await {
+        Ok(i) => i,
+        Err(_) => panic!(
+            "timed out waiting for {what}: {:?}",
+            h.engine.request_item(&caller().tenant, id)
+        ),
+    }
+}
+
+async fn wait_status(h: &Harness, id: RequestItemId, status: ItemStatus) -> Item {
+    wait_item(h, id, status.as_str(), |i| i.status == status).await
+}
+
+/// Stops the engine (delivering what is committed) and checks the store against its log.
+async fn finish(h: Harness) -> Harness {
+    h.engine.shutdown().await;
+    let report = h.engine.store().verify().unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+    assert!(report.items > 0, "the log holds request items");
+    h
+}
+
+/// Bob, the approver, approves `item`.
+async fn bob_approves(h: &Harness, item: &Item) -> Result<Item, Error> {
+    h.engine
+        .approve(&who("bob"), Rights::User, item.approval.id, None)
+        .await
+}
+
+/// Stops the engine, verifies the store, and checks the access request notices delivered.
+async fn finish_with_notices(h: Harness, expected: &[Notice]) {
+    let h = finish(h).await;
+    assert_eq!(h.inbox.request_notices(), expected);
+}
+
+fn rejection(e: Error) -> Rejection {
+    match e {
+        Error::RequestRejected(r) => r,
+        other => panic!("expected a request rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_with_approval_then_sunset() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let sunset = later(&h, 120);
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, Some(sunset)).await;
+    assert_eq!(item.status, ItemStatus::PendingApproval);
+    assert_eq!(item.approval.state, WorkItemState::Pending);
+    assert!(h.target.keys("grant").is_empty(), "nothing before approval");
+
+    let approved = h
+        .engine
+        .approve(
+            &who("bob"),
+            Rights::User,
+            item.approval.id,
+            Some("ok".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, ItemStatus::Granting);
+    let granted = wait_status(&h, item.id(), ItemStatus::Granted).await;
+    assert_eq!(granted.approval.comment.as_deref(), Some("ok"));
+    let connection = item_connection(&item.spec).unwrap();
+    assert!(h.target.state().held.contains(&connection));
+    let c = h.connection(connection);
+    assert_eq!(c.kind(), ConnectionType::Standing);
+    assert_eq!(
+        h.target.keys("grant"),
+        vec![format!("{}:grant:1", item.id())]
+    );
+
+    // One second before the sunset the access is held; at the sunset it is removed.
+    h.clock.advance(Duration::from_secs(120 * 60 - 1));
+    assert_eq!(
+        h.engine
+            .request_item(&caller().tenant, item.id())
+            .unwrap()
+            .unwrap()
+            .status,
+        ItemStatus::Granted
+    );
+    h.clock.advance(Duration::from_secs(1));
+    let removed = wait_status(&h, item.id(), ItemStatus::Removed).await;
+    assert!(removed.ended_at.unwrap() >= sunset, "never removed early");
+    assert!(!h.target.state().held.contains(&connection));
+    assert_eq!(
+        h.engine.connection(&caller().tenant, connection).unwrap(),
+        None
+    );
+    finish_with_notices(
+        h,
+        &[
+            Notice::ApprovalRequested,
+            Notice::Approved,
+            Notice::ProvisioningCompleted,
+            Notice::SunsetRemoved,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_with_sunrise_waits_for_its_start_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &[]).await;
+    let role = ObjectRef {
+        kind: ObjectKind::Role,
+        id: ObjectId::parse("auditors-role").unwrap(),
+    };
+    let item = submit_grant(&h, role, Some(later(&h, 60)), None).await;
+    assert_eq!(
+        item.status,
+        ItemStatus::Scheduled,
+        "approved at once, waiting"
+    );
+    assert_eq!(item.approval.state, WorkItemState::Approved);
+    h.clock.advance(Duration::from_secs(60 * 60 - 1));
+    tokio::task::yield_now().await;
+    assert!(
+        h.target.keys("grant_item").is_empty(),
+        "nothing before the sunrise"
+    );
+    h.clock.advance(Duration::from_secs(1));
+    let granted = wait_status(&h, item.id(), ItemStatus::Granted).await;
+    assert!(granted.granted_at.unwrap() >= item.spec.start_date.unwrap());
+    assert!(h.target.state().held_items.contains(&item.id()));
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_ends_the_item_and_only_approvers_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let e = h
+        .engine
+        .approve(&who("carol"), Rights::User, item.approval.id, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(rejection(e), Rejection::NotApprover { .. }));
+    let unchanged = h
+        .engine
+        .request_item(&caller().tenant, item.id())
+        .unwrap()
+        .unwrap();
+    assert_eq!(unchanged, item, "a refusal changes nothing");
+
+    let rejected = h
+        .engine
+        .reject(
+            &who("bob"),
+            Rights::User,
+            item.approval.id,
+            Some("no".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.status, ItemStatus::Rejected);
+    assert_eq!(rejected.approval.state, WorkItemState::Rejected);
+    let e = bob_approves(&h, &item).await.unwrap_err();
+    assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
+    assert!(h.target.state().calls.is_empty());
+    finish_with_notices(h, &[Notice::ApprovalRequested, Notice::Rejected]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_approval_and_refused_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let first = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let e = h
+        .engine
+        .cancel_request(
+            &who("carol"),
+            Rights::User,
+            first.spec.request,
+            "mine".into(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(rejection(e), Rejection::NotRequester(_)));
+    let items = h
+        .engine
+        .cancel_request(
+            &caller(),
+            Rights::User,
+            first.spec.request,
+            "not needed".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(items[0].status, ItemStatus::Cancelled);
+
+    let second = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    bob_approves(&h, &second).await.unwrap();
+    let e = h
+        .engine
+        .cancel_request(&caller(), Rights::Admin, second.spec.request, "late".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(rejection(e), Rejection::ApprovalPassed { .. }));
+    wait_status(&h, second.id(), ItemStatus::Granted).await;
+
+    // Bulk cancel: one result per request, and more than 50 ids is refused whole.
+    let third = submit_grant(&h, entitlement("readers"), None, None).await;
+    let results = h
+        .engine
+        .bulk_cancel(
+            &caller(),
+            Rights::User,
+            &[third.spec.request, second.spec.request],
+            "bulk".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        results[0].as_ref().unwrap()[0].status,
+        ItemStatus::Cancelled
+    );
+    assert!(results[1].is_err());
+    let many = vec![third.spec.request; 51];
+    assert!(
+        h.engine
+            .bulk_cancel(&caller(), Rights::User, &many, "x".into())
+            .await
+            .is_err()
+    );
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_in_each_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let admin = Rights::Admin;
+    let close = |item: &Item| {
+        let engine = h.engine.clone();
+        let request = item.spec.request;
+        async move {
+            engine
+                .close_request(
+                    &caller(),
+                    admin,
+                    request,
+                    ExecutionStatus::Completed,
+                    CompletionStatus::Incomplete,
+                    Some("closed by ops".into()),
+                )
+                .await
+        }
+    };
+
+    // Pending approval: ends at once; only an admin may close.
+    let pending = submit_grant(&h, entitlement("e-pending"), None, None).await;
+    let e = h
+        .engine
+        .close_request(
+            &caller(),
+            Rights::User,
+            pending.spec.request,
+            ExecutionStatus::Terminated,
+            CompletionStatus::Failure,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(rejection(e), Rejection::NotAdmin(_)));
+    let closed = close(&pending).await.unwrap();
+    assert_eq!(closed[0].status, ItemStatus::Closed);
+    assert_eq!(closed[0].closure.as_ref().unwrap().message, "closed by ops");
+    assert!(close(&pending).await.is_err(), "closed twice");
+
+    // Scheduled (approved, sunrise ahead): ends at once, nothing granted.
+    let scheduled = submit_grant(&h, entitlement("e-scheduled"), Some(later(&h, 60)), None).await;
+    bob_approves(&h, &scheduled).await.unwrap();
+    assert_eq!(
+        close(&scheduled).await.unwrap()[0].status,
+        ItemStatus::Closed
+    );
+
+    // Granting, waiting to retry a failed try: the grant stops and the cleanup removes what the
+    // failed try may have left.
+    h.target.state().fail_grants = 1;
+    let granting = submit_grant(&h, entitlement("e-granting"), None, None).await;
+    bob_approves(&h, &granting).await.unwrap();
+    wait_item(&h, granting.id(), "a retry wait", |i| {
+        i.grant.as_ref().is_some_and(|g| g.retry_at.is_some())
+    })
+    .await;
+    assert_eq!(
+        close(&granting).await.unwrap()[0].status,
+        ItemStatus::Removing
+    );
+    wait_status(&h, granting.id(), ItemStatus::Closed).await;
+    let connection = item_connection(&granting.spec).unwrap();
+    assert!(!h.target.state().held.contains(&connection));
+    assert_eq!(
+        h.target.keys("revoke").last(),
+        Some(&format!("{}:revoke:1", granting.id()))
+    );
+
+    // Granted: the close is recorded, the access keeps its course.
+    let granted = submit_grant(&h, entitlement("e-granted"), None, None).await;
+    bob_approves(&h, &granted).await.unwrap();
+    wait_status(&h, granted.id(), ItemStatus::Granted).await;
+    let after = close(&granted).await.unwrap();
+    assert_eq!(after[0].status, ItemStatus::Granted);
+    assert!(after[0].closure.is_some());
+    assert!(
+        h.target
+            .state()
+            .held
+            .contains(&item_connection(&granted.spec).unwrap())
+    );
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let first = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let again = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    assert_eq!(again.status, ItemStatus::Cancelled);
+    assert_eq!(
+        again.cancellation.as_ref().unwrap().duplicate,
+        Some(Duplicate::InProgress(first.id()))
+    );
+
+    bob_approves(&h, &first).await.unwrap();
+    wait_status(&h, first.id(), ItemStatus::Granted).await;
+    let assigned = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    assert_eq!(
+        assigned.cancellation.as_ref().unwrap().duplicate,
+        Some(Duplicate::AlreadyAssigned)
+    );
+    // Another sunset is a change, not a duplicate.
+    let changed = submit_grant(
+        &h,
+        entitlement(STANDING_ENTITLEMENT),
+        None,
+        Some(later(&h, 60)),
+    )
+    .await;
+    assert_eq!(changed.status, ItemStatus::PendingApproval);
+    assert_eq!(h.target.keys("grant").len(), 1, "granted once");
+    // Once granted, it takes the access over: the earlier item ends without removing it.
+    bob_approves(&h, &changed).await.unwrap();
+    wait_status(&h, changed.id(), ItemStatus::Granted).await;
+    let first = wait_status(&h, first.id(), ItemStatus::Superseded).await;
+    assert!(first.removal.is_none(), "superseded, not removed");
+    assert!(
+        h.target
+            .state()
+            .held
+            .contains(&item_connection(&first.spec).unwrap())
+    );
+    h.clock.advance(Duration::from_secs(3600));
+    wait_status(&h, changed.id(), ItemStatus::Removed).await;
+    assert!(
+        !h.target
+            .state()
+            .held
+            .contains(&item_connection(&first.spec).unwrap())
+    );
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &[]).await;
+    let grant = submit_grant(&h, entitlement(JIT_ENTITLEMENT), None, None).await;
+    wait_status(&h, grant.id(), ItemStatus::Granted).await;
+    let connection = item_connection(&grant.spec).unwrap();
+    assert_eq!(h.connection(connection).kind(), ConnectionType::Jit);
+    assert!(
+        h.target.keys("grant").is_empty(),
+        "a JIT grant provisions nothing"
+    );
+
+    let activation = h
+        .engine
+        .activate(&who("dave"), connection, Some(Minutes(60)), None)
+        .await
+        .unwrap();
+    h.wait_for(connection, "ACTIVE", |c| c.state == ConnectionState::Active)
+        .await;
+    assert!(h.target.state().held.contains(&connection));
+
+    let s = submission(
+        RequestType::Revoke,
+        "dave",
+        entitlement(JIT_ENTITLEMENT),
+        None,
+        None,
+    );
+    let (_, items) = h.engine.submit_request(&caller(), &s).await.unwrap();
+    let revoke = &items[0];
+    assert_eq!(revoke.status, ItemStatus::Removing);
+    assert_eq!(
+        revoke.removal.as_ref().unwrap().deactivate,
+        Some(activation.id),
+        "the running activation is deactivated first"
+    );
+    wait_status(&h, revoke.id(), ItemStatus::Removed).await;
+    assert!(!h.target.state().held.contains(&connection));
+    let grant = wait_status(&h, grant.id(), ItemStatus::Superseded).await;
+    assert!(
+        grant.ended_at.is_some(),
+        "the revoked grant no longer counts as assigned"
+    );
+    assert_eq!(
+        h.engine.connection(&caller().tenant, connection).unwrap(),
+        None
+    );
+    let a = h
+        .engine
+        .activation(&caller().tenant, activation.id)
+        .unwrap()
+        .unwrap();
+    assert!(a.ended_at.is_some());
+    // The activation's own revoke ran before the item's.
+    let revokes = h.target.keys("revoke");
+    assert_eq!(
+        revokes,
+        vec![
+            format!("{}:revoke:1", activation.id),
+            format!("{}:revoke:1", revoke.id())
+        ]
+    );
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_approval_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    assert_eq!(item.approval.expires_at, Some(later(&h, 60)));
+    h.clock.advance(Duration::from_secs(3600));
+    let expired = wait_status(&h, item.id(), ItemStatus::ApprovalExpired).await;
+    assert_eq!(expired.approval.state, WorkItemState::Expired);
+    let e = bob_approves(&h, &item).await.unwrap_err();
+    assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
+    finish_with_notices(h, &[Notice::ApprovalRequested, Notice::ApprovalExpired]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_approve_answers_per_item_and_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let a = submit_grant(&h, entitlement("e-a"), None, None).await;
+    let b = submit_grant(&h, entitlement("e-b"), None, None).await;
+    h.engine
+        .reject(&who("bob"), Rights::User, b.approval.id, None)
+        .await
+        .unwrap();
+    let results = h
+        .engine
+        .bulk_approve(&who("bob"), Rights::User, &[a.approval.id, b.approval.id])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().status, ItemStatus::Granting);
+    assert!(matches!(
+        rejection(results[1].clone().unwrap_err()),
+        Rejection::AlreadyDecided { .. }
+    ));
+    let many = vec![a.approval.id; 51];
+    let e = h
+        .engine
+        .bulk_approve(&who("bob"), Rights::User, &many)
+        .await
+        .unwrap_err();
+    assert!(matches!(rejection(e), Rejection::Invalid(_)));
+    wait_status(&h, a.id(), ItemStatus::Granted).await;
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_rule_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &[]).await;
+    let past = Timestamp::from_millis(common::START - 1000).unwrap();
+    let s = submission(
+        RequestType::Grant,
+        "dave",
+        entitlement(STANDING_ENTITLEMENT),
+        Some(past),
+        None,
+    );
+    let before = h.engine.last_sequence().unwrap();
+    let e = h.engine.submit_request(&caller(), &s).await.unwrap_err();
+    assert!(matches!(rejection(e), Rejection::Invalid(_)));
+    // A revoke of access nobody holds breaks the revoke rules.
+    let s = submission(
+        RequestType::Revoke,
+        "dave",
+        entitlement("nothing"),
+        None,
+        None,
+    );
+    assert!(h.engine.submit_request(&caller(), &s).await.is_err());
+    assert_eq!(h.engine.last_sequence().unwrap(), before);
+    h.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_in_every_stage_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+
+    // Pending approval, then approved after a restart.
+    let pending = submit_grant(&h, entitlement("e-pending"), None, None).await;
+    // Scheduled: approved, its sunrise ahead.
+    let scheduled = submit_grant(&h, entitlement("e-scheduled"), Some(later(&h, 30)), None).await;
+    bob_approves(&h, &scheduled).await.unwrap();
+    // Granted with a sunset ahead.
+    let granted = submit_grant(&h, entitlement("e-granted"), None, Some(later(&h, 40))).await;
+    bob_approves(&h, &granted).await.unwrap();
+    wait_status(&h, granted.id(), ItemStatus::Granted).await;
+    // Removing, waiting to retry a failed revoke.
+    let removing = submit_grant(&h, entitlement("e-removing"), None, Some(later(&h, 10))).await;
+    bob_approves(&h, &removing).await.unwrap();
+    wait_status(&h, removing.id(), ItemStatus::Granted).await;
+    h.target.state().fail_revokes = 1;
+    h.clock.advance(Duration::from_secs(10 * 60));
+    wait_item(&h, removing.id(), "a revoke retry wait", |i| {
+        i.removal.as_ref().is_some_and(|r| r.retry_at.is_some())
+    })
+    .await;
+    // Granting: the grant call hangs (a crash mid-call).
+    let granting = submit_grant(&h, entitlement("e-granting"), None, None).await;
+    h.target.state().hang = true;
+    bob_approves(&h, &granting).await.unwrap();
+    let key = format!("{}:grant:1", granting.id());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !h.target.keys("grant").contains(&key) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // The hung call never answers; the restarted engine's calls do.
+    h.target.state().hang = false;
+    let h = h.restart().await;
+    let report = h.engine.store().verify().unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+
+    // The grant in flight runs again with the same key.
+    wait_status(&h, granting.id(), ItemStatus::Granted).await;
+    assert_eq!(
+        h.target.keys("grant").iter().filter(|k| **k == key).count(),
+        2,
+        "re-run with the same idempotency key"
+    );
+    // The pending approval is still there to decide.
+    bob_approves(&h, &pending).await.unwrap();
+    wait_status(&h, pending.id(), ItemStatus::Granted).await;
+    // Timers survive: the retry, the sunrise and the sunset fire after the restart.
+    h.clock.advance(Duration::from_secs(60));
+    wait_status(&h, removing.id(), ItemStatus::Removed).await;
+    h.clock.advance(Duration::from_secs(20 * 60));
+    wait_status(&h, scheduled.id(), ItemStatus::Granted).await;
+    h.clock.advance(Duration::from_secs(10 * 60));
+    wait_status(&h, granted.id(), ItemStatus::Removed).await;
+    finish(h).await;
+}
