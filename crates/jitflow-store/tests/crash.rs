@@ -146,9 +146,10 @@ fn parse_ack(line: &str) -> Option<Ack> {
     Some(Ack { first, last, key })
 }
 
-/// Checks the reopened store against every batch acknowledged so far. Returns the last
-/// sequence and whether the batch in flight at the kill was committed unacknowledged.
-fn check(path: &Path, acks: &[Ack], round: u64) -> (u64, bool) {
+/// Checks the reopened store against every batch acknowledged so far; `before` is where the log
+/// ended when the round started. Returns the last sequence and whether the batch in flight at
+/// the kill was committed unacknowledged.
+fn check(path: &Path, acks: &[Ack], before: u64, round: u64) -> (u64, bool) {
     let store = Store::open(path, Options::default()).unwrap();
     let reader = store.reader().unwrap();
     let last = reader.last_sequence().unwrap();
@@ -169,8 +170,9 @@ fn check(path: &Path, acks: &[Ack], round: u64) -> (u64, bool) {
             .unwrap();
         assert!(record.is_some(), "round {round}: key of {ack:?} lost");
     }
-    // At most the one batch in flight at the kill is committed without an acknowledgement.
-    let acked_end = acks.iter().map(|a| a.last).max().unwrap_or(0);
+    // At most the one batch in flight at this round's kill is committed without an
+    // acknowledgement. (An earlier round's may be too, so count from where this round began.)
+    let acked_end = acks.iter().map(|a| a.last).max().unwrap_or(0).max(before);
     let in_flight_committed = last > acked_end;
     if in_flight_committed {
         let tail = reader.event(last).unwrap().unwrap();
@@ -207,6 +209,7 @@ fn acknowledged_batches_survive_sigkill_whole() {
     let mut round = 0;
     let mut killed_mid_open = 0;
     let mut unacknowledged_commits = 0;
+    let mut log_end = 0;
     while round < ROUNDS && (round < MIN_ROUNDS || started.elapsed() < TIME_BUDGET) {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
@@ -257,7 +260,8 @@ fn acknowledged_batches_survive_sigkill_whole() {
         lines.extend(rx.try_iter());
         let before = acks.len();
         acks.extend(lines.iter().filter_map(|l| parse_ack(l)));
-        let (last, in_flight_committed) = check(&path, &acks, round);
+        let (last, in_flight_committed) = check(&path, &acks, log_end, round);
+        log_end = last;
         unacknowledged_commits += u64::from(in_flight_committed);
         eprintln!(
             "round {round}: {} batches acknowledged, log at {last}",
