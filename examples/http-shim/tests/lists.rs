@@ -577,7 +577,10 @@ async fn lifecycle_conflicts_are_409_for_patch_and_bulk() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(h.connection(ALICE_CONN).unwrap().state, ConnectionState::Activating);
+    assert_eq!(
+        h.connection(ALICE_CONN).unwrap().state,
+        ConnectionState::Activating
+    );
     let admin = h.org_admin();
     let before = h.engine().last_sequence().unwrap();
     let text = error_text(
