@@ -15,6 +15,7 @@ use jitflow::query::{CONNECTIONS, Page};
 use jitflow_core::connection::Connection;
 use jitflow_core::id::{AccountId, EntitlementId, IdentityId};
 use jitflow_core::lifecycle::Actor;
+use jitflow_core::policy::PatchOp;
 use jitflow_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -420,12 +421,11 @@ async fn apply_patch(
     state: &AppState,
     principal: &Principal,
     id: jitflow_core::id::ConnectionId,
-    body: &JsonBody,
+    ops: &[PatchOp],
 ) -> Result<Response, ApiError> {
-    let ops = patch_ops(body)?;
     let connection = state
         .engine
-        .patch_connection(&principal.caller, id, &ops)
+        .patch_connection(&principal.caller, id, ops)
         .await?;
     Ok(axum::Json(EntitlementConnectionDto::from_connection(
         principal.caller.tenant.as_str(),
@@ -456,7 +456,8 @@ pub async fn patch_by_id(
 ) -> Result<Response, ApiError> {
     principal.require(auth::CONNECTIONS_MANAGE)?;
     let id = connection_id("connectionId", &id)?;
-    apply_patch(&state, &principal, id, &body).await
+    let ops = patch_ops(&body)?;
+    apply_patch(&state, &principal, id, &ops).await
 }
 
 /// The assignment ids of the patch by query: each required and well formed.
@@ -502,7 +503,7 @@ pub async fn patch_by_query(
     principal.require(auth::CONNECTIONS_MANAGE)?;
     let (entitlement, identity, account) = assignment(&uri)?;
     // The ops are checked before the lookup, so a malformed patch is a 400 whatever the ids.
-    patch_ops(&body)?;
+    let ops = patch_ops(&body)?;
     let found = state
         .engine
         .connection_by_assignment(&principal.caller, &entitlement, &identity, &account)
@@ -516,7 +517,7 @@ pub async fn patch_by_query(
                 "no connection gives identity {identity} the entitlement {entitlement} through account {account}"
             ))
         })?;
-    apply_patch(&state, &principal, found.id(), &body).await
+    apply_patch(&state, &principal, found.id(), &ops).await
 }
 
 /// The result row of one bulk item.
