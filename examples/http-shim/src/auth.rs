@@ -121,10 +121,32 @@ pub const POLICY_UPDATE: Rule = Rule {
     scopes: &["idn:jit-policy:update", "idn:jit-policy:manage"],
     level: Level::PolicyAdmin,
 };
-/// The shim's connection import and removal.
+/// The shim's connection import and removal, and the contract's connection `PATCH` and bulk
+/// type update.
 pub const CONNECTIONS_MANAGE: Rule = Rule {
     scopes: &["idn:entitlement-connections:manage"],
     level: Level::OrgAdmin,
+};
+
+/// `GET .../entitlement-connections/v1`: the tenant's connections.
+pub const CONNECTIONS_LIST: Rule = Rule {
+    scopes: &["idn:entitlement-connections:list"],
+    level: Level::OrgAdmin,
+};
+/// `GET .../entitlement-connections/v1/current-identity`: the caller's own connections.
+pub const CONNECTIONS_READ_SELF: Rule = Rule {
+    scopes: &["idn:entitlement-connections:read"],
+    level: Level::User,
+};
+/// `GET .../jit-activation-history/v1`, and the shim's event history and audit export.
+pub const HISTORY_READ: Rule = Rule {
+    scopes: &["idn:jit-activation-history:read"],
+    level: Level::OrgAdmin,
+};
+/// `GET .../jit-activation-history/v1/current-identity`: the caller's own activations.
+pub const HISTORY_READ_SELF: Rule = Rule {
+    scopes: &["idn:jit-activation-history-self:read"],
+    level: Level::User,
 };
 
 /// Why a secret or token could not be made.

@@ -11,6 +11,12 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// The longest query string read, in bytes (a `filters` and a `searchAfter` of the longest
+/// allowed length, percent-encoded, fit).
+pub const MAX_QUERY_LEN: usize = 32 * 1024;
+/// The most parameters one query string may hold.
+pub const MAX_PARAMS: usize = 16;
+
 /// A JSON body, read but not yet parsed: handlers check the caller's rights first, then call
 /// [`JsonBody::parse`], so a caller without rights learns nothing from validation. The content type must be `application/json` or a `+json` type
 /// (`application/json-patch+json` included), or absent; any other type is refused with 415.
@@ -117,5 +123,72 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
             .await
             .map(|p| Segment(p.0))
             .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
+    }
+}
+
+/// The query string's parameters, decoded, in order. Handlers read them from the request's URI
+/// after checking the caller's rights, and accept only the names they know ([`Params::only`]),
+/// each at most once, so a misspelt or repeated parameter is a 400 rather than silently ignored.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    /// The parameters of a request's URI.
+    pub fn from_uri(uri: &axum::http::Uri) -> Result<Params, ApiError> {
+        let Some(query) = uri.query().filter(|q| !q.is_empty()) else {
+            return Ok(Params::default());
+        };
+        if query.len() > MAX_QUERY_LEN {
+            return Err(ApiError::bad_request(format!(
+                "the query string is {} bytes, more than the {MAX_QUERY_LEN} allowed",
+                query.len()
+            )));
+        }
+        // axum's form decoder: percent- and `+`-decoding, pairs in order.
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?
+            .0;
+        if pairs.len() > MAX_PARAMS {
+            return Err(ApiError::bad_request(format!(
+                "the query string holds {} parameters, more than the {MAX_PARAMS} allowed",
+                pairs.len()
+            )));
+        }
+        Ok(Params(pairs))
+    }
+
+    /// `Ok` when every parameter is one of `allowed` and none is repeated; 400 naming the
+    /// first that is not.
+    pub fn only(&self, allowed: &[&str]) -> Result<&Params, ApiError> {
+        for (i, (name, _)) in self.0.iter().enumerate() {
+            let shown: String = name.chars().take(64).collect();
+            if !allowed.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{shown}`; this endpoint takes {}",
+                    allowed.join(", ")
+                )));
+            }
+            if self.0[..i].iter().any(|(n, _)| n == name) {
+                return Err(ApiError::bad_request(format!(
+                    "the query parameter `{shown}` is given more than once"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The value of `name`, if given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, or 400 saying it is required.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name).ok_or_else(|| {
+            ApiError::bad_request(format!("the query parameter `{name}` is required"))
+        })
     }
 }

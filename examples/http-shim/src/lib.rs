@@ -1,6 +1,8 @@
 //! `jitflow-shim`: an HTTP server over the embedded jitflow engine that serves SailPoint Identity
-//! Security Cloud's JIT REST contract (`shared/api/`): the activation signals and the activation
-//! policy, plus the shim's own connection import, `/health`, `/metrics` and `/openapi.json`.
+//! Security Cloud's JIT REST contract (`shared/api/`): the activation signals, the activation
+//! policy, the entitlement connections (list, patch, bulk type update) and the activation
+//! history, plus the shim's own connection import, event history and audit export, `/health`,
+//! `/metrics` and `/openapi.json`.
 //!
 //! [`app`] builds the router over an [`Engine`] the caller opened (so tests can give it a
 //! manual clock); [`start`] serves it on a listener until [`Running::stop`]. The binary in
@@ -18,6 +20,10 @@
 //! | request body, signals and other endpoints | [`MAX_BODY`] (16 KiB) |
 //! | request body, policy `PATCH`/`PUT` | [`MAX_POLICY_BODY`] (512 KiB) |
 //! | request body, connection import | [`connections::MAX_IMPORT_BYTES`] (8 MiB), [`connections::MAX_IMPORT`] items |
+//! | request body, bulk type update | [`entitlement_connections::MAX_BULK_BYTES`] (64 KiB), 1..=100 items |
+//! | query string | [`body::MAX_QUERY_LEN`] bytes, [`body::MAX_PARAMS`] parameters |
+//! | list page | `limit` 0..=250, `offset` 0..=10,000 (the engine's query bounds) |
+//! | event stream page, audit export page | [`events::MAX_STREAM_PAGE`], `jitflow::MAX_PAGE` events |
 //! | one request | [`REQUEST_TIMEOUT`] (30 s), then 503 |
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
@@ -37,7 +43,11 @@ pub mod auth;
 pub mod body;
 pub mod connections;
 pub mod demo;
+pub mod entitlement_connections;
 pub mod error;
+pub mod events;
+pub mod history;
+pub mod list;
 pub mod openapi;
 pub mod ops;
 pub mod policy;
@@ -132,6 +142,54 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/jitflow/v1/connections/{id}",
             signal(delete(connections::remove)),
         ),
+        (
+            Method::GET,
+            "/entitlement-connections/v1",
+            get(entitlement_connections::search),
+        ),
+        (
+            Method::GET,
+            "/entitlement-connections/v1/current-identity",
+            get(entitlement_connections::search_current_identity),
+        ),
+        (
+            Method::PATCH,
+            "/entitlement-connections/v1/{connectionId}",
+            signal(patch(entitlement_connections::patch_by_id)),
+        ),
+        (
+            Method::PATCH,
+            "/entitlement-connections/v1",
+            signal(patch(entitlement_connections::patch_by_query)),
+        ),
+        (
+            Method::POST,
+            "/entitlement-connections/v1",
+            post(entitlement_connections::bulk).layer(DefaultBodyLimit::max(
+                entitlement_connections::MAX_BULK_BYTES,
+            )),
+        ),
+        (
+            Method::GET,
+            "/jit-activation-history/v1",
+            get(history::search),
+        ),
+        (
+            Method::GET,
+            "/jit-activation-history/v1/current-identity",
+            get(history::search_current_identity),
+        ),
+        (
+            Method::GET,
+            "/jitflow/v1/connections/{id}/events",
+            get(events::connection_events),
+        ),
+        (
+            Method::GET,
+            "/jitflow/v1/activations/{id}/events",
+            get(events::activation_events),
+        ),
+        (Method::GET, "/jitflow/v1/events", get(events::export)),
         (Method::GET, "/health", get(ops::health)),
         (Method::GET, "/metrics", get(ops::metrics)),
         (Method::GET, "/openapi.json", get(openapi::document)),

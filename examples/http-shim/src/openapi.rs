@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{activations, connections, error, ops, policy};
+use crate::{
+    activations, connections, entitlement_connections, error, events, history, ops, policy,
+};
 
 /// Adds the bearer scheme the paths' `security` refers to.
 struct BearerScheme;
@@ -35,8 +37,18 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         policy::get,
         policy::patch,
         policy::put,
+        entitlement_connections::search,
+        entitlement_connections::search_current_identity,
+        entitlement_connections::patch_by_id,
+        entitlement_connections::patch_by_query,
+        entitlement_connections::bulk,
+        history::search,
+        history::search_current_identity,
         connections::import,
         connections::remove,
+        events::connection_events,
+        events::activation_events,
+        events::export,
         ops::health,
         ops::metrics,
         document,
@@ -45,6 +57,7 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         error::ErrorResponseDto,
         error::ErrorMessageDto,
         activations::WorkflowStatus,
+        entitlement_connections::ConnectionTypeDto,
     )),
     modifiers(&BearerScheme),
 )]

@@ -66,13 +66,14 @@ impl PolicyDto {
     }
 }
 
-/// One operation of the `PATCH` body (`JitAccessOperationRequest`).
+/// One operation of a `PATCH` body (`JitAccessOperationRequest`, and the entitlement connection's
+/// `JsonPatchOperation`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationDto {
-    /// `replace` (the default, and the only one supported).
+    /// `replace` (the default when omitted, and the only one supported).
     pub op: Option<String>,
-    /// One of the eight paths.
+    /// The path: one of the policy's eight, or a connection's `/type` and `/standalone`.
     pub path: String,
     /// The new value; required, `null` clears a nullable field.
     #[schema(value_type = Object, nullable = true)]
@@ -135,6 +136,21 @@ fn patch_value(value: serde_json::Value) -> PatchValue {
         }
         Value::Object(_) => PatchValue::Other("object".to_owned()),
     }
+}
+
+/// A JSON Patch body (an array of `{op, path, value}` objects) as the core's operations: the
+/// policy's `PATCH` and the entitlement connection's `PATCH` share it; the core checks the ops,
+/// paths and values.
+pub fn patch_ops(body: &JsonBody) -> Result<Vec<PatchOp>, ApiError> {
+    let ops: Vec<OperationDto> = body.parse_list()?;
+    Ok(ops
+        .into_iter()
+        .map(|o| PatchOp {
+            op: o.op,
+            path: o.path,
+            value: patch_value(o.value),
+        })
+        .collect())
 }
 
 /// The 200 answer with a policy.
@@ -209,15 +225,7 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     principal.require(auth::POLICY_UPDATE)?;
     check_config_type(&config_type)?;
-    let ops: Vec<OperationDto> = body.parse_list()?;
-    let ops = ops
-        .into_iter()
-        .map(|o| PatchOp {
-            op: o.op,
-            path: o.path,
-            value: patch_value(o.value),
-        })
-        .collect();
+    let ops = patch_ops(&body)?;
     let policy = state
         .engine
         .patch_policy(&principal.caller, ops, None)

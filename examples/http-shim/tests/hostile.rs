@@ -1,6 +1,7 @@
-//! Malformed and hostile requests at every endpoint that changes state: broken and mutated
-//! bodies, wrong content types, garbage tokens and headers, junk query strings and path
-//! segments. Every answer must be a 4xx `ErrorResponseDto`, and nothing may change.
+//! Malformed and hostile requests at every endpoint that changes state, and at the list, history
+//! and event endpoints' query strings: broken and mutated bodies, wrong content types, garbage
+//! tokens and headers, junk and out-of-range query parameters and path segments. Every answer
+//! must be a 4xx `ErrorResponseDto`, and nothing may change.
 
 mod common;
 
@@ -52,6 +53,54 @@ fn endpoints() -> Vec<(&'static str, &'static str, Value)> {
             "/jitflow/v1/connections",
             json!({"connections": [spec("22222222-2222-4222-8222-222222222222", "erin", "JIT")]}),
         ),
+        (
+            "PATCH",
+            "/entitlement-connections/v1/757fb803-9024-5861-e510-83a56e4c5bd3",
+            json!([{"op": "replace", "path": "/standalone", "value": true}]),
+        ),
+        (
+            "PATCH",
+            "/v2026/entitlement-connections?entitlementId=domain-admins&identityId=alice&accountId=alice-adm",
+            json!([{"op": "replace", "path": "/type", "value": "STANDING"}]),
+        ),
+        (
+            "POST",
+            "/entitlement-connections/v1",
+            json!([{"connectionId": ALICE_CONN, "type": "STANDING"}]),
+        ),
+    ]
+}
+
+/// The read endpoints whose query strings are attacked (each gets a query it must refuse).
+const READS: [&str; 9] = [
+    "/entitlement-connections/v1",
+    "/v2026/entitlement-connections/current-identity",
+    "/jit-activation-history/v1",
+    "/v2026/jit-activation-history/current-identity",
+    "/jitflow/v1/connections/757fb803-9024-5861-e510-83a56e4c5bd3/events",
+    "/jitflow/v1/events",
+    "/jitflow/v1/activations/00000000-0000-4000-8000-000000000001/events",
+    "/entitlement-connections/v1/current-identity",
+    "/jit-activation-history/v1/current-identity",
+];
+
+/// A query string a read endpoint must refuse: one bad parameter (a filter on a field no
+/// collection has, a sorter none has, a limit or offset out of range, a count that is not a
+/// boolean, a `searchAfter` that is no id, an unknown parameter), followed by junk. A limit
+/// over 10,000 is out of range for every one of them.
+fn bad_query() -> impl Strategy<Value = String> {
+    let junk = "[ -~]{0,40}";
+    prop_oneof![
+        junk.prop_map(|j| format!("filters=nosuchfield eq {j}")),
+        junk.prop_map(|j| format!("sorters=nosuchfield,{j}")),
+        (10_001u64..u64::MAX).prop_map(|n| format!("limit={n}")),
+        (10_001u64..u64::MAX).prop_map(|n| format!("offset={n}")),
+        "[a-z]{0,8}"
+            .prop_filter("not a boolean", |c| c != "true" && c != "false")
+            .prop_map(|c| format!("count={c}&after=1")),
+        "[g-z][ -~]{0,30}".prop_map(|j| format!("searchAfter={j}&limit=0")),
+        "[a-z]{1,12}".prop_map(|n| format!("x{n}=1")),
+        "-[0-9]{1,5}".prop_map(|n| format!("after={n}&limit=1")),
     ]
 }
 
@@ -235,11 +284,13 @@ struct Case {
     experimental: Option<String>,
     idempotency_key: Option<String>,
     segment: String,
+    read: usize,
+    bad_query: String,
 }
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        0usize..10,
+        0usize..16,
         body(),
         auth(),
         content_type(),
@@ -247,6 +298,7 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::option::of("[ -~]{0,20}"),
         proptest::option::of("[ -~]{0,300}"),
         "[g-z%.][a-zA-Z0-9%._~-]{0,40}",
+        (0..READS.len(), bad_query()),
     )
         .prop_map(
             |(
@@ -258,6 +310,7 @@ fn case() -> impl Strategy<Value = Case> {
                 experimental,
                 idempotency_key,
                 segment,
+                (read, bad_query),
             )| Case {
                 endpoint,
                 body,
@@ -267,6 +320,8 @@ fn case() -> impl Strategy<Value = Case> {
                 experimental,
                 idempotency_key,
                 segment,
+                read,
+                bad_query,
             },
         )
 }
@@ -290,6 +345,10 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
             "idn:jit-activation-workflow:manage",
             "idn:jit-policy:manage",
             "idn:entitlement-connections:manage",
+            "idn:entitlement-connections:list",
+            "idn:entitlement-connections:read",
+            "idn:jit-activation-history:read",
+            "idn:jit-activation-history-self:read",
         ],
         &[Level::OrgAdmin],
     );
@@ -306,28 +365,36 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
     let before = h.engine().last_sequence().unwrap();
     let endpoints = endpoints();
     let config = ProptestConfig {
-        cases: 96,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
     let checked = std::sync::atomic::AtomicUsize::new(0);
     let answered = std::sync::atomic::AtomicUsize::new(0);
     proptest!(config, |(c in case())| {
-        // Endpoints 0..8 take bodies; 8 is DELETE with a junk id, 9 is GET with a junk config type.
+        // Endpoints 0..11 take bodies; then DELETE with a junk id, GET with a junk config type,
+        // and a read endpoint with a query it must refuse.
+        let n = endpoints.len();
         let (method, path, bytes) = match c.endpoint {
-            i if i < endpoints.len() => {
+            i if i < n => {
                 let (method, path, valid_body) = &endpoints[i];
                 let Some(bytes) = render(method, path, valid_body, &c.body) else {
                     return Ok(());
                 };
                 (method.to_string(), path.to_string(), Some(bytes))
             }
-            8 => ("DELETE".to_owned(), format!("/jitflow/v1/connections/{}", c.segment), None),
-            _ => ("GET".to_owned(), format!("/jit-activation-config/v1/{}", c.segment), None),
+            i if i == n => ("DELETE".to_owned(), format!("/jitflow/v1/connections/{}", c.segment), None),
+            i if i == n + 1 => ("GET".to_owned(), format!("/jit-activation-config/v1/{}", c.segment), None),
+            _ => ("GET".to_owned(), READS[c.read].to_owned(), None),
         };
         checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let query = url_escape(&c.query);
-        let url = format!("{}{path}?{query}", h.base);
+        let query = if bytes.is_none() && method == "GET" && c.endpoint > n + 1 {
+            format!("{}&{}", url_escape(&c.bad_query), url_escape(&c.query))
+        } else {
+            url_escape(&c.query)
+        };
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{separator}{query}", h.base);
         let (status, answer, headers) = runtime.block_on(async {
             let mut request = h.client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), &url);
             match &c.auth {
@@ -372,7 +439,7 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
         prop_assert_eq!(h.engine().last_sequence().unwrap(), before, "{:?} changed state", c);
     });
     let (checked, answered) = (checked.into_inner(), answered.into_inner());
-    assert!(checked >= 64, "only {checked} of 96 cases sent a request");
+    assert!(checked >= 80, "only {checked} of 128 cases sent a request");
     assert!(
         answered * 10 >= checked * 8,
         "only {answered} of {checked} requests were answered"

@@ -781,6 +781,30 @@ async fn short_activation_expires() {
         h.target.0.held.lock().unwrap().is_empty(),
         "the expiry revoked the access"
     );
+    // Through the list endpoint: the connection is EXPIRED, with the expiry and the revoke.
+    let lister = h.token(
+        TENANT,
+        "admin",
+        &["idn:entitlement-connections:list"],
+        &[Level::OrgAdmin],
+    );
+    let (status, hits, headers) = h
+        .call(
+            "GET",
+            "/entitlement-connections/v1?count=true&filters=state.value%20eq%20%22EXPIRED%22",
+            Some(&lister),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{hits}");
+    assert_eq!(headers["x-total-count"], "1");
+    let hit = &hits[0];
+    assert_eq!(hit["id"], ALICE_CONN);
+    assert_eq!(hit["state"]["value"], "EXPIRED");
+    assert_eq!(hit["jit"]["expiration"], "2026-11-23T09:01:00.000Z");
+    // The timer fired when the clock passed the expiry: removal began then.
+    assert_eq!(hit["jit"]["deactivation"], "2026-11-23T09:01:01.000Z");
+    assert!(hit["jit"]["deprovisioned"].is_string(), "{hit}");
     // Through the API: nothing runs any more.
     h.expect(
         400,
@@ -936,7 +960,8 @@ async fn openapi_matches_routes() {
     for (method, path) in &routed {
         let path = path
             .replace("{configType}", "policy")
-            .replace("{id}", ALICE_CONN);
+            .replace("{id}", ALICE_CONN)
+            .replace("{connectionId}", ALICE_CONN);
         let (status, body, _) = h.raw(method, &path, None, None, None).await;
         assert_ne!(status, 405, "{method} {path}");
         if status == 404 {

@@ -1,4 +1,5 @@
-//! The pieces without a server: error mapping, levels, path aliases, keys and the secret file.
+//! The pieces without a server: error mapping, levels, path aliases, keys, the secret file and
+//! query strings.
 
 use std::time::Duration;
 
@@ -229,4 +230,55 @@ async fn demo_target_fails_the_fraction_it_is_told_and_demo_data_loads_twice() {
     };
     // 400 draws at one half: outside 100..=300 has a probability far below 1e-20.
     assert!((100..=300).contains(&failures), "{failures} of 400 failed");
+}
+
+/// Query strings are decoded in order, bounded in length and count, and checked against the
+/// endpoint's names.
+#[test]
+fn query_strings_are_decoded_and_bounded() {
+    use jitflow_shim::body::{MAX_PARAMS, MAX_QUERY_LEN, Params};
+    let uri = |q: &str| -> axum::http::Uri { format!("/x?{q}").parse().unwrap() };
+    let p = Params::from_uri(&uri(
+        "filters=state.value%20eq%20%22EXPIRED%22&limit=5&sorters=-id+x",
+    ))
+    .unwrap();
+    assert_eq!(p.get("filters"), Some(r#"state.value eq "EXPIRED""#));
+    assert_eq!(p.get("sorters"), Some("-id x"), "`+` is a space");
+    assert_eq!(p.get("count"), None);
+    assert!(p.only(&["filters", "limit", "sorters"]).is_ok());
+    let e = p.only(&["filters", "limit"]).unwrap_err();
+    assert_eq!(
+        (e.status.as_u16(), e.text.contains("`sorters`")),
+        (400, true),
+        "{}",
+        e.text
+    );
+    let e = Params::from_uri(&uri("limit=1&limit=2"))
+        .unwrap()
+        .only(&["limit"])
+        .unwrap_err();
+    assert!(e.text.contains("more than once"), "{}", e.text);
+    assert!(
+        Params::from_uri(&uri("limit=1"))
+            .unwrap()
+            .required("after")
+            .is_err()
+    );
+    assert!(
+        Params::from_uri(&"/x".parse().unwrap())
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+    let e = Params::from_uri(&uri(&many.join("&"))).unwrap_err();
+    assert_eq!(e.status.as_u16(), 400);
+    let fits: Vec<String> = (0..MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+    assert_eq!(
+        Params::from_uri(&uri(&fits.join("&"))).unwrap().0.len(),
+        MAX_PARAMS
+    );
+    let long = format!("filters={}", "a".repeat(MAX_QUERY_LEN));
+    let e = Params::from_uri(&uri(&long)).unwrap_err();
+    assert!(e.text.contains("bytes"), "{}", e.text);
 }

@@ -28,6 +28,17 @@ pub const ALL_ACTIVATION_SCOPES: &[&str] = &[
     "idn:jit-activation-workflow:deactivate",
 ];
 
+/// Every scope the list, patch, bulk, history and event endpoints need.
+pub const ORG_ADMIN_SCOPES: &[&str] = &[
+    "idn:entitlement-connections:list",
+    "idn:entitlement-connections:read",
+    "idn:entitlement-connections:manage",
+    "idn:jit-activation-history:read",
+    "idn:jit-activation-history-self:read",
+    "idn:jit-activation-workflow:manage",
+    "idn:jit-policy:manage",
+];
+
 /// A target that records which connections hold access. `hang_grants` makes grants never
 /// answer (to stop an engine mid-activation).
 #[derive(Default)]
@@ -167,6 +178,11 @@ impl Harness {
             ],
             &[Level::OrgAdmin],
         )
+    }
+
+    /// An org admin with every scope of the lists, the patches, the history and the events.
+    pub fn org_admin(&self) -> String {
+        self.token(TENANT, "admin", ORG_ADMIN_SCOPES, &[Level::OrgAdmin])
     }
 
     /// Sends a request; `body` is sent as JSON text with `Content-Type: application/json`.
