@@ -59,13 +59,15 @@ pub struct StreamEventDto {
 /// The name of a change: the variant's name in its serde form (`"Expired"` or
 /// `{"Provisioned": {...}}`).
 fn change_name(envelope: &Envelope) -> String {
-    match &envelope.payload {
-        Payload::Connection(e) => match serde_json::to_value(&e.change) {
-            Ok(serde_json::Value::String(name)) => name,
-            Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-            _ => String::new(),
-        },
-        Payload::Policy(_) => "PolicyChanged".to_owned(),
+    let change = match &envelope.payload {
+        Payload::Connection(e) => serde_json::to_value(&e.change),
+        Payload::Request(e) => serde_json::to_value(&e.change),
+        Payload::Policy(_) => return "PolicyChanged".to_owned(),
+    };
+    match change {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
     }
 }
 
@@ -75,6 +77,7 @@ impl StreamEventDto {
         let envelope = &e.envelope;
         let actor = match &envelope.payload {
             Payload::Connection(event) => &event.actor,
+            Payload::Request(event) => &event.actor,
             Payload::Policy(event) => &event.actor,
         };
         let line = jitflow::export::json_line(envelope);

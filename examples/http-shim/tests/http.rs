@@ -990,11 +990,14 @@ async fn a_full_queue_is_answered_429_and_registers_nothing() {
     .await;
     let items: Vec<_> = (0..1000u32)
         .map(|i| {
-            spec(
+            let mut s = spec(
                 &format!("{i:08x}-0000-4000-8000-000000000000"),
                 "alice",
                 "JIT",
-            )
+            );
+            // One account each: the engine keeps one connection per assignment.
+            s["accountId"] = json!(format!("alice-{i}"));
+            s
         })
         .collect();
     let body = h

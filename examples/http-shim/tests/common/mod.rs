@@ -285,7 +285,7 @@ impl Harness {
                 Some(json!({"connections": [
                     spec(ALICE_CONN, "alice", "JIT"),
                     spec(BOB_CONN, "bob", "JIT"),
-                    spec(STANDING_CONN, "alice", "STANDING"),
+                    standing_spec(),
                 ]})),
             )
             .await;
@@ -314,14 +314,15 @@ impl Harness {
     }
 }
 
-/// A connection spec in the import's JSON, through an account of its own (the engine keeps one
-/// connection per entitlement, identity and account).
+/// A connection spec in the import's JSON: the identity's `-adm` account for `domain-admins`
+/// (the engine keeps one connection per entitlement, identity and account, so a second
+/// connection of the same identity needs another account or entitlement).
 pub fn spec(id: &str, identity: &str, kind: &str) -> Value {
     json!({
         "id": id,
         "identityId": identity,
         "identityName": identity,
-        "accountId": format!("{identity}-adm-{}", &id[..id.len().min(8)]),
+        "accountId": format!("{identity}-adm"),
         "accountName": format!("{identity}.adm"),
         "entitlementId": "domain-admins",
         "entitlementName": "Domain Admins",
@@ -333,6 +334,13 @@ pub fn spec(id: &str, identity: &str, kind: &str) -> Value {
         "type": kind,
         "standalone": false
     })
+}
+
+/// Alice's STANDING connection, through her read-only account.
+pub fn standing_spec() -> Value {
+    let mut s = spec(STANDING_CONN, "alice", "STANDING");
+    s["accountId"] = json!("alice-ro");
+    s
 }
 
 /// Asserts the body is an `ErrorResponseDto` and returns its message text.
