@@ -245,7 +245,16 @@ async fn register_many(h: &Harness, n: u32, identity: &str) -> Vec<String> {
             )
         })
         .collect();
-    let specs: Vec<Value> = ids.iter().map(|id| spec(id, identity, "JIT")).collect();
+    // One account each: the engine keeps one connection per assignment.
+    let specs: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut s = spec(id, identity, "JIT");
+            s["accountId"] = json!(format!("{identity}-{i}"));
+            s
+        })
+        .collect();
     let body = h
         .expect(
             200,
@@ -534,21 +543,24 @@ async fn patch_a_connection_by_id_and_by_assignment() {
         "no refusal changed anything"
     );
 
-    // Two connections with the same assignment: the query names none of them.
+    // A second connection for the same assignment is refused, so the query names one.
     let twin = "00000000-0000-4000-8000-0000000000aa";
-    h.expect(
-        200,
-        "POST",
-        "/jitflow/v1/connections",
-        Some(&admin),
-        Some(json!({"connections": [spec(twin, "bob", "JIT")]})),
-    )
-    .await;
-    let text = error_text(
-        &h.expect(409, "PATCH", &by_query, Some(&admin), Some(ops.clone()))
-            .await,
+    let body = h
+        .expect(
+            200,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&admin),
+            Some(json!({"connections": [spec(twin, "bob", "JIT")]})),
+        )
+        .await;
+    assert_eq!(body["results"][0]["status"], 409, "{body}");
+    assert!(
+        error_text(&body["results"][0]["error"]).contains("already connects"),
+        "{body}"
     );
-    assert!(!text.is_empty());
+    h.expect(200, "PATCH", &by_query, Some(&admin), Some(ops.clone()))
+        .await;
     h.stop().await;
 }
 
