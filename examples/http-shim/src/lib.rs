@@ -17,6 +17,7 @@
 //! |---|---|
 //! | request body, signals and other endpoints | [`MAX_BODY`] (16 KiB) |
 //! | request body, policy `PATCH`/`PUT` | [`MAX_POLICY_BODY`] (512 KiB) |
+//! | request body, access request close | [`access_requests::MAX_CLOSE_BODY`] (64 KiB) |
 //! | request body, connection import | [`connections::MAX_IMPORT_BYTES`] (8 MiB), [`connections::MAX_IMPORT`] items |
 //! | one request | [`REQUEST_TIMEOUT`] (30 s), then 503 |
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
@@ -32,7 +33,9 @@
 //! `jitflow-store` (the store reads behind the `/metrics` gauges).
 #![forbid(unsafe_code)]
 
+pub mod access_requests;
 pub mod activations;
+pub mod approvals;
 pub mod auth;
 pub mod body;
 pub mod connections;
@@ -131,6 +134,82 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::DELETE,
             "/jitflow/v1/connections/{id}",
             signal(delete(connections::remove)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1",
+            signal(post(access_requests::submit)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/cancel",
+            signal(post(access_requests::cancel)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/bulk-cancel",
+            signal(post(access_requests::bulk_cancel)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/close",
+            post(access_requests::close)
+                .layer(DefaultBodyLimit::max(access_requests::MAX_CLOSE_BODY)),
+        ),
+        (
+            Method::GET,
+            "/access-request-status/v1",
+            get(access_requests::status),
+        ),
+        (
+            Method::GET,
+            "/access-request-administration/v1",
+            get(access_requests::administration),
+        ),
+        (
+            Method::GET,
+            "/revocable-objects/v1",
+            get(access_requests::revocable_objects),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/bulk-approve",
+            signal(post(approvals::bulk_approve)),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/pending",
+            get(approvals::pending),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/completed",
+            get(approvals::completed),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/approval-summary",
+            get(approvals::summary),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/{accessRequestId}/approvers",
+            get(approvals::approvers),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/{approvalId}/approve",
+            signal(post(approvals::approve)),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/{approvalId}/reject",
+            signal(post(approvals::reject)),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/{approvalId}/forward",
+            signal(post(approvals::forward)),
         ),
         (Method::GET, "/health", get(ops::health)),
         (Method::GET, "/metrics", get(ops::metrics)),

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{activations, connections, error, ops, policy};
+use crate::{access_requests, activations, approvals, connections, error, ops, policy};
 
 /// Adds the bearer scheme the paths' `security` refers to.
 struct BearerScheme;
@@ -37,6 +37,21 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         policy::put,
         connections::import,
         connections::remove,
+        access_requests::submit,
+        access_requests::cancel,
+        access_requests::bulk_cancel,
+        access_requests::close,
+        access_requests::status,
+        access_requests::administration,
+        access_requests::revocable_objects,
+        approvals::bulk_approve,
+        approvals::pending,
+        approvals::completed,
+        approvals::summary,
+        approvals::approvers,
+        approvals::approve,
+        approvals::reject,
+        approvals::forward,
         ops::health,
         ops::metrics,
         document,
