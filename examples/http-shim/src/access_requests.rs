@@ -1,5 +1,5 @@
 //! The access-requests contract (issue 7): `POST /access-requests/v1` (submit),
-//! `/cancel`, `/bulk-cancel`, `/close`, and the request lists `GET /access-request-status/v1`
+//! `/cancel`, `/bulk-cancel`, `/close`, `/accounts-selection`, and the request lists `GET /access-request-status/v1`
 //! and `GET /access-request-administration/v1`, and an identity's entitlement details
 //! `GET /revocable-objects/v1`. The approvals are in [`crate::approvals`].
 //!
@@ -19,6 +19,7 @@
 //! | what | bound |
 //! |---|---|
 //! | query parameters of a list | [`MAX_QUERY_PARAMS`] |
+//! | (identity, item) pairs of an accounts selection | [`MAX_SELECTION_PAIRS`] |
 //! | ids of bulk cancel | 50 ([`MAX_BULK_IDS`](jitflow_core::request::submit::MAX_BULK_IDS)) |
 //! | body of close | [`MAX_CLOSE_BODY`] (64 KiB) |
 //! | ids of close | 500 ([`MAX_CLOSE_IDS`](jitflow_core::request::submit::MAX_CLOSE_IDS)) |
@@ -1097,4 +1098,130 @@ fn details_json(
         "sourceId": first.map(|c| c.spec.source.as_str()),
         "accountTargets": targets,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts selection.
+
+/// The most (identity, item) pairs one accounts selection looks up: the contract's 10
+/// identities with 25 entitlements each.
+pub const MAX_SELECTION_PAIRS: usize = 250;
+
+/// The (identity, items) pairs of a submission, in order.
+fn pairs(submission: &Submission) -> Vec<(&IdentityId, &[RequestedItem])> {
+    let mut out: Vec<(&IdentityId, &[RequestedItem])> = Vec::new();
+    if let (Some(who), Some(items)) = (&submission.requested_for, &submission.requested_items) {
+        out.extend(who.iter().map(|i| (i, items.as_slice())));
+    }
+    for entry in submission.requested_for_with_items.iter().flatten() {
+        out.push((&entry.identity, entry.items.as_slice()));
+    }
+    out
+}
+
+/// The accounts an identity holds an entitlement through, by source (`SourceAccountSelections`).
+fn sources_json(details: &jitflow::request_lists::EntitlementDetails) -> Vec<Value> {
+    let mut by_source: BTreeMap<&str, (&str, Vec<Value>)> = BTreeMap::new();
+    for c in &details.connections {
+        let s = &c.spec;
+        by_source
+            .entry(s.source.as_str())
+            .or_insert((s.source_name.as_str(), Vec::new()))
+            .1
+            .push(json!({
+                "uuid": null,
+                "nativeIdentity": s.account.as_str(),
+                "type": "ACCOUNT",
+                "id": s.account.as_str(),
+                "name": s.account_name,
+            }));
+    }
+    by_source
+        .into_iter()
+        .map(|(id, (name, accounts))| {
+            json!({"type": "SOURCE", "id": id, "name": name, "accounts": accounts})
+        })
+        .collect()
+}
+
+/// The accounts each identity of a would-be request holds each requested entitlement through,
+/// so that a client can fill `accountSelection` before it submits. An identity needs to select
+/// when it holds a requested entitlement through more than one account. Roles and access
+/// profiles list no sources. A USER may ask only about itself.
+#[utoipa::path(
+    post,
+    path = "/access-requests/v1/accounts-selection",
+    tag = "Access Requests",
+    operation_id = "loadAccountSelectionsV1",
+    request_body = AccessRequestBody,
+    responses(
+        (status = 200, description = "`AccountsSelectionResponse`.", content_type = "application/json"),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:access-request:create"]))
+)]
+pub async fn accounts_selection(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    principal.require(auth::ACCOUNTS_SELECTION)?;
+    let submission = body.parse::<AccessRequestBody>()?.into_submission()?;
+    let pairs = pairs(&submission);
+    let n: usize = pairs.iter().map(|(_, items)| items.len()).sum();
+    if n == 0 || n > MAX_SELECTION_PAIRS {
+        return Err(ApiError::bad_request(format!(
+            "the request names {n} (identity, item) pairs; send 1..={MAX_SELECTION_PAIRS}"
+        )));
+    }
+    let rights = rights(&principal);
+    let mut identities = Vec::with_capacity(pairs.len());
+    for (identity, items) in pairs {
+        let mut rows = Vec::with_capacity(items.len());
+        let mut required = false;
+        for item in items {
+            let Some(object) = &item.object else { continue };
+            let sources = if object.kind == ObjectKind::Entitlement {
+                let entitlement = jitflow_core::id::EntitlementId::parse(object.id.as_str())
+                    .map_err(|e| field_error("id", e))?;
+                let (engine, caller, who) = (
+                    state.engine.clone(),
+                    principal.caller.clone(),
+                    identity.clone(),
+                );
+                let found = blocking(move || {
+                    match engine.entitlement_details(&caller, rights, &who, &entitlement) {
+                        Err(jitflow::Error::NotFound(_)) => Ok(None),
+                        other => other.map(Some),
+                    }
+                })
+                .await?;
+                found.as_ref().map(sources_json).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let accounts: usize = sources
+                .iter()
+                .map(|s| s["accounts"].as_array().map_or(0, Vec::len))
+                .sum();
+            required |= accounts > 1;
+            rows.push(json!({
+                "description": null,
+                "accountsSelectionBlocked": false,
+                "accountsSelectionBlockedReason": null,
+                "type": object.kind.as_str(),
+                "id": object.id.as_str(),
+                "name": object.id.as_str(),
+                "sources": sources,
+            }));
+        }
+        identities.push(json!({
+            "requestedItems": rows,
+            "accountsSelectionRequired": required,
+            "type": "IDENTITY",
+            "id": identity.as_str(),
+            "name": identity.as_str(),
+        }));
+    }
+    Ok(Json(json!({ "identities": identities })).into_response())
 }

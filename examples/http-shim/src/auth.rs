@@ -164,6 +164,12 @@ pub const REQUEST_ADMINISTRATION_READ: Rule = Rule {
     scopes: &["idn:access-request-administration:read"],
     level: Level::OrgAdmin,
 };
+/// `POST /access-requests/v1/accounts-selection`: a USER asks about itself, an ORG_ADMIN
+/// about anyone.
+pub const ACCOUNTS_SELECTION: Rule = Rule {
+    scopes: &["idn:access-request:create"],
+    level: Level::User,
+};
 /// `GET /revocable-objects/v1`: a USER asks about itself, an ORG_ADMIN about anyone.
 pub const REVOCABLE_OBJECTS_READ: Rule = Rule {
     scopes: &["idn:requestable-objects:read"],

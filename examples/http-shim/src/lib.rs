@@ -157,6 +157,11 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
                 .layer(DefaultBodyLimit::max(access_requests::MAX_CLOSE_BODY)),
         ),
         (
+            Method::POST,
+            "/access-requests/v1/accounts-selection",
+            signal(post(access_requests::accounts_selection)),
+        ),
+        (
             Method::GET,
             "/access-request-status/v1",
             get(access_requests::status),

@@ -41,6 +41,7 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         access_requests::cancel,
         access_requests::bulk_cancel,
         access_requests::close,
+        access_requests::accounts_selection,
         access_requests::status,
         access_requests::administration,
         access_requests::revocable_objects,

@@ -958,3 +958,95 @@ async fn approval_lists_summary_and_approvers() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_selection_lists_the_accounts_of_each_identity() {
+    let h = harness().await;
+    // Alice holds domain-admins through two accounts, bob through one.
+    h.seed().await;
+    let path = "/access-requests/v1/accounts-selection";
+    let alice = h.token(
+        TENANT,
+        "alice",
+        &["idn:access-request:create"],
+        &[Level::User],
+    );
+    let items =
+        json!([{"type": "ENTITLEMENT", "id": "domain-admins"}, {"type": "ROLE", "id": "auditors"}]);
+    let answer = h
+        .expect(
+            200,
+            "POST",
+            path,
+            Some(&alice),
+            Some(json!({"requestedFor": ["alice"], "requestedItems": items})),
+        )
+        .await;
+    let me = &answer["identities"][0];
+    assert_eq!(me["id"], "alice");
+    assert_eq!(me["accountsSelectionRequired"], true);
+    let entitlement = &me["requestedItems"][0];
+    assert_eq!(entitlement["type"], "ENTITLEMENT");
+    assert_eq!(entitlement["sources"][0]["id"], "ad");
+    assert_eq!(
+        entitlement["sources"][0]["accounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(me["requestedItems"][1]["sources"], json!([]));
+
+    // A user asks only about itself; the scope is needed; 1..=250 pairs.
+    h.expect(
+        403,
+        "POST",
+        path,
+        Some(&alice),
+        Some(json!({"requestedFor": ["bob"], "requestedItems": items})),
+    )
+    .await;
+    let no_scope = user(&h, "alice");
+    h.expect(
+        403,
+        "POST",
+        path,
+        Some(&no_scope),
+        Some(json!({"requestedFor": ["alice"], "requestedItems": items})),
+    )
+    .await;
+    h.expect(
+        400,
+        "POST",
+        path,
+        Some(&alice),
+        Some(json!({"requestedFor": ["alice"], "requestedItems": []})),
+    )
+    .await;
+    let admin = h.token(
+        TENANT,
+        "admin",
+        &["idn:access-request:create"],
+        &[Level::OrgAdmin],
+    );
+    let answer = h
+        .expect(
+            200,
+            "POST",
+            path,
+            Some(&admin),
+            Some(json!({"requestedForWithRequestedItems": [
+                {"identityId": "bob", "requestedItems": [{"type": "ENTITLEMENT", "id": "domain-admins"}]}
+            ]})),
+        )
+        .await;
+    assert_eq!(answer["identities"][0]["accountsSelectionRequired"], false);
+    assert_eq!(
+        answer["identities"][0]["requestedItems"][0]["sources"][0]["accounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    h.stop().await;
+}
