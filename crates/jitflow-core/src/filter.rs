@@ -655,10 +655,6 @@ pub const ACCESS_REQUEST_STATUS_FIELDS: &[FieldSpec] = &[
     spec("created", CMP, ValueType::Timestamp),
 ];
 
-/// The sortable fields of the request status list; `id` (the item) breaks ties for paging.
-pub const ACCESS_REQUEST_STATUS_SORTERS: &[&str] =
-    &["created", "modified", "accountActivityItemId", "name", "id"];
-
 /// The filterable fields of the administrators' request list (`access-request-administration`).
 /// As for the status list, `sw` on the UUID ids is not offered, nor on `created`.
 pub const ACCESS_REQUEST_ADMIN_FIELDS: &[FieldSpec] = &[
@@ -666,16 +662,6 @@ pub const ACCESS_REQUEST_ADMIN_FIELDS: &[FieldSpec] = &[
     spec("accessRequestId", CMP_IN, ValueType::Text),
     spec("status", EQ_IN_NE, ValueType::Enum(REQUEST_STATES)),
     spec("created", CMP_IN_NULL, ValueType::Timestamp),
-];
-
-/// The sortable fields of the administrators' request list.
-pub const ACCESS_REQUEST_ADMIN_SORTERS: &[&str] = &[
-    "created",
-    "modified",
-    "accountActivityItemId",
-    "name",
-    "accessRequestId",
-    "id",
 ];
 
 /// The filterable fields of the pending approvals list (`id` is the approval id).
@@ -708,9 +694,6 @@ pub const COMPLETED_APPROVAL_FIELDS: &[FieldSpec] = &[
     ),
     spec("modified", RANGE_EQ_IN_NE, ValueType::Timestamp),
 ];
-
-/// The sortable fields of the approval lists; `id` (the approval) breaks ties for paging.
-pub const APPROVAL_SORTERS: &[&str] = &["created", "modified", "id"];
 
 // ---------------------------------------------------------------------------------------------
 // The AST.

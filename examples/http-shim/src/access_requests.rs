@@ -902,19 +902,26 @@ pub struct StatusParams {
     /// An approver of the requests (`me`: the caller).
     #[param(rename = "assigned-to")]
     assigned_to: Option<String>,
+    /// Only `EXECUTING`.
+    #[param(rename = "request-state")]
+    request_state: Option<String>,
+}
+
+/// The collection parameters of a list, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "a parameter list for the OpenAPI document only")]
+pub struct PageParams {
     /// `true` sets `X-Total-Count`.
     count: Option<bool>,
     /// 0..=250, default 250.
     limit: Option<u32>,
     /// 0..=10000.
     offset: Option<u32>,
-    /// The filter (see the contract's field list).
+    /// The filter (see the contract's field list for the endpoint).
     filters: Option<String>,
-    /// The sorters.
+    /// The sorters (see the contract's list for the endpoint).
     sorters: Option<String>,
-    /// Only `EXECUTING`.
-    #[param(rename = "request-state")]
-    request_state: Option<String>,
 }
 
 /// The status of access requests: the caller's own, or anyone's for an ORG_ADMIN.
@@ -923,7 +930,7 @@ pub struct StatusParams {
     path = "/access-request-status/v1",
     tag = "Access Requests",
     operation_id = "listAccessRequestStatusV1",
-    params(StatusParams),
+    params(StatusParams, PageParams),
     responses(
         (status = 200, description = "`RequestedItemStatus` rows.", content_type = "application/json"),
         Errors,
@@ -955,7 +962,7 @@ pub async fn status(
     path = "/access-request-administration/v1",
     tag = "Access Requests",
     operation_id = "listAdministratorsAccessRequestStatusV1",
-    params(StatusParams),
+    params(StatusParams, PageParams),
     responses(
         (status = 200, description = "`AccessRequestAdminItemStatus` rows.", content_type = "application/json"),
         Errors,

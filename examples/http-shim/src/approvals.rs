@@ -35,8 +35,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::access_requests::{
-    Params, blocking, bulk_response, client_metadata, comment_dto, identity_ref, instant,
-    maybe_instant, page_response, requested_object, requester_comment, rights,
+    PageParams, Params, blocking, bulk_response, client_metadata, comment_dto, identity_ref,
+    instant, maybe_instant, page_response, requested_object, requester_comment, rights,
 };
 use crate::auth::{self, Principal};
 use crate::body::{JsonBody, Segment};
@@ -323,16 +323,6 @@ pub struct ApprovalParams {
     /// The approver (default: the caller; another identity needs ORG_ADMIN).
     #[param(rename = "owner-id")]
     owner_id: Option<String>,
-    /// 0..=250, default 250.
-    limit: Option<u32>,
-    /// 0..=10000.
-    offset: Option<u32>,
-    /// `true` sets `X-Total-Count`.
-    count: Option<bool>,
-    /// The filter (see the contract's field list).
-    filters: Option<String>,
-    /// `created` or `modified`.
-    sorters: Option<String>,
 }
 
 async fn approval_list(
@@ -371,7 +361,7 @@ async fn approval_list(
     path = "/access-request-approvals/v1/pending",
     tag = "Access Request Approvals",
     operation_id = "listPendingApprovalsV1",
-    params(ApprovalParams),
+    params(ApprovalParams, PageParams),
     responses(
         (status = 200, description = "`PendingApproval` rows.", content_type = "application/json"),
         Errors,
@@ -392,7 +382,7 @@ pub async fn pending(
     path = "/access-request-approvals/v1/completed",
     tag = "Access Request Approvals",
     operation_id = "listCompletedApprovalsV1",
-    params(ApprovalParams),
+    params(ApprovalParams, PageParams),
     responses(
         (status = 200, description = "`CompletedApproval` rows.", content_type = "application/json"),
         Errors,
