@@ -117,7 +117,7 @@ pub(crate) fn put_item(
     Ok(())
 }
 
-/// What an identity is to a request item, in the people index ([`REQUEST_PEOPLE`]).
+/// What an identity is to a request item, in the people index (table `request_people`).
 /// *Persisted*: the codes are part of the file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
