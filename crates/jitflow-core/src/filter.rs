@@ -616,6 +616,85 @@ pub const ACTIVATION_HISTORY_SELF_FIELDS: &[FieldSpec] = match ACTIVATION_HISTOR
 pub const ACTIVATION_HISTORY_SORTERS: &[&str] =
     &["activationInitiated", "provisionCompleted", "status", "id"];
 
+/// The contract's request states (`RequestedItemStatusRequestState`), the values of a status
+/// row's `status`.
+pub const REQUEST_STATES: &[&str] = &[
+    "EXECUTING",
+    "REQUEST_COMPLETED",
+    "CANCELLED",
+    "TERMINATED",
+    "PROVISIONING_VERIFICATION_PENDING",
+    "REJECTED",
+    "PROVISIONING_FAILED",
+    "NOT_ALL_ITEMS_PROVISIONED",
+    "ERROR",
+];
+
+const CMP_IN_NO_LT: &[Op] = &[Op::Eq, Op::In, Op::Ge, Op::Gt, Op::Le, Op::Ne];
+const CMP: &[Op] = &[Op::Eq, Op::Ge, Op::Gt, Op::Le, Op::Lt, Op::Ne];
+const CMP_IN: &[Op] = &[Op::Eq, Op::In, Op::Ge, Op::Gt, Op::Le, Op::Lt, Op::Ne];
+const CMP_IN_NULL: &[Op] = &[
+    Op::Eq,
+    Op::In,
+    Op::Ge,
+    Op::Gt,
+    Op::Le,
+    Op::Lt,
+    Op::Ne,
+    Op::IsNull,
+];
+const RANGE_EQ_IN: &[Op] = &[Op::Gt, Op::Lt, Op::Ge, Op::Le, Op::Eq, Op::In];
+const RANGE_EQ_IN_NE: &[Op] = &[Op::Gt, Op::Lt, Op::Ge, Op::Le, Op::Eq, Op::In, Op::Ne];
+const EQ_IN_NE: &[Op] = &[Op::In, Op::Eq, Op::Ne];
+
+/// The filterable fields of the request status list (`access-request-status`). The ids are
+/// UUIDs, compared as UUIDs: the contract's `sw` on them is not offered.
+pub const ACCESS_REQUEST_STATUS_FIELDS: &[FieldSpec] = &[
+    spec("accessRequestId", CMP, ValueType::Text),
+    spec("accountActivityItemId", CMP_IN_NO_LT, ValueType::Text),
+    spec("created", CMP, ValueType::Timestamp),
+];
+
+/// The filterable fields of the administrators' request list (`access-request-administration`).
+/// As for the status list, `sw` on the UUID ids is not offered, nor on `created`.
+pub const ACCESS_REQUEST_ADMIN_FIELDS: &[FieldSpec] = &[
+    spec("accountActivityItemId", CMP_IN_NULL, ValueType::Text),
+    spec("accessRequestId", CMP_IN, ValueType::Text),
+    spec("status", EQ_IN_NE, ValueType::Enum(REQUEST_STATES)),
+    spec("created", CMP_IN_NULL, ValueType::Timestamp),
+];
+
+/// The filterable fields of the pending approvals list (`id` is the approval id).
+pub const PENDING_APPROVAL_FIELDS: &[FieldSpec] = &[
+    spec("id", EQ_IN, ValueType::Text),
+    spec("requestedFor.id", EQ_IN, ValueType::Text),
+    spec("modified", RANGE_EQ_IN, ValueType::Timestamp),
+    spec("accessRequestId", EQ_IN, ValueType::Text),
+    spec("created", RANGE_EQ_IN, ValueType::Timestamp),
+];
+
+/// The filterable fields of the completed approvals list (`id` is the approval id). `sw` is
+/// not offered on the UUID id, nor on `modified`.
+pub const COMPLETED_APPROVAL_FIELDS: &[FieldSpec] = &[
+    spec("id", CMP_IN_NULL, ValueType::Text),
+    spec(
+        "requestedFor.id",
+        &[
+            Op::Eq,
+            Op::In,
+            Op::Ge,
+            Op::Gt,
+            Op::Le,
+            Op::Lt,
+            Op::Ne,
+            Op::IsNull,
+            Op::Sw,
+        ],
+        ValueType::Text,
+    ),
+    spec("modified", RANGE_EQ_IN_NE, ValueType::Timestamp),
+];
+
 // ---------------------------------------------------------------------------------------------
 // The AST.
 

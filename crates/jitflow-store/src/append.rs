@@ -12,7 +12,7 @@ use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
     IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, REQUEST_INDEX, REQUEST_INTENTS,
-    REQUEST_ITEMS, REQUEST_OPEN, STREAMS, TIMERS,
+    REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
 };
 use crate::{idempotency, projection, request};
 
@@ -104,6 +104,7 @@ pub(crate) struct WriteTables<'txn> {
     pub(crate) request_index: Table<'txn, (&'static str, u128, u128), ()>,
     pub(crate) request_open: Table<'txn, (&'static str, &'static str, u8, &'static str, u128), ()>,
     pub(crate) request_intents: Table<'txn, (&'static str, u128), ()>,
+    pub(crate) request_people: Table<'txn, (&'static str, u8, &'static str, u128), ()>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -126,6 +127,7 @@ impl<'txn> WriteTables<'txn> {
             request_index: txn.open_table(REQUEST_INDEX)?,
             request_open: txn.open_table(REQUEST_OPEN)?,
             request_intents: txn.open_table(REQUEST_INTENTS)?,
+            request_people: txn.open_table(REQUEST_PEOPLE)?,
         })
     }
 }

@@ -115,6 +115,7 @@ mod projection;
 pub mod query;
 pub mod read;
 pub mod request;
+pub mod request_query;
 mod store;
 mod tables;
 pub mod timers;

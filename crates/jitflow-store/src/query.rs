@@ -344,6 +344,62 @@ pub const HISTORY: &Collection = &HISTORY_COLLECTION;
 /// The current identity's activation history.
 pub const HISTORY_OF_IDENTITY: &Collection = &HISTORY_OF_IDENTITY_COLLECTION;
 
+const REQUEST_SORT_FIELDS: &[SortField] = &[
+    sort_field("created", SortType::Timestamp, false),
+    sort_field("modified", SortType::Timestamp, false),
+    sort_field("accountActivityItemId", SortType::Uuid, false),
+    sort_field("name", SortType::Text, false),
+    sort_field("accessRequestId", SortType::Uuid, false),
+    sort_field("id", SortType::Uuid, false),
+];
+
+const APPROVAL_SORT_FIELDS: &[SortField] = &[
+    sort_field("created", SortType::Timestamp, false),
+    sort_field("modified", SortType::Timestamp, false),
+    sort_field("id", SortType::Uuid, false),
+];
+
+/// The request status list (`access-request-status`): one row per request item. Served by
+/// [`Reader::query_items`](crate::request_query) from the people index.
+pub const REQUEST_STATUS: &Collection = &Collection {
+    name: "access-request-status",
+    fields: filter::ACCESS_REQUEST_STATUS_FIELDS,
+    sorters: REQUEST_SORT_FIELDS.split_at(4).0,
+    default_sorters: &[desc("created")],
+    identity_field: "requestedFor.id",
+    indexed: &[],
+};
+
+/// The administrators' request list (`access-request-administration`).
+pub const REQUEST_ADMINISTRATION: &Collection = &Collection {
+    name: "access-request-administration",
+    fields: filter::ACCESS_REQUEST_ADMIN_FIELDS,
+    sorters: REQUEST_SORT_FIELDS,
+    default_sorters: &[desc("created")],
+    identity_field: "requestedFor.id",
+    indexed: &[],
+};
+
+/// The pending approvals list (`access-request-approvals/pending`): `id` is the approval id.
+pub const PENDING_APPROVALS: &Collection = &Collection {
+    name: "access-request-approvals/pending",
+    fields: filter::PENDING_APPROVAL_FIELDS,
+    sorters: APPROVAL_SORT_FIELDS,
+    default_sorters: &[desc("created")],
+    identity_field: "requestedFor.id",
+    indexed: &[],
+};
+
+/// The completed approvals list (`access-request-approvals/completed`).
+pub const COMPLETED_APPROVALS: &Collection = &Collection {
+    name: "access-request-approvals/completed",
+    fields: filter::COMPLETED_APPROVAL_FIELDS,
+    sorters: APPROVAL_SORT_FIELDS,
+    default_sorters: &[desc("modified")],
+    identity_field: "requestedFor.id",
+    indexed: &[],
+};
+
 // ---------------------------------------------------------------------------------------------
 // Values.
 
@@ -1212,13 +1268,13 @@ const HISTORY_TABLES: Tables<ActivationRecord> = Tables {
 };
 
 /// Counts the records and keys a query decodes against its bound.
-struct Budget {
-    used: usize,
-    max: usize,
+pub(crate) struct Budget {
+    pub(crate) used: usize,
+    pub(crate) max: usize,
 }
 
 impl Budget {
-    fn take(&mut self) -> Result<(), Error> {
+    pub(crate) fn take(&mut self) -> Result<(), Error> {
         self.used += 1;
         if self.used > self.max {
             return Err(Error::ScanBound { max: self.max });
@@ -1272,6 +1328,59 @@ fn empty_ids(lo: &Bound<u128>, hi: &Bound<u128>) -> bool {
         (Bound::Included(a), Bound::Included(b)) => a > b,
         (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
             a >= b
+        }
+    }
+}
+
+/// The page of a plan sorted in memory: every match is pushed, the best `offset + limit` after
+/// the `searchAfter` position are kept (memory stays within twice that, or 512 records), and
+/// every match is counted.
+pub(crate) struct SortedPage<'q, R> {
+    query: &'q Query,
+    keys: &'q [Sort],
+    rows: Vec<R>,
+    total: u64,
+}
+
+impl<'q, R: Fields> SortedPage<'q, R> {
+    /// An empty page for `query` in the full order `keys` ([`Query::order`]).
+    pub(crate) fn new(query: &'q Query, keys: &'q [Sort]) -> SortedPage<'q, R> {
+        SortedPage {
+            query,
+            keys,
+            rows: Vec::new(),
+            total: 0,
+        }
+    }
+
+    fn keep(&self) -> usize {
+        self.query.offset + self.query.limit
+    }
+
+    /// Counts a record that matches the filter and keeps it if it can be on the page.
+    pub(crate) fn push(&mut self, record: R) {
+        self.total += 1;
+        if is_after(&record, self.keys, self.query.search_after.as_deref()) {
+            self.rows.push(record);
+            if self.rows.len() >= 2 * self.keep().max(256) {
+                self.trim();
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        let keys = self.keys;
+        self.rows.sort_by(|a, b| filter::compare_sort(a, b, keys));
+        self.rows.truncate(self.keep());
+    }
+
+    /// The page: `limit` records after `offset`, and the count if the query asked for it.
+    pub(crate) fn finish(mut self) -> Page<R> {
+        self.trim();
+        let items = self.rows.split_off(self.query.offset.min(self.rows.len()));
+        Page {
+            items,
+            total: self.query.count.then_some(self.total),
         }
     }
 }
@@ -1470,29 +1579,14 @@ impl Reader {
                 Page { items, total }
             }
             Order::Sorted => {
-                let keep = query.offset + query.limit;
-                let (mut rows, mut total) = (Vec::new(), 0u64);
+                let mut page = SortedPage::new(query, &keys);
                 self.visit(tables, t, &chosen.source, &mut budget, |r| {
-                    if !matches(&r) {
-                        return true;
-                    }
-                    total += 1;
-                    if is_after(&r, &keys, search_after) {
-                        rows.push(r);
-                        if rows.len() >= 2 * keep.max(256) {
-                            rows.sort_by(|a, b| filter::compare_sort(a, b, &keys));
-                            rows.truncate(keep);
-                        }
+                    if matches(&r) {
+                        page.push(r);
                     }
                     true
                 })?;
-                rows.sort_by(|a, b| filter::compare_sort(a, b, &keys));
-                rows.truncate(keep);
-                let items = rows.split_off(query.offset.min(rows.len()));
-                Page {
-                    items,
-                    total: query.count.then_some(total),
-                }
+                page.finish()
             }
         };
         span.record("examined", budget.used);

@@ -14,7 +14,7 @@ use crate::append::{Error, WriteTables};
 use crate::codec::{self, Problem, RecordName};
 use crate::read::{self, Reader};
 use crate::tables::{
-    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, object_kind_code,
+    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, object_kind_code,
     request_timer_code,
 };
 
@@ -83,6 +83,12 @@ pub(crate) fn put_item(
             ),
             (),
         )?;
+        for (role, identity) in people(after) {
+            t.request_people.insert(
+                (tenant.as_str(), role as u8, identity, after.id().as_u128()),
+                (),
+            )?;
+        }
     }
     let was_open = before.is_some_and(|i| !i.status.is_terminal());
     let is_open = !after.status.is_terminal();
@@ -109,6 +115,34 @@ pub(crate) fn put_item(
         _ => {}
     }
     Ok(())
+}
+
+/// What an identity is to a request item, in the people index (table `request_people`).
+/// *Persisted*: the codes are part of the file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The identity the access is for.
+    RequestedFor = 1,
+    /// The identity who submitted the request.
+    RequestedBy = 2,
+    /// An approver of the item's approval step.
+    Approver = 3,
+}
+
+/// The people rows of an item: who it is for, who asked, and each approver. The approval step
+/// is fixed at submission, so the rows never change after it.
+pub(crate) fn people(item: &Item) -> impl Iterator<Item = (Role, &str)> {
+    [
+        (Role::RequestedFor, item.spec.requested_for.as_str()),
+        (Role::RequestedBy, item.spec.requester.as_str()),
+    ]
+    .into_iter()
+    .chain(
+        item.approval
+            .approvers
+            .iter()
+            .map(|a| (Role::Approver, a.as_str())),
+    )
 }
 
 /// Applies an item event's cancelled, then armed, timers to the shared timer index.
@@ -185,12 +219,13 @@ pub(crate) fn assert_transition(event: &Event, before: Option<&Item>, after: &It
 }
 
 /// The names of the access request tables.
-pub(crate) fn table_names() -> [String; 4] {
+pub(crate) fn table_names() -> [String; 5] {
     [
         REQUEST_ITEMS.name().to_owned(),
         REQUEST_INDEX.name().to_owned(),
         REQUEST_OPEN.name().to_owned(),
         REQUEST_INTENTS.name().to_owned(),
+        REQUEST_PEOPLE.name().to_owned(),
     ]
 }
 
@@ -198,12 +233,13 @@ pub(crate) fn table_names() -> [String; 4] {
 /// access requests existed), so that every reader finds every table.
 pub(crate) fn ensure_tables(db: &Database) -> Result<(), redb::Error> {
     let names = table_names();
-    let present = db
+    let present: Vec<String> = db
         .begin_read()?
         .list_tables()?
-        .filter(|t| names.iter().any(|n| n == t.name()))
-        .count();
-    if present == names.len() {
+        .map(|t| t.name().to_owned())
+        .filter(|t| names.contains(t))
+        .collect();
+    if present.len() == names.len() {
         return Ok(());
     }
     let mut txn = db.begin_write()?;
@@ -213,6 +249,21 @@ pub(crate) fn ensure_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(REQUEST_INDEX)?;
     txn.open_table(REQUEST_OPEN)?;
     txn.open_table(REQUEST_INTENTS)?;
+    let mut people_table = txn.open_table(REQUEST_PEOPLE)?;
+    if !present.iter().any(|t| t == REQUEST_PEOPLE.name()) {
+        // A file written before the people index: build it from the stored items.
+        let items = txn.open_table(REQUEST_ITEMS)?;
+        for entry in items.iter()? {
+            let (k, v) = entry?;
+            let (t, id) = k.value();
+            let item = codec::decode_item(t, RequestItemId::from_u128(id), v.value())
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            for (role, identity) in people(&item) {
+                people_table.insert((t, role as u8, identity, id), ())?;
+            }
+        }
+    }
+    drop(people_table);
     txn.commit()?;
     Ok(())
 }

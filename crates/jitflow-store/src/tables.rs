@@ -158,6 +158,13 @@ pub(crate) const REQUEST_OPEN: TableDefinition<'static, (&str, &str, u8, &str, u
 pub(crate) const REQUEST_INTENTS: TableDefinition<'static, (&str, u128), ()> =
     TableDefinition::new("request_intents");
 
+/// The people of each request item: (tenant, role code, identity, item id) -> (), one row for
+/// the identity the item is for (role 1), one for its requester (role 2) and one per approver
+/// (role 3). Written with the item's submission; items are never deleted, so neither are these
+/// rows. The request status and approval lists read it (see `request_query`).
+pub(crate) const REQUEST_PEOPLE: TableDefinition<'static, (&str, u8, &str, u128), ()> =
+    TableDefinition::new("request_people");
+
 /// The code of a request item's timer kind in [`TIMERS`] keys. Request codes start at 16 so
 /// they never meet a connection timer code: a timer key names its stream kind through its code,
 /// and a request timer and a connection timer with the same id and due time stay two keys.

@@ -49,6 +49,13 @@ pub enum Error {
     /// A request argument is out of bounds (a page size, for example).
     #[error("{0}")]
     Invalid(String),
+    /// The caller's rights do not cover the operation (a user listing another identity's
+    /// access requests or approvals, for example); nothing was read or changed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// What the call names does not exist for this tenant (an access request id, for example).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<jitflow_store::read::Error> for Error {

@@ -79,6 +79,7 @@ pub mod export;
 pub mod hooks;
 pub mod metrics;
 pub mod query;
+pub mod request_lists;
 pub mod requests;
 mod scheduler;
 mod writer;

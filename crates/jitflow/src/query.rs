@@ -112,7 +112,7 @@ impl Engine {
         self.read_query(|r| r.query_history(&caller.tenant, query, Some(identity)))
     }
 
-    fn read_query<T>(
+    pub(crate) fn read_query<T>(
         &self,
         f: impl FnOnce(&jitflow_store::read::Reader) -> Result<T, jitflow_store::query::Error>,
     ) -> Result<T, crate::Error> {

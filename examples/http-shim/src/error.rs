@@ -223,20 +223,30 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a refusal of class `kind` (a connection's or a request item's).
+    fn of_kind(kind: RejectionKind, text: String) -> ApiError {
+        match kind {
+            RejectionKind::NotFound => ApiError::not_found(text),
+            RejectionKind::Invalid => ApiError::bad_request(text),
+            RejectionKind::Conflict => ApiError::new(StatusCode::CONFLICT, text),
+            RejectionKind::Forbidden => ApiError::new(StatusCode::FORBIDDEN, text),
+            // A client's command is never stale; if it is, the engine is confused.
+            RejectionKind::Stale => ApiError::internal(text),
+        }
+    }
+}
+
 impl From<jitflow::Error> for ApiError {
     /// The engine's refusals: not found 404, invalid 400, conflict 409 (as the core classifies
     /// them; forbidden 403), a malformed patch or query 400, a full queue 429, a stopped engine 503, and storage faults 500.
     fn from(e: jitflow::Error) -> ApiError {
         let text = e.to_string();
         match e {
-            jitflow::Error::Rejected(r) => match r.kind() {
-                RejectionKind::NotFound => ApiError::not_found(text),
-                RejectionKind::Invalid => ApiError::bad_request(text),
-                RejectionKind::Conflict => ApiError::new(StatusCode::CONFLICT, text),
-                RejectionKind::Forbidden => ApiError::new(StatusCode::FORBIDDEN, text),
-                // A client's command is never stale; if it is, the engine is confused.
-                RejectionKind::Stale => ApiError::internal(text),
-            },
+            jitflow::Error::Rejected(r) => ApiError::of_kind(r.kind(), text),
+            jitflow::Error::RequestRejected(r) => ApiError::of_kind(r.kind(), text),
+            jitflow::Error::Forbidden(_) => ApiError::forbidden(text),
+            jitflow::Error::NotFound(_) => ApiError::not_found(text),
             jitflow::Error::PolicyRejected(r) => match r {
                 PolicyRejection::NotFound => ApiError::not_found(text),
                 PolicyRejection::VersionConflict { .. } => {

@@ -19,6 +19,7 @@
 //! |---|---|
 //! | request body, signals and other endpoints | [`MAX_BODY`] (16 KiB) |
 //! | request body, policy `PATCH`/`PUT` | [`MAX_POLICY_BODY`] (512 KiB) |
+//! | request body, access request close | [`access_requests::MAX_CLOSE_BODY`] (64 KiB) |
 //! | request body, connection import | [`connections::MAX_IMPORT_BYTES`] (8 MiB), [`connections::MAX_IMPORT`] items |
 //! | request body, bulk type update | [`entitlement_connections::MAX_BULK_BYTES`] (64 KiB), 1..=100 items |
 //! | query string | [`body::MAX_QUERY_LEN`] bytes, [`body::MAX_PARAMS`] parameters |
@@ -38,7 +39,9 @@
 //! `jitflow-store` (the store reads behind the `/metrics` gauges).
 #![forbid(unsafe_code)]
 
+pub mod access_requests;
 pub mod activations;
+pub mod approvals;
 pub mod auth;
 pub mod body;
 pub mod connections;
@@ -190,6 +193,87 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             get(events::activation_events),
         ),
         (Method::GET, "/jitflow/v1/events", get(events::export)),
+        (
+            Method::POST,
+            "/access-requests/v1",
+            signal(post(access_requests::submit)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/cancel",
+            signal(post(access_requests::cancel)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/bulk-cancel",
+            signal(post(access_requests::bulk_cancel)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/close",
+            post(access_requests::close)
+                .layer(DefaultBodyLimit::max(access_requests::MAX_CLOSE_BODY)),
+        ),
+        (
+            Method::POST,
+            "/access-requests/v1/accounts-selection",
+            signal(post(access_requests::accounts_selection)),
+        ),
+        (
+            Method::GET,
+            "/access-request-status/v1",
+            get(access_requests::status),
+        ),
+        (
+            Method::GET,
+            "/access-request-administration/v1",
+            get(access_requests::administration),
+        ),
+        (
+            Method::GET,
+            "/revocable-objects/v1",
+            get(access_requests::revocable_objects),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/bulk-approve",
+            signal(post(approvals::bulk_approve)),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/pending",
+            get(approvals::pending),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/completed",
+            get(approvals::completed),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/approval-summary",
+            get(approvals::summary),
+        ),
+        (
+            Method::GET,
+            "/access-request-approvals/v1/{accessRequestId}/approvers",
+            get(approvals::approvers),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/{approvalId}/approve",
+            signal(post(approvals::approve)),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/{approvalId}/reject",
+            signal(post(approvals::reject)),
+        ),
+        (
+            Method::POST,
+            "/access-request-approvals/v1/{approvalId}/forward",
+            signal(post(approvals::forward)),
+        ),
         (Method::GET, "/health", get(ops::health)),
         (Method::GET, "/metrics", get(ops::metrics)),
         (Method::GET, "/openapi.json", get(openapi::document)),

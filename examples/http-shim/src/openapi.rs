@@ -7,7 +7,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    activations, connections, entitlement_connections, error, events, history, ops, policy,
+    access_requests, activations, approvals, connections, entitlement_connections, error, events,
+    history, ops, policy,
 };
 
 /// Adds the bearer scheme the paths' `security` refers to.
@@ -49,6 +50,22 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         events::connection_events,
         events::activation_events,
         events::export,
+        access_requests::submit,
+        access_requests::cancel,
+        access_requests::bulk_cancel,
+        access_requests::close,
+        access_requests::accounts_selection,
+        access_requests::status,
+        access_requests::administration,
+        access_requests::revocable_objects,
+        approvals::bulk_approve,
+        approvals::pending,
+        approvals::completed,
+        approvals::summary,
+        approvals::approvers,
+        approvals::approve,
+        approvals::reject,
+        approvals::forward,
         ops::health,
         ops::metrics,
         document,

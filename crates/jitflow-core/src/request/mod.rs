@@ -105,10 +105,12 @@
 //! ([`MIN_APPROVAL_WAIT`](item::MIN_APPROVAL_WAIT) to [`MAX_APPROVAL_WAIT`](item::MAX_APPROVAL_WAIT)).
 //! Retries use the connection lifecycle's [`Config`](crate::lifecycle::Config).
 
+pub mod fields;
 pub mod flow;
 pub mod item;
 pub mod submit;
 
+pub use fields::ApprovalRow;
 pub use flow::{
     Change, Command, Context, Effect, Event, EvolveError, Notice, Rejection, Timer, TimerKind,
     approval_id, approval_item, decide, evolve,

@@ -1,6 +1,6 @@
 //! Verification of the access request items: replay their events with `request::evolve` and
-//! compare the result with the item projections, the request and open-items indexes, the item
-//! timers in the shared timer index, and the item intents. Called by `Store::verify`.
+//! compare the result with the item projections, the request, open-items and people indexes,
+//! the item timers in the shared timer index, and the item intents. Called by `Store::verify`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -13,7 +13,7 @@ use super::ItemIntent;
 use crate::codec;
 use crate::read::Reader;
 use crate::tables::{
-    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, object_kind_code,
+    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, object_kind_code,
     request_timer_code, request_timer_from_code,
 };
 use crate::timers::DueItemTimer;
@@ -178,10 +178,14 @@ pub(crate) fn compare(
     let mut requests: HashSet<(String, u128, u128)> = HashSet::new();
     let mut open: HashSet<(String, String, u8, String, u128)> = HashSet::new();
     let mut intents: HashSet<(String, u128)> = HashSet::new();
+    let mut people: HashSet<(String, u8, String, u128)> = HashSet::new();
     for (&(tenant, id), item) in &items {
         let t = tenants.id(tenant).as_str().to_owned();
         let spec = &item.spec;
         requests.insert((t.clone(), spec.request.as_u128(), id));
+        for (role, identity) in super::people(item) {
+            people.insert((t.clone(), role as u8, identity.to_owned(), id));
+        }
         if !item.status.is_terminal() {
             open.insert((
                 t.clone(),
@@ -223,6 +227,20 @@ pub(crate) fn compare(
     left.sort_unstable();
     for (t, _, _, _, i) in left {
         push(report, index_difference("request_open", &t, i, true));
+    }
+
+    let table = reader.open(REQUEST_PEOPLE)?;
+    for entry in table.range::<(&str, u8, &str, u128)>(..)? {
+        let (k, _) = entry?;
+        let (t, role, who, i) = k.value();
+        if !people.remove(&(t.to_owned(), role, who.to_owned(), i)) {
+            push(report, index_difference("request_people", t, i, false));
+        }
+    }
+    let mut left: Vec<_> = people.into_iter().collect();
+    left.sort_unstable();
+    for (t, _, _, i) in left {
+        push(report, index_difference("request_people", &t, i, true));
     }
 
     let table = reader.open(REQUEST_INTENTS)?;
@@ -468,6 +486,64 @@ mod tests {
     }
 
     #[test]
+    fn a_file_without_the_people_index_gets_it_rebuilt_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let store = Store::open(&path, Options::default()).unwrap();
+        let item = apply(&store, submit());
+        let txn = store.db.begin_write().unwrap();
+        assert!(txn.delete_table(REQUEST_PEOPLE).unwrap());
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert!(store.verify().unwrap().is_clean());
+        let reader = store.reader().unwrap();
+        let scope = crate::request_query::Scope {
+            requested_for: Some(item.spec.requested_for.clone()),
+            ..Default::default()
+        };
+        let page = reader
+            .query_items(
+                &tenant(),
+                crate::query::REQUEST_STATUS,
+                &crate::query::Query::default(),
+                &scope,
+                |_| true,
+                |i| i,
+            )
+            .unwrap();
+        assert_eq!(page.items, vec![item]);
+    }
+
+    #[test]
+    fn verify_reports_a_lost_people_row() {
+        let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
+        let item = apply(&store, submit());
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut people = txn.open_table(REQUEST_PEOPLE).unwrap();
+            let key = (
+                "acme",
+                2u8,
+                item.spec.requester.as_str(),
+                item.id().as_u128(),
+            );
+            people.remove(key).unwrap().expect("indexed");
+        }
+        txn.commit().unwrap();
+        let report = store.verify().unwrap();
+        assert_eq!(report.differences.len(), 1, "{:#?}", report.differences);
+        assert!(matches!(
+            &report.differences[0],
+            verify::Difference::Request(Difference::Index {
+                table: "request_people",
+                expected: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_file_without_request_tables_gets_them_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.redb");
@@ -478,6 +554,7 @@ mod tests {
         assert!(txn.delete_table(REQUEST_INTENTS).unwrap());
         assert!(txn.delete_table(REQUEST_INDEX).unwrap());
         assert!(txn.delete_table(REQUEST_OPEN).unwrap());
+        assert!(txn.delete_table(REQUEST_PEOPLE).unwrap());
         txn.commit().unwrap();
         drop(store);
         let store = Store::open(&path, Options::default()).unwrap();
