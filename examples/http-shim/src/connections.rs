@@ -22,7 +22,7 @@ use crate::body::{JsonBody, Segment};
 use crate::error::{ApiError, ErrorResponseDto, Errors};
 
 /// The most connections one import may hold.
-pub const MAX_IMPORT: usize = 1000;
+pub const MAX_IMPORT: usize = jitflow::bulk::MAX_IMPORT;
 /// The largest import body, in bytes (1000 connections of the largest allowed fields fit).
 pub const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
 
@@ -159,7 +159,8 @@ pub async fn import(
         )));
     }
     let mut results: Vec<Option<ImportResult>> = vec![None; n];
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut valid = Vec::with_capacity(n);
+    let mut specs = Vec::with_capacity(n);
     for (index, item) in request.connections.into_iter().enumerate() {
         let sent_id = item
             .get("id")
@@ -172,27 +173,25 @@ pub async fn import(
         match spec {
             Err(e) => results[index] = Some(refused(sent_id, e)),
             Ok(spec) => {
-                let engine = state.engine.clone();
-                let caller = principal.caller.clone();
-                tasks.spawn(async move {
-                    let id = spec.id.to_string();
-                    let outcome = engine.register(&caller, spec).await;
-                    (index, id, outcome)
-                });
+                valid.push((index, spec.id.to_string()));
+                specs.push(spec);
             }
         }
     }
-    while let Some(joined) = tasks.join_next().await {
-        let (index, id, outcome) =
-            joined.map_err(|e| ApiError::internal(format!("import task failed: {e}")))?;
-        results[index] = Some(match outcome {
-            Ok(_) => ImportResult {
-                id,
-                status: 200,
-                error: None,
-            },
-            Err(e) => refused(id, ApiError::from(e)),
-        });
+    // The engine queues the items in request order (so the first of two items for the same
+    // assignment is the one registered) and they share group commits.
+    if !specs.is_empty() {
+        let outcomes = state.engine.import(&principal.caller, specs).await?;
+        for ((index, id), outcome) in valid.into_iter().zip(outcomes) {
+            results[index] = Some(match outcome {
+                Ok(_) => ImportResult {
+                    id,
+                    status: 200,
+                    error: None,
+                },
+                Err(e) => refused(id, ApiError::from(e)),
+            });
+        }
     }
     let results = results.into_iter().flatten().collect();
     Ok(axum::Json(ImportResponse { results }).into_response())

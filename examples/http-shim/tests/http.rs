@@ -1025,3 +1025,28 @@ async fn a_full_queue_is_answered_429_and_registers_nothing() {
     assert_eq!(registered, ok);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_registers_in_request_order() {
+    let h = Harness::new().await;
+    // Two items for the same assignment: the first in the request is the one registered,
+    // whatever the timing, and the second is refused on its own.
+    let first = "00000000-0000-4000-8000-0000000000c1";
+    let second = "00000000-0000-4000-8000-0000000000c2";
+    let body = h
+        .expect(
+            200,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&h.admin()),
+            Some(
+                json!({"connections": [spec(first, "carol", "JIT"), spec(second, "carol", "JIT")]}),
+            ),
+        )
+        .await;
+    assert_eq!(body["results"][0]["status"], 200, "{body}");
+    assert_eq!(body["results"][1]["status"], 409, "{body}");
+    assert!(h.connection(first).is_some());
+    assert!(h.connection(second).is_none());
+    h.stop().await;
+}
