@@ -18,7 +18,7 @@
 //!
 //! | what | bound |
 //! |---|---|
-//! | query parameters of a list | [`MAX_QUERY_PARAMS`] |
+//! | query parameters of a list | [`crate::body::MAX_PARAMS`], each once |
 //! | (identity, item) pairs of an accounts selection | [`MAX_SELECTION_PAIRS`] |
 //! | ids of bulk cancel | 50 ([`MAX_BULK_IDS`](jitflow_core::request::submit::MAX_BULK_IDS)) |
 //! | body of close | [`MAX_CLOSE_BODY`] (64 KiB) |
@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jitflow::query::{Page, Query};
@@ -54,9 +53,6 @@ use crate::auth::{self, Level, Principal};
 use crate::body::JsonBody;
 use crate::error::{ApiError, Errors};
 
-/// The most query parameters a list takes (each at most once).
-pub const MAX_QUERY_PARAMS: usize = 16;
-
 /// The largest `POST /access-requests/v1/close` body, in bytes: 500 ids with room to spare
 /// (the other endpoints' [`crate::MAX_BODY`] holds about 400).
 pub const MAX_CLOSE_BODY: usize = 64 * 1024;
@@ -76,44 +72,21 @@ pub(crate) fn rights(principal: &Principal) -> Rights {
 // ---------------------------------------------------------------------------------------------
 // Query parameters.
 
-/// A list's query parameters: each known name at most once.
-pub(crate) struct Params(BTreeMap<String, String>);
+/// A list's query parameters ([`crate::body::Params`]: known names only, each at most once),
+/// with the readings the request and approval lists share.
+pub(crate) struct Params(crate::body::Params);
 
 impl Params {
-    /// Checks `raw` against the names the endpoint takes.
-    pub(crate) fn new(
-        raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
-        allowed: &[&str],
-    ) -> Result<Params, ApiError> {
-        let axum::extract::Query(pairs) =
-            raw.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
-        if pairs.len() > MAX_QUERY_PARAMS {
-            return Err(ApiError::bad_request(format!(
-                "the query string has {} parameters; the limit is {MAX_QUERY_PARAMS}",
-                pairs.len()
-            )));
-        }
-        let mut map = BTreeMap::new();
-        for (name, value) in pairs {
-            if !allowed.contains(&name.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{}`; this endpoint takes {}",
-                    name.chars().take(64).collect::<String>(),
-                    allowed.join(", ")
-                )));
-            }
-            if map.insert(name.clone(), value).is_some() {
-                return Err(ApiError::bad_request(format!(
-                    "the query parameter `{name}` is given twice"
-                )));
-            }
-        }
-        Ok(Params(map))
+    /// The parameters of `uri`, checked against the names the endpoint takes.
+    pub(crate) fn new(uri: &axum::http::Uri, allowed: &[&str]) -> Result<Params, ApiError> {
+        let params = crate::body::Params::from_uri(uri)?;
+        params.only(allowed)?;
+        Ok(Params(params))
     }
 
     /// The value of `name`, if given.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name)
     }
 
     /// The collection parameters, checked against `collection`.
@@ -940,10 +913,10 @@ pub struct PageParams {
 pub async fn status(
     State(state): State<AppState>,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     principal.require(auth::REQUEST_STATUS)?;
-    let params = Params::new(raw, STATUS_PARAMS)?;
+    let params = Params::new(&uri, STATUS_PARAMS)?;
     let scope = status_scope(&params, &principal)?;
     let query = params.query(jitflow::query::REQUEST_STATUS)?;
     let rights = rights(&principal);
@@ -972,10 +945,10 @@ pub async fn status(
 pub async fn administration(
     State(state): State<AppState>,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     principal.require(auth::REQUEST_ADMINISTRATION_READ)?;
-    let params = Params::new(raw, STATUS_PARAMS)?;
+    let params = Params::new(&uri, STATUS_PARAMS)?;
     let scope = status_scope(&params, &principal)?;
     let query = params.query(jitflow::query::REQUEST_ADMINISTRATION)?;
     let rights = rights(&principal);
@@ -1032,10 +1005,10 @@ pub struct DetailsParams {
 pub async fn revocable_objects(
     State(state): State<AppState>,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     principal.require(auth::REVOCABLE_OBJECTS_READ)?;
-    let params = Params::new(raw, &["identityId", "entitlementId"])?;
+    let params = Params::new(&uri, &["identityId", "entitlementId"])?;
     let identity = params
         .identity("identityId", &principal)?
         .ok_or_else(|| ApiError::bad_request("identityId is required"))?;

@@ -21,7 +21,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jitflow::query::Query;
@@ -328,11 +327,11 @@ pub struct ApprovalParams {
 async fn approval_list(
     state: AppState,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
     which: Approvals,
 ) -> Result<Response, ApiError> {
     principal.require(auth::APPROVALS_READ)?;
-    let params = Params::new(raw, APPROVAL_PARAMS)?;
+    let params = Params::new(&uri, APPROVAL_PARAMS)?;
     let owner = params
         .identity("owner-id", &principal)?
         .unwrap_or_else(|| principal.identity.clone());
@@ -371,9 +370,9 @@ async fn approval_list(
 pub async fn pending(
     State(state): State<AppState>,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    approval_list(state, principal, raw, Approvals::Pending).await
+    approval_list(state, principal, uri, Approvals::Pending).await
 }
 
 /// The approvals the owner had that are no longer pending.
@@ -392,9 +391,9 @@ pub async fn pending(
 pub async fn completed(
     State(state): State<AppState>,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    approval_list(state, principal, raw, Approvals::Completed).await
+    approval_list(state, principal, uri, Approvals::Completed).await
 }
 
 /// The parameters of the approval summary, for the OpenAPI document.
@@ -426,10 +425,10 @@ pub struct SummaryParams {
 pub async fn summary(
     State(state): State<AppState>,
     principal: Principal,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     principal.require(auth::APPROVALS_READ)?;
-    let params = Params::new(raw, &["owner-id", "from-date"])?;
+    let params = Params::new(&uri, &["owner-id", "from-date"])?;
     let owner = params.identity("owner-id", &principal)?;
     let from = params
         .get("from-date")
@@ -481,12 +480,12 @@ pub async fn approvers(
     State(state): State<AppState>,
     principal: Principal,
     Segment(id): Segment,
-    raw: Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     principal.require(auth::REQUEST_ADMINISTRATION_READ)?;
     let request = AccessRequestId::parse(&id)
         .map_err(|e| ApiError::bad_request(format!("accessRequestId: {e}")))?;
-    let params = Params::new(raw, &["limit", "offset", "count"])?;
+    let params = Params::new(&uri, &["limit", "offset", "count"])?;
     // The paging parameters are checked as every list's are.
     let query: Query = params.query(jitflow::query::PENDING_APPROVALS)?;
     let all = state

@@ -752,7 +752,7 @@ async fn status_lists_take_the_collection_parameters_and_rights() {
     // Errors: unknown, repeated and malformed parameters, exclusive identities, other users.
     for (query, needle) in [
         ("?bogus=1", "bogus"),
-        ("?limit=1&limit=2", "twice"),
+        ("?limit=1&limit=2", "more than once"),
         ("?limit=251", "limit"),
         ("?offset=-1", "offset"),
         ("?count=maybe", "count"),
