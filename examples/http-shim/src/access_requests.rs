@@ -57,9 +57,6 @@ use crate::error::{ApiError, Errors};
 /// (the other endpoints' [`crate::MAX_BODY`] holds about 400).
 pub const MAX_CLOSE_BODY: usize = 64 * 1024;
 
-/// The header that carries a list's total when `count=true`.
-pub const TOTAL_COUNT: &str = "X-Total-Count";
-
 /// The rights of the caller: [`Rights::Admin`] for ORG_ADMIN.
 pub(crate) fn rights(principal: &Principal) -> Rights {
     if principal.has_level(Level::OrgAdmin) {
@@ -119,26 +116,10 @@ impl Params {
     }
 }
 
-/// A page as the contract answers a list: the rows, and `X-Total-Count` when counted.
+/// A page as the contract answers a list: the rows ([`crate::list::answer`]: a JSON array, and
+/// `X-Total-Count` when counted).
 pub(crate) fn page_response<R>(page: Page<R>, row: impl Fn(&R) -> Value) -> Response {
-    let rows: Vec<Value> = page.items.iter().map(row).collect();
-    let mut response = (StatusCode::OK, Json(rows)).into_response();
-    if let Some(total) = page.total {
-        response
-            .headers_mut()
-            .insert(TOTAL_COUNT, axum::http::HeaderValue::from(total));
-    }
-    response
-}
-
-/// Runs a store read off the async runtime (a list may examine many records).
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, jitflow::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("a list read failed: {e}")))?
-        .map_err(ApiError::from)
+    crate::list::answer(page.items.iter().map(row).collect(), page.total)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -920,10 +901,8 @@ pub async fn status(
     let scope = status_scope(&params, &principal)?;
     let query = params.query(jitflow::query::REQUEST_STATUS)?;
     let rights = rights(&principal);
-    let page = blocking(move || {
-        state
-            .engine
-            .request_status(&principal.caller, rights, &scope, &query)
+    let page = crate::list::blocking(&state.engine, move |engine| {
+        engine.request_status(&principal.caller, rights, &scope, &query)
     })
     .await?;
     Ok(page_response(page, status_row))
@@ -952,10 +931,8 @@ pub async fn administration(
     let scope = status_scope(&params, &principal)?;
     let query = params.query(jitflow::query::REQUEST_ADMINISTRATION)?;
     let rights = rights(&principal);
-    let page = blocking(move || {
-        state
-            .engine
-            .request_administration(&principal.caller, rights, &scope, &query)
+    let page = crate::list::blocking(&state.engine, move |engine| {
+        engine.request_administration(&principal.caller, rights, &scope, &query)
     })
     .await?;
     Ok(page_response(page, |item: &Item| {
@@ -1019,10 +996,8 @@ pub async fn revocable_objects(
         .map_err(|e| field_error("entitlementId", e))?;
     let rights = rights(&principal);
     let (who, what) = (identity.clone(), entitlement.clone());
-    let details = blocking(move || {
-        state
-            .engine
-            .entitlement_details(&principal.caller, rights, &who, &what)
+    let details = crate::list::blocking(&state.engine, move |engine| {
+        engine.entitlement_details(&principal.caller, rights, &who, &what)
     })
     .await?;
     Ok(Json(details_json(&identity, &entitlement, &details)).into_response())
@@ -1164,12 +1139,8 @@ pub async fn accounts_selection(
             let sources = if object.kind == ObjectKind::Entitlement {
                 let entitlement = jitflow_core::id::EntitlementId::parse(object.id.as_str())
                     .map_err(|e| field_error("id", e))?;
-                let (engine, caller, who) = (
-                    state.engine.clone(),
-                    principal.caller.clone(),
-                    identity.clone(),
-                );
-                let found = blocking(move || {
+                let (caller, who) = (principal.caller.clone(), identity.clone());
+                let found = crate::list::blocking(&state.engine, move |engine| {
                     match engine.entitlement_details(&caller, rights, &who, &entitlement) {
                         Err(jitflow::Error::NotFound(_)) => Ok(None),
                         other => other.map(Some),

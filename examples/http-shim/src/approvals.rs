@@ -34,8 +34,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::access_requests::{
-    PageParams, Params, blocking, bulk_response, client_metadata, comment_dto, identity_ref,
-    instant, maybe_instant, page_response, requested_object, requester_comment, rights,
+    PageParams, Params, bulk_response, client_metadata, comment_dto, identity_ref, instant,
+    maybe_instant, page_response, requested_object, requester_comment, rights,
 };
 use crate::auth::{self, Principal};
 use crate::body::{JsonBody, Segment};
@@ -342,10 +342,8 @@ async fn approval_list(
     let query = params.query(collection)?;
     let rights = rights(&principal);
     let who = owner.clone();
-    let page = blocking(move || {
-        state
-            .engine
-            .approvals(&principal.caller, rights, which, Some(&who), &query)
+    let page = crate::list::blocking(&state.engine, move |engine| {
+        engine.approvals(&principal.caller, rights, which, Some(&who), &query)
     })
     .await?;
     Ok(match which {
@@ -438,10 +436,8 @@ pub async fn summary(
         })
         .transpose()?;
     let rights = rights(&principal);
-    let s = blocking(move || {
-        state
-            .engine
-            .approval_summary(&principal.caller, rights, owner.as_ref(), from)
+    let s = crate::list::blocking(&state.engine, move |engine| {
+        engine.approval_summary(&principal.caller, rights, owner.as_ref(), from)
     })
     .await?;
     Ok(
