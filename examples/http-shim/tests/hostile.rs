@@ -203,6 +203,9 @@ fn render(method: &str, path: &str, valid: &Value, body: &Body) -> Option<Vec<u8
             // `value` takes any type on some paths; give it one no path takes.
             let wrong = if key == "value" {
                 json!({"x": 1})
+            } else if map[&key].is_boolean() {
+                // `true` is no wrong type for a boolean field (it made a valid PUT of the policy).
+                json!("yes")
             } else {
                 wrong_value(*t, is_number)
             };
