@@ -12,8 +12,15 @@
 //!    fresh child processes: time to open and serve a first read, and VmRSS before and after.
 //!    Also after a crash (a child appends a batch and aborts), with and without quick repair.
 //! 3. **Criterion**: time per append of one batch at the same sizes, and the raw baseline.
+//! 4. **Floor** (custom measurement, JSON; only when asked for): what redb alone does on this
+//!    machine, without jitflow: per batch, one write transaction with `Durability::Immediate`
+//!    and quick repair that appends one 120-byte row per event to a sequentially keyed log
+//!    table and overwrites `rows` randomly chosen 200-byte rows per event in a table of 50,000
+//!    16-byte keys, for `rows` = 0, 1, 2. It bounds any layout that keeps that many randomly
+//!    keyed projection rows per event in the same transaction as the event.
 //!
-//! Environment: `JITFLOW_BENCH_PARTS` (comma list of `rates`, `open`, `criterion`; default all),
+//! Environment: `JITFLOW_BENCH_PARTS` (comma list of `rates`, `open`, `criterion`, `floor`;
+//! default the first three),
 //! `JITFLOW_BENCH_SIZES` (batch sizes, default 1,16,256,1024), `JITFLOW_BENCH_QUICK_REPAIR`
 //! (`true` or `false`; default both), `JITFLOW_BENCH_CONNECTIONS` (default 1000000) for the open
 //! part, `JITFLOW_BENCH_DIR` (where the files go; default the system temp dir).
@@ -634,4 +641,79 @@ fn main() {
     if parts.contains(&"criterion") {
         criterion_part();
     }
+    if parts.contains(&"floor") {
+        floor();
+    }
+}
+
+/// What one floor transaction writes: rows into the log table and the random-row table.
+type Fill<'a> = dyn FnMut(&mut redb::Table<'_, u64, &[u8]>, &mut redb::Table<'_, u128, &[u8]>) + 'a;
+
+/// Part 4: redb's own rate for a log append plus `rows` random row overwrites per event.
+fn floor() {
+    const LOG: redb::TableDefinition<'static, u64, &[u8]> = redb::TableDefinition::new("log");
+    const ROWS: redb::TableDefinition<'static, u128, &[u8]> = redb::TableDefinition::new("rows");
+    const POOL: u64 = 50_000;
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let event = [7u8; 120];
+    let row = [9u8; 200];
+    println!("{{\"part\":\"floor\",\"results\":[");
+    let mut first = true;
+    for rows in [0usize, 1, 2] {
+        for size in batch_sizes() {
+            let path = dir.path().join(format!("floor-{rows}-{size}.redb"));
+            let db = redb::Database::create(&path).unwrap();
+            let write = |fill: &mut Fill<'_>| {
+                let mut tx = db.begin_write().unwrap();
+                tx.set_durability(redb::Durability::Immediate).unwrap();
+                tx.set_quick_repair(true);
+                {
+                    let mut log = tx.open_table(LOG).unwrap();
+                    let mut table = tx.open_table(ROWS).unwrap();
+                    fill(&mut log, &mut table);
+                }
+                tx.commit().unwrap();
+            };
+            write(&mut |_, table| {
+                for k in 0..POOL {
+                    table.insert(uuid(k, 3), row.as_slice()).unwrap();
+                }
+            });
+            let (mut seq, mut pick) = (0u64, 0u64);
+            let mut latencies = Vec::new();
+            let written = written_bytes();
+            let start = Instant::now();
+            for _ in 0..commits_for(size) {
+                let t = Instant::now();
+                write(&mut |log, table| {
+                    for _ in 0..size {
+                        seq += 1;
+                        log.insert(seq, event.as_slice()).unwrap();
+                        for _ in 0..rows {
+                            pick += 1;
+                            table
+                                .insert(uuid(mix(pick) % POOL, 3), row.as_slice())
+                                .unwrap();
+                        }
+                    }
+                });
+                latencies.push(t.elapsed());
+            }
+            let measured = Measured {
+                events: seq,
+                elapsed: start.elapsed(),
+                latencies,
+            };
+            println!(
+                "{}{{\"rows_per_event\":{rows},\"batch\":{size},\"pool\":{POOL},\"redb\":{},\"written_bytes_per_event\":{}}}",
+                if first { "" } else { "," },
+                measured.json(),
+                (written_bytes() - written) / seq
+            );
+            first = false;
+            drop(db);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    println!("]}}");
 }

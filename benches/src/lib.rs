@@ -2,7 +2,9 @@
 //! `loadgen`).
 //!
 //! Dependencies, and why: the jitflow crates under test, `tempfile` for scratch stores, `tokio`
-//! for the engine's runtime, `criterion` (dev) for the micro-benchmarks. The load generator adds
+//! for the engine's runtime, `criterion` (dev) for the micro-benchmarks, `cap` (dev) a counting
+//! global allocator for the engine bench's heap-per-activation figure, `redb` (dev) for the store
+//! bench's floor part (redb alone, without jitflow). The load generator adds
 //! `clap` (its flags), `serde`/`serde_json` (its JSON report and the REST bodies), `reqwest` (its
 //! HTTP client against the shim), `uuid` (random connection ids over HTTP, so runs against one
 //! server do not collide), `thiserror` (its error enum) and `tracing`/`tracing-subscriber` (its

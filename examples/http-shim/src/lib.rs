@@ -26,11 +26,14 @@
 //! | list page | `limit` 0..=250, `offset` 0..=10,000 (the engine's query bounds) |
 //! | event stream page, audit export page | [`events::MAX_STREAM_PAGE`], `jitflow::MAX_PAGE` events |
 //! | one request | [`REQUEST_TIMEOUT`] (30 s), then 503 |
+//! | connections served at once | [`MAX_CONNECTIONS`] (1,024); more wait in the listen backlog |
+//! | a request's headers | [`HEADER_READ_TIMEOUT`] (10 s) to arrive, then the connection is closed |
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
 //!
-//! Dependencies, and why: `axum`, `tower` and `tower-http` (the server, body limits, tracing
-//! and panic catching), `serde`/`serde_json` (the contract's JSON), `jsonwebtoken` (HS256 bearer
+//! Dependencies, and why: `axum`, `tower` and `tower-http` (the router, body limits, tracing
+//! and panic catching), `hyper` and `hyper-util` (the connection loop, for the header read
+//! timeout and graceful shutdown that `axum::serve` does not expose), `serde`/`serde_json` (the contract's JSON), `jsonwebtoken` (HS256 bearer
 //! tokens, with its pure-Rust `rust_crypto` backend so it builds from crates.io alone), `utoipa`
 //! (the OpenAPI document generated from the handlers), `clap` (the command line and its
 //! environment variables), `tracing-subscriber` (human and JSON logs), `getrandom` (the
@@ -76,6 +79,10 @@ use crate::error::ApiError;
 pub const MAX_BODY: usize = 16 * 1024;
 /// The largest policy `PATCH` or `PUT` body, in bytes (a policy of 1000 entitlements fits).
 pub const MAX_POLICY_BODY: usize = 512 * 1024;
+/// Connections served at once; see [`Limits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time allowed for a request's headers to arrive; see [`Limits::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one request may take before it is answered 503. A signal that timed out may still
 /// commit: retry it with the same `Idempotency-Key` to learn its outcome.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -383,18 +390,98 @@ impl Running {
     }
 }
 
-/// Binds `listen` and serves [`app`] over `state` on the current runtime.
+/// Bounds on the server's connections (see the crate's limits table).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once. Further ones wait in the listen backlog, so a flood of
+    /// clients costs queued sockets, not tasks and buffers.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers, from the connection's start or the
+    /// end of its previous response; then the connection is closed. Without it, clients that
+    /// send headers slowly would hold connections forever.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Binds `listen` and serves [`app`] over `state` on the current runtime, with the default
+/// [`Limits`].
 pub async fn start(listen: SocketAddr, state: AppState) -> std::io::Result<Running> {
+    start_with(listen, state, Limits::default()).await
+}
+
+/// [`start`] with explicit [`Limits`].
+///
+/// # Panics
+/// If `limits.max_connections` is 0 (a server that can serve nobody is a configuration bug).
+pub async fn start_with(
+    listen: SocketAddr,
+    state: AppState,
+    limits: Limits,
+) -> std::io::Result<Running> {
+    assert!(
+        limits.max_connections > 0,
+        "max_connections must be positive"
+    );
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = app(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let service = hyper_util::service::TowerToHyperService::new(app(state));
+    let task = tokio::spawn(serve(listener, service, limits, stopped));
     Ok(Running { addr, stop, task })
+}
+
+/// The accept loop: one task per connection, at most `limits.max_connections` of them. On
+/// `stopped` it stops accepting, lets requests in flight finish and closes idle connections.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    limits: Limits,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => break,
+            permit = Arc::clone(&permits).acquire_owned() => {
+                permit.expect("the semaphore is never closed")
+            }
+        };
+        let stream = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Small JSON answers: send them at once rather than wait for more to coalesce.
+        let _ = stream.set_nodelay(true);
+        let connection = graceful
+            .watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection closed with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
