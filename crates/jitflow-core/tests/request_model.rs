@@ -2,7 +2,7 @@
 //! `proptest-state-machine`.
 //!
 //! A reference model of one item's phases, written independently of the core, generates random
-//! approvals, rejections, cancels, closes, supersedes, effect outcomes (a failed grant may have
+//! approvals, rejections, forwards (the model keeps the approver set), cancels, closes, supersedes, effect outcomes (a failed grant may have
 //! landed anyway), JIT activations on the target connection, timer firings and time advances.
 //! The model predicts whether the core accepts each command and what follows; a fake target
 //! records whether the access is really held. After every step:
@@ -25,7 +25,7 @@ use jitflow_core::connection::ConnectionType;
 use jitflow_core::id::{AccessRequestId, ActivationId, EntitlementId, IdentityId, ObjectId};
 use jitflow_core::lifecycle::{Actor, Config};
 use jitflow_core::policy::Policy;
-use jitflow_core::request::item::ApprovalScheme;
+use jitflow_core::request::item::{ApprovalScheme, MAX_FORWARDS};
 use jitflow_core::request::submit::{Assignment, ObjectKind, ObjectRef, Origin, item_id};
 use jitflow_core::request::{
     ApprovalStep, Closure, Command, Context, Effect, Event, Existing, Item, ItemSpec, ItemStatus,
@@ -82,7 +82,16 @@ enum Op {
         permanent: bool,
     },
     Fire(TimerKind),
+    /// Forward the pending approval to `FORWARD_TO[to]`.
+    Forward {
+        by: By,
+        to: usize,
+    },
 }
+
+/// The new owners a forward names: approvers (bob at first), the identity the access is for
+/// (alice), the requester (carol), and others.
+const FORWARD_TO: [&str; 5] = ["bob", "erin", "frank", "alice", "carol"];
 
 /// Why the model removes access.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,6 +152,12 @@ struct Model {
     held: bool,
     /// Whether the last transition's command should be accepted (`None`: no command sent).
     accepted: Option<bool>,
+    /// The approvers of the approval step.
+    approvers: BTreeSet<&'static str>,
+    /// How many times the approval was forwarded.
+    forwards: usize,
+    /// Who acts as `By::Party` for an approver's command: the first approver before the step.
+    party: &'static str,
 }
 
 impl Model {
@@ -272,7 +287,26 @@ impl Model {
     /// Applies one operation to the model; returns whether a command is sent and accepted.
     fn step(&mut self, op: &Op) -> Option<bool> {
         let pending = self.phase == Phase::Pending;
+        self.party = self.approvers.first().copied().unwrap_or("bob");
         match op {
+            Op::Forward { by, to } => {
+                let to = FORWARD_TO[*to];
+                let ok = pending
+                    && *by != By::Stranger
+                    && !self.approvers.contains(to)
+                    && !["alice", "carol"].contains(&to)
+                    && self.forwards < MAX_FORWARDS;
+                if ok {
+                    if *by == By::Party {
+                        self.approvers.remove(self.party);
+                    } else {
+                        self.approvers.clear();
+                    }
+                    self.approvers.insert(to);
+                    self.forwards += 1;
+                }
+                Some(ok)
+            }
             Op::Approve(by) => {
                 let ok = pending && *by != By::Stranger;
                 if ok {
@@ -508,6 +542,13 @@ impl ReferenceStateMachine for Reference {
                         next_activation: 1,
                         held: revoke,
                         accepted: None,
+                        approvers: if auto {
+                            BTreeSet::new()
+                        } else {
+                            BTreeSet::from(["bob"])
+                        },
+                        forwards: 0,
+                        party: "bob",
                     };
                     if duplicate {
                         m.phase = Phase::Done(End::Cancelled);
@@ -540,6 +581,7 @@ impl ReferenceStateMachine for Reference {
                 Just(TimerKind::Retry),
             ]
             .prop_map(Op::Fire),
+            2 => (by(), 0..FORWARD_TO.len()).prop_map(|(by, to)| Op::Forward { by, to }),
         ]
         .boxed()
     }
@@ -712,7 +754,7 @@ impl StateMachineTest for RequestMachine {
     fn apply(mut sut: Sut, m: &Model, op: Op) -> Sut {
         let command = match &op {
             Op::Approve(by) | Op::Reject(by) => {
-                let (actor, admin) = Sut::actor(*by, "bob");
+                let (actor, admin) = Sut::actor(*by, m.party);
                 let command = match op {
                     Op::Approve(_) => Command::Approve { comment: None },
                     _ => Command::Reject {
@@ -740,6 +782,14 @@ impl StateMachineTest for RequestMachine {
                     by: item_id(AccessRequestId::from_u128(5), 0),
                 },
             )),
+            Op::Forward { by, to } => {
+                let (actor, admin) = Sut::actor(*by, m.party);
+                let command = Command::Forward {
+                    to: who(FORWARD_TO[*to]),
+                    comment: "over to you".into(),
+                };
+                Some((actor, admin, command))
+            }
             Op::Activate | Op::Advance(_) => None,
             Op::Effect {
                 ok,
@@ -810,6 +860,9 @@ impl StateMachineTest for RequestMachine {
             m.effect().into_iter().collect::<Vec<_>>()
         );
         assert_eq!(item.closure.is_some(), m.closed);
+        let approvers: Vec<&str> = item.approval.approvers.iter().map(|a| a.as_str()).collect();
+        assert_eq!(approvers, m.approvers.iter().copied().collect::<Vec<_>>());
+        assert_eq!(item.forwards.len(), m.forwards);
     }
 
     fn teardown(mut sut: Sut, mut m: Model) {

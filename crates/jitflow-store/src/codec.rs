@@ -22,7 +22,9 @@
 //! # Projection records, version 1
 //!
 //! `[u16 version][bincode of the value]` for `Connection`, `Activation`, `Policy` and the
-//! access request `Item`;
+//! access request `Item` (whose `forwards` are not in its bincode: when there are any, the
+//! item's bincode is followed by the bincode of `Vec<request::Forward>`, so an item never
+//! forwarded has the bytes it had before forwarding existed);
 //! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
 //! records (written by hand: the result is opaque bytes).
 //!
@@ -326,15 +328,21 @@ fn encode_body<T: Serialize>(out: &mut Vec<u8>, value: &T) {
     );
 }
 
-/// Decodes exactly `bytes` as one `T`.
-fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+/// Decodes one `T` from the start of `bytes`; returns it and the bytes after it.
+fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), Problem> {
     let (value, used) =
         bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
             bincode::error::DecodeError::UnexpectedEnd { .. } => Problem::Truncated,
             other => Problem::Malformed(other.to_string()),
         })?;
-    if used != bytes.len() {
-        return Err(Problem::TrailingBytes(bytes.len() - used));
+    Ok((value, &bytes[used..]))
+}
+
+/// Decodes exactly `bytes` as one `T`.
+fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let (value, rest) = decode_prefix(bytes)?;
+    if !rest.is_empty() {
+        return Err(Problem::TrailingBytes(rest.len()));
     }
     Ok(value)
 }
@@ -640,9 +648,34 @@ pub fn decode_history(
     Ok(r)
 }
 
-/// Encodes an access request item projection.
+/// Encodes an access request item projection: the item, then its forward section
+/// (`Item::forwards`, a bincode sequence of `request::Forward`) only when it is not empty, so
+/// an item never forwarded keeps the bytes it had before forwarding existed.
 pub fn encode_item(item: &request::Item) -> Vec<u8> {
-    encode_record(item)
+    let mut out = encode_record(item);
+    if !item.forwards.is_empty() {
+        encode_body(&mut out, &item.forwards);
+    }
+    out
+}
+
+/// Decodes an item record of any known version with its optional forward section.
+fn decode_item_record(bytes: &[u8]) -> Result<request::Item, Problem> {
+    let (version, rest) = split_version(bytes)?;
+    match version {
+        1 => {
+            let (mut item, rest): (request::Item, _) = decode_prefix(rest)?;
+            if !rest.is_empty() {
+                item.forwards = decode_body(rest)?;
+                if item.forwards.is_empty() {
+                    // The encoder writes no section rather than an empty one.
+                    return Err(Problem::Invalid("an empty forward section".into()));
+                }
+            }
+            Ok(item)
+        }
+        _ => unreachable!("split_version admits only known versions"),
+    }
 }
 
 /// Decodes the access request item projection stored under (`tenant`, `id`), checking its
@@ -652,7 +685,7 @@ pub fn decode_item(tenant: &str, id: RequestItemId, bytes: &[u8]) -> Result<requ
         tenant: tenant.to_owned(),
         id,
     };
-    let i: request::Item = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    let i = decode_item_record(bytes).map_err(|p| Error::new(name(), p))?;
     let check = || {
         if i.id() != id {
             return Err(format!("holds access request item {}", i.id()));

@@ -90,6 +90,16 @@ pub(crate) fn put_item(
             )?;
         }
     }
+    if let Change::Forwarded { from, to, .. } = &event.change {
+        // The approval moved: the people index follows, in the same transaction.
+        let id = after.id().as_u128();
+        for old in from {
+            t.request_people
+                .remove((tenant.as_str(), Role::Approver as u8, old.as_str(), id))?;
+        }
+        t.request_people
+            .insert((tenant.as_str(), Role::Approver as u8, to.as_str(), id), ())?;
+    }
     let was_open = before.is_some_and(|i| !i.status.is_terminal());
     let is_open = !after.status.is_terminal();
     match (was_open, is_open) {
@@ -129,8 +139,8 @@ pub enum Role {
     Approver = 3,
 }
 
-/// The people rows of an item: who it is for, who asked, and each approver. The approval step
-/// is fixed at submission, so the rows never change after it.
+/// The people rows of an item: who it is for, who asked, and each current approver. They are
+/// written at submission; a forward moves the approver rows (see `put_item`).
 pub(crate) fn people(item: &Item) -> impl Iterator<Item = (Role, &str)> {
     [
         (Role::RequestedFor, item.spec.requested_for.as_str()),

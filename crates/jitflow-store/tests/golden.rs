@@ -41,7 +41,7 @@ const ACT: ActivationId = ActivationId::from_u128(0x2c91_8086_7e20_630b_017e_20b
 const CHANGE_VARIANTS: usize = 22;
 
 /// The number of access request `request::Change` variants (as [`CHANGE_VARIANTS`]).
-const REQUEST_CHANGE_VARIANTS: usize = 20;
+const REQUEST_CHANGE_VARIANTS: usize = 21;
 
 const REQUEST: AccessRequestId =
     AccessRequestId::from_u128(0x1f2e_3d4c_5b6a_4978_8695_a4b3_c2d1_e0f0);
@@ -522,6 +522,10 @@ fn fixtures() -> Vec<(String, Value)> {
         ));
     }
     out.push(("record_item".into(), Value::Item(Box::new(request_item()))));
+    out.push((
+        "record_item_forwarded".into(),
+        Value::Item(Box::new(forwarded_item())),
+    ));
     out.push(("record_connection".into(), Value::Connection(connection())));
     out.push((
         "record_connection_standing_revoke".into(),
@@ -759,7 +763,65 @@ fn request_changes() -> Vec<RequestSample> {
             vec![request::Effect::Revoke { attempt: 2 }],
         ),
         (C::Removed { attempt: 2 }, vec![], vec![], vec![]),
+        (
+            C::Forwarded {
+                from: vec![IdentityId::parse("bob").unwrap()],
+                to: IdentityId::parse("erin").unwrap(),
+                comment: "Forwarding from Bob to Erin".into(),
+                reassignment: request::ReassignmentType::ManualReassignment,
+            },
+            vec![],
+            vec![],
+            vec![],
+        ),
     ]
+}
+
+/// A pending item whose approval was forwarded twice (by an approver, then by an admin), built
+/// by the core: its record carries the forward section.
+fn forwarded_item() -> request::Item {
+    let spec = item_spec();
+    let id = spec.id;
+    let policy = policy(1);
+    let config = jitflow_core::lifecycle::Config::default();
+    let who = |name: &str| IdentityId::parse(name).unwrap();
+    let step = request::ApprovalStep::Approvers {
+        approvers: vec![who("bob"), who("carol")],
+        scheme: request::ApprovalScheme::Manager,
+        expires_after: std::time::Duration::from_secs(24 * 3600),
+    };
+    let forward = |to: &str| request::Command::Forward {
+        to: who(to),
+        comment: format!("over to {to}"),
+    };
+    let submit = request::Command::Submit {
+        spec: Box::new(spec),
+        approval: step,
+        existing: request::Existing::default(),
+    };
+    let steps = [
+        (t(1), alice(), false, submit),
+        (t(2), Actor::Identity(who("bob")), false, forward("erin")),
+        (t(3), Actor::Identity(who("root")), true, forward("frank")),
+    ];
+    let mut item: Option<request::Item> = None;
+    for (now, actor, admin, command) in steps {
+        let ctx = request::Context {
+            now,
+            actor: &actor,
+            admin,
+            policy: &policy,
+            config: &config,
+            running_activation: None,
+        };
+        for event in request::decide(id, item.as_ref(), &command, &ctx).unwrap() {
+            item = Some(request::evolve(item, &event).unwrap());
+        }
+    }
+    let item = item.unwrap();
+    assert_eq!(item.forwards.len(), 2);
+    assert_eq!(item.approval.approvers, vec![who("frank")]);
+    item
 }
 
 /// An item in the middle of its workflow, built by the core: approved by a person after its

@@ -1,5 +1,5 @@
-//! Access requests (issue 7) through the engine: submit, approve, reject, cancel, close, and the
-//! effects of an item (grant, revoke, deactivate a running JIT activation).
+//! Access requests (issue 7) through the engine: submit, approve, reject, forward, cancel, close,
+//! and the effects of an item (grant, revoke, deactivate a running JIT activation).
 //!
 //! Every change goes through the writer like a connection command: a submission's items are
 //! decided together and committed in one batch (all items or none), and every other operation
@@ -31,9 +31,10 @@
 //! the contract's smaller limits, checked by `validate_submit`); bulk approve and bulk cancel
 //! take at most [`MAX_BULK_IDS`](jitflow_core::request::submit::MAX_BULK_IDS) ids.
 //!
-//! The duplicate rule reads the store outside the writer: two submissions of the same access
-//! racing each other may both pass it. Both are then provisioned, which the target tolerates
-//! (grants are idempotent), and each is removed on its own course.
+//! The duplicate rule is applied by the writer against its own current view (the committed
+//! items plus those of its batch), so of two submissions of the same access racing each
+//! other exactly one survives and the other is committed cancelled as a duplicate. The revoke
+//! rules (`validate_submit`) read a snapshot before the writer.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -90,7 +91,10 @@ pub fn item_connection(spec: &ItemSpec) -> Option<ConnectionId> {
 }
 
 /// The entitlement connection of `identity` for `object` (see [`item_connection`]).
-fn entitlement_connection(identity: &IdentityId, object: &ObjectRef) -> Option<ConnectionId> {
+pub(crate) fn entitlement_connection(
+    identity: &IdentityId,
+    object: &ObjectRef,
+) -> Option<ConnectionId> {
     if object.kind != ObjectKind::Entitlement {
         return None;
     }
@@ -151,6 +155,17 @@ fn existing(
     object: &ObjectRef,
 ) -> Result<Existing, Error> {
     let open = reader.open_items(tenant, identity, object)?;
+    let registered = match entitlement_connection(identity, object) {
+        Some(c) => reader.connection(tenant, c)?.is_some(),
+        None => false,
+    };
+    Ok(existing_of(&open, registered))
+}
+
+/// [`existing`] from what it reads: the open items of the identity for the object (in item id
+/// order) and whether the entitlement connection is registered. The writer calls it with its
+/// own current view, so the duplicate rule sees the items of its batch.
+pub(crate) fn existing_of(open: &[Item], registered: bool) -> Existing {
     let in_progress = open
         .iter()
         .find(|i| i.status != ItemStatus::Granted)
@@ -165,24 +180,19 @@ fn existing(
             start_date: i.spec.start_date,
             remove_date: i.spec.remove_date,
         }),
-        None => {
-            // An entitlement connection the embedder registered counts as assigned, with no
-            // dates and no account selection.
-            match entitlement_connection(identity, object) {
-                Some(c) if reader.connection(tenant, c)?.is_some() => Some(Assignment {
-                    origin: Origin::Requested,
-                    accounts: Vec::new(),
-                    start_date: None,
-                    remove_date: None,
-                }),
-                _ => None,
-            }
-        }
+        // An entitlement connection the embedder registered counts as assigned, with no dates
+        // and no account selection.
+        None => registered.then(|| Assignment {
+            origin: Origin::Requested,
+            accounts: Vec::new(),
+            start_date: None,
+            remove_date: None,
+        }),
     };
-    Ok(Existing {
+    Existing {
         assignment,
         in_progress,
-    })
+    }
 }
 
 impl Engine {
@@ -219,19 +229,22 @@ impl Engine {
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
-        let mut commands = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let existing = existing(&reader, tenant, &spec.requested_for, &spec.object)?;
-            commands.push((
-                spec.id,
-                Command::Submit {
+        drop(reader);
+        // The duplicate rule's input is read by the writer, from its current view including
+        // the items of its batch, so that of two identical submissions racing each other
+        // exactly one survives; the snapshot above only served the revoke rules.
+        let commands = specs
+            .into_iter()
+            .map(|spec| {
+                let id = spec.id;
+                let command = Command::Submit {
                     spec: Box::new(spec),
                     approval: self.approval_step().clone(),
-                    existing,
-                },
-            ));
-        }
-        drop(reader);
+                    existing: Existing::default(),
+                };
+                (id, command)
+            })
+            .collect();
         let items = self.item_commands(caller, Rights::User, commands).await?;
         Ok((request, items))
     }
@@ -258,6 +271,31 @@ impl Engine {
     ) -> Result<oneshot::Receiver<Result<Reply, Error>>, Error> {
         let command = Command::Approve { comment: None };
         self.queue_items(caller, rights, vec![(approval_item(approval), command)])
+    }
+
+    /// Forwards an item's pending approval to `new_owner` (an approver of the item hands over
+    /// its own place; an admin who is not an approver hands over the whole approval), with the
+    /// forwarder's `comment`. Durable before it answers; returns the item, whose
+    /// `approval.approvers` and `forwards` show the move.
+    ///
+    /// Errors (`Error::RequestRejected`): `NotFound` for an unknown approval, `NotApprover`
+    /// when the caller is neither an approver nor an admin, `AlreadyDecided` once the approval
+    /// is no longer pending, `ForwardToApprover`, `SelfReview`, `TooManyForwards`, and
+    /// `Invalid` for an empty or overlong comment.
+    pub async fn forward_approval(
+        &self,
+        caller: &Caller,
+        rights: Rights,
+        approval: ApprovalId,
+        new_owner: IdentityId,
+        comment: String,
+    ) -> Result<Item, Error> {
+        let command = Command::Forward {
+            to: new_owner,
+            comment,
+        };
+        self.decide_approval(caller, rights, approval, command)
+            .await
     }
 
     /// Rejects an item's pending approval (an approver of the item, or an admin).

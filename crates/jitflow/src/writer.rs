@@ -9,7 +9,7 @@
 //! Those hand-offs never block the writer: the store holds the truth (the intents set and the
 //! timer index), and a full hand-off queue only makes the other side rescan it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -486,6 +486,48 @@ impl Writer {
         Ok(reply)
     }
 
+    /// The duplicate rule's input for a submission of `object` for `identity`, from the
+    /// writer's current view: the committed open items as this batch left them, the items this
+    /// batch submitted (`local`: the op being decided), and the entitlement connection as
+    /// committed or changed by the batch. Deciding with it in the writer is what makes exactly
+    /// one of two racing identical submissions survive.
+    fn current_existing(
+        reader: &Reader,
+        overlay: &Overlay,
+        local: &HashMap<RequestItemId, Item>,
+        tenant: &TenantId,
+        (identity, object): (&jitflow_core::id::IdentityId, &request::ObjectRef),
+    ) -> Result<request::Existing, Error> {
+        let current = |id: RequestItemId| {
+            local
+                .get(&id)
+                .or_else(|| overlay.items.get(&(tenant.clone(), id)))
+        };
+        let same = |i: &Item| i.spec.requested_for == *identity && i.spec.object == *object;
+        let mut open: BTreeMap<RequestItemId, Item> = BTreeMap::new();
+        for committed in reader.open_items(tenant, identity, object)? {
+            let now = current(committed.id()).cloned().unwrap_or(committed);
+            open.insert(now.id(), now);
+        }
+        let batch = (overlay.items.iter())
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, i)| i)
+            .chain(local.values());
+        for item in batch.filter(|i| same(i)) {
+            open.insert(item.id(), item.clone());
+        }
+        open.retain(|_, i| !i.status.is_terminal());
+        let registered = match crate::requests::entitlement_connection(identity, object) {
+            Some(c) => match overlay.connections.get(&(tenant.clone(), c)) {
+                Some(now) => now.is_some(),
+                None => reader.connection(tenant, c)?.is_some(),
+            },
+            None => false,
+        };
+        let open: Vec<Item> = open.into_values().collect();
+        Ok(crate::requests::existing_of(&open, registered))
+    }
+
     /// Decides commands for access request items against one state, all or nothing: the first
     /// refusal refuses them all and nothing is pushed. Returns the items after their commands.
     #[expect(
@@ -512,7 +554,12 @@ impl Writer {
                 .map(|(id, c)| (*id, c.clone(), true))
                 .collect();
         let mut superseded = 0;
-        while let Some((id, command, asked)) = work.pop_front() {
+        while let Some((id, mut command, asked)) = work.pop_front() {
+            if let request::Command::Submit { spec, existing, .. } = &mut command {
+                // Whatever the caller read before the writer may be stale: decide with now.
+                let what = (&spec.requested_for, &spec.object);
+                *existing = Self::current_existing(reader, overlay, &local, tenant, what)?;
+            }
             let (id, command) = (&id, &command);
             let state = match local.get(id) {
                 Some(i) => Some(i.clone()),
@@ -693,4 +740,213 @@ fn stored_reply(reader: &Reader, tenant: &TenantId, result: &[u8]) -> Result<Rep
         .activation(tenant, id)?
         .map(Reply::Activation)
         .ok_or_else(|| Error::Storage(format!("activation {id} of an idempotency key is missing")))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's decisions within and across batches, driven directly (no threads), so that
+    //! what shares a batch is chosen by the test, not by timing.
+
+    use jitflow_core::id::{AccessRequestId, IdentityId, ObjectId};
+    use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestedItem};
+    use jitflow_core::request::{
+        ApprovalStep, Command as ItemCommand, Duplicate, Existing, ItemSpec, Submission,
+        validate_submit,
+    };
+    use jitflow_core::time::Timestamp;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    fn dave() -> Actor {
+        Actor::Identity(IdentityId::parse("dave").unwrap())
+    }
+
+    /// A writer over a new store in `dir`; its effect hand-offs go nowhere (the store keeps the
+    /// intents).
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let store = Store::open(dir.path().join("w.redb"), Default::default()).unwrap();
+        let (_tx, rx) = mpsc::channel(4);
+        let (effects, _) = mpsc::channel(64);
+        let (committed, _) = broadcast::channel(4);
+        Writer {
+            store: Arc::new(store),
+            rx,
+            clock: Arc::new(ManualClock::new(Timestamp::from_millis(NOW).unwrap())),
+            lifecycle: crate::Config::default().lifecycle(0),
+            batch_max: 64,
+            idempotency_ttl: std::time::Duration::from_secs(60),
+            effects,
+            signals: Arc::new(Signals {
+                scheduler_next: AtomicU64::new(0),
+                scheduler_wake: Notify::new(),
+                effects_overflow: AtomicBool::new(false),
+                effects_wake: Notify::new(),
+                committed,
+            }),
+            metrics: Arc::new(Metrics::default()),
+            policies: HashMap::new(),
+            carry: Vec::new(),
+        }
+    }
+
+    /// The one item of a request `n` granting dave the entitlement `auditors`.
+    fn spec(n: u128) -> ItemSpec {
+        let submission = Submission {
+            request_type: RequestType::Grant,
+            requested_for: Some(vec![IdentityId::parse("dave").unwrap()]),
+            requested_items: Some(vec![RequestedItem {
+                object: Some(ObjectRef {
+                    kind: ObjectKind::Entitlement,
+                    id: ObjectId::parse("auditors").unwrap(),
+                }),
+                ..Default::default()
+            }]),
+            requested_for_with_items: None,
+            client_metadata: Default::default(),
+        };
+        let now = Timestamp::from_millis(NOW).unwrap();
+        let requester = IdentityId::parse("dave").unwrap();
+        let specs = validate_submit(
+            AccessRequestId::from_u128(n),
+            &submission,
+            &requester,
+            now,
+            |_, _| Existing::default(),
+        )
+        .unwrap();
+        specs.into_iter().next().unwrap()
+    }
+
+    /// A submission as the engine queues it: `existing` is whatever the caller read before,
+    /// here nothing (a stale read).
+    fn submit(spec: &ItemSpec) -> ItemCommand {
+        ItemCommand::Submit {
+            spec: Box::new(spec.clone()),
+            approval: ApprovalStep::Auto,
+            existing: Existing::default(),
+        }
+    }
+
+    fn request(
+        commands: Vec<(RequestItemId, ItemCommand)>,
+    ) -> (Request, oneshot::Receiver<Result<Reply, Error>>) {
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Request {
+            tenant: tenant(),
+            admin: false,
+            commands,
+        };
+        let request = Request {
+            op,
+            actor: dave(),
+            idempotency: None,
+            reply,
+        };
+        (request, answer)
+    }
+
+    fn answered(mut answer: oneshot::Receiver<Result<Reply, Error>>) -> Item {
+        match answer.try_recv() {
+            Ok(Ok(Reply::Items(items))) => items.into_iter().next().unwrap(),
+            other => panic!("expected items, got {other:?}"),
+        }
+    }
+
+    fn stored(w: &Writer, id: RequestItemId) -> Item {
+        let reader = w.store.reader().unwrap();
+        reader.request_item(&tenant(), id).unwrap().unwrap()
+    }
+
+    fn assert_verified(w: &Writer) {
+        let report = w.store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+    }
+
+    #[test]
+    fn of_two_identical_submissions_in_one_batch_exactly_one_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir);
+        let (a, b) = (spec(1), spec(2));
+        let (first, first_answer) = request(vec![(a.id, submit(&a))]);
+        let (second, second_answer) = request(vec![(b.id, submit(&b))]);
+        assert!(w.process(vec![first, second]));
+        let (first, second) = (answered(first_answer), answered(second_answer));
+        assert_eq!(first.status, ItemStatus::Granting);
+        assert_eq!(second.status, ItemStatus::Cancelled);
+        let duplicate = second.cancellation.as_ref().and_then(|c| c.duplicate);
+        assert_eq!(duplicate, Some(Duplicate::InProgress(a.id)));
+        assert_eq!(stored(&w, b.id), second, "the answer is what was committed");
+        assert_verified(&w);
+    }
+
+    #[test]
+    fn a_submission_decided_after_an_identical_one_committed_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir);
+        let (a, b) = (spec(1), spec(2));
+        // Both callers read "nothing exists" before either reached the writer.
+        let (first, first_answer) = request(vec![(a.id, submit(&a))]);
+        let (second, second_answer) = request(vec![(b.id, submit(&b))]);
+        assert!(w.process(vec![first]));
+        assert_eq!(answered(first_answer).status, ItemStatus::Granting);
+        assert!(w.process(vec![second]));
+        let second = answered(second_answer);
+        assert_eq!(second.status, ItemStatus::Cancelled);
+        let duplicate = second.cancellation.as_ref().and_then(|c| c.duplicate);
+        assert_eq!(duplicate, Some(Duplicate::InProgress(a.id)));
+        assert_verified(&w);
+    }
+
+    #[test]
+    fn the_later_of_two_grants_in_one_batch_supersedes_the_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir);
+        let (a, b) = (spec(1), spec(2));
+        // Two items for the same access both granting, as a store written before the writer
+        // applied the duplicate rule could hold: committed straight through the store.
+        let now = Timestamp::from_millis(NOW).unwrap();
+        let policy = Policy::empty(String::new());
+        let ctx = request::Context {
+            now,
+            actor: &dave(),
+            admin: false,
+            policy: &policy,
+            config: &w.lifecycle,
+            running_activation: None,
+        };
+        let mut batch = Batch::new();
+        for spec in [&a, &b] {
+            let mut item = None;
+            for event in request::decide(spec.id, None, &submit(spec), &ctx).unwrap() {
+                let after = request::evolve(item, &event).unwrap();
+                item = Some(after.clone());
+                batch.push(Entry::Request {
+                    tenant: tenant(),
+                    event,
+                    after: Box::new(after),
+                });
+            }
+            assert_eq!(item.unwrap().status, ItemStatus::Granting);
+        }
+        w.store.append_batch(&batch).unwrap();
+        // Both grants succeed in one batch, `b`'s result after `a`'s.
+        let succeeded = ItemCommand::GrantSucceeded { attempt: 1 };
+        let (first, first_answer) = request(vec![(a.id, succeeded.clone())]);
+        let (second, second_answer) = request(vec![(b.id, succeeded)]);
+        assert!(w.process(vec![first, second]));
+        assert_eq!(answered(first_answer).status, ItemStatus::Granted);
+        assert_eq!(answered(second_answer).status, ItemStatus::Granted);
+        let earlier = stored(&w, a.id);
+        assert_eq!(earlier.status, ItemStatus::Superseded);
+        assert!(earlier.removal.is_none(), "superseded, not removed");
+        assert_eq!(stored(&w, b.id).status, ItemStatus::Granted);
+        assert_verified(&w);
+    }
 }

@@ -698,3 +698,149 @@ async fn restart_in_every_stage_resumes() {
     wait_status(&h, granted.id(), ItemStatus::Removed).await;
     finish(h).await;
 }
+
+/// The pending approvals of `owner`, by approval id.
+fn pending_of(h: &Harness, owner: &str) -> Vec<String> {
+    let query = jitflow::query::Query::default();
+    let page = h
+        .engine
+        .approvals(
+            &who(owner),
+            Rights::User,
+            jitflow::request_lists::Approvals::Pending,
+            None,
+            &query,
+        )
+        .unwrap();
+    page.items
+        .iter()
+        .map(|r| r.0.approval.id.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_approval_moves_to_its_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob", "carol"]).await;
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let approval = item.approval.id;
+    let erin = IdentityId::parse("erin").unwrap();
+    let forward = |by: &str, to: &str, rights: Rights| {
+        let (by, to) = (who(by), IdentityId::parse(to).unwrap());
+        let engine = h.engine.clone();
+        async move {
+            engine
+                .forward_approval(&by, rights, approval, to, "over to you".into())
+                .await
+        }
+    };
+    // Refusals change nothing.
+    for (by, to, rights, expected) in [
+        ("dave", "erin", Rights::User, "NotApprover"),
+        ("bob", "bob", Rights::User, "ForwardToApprover"),
+        ("bob", "carol", Rights::User, "ForwardToApprover"),
+        ("bob", "dave", Rights::User, "SelfReview"),
+        ("bob", "alice", Rights::User, "SelfReview"),
+    ] {
+        let e = rejection(forward(by, to, rights).await.unwrap_err());
+        let name = format!("{e:?}");
+        assert!(name.starts_with(expected), "{by} -> {to}: {name}");
+    }
+    let e = h
+        .engine
+        .forward_approval(&who("bob"), Rights::User, approval, erin.clone(), "".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(rejection(e), Rejection::Invalid(_)));
+    let unchanged = h.engine.request_item(&caller().tenant, item.id()).unwrap();
+    assert_eq!(unchanged.as_ref(), Some(&item), "a refusal changes nothing");
+    assert_eq!(pending_of(&h, "bob"), vec![approval.to_string()]);
+
+    let forwarded = forward("bob", "erin", Rights::User).await.unwrap();
+    assert_eq!(forwarded.status, ItemStatus::PendingApproval);
+    assert_eq!(
+        forwarded.approval.approvers,
+        vec![IdentityId::parse("carol").unwrap(), erin.clone()]
+    );
+    let entry = &forwarded.forwards[0];
+    assert_eq!(entry.from, vec![IdentityId::parse("bob").unwrap()]);
+    assert_eq!((&entry.to, entry.comment.as_str()), (&erin, "over to you"));
+    assert_eq!(entry.by, Actor::Identity(IdentityId::parse("bob").unwrap()));
+    assert_eq!(
+        forwarded.approval.expires_at, item.approval.expires_at,
+        "the expiry does not move"
+    );
+    assert!(pending_of(&h, "bob").is_empty());
+    assert_eq!(pending_of(&h, "erin"), vec![approval.to_string()]);
+
+    // The old owner may no longer decide; the new one may.
+    let e = bob_approves(&h, &item).await.unwrap_err();
+    assert!(matches!(rejection(e), Rejection::NotApprover { .. }));
+    let e = forward("bob", "frank", Rights::User).await.unwrap_err();
+    assert!(matches!(rejection(e), Rejection::NotApprover { .. }));
+    let approved = h
+        .engine
+        .approve(&who("erin"), Rights::User, approval, None)
+        .await
+        .unwrap();
+    assert_eq!(approved.approval.decided_by, Some(Actor::Identity(erin)));
+    assert_eq!(approved.forwards, forwarded.forwards, "the history stays");
+    let e = forward("carol", "frank", Rights::User).await.unwrap_err();
+    assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
+    wait_status(&h, item.id(), ItemStatus::Granted).await;
+    let h = finish(h).await;
+    // The new owner is asked as the approvers were at submission.
+    assert_eq!(
+        h.inbox.request_notices(),
+        [
+            Notice::ApprovalRequested,
+            Notice::ApprovalRequested,
+            Notice::Approved,
+            Notice::ProvisioningCompleted,
+        ]
+    );
+    // The history survives a restart (it is in the item record).
+    let h = h.restart().await;
+    let stored = h.engine.request_item(&caller().tenant, item.id()).unwrap();
+    assert_eq!(stored.unwrap().forwards, forwarded.forwards);
+    finish(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_forwards_the_whole_approval_and_forwards_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob", "carol"]).await;
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let approval = item.approval.id;
+    let root = who("root");
+    let forward = |to: String| {
+        h.engine.forward_approval(
+            &root,
+            Rights::Admin,
+            approval,
+            IdentityId::parse(&to).unwrap(),
+            format!("to {to}"),
+        )
+    };
+    let first = forward("owner0".into()).await.unwrap();
+    assert_eq!(
+        first.approval.approvers,
+        vec![IdentityId::parse("owner0").unwrap()]
+    );
+    assert_eq!(
+        first.forwards[0].from,
+        vec![
+            IdentityId::parse("bob").unwrap(),
+            IdentityId::parse("carol").unwrap()
+        ]
+    );
+    for n in 1..jitflow_core::request::item::MAX_FORWARDS {
+        forward(format!("owner{n}")).await.unwrap();
+    }
+    let e = forward("one-more".into()).await.unwrap_err();
+    assert!(matches!(
+        rejection(e),
+        Rejection::TooManyForwards { limit, .. } if limit == jitflow_core::request::item::MAX_FORWARDS
+    ));
+    finish(h).await;
+}

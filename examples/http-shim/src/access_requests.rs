@@ -194,9 +194,10 @@ fn approval_details(item: &Item) -> Vec<Value> {
     a.approvers
         .iter()
         .map(|owner| {
+            let original = original_owner(item, owner);
             json!({
-                "forwarded": false,
-                "originalOwner": identity_ref(owner),
+                "forwarded": original != owner,
+                "originalOwner": identity_ref(original),
                 "currentOwner": identity_ref(owner),
                 "modified": maybe_instant(a.decided_at),
                 "status": a.state.as_str(),
@@ -207,6 +208,20 @@ fn approval_details(item: &Item) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// Whom the approval `owner` holds now was first assigned to: its forwards followed back
+/// (an admin's forward from several approvers leads back to the first of them).
+fn original_owner<'a>(item: &'a Item, owner: &'a IdentityId) -> &'a IdentityId {
+    let mut current = owner;
+    for f in item.forwards.iter().rev() {
+        if f.to == *current
+            && let Some(first) = f.from.first()
+        {
+            current = first;
+        }
+    }
+    current
 }
 
 /// The last provisioning failure, as the contract's `errorMessages` (a list of lists).

@@ -6,9 +6,13 @@
 //! [`jitflow_core::request::approval_id`]). A USER may decide only the approvals it is an
 //! approver of (the engine refuses the rest with 403); an ORG_ADMIN may decide any.
 //!
-//! Forwarding is not supported: an item's approvers are fixed when it is submitted (they are
-//! part of its durable record and of the people index the lists read), so `forward` checks the
-//! caller, the body and the approval, then answers 400 saying so.
+//! `forward` hands the approval to `newOwnerId` (202): the forwarding approver's place goes to
+//! the new owner (an ORG_ADMIN who is not an approver hands over the whole approval). Refused
+//! with 400 for a bad body, an approval no longer pending, a new owner who is already an
+//! approver (the caller included), the identity the access is for or its requester (no
+//! self-review), or after [`MAX_FORWARDS`](jitflow_core::request::item::MAX_FORWARDS) forwards;
+//! 403 when the caller is neither an approver nor an ORG_ADMIN; 404 for an unknown approval.
+//! Every pending and completed approval row shows its `forwardHistory`.
 //!
 //! # Limits
 //!
@@ -17,6 +21,7 @@
 //! | ids of bulk approve | 50 ([`MAX_BULK_IDS`](jitflow_core::request::submit::MAX_BULK_IDS)) |
 //! | a comment | [`MAX_COMMENT_LEN`](jitflow_core::request::submit::MAX_COMMENT_LEN) characters (checked by the core) |
 //! | `newOwnerId`, forward `comment` | 1..=255 characters (the contract's) |
+//! | forwards of one approval | [`MAX_FORWARDS`](jitflow_core::request::item::MAX_FORWARDS) (10) |
 //! | a page | 250 rows |
 
 use axum::Json;
@@ -26,7 +31,8 @@ use axum::response::{IntoResponse, Response};
 use jitflow::query::Query;
 use jitflow::request_lists::Approvals;
 use jitflow_core::id::{AccessRequestId, ApprovalId, IdentityId};
-use jitflow_core::request::{ApprovalRow, Bulk, Item, validate_bulk};
+use jitflow_core::lifecycle::Actor;
+use jitflow_core::request::{ApprovalRow, Bulk, Forward, Item, validate_bulk};
 use jitflow_core::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -150,7 +156,7 @@ pub async fn reject(
     Ok(accepted())
 }
 
-/// Forwarding an approval: not supported (see the module documentation).
+/// Forwards an approval to a new owner (see the module documentation).
 #[utoipa::path(
     post,
     path = "/access-request-approvals/v1/{approvalId}/forward",
@@ -159,7 +165,7 @@ pub async fn reject(
     params(("approvalId" = String, Path, description = "The approval id.")),
     request_body = ForwardBody,
     responses(
-        (status = 400, description = "Always, once the caller, body and approval check out: jitflow does not forward approvals.", body = crate::error::ErrorResponseDto),
+        (status = 202, description = "Accepted: the forward is durable.", content_type = "application/json"),
         Errors,
     ),
     security(("userAuth" = ["idn:access-request-approvals:manage"]))
@@ -184,23 +190,19 @@ pub async fn forward(
             )));
         }
     }
-    IdentityId::parse(&body.new_owner_id)
+    let new_owner = IdentityId::parse(&body.new_owner_id)
         .map_err(|e| ApiError::bad_request(format!("newOwnerId: {e}")))?;
-    let item = jitflow_core::request::approval_item(id);
-    let found = state.engine.request_item(&principal.caller.tenant, item)?;
-    let Some(found) = found else {
-        return Err(ApiError::not_found(format!("approval {id} not found")));
-    };
-    let is_approver = found.approval.approvers.contains(&principal.identity);
-    if !is_approver && rights(&principal) != jitflow::requests::Rights::Admin {
-        return Err(ApiError::forbidden(format!(
-            "{} is not an approver of approval {id}",
-            principal.identity
-        )));
-    }
-    Err(ApiError::bad_request(
-        "jitflow does not forward approvals: an item's approvers are fixed when it is submitted; approve or reject it, or configure other approvers for new requests",
-    ))
+    state
+        .engine
+        .forward_approval(
+            &principal.caller,
+            rights(&principal),
+            id,
+            new_owner,
+            body.comment,
+        )
+        .await?;
+    Ok(accepted())
 }
 
 /// Approves up to 50 approvals, each on its own.
@@ -262,7 +264,7 @@ fn approval_fields(item: &Item, owner: &IdentityId) -> serde_json::Map<String, V
         "requestedObject": requested_object(item),
         "requesterComment": requester_comment(item),
         "previousReviewersComments": [],
-        "forwardHistory": [],
+        "forwardHistory": item.forwards.iter().map(forward_history).collect::<Vec<_>>(),
         "commentRequiredWhenRejected": false,
         "removeDate": maybe_instant(spec.remove_date),
         "removeDateUpdateRequested": false,
@@ -280,6 +282,24 @@ fn approval_fields(item: &Item, owner: &IdentityId) -> serde_json::Map<String, V
         Value::Object(map) => map,
         _ => unreachable!("json! of an object literal is an object"),
     }
+}
+
+/// One forward as the contract's `ApprovalForwardHistory`. jitflow knows no display names, so
+/// names are ids; an admin who took the approval from several approvers shows them all,
+/// comma-separated, as the old approver.
+fn forward_history(f: &Forward) -> Value {
+    let old: Vec<&str> = f.from.iter().map(IdentityId::as_str).collect();
+    json!({
+        "oldApproverName": old.join(", "),
+        "newApproverName": f.to.as_str(),
+        "comment": f.comment,
+        "modified": instant(f.at),
+        "forwarderName": match &f.by {
+            Actor::Identity(i) => Value::String(i.as_str().to_owned()),
+            Actor::System => Value::Null,
+        },
+        "reassignmentType": f.reassignment.as_str(),
+    })
 }
 
 /// A pending approval (`PendingApproval`).

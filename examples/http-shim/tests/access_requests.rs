@@ -636,8 +636,9 @@ async fn approve_reject_forward_and_bulk_approve() {
         "not this quarter"
     );
 
-    // Forward is not supported, once the caller, the body and the approval check out.
-    let forward = json!({"newOwnerId": "carol", "comment": "on leave"});
+    // Forward checks the approval, the caller and the body (the full walk is in
+    // `forward_then_the_new_owner_approves`).
+    let forward = json!({"newOwnerId": "bob", "comment": "on leave"});
     h.expect(
         404,
         "POST",
@@ -666,7 +667,7 @@ async fn approve_reject_forward_and_bulk_approve() {
         &h.expect(400, "POST", &url(&pb, "forward"), Some(&bob), Some(forward))
             .await,
     );
-    assert!(text.contains("does not forward"), "{text}");
+    assert!(text.contains("already an approver"), "{text}");
 
     // Bulk approve: ORG_ADMIN and its scope; 1..=50 ids; one result per id.
     let path = "/access-request-approvals/v1/bulk-approve";
@@ -1048,5 +1049,319 @@ async fn accounts_selection_lists_the_accounts_of_each_identity() {
             .len(),
         1
     );
+    h.stop().await;
+}
+
+/// The pending (or completed) approvals `token` sees.
+async fn approvals(h: &Harness, token: &str, which: &str) -> Vec<Value> {
+    let path = format!("/access-request-approvals/v1/{which}");
+    let body = h.expect(200, "GET", &path, Some(token), None).await;
+    body.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_then_the_new_owner_approves() {
+    let h = harness().await;
+    let (alice, bob, carol) = (user(&h, "alice"), user(&h, "bob"), user(&h, "carol"));
+    let id = submit(&h, &alice, grant("alice", "finance-read", json!({}))).await;
+    let approval = approval_of(&h, &id).await;
+    let url = |action: &str| format!("/access-request-approvals/v1/{approval}/{action}");
+    let forward = json!({"newOwnerId": "carol", "comment": "Bob is on leave"});
+    let last = h.engine().last_sequence().unwrap();
+
+    // Every documented refusal, each leaving the engine untouched.
+    h.expect(401, "POST", &url("forward"), None, Some(forward.clone()))
+        .await;
+    let read_only = h.token(
+        TENANT,
+        "bob",
+        &["idn:access-request-approvals:read"],
+        &[Level::User],
+    );
+    h.expect(
+        403,
+        "POST",
+        &url("forward"),
+        Some(&read_only),
+        Some(forward.clone()),
+    )
+    .await;
+    let text = error_text(
+        &h.expect(
+            403,
+            "POST",
+            &url("forward"),
+            Some(&carol),
+            Some(forward.clone()),
+        )
+        .await,
+    );
+    assert!(text.contains("not an approver"), "{text}");
+    let unknown = "/access-request-approvals/v1/00000000-0000-0000-0000-000000000005/forward";
+    h.expect(404, "POST", unknown, Some(&bob), Some(forward.clone()))
+        .await;
+    h.expect(
+        400,
+        "POST",
+        "/access-request-approvals/v1/nope/forward",
+        Some(&bob),
+        Some(forward.clone()),
+    )
+    .await;
+    let long = "x".repeat(256);
+    for (body, says) in [
+        (json!({"newOwnerId": "carol"}), "comment"),
+        (json!({"comment": "x"}), "newOwnerId"),
+        (json!({"newOwnerId": "carol", "comment": ""}), "comment"),
+        (json!({"newOwnerId": "carol", "comment": long}), "comment"),
+        (json!({"newOwnerId": "", "comment": "x"}), "newOwnerId"),
+        (
+            json!({"newOwnerId": "car ol", "comment": "x"}),
+            "newOwnerId",
+        ),
+        (
+            json!({"newOwnerId": "carol", "comment": "x", "extra": 1}),
+            "extra",
+        ),
+        (
+            json!({"newOwnerId": 7, "comment": "x"}),
+            "expected a string",
+        ),
+        (
+            json!({"newOwnerId": "bob", "comment": "x"}),
+            "already an approver",
+        ),
+        (
+            json!({"newOwnerId": "alice", "comment": "x"}),
+            "for or from them",
+        ),
+    ] {
+        let text = error_text(
+            &h.expect(400, "POST", &url("forward"), Some(&bob), Some(body.clone()))
+                .await,
+        );
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    h.expect(400, "POST", &url("forward"), Some(&bob), None)
+        .await;
+    assert_eq!(h.engine().last_sequence().unwrap(), last);
+
+    // Bob forwards to carol: the approval leaves bob's list and joins carol's.
+    let answer = h
+        .expect(202, "POST", &url("forward"), Some(&bob), Some(forward))
+        .await;
+    assert_eq!(answer, json!({}));
+    assert!(approvals(&h, &bob, "pending").await.is_empty());
+    let pending = approvals(&h, &carol, "pending").await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["id"], approval.as_str());
+    assert_eq!(pending[0]["owner"]["id"], "carol");
+    let history = &pending[0]["forwardHistory"];
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["oldApproverName"], "bob");
+    assert_eq!(history[0]["newApproverName"], "carol");
+    assert_eq!(history[0]["comment"], "Bob is on leave");
+    assert_eq!(history[0]["forwarderName"], "bob");
+    assert_eq!(history[0]["reassignmentType"], "MANUAL_REASSIGNMENT");
+    assert_eq!(history[0]["modified"], "2026-11-23T09:00:00.000Z");
+    let details = &row(&h, &id).await["approvalDetails"][0];
+    assert_eq!(details["currentOwner"]["id"], "carol");
+    assert_eq!(details["originalOwner"]["id"], "bob");
+    assert_eq!(details["forwarded"], true);
+
+    // The old owner can no longer decide (403); the new owner approves.
+    let text = error_text(
+        &h.expect(403, "POST", &url("approve"), Some(&bob), None)
+            .await,
+    );
+    assert!(text.contains("not an approver"), "{text}");
+    h.expect(202, "POST", &url("approve"), Some(&carol), None)
+        .await;
+    let r = wait_row(&h, &id, "provisioned", |r| {
+        r["accessRequestPhases"][1]["state"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(r["state"], "REQUEST_COMPLETED");
+    assert_eq!(r["approvalDetails"][0]["status"], "APPROVED");
+    let completed = approvals(&h, &carol, "completed").await;
+    assert_eq!(completed[0]["state"], "APPROVED");
+    assert_eq!(completed[0]["reviewedBy"]["id"], "carol");
+    assert_eq!(completed[0]["forwardHistory"], *history);
+    // A decided approval is not forwarded.
+    let text = error_text(
+        &h.expect(
+            400,
+            "POST",
+            &url("forward"),
+            Some(&carol),
+            Some(json!({"newOwnerId": "dave", "comment": "late"})),
+        )
+        .await,
+    );
+    assert!(text.contains("already APPROVED"), "{text}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_forwards_an_approval_it_does_not_own() {
+    let h = harness().await;
+    let alice = user(&h, "alice");
+    let id = submit(&h, &alice, grant("alice", "finance-read", json!({}))).await;
+    let approval = approval_of(&h, &id).await;
+    let path = format!("/access-request-approvals/v1/{approval}/forward");
+    for n in 0..10 {
+        let body = json!({"newOwnerId": format!("owner{n}"), "comment": "rotation"});
+        h.expect(202, "POST", &path, Some(&admin(&h)), Some(body))
+            .await;
+    }
+    let owner = user(&h, "owner9");
+    let pending = approvals(&h, &owner, "pending").await;
+    let history = pending[0]["forwardHistory"].as_array().unwrap();
+    assert_eq!(history.len(), 10);
+    assert_eq!(history[0]["oldApproverName"], "bob");
+    assert_eq!(history[0]["forwarderName"], "admin");
+    let details = &row(&h, &id).await["approvalDetails"][0];
+    assert_eq!(details["originalOwner"]["id"], "bob");
+    // The bound on forwards of one approval.
+    let body = json!({"newOwnerId": "owner10", "comment": "rotation"});
+    let text = error_text(
+        &h.expect(400, "POST", &path, Some(&admin(&h)), Some(body))
+            .await,
+    );
+    assert!(text.contains("forwarded 10 times"), "{text}");
+    h.stop().await;
+}
+
+/// The engine settings of [`harness`], for a restart.
+fn restart_target() -> Target {
+    Target {
+        config: Some(jitflow::Config {
+            approvers: vec![IdentityId::parse("bob").unwrap()],
+            approval_timeout: Duration::from_secs(24 * 3600),
+            ..jitflow::Config::default()
+        }),
+        ..Target::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_pending_approval_then_approve_grants() {
+    let mut h = harness().await;
+    let alice = user(&h, "alice");
+    let id = submit(&h, &alice, grant("alice", "finance-read", json!({}))).await;
+    let approval = approval_of(&h, &id).await;
+    assert_eq!(
+        row(&h, &id).await["approvalDetails"][0]["status"],
+        "PENDING"
+    );
+
+    h.restart(restart_target()).await;
+    // Tokens are checked with the same keys after the restart.
+    let bob = user(&h, "bob");
+    let pending = approvals(&h, &bob, "pending").await;
+    assert_eq!(pending[0]["id"], approval.as_str());
+    h.expect(
+        202,
+        "POST",
+        &format!("/access-request-approvals/v1/{approval}/approve"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    let r = wait_row(&h, &id, "granted", |r| {
+        r["accessRequestPhases"][1]["state"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(r["state"], "REQUEST_COMPLETED");
+    assert_eq!(
+        h.target.0.grants.load(Ordering::SeqCst),
+        1,
+        "granted once, after the restart"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_sunrise_pending_grants_at_the_sunrise() {
+    let mut h = harness().await;
+    let (alice, bob) = (user(&h, "alice"), user(&h, "bob"));
+    let sunrise = instant(&h, Duration::from_secs(3600));
+    let id = submit(
+        &h,
+        &alice,
+        grant("alice", "finance-read", json!({"startDate": sunrise})),
+    )
+    .await;
+    let approval = approval_of(&h, &id).await;
+    h.expect(
+        202,
+        "POST",
+        &format!("/access-request-approvals/v1/{approval}/approve"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    let r = row(&h, &id).await;
+    assert_eq!(r["approvalDetails"][0]["status"], "APPROVED");
+    assert_eq!(r["accessRequestPhases"].as_array().unwrap().len(), 1, "{r}");
+
+    h.restart(restart_target()).await;
+    // Not before the sunrise.
+    h.clock.advance(Duration::from_secs(3599));
+    let r = row(&h, &id).await;
+    assert_eq!(r["accessRequestPhases"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(h.target.0.grants.load(Ordering::SeqCst), 0);
+    h.clock.advance(Duration::from_secs(1));
+    let r = wait_row(&h, &id, "granted at the sunrise", |r| {
+        r["accessRequestPhases"][1]["state"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(r["state"], "REQUEST_COMPLETED");
+    assert_eq!(r["accessRequestPhases"][1]["started"], sunrise.as_str());
+    assert_eq!(h.target.0.grants.load(Ordering::SeqCst), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_approval_expires() {
+    let config = jitflow::Config {
+        approvers: vec![IdentityId::parse("bob").unwrap()],
+        approval_timeout: Duration::from_secs(60),
+        ..jitflow::Config::default()
+    };
+    let h = Harness::with_target(Target {
+        config: Some(config),
+        ..Target::default()
+    })
+    .await;
+    let (alice, bob) = (user(&h, "alice"), user(&h, "bob"));
+    let id = submit(&h, &alice, grant("alice", "finance-read", json!({}))).await;
+    let approval = approval_of(&h, &id).await;
+    h.clock.advance(Duration::from_secs(59));
+    assert_eq!(
+        row(&h, &id).await["approvalDetails"][0]["status"],
+        "PENDING"
+    );
+    h.clock.advance(Duration::from_secs(1));
+    let r = wait_row(&h, &id, "expired", |r| {
+        r["approvalDetails"][0]["status"] == "EXPIRED"
+    })
+    .await;
+    assert_eq!(r["state"], "CANCELLED");
+    assert_eq!(r["cancelable"], false);
+    assert_eq!(r["accessRequestPhases"][0]["result"], "FAILED");
+    assert!(approvals(&h, &bob, "pending").await.is_empty());
+    let text = error_text(
+        &h.expect(
+            400,
+            "POST",
+            &format!("/access-request-approvals/v1/{approval}/approve"),
+            Some(&bob),
+            None,
+        )
+        .await,
+    );
+    assert!(text.contains("already EXPIRED"), "{text}");
+    assert_eq!(h.target.0.grants.load(Ordering::SeqCst), 0);
     h.stop().await;
 }

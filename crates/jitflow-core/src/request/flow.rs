@@ -10,14 +10,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::item::{
-    Approval, ApprovalStep, Cancellation, Closure, Grant, Item, ItemStatus, MAX_APPROVAL_WAIT,
-    MAX_APPROVERS, MIN_APPROVAL_WAIT, Removal, RemovalReason, WorkItemState,
+    Approval, ApprovalStep, Cancellation, Closure, Forward, Grant, Item, ItemStatus,
+    MAX_APPROVAL_WAIT, MAX_APPROVERS, MAX_FORWARDS, MIN_APPROVAL_WAIT, ReassignmentType, Removal,
+    RemovalReason, WorkItemState,
 };
 use super::submit::{
     Duplicate, Existing, ItemSpec, ObjectKind, RequestType, check_comment, duplicate_of,
 };
 use crate::connection::ConnectionType;
-use crate::id::{ActivationId, ApprovalId, EntitlementId, RequestItemId};
+use crate::id::{ActivationId, ApprovalId, EntitlementId, IdentityId, RequestItemId};
 use crate::lifecycle::{Actor, Config, RejectionKind, cut_error, difference, retry_delay};
 use crate::policy::Policy;
 use crate::time::Timestamp;
@@ -173,6 +174,17 @@ pub enum Command {
     },
     /// A timer of this item is due (approval expiry, sunrise, sunset, retry).
     TimerFired(Timer),
+    /// Forward the pending approval to a new owner (an approver of the item, or an admin). An
+    /// approver hands its own place over; an admin who is not an approver takes the approval
+    /// from every approver. The new owner must not be an approver already, nor the identity
+    /// the access is for, nor its requester (self-review), and an approval is forwarded at most
+    /// [`MAX_FORWARDS`] times.
+    Forward {
+        /// The new owner.
+        to: IdentityId,
+        /// Why (required by the contract).
+        comment: String,
+    },
 }
 
 impl Command {
@@ -191,6 +203,7 @@ impl Command {
             Command::RevokeSucceeded { .. } => "revoke_succeeded",
             Command::RevokeFailed { .. } => "revoke_failed",
             Command::TimerFired(_) => "timer_fired",
+            Command::Forward { .. } => "forward",
         }
     }
 }
@@ -314,6 +327,19 @@ pub enum Change {
         /// The successful try.
         attempt: u32,
     },
+    /// The pending approval was forwarded: `from` leave the approvers, `to` joins them, and
+    /// the forward is added to the item's history (the event's actor and time are the
+    /// forwarder's).
+    Forwarded {
+        /// The approvers it was taken from (sorted).
+        from: Vec<IdentityId>,
+        /// The new owner.
+        to: IdentityId,
+        /// The forwarder's comment.
+        comment: String,
+        /// How it was reassigned.
+        reassignment: ReassignmentType,
+    },
 }
 
 impl Change {
@@ -340,6 +366,7 @@ impl Change {
             Change::RevokeFailed { .. } => "revoke_failed",
             Change::RevokeRetried { .. } => "revoke_retried",
             Change::Removed { .. } => "removed",
+            Change::Forwarded { .. } => "forwarded",
         }
     }
 }
@@ -393,6 +420,8 @@ impl Event {
             Change::Submitted { approval, .. } if !approval.approvers.is_empty() => {
                 Some(Notice::ApprovalRequested)
             }
+            // The new owner is asked, as the approvers were at submission.
+            Change::Forwarded { .. } => Some(Notice::ApprovalRequested),
             Change::Approved { .. } => Some(Notice::Approved),
             Change::Rejected { .. } => Some(Notice::Rejected),
             Change::Cancelled { .. } => Some(Notice::Cancelled),
@@ -438,7 +467,8 @@ pub enum Rejection {
     /// The approval step is invalid (400): no approver, too many, or an expiry out of range.
     #[error("approval step: {0}")]
     InvalidApproval(String),
-    /// Approve or reject by someone who is neither an approver of the item nor an admin (403).
+    /// Approve, reject or forward by someone who is neither an approver of the item nor an
+    /// admin (403).
     #[error("{actor} is not an approver of access request item {item}")]
     NotApprover {
         /// The item.
@@ -452,8 +482,8 @@ pub enum Rejection {
     /// Close by someone who is not an admin (403).
     #[error("only an admin may close access request item {0}")]
     NotAdmin(RequestItemId),
-    /// Approve or reject of an approval that is no longer pending (400): approved twice,
-    /// rejected after approval, or decided after expiry or cancellation.
+    /// Approve, reject or forward of an approval that is no longer pending (400): approved
+    /// twice, rejected after approval, or decided after expiry or cancellation.
     #[error("the approval of access request item {item} is already {state}")]
     AlreadyDecided {
         /// The item.
@@ -485,6 +515,34 @@ pub enum Rejection {
         /// Its status.
         status: &'static str,
     },
+    /// Forward to an identity that is an approver of the item already, the forwarder itself
+    /// included (400).
+    #[error("{to} is already an approver of access request item {item}")]
+    ForwardToApprover {
+        /// The item.
+        item: RequestItemId,
+        /// The intended new owner.
+        to: IdentityId,
+    },
+    /// Forward to the identity the access is for, or to the requester (400): they would
+    /// review their own request.
+    #[error("{to} may not approve access request item {item}: it is for or from them")]
+    SelfReview {
+        /// The item.
+        item: RequestItemId,
+        /// The intended new owner.
+        to: IdentityId,
+    },
+    /// Forward of an approval already forwarded [`MAX_FORWARDS`] times (400).
+    #[error(
+        "the approval of access request item {item} was forwarded {limit} times, the most allowed"
+    )]
+    TooManyForwards {
+        /// The item.
+        item: RequestItemId,
+        /// The bound.
+        limit: usize,
+    },
     /// An effect result or timer that no longer applies (a late or repeated delivery). Not a
     /// client error: the engine drops it.
     #[error("stale {0}")]
@@ -515,7 +573,10 @@ impl Rejection {
             | Rejection::AlreadyDecided { .. }
             | Rejection::ApprovalPassed { .. }
             | Rejection::AlreadyClosed(_)
-            | Rejection::WrongStatus { .. } => RejectionKind::Invalid,
+            | Rejection::WrongStatus { .. }
+            | Rejection::ForwardToApprover { .. }
+            | Rejection::SelfReview { .. }
+            | Rejection::TooManyForwards { .. } => RejectionKind::Invalid,
             Rejection::Stale(_) | Rejection::TimerNotDue { .. } => RejectionKind::Stale,
         }
     }
@@ -933,6 +994,49 @@ fn decide_existing(
                 .chain(cleanup)
                 .collect()
         }
+        Command::Forward { to, comment } => {
+            may_decide(item, ctx)?;
+            pending(item)?;
+            if comment.is_empty() {
+                return Err(super::submit::Error::InvalidText {
+                    path: "comment".into(),
+                    reason: "is empty; a forward needs a comment".into(),
+                }
+                .into());
+            }
+            check_comment("comment", comment)?;
+            let approvers = &item.approval.approvers;
+            if approvers.contains(to) {
+                return Err(Rejection::ForwardToApprover {
+                    item: id,
+                    to: to.clone(),
+                });
+            }
+            if *to == item.spec.requested_for || *to == item.spec.requester {
+                return Err(Rejection::SelfReview {
+                    item: id,
+                    to: to.clone(),
+                });
+            }
+            if item.forwards.len() >= MAX_FORWARDS {
+                return Err(Rejection::TooManyForwards {
+                    item: id,
+                    limit: MAX_FORWARDS,
+                });
+            }
+            // An approver hands over its own place; an admin who is not one takes the
+            // approval from all of them.
+            let from = match ctx.actor {
+                Actor::Identity(me) if approvers.contains(me) => vec![me.clone()],
+                _ => approvers.clone(),
+            };
+            vec![Change::Forwarded {
+                from,
+                to: to.clone(),
+                comment: comment.clone(),
+                reassignment: ReassignmentType::ManualReassignment,
+            }]
+        }
         Command::Supersede { by } => {
             if item.status != ItemStatus::Granted {
                 return Err(Rejection::WrongStatus {
@@ -1148,6 +1252,7 @@ pub fn evolve(state: Option<Item>, event: &Event) -> Result<Item, EvolveError> {
                 granted_at: None,
                 ended_at: None,
                 version: 1,
+                forwards: Vec::new(),
             };
             i.check_invariants().map_err(fail)?;
             return Ok(i);
@@ -1233,6 +1338,35 @@ pub fn evolve(state: Option<Item>, event: &Event) -> Result<Item, EvolveError> {
                 // access keeps its own course (sunset, removal), only the close is recorded.
                 _ => {}
             }
+        }
+        Change::Forwarded {
+            from,
+            to,
+            comment,
+            reassignment,
+        } => {
+            expect(ItemStatus::PendingApproval)?;
+            let approvers = &mut i.approval.approvers;
+            if from.is_empty() || !from.iter().all(|f| approvers.contains(f)) {
+                return Err(fail(format!("forward from {from:?}, not all approvers")));
+            }
+            if approvers.contains(to) {
+                return Err(fail(format!("forward to {to}, an approver already")));
+            }
+            if i.forwards.len() >= MAX_FORWARDS {
+                return Err(fail(format!("more than {MAX_FORWARDS} forwards")));
+            }
+            approvers.retain(|a| !from.contains(a));
+            approvers.push(to.clone());
+            approvers.sort();
+            i.forwards.push(Forward {
+                from: from.clone(),
+                to: to.clone(),
+                by: event.actor.clone(),
+                comment: comment.clone(),
+                at,
+                reassignment: *reassignment,
+            });
         }
         Change::Superseded { .. } => {
             expect(ItemStatus::Granted)?;

@@ -17,6 +17,10 @@ pub const MAX_APPROVERS: usize = 100;
 pub const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The shortest an approval may wait before it expires: one minute.
 pub const MIN_APPROVAL_WAIT: Duration = Duration::from_secs(60);
+/// The most times one approval may be forwarded. The contract sets no bound; this one keeps an
+/// item's forward history (stored with the item and shown in every approval row) small, and a
+/// chain of ten forwards already means the approval step is misconfigured.
+pub const MAX_FORWARDS: usize = 10;
 
 /// Where an item is in its workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -387,6 +391,53 @@ pub struct Approval {
     pub comment: Option<String>,
 }
 
+/// The contract's `ReassignmentType` (`reassignmenttype.yaml`): how an approval came to its
+/// current owner. Persisted in [`Forward`]: never reorder variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReassignmentType {
+    /// `MANUAL_REASSIGNMENT`: forwarded by an owner of the approval (or an admin). The only
+    /// kind jitflow makes.
+    ManualReassignment,
+    /// `AUTOMATIC_REASSIGNMENT` (jitflow has no reassignment configurations).
+    AutomaticReassignment,
+    /// `AUTO_ESCALATION` (jitflow has no escalation).
+    AutoEscalation,
+    /// `SELF_REVIEW_DELEGATION` (jitflow refuses self-review instead of delegating it).
+    SelfReviewDelegation,
+}
+
+impl ReassignmentType {
+    /// The contract's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReassignmentType::ManualReassignment => "MANUAL_REASSIGNMENT",
+            ReassignmentType::AutomaticReassignment => "AUTOMATIC_REASSIGNMENT",
+            ReassignmentType::AutoEscalation => "AUTO_ESCALATION",
+            ReassignmentType::SelfReviewDelegation => "SELF_REVIEW_DELEGATION",
+        }
+    }
+}
+
+/// One forward of an item's pending approval (the contract's `ApprovalForwardHistory`).
+/// Persisted (in the item record's forward section, see [`Item::forwards`]): never reorder
+/// fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The approvers the approval was taken from: the forwarding approver, or every approver
+    /// when an admin who is not one forwards it. Sorted.
+    pub from: Vec<IdentityId>,
+    /// The new owner.
+    pub to: IdentityId,
+    /// Who forwarded it.
+    pub by: Actor,
+    /// The forwarder's comment.
+    pub comment: String,
+    /// When.
+    pub at: Timestamp,
+    /// How (always `ManualReassignment` today).
+    pub reassignment: ReassignmentType,
+}
+
 /// Why access is being (or was) removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RemovalReason {
@@ -486,6 +537,13 @@ pub struct Item {
     pub ended_at: Option<Timestamp>,
     /// The number of events applied since submission.
     pub version: u64,
+    /// The forwards of the approval, oldest first (at most [`MAX_FORWARDS`]).
+    ///
+    /// Not part of the item's serde form: the store encodes it as a separate trailing section
+    /// of the item record, written only when it is not empty, so that the record of an item
+    /// never forwarded keeps the bytes it had before forwarding existed.
+    #[serde(skip)]
+    pub forwards: Vec<Forward>,
 }
 
 impl Item {
@@ -619,7 +677,11 @@ impl Item {
             }
             ItemStatus::Superseded => self.granted_at.is_some(),
         };
-        if !ok || self.status.is_terminal() != self.ended_at.is_some() {
+        // Forwards happen only while pending, each to one new owner, so a forwarded approval
+        // has approvers and a bounded history.
+        let forwards_ok = self.forwards.len() <= MAX_FORWARDS
+            && (self.forwards.is_empty() || !self.approval.approvers.is_empty());
+        if !ok || !forwards_ok || self.status.is_terminal() != self.ended_at.is_some() {
             return Err(format!(
                 "item {} is {} with approval {}, grant {:?}, removal {:?}, ended {:?}",
                 self.id(),

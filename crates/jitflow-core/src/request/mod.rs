@@ -77,6 +77,13 @@
 //!                                       REMOVED / FAILED / CLOSED
 //! ```
 //!
+//! While PENDING_APPROVAL an approver (or an admin) may *forward* the approval to a new owner
+//! ([`Command::Forward`]): the forwarding approver's place goes to the new owner (an admin who is
+//! not an approver hands over the whole approval), and the forward is kept in
+//! [`Item::forwards`]. The new owner may not already be an approver, nor the identity the access
+//! is for, nor the requester (no self-review), and an approval is forwarded at most
+//! [`MAX_FORWARDS`](item::MAX_FORWARDS) times. The expiry does not move.
+//!
 //! An automatic approval step approves in the same decision as the submission. Close ends an
 //! item that has granted nothing at once; during a grant it stops provisioning and removes
 //! whatever a try may have left (fail closed, after a try in flight settles); once granted or
@@ -101,7 +108,7 @@
 //! [`MAX_OBJECTS_PER_IDENTITY`](submit::MAX_OBJECTS_PER_IDENTITY),
 //! [`MAX_ITEMS`](submit::MAX_ITEMS), [`MAX_COMMENT_LEN`](submit::MAX_COMMENT_LEN), the
 //! `clientMetadata` bounds, [`MAX_ACCOUNT_SELECTIONS`](submit::MAX_ACCOUNT_SELECTIONS),
-//! [`MAX_APPROVERS`](item::MAX_APPROVERS) and the approval wait
+//! [`MAX_APPROVERS`](item::MAX_APPROVERS), [`MAX_FORWARDS`](item::MAX_FORWARDS) and the approval wait
 //! ([`MIN_APPROVAL_WAIT`](item::MIN_APPROVAL_WAIT) to [`MAX_APPROVAL_WAIT`](item::MAX_APPROVAL_WAIT)).
 //! Retries use the connection lifecycle's [`Config`](crate::lifecycle::Config).
 
@@ -116,8 +123,8 @@ pub use flow::{
     approval_id, approval_item, decide, evolve,
 };
 pub use item::{
-    Approval, ApprovalScheme, ApprovalStep, Closure, CompletionStatus, ExecutionStatus, Item,
-    ItemStatus, RemovalReason, RequestState, WorkItemState,
+    Approval, ApprovalScheme, ApprovalStep, Closure, CompletionStatus, ExecutionStatus, Forward,
+    Item, ItemStatus, ReassignmentType, RemovalReason, RequestState, WorkItemState,
 };
 pub use submit::{
     Bulk, Duplicate, Error, Existing, ItemSpec, ObjectKind, ObjectRef, RequestType, Submission,
