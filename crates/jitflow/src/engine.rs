@@ -12,6 +12,7 @@ use jitflow_core::connection::{
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{Actor, Command, PolicyCommand, Rejection};
 use jitflow_core::policy::{PatchOp, Policy};
+use jitflow_core::request::AccessRequestConfig;
 use jitflow_core::time::Minutes;
 use jitflow_store::Store;
 use jitflow_store::codec::{Envelope, Stream};
@@ -615,6 +616,34 @@ impl Engine {
             Reply::Policy(p) => Ok(p),
             other => unreachable!("policy command answered {other:?}"),
         }
+    }
+
+    /// Replaces the caller's tenant's access request config (the contract's PUT of
+    /// `/access-request-config/v1` or `/v2`: build the whole config with
+    /// `AccessRequestConfig::with_v1` or `with_v2` from [`Engine::access_request_config`]).
+    /// Durable before it answers; submissions decided after it are checked against it. Returns
+    /// the config stored.
+    ///
+    /// Errors: [`Error::RequestConfig`] when the config breaks a rule (nothing stored).
+    pub async fn put_access_request_config(
+        &self,
+        caller: &Caller,
+        config: AccessRequestConfig,
+    ) -> Result<AccessRequestConfig, Error> {
+        let op = Op::RequestConfig {
+            tenant: caller.tenant.clone(),
+            config: Box::new(config),
+        };
+        match self.send(caller, op, None).await? {
+            Reply::RequestConfig(c) => Ok(*c),
+            other => unreachable!("access request config change answered {other:?}"),
+        }
+    }
+
+    /// The tenant's access request config as committed: the contract's defaults
+    /// (`AccessRequestConfig::default`) until the first change.
+    pub fn access_request_config(&self, tenant: &TenantId) -> Result<AccessRequestConfig, Error> {
+        read(&self.inner.store, |r| r.access_request_config(tenant)).map(Option::unwrap_or_default)
     }
 
     /// The caller's tenant's policy, if stored.
