@@ -128,7 +128,8 @@ fn defaults_are_the_contracts() {
 #[test]
 fn every_validation_rule_has_its_error() {
     type Edit = fn(&mut AccessRequestConfig);
-    let rows: Vec<(&str, Edit, fn(&Error) -> bool, &str)> = vec![
+    type Row = (&'static str, Edit, fn(&Error) -> bool, &'static str);
+    let rows: Vec<Row> = vec![
         (
             "too many schemes",
             |c| {
@@ -298,16 +299,20 @@ fn the_bounds_themselves_are_accepted() {
 
 #[test]
 fn a_put_of_one_version_keeps_the_other_versions_own_fields() {
-    let mut stored = AccessRequestConfig::default();
-    stored.auto_approval_enabled = true;
-    stored.reminders = Some(Reminders {
-        max_reminders: Some(3),
+    let stored = AccessRequestConfig {
+        auto_approval_enabled: true,
+        reminders: Some(Reminders {
+            max_reminders: Some(3),
+            ..Default::default()
+        }),
+        gov_group_visibility_enabled: true,
+        machine_identity_access_request_enabled: false,
         ..Default::default()
-    });
-    stored.gov_group_visibility_enabled = true;
-    stored.machine_identity_access_request_enabled = false;
-    let mut body = AccessRequestConfig::default();
-    body.approvals_must_be_external = true;
+    };
+    let body = AccessRequestConfig {
+        approvals_must_be_external: true,
+        ..Default::default()
+    };
     // A v1 body replaces the v1 fields and keeps the v2-only ones.
     let v1 = stored.with_v1(&body);
     assert!(v1.approvals_must_be_external);
@@ -375,8 +380,10 @@ fn request_on_behalf_of_needs_the_config_or_an_admin() {
 
 #[test]
 fn approvals_must_be_external_refuses_everyone_but_admins() {
-    let mut config = AccessRequestConfig::default();
-    config.approvals_must_be_external = true;
+    let config = AccessRequestConfig {
+        approvals_must_be_external: true,
+        ..Default::default()
+    };
     let r = refusal(submit(&config, &ask()));
     assert_eq!(r, Refusal::ApprovalsExternal);
     assert!(r.to_string().contains("approvalsMustBeExternal"));

@@ -154,8 +154,10 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let mut config = AccessRequestConfig::default();
-        config.approvals_must_be_external = true;
+        let config = AccessRequestConfig {
+            approvals_must_be_external: true,
+            ..Default::default()
+        };
         {
             let store = Store::open(&path, Options::default()).unwrap();
             assert_eq!(FILE_FORMAT_VERSION, 3);

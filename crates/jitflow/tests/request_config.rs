@@ -247,8 +247,10 @@ async fn entitlement_rules_refuse_what_breaks_them_and_accept_what_meets_them() 
 async fn approvals_must_be_external_refuses_users_and_passes_admins() {
     let dir = tempfile::tempdir().unwrap();
     let h = harness(&dir, &[]).await;
-    let mut config = AccessRequestConfig::default();
-    config.approvals_must_be_external = true;
+    let config = AccessRequestConfig {
+        approvals_must_be_external: true,
+        ..Default::default()
+    };
     h.engine
         .put_access_request_config(&caller(), config)
         .await
@@ -306,8 +308,10 @@ async fn denial_comment_required_applies_to_rejections() {
 async fn a_change_queued_before_a_submission_applies_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let h = harness(&dir, &[]).await;
-    let mut config = AccessRequestConfig::default();
-    config.approvals_must_be_external = true;
+    let config = AccessRequestConfig {
+        approvals_must_be_external: true,
+        ..Default::default()
+    };
     let (admin, user) = (caller(), caller());
     let submission = grant("alice", None, None);
     // `join!` polls the put first, and queuing is synchronous: the put is in the writer's queue
