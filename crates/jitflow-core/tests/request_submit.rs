@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use jitflow_core::id::{AccessRequestId, IdentityId, ObjectId, SourceId};
+use jitflow_core::request::AccessRequestConfig;
 use jitflow_core::request::submit::{
     AccountRef, Assignment, Bulk, Duplicate, Error, Existing, IdentityItems, MAX_BULK_IDS,
     MAX_CLOSE_IDS, MAX_COMMENT_LEN, MAX_ENTITLEMENTS, MAX_IDENTITIES,
@@ -90,10 +91,24 @@ fn held(origin: Origin, remove_date: Option<Timestamp>) -> Existing {
     }
 }
 
+/// A config that lets anyone request for anyone: the rules of this file are the submission's
+/// own (the config's rules are tested in `request_config.rs`).
+fn open_config() -> AccessRequestConfig {
+    let mut config = AccessRequestConfig::default();
+    config.on_behalf_of.anyone_by_anyone = true;
+    config
+}
+
 fn check(submission: &Submission, existing: Existing) -> Result<usize, Error> {
-    validate_submit(REQUEST, submission, &who("requester"), now(), |_, _| {
-        existing.clone()
-    })
+    validate_submit(
+        REQUEST,
+        submission,
+        &who("requester"),
+        false,
+        &open_config(),
+        now(),
+        |_, _| existing.clone(),
+    )
     .map(|specs| specs.len())
 }
 
@@ -653,9 +668,15 @@ fn specs_expand_in_order_with_distinct_ids() {
         ("alice", vec![dated, item(ObjectKind::Role, "r1")]),
         ("bob", vec![item(ObjectKind::AccessProfile, "ap")]),
     ]);
-    let specs = validate_submit(REQUEST, &submission, &who("carol"), now(), |_, _| {
-        Existing::default()
-    })
+    let specs = validate_submit(
+        REQUEST,
+        &submission,
+        &who("carol"),
+        false,
+        &open_config(),
+        now(),
+        |_, _| Existing::default(),
+    )
     .unwrap();
     let order: Vec<(String, String)> = specs
         .iter()
@@ -693,6 +714,8 @@ fn duplicates_follow_the_contract() {
             REQUEST,
             &nested(vec![("alice", vec![i])]),
             &who("alice"),
+            false,
+            &AccessRequestConfig::default(),
             now(),
             |_, _| Existing::default(),
         )

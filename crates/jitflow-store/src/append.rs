@@ -11,8 +11,8 @@ use crate::codec::{self, PayloadRef, Stream};
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
-    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, REQUEST_INDEX, REQUEST_INTENTS,
-    REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
+    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, REQUEST_CONFIGS, REQUEST_INDEX,
+    REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
 };
 use crate::{idempotency, projection, request};
 
@@ -105,6 +105,7 @@ pub(crate) struct WriteTables<'txn> {
     pub(crate) request_open: Table<'txn, (&'static str, &'static str, u8, &'static str, u128), ()>,
     pub(crate) request_intents: Table<'txn, (&'static str, u128), ()>,
     pub(crate) request_people: Table<'txn, (&'static str, u8, &'static str, u128), ()>,
+    pub(crate) request_configs: Table<'txn, &'static str, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -128,6 +129,7 @@ impl<'txn> WriteTables<'txn> {
             request_open: txn.open_table(REQUEST_OPEN)?,
             request_intents: txn.open_table(REQUEST_INTENTS)?,
             request_people: txn.open_table(REQUEST_PEOPLE)?,
+            request_configs: txn.open_table(REQUEST_CONFIGS)?,
         })
     }
 }
@@ -150,7 +152,7 @@ impl Store {
             match entry {
                 Entry::Connection { event, after, .. } => assert_after(event, after.as_ref()),
                 Entry::Request { event, after, .. } => request::assert_after(event, after),
-                Entry::Policy { .. } => {}
+                Entry::Policy { .. } | Entry::RequestConfig { .. } => {}
             }
         }
         let txn = self.begin_write()?;
@@ -227,6 +229,26 @@ fn write_batch(txn: &WriteTransaction, batch: &Batch) -> Result<Appended, Error>
                 );
                 t.events.insert(sequence, bytes.as_slice())?;
                 request::put_item(&mut t, tenant, event, before.as_ref(), after)?;
+            }
+            Entry::RequestConfig { tenant, event } => {
+                let before = projection::get_request_config(&t.request_configs, tenant)?;
+                assert_eq!(
+                    event.previous, before,
+                    "access request config event of tenant {tenant} is not based on the stored config"
+                );
+                let stream = Stream::RequestConfig;
+                let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
+                let bytes = codec::encode_envelope_parts(
+                    tenant,
+                    version,
+                    (first, last),
+                    PayloadRef::RequestConfig(event),
+                );
+                t.events.insert(sequence, bytes.as_slice())?;
+                t.request_configs.insert(
+                    tenant.as_str(),
+                    codec::encode_request_config(&event.config).as_slice(),
+                )?;
             }
         }
     }

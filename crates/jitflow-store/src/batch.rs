@@ -50,6 +50,14 @@ pub enum Entry {
         /// large and rare next to connection entries.
         after: Box<request::Item>,
     },
+    /// A change of a tenant's access request config, decided by
+    /// `jitflow_core::request::config::decide`.
+    RequestConfig {
+        /// The tenant.
+        tenant: TenantId,
+        /// The event; its `previous` must be the stored config.
+        event: request::config::Event,
+    },
 }
 
 impl Entry {
@@ -58,7 +66,8 @@ impl Entry {
         match self {
             Entry::Connection { tenant, .. }
             | Entry::Policy { tenant, .. }
-            | Entry::Request { tenant, .. } => tenant,
+            | Entry::Request { tenant, .. }
+            | Entry::RequestConfig { tenant, .. } => tenant,
         }
     }
 }

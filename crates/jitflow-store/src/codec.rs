@@ -8,12 +8,13 @@
 //!
 //! ```text
 //! [0..2]  record format version, u16 little-endian (1)
-//! [2]     event kind: 1 = connection event, 2 = policy event, 3 = access request item event
+//! [2]     event kind: 1 = connection event, 2 = policy event, 3 = access request item event,
+//!         4 = access request config event
 //! [3..]   bincode (standard: little-endian, varint) of, in this order:
 //!         tenant (string), stream id (u128), stream version (u64), time (UTC ms, u64),
 //!         first and last global sequence of the batch it was committed in (u64, u64),
-//!         payload (`jitflow_core::lifecycle::Event`, `PolicyEvent` or
-//!         `jitflow_core::request::Event`)
+//!         payload (`jitflow_core::lifecycle::Event`, `PolicyEvent`,
+//!         `jitflow_core::request::Event` or `jitflow_core::request::config::Event`)
 //! ```
 //!
 //! The stream id and the time are also inside the payload; the header repeats them so that a
@@ -21,10 +22,10 @@
 //!
 //! # Projection records, version 1
 //!
-//! `[u16 version][bincode of the value]` for `Connection`, `Activation`, `Policy` and the
+//! `[u16 version][bincode of the value]` for `Connection`, `Activation`, `Policy`, the
 //! access request `Item` (whose `forwards` are not in its bincode: when there are any, the
 //! item's bincode is followed by the bincode of `Vec<request::Forward>`, so an item never
-//! forwarded has the bytes it had before forwarding existed);
+//! forwarded has the bytes it had before forwarding existed) and the `AccessRequestConfig`;
 //! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
 //! records (written by hand: the result is opaque bytes).
 //!
@@ -32,7 +33,8 @@
 //!
 //! bincode-serde encodes structs by field order and enums by *variant index*: the core's
 //! persisted types (`Event`, `Change`, `Connection`, `Activation`, `Policy`, `PolicyEvent`, the
-//! request module's `Event`, `Change` and `Item`, and every type inside them) must never reorder, remove or reuse fields or variants. New variants go
+//! request module's `Event`, `Change` and `Item`, the access request config and its event, and
+//! every type inside them) must never reorder, remove or reuse fields or variants. New variants go
 //! last. Any other change needs a new record format version here, with an upgrade from the old
 //! one. The golden fixtures in `tests/golden/` (every `Change` variant, the policy event and each
 //! projection record) fail on any change to the bytes.
@@ -70,6 +72,8 @@ const KIND_CONNECTION: u8 = 1;
 const KIND_POLICY: u8 = 2;
 /// Event kind tag of an envelope holding an access request item's `request::Event`.
 const KIND_REQUEST: u8 = 3;
+/// Event kind tag of an envelope holding a `request::config::Event`.
+const KIND_REQUEST_CONFIG: u8 = 4;
 
 fn config() -> impl Config {
     standard().with_limit::<DECODE_LIMIT>()
@@ -87,6 +91,8 @@ pub enum Stream {
     Policy,
     /// Every event of one access request item.
     RequestItem(RequestItemId),
+    /// Every change of the tenant's access request config.
+    RequestConfig,
 }
 
 impl Stream {
@@ -97,6 +103,7 @@ impl Stream {
             Stream::Activation(id) => (crate::tables::STREAM_ACTIVATION, id.as_u128()),
             Stream::Policy => (crate::tables::STREAM_POLICY, 0),
             Stream::RequestItem(id) => (crate::tables::STREAM_REQUEST_ITEM, id.as_u128()),
+            Stream::RequestConfig => (crate::tables::STREAM_REQUEST_CONFIG, 0),
         }
     }
 
@@ -113,6 +120,7 @@ impl Stream {
             crate::tables::STREAM_REQUEST_ITEM => {
                 Some(Stream::RequestItem(RequestItemId::from_u128(id)))
             }
+            crate::tables::STREAM_REQUEST_CONFIG if id == 0 => Some(Stream::RequestConfig),
             _ => None,
         }
     }
@@ -125,6 +133,7 @@ impl fmt::Display for Stream {
             Stream::Activation(id) => write!(f, "activation {id}"),
             Stream::Policy => f.write_str("policy"),
             Stream::RequestItem(id) => write!(f, "access request item {id}"),
+            Stream::RequestConfig => f.write_str("access request config"),
         }
     }
 }
@@ -138,6 +147,8 @@ pub enum Payload {
     Policy(PolicyEvent),
     /// An event of one access request item.
     Request(request::Event),
+    /// A change of the tenant's access request config.
+    RequestConfig(request::config::Event),
 }
 
 /// One event of the log, as stored.
@@ -165,6 +176,7 @@ impl Envelope {
             Payload::Connection(e) => Stream::Connection(e.connection),
             Payload::Policy(_) => Stream::Policy,
             Payload::Request(e) => Stream::RequestItem(e.item),
+            Payload::RequestConfig(_) => Stream::RequestConfig,
         }
     }
 
@@ -174,6 +186,7 @@ impl Envelope {
             Payload::Connection(e) => e.at,
             Payload::Policy(e) => e.at,
             Payload::Request(e) => e.at,
+            Payload::RequestConfig(e) => e.at,
         }
     }
 }
@@ -184,6 +197,7 @@ pub(crate) enum PayloadRef<'a> {
     Connection(&'a Event),
     Policy(&'a PolicyEvent),
     Request(&'a request::Event),
+    RequestConfig(&'a request::config::Event),
 }
 
 /// Which stored record a decoding error is about.
@@ -225,6 +239,11 @@ pub enum RecordName {
         /// The item.
         id: RequestItemId,
     },
+    /// A tenant's access request config projection.
+    RequestConfig {
+        /// The tenant, as stored in the key.
+        tenant: String,
+    },
     /// An idempotency record.
     Idempotency {
         /// The tenant, as stored in the key.
@@ -252,6 +271,7 @@ impl fmt::Display for RecordName {
             }
             RecordName::Policy { tenant } => write!(f, "policy {tenant}"),
             RecordName::Item { tenant, id } => write!(f, "access request item {tenant}/{id}"),
+            RecordName::RequestConfig { tenant } => write!(f, "access request config {tenant}"),
             RecordName::Idempotency { tenant, key } => {
                 write!(f, "idempotency key {tenant}/{key:?}")
             }
@@ -392,6 +412,7 @@ pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
         Payload::Connection(e) => PayloadRef::Connection(e),
         Payload::Policy(e) => PayloadRef::Policy(e),
         Payload::Request(e) => PayloadRef::Request(e),
+        Payload::RequestConfig(e) => PayloadRef::RequestConfig(e),
     };
     encode_envelope_parts(
         &envelope.tenant,
@@ -456,6 +477,21 @@ pub(crate) fn encode_envelope_parts(
                 },
             );
         }
+        PayloadRef::RequestConfig(event) => {
+            out.push(KIND_REQUEST_CONFIG);
+            encode_body(
+                &mut out,
+                &EnvelopeV1Out {
+                    tenant: tenant.as_str(),
+                    stream_id: 0,
+                    stream_version,
+                    at: event.at.as_millis(),
+                    batch_first,
+                    batch_last,
+                    payload: event,
+                },
+            );
+        }
     }
     out
 }
@@ -488,6 +524,11 @@ fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> 
             let e: EnvelopeV1In<request::Event> = decode_body(body)?;
             let (id, at) = (e.payload.item.as_u128(), e.payload.at);
             (header_of(&e), Payload::Request(e.payload), id, at)
+        }
+        KIND_REQUEST_CONFIG => {
+            let e: EnvelopeV1In<request::config::Event> = decode_body(body)?;
+            let at = e.payload.at;
+            (header_of(&e), Payload::RequestConfig(e.payload), 0, at)
         }
         other => return Err(Problem::UnknownKind(other)),
     };
@@ -718,6 +759,27 @@ pub fn decode_policy(tenant: &str, bytes: &[u8]) -> Result<Policy, Error> {
         ));
     }
     Ok(p)
+}
+
+/// Encodes an access request config projection.
+pub fn encode_request_config(config: &request::AccessRequestConfig) -> Vec<u8> {
+    encode_record(config)
+}
+
+/// Decodes the access request config projection of `tenant`. Its rules are not re-checked, as
+/// for a policy: they may tighten in later versions, and a stored config must stay readable.
+pub fn decode_request_config(
+    tenant: &str,
+    bytes: &[u8],
+) -> Result<request::AccessRequestConfig, Error> {
+    decode_record(bytes).map_err(|p| {
+        Error::new(
+            RecordName::RequestConfig {
+                tenant: tenant.to_owned(),
+            },
+            p,
+        )
+    })
 }
 
 /// Encodes an idempotency record.
@@ -996,6 +1058,22 @@ mod tests {
             },
             Effect::RevokeStanding { attempt: 1 },
         ]);
+        {
+            use jitflow_core::request::config::{ApproverType, TimeUnit};
+            pinned(&[
+                ApproverType::EntitlementOwner,
+                ApproverType::SourceOwner,
+                ApproverType::Manager,
+                ApproverType::GovernanceGroup,
+                ApproverType::Workflow,
+            ]);
+            pinned(&[
+                TimeUnit::Hours,
+                TimeUnit::Days,
+                TimeUnit::Weeks,
+                TimeUnit::Months,
+            ]);
+        }
         assert_eq!(first(encode_raw(&Change::Removed)), 2);
         assert_eq!(
             first(encode_raw(&Change::StandingRevoked { attempt: 1 })),

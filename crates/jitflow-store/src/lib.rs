@@ -17,6 +17,9 @@
 //! - **Access request items** ([`request`]). The second workflow on the same log: the item
 //!   projection, the items of each request, the open items of each identity and object, the
 //!   items' timers in the same timer index, and their intents.
+//! - **Access request configs.** One per tenant (format version 3): its change events on the
+//!   tenant's config stream and the current config, read by `Reader::access_request_config`
+//!   (no row: the contract's defaults).
 //!
 //! The API is synchronous. One thread writes ([`Store::append_batch`], one transaction per
 //! batch, committed with `Durability::Immediate` before anything is acknowledged); any number of

@@ -12,7 +12,8 @@ use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, Stora
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, HISTORY,
-    HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, STREAMS, TIMERS,
+    HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, REQUEST_CONFIGS,
+    STREAMS, TIMERS,
 };
 
 /// The version of the file layout (tables and keys) this build writes and reads. A file of an
@@ -22,7 +23,11 @@ use crate::tables::{
 /// - 1: the event log, projections, timers, intents, idempotency keys and cursors.
 /// - 2: adds the connections' secondary indexes, the assignment index, and the activation
 ///   history records with their indexes.
-pub const FILE_FORMAT_VERSION: u64 = 2;
+/// - 3: adds the access request config projections (`request_configs`; no row means the
+///   contract's defaults) and the event kind 4 (an access request config change), and item
+///   records that carry a forward history section and the `Forwarded` item change. A build of
+///   version 2 refuses such a file rather than misreading those records.
+pub const FILE_FORMAT_VERSION: u64 = 3;
 
 /// The default size of redb's page cache: 128 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 128 << 20;
@@ -124,10 +129,14 @@ impl Store {
     fn init(db: Database, options: Options) -> Result<Store, Error> {
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(1) => {
-                crate::upgrade::from_v1(&db, &options)?;
+            Some(from @ (1 | 2)) => {
+                // Each step commits on its own and leaves a file of the next version.
+                if from == 1 {
+                    crate::upgrade::from_v1(&db, &options)?;
+                }
+                crate::upgrade::from_v2(&db, &options)?;
                 tracing::info!(
-                    from = 1,
+                    from,
                     to = FILE_FORMAT_VERSION,
                     "upgraded the store file's format"
                 );
@@ -194,6 +203,7 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         ASSIGNMENTS.to_string(),
         HISTORY.to_string(),
         HISTORY_INDEX.to_string(),
+        REQUEST_CONFIGS.to_string(),
     ]
     .into_iter()
     .chain(crate::request::table_names())
@@ -241,6 +251,7 @@ fn create_tables(db: &Database, options: &Options) -> Result<(), Error> {
         txn.open_table(ASSIGNMENTS).map_err(storage)?;
         txn.open_table(HISTORY).map_err(storage)?;
         txn.open_table(HISTORY_INDEX).map_err(storage)?;
+        txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
             .map_err(storage)?;

@@ -41,6 +41,18 @@ pub(crate) fn get_policy(
     Ok(Some(codec::decode_policy(t, bytes.value())?))
 }
 
+/// The stored access request config of `tenant` (`None`: never set, the defaults apply).
+pub(crate) fn get_request_config(
+    configs: &impl ReadableTable<&'static str, &'static [u8]>,
+    tenant: &TenantId,
+) -> Result<Option<jitflow_core::request::AccessRequestConfig>, Error> {
+    let t = tenant.as_str();
+    let Some(bytes) = configs.get(t)? else {
+        return Ok(None);
+    };
+    Ok(Some(codec::decode_request_config(t, bytes.value())?))
+}
+
 /// Writes everything a connection event changes besides the log: the connection projection,
 /// the activation it names, its timers and its intent. `before` is the stored state, `after` the
 /// state after `event` (checked by the caller to follow from `before`).

@@ -345,6 +345,20 @@ impl Reader {
         Ok(Some(codec::decode_policy(t, bytes.value())?))
     }
 
+    /// The stored access request config of `tenant`; `None` before its first change, when the
+    /// contract's defaults (`AccessRequestConfig::default`) apply.
+    pub fn access_request_config(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<jitflow_core::request::AccessRequestConfig>, Error> {
+        let table = self.table(crate::tables::REQUEST_CONFIGS)?;
+        let t = tenant.as_str();
+        let Some(bytes) = table.get(t)? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode_request_config(t, bytes.value())?))
+    }
+
     /// The idempotency record of `key` for `tenant`, `None` when absent or expired at `now`.
     pub fn idempotency(
         &self,

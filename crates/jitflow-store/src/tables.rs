@@ -237,3 +237,33 @@ mod request_tests {
         );
     }
 }
+
+// Access request config (issue 7, format version 3). Appended so the tables above keep their
+// layout.
+
+/// Stream kind code of a tenant's access request config stream (its stream id is always 0).
+pub(crate) const STREAM_REQUEST_CONFIG: u8 = 5;
+
+/// Access request config projections: tenant -> encoded `request::AccessRequestConfig`. No row
+/// means the contract's defaults (no PUT yet). Added by format version 3.
+pub(crate) const REQUEST_CONFIGS: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("request_configs");
+
+#[cfg(test)]
+mod request_config_tests {
+    /// Pins the stream kind code and checks it meets no other.
+    #[test]
+    fn request_config_stream_code_is_pinned_and_distinct() {
+        use super::*;
+        assert_eq!(STREAM_REQUEST_CONFIG, 5);
+        assert!(
+            ![
+                STREAM_CONNECTION,
+                STREAM_ACTIVATION,
+                STREAM_POLICY,
+                STREAM_REQUEST_ITEM
+            ]
+            .contains(&STREAM_REQUEST_CONFIG)
+        );
+    }
+}

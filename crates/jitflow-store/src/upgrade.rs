@@ -12,7 +12,7 @@ use redb::{Database, Durability, ReadableDatabase};
 use crate::append::WriteTables;
 use crate::codec::{self, Payload};
 use crate::open::{Error, Options, storage};
-use crate::tables::{CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, META};
+use crate::tables::{CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, META, REQUEST_CONFIGS};
 use crate::{append, index};
 
 fn failed(reason: impl std::fmt::Display) -> Error {
@@ -29,7 +29,7 @@ fn write_failed(e: append::Error) -> Error {
     }
 }
 
-/// Version 1 to 2: builds the connections' secondary and assignment indexes from the connection
+/// Version 1 to 2 (version 2 to 3 follows on open): builds the connections' secondary and assignment indexes from the connection
 /// projections, and the activation history (records and indexes) by replaying the log, since a
 /// record holds the connection's facts as of the activation's last event. Holds the replayed
 /// connections in memory, once.
@@ -85,6 +85,21 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
             index::put_history(&mut t, tenant, record).map_err(write_failed)?;
         }
         let mut meta = txn.open_table(META).map_err(storage)?;
+        meta.insert(FORMAT_VERSION_KEY, 2).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Version 2 to 3: adds the access request config table, empty (every tenant has the
+/// contract's defaults until its first PUT). Nothing to rebuild: no older event sets a config.
+pub(crate) fn from_v2(db: &Database, options: &Options) -> Result<(), Error> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.set_quick_repair(options.quick_repair);
+    {
+        txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
+        let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, crate::open::FILE_FORMAT_VERSION)
             .map_err(storage)?;
     }
@@ -101,7 +116,79 @@ mod tests {
     use crate::query::Query;
     use crate::tables::{
         ASSIGNMENTS, CONNECTION_INDEX, FORMAT_VERSION_KEY, HISTORY, HISTORY_INDEX, META,
+        REQUEST_CONFIGS,
     };
+    use jitflow_core::lifecycle::Actor;
+    use jitflow_core::request::{AccessRequestConfig, config};
+    use jitflow_core::time::Timestamp;
+
+    fn stored_version(store: &Store) -> Option<u64> {
+        let reader = store.reader().unwrap();
+        let meta = reader.table(META).unwrap();
+        meta.get(FORMAT_VERSION_KEY).unwrap().map(|v| v.value())
+    }
+
+    /// A version 2 file (no access request config table) opens as version 3: the table exists
+    /// and is empty (every tenant reads the defaults), verify is clean, and a config change
+    /// can be appended and read back, also after reopening.
+    #[test]
+    fn a_version_2_file_is_upgraded_to_3_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let mut batch = Batch::new();
+            let (event, after) = step(None, Command::Register(spec(CONN)));
+            batch.push(Entry::Connection {
+                tenant: tenant.clone(),
+                event,
+                after,
+            });
+            store.append_batch(&batch).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            assert!(txn.delete_table(REQUEST_CONFIGS).unwrap());
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_VERSION_KEY, 2)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let config = AccessRequestConfig {
+            approvals_must_be_external: true,
+            ..Default::default()
+        };
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            assert_eq!(FILE_FORMAT_VERSION, 3);
+            assert_eq!(stored_version(&store), Some(3));
+            let reader = store.reader().unwrap();
+            assert_eq!(reader.access_request_config(&tenant).unwrap(), None);
+            assert!(reader.connection(&tenant, CONN).unwrap().is_some());
+            drop(reader);
+            let report = store.verify().unwrap();
+            assert!(report.is_clean(), "{:#?}", report.differences);
+            let event = config::decide(
+                None,
+                config.clone(),
+                Timestamp::from_millis(1_800_000_000_000).unwrap(),
+                &Actor::System,
+            )
+            .unwrap();
+            let mut batch = Batch::new();
+            batch.push(Entry::RequestConfig {
+                tenant: tenant.clone(),
+                event,
+            });
+            store.append_batch(&batch).unwrap();
+        }
+        let store = Store::open(&path, Options::default()).unwrap();
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.access_request_config(&tenant).unwrap(), Some(config));
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        assert_eq!(report.request_configs, 1);
+    }
     use crate::test_support::{ACT, CONN, spec, step};
     use jitflow_core::id::TenantId;
 
@@ -142,6 +229,7 @@ mod tests {
             assert!(txn.delete_table(HISTORY_INDEX).unwrap());
             assert!(txn.delete_table(HISTORY).unwrap());
             assert!(txn.delete_table(ASSIGNMENTS).unwrap());
+            assert!(txn.delete_table(REQUEST_CONFIGS).unwrap());
             txn.open_table(META)
                 .unwrap()
                 .insert(FORMAT_VERSION_KEY, 1)

@@ -14,6 +14,7 @@ use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{EvolveError, Timer, evolve};
 use jitflow_core::policy::Policy;
+use jitflow_core::request::AccessRequestConfig;
 use redb::{ReadableDatabase, TableDefinition};
 
 use crate::codec::{self, Payload, Problem, RecordName, Stream};
@@ -23,7 +24,7 @@ use crate::read::Reader;
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
-    INTENTS, POLICIES, STREAMS, TIMERS, timer_kind_code,
+    INTENTS, POLICIES, REQUEST_CONFIGS, STREAMS, TIMERS, timer_kind_code,
 };
 use crate::timers::{self, Due, DueTimer};
 
@@ -171,6 +172,22 @@ pub enum Difference {
     IntentUnexpected(Intent),
     /// An access request item's record, index row, timer or intent differs from the replay.
     Request(crate::request::verify::Difference),
+    /// An access request config event is not based on the config replayed before it.
+    RequestConfigOutOfOrder {
+        /// The event's global sequence.
+        sequence: u64,
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// An access request config projection differs from the last config event's config.
+    RequestConfig {
+        /// The tenant.
+        tenant: TenantId,
+        /// The replayed config.
+        replayed: Option<Box<AccessRequestConfig>>,
+        /// The stored projection.
+        stored: Option<Box<AccessRequestConfig>>,
+    },
 }
 
 impl fmt::Display for Difference {
@@ -284,6 +301,20 @@ impl fmt::Display for Difference {
                 i.tenant, i.connection
             ),
             Difference::Request(d) => write!(f, "{d}"),
+            Difference::RequestConfigOutOfOrder { sequence, tenant } => write!(
+                f,
+                "access request config event {sequence} of tenant {tenant} is not based on the config before it"
+            ),
+            Difference::RequestConfig {
+                tenant,
+                replayed,
+                stored,
+            } => write!(
+                f,
+                "access request config of tenant {tenant} differs (replayed {}, stored {})",
+                side(replayed.is_some()),
+                side(stored.is_some())
+            ),
         }
     }
 }
@@ -299,6 +330,8 @@ pub struct Report {
     pub activations: u64,
     /// Tenants with a policy.
     pub policies: u64,
+    /// Tenants with an access request config (the others have the defaults).
+    pub request_configs: u64,
     /// Timers armed after the replay.
     pub timers: u64,
     /// Connections with pending effects after the replay.
@@ -363,6 +396,7 @@ struct Replay {
     activations: HashMap<(u32, u128), Activation>,
     history: HashMap<(u32, u128), ActivationRecord>,
     policies: HashMap<u32, Policy>,
+    request_configs: HashMap<u32, AccessRequestConfig>,
     /// Last version of each (tenant, stream kind, stream id).
     versions: HashMap<(u32, u8, u128), u64>,
     /// The stream index the log implies.
@@ -403,6 +437,7 @@ impl Store {
         report.connections = replay.connections.len() as u64;
         report.activations = replay.activations.len() as u64;
         report.policies = replay.policies.len() as u64;
+        report.request_configs = replay.request_configs.len() as u64;
         let mut timers: HashSet<(u32, u128, u64, u8)> = HashSet::new();
         let mut intents: HashSet<(u32, u128)> = HashSet::new();
         for (&(tenant, id), c) in &replay.connections {
@@ -425,6 +460,7 @@ impl Store {
         compare_history(&reader, &mut replay, &mut report)?;
         compare_activations(&reader, &mut replay, &mut report)?;
         compare_policies(&reader, &mut replay, &mut report)?;
+        compare_request_configs(&reader, &mut replay, &mut report)?;
         crate::request::verify::compare(&reader, &replay.tenants, replay.items, &mut report)?;
         if !report.is_clean() {
             tracing::warn!(
@@ -541,6 +577,15 @@ fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Resu
             }
             Payload::Request(event) => {
                 crate::request::verify::replay(&mut replay.items, tenant, sequence, &event, report);
+            }
+            Payload::RequestConfig(event) => {
+                if event.previous.as_ref() != replay.request_configs.get(&tenant) {
+                    report.push(Difference::RequestConfigOutOfOrder {
+                        sequence,
+                        tenant: envelope.tenant.clone(),
+                    });
+                }
+                replay.request_configs.insert(tenant, event.config);
             }
         }
     }
@@ -954,51 +999,98 @@ fn compare_policies(
     report: &mut Report,
 ) -> Result<(), Error> {
     let table = reader.open(POLICIES)?;
-    for entry in table.range::<&str>(..)? {
-        let (k, v) = entry?;
-        let tenant = k.value();
-        let replayed = replay
-            .tenants
-            .number(tenant)
-            .and_then(|n| replay.policies.remove(&n));
-        let stored = match codec::decode_policy(tenant, v.value()) {
-            Ok(p) => p,
-            Err(e) => {
-                report.push(Difference::Undecodable(e));
-                continue;
-            }
+    let replayed = std::mem::take(&mut replay.policies);
+    let difference =
+        |tenant, replayed: Option<Policy>, stored: Option<Policy>| Difference::Policy {
+            tenant,
+            replayed: replayed.map(Box::new),
+            stored: stored.map(Box::new),
         };
-        if replayed.as_ref() != Some(&stored) {
-            let Ok(tenant) = TenantId::parse(tenant) else {
-                report.push(bad_key(
-                    "policies",
-                    format!("{tenant:?}"),
-                    "not a valid tenant id",
-                ));
-                continue;
-            };
-            report.push(Difference::Policy {
+    let records = TenantRecords {
+        table: &table,
+        name: "policies",
+        decode: codec::decode_policy,
+        difference,
+    };
+    records.compare(&replay.tenants, replayed, report)
+}
+
+fn compare_request_configs(
+    reader: &Reader,
+    replay: &mut Replay,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let table = reader.open(REQUEST_CONFIGS)?;
+    let replayed = std::mem::take(&mut replay.request_configs);
+    let difference =
+        |tenant, replayed: Option<AccessRequestConfig>, stored: Option<AccessRequestConfig>| {
+            Difference::RequestConfig {
                 tenant,
                 replayed: replayed.map(Box::new),
-                stored: Some(Box::new(stored)),
-            });
+                stored: stored.map(Box::new),
+            }
+        };
+    let records = TenantRecords {
+        table: &table,
+        name: "request_configs",
+        decode: codec::decode_request_config,
+        difference,
+    };
+    records.compare(&replay.tenants, replayed, report)
+}
+
+/// A projection with one record per tenant (the policy, the access request config), compared
+/// with the last record of each tenant's replayed stream.
+struct TenantRecords<'a, T, D> {
+    table: &'a redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    decode: fn(&str, &[u8]) -> Result<T, codec::Error>,
+    difference: D,
+}
+
+impl<T: PartialEq, D: Fn(TenantId, Option<T>, Option<T>) -> Difference> TenantRecords<'_, T, D> {
+    fn compare(
+        self,
+        tenants: &Tenants,
+        mut replayed: HashMap<u32, T>,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        for entry in self.table.range::<&str>(..)? {
+            let (k, v) = entry?;
+            let tenant = k.value();
+            let expected = tenants.number(tenant).and_then(|n| replayed.remove(&n));
+            let stored = match (self.decode)(tenant, v.value()) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.push(Difference::Undecodable(e));
+                    continue;
+                }
+            };
+            if expected.as_ref() != Some(&stored) {
+                let Ok(tenant) = TenantId::parse(tenant) else {
+                    report.push(bad_key(
+                        self.name,
+                        format!("{tenant:?}"),
+                        "not a valid tenant id",
+                    ));
+                    continue;
+                };
+                report.push((self.difference)(tenant, expected, Some(stored)));
+            }
         }
+        let mut missing: Vec<_> = replayed.into_iter().collect();
+        missing.sort_unstable_by_key(|&(tenant, _)| tenant);
+        for (tenant, p) in missing {
+            report.push((self.difference)(tenants.id(tenant).clone(), Some(p), None));
+        }
+        Ok(())
     }
-    let mut missing: Vec<_> = replay.policies.drain().collect();
-    missing.sort_unstable_by_key(|&(tenant, _)| tenant);
-    for (tenant, p) in missing {
-        report.push(Difference::Policy {
-            tenant: replay.tenants.id(tenant).clone(),
-            replayed: Some(Box::new(p)),
-            stored: None,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use jitflow_core::lifecycle::{Command, TimerKind};
+    use redb::ReadableTable;
     use redb::backends::InMemoryBackend;
 
     use super::*;
@@ -1281,5 +1373,71 @@ mod tests {
                 found: 4
             }
         )));
+    }
+
+    /// An access request config changed twice, then its projection tampered with: a stored
+    /// config that is not the last event's, a tenant's row missing, another tenant's row
+    /// appearing, and an event not based on the config before it are each reported.
+    #[test]
+    fn request_config_disagreements_are_reported() {
+        use jitflow_core::lifecycle::Actor;
+        use jitflow_core::request::config;
+
+        let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
+        let at = jitflow_core::time::Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let first = AccessRequestConfig::default();
+        let mut second = first.clone();
+        second.entitlement.access.require_end_date = true;
+        let beta = TenantId::parse("beta").unwrap();
+        let mut batch = Batch::new();
+        for (tenant, previous, config) in [
+            (tenant(), None, first.clone()),
+            (tenant(), Some(first.clone()), second.clone()),
+            (beta.clone(), None, first.clone()),
+        ] {
+            let event = config::decide(previous.as_ref(), config, at, &Actor::System).unwrap();
+            batch.push(Entry::RequestConfig { tenant, event });
+        }
+        store.append_batch(&batch).unwrap();
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        assert_eq!(report.request_configs, 2);
+
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(REQUEST_CONFIGS).unwrap();
+            let stale = codec::encode_request_config(&first);
+            table.insert("acme", stale.as_slice()).unwrap();
+            table.remove("beta").unwrap();
+            table.insert("other", stale.as_slice()).unwrap();
+            // An event whose previous config is not the one before it.
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let bytes = events.get(2).unwrap().unwrap().value().to_vec();
+            let mut envelope = codec::decode_envelope(2, &bytes).unwrap();
+            let codec::Payload::RequestConfig(event) = &mut envelope.payload else {
+                panic!("event 2 is a config change");
+            };
+            event.previous = None;
+            events
+                .insert(2, codec::encode_envelope(&envelope).as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let report = store.verify().unwrap();
+        let found = |f: &dyn Fn(&Difference) -> bool| report.differences.iter().any(f);
+        assert!(found(&|d| matches!(d,
+            Difference::RequestConfig { tenant, replayed: Some(r), stored: Some(s) }
+                if tenant.as_str() == "acme" && **r == second && **s == first)));
+        assert!(found(&|d| matches!(d,
+            Difference::RequestConfig { tenant, replayed: Some(_), stored: None }
+                if tenant.as_str() == "beta")));
+        assert!(found(&|d| matches!(d,
+            Difference::Undecodable(_) | Difference::RequestConfig { .. }
+                if d.to_string().contains("other"))));
+        assert!(found(&|d| matches!(
+            d,
+            Difference::RequestConfigOutOfOrder { sequence: 2, .. }
+        )));
+        assert_eq!(report.differences.len(), 4, "{:#?}", report.differences);
     }
 }

@@ -1,5 +1,5 @@
 //! Golden fixtures: the stored bytes of every core `Change` variant (in an event envelope), of a
-//! policy event, and of each projection record (the activation history record included),
+//! policy event, of an access request config event, and of each projection record (the activation history record included),
 //! committed under `tests/golden/`.
 //!
 //! Each fixture is decoded and compared with the value built here, and the value is encoded and
@@ -42,6 +42,8 @@ const CHANGE_VARIANTS: usize = 22;
 
 /// The number of access request `request::Change` variants (as [`CHANGE_VARIANTS`]).
 const REQUEST_CHANGE_VARIANTS: usize = 21;
+/// The sequence of the `event_request_config` fixture (it was blessed with this one).
+const REQUEST_CONFIG_SEQUENCE: u64 = 44;
 
 const REQUEST: AccessRequestId =
     AccessRequestId::from_u128(0x1f2e_3d4c_5b6a_4978_8695_a4b3_c2d1_e0f0);
@@ -414,6 +416,7 @@ enum Value {
     Idempotency(Idempotency),
     History(ActivationRecord),
     Item(Box<request::Item>),
+    RequestConfig(Box<request::AccessRequestConfig>),
 }
 
 const TENANT: &str = "acme-prod";
@@ -428,6 +431,7 @@ impl Value {
             Value::Idempotency(i) => codec::encode_idempotency(i),
             Value::History(r) => codec::encode_history(r),
             Value::Item(i) => codec::encode_item(i),
+            Value::RequestConfig(c) => codec::encode_request_config(c),
         }
     }
 
@@ -448,6 +452,9 @@ impl Value {
                 Value::History(codec::decode_history(TENANT, r.activation.id, bytes)?)
             }
             Value::Item(i) => Value::Item(Box::new(codec::decode_item(TENANT, i.id(), bytes)?)),
+            Value::RequestConfig(_) => {
+                Value::RequestConfig(Box::new(codec::decode_request_config(TENANT, bytes)?))
+            }
         })
     }
 }
@@ -521,6 +528,29 @@ fn fixtures() -> Vec<(String, Value)> {
             }),
         ));
     }
+    // Pinned: the sequence is part of the fixture's bytes, so it must not move when another
+    // request change variant is added before it.
+    let sequence = REQUEST_CONFIG_SEQUENCE;
+    out.push((
+        "event_request_config".into(),
+        Value::Envelope(Envelope {
+            sequence,
+            tenant: tenant.clone(),
+            stream_version: 2,
+            batch_first: sequence,
+            batch_last: sequence,
+            payload: Payload::RequestConfig(request::config::Event {
+                at: t(90),
+                actor: alice(),
+                previous: Some(request::AccessRequestConfig::default()),
+                config: request_config(),
+            }),
+        }),
+    ));
+    out.push((
+        "record_request_config".into(),
+        Value::RequestConfig(Box::new(request_config())),
+    ));
     out.push(("record_item".into(), Value::Item(Box::new(request_item()))));
     out.push((
         "record_item_forwarded".into(),
@@ -546,6 +576,61 @@ fn fixtures() -> Vec<(String, Value)> {
         }),
     ));
     out
+}
+
+/// An access request config with every field away from its default and every enum variant
+/// used.
+fn request_config() -> request::AccessRequestConfig {
+    use request::config::{
+        AccessDuration, ApprovalScheme, ApproverType, EntitlementAccess, EntitlementRequest,
+        OnBehalfOf, Reminders, TimeUnit,
+    };
+    let scheme = |approver_type, id: Option<&str>| ApprovalScheme {
+        approver_type,
+        approver_id: id.map(str::to_owned),
+    };
+    request::AccessRequestConfig {
+        approvals_must_be_external: true,
+        auto_approval_enabled: true,
+        reauthorization_enabled: true,
+        on_behalf_of: OnBehalfOf {
+            anyone_by_anyone: true,
+            employee_by_manager: true,
+            for_machine_identity: false,
+            machine_by_owner: true,
+        },
+        reminders: Some(Reminders {
+            days_until_escalation: Some(3),
+            days_between_reminders: Some(1),
+            max_reminders: Some(20),
+            fallback_approver: Some(IdentityId::parse("2c9180867e20630b017e20be7c222492").unwrap()),
+        }),
+        entitlement: EntitlementRequest {
+            access: EntitlementAccess {
+                approval_schemes: vec![
+                    scheme(ApproverType::EntitlementOwner, None),
+                    scheme(ApproverType::SourceOwner, None),
+                    scheme(ApproverType::Manager, None),
+                    scheme(
+                        ApproverType::GovernanceGroup,
+                        Some("e3eab852-8315-467f-9de7-70eda97f63c8"),
+                    ),
+                ],
+                request_comment_required: true,
+                denial_comment_required: true,
+                reauthorization_required: true,
+                require_end_date: true,
+                max_duration: Some(AccessDuration {
+                    value: 6,
+                    unit: TimeUnit::Months,
+                }),
+                form_definition_id: Some("78258e80-e9e2-4e1a-a11f-ce0b7c62f25d".into()),
+            },
+            revocation_schemes: vec![scheme(ApproverType::Workflow, Some("wf-revoke"))],
+        },
+        gov_group_visibility_enabled: true,
+        machine_identity_access_request_enabled: false,
+    }
 }
 
 fn golden_dir() -> PathBuf {

@@ -169,13 +169,15 @@ proptest! {
                 Entry::Policy { tenant, event } => {
                     policies.entry(tenant.clone()).or_default().push(event.policy.clone());
                 }
-                Entry::Request { .. } => panic!("this model makes no access request entries"),
+                Entry::Request { .. } | Entry::RequestConfig { .. } => {
+                    panic!("this model makes no access request entries")
+                }
             }
         }
         let payload_events = |events: Vec<StreamEvent>| -> Vec<Event> {
             events.into_iter().map(|e| match e.envelope.payload {
                 Payload::Connection(event) => event,
-                Payload::Policy(_) | Payload::Request(_) => panic!("other event in a connection stream"),
+                Payload::Policy(_) | Payload::Request(_) | Payload::RequestConfig(_) => panic!("other event in a connection stream"),
             }).collect()
         };
         for ((tenant, id), events) in &connections {
@@ -194,7 +196,7 @@ proptest! {
             let stream = all_stream(&store, tenant, Stream::Policy);
             let stored: Vec<Policy> = stream.into_iter().map(|e| match e.envelope.payload {
                 Payload::Policy(p) => p.policy,
-                Payload::Connection(_) | Payload::Request(_) => panic!("other event in a policy stream"),
+                Payload::Connection(_) | Payload::Request(_) | Payload::RequestConfig(_) => panic!("other event in a policy stream"),
             }).collect();
             prop_assert_eq!(&stored, history);
         }

@@ -469,7 +469,7 @@ fn outgoing(store: &Store, envelope: &jitflow_store::codec::Envelope) -> Option<
                 sequence: envelope.sequence,
             })))
         }
-        Payload::Policy(_) => None,
+        Payload::Policy(_) | Payload::RequestConfig(_) => None,
     }
 }
 

@@ -12,6 +12,8 @@ use jitflow_core::connection::{
 use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{Actor, Command, PolicyCommand, Rejection};
 use jitflow_core::policy::{PatchOp, Policy};
+use jitflow_core::request::AccessRequestConfig;
+use jitflow_core::request::config::View;
 use jitflow_core::time::Minutes;
 use jitflow_store::Store;
 use jitflow_store::codec::{Envelope, Stream};
@@ -615,6 +617,37 @@ impl Engine {
             Reply::Policy(p) => Ok(p),
             other => unreachable!("policy command answered {other:?}"),
         }
+    }
+
+    /// Replaces the `view` fields of the caller's tenant's access request config with those of
+    /// `config` and keeps the others (the contract's PUT of `/access-request-config/v1` is
+    /// `View::V1`, of `/v2` `View::V2`; `View::All` replaces the whole config). The merge is
+    /// made by the writer with the config as committed, so racing PUTs of different versions
+    /// keep each other's fields. Durable before it answers; submissions decided after it are
+    /// checked against it. Returns the config stored.
+    ///
+    /// Errors: [`Error::RequestConfig`] when the merged config breaks a rule (nothing stored).
+    pub async fn put_access_request_config(
+        &self,
+        caller: &Caller,
+        view: View,
+        config: AccessRequestConfig,
+    ) -> Result<AccessRequestConfig, Error> {
+        let op = Op::RequestConfig {
+            tenant: caller.tenant.clone(),
+            config: Box::new(config),
+            view,
+        };
+        match self.send(caller, op, None).await? {
+            Reply::RequestConfig(c) => Ok(*c),
+            other => unreachable!("access request config change answered {other:?}"),
+        }
+    }
+
+    /// The tenant's access request config as committed: the contract's defaults
+    /// (`AccessRequestConfig::default`) until the first change.
+    pub fn access_request_config(&self, tenant: &TenantId) -> Result<AccessRequestConfig, Error> {
+        read(&self.inner.store, |r| r.access_request_config(tenant)).map(Option::unwrap_or_default)
     }
 
     /// The caller's tenant's policy, if stored.

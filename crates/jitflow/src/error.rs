@@ -17,6 +17,9 @@ pub enum Error {
     /// [`jitflow_core::request::Rejection::kind`]). Nothing was changed.
     #[error(transparent)]
     RequestRejected(#[from] jitflow_core::request::Rejection),
+    /// The access request config was refused: it breaks a rule (nothing was stored).
+    #[error(transparent)]
+    RequestConfig(#[from] jitflow_core::request::config::Error),
     /// The policy change was refused.
     #[error(transparent)]
     PolicyRejected(#[from] PolicyRejection),

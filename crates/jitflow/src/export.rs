@@ -39,6 +39,7 @@ enum Event<'a> {
     Connection(&'a jitflow_core::lifecycle::Event),
     Policy(&'a jitflow_core::lifecycle::PolicyEvent),
     Request(&'a jitflow_core::request::Event),
+    RequestConfig(&'a jitflow_core::request::config::Event),
 }
 
 /// `envelope` as one line of JSON, without the trailing newline.
@@ -48,11 +49,13 @@ pub fn json_line(envelope: &Envelope) -> String {
         Stream::Activation(id) => ("activation", Some(id.to_string())),
         Stream::Policy => ("policy", None),
         Stream::RequestItem(id) => ("requestItem", Some(id.to_string())),
+        Stream::RequestConfig => ("requestConfig", None),
     };
     let (kind, event) = match &envelope.payload {
         Payload::Connection(e) => ("connection", Event::Connection(e)),
         Payload::Policy(e) => ("policy", Event::Policy(e)),
         Payload::Request(e) => ("request", Event::Request(e)),
+        Payload::RequestConfig(e) => ("requestConfig", Event::RequestConfig(e)),
     };
     let line = Line {
         sequence: envelope.sequence,

@@ -202,11 +202,19 @@ impl Engine {
     /// already assigned or in progress is committed cancelled as a duplicate. Returns the new
     /// request id and its items.
     ///
-    /// Errors: [`Error::RequestRejected`] with `Rejection::Invalid` for a broken rule (nothing
-    /// stored); [`Error::Invalid`] when the caller is not an identity.
+    /// The tenant's access request config adds rules (see
+    /// `jitflow_core::request::config`); `rights` says whether the caller is an org admin, who
+    /// may request for anyone and submit while `approvalsMustBeExternal` is set. The config is
+    /// checked here and again by the writer at decide time, so a config change committed
+    /// before the submission's items are decided always applies to them.
+    ///
+    /// Errors: [`Error::RequestRejected`] with `Rejection::Invalid` for a broken rule, the
+    /// config's included (nothing stored); [`Error::Invalid`] when the caller is not an
+    /// identity.
     pub async fn submit_request(
         &self,
         caller: &Caller,
+        rights: Rights,
         submission: &Submission,
     ) -> Result<(AccessRequestId, Vec<Item>), Error> {
         let Actor::Identity(requester) = &caller.actor else {
@@ -224,8 +232,17 @@ impl Engine {
                 Existing::default()
             })
         };
-        let specs = validate_submit(request, submission, requester, self.now(), lookup)
-            .map_err(Rejection::from)?;
+        let rules = reader.access_request_config(tenant)?.unwrap_or_default();
+        let specs = validate_submit(
+            request,
+            submission,
+            requester,
+            rights.admin(),
+            &rules,
+            self.now(),
+            lookup,
+        )
+        .map_err(Rejection::from)?;
         if let Some(e) = failure.into_inner() {
             return Err(e);
         }
@@ -245,7 +262,7 @@ impl Engine {
                 (id, command)
             })
             .collect();
-        let items = self.item_commands(caller, Rights::User, commands).await?;
+        let items = self.item_commands(caller, rights, commands).await?;
         Ok((request, items))
     }
 

@@ -21,7 +21,7 @@ use jitflow_core::lifecycle::{
     self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide, decide_policy, evolve,
 };
 use jitflow_core::policy::Policy;
-use jitflow_core::request::{self, Item, ItemStatus, RequestType};
+use jitflow_core::request::{self, AccessRequestConfig, Item, ItemStatus, RequestType};
 use jitflow_store::Store;
 use jitflow_store::batch::{Batch, Entry, MAX_BATCH_ENTRIES};
 use jitflow_store::idempotency::{Idempotency as KeyRecord, KeyPut};
@@ -55,6 +55,13 @@ pub(crate) enum Op {
         admin: bool,
         commands: Vec<(RequestItemId, request::Command)>,
     },
+    /// Replace the `view` fields of a tenant's access request config, merged with the config
+    /// as the batch sees it (validated by the core's `config::decide`).
+    RequestConfig {
+        tenant: TenantId,
+        config: Box<AccessRequestConfig>,
+        view: request::config::View,
+    },
     /// Move a named cursor of the log (a consumer's durable position).
     Cursor { name: &'static str, sequence: u64 },
     /// Finish the batch in flight and stop.
@@ -79,6 +86,8 @@ pub(crate) enum Reply {
     Activation(Activation),
     /// The items after their commands, in command order.
     Items(Vec<Item>),
+    /// The access request config after the change.
+    RequestConfig(Box<AccessRequestConfig>),
     /// A cursor was moved.
     Moved,
     /// Shutdown acknowledged.
@@ -159,6 +168,8 @@ struct Overlay {
     connections: HashMap<Key, Option<Connection>>,
     items: HashMap<(TenantId, RequestItemId), Item>,
     policies: HashMap<TenantId, Option<Policy>>,
+    /// Access request configs changed by the batch (`None`: never stored, the defaults).
+    request_configs: HashMap<TenantId, Option<AccessRequestConfig>>,
     keys: HashMap<(TenantId, String), (u64, Reply)>,
 }
 
@@ -246,6 +257,20 @@ impl Writer {
         Ok(p)
     }
 
+    /// The tenant's access request config as the batch sees it (`None`: never stored). Read at
+    /// decide time, so a submission is checked against every config change committed or
+    /// decided before it.
+    fn request_config(
+        reader: &Reader,
+        overlay: &Overlay,
+        tenant: &TenantId,
+    ) -> Result<Option<AccessRequestConfig>, Error> {
+        match overlay.request_configs.get(tenant) {
+            Some(c) => Ok(c.clone()),
+            None => Ok(reader.access_request_config(tenant)?),
+        }
+    }
+
     /// Decides, commits and answers one batch. Returns false when the writer must stop.
     fn process(&mut self, batch: Vec<Request>) -> bool {
         let span = info_span!("batch", size = batch.len());
@@ -294,14 +319,19 @@ impl Writer {
                     answers.push((request.reply, Ok(Reply::Moved)));
                     continue;
                 }
-                Op::Connection { .. } | Op::Policy { .. } | Op::Request { .. } => {}
+                Op::Connection { .. }
+                | Op::Policy { .. }
+                | Op::Request { .. }
+                | Op::RequestConfig { .. } => {}
             }
             let kind = request_kind(&request.op);
             let command_span = match &request.op {
                 Op::Connection {
                     tenant, connection, ..
                 } => debug_span!("command", kind, %tenant, %connection),
-                Op::Policy { tenant, .. } | Op::Request { tenant, .. } => {
+                Op::Policy { tenant, .. }
+                | Op::Request { tenant, .. }
+                | Op::RequestConfig { tenant, .. } => {
                     debug_span!("command", kind, %tenant)
                 }
                 Op::Cursor { .. } | Op::Shutdown => debug_span!("command", kind),
@@ -379,7 +409,8 @@ impl Writer {
         let tenant = match &request.op {
             Op::Connection { tenant, .. }
             | Op::Policy { tenant, .. }
-            | Op::Request { tenant, .. } => tenant.clone(),
+            | Op::Request { tenant, .. }
+            | Op::RequestConfig { tenant, .. } => tenant.clone(),
             Op::Cursor { .. } | Op::Shutdown => unreachable!("handled by the caller"),
         };
         if let Some(idem) = &request.idempotency {
@@ -465,6 +496,20 @@ impl Writer {
                     batch,
                 )?;
                 Reply::Items(items)
+            }
+            Op::RequestConfig { config, view, .. } => {
+                let current = Self::request_config(reader, overlay, &tenant)?;
+                let merged = current.clone().unwrap_or_default().with(*view, config);
+                let event = request::config::decide(current.as_ref(), merged, now, &request.actor)?;
+                let config = event.config.clone();
+                batch.push(Entry::RequestConfig {
+                    tenant: tenant.clone(),
+                    event,
+                });
+                overlay
+                    .request_configs
+                    .insert(tenant.clone(), Some(config.clone()));
+                Reply::RequestConfig(Box::new(config))
             }
             Op::Cursor { .. } | Op::Shutdown => unreachable!("handled by the caller"),
         };
@@ -554,6 +599,7 @@ impl Writer {
                 .map(|(id, c)| (*id, c.clone(), true))
                 .collect();
         let mut superseded = 0;
+        let rules = Self::request_config(reader, overlay, tenant)?.unwrap_or_default();
         while let Some((id, mut command, asked)) = work.pop_front() {
             if let request::Command::Submit { spec, existing, .. } = &mut command {
                 // Whatever the caller read before the writer may be stale: decide with now.
@@ -599,6 +645,23 @@ impl Writer {
                     continue;
                 }
             };
+            // The tenant's access request config as of this decision, after the item's own
+            // rules and rights: a PUT committed or decided before a submission in flight
+            // applies to it.
+            match (&state, command, spec) {
+                (None, request::Command::Submit { .. }, Some(spec)) if asked => {
+                    let path = format!("item {id}");
+                    rules
+                        .check_item(&path, spec, admin, ctx.now)
+                        .map_err(|r| request::Rejection::Invalid(r.into()))?;
+                }
+                (Some(_), request::Command::Reject { comment }, Some(spec)) if asked => {
+                    rules
+                        .check_denial(spec, comment.as_deref())
+                        .map_err(|r| request::Rejection::Invalid(r.into()))?;
+                }
+                _ => {}
+            }
             let status_before = state.as_ref().map(|i| i.status);
             let mut after = state;
             for event in events {
@@ -685,7 +748,7 @@ impl Writer {
                         })
                         .collect()
                 }
-                Entry::Policy { .. } => continue,
+                Entry::Policy { .. } | Entry::RequestConfig { .. } => continue,
             };
             for dispatch in dispatches {
                 if self.effects.try_send(dispatch).is_err() {
@@ -711,6 +774,7 @@ fn request_kind(op: &Op) -> &'static str {
         Op::Connection { command, .. } => command.name(),
         Op::Policy { .. } => "policy",
         Op::Request { commands, .. } => commands.first().map_or("request", |(_, c)| c.name()),
+        Op::RequestConfig { .. } => "request_config",
         Op::Cursor { .. } => "cursor",
         Op::Shutdown => "shutdown",
     }
@@ -725,7 +789,11 @@ fn encode_reply(reply: &Reply) -> Vec<u8> {
             .and_then(|c| c.activation.as_ref())
             .map(|a| a.id),
         Reply::Activation(a) => Some(a.id),
-        Reply::Policy(_) | Reply::Items(_) | Reply::Moved | Reply::Stopped => None,
+        Reply::Policy(_)
+        | Reply::Items(_)
+        | Reply::RequestConfig(_)
+        | Reply::Moved
+        | Reply::Stopped => None,
     };
     activation.map_or_else(Vec::new, |id| id.to_bytes().to_vec())
 }
@@ -817,6 +885,8 @@ mod tests {
             AccessRequestId::from_u128(n),
             &submission,
             &requester,
+            false,
+            &AccessRequestConfig::default(),
             now,
             |_, _| Existing::default(),
         )

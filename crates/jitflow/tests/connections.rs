@@ -55,7 +55,9 @@ async fn patch_changes_both_fields_with_one_event_each() {
         .iter()
         .map(|e| match &e.envelope.payload {
             jitflow::Payload::Connection(e) => (e.change.name(), e.actor.clone()),
-            jitflow::Payload::Policy(_) | jitflow::Payload::Request(_) => unreachable!(),
+            jitflow::Payload::Policy(_)
+            | jitflow::Payload::Request(_)
+            | jitflow::Payload::RequestConfig(_) => unreachable!(),
         })
         .collect();
     assert_eq!(

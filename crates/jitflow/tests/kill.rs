@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use jitflow::Engine;
 use jitflow::clock::Clock;
 use jitflow::hooks::{BoxFuture, EffectRequest, ItemRequest, ProvisionError, Provisioner};
+use jitflow::requests::Rights;
 use jitflow_core::connection::ConnectionState;
 use jitflow_core::id::{ActivationId, ConnectionId, IdentityId, ObjectId, RequestItemId};
 use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestedItem};
@@ -196,7 +197,10 @@ async fn child_load(dir: &Path) {
                 let id = common::conn(u128::from(rng % CONNECTIONS as u64));
                 if rng % 8 == 1 {
                     let submission = role_request(rng % ROLES, engine.now());
-                    if let Ok((_, items)) = engine.submit_request(&caller, &submission).await {
+                    if let Ok((_, items)) = engine
+                        .submit_request(&caller, Rights::Admin, &submission)
+                        .await
+                    {
                         let mut out = stdout.lock().unwrap();
                         writeln!(out, "item {}", items[0].id()).unwrap();
                         out.flush().unwrap();

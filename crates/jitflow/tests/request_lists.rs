@@ -79,7 +79,7 @@ async fn populated() -> (Harness, tempfile::TempDir, Vec<AccessRequestId>) {
         };
         let (request, _) = h
             .engine
-            .submit_request(&who(requester), &submission)
+            .submit_request(&who(requester), Rights::Admin, &submission)
             .await
             .unwrap();
         requests.push(request);

@@ -98,7 +98,11 @@ async fn submit_grant(
     remove: Option<Timestamp>,
 ) -> Item {
     let s = submission(RequestType::Grant, "dave", object, start, remove);
-    let (request, items) = h.engine.submit_request(&caller(), &s).await.unwrap();
+    let (request, items) = h
+        .engine
+        .submit_request(&caller(), Rights::Admin, &s)
+        .await
+        .unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].spec.request, request);
     items.into_iter().next().unwrap()
@@ -526,7 +530,11 @@ async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
         None,
         None,
     );
-    let (_, items) = h.engine.submit_request(&caller(), &s).await.unwrap();
+    let (_, items) = h
+        .engine
+        .submit_request(&caller(), Rights::Admin, &s)
+        .await
+        .unwrap();
     let revoke = &items[0];
     assert_eq!(revoke.status, ItemStatus::Removing);
     assert_eq!(
@@ -621,7 +629,11 @@ async fn a_broken_rule_is_refused_and_stores_nothing() {
         None,
     );
     let before = h.engine.last_sequence().unwrap();
-    let e = h.engine.submit_request(&caller(), &s).await.unwrap_err();
+    let e = h
+        .engine
+        .submit_request(&caller(), Rights::Admin, &s)
+        .await
+        .unwrap_err();
     assert!(matches!(rejection(e), Rejection::Invalid(_)));
     // A revoke of access nobody holds breaks the revoke rules.
     let s = submission(
@@ -631,7 +643,12 @@ async fn a_broken_rule_is_refused_and_stores_nothing() {
         None,
         None,
     );
-    assert!(h.engine.submit_request(&caller(), &s).await.is_err());
+    assert!(
+        h.engine
+            .submit_request(&caller(), Rights::Admin, &s)
+            .await
+            .is_err()
+    );
     assert_eq!(h.engine.last_sequence().unwrap(), before);
     h.engine.shutdown().await;
 }

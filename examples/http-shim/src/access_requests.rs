@@ -604,7 +604,7 @@ pub async fn submit(
     }
     let (request, items) = state
         .engine
-        .submit_request(&principal.caller, &submission)
+        .submit_request(&principal.caller, rights(&principal), &submission)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(submit_response(request, &items))).into_response())
 }

@@ -196,6 +196,17 @@ pub const REVOCABLE_OBJECTS_READ: Rule = Rule {
     scopes: &["idn:requestable-objects:read"],
     level: Level::User,
 };
+/// `GET /access-request-config/v1` and `/v2`: any user level (the path files list ORG_ADMIN,
+/// SOURCE_ADMIN, SOURCE_SUBADMIN and USER).
+pub const REQUEST_CONFIG_READ: Rule = Rule {
+    scopes: &["idn:access-request-config:read"],
+    level: Level::User,
+};
+/// `PUT /access-request-config/v1` and `/v2`.
+pub const REQUEST_CONFIG_MANAGE: Rule = Rule {
+    scopes: &["idn:access-request-config:manage"],
+    level: Level::OrgAdmin,
+};
 /// `POST /access-request-approvals/v1/bulk-approve`.
 pub const APPROVAL_BULK_APPROVE: Rule = Rule {
     scopes: &["idn:access-request:manage"],

@@ -257,9 +257,10 @@ impl From<jitflow::Error> for ApiError {
             },
             jitflow::Error::IdempotencyConflict(_) => ApiError::new(StatusCode::CONFLICT, text),
             jitflow::Error::Busy(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, text),
-            jitflow::Error::Invalid(_) | jitflow::Error::Patch(_) | jitflow::Error::Query(_) => {
-                ApiError::bad_request(text)
-            }
+            jitflow::Error::Invalid(_)
+            | jitflow::Error::Patch(_)
+            | jitflow::Error::Query(_)
+            | jitflow::Error::RequestConfig(_) => ApiError::bad_request(text),
             jitflow::Error::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, text),
             // OutcomeUnknown, Storage, and variants added later.
             _ => ApiError::internal(text),

@@ -63,6 +63,7 @@ fn change_name(envelope: &Envelope) -> String {
         Payload::Connection(e) => serde_json::to_value(&e.change),
         Payload::Request(e) => serde_json::to_value(&e.change),
         Payload::Policy(_) => return "PolicyChanged".to_owned(),
+        Payload::RequestConfig(_) => return "AccessRequestConfigChanged".to_owned(),
     };
     match change {
         Ok(serde_json::Value::String(name)) => name,
@@ -79,6 +80,7 @@ impl StreamEventDto {
             Payload::Connection(event) => &event.actor,
             Payload::Request(event) => &event.actor,
             Payload::Policy(event) => &event.actor,
+            Payload::RequestConfig(event) => &event.actor,
         };
         let line = jitflow::export::json_line(envelope);
         let event = serde_json::from_str(&line)

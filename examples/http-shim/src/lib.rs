@@ -57,6 +57,7 @@ pub mod list;
 pub mod openapi;
 pub mod ops;
 pub mod policy;
+pub mod request_config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -240,6 +241,26 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/revocable-objects/v1",
             get(access_requests::revocable_objects),
+        ),
+        (
+            Method::GET,
+            "/access-request-config/v1",
+            get(request_config::get_v1),
+        ),
+        (
+            Method::PUT,
+            "/access-request-config/v1",
+            signal(put(request_config::put_v1)),
+        ),
+        (
+            Method::GET,
+            "/access-request-config/v2",
+            get(request_config::get_v2),
+        ),
+        (
+            Method::PUT,
+            "/access-request-config/v2",
+            signal(put(request_config::put_v2)),
         ),
         (
             Method::POST,

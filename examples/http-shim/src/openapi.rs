@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::{
     access_requests, activations, approvals, connections, entitlement_connections, error, events,
-    history, ops, policy,
+    history, ops, policy, request_config,
 };
 
 /// Adds the bearer scheme the paths' `security` refers to.
@@ -58,6 +58,10 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         access_requests::status,
         access_requests::administration,
         access_requests::revocable_objects,
+        request_config::get_v1,
+        request_config::put_v1,
+        request_config::get_v2,
+        request_config::put_v2,
         approvals::bulk_approve,
         approvals::pending,
         approvals::completed,

@@ -68,6 +68,22 @@ fn endpoints() -> Vec<(&'static str, &'static str, Value)> {
             "/entitlement-connections/v1",
             json!([{"connectionId": ALICE_CONN, "type": "STANDING"}]),
         ),
+        // Booleans only: a wrong type for a nested object could be `{}`, a valid default.
+        (
+            "PUT",
+            "/access-request-config/v1",
+            json!({"approvalsMustBeExternal": false, "autoApprovalEnabled": false}),
+        ),
+        (
+            "PUT",
+            "/access-request-config/v2",
+            json!({"approvalsMustBeExternal": false, "govGroupVisibilityEnabled": false}),
+        ),
+        (
+            "PUT",
+            "/v2026/access-request-config",
+            json!({"reauthorizationEnabled": false}),
+        ),
     ]
 }
 
@@ -293,7 +309,7 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        0usize..16,
+        0usize..19,
         body(),
         auth(),
         content_type(),
@@ -352,6 +368,7 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
             "idn:entitlement-connections:read",
             "idn:jit-activation-history:read",
             "idn:jit-activation-history-self:read",
+            "idn:access-request-config:manage",
         ],
         &[Level::OrgAdmin],
     );
@@ -362,6 +379,7 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
             "idn:jit-activation-workflow:manage",
             "idn:jit-policy:manage",
             "idn:entitlement-connections:manage",
+            "idn:access-request-config:manage",
         ],
         &[Level::OrgAdmin],
     );
@@ -375,7 +393,7 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
     let checked = std::sync::atomic::AtomicUsize::new(0);
     let answered = std::sync::atomic::AtomicUsize::new(0);
     proptest!(config, |(c in case())| {
-        // Endpoints 0..11 take bodies; then DELETE with a junk id, GET with a junk config type,
+        // Endpoints 0..14 take bodies; then DELETE with a junk id, GET with a junk config type,
         // and a read endpoint with a query it must refuse.
         let n = endpoints.len();
         let (method, path, bytes) = match c.endpoint {

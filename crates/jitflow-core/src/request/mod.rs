@@ -4,6 +4,8 @@
 //!
 //! - [`submit`]: what a client sends, its rules and limits ([`validate_submit`]), and the
 //!   duplicate rule ([`duplicate_of`]).
+//! - [`config`]: the tenant's [`AccessRequestConfig`] (v1 and v2 of the contract), which adds
+//!   rules to a submission and a denial.
 //! - [`item`]: the [`Item`] aggregate, its [`ItemStatus`], its [`Approval`], and the contract's
 //!   status vocabularies with the mapping to them ([`Item::request_state`]).
 //! - [`flow`]: commands, changes, events, timers, effects, [`decide`] and [`evolve`].
@@ -14,7 +16,7 @@
 //! use jitflow_core::policy::Policy;
 //! use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestedItem};
 //! use jitflow_core::request::{
-//!     validate_submit, decide, evolve, ApprovalStep, Command, Context, Effect, Existing,
+//!     AccessRequestConfig, validate_submit, decide, evolve, ApprovalStep, Command, Context, Effect, Existing,
 //!     ItemStatus, RequestType, Submission,
 //! };
 //! use jitflow_core::time::Timestamp;
@@ -31,7 +33,9 @@
 //!     requested_for_with_items: None,
 //!     client_metadata: Default::default(),
 //! };
-//! let specs = validate_submit(AccessRequestId::from_u128(1), &submission, &carol, now, |_, _| {
+//! // An admin may request for someone else under the default config.
+//! let rules = AccessRequestConfig::default();
+//! let specs = validate_submit(AccessRequestId::from_u128(1), &submission, &carol, true, &rules, now, |_, _| {
 //!     Existing::default()
 //! })?;
 //! let (policy, config) = (Policy::empty("6d38a587-302a-41d1-a3b1-ffae2c25c960".into()), Config::default());
@@ -112,11 +116,13 @@
 //! ([`MIN_APPROVAL_WAIT`](item::MIN_APPROVAL_WAIT) to [`MAX_APPROVAL_WAIT`](item::MAX_APPROVAL_WAIT)).
 //! Retries use the connection lifecycle's [`Config`](crate::lifecycle::Config).
 
+pub mod config;
 pub mod fields;
 pub mod flow;
 pub mod item;
 pub mod submit;
 
+pub use config::AccessRequestConfig;
 pub use fields::ApprovalRow;
 pub use flow::{
     Change, Command, Context, Effect, Event, EvolveError, Notice, Rejection, Timer, TimerKind,

@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::AccessRequestConfig;
 use crate::backoff::splitmix64;
 use crate::connection::{MAX_VALUE_LEN, check_text};
 use crate::id::{AccessRequestId, IdentityId, ObjectId, RequestItemId, SourceId};
@@ -497,6 +498,10 @@ pub enum Error {
         /// The rule broken.
         reason: String,
     },
+    /// The tenant's access request config refuses the item (see
+    /// [`AccessRequestConfig::check_item`]); the message names the config field.
+    #[error(transparent)]
+    Config(#[from] super::config::Refusal),
     /// A bulk operation without ids.
     #[error("{field} is empty: send at least one id")]
     NoIds {
@@ -747,11 +752,15 @@ fn check_item_fields(
 /// `existing` tells what an identity holds of an object already (for the revoke rules: the access
 /// must be held, not from a role or birthright, and a `removeDate` must come before an existing
 /// sunset). Duplicates of existing access are not an error here: `decide` cancels them as the
-/// contract describes. The first rule broken is returned.
+/// contract describes. `admin` (the requester is an org admin) and `config` (the tenant's access
+/// request config) decide the rules [`AccessRequestConfig::check_item`] adds, checked on each
+/// item. The first rule broken is returned.
 pub fn validate_submit(
     request: AccessRequestId,
     submission: &Submission,
     requester: &IdentityId,
+    admin: bool,
+    config: &AccessRequestConfig,
     now: Timestamp,
     existing: impl Fn(&IdentityId, &ObjectRef) -> Existing,
 ) -> Result<Vec<ItemSpec>, Error> {
@@ -904,7 +913,7 @@ pub fn validate_submit(
                 check_revoke(&path, identity, object, item, &existing(identity, object))?;
             }
             let index = u32::try_from(specs.len()).expect("items are bounded by MAX_ITEMS");
-            specs.push(ItemSpec {
+            let spec = ItemSpec {
                 id: item_id(request, index),
                 request,
                 request_type,
@@ -919,7 +928,9 @@ pub fn validate_submit(
                 accounts: item.account_selection.clone().unwrap_or_default(),
                 native_identity: item.native_identity.clone(),
                 form_instance_id: item.form_instance_id.clone(),
-            });
+            };
+            config.check_item(&path, &spec, admin, now)?;
+            specs.push(spec);
         }
     }
     Ok(specs)
