@@ -50,8 +50,17 @@ pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErr
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request(format!("the body does not match the request schema: {e}"))
+    // Through serde_path_to_error, so that the message names the field that did not match.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("the body does not match the request schema: {e}"))
+        } else {
+            ApiError::bad_request(format!(
+                "the body does not match the request schema at {path}: {e}"
+            ))
+        }
     })
 }
 

@@ -1,11 +1,12 @@
 //! The pieces without a server: error mapping, levels, path aliases, keys, the secret file and
-//! query strings.
+//! query strings, body mismatches.
 
 use std::time::Duration;
 
 use axum::response::IntoResponse;
 use jitflow_shim::auth::{self, Keys, Level};
 use jitflow_shim::error::{ApiError, ErrorResponseDto};
+use serde_json::json;
 
 async fn answer(e: ApiError) -> (u16, axum::http::HeaderMap, ErrorResponseDto) {
     let response = e.into_response();
@@ -281,4 +282,38 @@ fn query_strings_are_decoded_and_bounded() {
     let long = format!("filters={}", "a".repeat(MAX_QUERY_LEN));
     let e = Params::from_uri(&uri(&long)).unwrap_err();
     assert!(e.text.contains("bytes"), "{}", e.text);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_match_names_the_field() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[expect(dead_code, reason = "only the refusal is looked at")]
+    struct Body {
+        new_owner_id: String,
+        items: Vec<Item>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "only the refusal is looked at")]
+    struct Item {
+        comment: String,
+    }
+    let cases = [
+        (json!({"newOwnerId": 5, "items": []}), "at newOwnerId:"),
+        (
+            json!({"newOwnerId": "bob", "items": [{"comment": "a"}, {"comment": true}]}),
+            "at items[1].comment:",
+        ),
+        (
+            json!({"newOwnerId": "bob", "items": [], "extra": 1}),
+            "at extra:",
+        ),
+    ];
+    for (value, needle) in cases {
+        let e = jitflow_shim::body::object::<Body>(value.clone()).unwrap_err();
+        let (status, _, dto) = answer(e).await;
+        assert_eq!(status, 400);
+        let text = &dto.messages[0].text;
+        assert!(text.contains(needle), "{value}: {text}");
+    }
 }
