@@ -1025,3 +1025,36 @@ fn fixtures_decode_to_their_values_and_values_encode_to_their_bytes() {
     let expected: BTreeSet<String> = fixtures.iter().map(|(n, _)| format!("{n}.hex")).collect();
     assert_eq!(on_disk, expected);
 }
+
+/// The forward section of an item record: every truncation, an empty section and trailing
+/// garbage are typed errors that name the item, never a panic or a silently shorter history.
+#[test]
+fn a_corrupt_forward_section_is_a_typed_error_naming_the_item() {
+    let item = forwarded_item();
+    let id = item.id();
+    let plain = codec::encode_item(&request_item());
+    let bytes = codec::encode_item(&item);
+    assert!(bytes.len() > plain.len() + 1);
+    let named = |e: &codec::Error| e.to_string().contains(&id.to_string());
+    // Cut anywhere inside the section (the cut at its start is a valid unforwarded record).
+    let item_len = codec::encode_item(&request::Item {
+        forwards: Vec::new(),
+        ..item.clone()
+    })
+    .len();
+    for len in item_len + 1..bytes.len() {
+        let e = codec::decode_item(TENANT, id, &bytes[..len]).expect_err("truncated");
+        assert!(named(&e), "at {len}: {e}");
+    }
+    // bincode of an empty list: the encoder never writes it.
+    let mut empty = plain.clone();
+    empty.push(0);
+    let e = codec::decode_item(TENANT, request_item().id(), &empty).unwrap_err();
+    assert!(e.to_string().contains("empty forward section"), "{e}");
+    // One byte too many after the section.
+    let mut longer = bytes.clone();
+    longer.push(7);
+    let e = codec::decode_item(TENANT, id, &longer).unwrap_err();
+    assert!(named(&e), "{e}");
+    assert_eq!(codec::decode_item(TENANT, id, &bytes).unwrap(), item);
+}
