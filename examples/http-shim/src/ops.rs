@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ErrorResponseDto};
 
-/// The gauges counted from the store stop at this many (a scrape reads at most this many timers
-/// and this many connections with pending effects); a gauge at the cap means "at least".
+/// The stuck gauge is counted among at most this many connections with pending effects (a
+/// scrape reads no more); at the cap it means "at least". The timer and effect gauges are exact.
 pub const GAUGE_CAP: usize = MAX_READ_LIMIT;
 
 /// Answer of `/health`.
@@ -56,14 +56,14 @@ pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError>
 
 /// Gauges read from the store.
 struct Gauges {
-    timers_pending: usize,
-    effects_pending: usize,
+    backlog: jitflow_store::read::Backlog,
     stuck: usize,
 }
 
 fn gauges(state: &AppState) -> Result<Gauges, jitflow_store::read::Error> {
     let reader = state.engine.store().reader()?;
-    let timers_pending = reader.due_timers(None, None, GAUGE_CAP)?.len();
+    // Exact and constant time: redb keeps each table's length.
+    let backlog = reader.backlog()?;
     // A stuck activation or standing revoke always has its revoke pending, so the connections
     // with pending effects are the only ones to look at.
     let intents = reader.intents(None, GAUGE_CAP)?;
@@ -77,11 +77,7 @@ fn gauges(state: &AppState) -> Result<Gauges, jitflow_store::read::Error> {
             }
         }
     }
-    Ok(Gauges {
-        timers_pending,
-        effects_pending: intents.len(),
-        stuck,
-    })
+    Ok(Gauges { backlog, stuck })
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
@@ -183,27 +179,29 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             ("{outcome=\"failed\"}", get(&m.effects_failed)),
         ],
     );
-    let cap = |n: usize| n as u64;
     metric(
         &mut out,
         "jitflow_timers_pending",
         "gauge",
-        "Armed timers (counted up to 10000).",
-        &[("", cap(g.timers_pending))],
+        "Armed timers (activations' and access request items').",
+        &[("", g.backlog.timers)],
     );
     metric(
         &mut out,
         "jitflow_effects_pending",
         "gauge",
-        "Connections with effects in flight or waiting to retry (counted up to 10000).",
-        &[("", cap(g.effects_pending))],
+        "Connections and access request items with effects in flight or waiting to retry.",
+        &[
+            ("{of=\"connection\"}", g.backlog.connection_intents),
+            ("{of=\"request_item\"}", g.backlog.item_intents),
+        ],
     );
     metric(
         &mut out,
         "jitflow_stuck_activations",
         "gauge",
-        "Activations and standing revokes flagged stuck (among the first 10000 with pending effects).",
-        &[("", cap(g.stuck))],
+        "Activations and standing revokes flagged stuck (among the first 10000 connections with pending effects).",
+        &[("", g.stuck as u64)],
     );
     Ok((
         [(

@@ -773,6 +773,26 @@ async fn short_activation_expires() {
         )
         .await;
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    // While it runs, its expiry is armed: the gauge counts it, exactly (and no effect waits).
+    let (_, metrics, _) = h.raw("GET", "/metrics", None, None, None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    let armed = h
+        .engine()
+        .store()
+        .reader()
+        .unwrap()
+        .due_timers(None, None, 100)
+        .unwrap()
+        .len();
+    assert!(armed >= 1);
+    assert!(
+        metrics.contains(&format!("jitflow_timers_pending {armed}\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jitflow_effects_pending{of=\"connection\"} 0\n"),
+        "{metrics}"
+    );
     h.clock.advance(Duration::from_secs(61));
     h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
     let connection = h.connection(ALICE_CONN).unwrap();
