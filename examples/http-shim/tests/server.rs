@@ -1,5 +1,5 @@
-//! The server's connection bounds: a client that sends its headers too slowly is disconnected,
-//! and no more than `max_connections` connections are served at once.
+//! The server's connection bounds: a client that sends its headers too slowly, or stays idle, is
+//! disconnected, and no more than `max_connections` connections are served at once.
 
 mod common;
 
@@ -66,6 +66,19 @@ async fn slow_headers_are_cut_off() {
     prompt.write_all(HEALTH).await.unwrap();
     let answer = read_answer(&mut prompt).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Kept alive but silent after its answer, it is closed too: an idle connection does not
+    // hold one of the server's slots forever.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, prompt.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the idle connection");
+    if read.is_ok() {
+        let text = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
     running.stop().await.unwrap();
     h.stop().await;
 }
