@@ -119,6 +119,22 @@ impl Timestamp {
         self.saturating_add(minutes.to_duration())
     }
 
+    /// `self` plus `months` calendar months (UTC), the day clamped to the target month's length
+    /// and the time of day kept; clamped to [`Timestamp::MAX`].
+    pub fn plus_months(self, months: u32) -> Timestamp {
+        const DAY: u64 = 86_400_000;
+        let (days, time) = (self.0 / DAY, self.0 % DAY);
+        let (year, month, day) = civil_from_days(days);
+        let total = u64::from(month - 1) + u64::from(months);
+        let year = year + total / 12;
+        let month = u32::try_from(total % 12).expect("below 12") + 1;
+        let day = day.min(days_in_month(year, month));
+        let millis = days_from_civil(year, month, day)
+            .saturating_mul(DAY)
+            .saturating_add(time);
+        Timestamp::from_millis(millis).unwrap_or(Timestamp::MAX)
+    }
+
     /// `self - duration`, clamped to the epoch.
     pub fn saturating_sub(self, duration: Duration) -> Timestamp {
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
@@ -154,6 +170,46 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         humantime::format_rfc3339_millis(self.to_system_time()).to_string()
     }
+}
+
+fn is_leap(year: u64) -> bool {
+    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
+}
+
+fn days_in_month(year: u64, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's algorithm,
+/// for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u32, u32) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).expect("a day of the month");
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).expect("a month");
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The day count since 1970-01-01 of a date on or after the epoch.
+fn days_from_civil(year: u64, month: u32, day: u32) -> u64 {
+    let year = year - u64::from(month <= 2);
+    let era = year / 400;
+    let yoe = year - era * 400;
+    let m = u64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + u64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Splits `input` into its local date-time part and its offset from UTC in seconds.
@@ -228,6 +284,25 @@ pub fn format_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_conversions_round_trip() {
+        for days in (0..200_000).step_by(7) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        // Against humantime's calendar (the RFC 3339 text) at month and leap-day edges.
+        for text in [
+            "2024-02-29T00:00:00Z",
+            "2100-03-01T00:00:00Z",
+            "2026-12-31T23:59:59Z",
+        ] {
+            let t = Timestamp::parse_rfc3339(text).unwrap();
+            let (y, m, d) = civil_from_days(t.as_millis() / 86_400_000);
+            assert_eq!(format!("{y:04}-{m:02}-{d:02}"), text[..10]);
+        }
+    }
 
     #[test]
     fn json_uses_rfc3339_text() {

@@ -268,7 +268,7 @@ impl AccessDuration {
             TimeUnit::Hours => fixed(1),
             TimeUnit::Days => fixed(24),
             TimeUnit::Weeks => fixed(24 * 7),
-            TimeUnit::Months => add_months(start, self.value),
+            TimeUnit::Months => start.plus_months(self.value),
         }
     }
 }
@@ -700,78 +700,12 @@ pub fn decide(
     })
 }
 
-/// `start` plus `months` calendar months, the day clamped to the target month's length and the
-/// time of day kept; saturates at [`Timestamp::MAX`].
-fn add_months(start: Timestamp, months: u32) -> Timestamp {
-    const DAY: u64 = 86_400_000;
-    let ms = start.as_millis();
-    let (days, time) = (ms / DAY, ms % DAY);
-    let (year, month, day) = civil_from_days(days);
-    let total = u64::from(month - 1) + u64::from(months);
-    let year = year + total / 12;
-    let month = (total % 12) as u32 + 1;
-    let day = day.min(days_in_month(year, month));
-    let millis = days_from_civil(year, month, day)
-        .saturating_mul(DAY)
-        .saturating_add(time);
-    Timestamp::from_millis(millis).unwrap_or(Timestamp::MAX)
-}
-
-fn is_leap(year: u64) -> bool {
-    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
-}
-
-fn days_in_month(year: u64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's algorithm,
-/// for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The day count since 1970-01-01 of a date on or after the epoch.
-fn days_from_civil(year: u64, month: u32, day: u32) -> u64 {
-    let year = year - u64::from(month <= 2);
-    let era = year / 400;
-    let yoe = year - era * 400;
-    let m = u64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + u64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(text: &str) -> Timestamp {
         Timestamp::parse_rfc3339(text).unwrap()
-    }
-
-    #[test]
-    fn civil_conversions_round_trip() {
-        for days in (0..200_000).step_by(7) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
     }
 
     #[test]
