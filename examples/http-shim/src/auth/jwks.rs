@@ -297,7 +297,7 @@ fn key(kid: &str, raw: &RawKey) -> Result<Key, Error> {
         && alg.as_str() != algorithm_name(algorithm)
     {
         return Err(unsupported(format!(
-            "alg {alg:?} for a {} key (only {})",
+            "alg {alg:?} for a key of type {} (only {})",
             raw.kty.as_deref().unwrap_or(""),
             algorithm_name(algorithm)
         )));
@@ -431,7 +431,7 @@ mod tests {
             ),
             (
                 load(vec![with(ec(), "alg", json!("RS256"))]),
-                "unsupported: alg \"RS256\" for a EC key",
+                "unsupported: alg \"RS256\" for a key of type EC",
             ),
             (load(vec![with(rsa(), "n", json!("AQAB"))]), "24 bits"),
             (load(vec![with(rsa(), "n", json!("a+b/"))]), "not base64url"),
