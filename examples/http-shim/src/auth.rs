@@ -1,4 +1,10 @@
-//! Bearer JWTs (HS256): the claims, minting, verifying, the secret, and the per-endpoint rules.
+//! Bearer JWTs: the claims, minting, verifying, the secret, and the per-endpoint rules.
+//!
+//! Tokens are HS256 with the shim's secret (which `jitflow-shim token` mints with), and, when a
+//! JWKS file is configured ([`Keys::with_jwks`], see [`jwks`]), also RS256 or ES256 with the key
+//! the header's `kid` names. The header's `alg` only picks between the two: HS256 is always
+//! checked against the secret, any other algorithm only against a JWKS key pinned to it, and
+//! `none` never parses. Both kinds carry the same claims and pass the same checks.
 //!
 //! A token carries `tenant`, `sub` (the caller's identity), `scope` (a list of scope strings),
 //! `levels` (`USER`, `POLICY_ADMIN`, `ORG_ADMIN`), `exp` and `iat`. The tenant always comes from
@@ -19,6 +25,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+
+pub mod jwks;
+
+pub use jwks::Jwks;
 
 /// The shortest secret accepted, in bytes: HS256 wants at least as many as its output.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -253,12 +263,13 @@ pub enum Error {
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-/// The HS256 secret: signs and verifies tokens.
+/// The HS256 secret, which signs and verifies tokens, and the JWKS keys, which verify only.
 #[derive(Clone)]
 pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    jwks: Jwks,
 }
 
 impl std::fmt::Debug for Keys {
@@ -273,14 +284,19 @@ impl Keys {
         if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len()) {
             return Err(Error::SecretLength(secret.len()));
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         Ok(Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            validation,
+            validation: validation(Algorithm::HS256),
+            jwks: Jwks::default(),
         })
+    }
+
+    /// These keys, also verifying RS256 and ES256 tokens with the keys of `jwks` (replacing any
+    /// set given before).
+    pub fn with_jwks(mut self, jwks: Jwks) -> Keys {
+        self.jwks = jwks;
+        self
     }
 
     /// Reads the secret file of `data_dir`, or makes one (32 random bytes, hex, mode 0600) if
@@ -343,17 +359,27 @@ impl Keys {
         )?)
     }
 
-    /// Verifies a token (signature, algorithm, expiry) and reads its caller.
+    /// Verifies a token (signature, algorithm, expiry) and reads its caller. An HS256 token is
+    /// checked with the secret; another algorithm with the JWKS key its `kid` names, which must
+    /// be pinned to that algorithm.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: {e}")))?;
+        let invalid = |e: &dyn std::fmt::Display| {
+            ApiError::unauthorized(format!("JWT validation failed: {e}"))
+        };
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
+        let (decoding, validation) = if header.alg == Algorithm::HS256 {
+            (&self.decoding, &self.validation)
+        } else {
+            self.jwks.key_for(&header).map_err(|e| invalid(&e))?
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, decoding, validation).map_err(|e| invalid(&e))?;
         let claims = data.claims;
-        let tenant = TenantId::parse(&claims.tenant)
-            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: tenant: {e}")))?;
-        let identity = IdentityId::parse(&claims.sub)
-            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: sub: {e}")))?;
-        check_scopes(&claims.scope)
-            .map_err(|e| ApiError::unauthorized(format!("JWT validation failed: {e}")))?;
+        let tenant =
+            TenantId::parse(&claims.tenant).map_err(|e| invalid(&format_args!("tenant: {e}")))?;
+        let identity =
+            IdentityId::parse(&claims.sub).map_err(|e| invalid(&format_args!("sub: {e}")))?;
+        check_scopes(&claims.scope).map_err(|e| invalid(&e))?;
         Ok(Principal {
             caller: Caller {
                 tenant,
@@ -364,6 +390,15 @@ impl Keys {
             levels: claims.levels,
         })
     }
+}
+
+/// The checks every token passes whatever its key: the one algorithm of its key, the required
+/// claims, and `exp` with [`LEEWAY_SECS`].
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+    validation
 }
 
 fn check_scopes(scopes: &[String]) -> Result<(), String> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jitflow::Engine;
-use jitflow_shim::auth::{Keys, Level};
+use jitflow_shim::auth::{Jwks, Keys, Level};
 use jitflow_shim::demo::{self, DemoProvisioner};
 use jitflow_shim::{AppState, start};
 
@@ -53,6 +53,10 @@ struct Serve {
     listen: SocketAddr,
     #[command(flatten)]
     secrets: Secrets,
+    /// A JWKS file (RFC 7517, at most 64 KiB and 32 keys) whose RSA and EC P-256 keys also
+    /// verify RS256 and ES256 tokens, by `kid`. Read at start only: restart after changing it.
+    #[arg(long, env = "JITFLOW_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "JITFLOW_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -193,7 +197,12 @@ fn run(serve: Serve) -> Result<(), BoxError> {
     config.validate()?;
     let data_dir = serve.secrets.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
-    let (keys, created) = serve.secrets.keys(true)?;
+    let (mut keys, created) = serve.secrets.keys(true)?;
+    if let Some(path) = &serve.jwks_file {
+        let jwks = Jwks::from_file(path)?;
+        tracing::info!(file = %path.display(), keys = jwks.len(), "JWKS loaded");
+        keys = keys.with_jwks(jwks);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

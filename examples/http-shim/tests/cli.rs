@@ -132,3 +132,35 @@ async fn demo_serves_and_stops_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
+
+#[test]
+fn serve_refuses_a_bad_jwks_file_at_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwks.json");
+    let mut set: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    set["keys"][1]["kid"] = set["keys"][0]["kid"].clone();
+    std::fs::write(&jwks, set.to_string()).unwrap();
+    for (file, reason) in [
+        (jwks.clone(), "\"test-rsa\" names two keys"),
+        (dir.path().join("none.json"), "none.json"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--jwks-file")
+            .arg(&file)
+            .env_remove("JITFLOW_SECRET")
+            .env_remove("JITFLOW_SECRET_FILE")
+            .env_remove("JITFLOW_LISTEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("JWKS") && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+}

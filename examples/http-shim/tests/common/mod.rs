@@ -106,6 +106,11 @@ impl Harness {
     }
 
     pub async fn with_target(target: Target) -> Harness {
+        Harness::with_keys(target, keys()).await
+    }
+
+    /// A harness whose server verifies with `keys` (e.g. the test secret plus a JWKS).
+    pub async fn with_keys(target: Target, keys: Keys) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-11-23T09:00:00Z").unwrap());
         let target = SharedTarget(Arc::new(target));
@@ -118,14 +123,14 @@ impl Harness {
             running: None,
             base: String::new(),
             client: reqwest::Client::new(),
-            keys: keys(),
+            keys,
         };
         h.serve().await;
         h
     }
 
     async fn serve(&mut self) {
-        let state = AppState::new(self.engine().clone(), keys());
+        let state = AppState::new(self.engine().clone(), self.keys.clone());
         let running = jitflow_shim::start("127.0.0.1:0".parse().unwrap(), state)
             .await
             .unwrap();
