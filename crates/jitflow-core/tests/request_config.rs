@@ -6,7 +6,7 @@ use jitflow_core::id::{AccessRequestId, IdentityId, ObjectId};
 use jitflow_core::lifecycle::Actor;
 use jitflow_core::request::config::{
     self, AccessDuration, ApprovalScheme, ApproverType, Error, MAX_APPROVAL_SCHEMES,
-    MAX_CONFIG_ID_LEN, Refusal, Reminders, TimeUnit,
+    MAX_CONFIG_ID_LEN, Refusal, Reminders, TimeUnit, View,
 };
 use jitflow_core::request::submit::{ObjectKind, ObjectRef, RequestType, RequestedItem};
 use jitflow_core::request::{self, AccessRequestConfig, Existing, Submission, validate_submit};
@@ -314,12 +314,12 @@ fn a_put_of_one_version_keeps_the_other_versions_own_fields() {
         ..Default::default()
     };
     // A v1 body replaces the v1 fields and keeps the v2-only ones.
-    let v1 = stored.with_v1(&body);
+    let v1 = stored.with(View::V1, &body);
     assert!(v1.approvals_must_be_external);
     assert!(!v1.auto_approval_enabled && v1.reminders.is_none());
     assert!(v1.gov_group_visibility_enabled && !v1.machine_identity_access_request_enabled);
     // A v2 body replaces the v2 fields and keeps the v1-only ones.
-    let v2 = stored.with_v2(&body);
+    let v2 = stored.with(View::V2, &body);
     assert!(v2.approvals_must_be_external);
     assert!(v2.auto_approval_enabled && v2.reminders == stored.reminders);
     assert!(!v2.gov_group_visibility_enabled && v2.machine_identity_access_request_enabled);

@@ -232,7 +232,7 @@ impl ConfigV1Dto {
     }
 
     /// The config this body describes; the v2-only fields have their defaults (the caller
-    /// merges them with `AccessRequestConfig::with_v1`).
+    /// merges them with `AccessRequestConfig::with` and `View::V1`).
     fn core(self) -> Result<AccessRequestConfig, ApiError> {
         Ok(AccessRequestConfig {
             approvals_must_be_external: self.approvals_must_be_external,
@@ -260,7 +260,7 @@ impl ConfigV2Dto {
     }
 
     /// The config this body describes; the v1-only fields have their defaults (the caller
-    /// merges them with `AccessRequestConfig::with_v2`).
+    /// merges them with `AccessRequestConfig::with` and `View::V2`).
     fn core(self) -> Result<AccessRequestConfig, ApiError> {
         Ok(AccessRequestConfig {
             approvals_must_be_external: self.approvals_must_be_external,

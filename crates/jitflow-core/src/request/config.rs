@@ -19,9 +19,8 @@
 //! | `machineIdentityAccessRequestEnabled` | no | yes | true |
 //!
 //! A PUT of one version replaces the fields that version has and keeps the stored values of the
-//! fields only the other version has ([`AccessRequestConfig::with_v1`],
-//! [`AccessRequestConfig::with_v2`]), so a v1 client cannot silently reset a v2-only field and
-//! the reverse. A GET answers the stored config, or [`AccessRequestConfig::default`] (the
+//! fields only the other version has ([`AccessRequestConfig::with`]), so a v1 client cannot
+//! silently reset a v2-only field and the reverse. A GET answers the stored config, or [`AccessRequestConfig::default`] (the
 //! contract's defaults) before the first PUT.
 //!
 //! # What is enforced
@@ -458,31 +457,24 @@ impl AccessRequestConfig {
     /// This config with the fields of `body` that `view` covers replaced, the others kept: the
     /// one merge of a PUT, applied by the engine's writer to the config as committed, so that
     /// two PUTs of different versions racing each other do not drop each other's fields.
+    /// `body` holds what the PUT said, with the contract's defaults for what it left out. A v1
+    /// body keeps the v2-only fields here (`govGroupVisibilityEnabled`,
+    /// `machineIdentityAccessRequestEnabled`); a v2 body keeps the v1-only ones
+    /// (`autoApprovalEnabled`, `approvalReminderAndEscalationConfig`).
     pub fn with(&self, view: View, body: &AccessRequestConfig) -> AccessRequestConfig {
         match view {
             View::All => body.clone(),
-            View::V1 => self.with_v1(body),
-            View::V2 => self.with_v2(body),
-        }
-    }
-
-    /// This config with the fields of a v1 body replaced: `v1` holds what the body said (with
-    /// the contract's defaults for what it left out); the v2-only fields keep their values here.
-    pub fn with_v1(&self, v1: &AccessRequestConfig) -> AccessRequestConfig {
-        AccessRequestConfig {
-            gov_group_visibility_enabled: self.gov_group_visibility_enabled,
-            machine_identity_access_request_enabled: self.machine_identity_access_request_enabled,
-            ..v1.clone()
-        }
-    }
-
-    /// This config with the fields of a v2 body replaced; the v1-only fields
-    /// (`autoApprovalEnabled`, `approvalReminderAndEscalationConfig`) keep their values here.
-    pub fn with_v2(&self, v2: &AccessRequestConfig) -> AccessRequestConfig {
-        AccessRequestConfig {
-            auto_approval_enabled: self.auto_approval_enabled,
-            reminders: self.reminders.clone(),
-            ..v2.clone()
+            View::V1 => AccessRequestConfig {
+                gov_group_visibility_enabled: self.gov_group_visibility_enabled,
+                machine_identity_access_request_enabled: self
+                    .machine_identity_access_request_enabled,
+                ..body.clone()
+            },
+            View::V2 => AccessRequestConfig {
+                auto_approval_enabled: self.auto_approval_enabled,
+                reminders: self.reminders.clone(),
+                ..body.clone()
+            },
         }
     }
 
