@@ -426,73 +426,59 @@ pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
 pub(crate) fn encode_envelope_parts(
     tenant: &TenantId,
     stream_version: u64,
-    (batch_first, batch_last): (u64, u64),
+    batch: (u64, u64),
     payload: PayloadRef<'_>,
+) -> Vec<u8> {
+    // Every kind has the same layout; only the kind byte, the stream id and the payload's type
+    // differ.
+    match payload {
+        PayloadRef::Connection(e) => {
+            let stream = (e.connection.as_u128(), stream_version);
+            encode_kind(KIND_CONNECTION, tenant, stream, e.at, batch, e)
+        }
+        PayloadRef::Policy(e) => {
+            encode_kind(KIND_POLICY, tenant, (0, stream_version), e.at, batch, e)
+        }
+        PayloadRef::Request(e) => {
+            let stream = (e.item.as_u128(), stream_version);
+            encode_kind(KIND_REQUEST, tenant, stream, e.at, batch, e)
+        }
+        PayloadRef::RequestConfig(e) => encode_kind(
+            KIND_REQUEST_CONFIG,
+            tenant,
+            (0, stream_version),
+            e.at,
+            batch,
+            e,
+        ),
+    }
+}
+
+/// `[u16 record version][u8 kind][bincode of the envelope]`, `stream` being (id, version) and
+/// `batch` (first, last) sequence.
+fn encode_kind<P: Serialize>(
+    kind: u8,
+    tenant: &TenantId,
+    (stream_id, stream_version): (u128, u64),
+    at: Timestamp,
+    (batch_first, batch_last): (u64, u64),
+    payload: &P,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
-    match payload {
-        PayloadRef::Connection(event) => {
-            out.push(KIND_CONNECTION);
-            encode_body(
-                &mut out,
-                &EnvelopeV1Out {
-                    tenant: tenant.as_str(),
-                    stream_id: event.connection.as_u128(),
-                    stream_version,
-                    at: event.at.as_millis(),
-                    batch_first,
-                    batch_last,
-                    payload: event,
-                },
-            );
-        }
-        PayloadRef::Policy(event) => {
-            out.push(KIND_POLICY);
-            encode_body(
-                &mut out,
-                &EnvelopeV1Out {
-                    tenant: tenant.as_str(),
-                    stream_id: 0,
-                    stream_version,
-                    at: event.at.as_millis(),
-                    batch_first,
-                    batch_last,
-                    payload: event,
-                },
-            );
-        }
-        PayloadRef::Request(event) => {
-            out.push(KIND_REQUEST);
-            encode_body(
-                &mut out,
-                &EnvelopeV1Out {
-                    tenant: tenant.as_str(),
-                    stream_id: event.item.as_u128(),
-                    stream_version,
-                    at: event.at.as_millis(),
-                    batch_first,
-                    batch_last,
-                    payload: event,
-                },
-            );
-        }
-        PayloadRef::RequestConfig(event) => {
-            out.push(KIND_REQUEST_CONFIG);
-            encode_body(
-                &mut out,
-                &EnvelopeV1Out {
-                    tenant: tenant.as_str(),
-                    stream_id: 0,
-                    stream_version,
-                    at: event.at.as_millis(),
-                    batch_first,
-                    batch_last,
-                    payload: event,
-                },
-            );
-        }
-    }
+    out.push(kind);
+    encode_body(
+        &mut out,
+        &EnvelopeV1Out {
+            tenant: tenant.as_str(),
+            stream_id,
+            stream_version,
+            at: at.as_millis(),
+            batch_first,
+            batch_last,
+            payload,
+        },
+    );
     out
 }
 
