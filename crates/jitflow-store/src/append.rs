@@ -1,18 +1,21 @@
-//! Appending a batch: events, projections, timer index, intents and idempotency keys in one
-//! write transaction, committed with `Durability::Immediate`.
+//! Appending a batch: the log alone in one write transaction, committed with
+//! `Durability::Immediate`; what the batch derives goes into the hot layer (`crate::hot`).
 
 use jitflow_core::connection::Connection;
 use jitflow_core::id::TenantId;
 use jitflow_core::lifecycle::{Change, Event, PolicyEvent};
-use redb::{ReadableTable, Table, WriteTransaction};
+use std::cell::RefCell;
+
+use redb::ReadTransaction;
 
 use crate::batch::{Appended, Batch, Entry, MAX_BATCH_ENTRIES, MAX_BATCH_KEYS};
 use crate::codec::{self, PayloadRef, Stream};
-use crate::store::Store;
+use crate::hot::{Layer, WriteTable};
+use crate::store::{Published, Store};
 use crate::tables::{
-    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
-    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, POLICIES, REQUEST_CONFIGS, REQUEST_INDEX,
-    REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
+    self, ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, HISTORY,
+    HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, REQUEST_CONFIGS,
+    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
 };
 use crate::{idempotency, projection, request};
 
@@ -84,70 +87,89 @@ storage_from!(
     redb::Error
 );
 
-/// The tables a write transaction updates.
-pub(crate) struct WriteTables<'txn> {
-    pub(crate) events: Table<'txn, u64, &'static [u8]>,
-    pub(crate) streams: Table<'txn, (&'static str, u8, u128, u64), u64>,
-    pub(crate) connections: Table<'txn, (&'static str, u128), &'static [u8]>,
-    pub(crate) activations: Table<'txn, (&'static str, u128), &'static [u8]>,
-    pub(crate) policies: Table<'txn, &'static str, &'static [u8]>,
-    pub(crate) timers: Table<'txn, (u64, &'static str, u128, u8), ()>,
-    pub(crate) intents: Table<'txn, (&'static str, u128), ()>,
-    pub(crate) keys: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    pub(crate) key_expiry: Table<'txn, (u64, &'static str, &'static str), ()>,
-    pub(crate) connection_index: Table<'txn, (&'static str, u8, &'static [u8], u128), ()>,
+/// The derived tables as one batch changes them: reads see the working layer over the
+/// checkpointed tables of one snapshot, writes go to the working layer (see `crate::hot`).
+pub(crate) struct WriteTables<'w> {
+    pub(crate) meta: WriteTable<'w, &'static str, u64>,
+    pub(crate) streams: WriteTable<'w, (&'static str, u8, u128, u64), u64>,
+    pub(crate) connections: WriteTable<'w, (&'static str, u128), &'static [u8]>,
+    pub(crate) activations: WriteTable<'w, (&'static str, u128), &'static [u8]>,
+    pub(crate) policies: WriteTable<'w, &'static str, &'static [u8]>,
+    pub(crate) timers: WriteTable<'w, (u64, &'static str, u128, u8), ()>,
+    pub(crate) intents: WriteTable<'w, (&'static str, u128), ()>,
+    pub(crate) keys: WriteTable<'w, (&'static str, &'static str), &'static [u8]>,
+    pub(crate) key_expiry: WriteTable<'w, (u64, &'static str, &'static str), ()>,
+    pub(crate) connection_index: WriteTable<'w, (&'static str, u8, &'static [u8], u128), ()>,
     pub(crate) assignments:
-        Table<'txn, (&'static str, &'static str, &'static str, &'static str, u128), ()>,
-    pub(crate) history: Table<'txn, (&'static str, u128), &'static [u8]>,
-    pub(crate) history_index: Table<'txn, (&'static str, u8, &'static [u8], u128), ()>,
-    pub(crate) request_items: Table<'txn, (&'static str, u128), &'static [u8]>,
-    pub(crate) request_index: Table<'txn, (&'static str, u128, u128), ()>,
-    pub(crate) request_open: Table<'txn, (&'static str, &'static str, u8, &'static str, u128), ()>,
-    pub(crate) request_intents: Table<'txn, (&'static str, u128), ()>,
-    pub(crate) request_people: Table<'txn, (&'static str, u8, &'static str, u128), ()>,
-    pub(crate) request_configs: Table<'txn, &'static str, &'static [u8]>,
+        WriteTable<'w, (&'static str, &'static str, &'static str, &'static str, u128), ()>,
+    pub(crate) history: WriteTable<'w, (&'static str, u128), &'static [u8]>,
+    pub(crate) history_index: WriteTable<'w, (&'static str, u8, &'static [u8], u128), ()>,
+    pub(crate) request_items: WriteTable<'w, (&'static str, u128), &'static [u8]>,
+    pub(crate) request_index: WriteTable<'w, (&'static str, u128, u128), ()>,
+    pub(crate) request_open:
+        WriteTable<'w, (&'static str, &'static str, u8, &'static str, u128), ()>,
+    pub(crate) request_intents: WriteTable<'w, (&'static str, u128), ()>,
+    pub(crate) request_people: WriteTable<'w, (&'static str, u8, &'static str, u128), ()>,
+    pub(crate) request_configs: WriteTable<'w, &'static str, &'static [u8]>,
 }
 
-impl<'txn> WriteTables<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<WriteTables<'txn>, Error> {
+impl<'w> WriteTables<'w> {
+    pub(crate) fn open(
+        base: &ReadTransaction,
+        layer: &'w RefCell<Layer>,
+    ) -> Result<WriteTables<'w>, Error> {
+        fn table<'w, K: redb::Key + 'static, V: redb::Value + 'static>(
+            base: &ReadTransaction,
+            layer: &'w RefCell<Layer>,
+            definition: redb::TableDefinition<'static, K, V>,
+        ) -> Result<WriteTable<'w, K, V>, Error> {
+            let id = tables::id(redb::TableHandle::name(&definition));
+            Ok(WriteTable::new(id, layer, base.open_table(definition)?))
+        }
         Ok(WriteTables {
-            events: txn.open_table(EVENTS)?,
-            streams: txn.open_table(STREAMS)?,
-            connections: txn.open_table(CONNECTIONS)?,
-            activations: txn.open_table(ACTIVATIONS)?,
-            policies: txn.open_table(POLICIES)?,
-            timers: txn.open_table(TIMERS)?,
-            intents: txn.open_table(INTENTS)?,
-            keys: txn.open_table(IDEMPOTENCY)?,
-            key_expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
-            connection_index: txn.open_table(CONNECTION_INDEX)?,
-            assignments: txn.open_table(ASSIGNMENTS)?,
-            history: txn.open_table(HISTORY)?,
-            history_index: txn.open_table(HISTORY_INDEX)?,
-            request_items: txn.open_table(REQUEST_ITEMS)?,
-            request_index: txn.open_table(REQUEST_INDEX)?,
-            request_open: txn.open_table(REQUEST_OPEN)?,
-            request_intents: txn.open_table(REQUEST_INTENTS)?,
-            request_people: txn.open_table(REQUEST_PEOPLE)?,
-            request_configs: txn.open_table(REQUEST_CONFIGS)?,
+            meta: table(base, layer, META)?,
+            streams: table(base, layer, STREAMS)?,
+            connections: table(base, layer, CONNECTIONS)?,
+            activations: table(base, layer, ACTIVATIONS)?,
+            policies: table(base, layer, POLICIES)?,
+            timers: table(base, layer, TIMERS)?,
+            intents: table(base, layer, INTENTS)?,
+            keys: table(base, layer, IDEMPOTENCY)?,
+            key_expiry: table(base, layer, IDEMPOTENCY_EXPIRY)?,
+            connection_index: table(base, layer, CONNECTION_INDEX)?,
+            assignments: table(base, layer, ASSIGNMENTS)?,
+            history: table(base, layer, HISTORY)?,
+            history_index: table(base, layer, HISTORY_INDEX)?,
+            request_items: table(base, layer, REQUEST_ITEMS)?,
+            request_index: table(base, layer, REQUEST_INDEX)?,
+            request_open: table(base, layer, REQUEST_OPEN)?,
+            request_intents: table(base, layer, REQUEST_INTENTS)?,
+            request_people: table(base, layer, REQUEST_PEOPLE)?,
+            request_configs: table(base, layer, REQUEST_CONFIGS)?,
         })
     }
 }
 
 impl Store {
-    /// Appends a batch in one write transaction committed with `Durability::Immediate`: each
-    /// event gets the next global sequence and the next version of its streams, and the
-    /// projections, timer index, intents and idempotency keys change with it. All or nothing.
+    /// Appends a batch: one write transaction that holds the batch's events (and, when it has
+    /// any, one extras record with its idempotency keys and cursors) and nothing randomly
+    /// keyed, committed with `Durability::Immediate`. Each event gets the next global sequence
+    /// and the next version of its streams. The projections, indexes, timers, intents and
+    /// idempotency keys the batch derives go into the hot layer, published to readers only
+    /// after the commit. All or nothing.
     ///
-    /// The batch must come from `decide` and `evolve` against the stored state: an entry whose
+    /// The batch must come from `decide` and `evolve` against the current state: an entry whose
     /// `after` breaks an invariant or does not follow from the stored connection (ids, version,
     /// timers) is a bug and panics before anything is written.
+    ///
+    /// When the layer is over its bound (`Options::layer_entries_max` or `layer_bytes_max`) a
+    /// checkpoint runs first: the writer waits rather than growing the layer.
     ///
     /// A write: call it from one thread (the engine's writer).
     pub fn append_batch(&self, batch: &Batch) -> Result<Appended, Error> {
         assert!(batch.entries().len() <= MAX_BATCH_ENTRIES);
         assert!(batch.keys().len() <= MAX_BATCH_KEYS);
-        // The checks that need no stored state run before a transaction is opened.
+        // The checks that need no stored state run before anything is read.
         for entry in batch.entries() {
             match entry {
                 Entry::Connection { event, after, .. } => assert_after(event, after.as_ref()),
@@ -155,121 +177,151 @@ impl Store {
                 Entry::Policy { .. } | Entry::RequestConfig { .. } => {}
             }
         }
+        if self.hot.over_bound(&self.options) {
+            self.checkpoint(None)?;
+        }
+        let _writer = self.hot.writer();
+        let published = self.hot.published();
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let base = self.begin_read().inspect_err(|_| self.poison())?;
+        let layer = RefCell::new(published.layer.clone());
+        let first = published.sequence + 1;
+        let last = first + batch.len() as u64 - 1;
+        let mut records = Vec::with_capacity(batch.len());
+        {
+            let mut t = WriteTables::open(&base, &layer)?;
+            for (sequence, entry) in (first..).zip(batch.entries()) {
+                let version = derive(&mut t, entry, sequence)?;
+                records.push(encode(entry, version, (first, last)));
+            }
+            for key in batch.keys() {
+                idempotency::put(&mut t.keys, &mut t.key_expiry, key)?;
+            }
+            for (name, sequence) in batch.cursors() {
+                move_cursor(&mut t.meta, name, *sequence)?;
+            }
+        }
+        let extras = (!batch.keys().is_empty() || !batch.cursors().is_empty()).then(|| {
+            codec::encode_extras(&codec::Extras {
+                keys: batch.keys().to_vec(),
+                cursors: batch.cursors().to_vec(),
+            })
+        });
+        let extras_number = published.extras + u64::from(extras.is_some());
+
         let txn = self.begin_write()?;
-        let result = write_batch(&txn, batch);
-        let appended = self.finish(txn, result)?;
-        tracing::trace!(
-            first = appended.first,
-            last = appended.last,
-            "batch committed"
-        );
-        Ok(appended)
+        let result = (|| -> Result<(), Error> {
+            let mut events = txn.open_table(EVENTS)?;
+            for (sequence, bytes) in (first..).zip(&records) {
+                events.insert(sequence, bytes.as_slice())?;
+            }
+            if let Some(bytes) = &extras {
+                txn.open_table(EXTRAS)?
+                    .insert(extras_number, bytes.as_slice())?;
+            }
+            Ok(())
+        })();
+        self.finish(txn, result)?;
+        self.hot.publish(Published {
+            sequence: last,
+            extras: extras_number,
+            layer: layer.into_inner(),
+            ..*published
+        });
+        tracing::trace!(first, last, "batch committed");
+        Ok(Appended { first, last })
     }
 }
 
-fn write_batch(txn: &WriteTransaction, batch: &Batch) -> Result<Appended, Error> {
-    let mut t = WriteTables::open(txn)?;
-    let first = t.events.last()?.map_or(0, |(k, _)| k.value()) + 1;
-    let last = first + batch.len() as u64 - 1;
-    for (sequence, entry) in (first..).zip(batch.entries()) {
-        match entry {
-            Entry::Connection {
-                tenant,
-                event,
-                after,
-            } => {
-                let before = projection::get_connection(&t.connections, tenant, event.connection)?;
-                assert_transition(event, before.as_ref(), after.as_ref());
-                let stream = Stream::Connection(event.connection);
-                let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
-                if let Some(activation) = event.activation {
-                    append_stream(
-                        &mut t.streams,
-                        tenant,
-                        Stream::Activation(activation),
-                        sequence,
-                    )?;
-                }
-                let bytes = codec::encode_envelope_parts(
+/// Moves cursor `name` to `sequence` unless it is already further.
+pub(crate) fn move_cursor(
+    meta: &mut WriteTable<'_, &'static str, u64>,
+    name: &str,
+    sequence: u64,
+) -> Result<(), Error> {
+    let key = format!("{}{name}", crate::tables::CURSOR_PREFIX);
+    let stored = meta.get(key.as_str())?.map_or(0, |v| v.value());
+    // Cursors never move back: a consumer restarted from an older position re-reads.
+    meta.insert(key.as_str(), stored.max(sequence))?;
+    Ok(())
+}
+
+/// Writes everything `entry` (event `sequence`) derives into the working layer, after the
+/// paired assertions against the state before it; returns the event's version in its stream.
+/// The one derivation: the commit path and the tail replay on open both call it.
+pub(crate) fn derive(t: &mut WriteTables<'_>, entry: &Entry, sequence: u64) -> Result<u64, Error> {
+    match entry {
+        Entry::Connection {
+            tenant,
+            event,
+            after,
+        } => {
+            let before = projection::get_connection(&t.connections, tenant, event.connection)?;
+            assert_transition(event, before.as_ref(), after.as_ref());
+            let stream = Stream::Connection(event.connection);
+            let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
+            if let Some(activation) = event.activation {
+                append_stream(
+                    &mut t.streams,
                     tenant,
-                    version,
-                    (first, last),
-                    PayloadRef::Connection(event),
-                );
-                t.events.insert(sequence, bytes.as_slice())?;
-                projection::put_connection(&mut t, tenant, event, before.as_ref(), after.as_ref())?;
-            }
-            Entry::Policy { tenant, event } => {
-                let before = projection::get_policy(&t.policies, tenant)?;
-                assert_policy(tenant, event, before.as_ref());
-                let version = append_stream(&mut t.streams, tenant, Stream::Policy, sequence)?;
-                let bytes = codec::encode_envelope_parts(
-                    tenant,
-                    version,
-                    (first, last),
-                    PayloadRef::Policy(event),
-                );
-                t.events.insert(sequence, bytes.as_slice())?;
-                projection::put_policy(&mut t, tenant, &event.policy)?;
-            }
-            Entry::Request {
-                tenant,
-                event,
-                after,
-            } => {
-                let before = request::get_item(&t.request_items, tenant, event.item)?;
-                request::assert_transition(event, before.as_ref(), after);
-                let stream = Stream::RequestItem(event.item);
-                let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
-                let bytes = codec::encode_envelope_parts(
-                    tenant,
-                    version,
-                    (first, last),
-                    PayloadRef::Request(event),
-                );
-                t.events.insert(sequence, bytes.as_slice())?;
-                request::put_item(&mut t, tenant, event, before.as_ref(), after)?;
-            }
-            Entry::RequestConfig { tenant, event } => {
-                let before = projection::get_request_config(&t.request_configs, tenant)?;
-                assert_eq!(
-                    event.previous, before,
-                    "access request config event of tenant {tenant} is not based on the stored config"
-                );
-                let stream = Stream::RequestConfig;
-                let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
-                let bytes = codec::encode_envelope_parts(
-                    tenant,
-                    version,
-                    (first, last),
-                    PayloadRef::RequestConfig(event),
-                );
-                t.events.insert(sequence, bytes.as_slice())?;
-                t.request_configs.insert(
-                    tenant.as_str(),
-                    codec::encode_request_config(&event.config).as_slice(),
+                    Stream::Activation(activation),
+                    sequence,
                 )?;
             }
+            projection::put_connection(t, tenant, event, before.as_ref(), after.as_ref())?;
+            Ok(version)
+        }
+        Entry::Policy { tenant, event } => {
+            let before = projection::get_policy(&t.policies, tenant)?;
+            assert_policy(tenant, event, before.as_ref());
+            let version = append_stream(&mut t.streams, tenant, Stream::Policy, sequence)?;
+            projection::put_policy(t, tenant, &event.policy)?;
+            Ok(version)
+        }
+        Entry::Request {
+            tenant,
+            event,
+            after,
+        } => {
+            let before = request::get_item(&t.request_items, tenant, event.item)?;
+            request::assert_transition(event, before.as_ref(), after);
+            let stream = Stream::RequestItem(event.item);
+            let version = append_stream(&mut t.streams, tenant, stream, sequence)?;
+            request::put_item(t, tenant, event, before.as_ref(), after)?;
+            Ok(version)
+        }
+        Entry::RequestConfig { tenant, event } => {
+            let before = projection::get_request_config(&t.request_configs, tenant)?;
+            assert_eq!(
+                event.previous, before,
+                "access request config event of tenant {tenant} is not based on the stored config"
+            );
+            let version = append_stream(&mut t.streams, tenant, Stream::RequestConfig, sequence)?;
+            t.request_configs.insert(
+                tenant.as_str(),
+                codec::encode_request_config(&event.config).as_slice(),
+            )?;
+            Ok(version)
         }
     }
-    for key in batch.keys() {
-        idempotency::put(&mut t.keys, &mut t.key_expiry, key)?;
-    }
-    if !batch.cursors().is_empty() {
-        let mut meta = txn.open_table(crate::tables::META)?;
-        for (name, sequence) in batch.cursors() {
-            let key = format!("{}{name}", crate::tables::CURSOR_PREFIX);
-            let stored = meta.get(key.as_str())?.map_or(0, |v| v.value());
-            // Cursors never move back: a consumer restarted from an older position re-reads.
-            meta.insert(key.as_str(), stored.max(*sequence))?;
-        }
-    }
-    Ok(Appended { first, last })
+}
+
+/// The envelope of `entry` as the log stores it.
+fn encode(entry: &Entry, version: u64, batch: (u64, u64)) -> Vec<u8> {
+    let payload = match entry {
+        Entry::Connection { event, .. } => PayloadRef::Connection(event),
+        Entry::Policy { event, .. } => PayloadRef::Policy(event),
+        Entry::Request { event, .. } => PayloadRef::Request(event),
+        Entry::RequestConfig { event, .. } => PayloadRef::RequestConfig(event),
+    };
+    codec::encode_envelope_parts(entry.tenant(), version, batch, payload)
 }
 
 /// Indexes `sequence` as the next version of `stream`; returns that version.
 fn append_stream(
-    streams: &mut Table<'_, (&'static str, u8, u128, u64), u64>,
+    streams: &mut WriteTable<'_, (&'static str, u8, u128, u64), u64>,
     tenant: &TenantId,
     stream: Stream,
     sequence: u64,
@@ -277,9 +329,7 @@ fn append_stream(
     let (kind, id) = stream.key_parts();
     let t = tenant.as_str();
     let previous = streams
-        .range((t, kind, id, 0)..=(t, kind, id, u64::MAX))?
-        .next_back()
-        .transpose()?
+        .last_in((t, kind, id, 0)..=(t, kind, id, u64::MAX))?
         .map_or(0, |(k, _)| k.value().3);
     let version = previous + 1;
     streams.insert((t, kind, id, version), sequence)?;

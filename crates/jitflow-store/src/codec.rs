@@ -251,6 +251,8 @@ pub enum RecordName {
         /// The key.
         key: String,
     },
+    /// A record of the log's extras table (idempotency results and cursors of one batch).
+    Extras(u64),
     /// A key of a table (index or projection) that does not parse.
     Key {
         /// The table.
@@ -275,6 +277,7 @@ impl fmt::Display for RecordName {
             RecordName::Idempotency { tenant, key } => {
                 write!(f, "idempotency key {tenant}/{key:?}")
             }
+            RecordName::Extras(number) => write!(f, "extras record {number}"),
             RecordName::Key { table, key } => write!(f, "key {key} of table {table}"),
         }
     }
@@ -818,6 +821,131 @@ pub fn decode_idempotency(tenant: &str, key: &str, bytes: &[u8]) -> Result<Idemp
         }
         _ => unreachable!("split_version admits only known versions"),
     }
+}
+
+/// What a batch committed besides its events: its idempotency results and the cursors it
+/// moved. One record of the log's extras table (format version 4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The idempotency keys the batch stored.
+    pub keys: Vec<crate::idempotency::KeyPut>,
+    /// The cursors the batch moved: name and sequence.
+    pub cursors: Vec<(String, u64)>,
+}
+
+/// Encodes an extras record: version, key count (u32), each key as tenant (u16 length + bytes),
+/// key (u16 length + bytes) and idempotency record (u32 length + [`encode_idempotency`]), then
+/// the cursor count (u16) and each cursor as name (u16 length + bytes) and sequence (u64). All
+/// little endian.
+pub fn encode_extras(extras: &Extras) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        let len = u16::try_from(s.len()).expect("names and keys are bounded far below 64 KiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
+    let keys = u32::try_from(extras.keys.len()).expect("a batch's keys are bounded");
+    out.extend_from_slice(&keys.to_le_bytes());
+    for put in &extras.keys {
+        put.assert_bounds();
+        text(&mut out, put.tenant.as_str());
+        text(&mut out, &put.key);
+        let record = encode_idempotency(&put.record);
+        let len = u32::try_from(record.len()).expect("results are bounded");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&record);
+    }
+    let cursors = u16::try_from(extras.cursors.len()).expect("a batch's cursors are bounded");
+    out.extend_from_slice(&cursors.to_le_bytes());
+    for (name, sequence) in &extras.cursors {
+        text(&mut out, name);
+        out.extend_from_slice(&sequence.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes the extras record `number`.
+pub fn decode_extras(number: u64, bytes: &[u8]) -> Result<Extras, Error> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], Problem> {
+            if self.0.len() < n {
+                return Err(Problem::Truncated);
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u16(&mut self) -> Result<u16, Problem> {
+            Ok(u16::from_le_bytes(
+                self.take(2)?.try_into().expect("2 bytes"),
+            ))
+        }
+        fn u32(&mut self) -> Result<u32, Problem> {
+            Ok(u32::from_le_bytes(
+                self.take(4)?.try_into().expect("4 bytes"),
+            ))
+        }
+        fn u64(&mut self) -> Result<u64, Problem> {
+            Ok(u64::from_le_bytes(
+                self.take(8)?.try_into().expect("8 bytes"),
+            ))
+        }
+        fn text(&mut self) -> Result<&'a str, Problem> {
+            let len = usize::from(self.u16()?);
+            std::str::from_utf8(self.take(len)?)
+                .map_err(|_| Problem::Malformed("text is not UTF-8".into()))
+        }
+    }
+    let fail = |problem| Error::new(RecordName::Extras(number), problem);
+    let (version, rest) = split_version(bytes).map_err(fail)?;
+    debug_assert_eq!(version, 1);
+    let mut c = Cursor(rest);
+    let mut extras = Extras::default();
+    let keys = c.u32().map_err(fail)? as usize;
+    if keys > crate::batch::MAX_BATCH_KEYS {
+        return Err(fail(Problem::Invalid(format!("{keys} keys in one batch"))));
+    }
+    for _ in 0..keys {
+        let tenant = c.text().map_err(fail)?;
+        let tenant = TenantId::parse(tenant)
+            .map_err(|e| fail(Problem::Invalid(format!("tenant {tenant:?}: {e}"))))?;
+        let key = c.text().map_err(fail)?.to_owned();
+        if key.is_empty() || key.len() > crate::idempotency::MAX_KEY_LEN {
+            return Err(fail(Problem::Invalid(format!(
+                "idempotency key of {} bytes",
+                key.len()
+            ))));
+        }
+        let len = c.u32().map_err(fail)? as usize;
+        let record = decode_idempotency(tenant.as_str(), &key, c.take(len).map_err(fail)?)?;
+        extras.keys.push(crate::idempotency::KeyPut {
+            tenant,
+            key,
+            record,
+        });
+    }
+    let cursors = usize::from(c.u16().map_err(fail)?);
+    if cursors > crate::batch::MAX_BATCH_CURSORS {
+        return Err(fail(Problem::Invalid(format!(
+            "{cursors} cursors in one batch"
+        ))));
+    }
+    for _ in 0..cursors {
+        let name = c.text().map_err(fail)?.to_owned();
+        if name.is_empty() || name.len() > crate::batch::MAX_CURSOR_NAME {
+            return Err(fail(Problem::Invalid(format!(
+                "cursor name of {} bytes",
+                name.len()
+            ))));
+        }
+        extras.cursors.push((name, c.u64().map_err(fail)?));
+    }
+    if !c.0.is_empty() {
+        return Err(fail(Problem::TrailingBytes(c.0.len())));
+    }
+    Ok(extras)
 }
 
 /// Encodes any core value with the format's configuration, without a version prefix. For tests

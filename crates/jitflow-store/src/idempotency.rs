@@ -7,7 +7,9 @@
 
 use jitflow_core::id::TenantId;
 use jitflow_core::time::Timestamp;
-use redb::{ReadableTable, Table};
+use redb::ReadableTable;
+
+use crate::hot::WriteTable;
 
 use crate::append::Error;
 use crate::codec;
@@ -68,8 +70,8 @@ impl KeyPut {
 
 /// Stores `put` in the write transaction's tables, keeping the expiry index in step.
 pub(crate) fn put(
-    keys: &mut Table<'_, (&'static str, &'static str), &'static [u8]>,
-    expiry: &mut Table<'_, (u64, &'static str, &'static str), ()>,
+    keys: &mut WriteTable<'_, (&'static str, &'static str), &'static [u8]>,
+    expiry: &mut WriteTable<'_, (u64, &'static str, &'static str), ()>,
     put: &KeyPut,
 ) -> Result<(), Error> {
     put.assert_bounds();
@@ -94,40 +96,49 @@ pub(crate) fn put(
     Ok(())
 }
 
+/// Deletes up to `limit` keys expired at `now` (with their expiry entries) from the
+/// checkpointed tables of `txn`; returns how many expiry entries it removed. The checkpoint
+/// calls it after writing the layer, so the tables it reads are whole.
+pub(crate) fn purge(
+    txn: &redb::WriteTransaction,
+    now: Timestamp,
+    limit: usize,
+) -> Result<usize, Error> {
+    assert!(limit <= MAX_PURGE, "purge limit {limit} over {MAX_PURGE}");
+    let mut keys = txn.open_table(IDEMPOTENCY)?;
+    let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
+    // Expired means expires_at <= now: every key below (now + 1, "", "").
+    let end = (now.as_millis() + 1, "", "");
+    let mut doomed: Vec<(u64, String, String)> = Vec::new();
+    for entry in expiry.range::<(u64, &str, &str)>(..end)?.take(limit) {
+        let (k, _) = entry?;
+        let (at, tenant, key) = k.value();
+        doomed.push((at, tenant.to_owned(), key.to_owned()));
+        drop(k);
+    }
+    for (at, tenant, key) in &doomed {
+        expiry.remove((*at, tenant.as_str(), key.as_str()))?;
+        // Delete the record only if this entry is its expiry (or it is undecodable): an entry
+        // left behind by a replaced record must not delete its successor.
+        let current = keys
+            .get((tenant.as_str(), key.as_str()))?
+            .map(|v| codec::decode_idempotency(tenant, key, v.value()));
+        let stale = matches!(current, Some(Ok(ref r)) if r.expires_at.as_millis() != *at);
+        if current.is_some() && !stale {
+            keys.remove((tenant.as_str(), key.as_str()))?;
+        }
+    }
+    Ok(doomed.len())
+}
+
 impl Store {
     /// Deletes up to `limit` (at most [`MAX_PURGE`]) keys expired at `now`, oldest expiry first,
-    /// in one write transaction committed with `Durability::Immediate`. Returns how many expiry
-    /// entries it processed: fewer than `limit` means no expired key is left. A write: call it
-    /// from the writer.
+    /// in the transaction of a checkpoint (the hot layer is written first, so the purge sees
+    /// every key), committed with `Durability::Immediate`. Returns how many expiry entries it
+    /// processed: fewer than `limit` means no expired key is left. The engine's writer purges
+    /// with every checkpoint; this is for callers without one.
     pub fn purge_expired_keys(&self, now: Timestamp, limit: usize) -> Result<usize, Error> {
         assert!(limit <= MAX_PURGE, "purge limit {limit} over {MAX_PURGE}");
-        let txn = self.begin_write()?;
-        let purged = (|| -> Result<usize, Error> {
-            let mut keys = txn.open_table(IDEMPOTENCY)?;
-            let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
-            // Expired means expires_at <= now: every key below (now + 1, "", "").
-            let end = (now.as_millis() + 1, "", "");
-            let mut doomed: Vec<(u64, String, String)> = Vec::new();
-            for entry in expiry.range::<(u64, &str, &str)>(..end)?.take(limit) {
-                let (k, _) = entry?;
-                let (at, tenant, key) = k.value();
-                doomed.push((at, tenant.to_owned(), key.to_owned()));
-                drop(k);
-            }
-            for (at, tenant, key) in &doomed {
-                expiry.remove((*at, tenant.as_str(), key.as_str()))?;
-                // Delete the record only if this entry is its expiry (or it is undecodable):
-                // an entry left behind by a replaced record must not delete its successor.
-                let current = keys
-                    .get((tenant.as_str(), key.as_str()))?
-                    .map(|v| codec::decode_idempotency(tenant, key, v.value()));
-                let stale = matches!(current, Some(Ok(ref r)) if r.expires_at.as_millis() != *at);
-                if current.is_some() && !stale {
-                    keys.remove((tenant.as_str(), key.as_str()))?;
-                }
-            }
-            Ok(doomed.len())
-        })();
-        self.finish(txn, purged)
+        Ok(self.checkpoint_and_purge(Some((now, limit)))?.1)
     }
 }

@@ -9,11 +9,11 @@
 //!
 //! *Persisted*: the field codes below are part of the file format. Never change or reuse one.
 
+use crate::hot::WriteTable;
 use jitflow_core::connection::Connection;
 use jitflow_core::filter::{FieldValue, Fields, Value};
 use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::TenantId;
-use redb::{ReadableTable, Table};
 
 use crate::append::{Error, WriteTables};
 use crate::codec;
@@ -128,7 +128,7 @@ pub(crate) fn entries(fields: &[IndexedField], record: &impl Fields) -> Vec<(u8,
         .collect()
 }
 
-type IndexTable<'txn> = Table<'txn, (&'static str, u8, &'static [u8], u128), ()>;
+type IndexTable<'w> = WriteTable<'w, (&'static str, u8, &'static [u8], u128), ()>;
 
 /// Moves the index entries of record `id` from what `before` has to what `after` has.
 fn update_entries<R: Fields>(

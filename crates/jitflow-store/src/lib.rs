@@ -110,6 +110,7 @@ pub mod append;
 pub mod batch;
 pub mod codec;
 pub mod compact;
+mod hot;
 pub mod idempotency;
 mod index;
 pub mod intents;
@@ -117,6 +118,7 @@ pub mod open;
 mod projection;
 pub mod query;
 pub mod read;
+mod replay;
 pub mod request;
 pub mod request_query;
 mod store;
@@ -128,4 +130,4 @@ pub mod verify;
 #[cfg(test)]
 mod test_support;
 
-pub use store::Store;
+pub use store::{Stats, Store};

@@ -1,9 +1,11 @@
 //! Opening a store: options, the file format version check, and crash recovery.
 //!
-//! Recovery needs no code of ours: redb commits are atomic, and after a crash the next open
-//! rolls back to the last commit and repairs its allocator state. The projections are written
-//! in the same transactions as the events, so the open is done once redb is: nothing is
-//! replayed (see [`Store::verify`] to replay and compare on request).
+//! Recovery: redb commits are atomic, and after a crash the next open rolls back to the last
+//! commit and repairs its allocator state. The derived tables hold the state as of their last
+//! checkpoint; the open replays the log after it (events and extras) through the same
+//! derivation as the commit path into the hot layer, checkpointing on the way whenever the
+//! layer reaches its bound, so the replay is bounded by the layer's bound (see
+//! [`Store::verify`] to replay the whole log and compare on request).
 
 use std::path::Path;
 
@@ -11,9 +13,9 @@ use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, Stora
 
 use crate::store::Store;
 use crate::tables::{
-    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, HISTORY,
-    HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, REQUEST_CONFIGS,
-    STREAMS, TIMERS,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
+    HISTORY, HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES,
+    REQUEST_CONFIGS, STREAMS, TIMERS,
 };
 
 /// The version of the file layout (tables and keys) this build writes and reads. A file of an
@@ -27,7 +29,19 @@ use crate::tables::{
 ///   contract's defaults) and the event kind 4 (an access request config change), and item
 ///   records that carry a forward history section and the `Forwarded` item change. A build of
 ///   version 2 refuses such a file rather than misreading those records.
-pub const FILE_FORMAT_VERSION: u64 = 3;
+/// - 4: log-first. A commit writes the log alone: the events, and the `extras` table (the
+///   idempotency results and cursors of each batch that had any). Every other table is derived
+///   from the log and written by checkpoints; `meta` holds the log position they cover
+///   (`checkpoint`, `checkpoint_extras`), and the open replays the log after it. A build of
+///   version 3 would read a version 4 file's tables as if they were whole: it refuses it.
+pub const FILE_FORMAT_VERSION: u64 = 4;
+
+/// The default bound on rows in the hot layer: 262,144.
+pub const DEFAULT_LAYER_ENTRIES_MAX: usize = 1 << 18;
+/// The default bound on key and value bytes in the hot layer: 64 MiB.
+pub const DEFAULT_LAYER_BYTES_MAX: usize = 64 << 20;
+/// The default interval between checkpoints while the layer holds rows: 5 s.
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The default size of redb's page cache: 128 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 128 << 20;
@@ -48,6 +62,17 @@ pub struct Options {
     /// it, recovery is near instant; each commit pays a second fsync, which group commit
     /// amortises over a batch. `benches/RESULTS.md` gives the measured cost.
     pub quick_repair: bool,
+    /// The most rows the hot layer holds (tombstones included). At half of it a checkpoint is
+    /// due ([`Store::checkpoint_due`]); at the bound an append checkpoints first and waits for
+    /// it. It also bounds the open's tail replay. Default: [`DEFAULT_LAYER_ENTRIES_MAX`].
+    pub layer_entries_max: usize,
+    /// The most key and value bytes the hot layer holds, like `layer_entries_max`. Default:
+    /// [`DEFAULT_LAYER_BYTES_MAX`].
+    pub layer_bytes_max: usize,
+    /// How long rows may wait in the hot layer before a checkpoint is due, however few: it
+    /// bounds the open's replay in time as well as in rows. Default:
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`].
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl Default for Options {
@@ -55,6 +80,9 @@ impl Default for Options {
         Options {
             cache_size: DEFAULT_CACHE_SIZE,
             quick_repair: true,
+            layer_entries_max: DEFAULT_LAYER_ENTRIES_MAX,
+            layer_bytes_max: DEFAULT_LAYER_BYTES_MAX,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -92,6 +120,31 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The log after the checkpoint could not be replayed: an event or extras record does not
+    /// decode, does not follow from the state before it, or the log has a gap. `sequence` is the
+    /// event where it failed (for extras, the last event). Nothing was changed.
+    #[error("cannot replay the log after the checkpoint, at event {sequence}: {reason}")]
+    Replay {
+        /// The event (or, for an extras record, the last event) where the replay failed.
+        sequence: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// The checkpointed tables cover more of the log than the log holds: the log lost
+    /// committed records (a damaged or replaced file). Nothing was changed.
+    #[error(
+        "the checkpoint covers event {checkpoint} and extras {checkpoint_extras}, but the log          ends at event {last} and extras {last_extras}"
+    )]
+    AheadOfLog {
+        /// The last event the checkpoint covers.
+        checkpoint: u64,
+        /// The last event in the log.
+        last: u64,
+        /// The last extras record the checkpoint covers.
+        checkpoint_extras: u64,
+        /// The last extras record in the log.
+        last_extras: u64,
+    },
     /// The file is a redb database holding other tables or events but no jitflow format
     /// version: not a jitflow store. Nothing was changed.
     #[error("the file is a redb database but not a jitflow store (no format version)")]
@@ -127,14 +180,21 @@ impl Store {
     }
 
     fn init(db: Database, options: Options) -> Result<Store, Error> {
+        assert!(
+            options.layer_entries_max > 0 && options.layer_bytes_max > 0,
+            "the hot layer's bounds must be positive"
+        );
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(from @ (1 | 2)) => {
+            Some(from @ (1..=3)) => {
                 // Each step commits on its own and leaves a file of the next version.
                 if from == 1 {
                     crate::upgrade::from_v1(&db, &options)?;
                 }
-                crate::upgrade::from_v2(&db, &options)?;
+                if from <= 2 {
+                    crate::upgrade::from_v2(&db, &options)?;
+                }
+                crate::upgrade::from_v3(&db, &options)?;
                 tracing::info!(
                     from,
                     to = FILE_FORMAT_VERSION,
@@ -158,7 +218,7 @@ impl Store {
         }
         // Files written before access requests lack their tables: add them (empty).
         crate::request::ensure_tables(&db).map_err(storage)?;
-        Ok(Store::new(db, options))
+        crate::replay::open(db, options)
     }
 }
 
@@ -204,6 +264,7 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         HISTORY.to_string(),
         HISTORY_INDEX.to_string(),
         REQUEST_CONFIGS.to_string(),
+        EXTRAS.to_string(),
     ]
     .into_iter()
     .chain(crate::request::table_names())
@@ -252,6 +313,7 @@ fn create_tables(db: &Database, options: &Options) -> Result<(), Error> {
         txn.open_table(HISTORY).map_err(storage)?;
         txn.open_table(HISTORY_INDEX).map_err(storage)?;
         txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
+        txn.open_table(EXTRAS).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
             .map_err(storage)?;

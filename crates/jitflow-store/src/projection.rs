@@ -11,14 +11,14 @@ use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ConnectionId, TenantId};
 use jitflow_core::lifecycle::Event;
 use jitflow_core::policy::Policy;
-use redb::ReadableTable;
 
 use crate::append::{Error, WriteTables};
+use crate::hot::WriteTable;
 use crate::{codec, index, timers};
 
 /// The stored connection, read inside a write transaction (so it sees the batch's own writes).
 pub(crate) fn get_connection(
-    connections: &impl ReadableTable<(&'static str, u128), &'static [u8]>,
+    connections: &WriteTable<'_, (&'static str, u128), &'static [u8]>,
     tenant: &TenantId,
     id: ConnectionId,
 ) -> Result<Option<Connection>, Error> {
@@ -31,7 +31,7 @@ pub(crate) fn get_connection(
 
 /// The stored policy of `tenant`.
 pub(crate) fn get_policy(
-    policies: &impl ReadableTable<&'static str, &'static [u8]>,
+    policies: &WriteTable<'_, &'static str, &'static [u8]>,
     tenant: &TenantId,
 ) -> Result<Option<Policy>, Error> {
     let t = tenant.as_str();
@@ -43,7 +43,7 @@ pub(crate) fn get_policy(
 
 /// The stored access request config of `tenant` (`None`: never set, the defaults apply).
 pub(crate) fn get_request_config(
-    configs: &impl ReadableTable<&'static str, &'static [u8]>,
+    configs: &WriteTable<'_, &'static str, &'static [u8]>,
     tenant: &TenantId,
 ) -> Result<Option<jitflow_core::request::AccessRequestConfig>, Error> {
     let t = tenant.as_str();

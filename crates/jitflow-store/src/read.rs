@@ -14,7 +14,13 @@ use jitflow_core::id::{
 };
 use jitflow_core::policy::Policy;
 use jitflow_core::time::Timestamp;
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::sync::Arc;
+
+use redb::{ReadOnlyTable, ReadTransaction, TableDefinition};
+
+use crate::hot::{self, Layer};
+use crate::store::Published;
+use crate::tables;
 
 use crate::codec::{self, Envelope, Stream};
 use crate::idempotency::Idempotency;
@@ -93,14 +99,18 @@ pub struct StreamEvent {
     pub envelope: Envelope,
 }
 
-/// A consistent snapshot of the store. `Send + Sync`; keep it short-lived, as the pages it sees
-/// cannot be reused by the writer while it is open.
+/// A consistent snapshot of the store: the log up to one commit, and what it derives as the
+/// hot layer published with that commit over the checkpointed tables. `Send + Sync`; keep it
+/// short-lived, as the pages it sees cannot be reused by the writer while it is open.
 pub struct Reader {
     txn: ReadTransaction,
+    layer: Layer,
+    /// The last event of the snapshot: the log may hold later ones, not yet published.
+    sequence: u64,
 }
 
 /// The store's pending work, all tenants together (operators' gauges). Exact, and read in
-/// constant time: redb keeps each table's length in its header.
+/// constant time: redb keeps each table's length in its header, and the hot layer its delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
     /// Armed timers (activations' and access request items').
@@ -118,8 +128,12 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(txn: ReadTransaction) -> Reader {
-        Reader { txn }
+    pub(crate) fn new(txn: ReadTransaction, published: Arc<Published>) -> Reader {
+        Reader {
+            txn,
+            layer: published.layer.clone(),
+            sequence: published.sequence,
+        }
     }
 
     /// The pending work of the snapshot: armed timers and unsettled intents.
@@ -133,15 +147,30 @@ impl Reader {
 
     pub(crate) fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
-        definition: TableDefinition<'_, K, V>,
-    ) -> Result<ReadOnlyTable<K, V>, Error> {
+        definition: TableDefinition<'static, K, V>,
+    ) -> Result<hot::Table<K, V>, Error> {
         Ok(self.open(definition)?)
     }
 
-    /// Opens a table of the snapshot (every table exists from the moment a file is opened).
+    /// Opens a derived table of the snapshot, merged: the hot layer over the checkpointed table
+    /// (every table exists from the moment a file is opened).
     pub(crate) fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
-        definition: TableDefinition<'_, K, V>,
+        definition: TableDefinition<'static, K, V>,
+    ) -> Result<hot::Table<K, V>, redb::TableError> {
+        let id = tables::id(redb::TableHandle::name(&definition));
+        Ok(hot::Table::new(
+            id,
+            self.layer.clone(),
+            self.txn.open_table(definition)?,
+        ))
+    }
+
+    /// Opens a table of the log (events, extras). Rows after the snapshot's last event may be
+    /// there: read only up to [`Reader::last_sequence`].
+    pub(crate) fn log<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<'static, K, V>,
     ) -> Result<ReadOnlyTable<K, V>, redb::TableError> {
         self.txn.open_table(definition)
     }
@@ -156,14 +185,15 @@ impl Reader {
     /// The global sequence of the last committed event; 0 when the log is empty (sequences
     /// start at 1).
     pub fn last_sequence(&self) -> Result<u64, Error> {
-        let events = self.table(EVENTS)?;
-        let last = events.last()?;
-        Ok(last.map_or(0, |(k, _)| k.value()))
+        Ok(self.sequence)
     }
 
     /// The event with global sequence `sequence`.
     pub fn event(&self, sequence: u64) -> Result<Option<Envelope>, Error> {
-        let events = self.table(EVENTS)?;
+        if sequence > self.sequence {
+            return Ok(None);
+        }
+        let events = self.log(EVENTS)?;
         let Some(bytes) = events.get(sequence)? else {
             return Ok(None);
         };
@@ -174,10 +204,13 @@ impl Reader {
     /// (for subscribers and export; pass the last sequence returned to continue).
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
         check_limit(limit)?;
-        let events = self.table(EVENTS)?;
+        if after >= self.sequence {
+            return Ok(Vec::new());
+        }
+        let events = self.log(EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for entry in events
-            .range::<u64>((Bound::Excluded(after), Bound::Unbounded))?
+            .range::<u64>((Bound::Excluded(after), Bound::Included(self.sequence)))?
             .take(limit)
         {
             let (k, v) = entry?;
@@ -203,7 +236,7 @@ impl Reader {
         let (kind, id) = stream.key_parts();
         let t = tenant.as_str();
         let index = self.table(STREAMS)?;
-        let events = self.table(EVENTS)?;
+        let events = self.log(EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for entry in index
             .range((t, kind, id, from)..=(t, kind, id, u64::MAX))?

@@ -8,7 +8,9 @@ pub mod verify;
 
 use jitflow_core::id::{AccessRequestId, IdentityId, RequestItemId, TenantId};
 use jitflow_core::request::{Change, Event, Item, ObjectRef};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableHandle};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle};
+
+use crate::hot::WriteTable;
 
 use crate::append::{Error, WriteTables};
 use crate::codec::{self, Problem, RecordName};
@@ -38,7 +40,7 @@ pub struct ItemIntent {
 
 /// The stored item, read inside a write transaction (so it sees the batch's own writes).
 pub(crate) fn get_item(
-    items: &impl ReadableTable<(&'static str, u128), &'static [u8]>,
+    items: &WriteTable<'_, (&'static str, u128), &'static [u8]>,
     tenant: &TenantId,
     id: RequestItemId,
 ) -> Result<Option<Item>, Error> {
@@ -157,14 +159,14 @@ pub(crate) fn people(item: &Item) -> impl Iterator<Item = (Role, &str)> {
 
 /// Applies an item event's cancelled, then armed, timers to the shared timer index.
 fn apply_timers(
-    timers: &mut Table<'_, (u64, &'static str, u128, u8), ()>,
+    timers: &mut WriteTable<'_, (u64, &'static str, u128, u8), ()>,
     tenant: &TenantId,
     event: &Event,
 ) -> Result<(), Error> {
     let (t, id) = (tenant.as_str(), event.item.as_u128());
     for timer in &event.cancel {
         let key = (timer.due.as_millis(), t, id, request_timer_code(timer.kind));
-        if timers.remove(key)?.is_none() {
+        if !timers.remove(key)? {
             // The index disagrees with the stored item; `verify` reports it in detail.
             tracing::warn!(%tenant, item = %event.item, ?timer, "cancelled timer was not indexed");
         }

@@ -1,36 +1,138 @@
-//! The store handle.
+//! The store handle, the published state readers take, and checkpoints.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use jitflow_core::time::Timestamp;
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::append::Error;
+use crate::hot::Layer;
 use crate::open::Options;
 use crate::read::{self, Reader};
+use crate::tables::{self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, META};
 
-/// One store file: the event log, projections, timer index, intents and idempotency keys.
+/// One store file: the log, and the tables derived from it (projections, indexes, timer index,
+/// intents, idempotency keys, cursors), checkpointed behind a hot layer.
 ///
-/// `Send + Sync`: the engine's writer thread appends while reader threads read. Reads run on
-/// redb MVCC snapshots and never block the writer, nor does the writer block them. Write
-/// transactions are serialised by redb; jitflow writes from one thread only.
+/// `Send + Sync`: the engine's writer thread appends while reader threads read. Reads run on a
+/// published layer and a redb MVCC snapshot, and never block the writer, nor does the writer
+/// block them. Appends and checkpoints are serialised by the store; jitflow writes from one
+/// thread only.
 ///
 /// After a failed write the store is *poisoned*: every later write returns
 /// [`Error::Poisoned`] until the store is dropped and opened again (reads go on). A commit that
 /// fails may or may not have reached the disk, and redb itself may refuse writes after an I/O
-/// error; reopening runs redb's recovery and gives a state that is known.
+/// error; reopening runs redb's recovery and the log's tail replay, and gives a state that is
+/// known.
 #[derive(Debug)]
 pub struct Store {
     pub(crate) db: Database,
     poisoned: AtomicBool,
     pub(crate) options: Options,
+    pub(crate) hot: Hot,
+}
+
+/// What readers see: the log up to `sequence` as the hot layer over the checkpointed tables.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    /// The last committed event (0 for an empty log).
+    pub(crate) sequence: u64,
+    /// The last committed extras record (0 for none).
+    pub(crate) extras: u64,
+    /// The last event the checkpointed tables cover; the layer covers the rest.
+    pub(crate) checkpoint: u64,
+    /// Rows derived from events after `checkpoint` and extras after the checkpointed ones.
+    pub(crate) layer: Layer,
+    /// When the layer took its first row since the checkpoint (for `checkpoint_interval`).
+    pub(crate) dirty_since: Option<Instant>,
+}
+
+/// Figures of the store's checkpoints, for operators' gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// The last committed event.
+    pub sequence: u64,
+    /// The last event the checkpointed tables cover (`sequence - checkpoint` is the lag).
+    pub checkpoint: u64,
+    /// Rows in the hot layer.
+    pub layer_entries: u64,
+    /// Key and value bytes in the hot layer.
+    pub layer_bytes: u64,
+    /// Checkpoints written since the store was opened.
+    pub checkpoints: u64,
+    /// Rows written by those checkpoints.
+    pub checkpoint_rows: u64,
+    /// Key and value bytes written by those checkpoints.
+    pub checkpoint_bytes: u64,
+    /// How long the last checkpoint took, in microseconds.
+    pub last_checkpoint_micros: u64,
+}
+
+/// The published state and the writer's lock.
+#[derive(Debug)]
+pub(crate) struct Hot {
+    published: RwLock<Arc<Published>>,
+    /// Held by an append or a checkpoint: one write at a time, whatever the callers do.
+    writer: Mutex<()>,
+    checkpoints: AtomicU64,
+    checkpoint_rows: AtomicU64,
+    checkpoint_bytes: AtomicU64,
+    last_checkpoint_micros: AtomicU64,
+}
+
+impl Hot {
+    pub(crate) fn new(published: Published) -> Hot {
+        Hot {
+            published: RwLock::new(Arc::new(published)),
+            writer: Mutex::new(()),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_rows: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
+            last_checkpoint_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// The state of the last commit.
+    pub(crate) fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Makes `next` what readers see. Called after its commit only.
+    pub(crate) fn publish(&self, mut next: Published) {
+        if next.dirty_since.is_none() && !next.layer.is_empty() {
+            next.dirty_since = Some(Instant::now());
+        }
+        let mut current = self.published.write().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            next.sequence >= current.sequence && next.checkpoint <= next.sequence,
+            "published state moves back: {} after {}",
+            next.sequence,
+            current.sequence
+        );
+        *current = Arc::new(next);
+    }
+
+    /// The writer's lock (a poisoned lock only means an earlier write panicked).
+    pub(crate) fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the layer is at or over a bound of `options`.
+    pub(crate) fn over_bound(&self, options: &Options) -> bool {
+        let p = self.published();
+        p.layer.len() >= options.layer_entries_max || p.layer.bytes() >= options.layer_bytes_max
+    }
 }
 
 impl Store {
-    pub(crate) fn new(db: Database, options: Options) -> Store {
+    pub(crate) fn new(db: Database, options: Options, published: Published) -> Store {
         Store {
             db,
             poisoned: AtomicBool::new(false),
             options,
+            hot: Hot::new(published),
         }
     }
 
@@ -50,10 +152,49 @@ impl Store {
         }
     }
 
-    /// A consistent snapshot to read from. Cheap; open one per request or per page.
+    /// The store's checkpoint figures.
+    pub fn stats(&self) -> Stats {
+        let p = self.hot.published();
+        Stats {
+            sequence: p.sequence,
+            checkpoint: p.checkpoint,
+            layer_entries: p.layer.len() as u64,
+            layer_bytes: p.layer.bytes() as u64,
+            checkpoints: self.hot.checkpoints.load(Ordering::Relaxed),
+            checkpoint_rows: self.hot.checkpoint_rows.load(Ordering::Relaxed),
+            checkpoint_bytes: self.hot.checkpoint_bytes.load(Ordering::Relaxed),
+            last_checkpoint_micros: self.hot.last_checkpoint_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A consistent snapshot to read from: the log up to the last commit published, its
+    /// derived rows from the hot layer over the checkpointed tables. Cheap; open one per
+    /// request or per page.
     pub fn reader(&self) -> Result<Reader, read::Error> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        Ok(Reader::new(txn))
+        Ok(self.snapshot()?)
+    }
+
+    /// [`Store::reader`], with redb's error.
+    pub(crate) fn snapshot(&self) -> Result<Reader, redb::Error> {
+        // The snapshot's checkpoint must not be newer than the layer taken with it (a
+        // checkpoint between the two reads would mix states): take both again if it is. The
+        // writer publishes right after each checkpoint, so this settles at once.
+        for _ in 0..1000 {
+            let published = self.hot.published();
+            let txn = self.db.begin_read()?;
+            if checkpoint_of(&txn)?.0 <= published.sequence {
+                return Ok(Reader::new(txn, published));
+            }
+            std::thread::yield_now();
+        }
+        panic!("the checkpointed tables stay ahead of the published log");
+    }
+
+    /// A redb read transaction (for the writer's base snapshot).
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, Error> {
+        self.db
+            .begin_read()
+            .map_err(|e| Error::Storage { source: e.into() })
     }
 
     /// Starts a write transaction that commits with `Durability::Immediate`.
@@ -97,4 +238,108 @@ impl Store {
             }
         }
     }
+
+    /// Whether a checkpoint is due: the layer is at half a bound, or it has held rows for
+    /// `Options::checkpoint_interval`.
+    pub fn checkpoint_due(&self) -> bool {
+        let p = self.hot.published();
+        let o = &self.options;
+        2 * p.layer.len() >= o.layer_entries_max
+            || 2 * p.layer.bytes() >= o.layer_bytes_max
+            || p.dirty_since
+                .is_some_and(|since| since.elapsed() >= o.checkpoint_interval)
+    }
+
+    /// Writes the hot layer into the tables in one transaction (each row once, in key order)
+    /// with the log position it covers, then empties the layer. With `now`, it also deletes up
+    /// to [`crate::idempotency::MAX_PURGE`] idempotency keys expired at `now`, in the same
+    /// transaction. Returns how many rows were written.
+    ///
+    /// A failed checkpoint changes nothing committed (the log holds everything, and the layer
+    /// stays as it was) but poisons the store like any failed write: reopen it.
+    pub fn checkpoint(&self, now: Option<Timestamp>) -> Result<u64, Error> {
+        let purge = now.map(|now| (now, crate::idempotency::MAX_PURGE));
+        Ok(self.checkpoint_and_purge(purge)?.0)
+    }
+
+    /// [`Store::checkpoint`], purging up to `purge.1` keys expired at `purge.0`; returns the
+    /// rows written and the keys purged.
+    pub(crate) fn checkpoint_and_purge(
+        &self,
+        purge: Option<(Timestamp, usize)>,
+    ) -> Result<(u64, usize), Error> {
+        let _writer = self.hot.writer();
+        let published = self.hot.published();
+        if published.layer.is_empty() && purge.is_none() {
+            return Ok((0, 0));
+        }
+        let started = Instant::now();
+        let txn = self.begin_write()?;
+        let layer = &published.layer;
+        let result = (|| -> Result<(u64, usize, usize), Error> {
+            let mut rows = 0;
+            for table in 0..tables::COUNT as u8 {
+                rows += tables::write(&txn, table, layer.table_rows(table))?;
+            }
+            let mut meta = txn.open_table(META)?;
+            let (checkpoint, _) = checkpoint_of_table(&meta)?;
+            assert!(
+                checkpoint <= published.sequence,
+                "the checkpointed tables ({checkpoint}) are ahead of the log ({})",
+                published.sequence
+            );
+            meta.insert(CHECKPOINT_KEY, published.sequence)?;
+            meta.insert(CHECKPOINT_EXTRAS_KEY, published.extras)?;
+            drop(meta);
+            let purged = match purge {
+                Some((now, limit)) => crate::idempotency::purge(&txn, now, limit)?,
+                None => 0,
+            };
+            Ok((rows, layer.bytes(), purged))
+        })();
+        let (rows, bytes, purged) = self.finish(txn, result)?;
+        let elapsed = started.elapsed();
+        self.hot.publish(Published {
+            checkpoint: published.sequence,
+            layer: Layer::default(),
+            dirty_since: None,
+            ..(*published).clone()
+        });
+        self.hot.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.hot.checkpoint_rows.fetch_add(rows, Ordering::Relaxed);
+        self.hot
+            .checkpoint_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.hot.last_checkpoint_micros.store(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        tracing::debug!(
+            covers = published.sequence,
+            rows,
+            bytes,
+            micros = elapsed.as_micros() as u64,
+            "checkpoint written"
+        );
+        Ok((rows, purged))
+    }
+
+    /// How long the interval between checkpoints is.
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.options.checkpoint_interval
+    }
+}
+
+/// The log position the checkpointed tables of `txn` cover: (event sequence, extras number).
+pub(crate) fn checkpoint_of(txn: &ReadTransaction) -> Result<(u64, u64), redb::Error> {
+    let meta = txn.open_table(META)?;
+    Ok(checkpoint_of_table(&meta)?)
+}
+
+fn checkpoint_of_table(
+    meta: &impl redb::ReadableTable<&'static str, u64>,
+) -> Result<(u64, u64), redb::StorageError> {
+    let sequence = meta.get(CHECKPOINT_KEY)?.map_or(0, |v| v.value());
+    let extras = meta.get(CHECKPOINT_EXTRAS_KEY)?.map_or(0, |v| v.value());
+    Ok((sequence, extras))
 }

@@ -9,8 +9,12 @@
 //! *Persisted*: table names, key layouts and the numeric codes below are part of the file format
 //! (see [`crate::open::FILE_FORMAT_VERSION`]). Never change or reuse a code; add new ones.
 
+use std::cmp::Ordering;
+
 use jitflow_core::lifecycle::TimerKind;
-use redb::TableDefinition;
+use redb::{Key, TableDefinition, Value, WriteTransaction};
+
+use crate::hot::{Row, RowKey};
 
 /// File metadata: name -> value. Holds [`FORMAT_VERSION_KEY`].
 pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
@@ -265,5 +269,136 @@ mod request_config_tests {
             ]
             .contains(&STREAM_REQUEST_CONFIG)
         );
+    }
+}
+
+// Log-first (format version 4).
+
+/// The log's second table: what a batch committed besides events (idempotency results and
+/// consumers' cursors), one record per batch that had any: extras number (from 1, contiguous)
+/// -> encoded record (see `codec::encode_extras`). With [`EVENTS`] it is the whole log: every
+/// derived table can be rebuilt from the two.
+pub(crate) const EXTRAS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("extras");
+
+/// The key in [`META`] of the last event sequence the checkpointed tables cover.
+pub(crate) const CHECKPOINT_KEY: &str = "checkpoint";
+/// The key in [`META`] of the last extras record the checkpointed tables cover.
+pub(crate) const CHECKPOINT_EXTRAS_KEY: &str = "checkpoint_extras";
+
+fn compare_keys<K: Key + 'static, V: Value + 'static>(
+    _: TableDefinition<'static, K, V>,
+    a: &[u8],
+    b: &[u8],
+) -> Ordering {
+    K::compare(a, b)
+}
+
+fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
+    txn: &WriteTransaction,
+    definition: TableDefinition<'static, K, V>,
+    rows: impl Iterator<Item = (&'r RowKey, &'r Row)>,
+) -> Result<u64, redb::Error> {
+    let mut table = txn.open_table(definition)?;
+    let mut written = 0;
+    for (key, row) in rows {
+        let key = K::from_bytes(key.bytes());
+        match row {
+            Some(value) => {
+                table.insert(key, V::from_bytes(value))?;
+            }
+            None => {
+                table.remove(key)?;
+            }
+        }
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Lists every table derived from the log, with its id in the hot layer (the ids are not
+/// persisted: only the order of tables within the layer depends on them).
+macro_rules! derived_tables {
+    ($($id:literal => $def:ident),* $(,)?) => {
+        /// How many derived tables there are (ids are `0..COUNT`).
+        pub(crate) const COUNT: usize = [$($id),*].len();
+
+        /// The id of the derived table named `name`.
+        pub(crate) fn id(name: &str) -> u8 {
+            $(if name == redb::TableHandle::name(&$def) { return $id; })*
+            panic!("{name} is not a table derived from the log")
+        }
+
+        /// Compares two keys of derived table `table` in its redb order.
+        pub(crate) fn compare(table: u8, a: &[u8], b: &[u8]) -> Ordering {
+            match table {
+                $($id => compare_keys($def, a, b),)*
+                _ => unreachable!("no derived table has id {table}"),
+            }
+        }
+
+        /// Writes `rows` (all of derived table `table`, in key order) into the transaction's
+        /// table; returns how many.
+        pub(crate) fn write<'r>(
+            txn: &WriteTransaction,
+            table: u8,
+            rows: impl Iterator<Item = (&'r RowKey, &'r Row)>,
+        ) -> Result<u64, redb::Error> {
+            match table {
+                $($id => write_rows(txn, $def, rows),)*
+                _ => unreachable!("no derived table has id {table}"),
+            }
+        }
+
+        /// Creates every derived table the file lacks (an upgrade derives into all of them).
+        pub(crate) fn create_derived(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+            $(txn.open_table($def)?;)*
+            Ok(())
+        }
+    };
+}
+
+derived_tables! {
+    0 => META,
+    1 => STREAMS,
+    2 => CONNECTIONS,
+    3 => ACTIVATIONS,
+    4 => POLICIES,
+    5 => TIMERS,
+    6 => INTENTS,
+    7 => IDEMPOTENCY,
+    8 => IDEMPOTENCY_EXPIRY,
+    9 => CONNECTION_INDEX,
+    10 => ASSIGNMENTS,
+    11 => HISTORY,
+    12 => HISTORY_INDEX,
+    13 => REQUEST_ITEMS,
+    14 => REQUEST_INDEX,
+    15 => REQUEST_OPEN,
+    16 => REQUEST_INTENTS,
+    17 => REQUEST_PEOPLE,
+    18 => REQUEST_CONFIGS,
+}
+
+/// Whether derived table `table` keeps an exact length through the layer (the backlog gauges
+/// read it in constant time).
+pub(crate) const fn counted(table: u8) -> bool {
+    matches!(table, 5 | 6 | 16)
+}
+
+#[cfg(test)]
+mod derived_tests {
+    use redb::TableHandle;
+
+    use super::*;
+
+    /// The counted tables are the timers and both intents tables, by name.
+    #[test]
+    fn counted_tables_are_the_backlog() {
+        for t in 0..COUNT as u8 {
+            let expected = [TIMERS.name(), INTENTS.name(), REQUEST_INTENTS.name()]
+                .into_iter()
+                .any(|name| id(name) == t);
+            assert_eq!(counted(t), expected, "table {t}");
+        }
     }
 }

@@ -8,11 +8,11 @@
 
 use std::ops::Bound;
 
+use crate::hot::WriteTable;
 use jitflow_core::id::{ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Event, Timer};
 use jitflow_core::request;
 use jitflow_core::time::Timestamp;
-use redb::Table;
 
 use crate::append::Error;
 use crate::codec::{self, Problem, RecordName};
@@ -86,14 +86,14 @@ impl Due {
 
 /// Applies an event's cancelled, then armed, timers.
 pub(crate) fn apply(
-    timers: &mut Table<'_, (u64, &'static str, u128, u8), ()>,
+    timers: &mut WriteTable<'_, (u64, &'static str, u128, u8), ()>,
     tenant: &TenantId,
     event: &Event,
 ) -> Result<(), Error> {
     let (t, c) = (tenant.as_str(), event.connection.as_u128());
     for timer in &event.cancel {
         let removed = timers.remove((timer.due.as_millis(), t, c, timer_kind_code(timer.kind)))?;
-        if removed.is_none() {
+        if !removed {
             // The index disagrees with the stored connection; `verify` reports it in detail.
             tracing::warn!(%tenant, connection = %event.connection, ?timer, "cancelled timer was not indexed");
         }

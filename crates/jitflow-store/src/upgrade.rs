@@ -7,12 +7,18 @@ use jitflow_core::connection::Connection;
 use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ConnectionId, TenantId};
 use jitflow_core::lifecycle::evolve;
-use redb::{Database, Durability, ReadableDatabase};
+use std::cell::RefCell;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use crate::append::WriteTables;
 use crate::codec::{self, Payload};
+use crate::hot::Layer;
 use crate::open::{Error, Options, storage};
-use crate::tables::{CONNECTIONS, EVENTS, FORMAT_VERSION_KEY, META, REQUEST_CONFIGS};
+use crate::tables::{
+    self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
+    META, REQUEST_CONFIGS,
+};
 use crate::{append, index};
 
 fn failed(reason: impl std::fmt::Display) -> Error {
@@ -72,17 +78,32 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
     }
     drop((table, events, read));
 
-    let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .expect("redb refuses only to lower durability, never to set Immediate");
-    txn.set_quick_repair(options.quick_repair);
+    // The indexes are derived by the commit path's own functions into a layer, then written
+    // like a checkpoint, in one transaction with the new version. The derivation reads every
+    // derived table: the ones a version 1 file lacks are created (empty) first.
+    let txn = db.begin_write().map_err(storage)?;
+    tables::create_derived(&txn).map_err(storage)?;
+    txn.commit().map_err(storage)?;
+    let base = db.begin_read().map_err(storage)?;
+    let layer = RefCell::new(Layer::default());
     {
-        let mut t = WriteTables::open(&txn).map_err(write_failed)?;
+        let mut t = WriteTables::open(&base, &layer).map_err(write_failed)?;
         for (tenant, c) in &connections {
             index::put_connection(&mut t, tenant, None, Some(c)).map_err(write_failed)?;
         }
         for ((tenant, _), record) in &records {
             index::put_history(&mut t, tenant, record).map_err(write_failed)?;
+        }
+    }
+    drop(base);
+    let layer = layer.into_inner();
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.set_quick_repair(options.quick_repair);
+    {
+        for table in 0..tables::COUNT as u8 {
+            tables::write(&txn, table, layer.table_rows(table)).map_err(storage)?;
         }
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, 2).map_err(storage)?;
@@ -100,8 +121,31 @@ pub(crate) fn from_v2(db: &Database, options: &Options) -> Result<(), Error> {
     {
         txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
-        meta.insert(FORMAT_VERSION_KEY, crate::open::FILE_FORMAT_VERSION)
-            .map_err(storage)?;
+        meta.insert(FORMAT_VERSION_KEY, 3).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Version 3 to 4: the log gains its extras table (empty: a version 3 file kept idempotency
+/// results and cursors in the tables only, and they stay there), and the checkpoint position
+/// is the last event, since a version 3 file wrote every derived row with its events.
+pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.set_quick_repair(options.quick_repair);
+    {
+        txn.open_table(EXTRAS).map_err(storage)?;
+        let last = txn
+            .open_table(EVENTS)
+            .map_err(storage)?
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(k, _)| k.value());
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        meta.insert(CHECKPOINT_KEY, last).map_err(storage)?;
+        meta.insert(CHECKPOINT_EXTRAS_KEY, 0).map_err(storage)?;
+        meta.insert(FORMAT_VERSION_KEY, 4).map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }
@@ -146,6 +190,7 @@ mod tests {
                 after,
             });
             store.append_batch(&batch).unwrap();
+            store.checkpoint(None).unwrap();
             let txn = store.db.begin_write().unwrap();
             assert!(txn.delete_table(REQUEST_CONFIGS).unwrap());
             txn.open_table(META)
@@ -160,8 +205,8 @@ mod tests {
         };
         {
             let store = Store::open(&path, Options::default()).unwrap();
-            assert_eq!(FILE_FORMAT_VERSION, 3);
-            assert_eq!(stored_version(&store), Some(3));
+            assert_eq!(FILE_FORMAT_VERSION, 4);
+            assert_eq!(stored_version(&store), Some(4));
             let reader = store.reader().unwrap();
             assert_eq!(reader.access_request_config(&tenant).unwrap(), None);
             assert!(reader.connection(&tenant, CONN).unwrap().is_some());
@@ -224,6 +269,7 @@ mod tests {
                 });
             }
             store.append_batch(&batch).unwrap();
+            store.checkpoint(None).unwrap();
             let txn = store.db.begin_write().unwrap();
             assert!(txn.delete_table(CONNECTION_INDEX).unwrap());
             assert!(txn.delete_table(HISTORY_INDEX).unwrap());

@@ -15,7 +15,7 @@ use jitflow_core::id::{ActivationId, ConnectionId, TenantId};
 use jitflow_core::lifecycle::{EvolveError, Timer, evolve};
 use jitflow_core::policy::Policy;
 use jitflow_core::request::AccessRequestConfig;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 
 use crate::codec::{self, Payload, Problem, RecordName, Stream};
 use crate::index;
@@ -428,7 +428,7 @@ impl Store {
     /// policy projections, the stream index, the timer index (which must equal the union of
     /// `Connection::timers` of all connections) and the intents. Reports every difference.
     pub fn verify(&self) -> Result<Report, Error> {
-        let reader = Reader::new(self.db.begin_read()?);
+        let reader = self.snapshot().map_err(Error::Storage)?;
         let mut report = Report::default();
         let mut replay = Replay::default();
         replay_log(&reader, &mut replay, &mut report)?;
@@ -473,7 +473,7 @@ impl Store {
 }
 
 fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
-    let events = reader.open(EVENTS)?;
+    let events = reader.log(EVENTS)?;
     let mut expected = 1;
     // The batch of the previous decoded event, and that event's sequence.
     let mut batch: Option<(u64, u64)> = None;
@@ -1042,7 +1042,7 @@ fn compare_request_configs(
 /// A projection with one record per tenant (the policy, the access request config), compared
 /// with the last record of each tenant's replayed stream.
 struct TenantRecords<'a, T, D> {
-    table: &'a redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    table: &'a crate::hot::Table<&'static str, &'static [u8]>,
     name: &'static str,
     decode: fn(&str, &[u8]) -> Result<T, codec::Error>,
     difference: D,
@@ -1179,6 +1179,7 @@ mod tests {
         drop(reader);
         let t = "acme";
         let c = CONN.as_u128();
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
             // A timer lost, a timer never armed.
@@ -1280,6 +1281,7 @@ mod tests {
         let store = store();
         let t = "acme";
         let c = CONN.as_u128();
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
             let mut index = txn.open_table(CONNECTION_INDEX).unwrap();
@@ -1346,6 +1348,7 @@ mod tests {
     #[test]
     fn gaps_and_partial_batches_are_reported() {
         let store = store();
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         // Drop the last event of the first batch (sequences 1..=4): the batch is partial, the
         // log has a gap, and the state and index no longer follow from the log.
@@ -1403,6 +1406,7 @@ mod tests {
         assert!(report.is_clean(), "{:#?}", report.differences);
         assert_eq!(report.request_configs, 2);
 
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
             let mut table = txn.open_table(REQUEST_CONFIGS).unwrap();

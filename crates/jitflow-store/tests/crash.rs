@@ -8,6 +8,11 @@
 //! with it set, [`crash_child`] is the child's main loop; without it (a normal test run) it
 //! returns at once. One file, no extra target, and the child runs exactly the code under test.
 //!
+//! The child checkpoints whenever one is due, with a small hot layer in most rounds, so kills
+//! land between a log commit and its checkpoint, inside a checkpoint, and inside the open's
+//! tail replay; the check after each kill reopens the file (replaying the log after its
+//! checkpoint) and runs `verify`.
+//!
 //! SIGKILL ends the process at an arbitrary instruction (mid-commit, mid-fsync), but the
 //! operating system keeps what it already wrote: this tests redb's commit protocol against
 //! process crashes, not against lost writes of a power cut (`full_disk.rs` injects failed
@@ -46,9 +51,19 @@ const SLOTS: u64 = 24;
 const TENANTS: u64 = 3;
 
 fn options(round: u64) -> Options {
-    // Half the rounds commit without quick repair, so both recovery paths of redb run.
+    // Half the rounds commit without quick repair, so both recovery paths of redb run. Two
+    // rounds in three keep a small hot layer, so checkpoints run every few batches and the kill
+    // lands between a commit and its checkpoint, or inside a checkpoint; the third keeps the
+    // default layer, so the next round's open has a long tail to replay (and may be killed
+    // inside that replay, which checkpoints at the bound as it goes).
+    let layer_entries_max = if round.is_multiple_of(3) {
+        jitflow_store::open::DEFAULT_LAYER_ENTRIES_MAX
+    } else {
+        64 + (round as usize * 37) % 256
+    };
     Options {
         quick_repair: round.is_multiple_of(2),
+        layer_entries_max,
         ..Options::default()
     }
 }
@@ -114,6 +129,10 @@ fn crash_child() {
         let appended = store.append_batch(&batch).unwrap();
         writeln!(out, "ack {} {} {key}", appended.first, appended.last).unwrap();
         out.flush().unwrap();
+        // As the engine's writer does, after answering.
+        if store.checkpoint_due() {
+            store.checkpoint(None).unwrap();
+        }
         n += 1;
     }
 }

@@ -41,11 +41,22 @@ fn batch(world: &mut World, roll: &mut u64) -> Batch {
     batch
 }
 
-/// What one run saw: whether the commit failed (rather than a write before it), and whether the
-/// failed batch turned out to be committed.
-fn run(fault: Fault, quick_repair: bool) -> (bool, bool) {
+/// What one run saw.
+struct Seen {
+    /// The commit failed (rather than a write before it).
+    at_commit: bool,
+    /// The failed batch turned out to be committed.
+    committed_anyway: bool,
+    /// The failure came from a checkpoint.
+    in_checkpoint: bool,
+}
+
+/// One run: appends until the fault, checkpointing whenever one is due. With `layer`, the hot
+/// layer is that small, so checkpoints run every few batches and the fault lands in them too.
+fn run(fault: Fault, quick_repair: bool, layer: Option<usize>) -> Seen {
     let options = Options {
         quick_repair,
+        layer_entries_max: layer.unwrap_or(jitflow_store::open::DEFAULT_LAYER_ENTRIES_MAX),
         ..Options::default()
     };
     let memory = Memory::new();
@@ -66,6 +77,7 @@ fn run(fault: Fault, quick_repair: bool) -> (bool, bool) {
     }
     let budget = format!("{fault:?}");
     let mut failure = None;
+    let mut in_checkpoint = false;
     for _ in 0..10_000 {
         match store.append_batch(&batch(&mut world, &mut roll)) {
             Ok(a) => acked.push(a),
@@ -73,6 +85,15 @@ fn run(fault: Fault, quick_repair: bool) -> (bool, bool) {
                 failure = Some(e);
                 break;
             }
+        }
+        if store.checkpoint_due()
+            && let Err(e) = store.checkpoint(None)
+        {
+            // A failed checkpoint changes nothing committed: every batch before it stays
+            // acknowledged, and the reopen below must find them all.
+            failure = Some(e);
+            in_checkpoint = true;
+            break;
         }
     }
     let failure = failure.expect("the disk never filled up");
@@ -127,10 +148,11 @@ fn run(fault: Fault, quick_repair: bool) -> (bool, bool) {
     let appended = store.append_batch(&more).unwrap();
     assert_eq!(appended.first, last + 1);
     assert!(store.verify().unwrap().is_clean());
-    (
-        matches!(failure, Error::OutcomeUnknown { .. }),
-        last > acked_end,
-    )
+    Seen {
+        at_commit: matches!(failure, Error::OutcomeUnknown { .. }),
+        committed_anyway: last > acked_end,
+        in_checkpoint,
+    }
 }
 
 #[test]
@@ -145,9 +167,9 @@ fn a_full_disk_fails_typed_poisons_and_loses_nothing_acknowledged() {
     let (mut at_commit, mut committed_anyway) = (0, 0);
     let runs = faults.len();
     for (n, fault) in faults.into_iter().enumerate() {
-        let (commit, committed) = run(fault, n % 2 == 0);
-        at_commit += u32::from(commit);
-        committed_anyway += u32::from(committed);
+        let seen = run(fault, n % 2 == 0, None);
+        at_commit += u32::from(seen.at_commit);
+        committed_anyway += u32::from(seen.committed_anyway && !seen.in_checkpoint);
     }
     eprintln!(
         "{runs} faults: {at_commit} failed in the commit (outcome unknown), \
@@ -157,4 +179,22 @@ fn a_full_disk_fails_typed_poisons_and_loses_nothing_acknowledged() {
     // outcome really is unknown to the caller).
     assert!(at_commit > 0);
     assert!(committed_anyway > 0);
+}
+
+/// The same sweep with a small hot layer: checkpoints run every few batches, so the disk fills
+/// inside checkpoints too (and inside appends that checkpoint first at the layer's bound). A
+/// failed checkpoint is typed, poisons the store, and loses nothing: the reopen replays the log
+/// after the last checkpoint that committed, and `verify` is clean.
+#[test]
+fn a_full_disk_during_checkpoints_loses_nothing_acknowledged() {
+    let mut faults: Vec<Fault> = (1..60).map(|n| Fault::Bytes(n * 3_001)).collect();
+    faults.extend((0..16).map(Fault::Syncs));
+    let runs = faults.len();
+    let mut in_checkpoint = 0;
+    for (n, fault) in faults.into_iter().enumerate() {
+        let seen = run(fault, n % 2 == 1, Some(48 + n % 5 * 16));
+        in_checkpoint += u32::from(seen.in_checkpoint);
+    }
+    eprintln!("{runs} faults with a small layer: {in_checkpoint} failed in a checkpoint");
+    assert!(in_checkpoint > 0, "no fault landed in a checkpoint");
 }

@@ -68,11 +68,33 @@ struct Run {
     batches: Vec<(Appended, Vec<Entry>)>,
 }
 
-fn run(ops: &[Op], sizes: &[usize]) -> Run {
+/// How a run checkpoints: the hot layer's bound (an append at the bound checkpoints first) and,
+/// cycled over the batches, whether to checkpoint after each.
+#[derive(Debug, Clone)]
+struct Checkpoints {
+    layer_entries_max: usize,
+    after: Vec<bool>,
+}
+
+fn checkpoints() -> impl Strategy<Value = Checkpoints> {
+    (
+        prop_oneof![Just(usize::MAX), 1usize..64],
+        proptest::collection::vec(any::<bool>(), 1..8),
+    )
+        .prop_map(|(layer_entries_max, after)| Checkpoints {
+            layer_entries_max,
+            after,
+        })
+}
+
+fn run(ops: &[Op], sizes: &[usize], checkpoints: &Checkpoints) -> Run {
     let mut world = World::new("prop", TENANTS, 1);
-    let store =
-        Store::open_with_backend(redb::backends::InMemoryBackend::new(), Options::default())
-            .unwrap();
+    let options = Options {
+        layer_entries_max: checkpoints.layer_entries_max,
+        ..Options::default()
+    };
+    let store = Store::open_with_backend(redb::backends::InMemoryBackend::new(), options).unwrap();
+    let mut after = checkpoints.after.iter().cycle();
     let entries: Vec<Entry> = ops.iter().filter_map(|&op| world.apply(op)).collect();
     let mut batches = Vec::new();
     let mut rest = entries.as_slice();
@@ -87,6 +109,9 @@ fn run(ops: &[Op], sizes: &[usize]) -> Run {
         }
         let appended = store.append_batch(&batch).unwrap();
         batches.push((appended, now.to_vec()));
+        if *after.next().unwrap() {
+            store.checkpoint(None).unwrap();
+        }
     }
     Run {
         world,
@@ -123,8 +148,8 @@ proptest! {
     /// Every appended event reads back, in order, whole batch by whole batch, through the log,
     /// each connection's, activation's and policy's stream, and the projections.
     #[test]
-    fn appended_batches_read_back(ops in ops(), sizes in sizes()) {
-        let Run { world, store, batches } = run(&ops, &sizes);
+    fn appended_batches_read_back(ops in ops(), sizes in sizes(), checkpoints in checkpoints()) {
+        let Run { world, store, batches } = run(&ops, &sizes, &checkpoints);
         let reader = store.reader().unwrap();
 
         // The log: sequences contiguous from 1, batch bounds as appended, payloads as given.
@@ -220,8 +245,8 @@ proptest! {
 
     /// Replaying the log gives exactly the stored projections and indexes.
     #[test]
-    fn replay_equals_projections(ops in ops(), sizes in sizes()) {
-        let Run { world, store, .. } = run(&ops, &sizes);
+    fn replay_equals_projections(ops in ops(), sizes in sizes(), checkpoints in checkpoints()) {
+        let Run { world, store, .. } = run(&ops, &sizes, &checkpoints);
         let report = store.verify().unwrap();
         prop_assert!(report.is_clean(), "{:#?}", report.differences);
         let live: usize = world.tenants.iter().map(|t| t.connections.len()).sum();
@@ -233,8 +258,8 @@ proptest! {
 
     /// The timer index holds exactly the timers of the connections, in due order.
     #[test]
-    fn timer_index_equals_derived_timers(ops in ops(), sizes in sizes()) {
-        let Run { world, store, .. } = run(&ops, &sizes);
+    fn timer_index_equals_derived_timers(ops in ops(), sizes in sizes(), checkpoints in checkpoints()) {
+        let Run { world, store, .. } = run(&ops, &sizes, &checkpoints);
         let stored = stored_timers(&store);
         prop_assert_eq!(&stored, &world.timers());
         // Bounded reads up to a time see a prefix of the index.
@@ -247,8 +272,68 @@ proptest! {
 
     /// The intents are exactly the connections with pending effects.
     #[test]
-    fn intents_equal_pending_effects(ops in ops(), sizes in sizes()) {
-        let Run { world, store, .. } = run(&ops, &sizes);
+    fn intents_equal_pending_effects(ops in ops(), sizes in sizes(), checkpoints in checkpoints()) {
+        let Run { world, store, .. } = run(&ops, &sizes, &checkpoints);
         prop_assert_eq!(stored_intents(&store), world.intents());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Reopening a file (without a checkpoint first, as after a crash) replays the log after
+    /// its checkpoint: at every reopen, and at the end, the merged view equals a replay of the
+    /// whole log (`verify`), and the connections, timers and intents equal the model's.
+    #[test]
+    fn reopen_replays_the_tail(
+        ops in ops(),
+        sizes in sizes(),
+        checkpoints in checkpoints(),
+        reopen_every in 1usize..6,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reopen.redb");
+        let options = Options {
+            layer_entries_max: checkpoints.layer_entries_max,
+            ..Options::default()
+        };
+        let mut world = World::new("reopen", TENANTS, 1);
+        let mut store = Store::open(&path, options.clone()).unwrap();
+        let entries: Vec<Entry> = ops.iter().filter_map(|&op| world.apply(op)).collect();
+        let mut rest = entries.as_slice();
+        let mut size = sizes.iter().cycle();
+        let mut after = checkpoints.after.iter().cycle();
+        let mut n = 0;
+        while !rest.is_empty() {
+            let k = (*size.next().unwrap()).min(rest.len());
+            let (now, later) = rest.split_at(k);
+            rest = later;
+            let mut batch = Batch::new();
+            for e in now {
+                batch.push(e.clone());
+            }
+            store.append_batch(&batch).unwrap();
+            if *after.next().unwrap() {
+                store.checkpoint(None).unwrap();
+            }
+            n += 1;
+            if n % reopen_every == 0 {
+                drop(store);
+                store = Store::open(&path, options.clone()).unwrap();
+                let report = store.verify().unwrap();
+                prop_assert!(report.is_clean(), "{:#?}", report.differences);
+            }
+        }
+        drop(store);
+        let store = Store::open(&path, options).unwrap();
+        let report = store.verify().unwrap();
+        prop_assert!(report.is_clean(), "{:#?}", report.differences);
+        prop_assert_eq!(stored_timers(&store), world.timers());
+        prop_assert_eq!(stored_intents(&store), world.intents());
+        let reader = store.reader().unwrap();
+        for t in &world.tenants {
+            let listed = reader.connections(&t.id, None, 10_000).unwrap();
+            prop_assert_eq!(listed, t.connections.values().cloned().collect::<Vec<_>>());
+        }
     }
 }

@@ -309,6 +309,11 @@ impl Engine {
         &self.inner.approval
     }
 
+    /// The store's hot layer and checkpoint figures (operators' gauges).
+    pub fn store_stats(&self) -> jitflow_store::Stats {
+        self.inner.store.stats()
+    }
+
     /// The store, for queries the engine does not wrap.
     pub fn store(&self) -> &Store {
         &self.inner.store

@@ -154,6 +154,10 @@ pub(crate) struct Writer {
 
 type Key = (TenantId, ConnectionId);
 
+/// How often an idle writer with rows in the hot layer looks for a due checkpoint. Short
+/// against the checkpoint interval (seconds), long enough to cost nothing while idle.
+const CHECKPOINT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The most events `request::decide` makes of one command: a submission is submitted, approved
 /// and started (or cancelled as a duplicate); approve and close add at most one more event.
 const MAX_ITEM_EVENTS_PER_COMMAND: usize = 3;
@@ -179,7 +183,7 @@ impl Writer {
         loop {
             let mut batch = std::mem::take(&mut self.carry);
             if batch.is_empty() {
-                match self.rx.blocking_recv() {
+                match self.next_request() {
                     Some(first) => batch.push(first),
                     None => break,
                 }
@@ -190,14 +194,63 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if !self.process(batch) {
+            if !self.process(batch) || !self.checkpoint_if_due() {
                 break;
             }
+        }
+        // A clean stop leaves the layer checkpointed, so the next open replays nothing.
+        if !self.store.is_poisoned()
+            && let Err(e) = self.store.checkpoint(Some(self.clock.now()))
+        {
+            error!(error = %e, "the checkpoint at shutdown failed; the next open replays the log");
         }
         // Anything still queued is answered, never dropped silently.
         self.rx.close();
         while let Ok(request) = self.rx.try_recv() {
             let _ = request.reply.send(Err(Error::Stopped));
+        }
+    }
+
+    /// Waits for the next request. While the hot layer holds rows, it wakes every
+    /// `CHECKPOINT_POLL` to write a checkpoint once one is due, so an idle engine still
+    /// checkpoints within the store's interval.
+    fn next_request(&mut self) -> Option<Request> {
+        loop {
+            if self.store.stats().layer_entries == 0 {
+                return self.rx.blocking_recv();
+            }
+            match self.rx.try_recv() {
+                Ok(request) => return Some(request),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if self.store.checkpoint_due() {
+                if !self.checkpoint_if_due() {
+                    return None;
+                }
+            } else {
+                std::thread::sleep(CHECKPOINT_POLL);
+            }
+        }
+    }
+
+    /// Writes a checkpoint if one is due (`Store::checkpoint_due`), purging expired
+    /// idempotency keys with it. Returns `false` when it failed: the store is then poisoned and
+    /// the writer stops, as after a failed commit.
+    fn checkpoint_if_due(&mut self) -> bool {
+        if !self.store.checkpoint_due() {
+            return true;
+        }
+        let started = Instant::now();
+        match self.store.checkpoint(Some(self.clock.now())) {
+            Ok(rows) => {
+                debug!(rows, elapsed = ?started.elapsed(), "checkpoint written");
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "checkpoint failed; the writer stops");
+                false
+            }
         }
     }
 

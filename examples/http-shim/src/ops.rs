@@ -203,6 +203,56 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         "Activations and standing revokes flagged stuck (among the first 10000 connections with pending effects).",
         &[("", g.stuck as u64)],
     );
+    let store = state.engine.store_stats();
+    metric(
+        &mut out,
+        "jitflow_store_layer_entries",
+        "gauge",
+        "Rows in the store's hot layer (changed since the last checkpoint).",
+        &[("", store.layer_entries)],
+    );
+    metric(
+        &mut out,
+        "jitflow_store_layer_bytes",
+        "gauge",
+        "Key and value bytes in the store's hot layer.",
+        &[("", store.layer_bytes)],
+    );
+    metric(
+        &mut out,
+        "jitflow_store_checkpoint_lag_events",
+        "gauge",
+        "Events committed since the last checkpoint (the open replays them after a crash).",
+        &[("", store.sequence - store.checkpoint)],
+    );
+    metric(
+        &mut out,
+        "jitflow_store_checkpoints_total",
+        "counter",
+        "Checkpoints written since the engine started.",
+        &[("", store.checkpoints)],
+    );
+    metric(
+        &mut out,
+        "jitflow_store_checkpoint_rows_total",
+        "counter",
+        "Rows written by checkpoints since the engine started.",
+        &[("", store.checkpoint_rows)],
+    );
+    metric(
+        &mut out,
+        "jitflow_store_checkpoint_bytes_total",
+        "counter",
+        "Key and value bytes written by checkpoints since the engine started.",
+        &[("", store.checkpoint_bytes)],
+    );
+    metric(
+        &mut out,
+        "jitflow_store_last_checkpoint_microseconds",
+        "gauge",
+        "How long the last checkpoint took (the writer waits for it), in microseconds.",
+        &[("", store.last_checkpoint_micros)],
+    );
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -443,6 +443,7 @@ mod tests {
     fn verify_reports_a_lost_item_timer_and_index_row() {
         let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
         let item = apply(&store, submit());
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
             let due = item.approval.expires_at.unwrap().as_millis();
@@ -491,6 +492,7 @@ mod tests {
         let path = dir.path().join("old.redb");
         let store = Store::open(&path, Options::default()).unwrap();
         let item = apply(&store, submit());
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         assert!(txn.delete_table(REQUEST_PEOPLE).unwrap());
         txn.commit().unwrap();
@@ -519,6 +521,7 @@ mod tests {
     fn verify_reports_a_lost_people_row() {
         let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
         let item = apply(&store, submit());
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         {
             let mut people = txn.open_table(REQUEST_PEOPLE).unwrap();
@@ -549,6 +552,7 @@ mod tests {
         let path = dir.path().join("old.redb");
         let store = Store::open(&path, Options::default()).unwrap();
         // A file written before access requests: the tables do not exist.
+        store.checkpoint(None).unwrap();
         let txn = store.db.begin_write().unwrap();
         assert!(txn.delete_table(REQUEST_ITEMS).unwrap());
         assert!(txn.delete_table(REQUEST_INTENTS).unwrap());
