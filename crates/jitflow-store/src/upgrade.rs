@@ -237,6 +237,80 @@ mod tests {
     use crate::test_support::{ACT, CONN, spec, step};
     use jitflow_core::id::TenantId;
 
+    /// A version 3 file (every derived row written with its events, no extras table, no
+    /// checkpoint position) opens as version 4: the checkpoint covers its whole log, nothing is
+    /// replayed, idempotency keys written by version 3 still read, and new batches append.
+    #[test]
+    fn a_version_3_file_is_upgraded_to_4_on_open() {
+        use crate::idempotency::{Idempotency, KeyPut};
+        use crate::tables::{CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, EXTRAS};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        let key = KeyPut {
+            tenant: tenant.clone(),
+            key: "k-1".into(),
+            record: Idempotency {
+                fingerprint: 9,
+                result: b"done".to_vec(),
+                expires_at: Timestamp::MAX,
+            },
+        };
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let mut batch = Batch::new();
+            let (event, after) = step(None, Command::Register(spec(CONN)));
+            batch.push(Entry::Connection {
+                tenant: tenant.clone(),
+                event,
+                after,
+            });
+            batch.push_key(key.clone());
+            store.append_batch(&batch).unwrap();
+            // As version 3 left a file: the rows in the tables, no extras, no position.
+            store.checkpoint(None).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            assert!(txn.delete_table(EXTRAS).unwrap());
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(CHECKPOINT_KEY).unwrap();
+            meta.remove(CHECKPOINT_EXTRAS_KEY).unwrap();
+            meta.insert(FORMAT_VERSION_KEY, 3).unwrap();
+            drop(meta);
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert_eq!(stored_version(&store), Some(4));
+        let stats = store.stats();
+        assert_eq!(
+            (stats.sequence, stats.checkpoint, stats.layer_entries),
+            (1, 1, 0)
+        );
+        let reader = store.reader().unwrap();
+        assert!(reader.connection(&tenant, CONN).unwrap().is_some());
+        let record = reader
+            .idempotency(&tenant, "k-1", Timestamp::EPOCH)
+            .unwrap();
+        assert_eq!(record, Some(key.record));
+        drop(reader);
+        assert!(store.verify().unwrap().is_clean());
+        let mut batch = Batch::new();
+        let state = store.reader().unwrap().connection(&tenant, CONN).unwrap();
+        let (event, after) = step(
+            state,
+            Command::Activate {
+                activation: ACT,
+                period: None,
+            },
+        );
+        batch.push(Entry::Connection {
+            tenant: tenant.clone(),
+            event,
+            after,
+        });
+        assert_eq!(store.append_batch(&batch).unwrap().first, 2);
+        assert!(store.verify().unwrap().is_clean());
+    }
+
     /// A version 1 file (the same data without the version 2 tables) opens upgraded: the
     /// indexes and history are rebuilt, verify is clean and queries answer.
     #[test]

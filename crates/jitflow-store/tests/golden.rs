@@ -417,6 +417,7 @@ enum Value {
     History(ActivationRecord),
     Item(Box<request::Item>),
     RequestConfig(Box<request::AccessRequestConfig>),
+    Extras(codec::Extras),
 }
 
 const TENANT: &str = "acme-prod";
@@ -432,6 +433,7 @@ impl Value {
             Value::History(r) => codec::encode_history(r),
             Value::Item(i) => codec::encode_item(i),
             Value::RequestConfig(c) => codec::encode_request_config(c),
+            Value::Extras(x) => codec::encode_extras(x),
         }
     }
 
@@ -455,6 +457,7 @@ impl Value {
             Value::RequestConfig(_) => {
                 Value::RequestConfig(Box::new(codec::decode_request_config(TENANT, bytes)?))
             }
+            Value::Extras(_) => Value::Extras(codec::decode_extras(7, bytes)?),
         })
     }
 }
@@ -573,6 +576,33 @@ fn fixtures() -> Vec<(String, Value)> {
             fingerprint: 0x0123_4567_89ab_cdef,
             result: br#"{"status":202,"activationId":"2c918086"}"#.to_vec(),
             expires_at: t(1440),
+        }),
+    ));
+    // Format version 4: the log's extras record (two keys, two cursors).
+    out.push((
+        "record_extras".into(),
+        Value::Extras(codec::Extras {
+            keys: vec![
+                jitflow_store::idempotency::KeyPut {
+                    tenant: tenant.clone(),
+                    key: "req-1".into(),
+                    record: Idempotency {
+                        fingerprint: 0x0123_4567_89ab_cdef,
+                        result: br#"{"status":202}"#.to_vec(),
+                        expires_at: t(1440),
+                    },
+                },
+                jitflow_store::idempotency::KeyPut {
+                    tenant: TenantId::parse("globex").unwrap(),
+                    key: "retry-7".into(),
+                    record: Idempotency {
+                        fingerprint: 7,
+                        result: Vec::new(),
+                        expires_at: t(60),
+                    },
+                },
+            ],
+            cursors: vec![("notifier".into(), 42), ("export".into(), 7)],
         }),
     ));
     out
