@@ -29,7 +29,7 @@
 //! | connections served at once | [`MAX_CONNECTIONS`] (1,024); more wait in the listen backlog |
 //! | a request's headers | [`HEADER_READ_TIMEOUT`] (10 s) to arrive, then the connection is closed |
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
-//! | JWKS file | [`auth::jwks::MAX_FILE_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
+//! | JWKS file or response | [`auth::jwks::MAX_DOCUMENT_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
 //!
 //! Dependencies, and why: `axum`, `tower` and `tower-http` (the router, body limits, tracing and

@@ -9,8 +9,8 @@ use jitflow_shim::auth::Keys;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jitflow-shim");
 
-#[test]
-fn token_prints_one_verifiable_line() {
+#[tokio::test]
+async fn token_prints_one_verifiable_line() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("s");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -45,6 +45,7 @@ fn token_prints_one_verifiable_line() {
     let principal = Keys::from_file(&secret)
         .unwrap()
         .verify(text.trim())
+        .await
         .unwrap();
     assert!(principal.has_scope("a:b") && principal.has_scope("c:d"));
     // A missing secret is an error, not a token.
@@ -134,7 +135,7 @@ async fn demo_serves_and_stops_on_sigterm() {
 }
 
 #[test]
-fn serve_refuses_a_bad_jwks_file_at_start_with_the_reason() {
+fn serve_refuses_bad_provider_settings_at_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwks.json");
@@ -142,25 +143,70 @@ fn serve_refuses_a_bad_jwks_file_at_start_with_the_reason() {
         serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
     set["keys"][1]["kid"] = set["keys"][0]["kid"].clone();
     std::fs::write(&jwks, set.to_string()).unwrap();
-    for (file, reason) in [
-        (jwks.clone(), "\"test-rsa\" names two keys"),
-        (dir.path().join("none.json"), "none.json"),
-    ] {
+    let trusted = ["--issuer", "https://idp.example/", "--audience", "jitflow"];
+    let file = |path: &std::path::Path| vec!["--jwks-file".to_owned(), path.display().to_string()];
+    let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            [file(&jwks), owned(&trusted)].concat(),
+            "\"test-rsa\" names two keys",
+        ),
+        (
+            [file(&dir.path().join("none.json")), owned(&trusted)].concat(),
+            "none.json",
+        ),
+        // A key set needs the issuers and audiences its tokens must carry.
+        (file(fixture.as_ref()), "--issuer"),
+        (
+            [file(fixture.as_ref()), owned(&trusted[..2])].concat(),
+            "--audience",
+        ),
+        // Provider settings need a key set; a file and a URL exclude each other.
+        (owned(&trusted), "--jwks"),
+        (owned(&["--scope-claim", "scp"]), "--jwks"),
+        (
+            [
+                file(fixture.as_ref()),
+                owned(&["--jwks-url", "http://127.0.0.1:9/"]),
+                owned(&trusted),
+            ]
+            .concat(),
+            "cannot be used with",
+        ),
+        (
+            [
+                owned(&["--jwks-url", "https://idp.example/keys"]),
+                owned(&trusted),
+            ]
+            .concat(),
+            "no TLS",
+        ),
+        (
+            [
+                owned(&[
+                    "--jwks-url",
+                    "http://127.0.0.1:9/",
+                    "--tenant-claim",
+                    "/a~2",
+                ]),
+                owned(&trusted),
+            ]
+            .concat(),
+            "~",
+        ),
+    ];
+    for (args, reason) in cases {
         let out = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
-            .arg("--jwks-file")
-            .arg(&file)
+            .args(&args)
             .env_remove("JITFLOW_SECRET")
             .env_remove("JITFLOW_SECRET_FILE")
             .env_remove("JITFLOW_LISTEN")
             .output()
             .unwrap();
-        assert!(!out.status.success());
+        assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("JWKS") && stderr.contains(reason),
-            "{stderr}"
-        );
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
