@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 mod remote;
 
-pub use remote::{Remote, Settings};
+pub use remote::{MAX_TIMEOUT, MIN_COOLDOWN, Remote, Settings};
 
 /// The largest key set read, from a file or a URL, in bytes.
 pub const MAX_DOCUMENT_BYTES: u64 = 64 * 1024;

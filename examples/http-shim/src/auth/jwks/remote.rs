@@ -25,8 +25,9 @@ pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
 pub struct Settings {
     /// A set older than this is fetched again on the next token (and kept if that fails).
     pub max_age: Duration,
-    /// At most one fetch starts per cooldown, whatever the tokens name
-    /// ([`MIN_COOLDOWN`]..=`max_age`).
+    /// After the first fetch that follows the start, at most one fetch starts per cooldown,
+    /// whatever the tokens name ([`MIN_COOLDOWN`]..=`max_age`). The first is free so that a
+    /// rotation just after the start is picked up at once.
     pub cooldown: Duration,
     /// The bound on one fetch, from connecting to the body's last byte (up to [`MAX_TIMEOUT`]).
     pub timeout: Duration,
