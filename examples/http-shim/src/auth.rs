@@ -473,7 +473,8 @@ impl Keys {
 }
 
 /// The checks every token passes whatever its key: the one algorithm of its key, the required
-/// claims (a provider's add `iss` and `aud`), and `exp` and `nbf` with [`LEEWAY_SECS`].
+/// claims (a provider's tokens need `exp`, `iss` and `aud` instead), and `exp` and `nbf` with
+/// [`LEEWAY_SECS`].
 fn validation(algorithm: Algorithm) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = LEEWAY_SECS;
