@@ -1,18 +1,22 @@
 //! Bearer JWTs: the claims, minting, verifying, the secret, and the per-endpoint rules.
 //!
-//! Tokens are HS256 with the shim's secret (which `jitflow-shim token` mints with), and, when a
-//! JWKS file is configured ([`Keys::with_jwks`], see [`jwks`]), also RS256 or ES256 with the key
-//! the header's `kid` names. The header's `alg` only picks between the two: HS256 is always
-//! checked against the secret, any other algorithm only against a JWKS key pinned to it, and
-//! `none` never parses. Both kinds carry the same claims and pass the same checks.
+//! Tokens are HS256 with the shim's secret (which `jitflow-shim token` mints with), and, when an
+//! identity provider is configured ([`Keys::with_provider`], see [`Provider`]), also RS256 or
+//! ES256 with the key of the provider's key set ([`jwks`]) that the header's `kid` names. The
+//! header's `alg` only picks between the two: HS256 is always checked against the secret, any
+//! other algorithm only against a provider's key pinned to it, and `none` never parses.
 //!
-//! A token carries `tenant`, `sub` (the caller's identity), `scope` (a list of scope strings),
-//! `levels` (`USER`, `POLICY_ADMIN`, `ORG_ADMIN`), `exp` and `iat`. The tenant always comes from
-//! the token: no URL or body names one. An endpoint's [`Rule`] lists the scopes of which the
-//! caller needs one, and the user level it needs; `ORG_ADMIN` holds every level, and
-//! `POLICY_ADMIN` holds `USER` (see [`Level::satisfies`]).
+//! The shim's own tokens carry `tenant`, `sub` (the caller's identity), `scope` (scope strings),
+//! `levels` (`USER`, `POLICY_ADMIN`, `ORG_ADMIN`), `exp` and `iat`. A provider's tokens must
+//! carry one of its issuers (`iss`) and audiences (`aud`), and [`claims::Layout`] says where its
+//! tenant, identity, scopes and levels are; [`claims`] has the rules that read them (scopes as a
+//! space-separated string or a list; unknown levels ignored). The tenant always comes from the
+//! token: no URL or body names one. An endpoint's [`Rule`] lists the scopes of which the caller
+//! needs one, and the user level it needs; `ORG_ADMIN` holds every level, and `POLICY_ADMIN`
+//! holds `USER` (see [`Level::satisfies`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
@@ -20,12 +24,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jitflow::Caller;
 use jitflow_core::id::{IdentityId, TenantId};
-use jitflow_core::lifecycle::Actor;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
+pub mod claims;
 pub mod jwks;
 
 pub use jwks::Jwks;
@@ -67,6 +71,13 @@ impl Level {
             || (self == Level::PolicyAdmin && needed == Level::User)
     }
 
+    /// The level the contract spells `text`, if any.
+    pub fn parse(text: &str) -> Option<Level> {
+        [Level::User, Level::PolicyAdmin, Level::OrgAdmin]
+            .into_iter()
+            .find(|l| l.as_str() == text)
+    }
+
     /// The contract's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -77,7 +88,7 @@ impl Level {
     }
 }
 
-/// The claims of a shim token.
+/// The claims of a token the shim mints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The tenant whose data every request touches.
@@ -261,15 +272,88 @@ pub enum Error {
     /// Signing failed.
     #[error("signing the token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    /// An identity provider's settings are incomplete or out of bounds.
+    #[error("identity provider: {0}")]
+    Provider(String),
 }
 
-/// The HS256 secret, which signs and verifies tokens, and the JWKS keys, which verify only.
+/// The longest issuer or audience, in bytes.
+pub const MAX_TRUSTED_LEN: usize = 1024;
+/// The most issuers, and the most audiences, one provider trusts.
+pub const MAX_TRUSTED: usize = 16;
+
+/// An identity provider whose tokens the shim accepts: where its keys come from, the issuers and
+/// audiences a token must carry, and where its claims are.
+#[derive(Debug)]
+pub struct Provider {
+    keys: jwks::Source,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    layout: claims::Layout,
+}
+
+impl Provider {
+    /// A provider whose tokens must carry one of `issuers` (`iss`) and one of `audiences`
+    /// (`aud`); both are required, 1..=[`MAX_TRUSTED`] of 1..=[`MAX_TRUSTED_LEN`] bytes each, since
+    /// one key set often signs for many tenants and applications (Entra ID's common keys sign
+    /// every tenant's tokens).
+    pub fn new(
+        keys: impl Into<jwks::Source>,
+        issuers: Vec<String>,
+        audiences: Vec<String>,
+        layout: claims::Layout,
+    ) -> Result<Provider, Error> {
+        for (what, names) in [("issuers", &issuers), ("audiences", &audiences)] {
+            if !(1..=MAX_TRUSTED).contains(&names.len()) {
+                return Err(Error::Provider(format!(
+                    "its tokens are checked against 1..={MAX_TRUSTED} {what}, not {} (--issuer, --audience)",
+                    names.len()
+                )));
+            }
+            if names
+                .iter()
+                .any(|n| !(1..=MAX_TRUSTED_LEN).contains(&n.len()))
+            {
+                return Err(Error::Provider(format!(
+                    "{what} are 1..={MAX_TRUSTED_LEN} bytes each"
+                )));
+            }
+        }
+        layout.validate().map_err(Error::Provider)?;
+        Ok(Provider {
+            keys: keys.into(),
+            issuers,
+            audiences,
+            layout,
+        })
+    }
+
+    /// Verifies a token that is not HS256: its `kid`'s key (fetched again first if the key set
+    /// is remote and lacks it), its issuer and audience, then reads its caller.
+    async fn verify(&self, token: &str, header: &Header) -> Result<Principal, String> {
+        let jwks = self.keys.keys(header.kid.as_deref()).await;
+        let (decoding, algorithm) = jwks.key_for(header)?;
+        let mut validation = validation(algorithm);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_issuer(&self.issuers);
+        validation.set_audience(&self.audiences);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, decoding, &validation)
+            .map_err(|e| e.to_string())?;
+        self.layout.read(&data.claims)
+    }
+}
+
+/// The HS256 secret, which signs and verifies tokens, and an identity provider's keys, which
+/// verify only.
 #[derive(Clone)]
 pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    jwks: Jwks,
+    /// Where the secret's tokens keep their claims: always the shim's own names, so that
+    /// `jitflow-shim token` mints what any setting accepts.
+    layout: claims::Layout,
+    provider: Option<Arc<Provider>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -288,14 +372,15 @@ impl Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation: validation(Algorithm::HS256),
-            jwks: Jwks::default(),
+            layout: claims::Layout::default(),
+            provider: None,
         })
     }
 
-    /// These keys, also verifying RS256 and ES256 tokens with the keys of `jwks` (replacing any
-    /// set given before).
-    pub fn with_jwks(mut self, jwks: Jwks) -> Keys {
-        self.jwks = jwks;
+    /// These keys, also verifying the RS256 and ES256 tokens of `provider` (replacing any
+    /// provider given before).
+    pub fn with_provider(mut self, provider: Provider) -> Keys {
+        self.provider = Some(Arc::new(provider));
         self
     }
 
@@ -360,43 +445,40 @@ impl Keys {
     }
 
     /// Verifies a token (signature, algorithm, expiry) and reads its caller. An HS256 token is
-    /// checked with the secret; another algorithm with the JWKS key its `kid` names, which must
-    /// be pinned to that algorithm.
-    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+    /// checked with the secret and read with the shim's own claim names; another algorithm with
+    /// the provider's key its `kid` names, which must be pinned to that algorithm, and read with
+    /// the provider's [`claims::Layout`].
+    pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let invalid = |e: &dyn std::fmt::Display| {
             ApiError::unauthorized(format!("JWT validation failed: {e}"))
         };
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
-        let (decoding, validation) = if header.alg == Algorithm::HS256 {
-            (&self.decoding, &self.validation)
-        } else {
-            self.jwks.key_for(&header).map_err(|e| invalid(&e))?
-        };
-        let data =
-            jsonwebtoken::decode::<Claims>(token, decoding, validation).map_err(|e| invalid(&e))?;
-        let claims = data.claims;
-        let tenant =
-            TenantId::parse(&claims.tenant).map_err(|e| invalid(&format_args!("tenant: {e}")))?;
-        let identity =
-            IdentityId::parse(&claims.sub).map_err(|e| invalid(&format_args!("sub: {e}")))?;
-        check_scopes(&claims.scope).map_err(|e| invalid(&e))?;
-        Ok(Principal {
-            caller: Caller {
-                tenant,
-                actor: Actor::Identity(identity.clone()),
-            },
-            identity,
-            scopes: claims.scope,
-            levels: claims.levels,
-        })
+        if header.alg == Algorithm::HS256 {
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &self.validation)
+                    .map_err(|e| invalid(&e))?;
+            return self.layout.read(&data.claims).map_err(|e| invalid(&e));
+        }
+        let provider = self.provider.as_ref().ok_or_else(|| {
+            invalid(&format_args!(
+                "a {:?} token needs an identity provider's keys, and none is configured",
+                header.alg
+            ))
+        })?;
+        provider
+            .verify(token, &header)
+            .await
+            .map_err(|e| invalid(&e))
     }
 }
 
 /// The checks every token passes whatever its key: the one algorithm of its key, the required
-/// claims, and `exp` with [`LEEWAY_SECS`].
+/// claims (a provider's tokens need `exp`, `iss` and `aud` instead), and `exp` and `nbf` with
+/// [`LEEWAY_SECS`].
 fn validation(algorithm: Algorithm) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "iat", "sub"]);
     validation
 }
@@ -498,6 +580,6 @@ impl FromRequestParts<crate::AppState> for Principal {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        state.keys.verify(token)
+        state.keys.verify(token).await
     }
 }

@@ -29,15 +29,17 @@
 //! | connections served at once | [`MAX_CONNECTIONS`] (1,024); more wait in the listen backlog |
 //! | a request's headers | [`HEADER_READ_TIMEOUT`] (10 s) to arrive, then the connection is closed |
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
-//! | JWKS file | [`auth::jwks::MAX_FILE_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
+//! | JWKS file or response | [`auth::jwks::MAX_DOCUMENT_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
+//! | JWKS fetch | `--jwks-timeout` (at most [`auth::jwks::MAX_TIMEOUT`]), one per `--jwks-cooldown` |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
 //!
 //! Dependencies, and why: `axum`, `tower` and `tower-http` (the router, body limits, tracing and
 //! panic catching), `hyper` and `hyper-util` (the connection loop, for the header read timeout and
 //! graceful shutdown that `axum::serve` does not expose), `serde`/`serde_json` (the contract's
 //! JSON), `serde_path_to_error` (a body's mismatch names the field), `jsonwebtoken` (HS256 bearer
-//! tokens, and RS256/ES256 ones checked against a JWKS file, with its pure-Rust `rust_crypto`
-//! backend so it builds from crates.io alone), `utoipa` (the OpenAPI document generated from the
+//! tokens, and RS256/ES256 ones checked against a JWKS, with its pure-Rust `rust_crypto`
+//! backend so it builds from crates.io alone), `reqwest` (fetching a `--jwks-url`, plain HTTP:
+//! no TLS stack, for the same reason), `utoipa` (the OpenAPI document generated from the
 //! handlers), `clap` (the command line and its environment variables), `tracing-subscriber`
 //! (human and JSON logs), `getrandom` (the generated secret and the demo's failures), `uuid`
 //! (tracking ids, generated ids), `humantime` (`--ttl 1h`), `thiserror` (error enums), `tokio`

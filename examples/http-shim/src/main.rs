@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jitflow::Engine;
-use jitflow_shim::auth::{Jwks, Keys, Level};
+use jitflow_shim::auth::claims::{Layout, Name};
+use jitflow_shim::auth::jwks::{self, Jwks, Remote};
+use jitflow_shim::auth::{Keys, Level, Provider};
 use jitflow_shim::demo::{self, DemoProvisioner};
 use jitflow_shim::{AppState, start};
 
@@ -53,10 +55,9 @@ struct Serve {
     listen: SocketAddr,
     #[command(flatten)]
     secrets: Secrets,
-    /// A JWKS file (RFC 7517, at most 64 KiB and 32 keys) whose RSA and EC P-256 keys also
-    /// verify RS256 and ES256 tokens, by `kid`. Read at start only: restart after changing it.
-    #[arg(long, env = "JITFLOW_JWKS_FILE")]
-    jwks_file: Option<PathBuf>,
+    /// Boxed: its many settings would make `Serve` dwarf the other commands.
+    #[command(flatten)]
+    provider: Box<IdentityProvider>,
     /// Log format.
     #[arg(long, env = "JITFLOW_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -97,6 +98,121 @@ struct Token {
     ttl: Duration,
     #[command(flatten)]
     secrets: Secrets,
+}
+
+/// An identity provider whose RS256 and ES256 tokens are accepted beside the secret's.
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("jwks").args(["jwks_file", "jwks_url"])))]
+struct IdentityProvider {
+    /// A JWKS file (RFC 7517, at most 64 KiB and 32 keys) whose RSA and EC P-256 keys verify an
+    /// identity provider's RS256 and ES256 tokens, by `kid`. Read at start only: restart after
+    /// changing it.
+    #[arg(long, env = "JITFLOW_JWKS_FILE", requires_all = ["issuers", "audiences"])]
+    jwks_file: Option<PathBuf>,
+    /// A JWKS URL, plain http (this build has no TLS: behind TLS use a local sidecar or
+    /// --jwks-file). Fetched at start, cached, fetched again when older than --jwks-max-age or
+    /// when a token names an unknown kid, at most once per --jwks-cooldown.
+    #[arg(long, env = "JITFLOW_JWKS_URL", requires_all = ["issuers", "audiences"])]
+    jwks_url: Option<String>,
+    /// How old a fetched key set may get before it is fetched again.
+    #[arg(long, env = "JITFLOW_JWKS_MAX_AGE", default_value = "10m", value_parser = humantime::parse_duration, requires = "jwks_url")]
+    jwks_max_age: Duration,
+    /// The least time between two fetches of the key set (after the first).
+    #[arg(long, env = "JITFLOW_JWKS_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration, requires = "jwks_url")]
+    jwks_cooldown: Duration,
+    /// The bound on one fetch of the key set, from connecting to the last byte.
+    #[arg(long, env = "JITFLOW_JWKS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, requires = "jwks_url")]
+    jwks_timeout: Duration,
+    /// An issuer (`iss`) the provider's tokens may carry (repeatable; required with a JWKS).
+    #[arg(
+        long = "issuer",
+        id = "issuers",
+        env = "JITFLOW_ISSUER",
+        value_delimiter = ',',
+        requires = "jwks"
+    )]
+    issuers: Vec<String>,
+    /// An audience (`aud`) the provider's tokens must carry one of (repeatable; required with a
+    /// JWKS).
+    #[arg(
+        long = "audience",
+        id = "audiences",
+        env = "JITFLOW_AUDIENCE",
+        value_delimiter = ',',
+        requires = "jwks"
+    )]
+    audiences: Vec<String>,
+    /// The claim holding the tenant id: a top-level name, or a JSON Pointer starting with `/`.
+    #[arg(
+        long,
+        env = "JITFLOW_TENANT_CLAIM",
+        default_value = "tenant",
+        requires = "jwks"
+    )]
+    tenant_claim: Name,
+    /// The claim holding the caller's identity id (e.g. `oid` for Entra ID).
+    #[arg(
+        long,
+        env = "JITFLOW_IDENTITY_CLAIM",
+        default_value = "sub",
+        requires = "jwks"
+    )]
+    identity_claim: Name,
+    /// A claim holding scopes, as a space-separated string or a list (repeatable; the values of
+    /// all are joined), e.g. `scp`, or `scope` and `permissions`.
+    #[arg(
+        long = "scope-claim",
+        env = "JITFLOW_SCOPE_CLAIM",
+        value_delimiter = ',',
+        default_value = "scope",
+        requires = "jwks"
+    )]
+    scope_claims: Vec<Name>,
+    /// A claim holding user levels, as a string or a list (repeatable), e.g. `roles`, `groups`
+    /// or `/realm_access/roles`. Values that are not USER, POLICY_ADMIN or ORG_ADMIN are ignored.
+    #[arg(
+        long = "levels-claim",
+        env = "JITFLOW_LEVELS_CLAIM",
+        value_delimiter = ',',
+        default_value = "levels",
+        requires = "jwks"
+    )]
+    levels_claims: Vec<Name>,
+}
+
+impl IdentityProvider {
+    /// The provider of these settings, its keys read or fetched; `None` without a JWKS.
+    async fn load(&self) -> Result<Option<Provider>, BoxError> {
+        let keys: jwks::Source = if let Some(path) = &self.jwks_file {
+            let jwks = Jwks::from_file(path)?;
+            tracing::info!(file = %path.display(), keys = jwks.len(), "JWKS loaded");
+            jwks.into()
+        } else if let Some(url) = &self.jwks_url {
+            let settings = jwks::Settings {
+                max_age: self.jwks_max_age,
+                cooldown: self.jwks_cooldown,
+                timeout: self.jwks_timeout,
+            };
+            let remote = Remote::fetch(url, settings).await?;
+            tracing::info!(url, "JWKS fetched");
+            remote.into()
+        } else {
+            return Ok(None);
+        };
+        let layout = Layout {
+            tenant: self.tenant_claim.clone(),
+            identity: self.identity_claim.clone(),
+            scopes: self.scope_claims.clone(),
+            levels: self.levels_claims.clone(),
+        };
+        Ok(Some(Provider::new(
+            keys,
+            self.issuers.clone(),
+            self.audiences.clone(),
+            layout,
+        )?))
+    }
 }
 
 /// Where the data lives and which secret signs tokens (shared by `serve` and `token`).
@@ -198,15 +314,13 @@ fn run(serve: Serve) -> Result<(), BoxError> {
     let data_dir = serve.secrets.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
     let (mut keys, created) = serve.secrets.keys(true)?;
-    if let Some(path) = &serve.jwks_file {
-        let jwks = Jwks::from_file(path)?;
-        tracing::info!(file = %path.display(), keys = jwks.len(), "JWKS loaded");
-        keys = keys.with_jwks(jwks);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        if let Some(provider) = serve.provider.load().await? {
+            keys = keys.with_provider(provider);
+        }
         let engine = Engine::builder(data_dir.join(STORE_FILE))
             .config(config)
             .provisioner(DemoProvisioner::new(serve.demo_fail_rate))

@@ -1,16 +1,17 @@
-//! The binary: `token` prints a token that verifies, and `--demo` serves the demo tenant on a
-//! fresh data directory (generating the secret) and stops cleanly on SIGTERM.
+//! The binary: `token` prints a token that verifies, `--demo` serves the demo tenant on a
+//! fresh data directory (generating the secret) and stops cleanly on SIGTERM, and an identity
+//! provider's settings reach its token checks (or stop the start with the reason).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use jitflow_shim::auth::Keys;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jitflow-shim");
 
-#[test]
-fn token_prints_one_verifiable_line() {
+#[tokio::test]
+async fn token_prints_one_verifiable_line() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("s");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -45,6 +46,7 @@ fn token_prints_one_verifiable_line() {
     let principal = Keys::from_file(&secret)
         .unwrap()
         .verify(text.trim())
+        .await
         .unwrap();
     assert!(principal.has_scope("a:b") && principal.has_scope("c:d"));
     // A missing secret is an error, not a token.
@@ -66,10 +68,12 @@ fn token_prints_one_verifiable_line() {
     assert!(out.stdout.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_serves_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Starts `serve --demo` on an ephemeral port over `data` with more `args`, and returns the
+/// child, the address it logs, and the rest of its log lines.
+fn serve_demo(
+    data: &std::path::Path,
+    args: &[String],
+) -> (Child, String, Lines<BufReader<ChildStderr>>) {
     let mut child = Command::new(BIN)
         .args([
             "--demo",
@@ -79,7 +83,8 @@ async fn demo_serves_and_stops_on_sigterm() {
             "json",
             "--data-dir",
         ])
-        .arg(&data)
+        .arg(data)
+        .args(args)
         .env_remove("JITFLOW_SECRET")
         .env_remove("JITFLOW_SECRET_FILE")
         .env_remove("JITFLOW_LISTEN")
@@ -87,17 +92,39 @@ async fn demo_serves_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
         let value: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         if let Some(a) = value["fields"]["addr"].as_str() {
-            addr = Some(a.to_owned());
-            break;
+            return (child, a.to_owned(), lines);
         }
     }
-    let addr = addr.expect("the server logs its address");
+    let _ = child.kill();
+    let status = child.wait();
+    panic!("the server logs no address and ended with {status:?}");
+}
+
+/// Sends SIGTERM and asserts a clean exit; returns the remaining log lines.
+async fn stop(mut child: Child, lines: Lines<BufReader<ChildStderr>>) -> Vec<String> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    lines.map_while(Result::ok).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr, lines) = serve_demo(&data, &[]);
     let (keys, created) = Keys::load_or_create(&data).unwrap();
     assert!(!created, "the server generated the secret");
     let alice = keys
@@ -119,22 +146,72 @@ async fn demo_serves_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 202);
     drop(client);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = stop(child, lines).await;
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_an_entra_token_with_keys_from_a_jwks_url() {
+    const FIXTURE: &str = include_str!("fixtures/jwks.json");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/keys", axum::routing::get(|| async { FIXTURE }));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = "https://login.microsoftonline.com/acme/v2.0";
+    let args: Vec<String> = [
+        "--jwks-url",
+        &url,
+        "--issuer",
+        issuer,
+        "--audience",
+        "api://jitflow",
+        "--tenant-claim",
+        "tid",
+        "--identity-claim",
+        "oid",
+        "--scope-claim",
+        "scp",
+        "--levels-claim",
+        "roles",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (child, addr, lines) = serve_demo(&dir.path().join("data"), &args);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("test-ec".to_owned());
+    let claims = serde_json::json!({
+        "iss": issuer, "aud": "api://jitflow", "exp": now + 600, "iat": now, "nbf": now,
+        "tid": "acme", "oid": "alice", "sub": "pairwise-subject",
+        "scp": "openid idn:jit-activation-workflow:activate", "roles": ["USER"],
+    });
+    let key = jsonwebtoken::EncodingKey::from_ec_der(include_bytes!("fixtures/ec-private.der"));
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let client = reqwest::Client::new();
+    let activate = |token: String| {
+        client
+            .post(format!("http://{addr}/v2026/jit-activations/activate"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"connectionId": jitflow_shim::demo::ALICE_DOMAIN_ADMINS, "activationPeriodMins": 30}))
+            .send()
+    };
+    assert_eq!(activate(token).await.unwrap().status().as_u16(), 202);
+    // The settings are the ones checked: the token of another audience is refused.
+    let mut other = claims.clone();
+    other["aud"] = serde_json::json!("api://other");
+    let token = jsonwebtoken::encode(&header, &other, &key).unwrap();
+    assert_eq!(activate(token).await.unwrap().status().as_u16(), 401);
+    drop(client);
+    stop(child, lines).await;
+    server.abort();
+}
+
 #[test]
-fn serve_refuses_a_bad_jwks_file_at_start_with_the_reason() {
+fn serve_refuses_bad_provider_settings_at_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwks.json");
@@ -142,25 +219,70 @@ fn serve_refuses_a_bad_jwks_file_at_start_with_the_reason() {
         serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
     set["keys"][1]["kid"] = set["keys"][0]["kid"].clone();
     std::fs::write(&jwks, set.to_string()).unwrap();
-    for (file, reason) in [
-        (jwks.clone(), "\"test-rsa\" names two keys"),
-        (dir.path().join("none.json"), "none.json"),
-    ] {
+    let trusted = ["--issuer", "https://idp.example/", "--audience", "jitflow"];
+    let file = |path: &std::path::Path| vec!["--jwks-file".to_owned(), path.display().to_string()];
+    let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            [file(&jwks), owned(&trusted)].concat(),
+            "\"test-rsa\" names two keys",
+        ),
+        (
+            [file(&dir.path().join("none.json")), owned(&trusted)].concat(),
+            "none.json",
+        ),
+        // A key set needs the issuers and audiences its tokens must carry.
+        (file(fixture.as_ref()), "--issuer"),
+        (
+            [file(fixture.as_ref()), owned(&trusted[..2])].concat(),
+            "--audience",
+        ),
+        // Provider settings need a key set; a file and a URL exclude each other.
+        (owned(&trusted), "--jwks"),
+        (owned(&["--scope-claim", "scp"]), "--jwks"),
+        (
+            [
+                file(fixture.as_ref()),
+                owned(&["--jwks-url", "http://127.0.0.1:9/"]),
+                owned(&trusted),
+            ]
+            .concat(),
+            "cannot be used with",
+        ),
+        (
+            [
+                owned(&["--jwks-url", "https://idp.example/keys"]),
+                owned(&trusted),
+            ]
+            .concat(),
+            "no TLS",
+        ),
+        (
+            [
+                owned(&[
+                    "--jwks-url",
+                    "http://127.0.0.1:9/",
+                    "--tenant-claim",
+                    "/a~2",
+                ]),
+                owned(&trusted),
+            ]
+            .concat(),
+            "~",
+        ),
+    ];
+    for (args, reason) in cases {
         let out = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
-            .arg("--jwks-file")
-            .arg(&file)
+            .args(&args)
             .env_remove("JITFLOW_SECRET")
             .env_remove("JITFLOW_SECRET_FILE")
             .env_remove("JITFLOW_LISTEN")
             .output()
             .unwrap();
-        assert!(!out.status.success());
+        assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("JWKS") && stderr.contains(reason),
-            "{stderr}"
-        );
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }

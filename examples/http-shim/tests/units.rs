@@ -85,8 +85,8 @@ fn v2026_aliases() {
     assert_eq!(alias("/jit-activations/v10/x"), None);
 }
 
-#[test]
-fn keys_mint_verify_and_refuse() {
+#[tokio::test]
+async fn keys_mint_verify_and_refuse() {
     assert!(matches!(
         Keys::from_secret(b"short"),
         Err(auth::Error::SecretLength(5))
@@ -101,7 +101,7 @@ fn keys_mint_verify_and_refuse() {
             Duration::from_secs(60),
         )
         .unwrap();
-    let principal = keys.verify(&token).unwrap();
+    let principal = keys.verify(&token).await.unwrap();
     assert_eq!(principal.caller.tenant.as_str(), "acme");
     assert_eq!(principal.identity.as_str(), "alice");
     assert!(principal.has_scope("idn:jit-policy:read"));
@@ -119,7 +119,7 @@ fn keys_mint_verify_and_refuse() {
     );
     // Another secret does not verify it; bad claims are refused at minting.
     let other = Keys::from_secret(&[8u8; 32]).unwrap();
-    assert_eq!(other.verify(&token).unwrap_err().status, 401);
+    assert_eq!(other.verify(&token).await.unwrap_err().status, 401);
     assert!(
         keys.mint("ac me", "alice", &[], &[], Duration::from_secs(60))
             .is_err()
@@ -135,8 +135,8 @@ fn keys_mint_verify_and_refuse() {
     );
 }
 
-#[test]
-fn the_secret_file_is_generated_once_and_private() {
+#[tokio::test]
+async fn the_secret_file_is_generated_once_and_private() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (first, created) = Keys::load_or_create(&data).unwrap();
@@ -163,10 +163,10 @@ fn the_secret_file_is_generated_once_and_private() {
         )
         .unwrap();
     assert!(
-        second.verify(&token).is_ok(),
+        second.verify(&token).await.is_ok(),
         "the same secret is read back"
     );
-    assert!(Keys::from_file(&path).unwrap().verify(&token).is_ok());
+    assert!(Keys::from_file(&path).unwrap().verify(&token).await.is_ok());
 }
 
 #[tokio::test]

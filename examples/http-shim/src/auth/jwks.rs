@@ -1,27 +1,35 @@
-//! Public keys from a JWKS file (RFC 7517): RS256 and ES256 tokens of an identity provider.
+//! Public keys of an identity provider (RFC 7517 key sets): RS256 and ES256 tokens.
 //!
-//! The file is read once, at start; the shim never fetches keys over the network, so an operator
-//! refreshes the file and restarts the shim when the provider rotates its keys. Each key is
-//! pinned to one algorithm (its `alg`, or RS256 for an `RSA` key and ES256 for a `P-256` key when
-//! it names none), so a token can never choose how its key is used: an HS256 token is always
-//! checked against the shim's own secret, never against a public key.
+//! A key set comes from a file, read once at start ([`Jwks::from_file`]), or from a URL
+//! ([`Remote`]), fetched at start, cached, and fetched again when it is older than its maximum
+//! age or a token names a `kid` it lacks (at most once per cooldown, so that tokens with made-up
+//! kids cannot make the shim hammer the provider). Each key is pinned to one algorithm (its
+//! `alg`, or RS256 for an `RSA` key and ES256 for a `P-256` key when it names none), so a token
+//! can never choose how its key is used: an HS256 token is always checked against the shim's own
+//! secret, never against a public key.
 //!
-//! The file is refused whole, with the reason, when it is unreadable, larger than
-//! [`MAX_FILE_BYTES`], not a key set, holds more than [`MAX_KEYS`] keys, a key without a `kid`,
-//! two keys with one `kid`, a key of a type other than `RSA` or `EC` `P-256`, a key whose `alg`
-//! does not fit its type, or a key of the wrong size. A key whose `use` is not `sig`, or whose
-//! `key_ops` lacks `verify`, is left out (identity providers often publish encryption keys in the
-//! same set); a set left with no signing key is refused.
+//! A key set is refused whole, with the reason, when it is unreadable, larger than
+//! [`MAX_DOCUMENT_BYTES`], not a key set, holds more than [`MAX_KEYS`] keys, a key without a
+//! `kid`, two keys with one `kid`, a key of a type other than `RSA` or `EC` `P-256`, a key whose
+//! `alg` does not fit its type, or a key of the wrong size. A key whose `use` is not `sig`, or
+//! whose `key_ops` lacks `verify`, is left out (identity providers often publish encryption keys
+//! in the same set); a set left with no signing key is refused. A fetched set that is refused
+//! leaves the cached one in use.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use serde::Deserialize;
 
-/// The largest JWKS file read, in bytes.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024;
-/// The most keys one JWKS file may hold (signing keys and the others together).
+mod remote;
+
+pub use remote::{MAX_TIMEOUT, MIN_COOLDOWN, Remote, Settings};
+
+/// The largest key set read, from a file or a URL, in bytes.
+pub const MAX_DOCUMENT_BYTES: u64 = 64 * 1024;
+/// The most keys one key set may hold (signing keys and the others together).
 pub const MAX_KEYS: usize = 32;
 /// The longest `kid`, in bytes.
 pub const MAX_KID_LEN: usize = 256;
@@ -30,7 +38,7 @@ pub const MIN_RSA_BYTES: usize = 256;
 /// The largest RSA modulus accepted, in bytes (4096 bits, the verifier's own bound).
 pub const MAX_RSA_BYTES: usize = 512;
 
-/// Why a JWKS file was refused.
+/// Why a key set was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -42,13 +50,22 @@ pub enum Error {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// The file is larger than [`MAX_FILE_BYTES`].
-    #[error("JWKS file {path} is {size} bytes, more than {MAX_FILE_BYTES}")]
+    /// The file is larger than [`MAX_DOCUMENT_BYTES`].
+    #[error("JWKS file {path} is {size} bytes, more than {MAX_DOCUMENT_BYTES}")]
     TooLarge {
         /// The file.
         path: PathBuf,
         /// Its size.
         size: u64,
+    },
+    /// The URL could not be fetched: not a plain `http` URL, no connection, no answer within the
+    /// timeout, a status other than 200, or a body larger than [`MAX_DOCUMENT_BYTES`].
+    #[error("JWKS URL {url}: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The text is not a JSON key set (`{"keys": [...]}`), or a key is not a JSON object of
     /// string members.
@@ -113,10 +130,9 @@ struct RawSet {
 struct Key {
     algorithm: Algorithm,
     decoding: DecodingKey,
-    validation: Validation,
 }
 
-/// The signing keys of a JWKS file, by `kid`.
+/// The signing keys of a key set, by `kid`.
 #[derive(Clone, Default)]
 pub struct Jwks {
     keys: HashMap<String, Key>,
@@ -131,7 +147,7 @@ impl std::fmt::Debug for Jwks {
 }
 
 impl Jwks {
-    /// Reads a JWKS file (at most [`MAX_FILE_BYTES`]).
+    /// Reads a JWKS file (at most [`MAX_DOCUMENT_BYTES`]).
     pub fn from_file(path: &Path) -> Result<Jwks, Error> {
         use std::io::Read;
         let io = |source| Error::Io {
@@ -141,11 +157,11 @@ impl Jwks {
         let file = std::fs::File::open(path).map_err(io)?;
         let mut bytes = Vec::new();
         // One byte past the bound tells an oversized file apart without reading all of it.
-        file.take(MAX_FILE_BYTES + 1)
+        file.take(MAX_DOCUMENT_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(io)?;
         let size = bytes.len() as u64;
-        if size > MAX_FILE_BYTES {
+        if size > MAX_DOCUMENT_BYTES {
             return Err(Error::TooLarge {
                 path: path.to_path_buf(),
                 size: std::fs::metadata(path).map_or(size, |m| m.len()),
@@ -202,9 +218,14 @@ impl Jwks {
         self.keys.is_empty()
     }
 
-    /// The key and validation for a token's header: its `kid` must name a key whose pinned
-    /// algorithm is the header's. The error is the reason, for a 401.
-    pub(crate) fn key_for(&self, header: &Header) -> Result<(&DecodingKey, &Validation), String> {
+    /// Whether a signing key has this `kid`.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    /// The key for a token's header and its algorithm: the header's `kid` must name a key whose
+    /// pinned algorithm is the header's. The error is the reason, for a 401.
+    pub(crate) fn key_for(&self, header: &Header) -> Result<(&DecodingKey, Algorithm), String> {
         let kid = header.kid.as_deref().ok_or_else(|| {
             format!(
                 "a {:?} token needs a kid naming a key of the JWKS",
@@ -221,7 +242,39 @@ impl Jwks {
                 key.algorithm, header.alg
             ));
         }
-        Ok((&key.decoding, &key.validation))
+        Ok((&key.decoding, key.algorithm))
+    }
+}
+
+/// Where an identity provider's keys come from.
+#[derive(Debug)]
+pub enum Source {
+    /// A set read once, from a file.
+    Fixed(Arc<Jwks>),
+    /// A set fetched from a URL and cached (boxed: it is much larger than a file's).
+    Remote(Box<Remote>),
+}
+
+impl Source {
+    /// The keys to verify a token naming `kid` with; a remote set is fetched again first when
+    /// [`Remote::keys`] says so.
+    pub(crate) async fn keys(&self, kid: Option<&str>) -> Arc<Jwks> {
+        match self {
+            Source::Fixed(jwks) => Arc::clone(jwks),
+            Source::Remote(remote) => remote.keys(kid).await,
+        }
+    }
+}
+
+impl From<Jwks> for Source {
+    fn from(jwks: Jwks) -> Source {
+        Source::Fixed(Arc::new(jwks))
+    }
+}
+
+impl From<Remote> for Source {
+    fn from(remote: Remote) -> Source {
+        Source::Remote(Box::new(remote))
     }
 }
 
@@ -305,7 +358,6 @@ fn key(kid: &str, raw: &RawKey) -> Result<Key, Error> {
     Ok(Key {
         algorithm,
         decoding,
-        validation: super::validation(algorithm),
     })
 }
 
@@ -448,11 +500,11 @@ mod tests {
     fn files_over_the_bound_or_missing_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big.json");
-        let padding = " ".repeat(usize::try_from(MAX_FILE_BYTES).unwrap());
+        let padding = " ".repeat(usize::try_from(MAX_DOCUMENT_BYTES).unwrap());
         std::fs::write(&big, format!("{}{padding}", fixture())).unwrap();
         assert!(matches!(
             Jwks::from_file(&big),
-            Err(Error::TooLarge { size, .. }) if size > MAX_FILE_BYTES
+            Err(Error::TooLarge { size, .. }) if size > MAX_DOCUMENT_BYTES
         ));
         assert!(matches!(
             Jwks::from_file(&dir.path().join("none.json")),
