@@ -11,6 +11,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+mod strict;
+
+pub use strict::nullable;
+
 /// The longest query string read, in bytes (a `filters` and a `searchAfter` of the longest
 /// allowed length, percent-encoded, fit).
 pub const MAX_QUERY_LEN: usize = 32 * 1024;
@@ -44,14 +48,14 @@ impl JsonBody {
     }
 }
 
-/// `T` from a JSON value that must be an object. serde's derive also accepts an array of the
-/// fields in order for a struct; the contract does not, so this refuses it.
+/// `T` from a JSON value that must be an object, read strictly ([`strict`]: no struct from an
+/// array, no `null` for a field that is not [`nullable`]).
 pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     // Through serde_path_to_error, so that the message names the field that did not match.
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(strict::Strict::new(value)).map_err(|e| {
         let path = e.path().to_string();
         let e = e.into_inner();
         if path == "." {
