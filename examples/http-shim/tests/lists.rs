@@ -446,7 +446,7 @@ async fn patch_a_connection_by_id_and_by_assignment() {
     for (patch, needle) in [
         (json!([]), "empty"),
         (
-            json!([{"op": "remove", "path": "/type", "value": null}]),
+            json!([{"op": "remove", "path": "/type", "value": "JIT"}]),
             "remove",
         ),
         (
