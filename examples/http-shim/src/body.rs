@@ -1,6 +1,8 @@
 //! Request extractors whose every refusal is an [`ApiError`]: JSON bodies, path segments and
 //! query strings. axum's own extractors answer with plain text; these answer with the contract's
-//! `ErrorResponseDto`, 400 for anything malformed and 413 for a body over the route's limit.
+//! `ErrorResponseDto`, 400 for anything malformed and 413 for a body over the route's limit
+//! (a vendor operation, which declares no 413 or 415, answers those as 400: see
+//! [`crate::deviations`]).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

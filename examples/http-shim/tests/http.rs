@@ -989,6 +989,25 @@ async fn openapi_matches_routes() {
         .map(|(m, p)| (m.to_string(), p))
         .collect();
     assert_eq!(documented, routed);
+    // A vendor operation documents only what it answers: its declared statuses and the
+    // deviations it keeps.
+    for (method, path, declared) in jitflow_shim::operations() {
+        let responses = doc["paths"][path][method.as_str().to_lowercase()]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"));
+        for status in responses.keys() {
+            let status: u16 = status.parse().unwrap();
+            assert!(
+                declared.contains(&status) || jitflow_shim::deviations::kept(&method, path, status),
+                "{method} {path} documents {status}"
+            );
+        }
+    }
+    assert!(
+        doc["paths"]["/jit-activation-config/v1/{configType}"]["patch"]["responses"]
+            .get("412")
+            .is_some()
+    );
     assert!(routed.contains(&(
         "POST".to_owned(),
         "/v2026/jit-activations/activate".to_owned()
