@@ -50,7 +50,7 @@ impl JsonBody {
     }
 }
 
-/// `T` from a JSON value that must be an object, read strictly ([`strict`]: no struct from an
+/// `T` from a JSON value that must be an object, read strictly (`body/strict.rs`: no struct from an
 /// array, no `null` for a field that is not [`nullable`]).
 pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     if !value.is_object() {

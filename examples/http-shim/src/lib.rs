@@ -10,8 +10,9 @@
 //!
 //! Every vendor path is served in both of the contract's forms, `/jit-activations/v1/activate`
 //! and `/v2026/jit-activations/activate` (see [`v2026_alias`]). Every error is the contract's
-//! `ErrorResponseDto` (see [`error`]); the tenant always comes from the bearer token (see
-//! [`auth`]). The `X-SailPoint-Experimental` header is accepted and not required.
+//! `ErrorResponseDto` (see [`error`]), with a status the operation declares in the vendor's
+//! file or one of the few [`deviations::DEVIATIONS`]; the tenant always comes from the bearer
+//! token (see [`auth`]). The `X-SailPoint-Experimental` header is accepted and not required.
 //!
 //! # Limits
 //!
@@ -31,6 +32,8 @@
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
 //! | JWKS file | [`auth::jwks::MAX_FILE_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
+//! | signals' `requestOrigin`, `metaData` | [`activations::MAX_REQUEST_ORIGIN`] characters; [`activations::MAX_META_ENTRIES`] entries, [`activations::MAX_META_BYTES`] bytes |
+//! | policy `If-Match` | [`policy::MAX_IF_MATCH_TAGS`] entity tags |
 //!
 //! Dependencies, and why: `axum`, `tower` and `tower-http` (the router, body limits, tracing and
 //! panic catching), `hyper` and `hyper-util` (the connection loop, for the header read timeout and
