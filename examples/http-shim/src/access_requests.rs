@@ -171,7 +171,8 @@ pub(crate) fn requester_comment(item: &Item) -> Value {
 /// The requested object (`RequestableObjectReference`).
 pub(crate) fn requested_object(item: &Item) -> Value {
     let o = &item.spec.object;
-    json!({"id": o.id.as_str(), "name": o.id.as_str(), "description": null, "type": o.kind.as_str()})
+    // No `description`: jitflow knows none, and the contract's string is not nullable.
+    json!({"id": o.id.as_str(), "name": o.id.as_str(), "type": o.kind.as_str()})
 }
 
 /// The item's `clientMetadata`.
@@ -260,7 +261,8 @@ pub(crate) fn status_row(item: &Item) -> Value {
         vec![item.approval.id.to_string()]
     };
     json!({
-        "id": spec.object.id.as_str(),
+        // The contract's `id` is the access request's; `name` names the requested object.
+        "id": spec.request.to_string(),
         "name": spec.object.id.as_str(),
         "type": spec.object.kind.as_str(),
         "cancelledRequestDetails": item.cancellation.as_ref().map(cancelled_details),
@@ -313,12 +315,16 @@ pub struct ItemBody {
     /// Sunset: remove at this instant.
     pub remove_date: Option<String>,
     /// Not supported by jitflow: must be absent or null.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub assignment_id: Option<String>,
     /// The account to revoke from (REVOKE_ACCESS only).
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub native_identity: Option<String>,
     /// The completed form (GRANT_ACCESS only).
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub form_instance_id: Option<String>,
     /// The accounts chosen (only in `requestedForWithRequestedItems`).
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub account_selection: Option<Vec<SourceBody>>,
 }
 
@@ -327,8 +333,10 @@ pub struct ItemBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceBody {
     /// The source.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub source_id: Option<String>,
     /// The accounts on it.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub accounts: Option<Vec<AccountBody>>,
 }
 
@@ -337,6 +345,7 @@ pub struct SourceBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccountBody {
     /// The account's UUID.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub account_uuid: Option<String>,
     /// The account's native identity.
     pub native_identity: Option<String>,
@@ -361,12 +370,14 @@ pub struct AccessRequestBody {
     /// The identities the access is for.
     pub requested_for: Option<Vec<String>>,
     /// `GRANT_ACCESS` (default) or `REVOKE_ACCESS`.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub request_type: Option<String>,
     /// The items, for every identity of `requestedFor`.
     pub requested_items: Option<Vec<ItemBody>>,
     /// Kept and returned, never interpreted.
     pub client_metadata: Option<BTreeMap<String, String>>,
     /// Per-identity items, instead of `requestedFor` and `requestedItems`.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub requested_for_with_requested_items: Option<Vec<RequestedForBody>>,
 }
 
@@ -1061,7 +1072,6 @@ fn details_json(
             "type": "ENTITLEMENT",
             "sourceId": first.map(|c| c.spec.source.as_str()),
             "sourceName": first.map(|c| c.spec.source_name.as_str()),
-            "owner": null,
             "value": first.map(|c| c.spec.attribute_value.as_str()),
             "flags": [],
         },
@@ -1077,18 +1087,6 @@ fn details_json(
 /// identities with 25 entitlements each.
 pub const MAX_SELECTION_PAIRS: usize = 250;
 
-/// The (identity, items) pairs of a submission, in order.
-fn pairs(submission: &Submission) -> Vec<(&IdentityId, &[RequestedItem])> {
-    let mut out: Vec<(&IdentityId, &[RequestedItem])> = Vec::new();
-    if let (Some(who), Some(items)) = (&submission.requested_for, &submission.requested_items) {
-        out.extend(who.iter().map(|i| (i, items.as_slice())));
-    }
-    for entry in submission.requested_for_with_items.iter().flatten() {
-        out.push((&entry.identity, entry.items.as_slice()));
-    }
-    out
-}
-
 /// The accounts an identity holds an entitlement through, by source (`SourceAccountSelections`).
 fn sources_json(details: &jitflow::request_lists::EntitlementDetails) -> Vec<Value> {
     let mut by_source: BTreeMap<&str, (&str, Vec<Value>)> = BTreeMap::new();
@@ -1099,7 +1097,6 @@ fn sources_json(details: &jitflow::request_lists::EntitlementDetails) -> Vec<Val
             .or_insert((s.source_name.as_str(), Vec::new()))
             .1
             .push(json!({
-                "uuid": null,
                 "nativeIdentity": s.account.as_str(),
                 "type": "ACCOUNT",
                 "id": s.account.as_str(),
@@ -1137,8 +1134,11 @@ pub async fn accounts_selection(
 ) -> Result<Response, ApiError> {
     principal.require(auth::ACCOUNTS_SELECTION)?;
     let submission = body.parse::<AccessRequestBody>()?.into_submission()?;
-    let pairs = pairs(&submission);
-    let n: usize = pairs.iter().map(|(_, items)| items.len()).sum();
+    // The submission's own rule of shapes: what `POST /access-requests/v1` refuses, this does.
+    let pairs = submission
+        .groups()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let n: usize = pairs.iter().map(|(_, _, items)| items.len()).sum();
     if n == 0 || n > MAX_SELECTION_PAIRS {
         return Err(ApiError::bad_request(format!(
             "the request names {n} (identity, item) pairs; send 1..={MAX_SELECTION_PAIRS}"
@@ -1146,7 +1146,7 @@ pub async fn accounts_selection(
     }
     let rights = rights(&principal);
     let mut identities = Vec::with_capacity(pairs.len());
-    for (identity, items) in pairs {
+    for (identity, _, items) in pairs {
         let mut rows = Vec::with_capacity(items.len());
         let mut required = false;
         for item in items {
@@ -1171,8 +1171,8 @@ pub async fn accounts_selection(
                 .map(|s| s["accounts"].as_array().map_or(0, Vec::len))
                 .sum();
             required |= accounts > 1;
+            // No `description`: jitflow knows none, and the contract's string is not nullable.
             rows.push(json!({
-                "description": null,
                 "accountsSelectionBlocked": false,
                 "accountsSelectionBlockedReason": null,
                 "type": object.kind.as_str(),

@@ -33,6 +33,15 @@ pub struct ActivateRequest {
     /// The activation period, in minutes (1 and up, within the policy's maximum).
     #[schema(minimum = 1, format = Int32)]
     pub activation_period_mins: i64,
+    /// Where the request came from (newer SDKs' optional field): checked, then logged with
+    /// the activation.
+    #[serde(default)]
+    pub request_origin: Option<String>,
+    /// Free-form details (newer SDKs' optional field): checked, then logged with the
+    /// activation.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Body of `POST .../extend`.
@@ -45,6 +54,15 @@ pub struct ExtendRequest {
     /// Minutes to add (1 and up, within the policy's extension cap).
     #[schema(minimum = 1, format = Int32)]
     pub activation_period_extension_mins: i64,
+    /// Where the request came from (newer SDKs' optional field): checked, then logged with
+    /// the activation.
+    #[serde(default)]
+    pub request_origin: Option<String>,
+    /// Free-form details (newer SDKs' optional field): checked, then logged with the
+    /// activation.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Body of `POST .../deactivate`.
@@ -54,6 +72,15 @@ pub struct DeactivateRequest {
     /// The entitlement connection whose activation to end.
     #[schema(format = "uuid")]
     pub connection_id: String,
+    /// Where the request came from (newer SDKs' optional field): checked, then logged with
+    /// the activation.
+    #[serde(default)]
+    pub request_origin: Option<String>,
+    /// Free-form details (newer SDKs' optional field): checked, then logged with the
+    /// activation.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Answer of `POST .../activate` (`JitActivationActivateResponse`).
@@ -164,6 +191,42 @@ pub enum WorkflowStatus {
     Revoked,
 }
 
+/// The longest `requestOrigin`, in characters.
+pub const MAX_REQUEST_ORIGIN: usize = 256;
+/// The most `metaData` entries.
+pub const MAX_META_ENTRIES: usize = 64;
+/// The longest `metaData` as JSON text, in bytes.
+pub const MAX_META_BYTES: usize = 4096;
+
+/// The optional `requestOrigin` and `metaData` newer clients send with a signal, bounded (400
+/// naming the field otherwise), as one line for the log.
+fn client_context(
+    origin: Option<&str>,
+    meta: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<String, ApiError> {
+    if let Some(origin) = origin
+        && (origin.is_empty()
+            || origin.chars().count() > MAX_REQUEST_ORIGIN
+            || origin.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "requestOrigin must be 1..={MAX_REQUEST_ORIGIN} characters without control characters"
+        )));
+    }
+    let text = meta.map_or_else(String::new, |m| {
+        serde_json::Value::Object(m.clone()).to_string()
+    });
+    if meta.is_some_and(|m| m.len() > MAX_META_ENTRIES) || text.len() > MAX_META_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "metaData must hold at most {MAX_META_ENTRIES} entries and {MAX_META_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(format!(
+        "requestOrigin={:?} metaData={text}",
+        origin.unwrap_or("")
+    ))
+}
+
 /// The contract's workflow id for an activation.
 fn workflow_id(activation: &Activation) -> String {
     format!("jit-activation-{}", activation.id)
@@ -261,11 +324,13 @@ pub async fn activate(
     principal.require(auth::ACTIVATE)?;
     let body: ActivateRequest = body.parse()?;
     let period = minutes("activationPeriodMins", body.activation_period_mins)?;
+    let context = client_context(body.request_origin.as_deref(), body.meta_data.as_ref())?;
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let activation = state
         .engine
         .activate(&principal.caller, id, Some(period), key)
         .await?;
+    tracing::info!(activation = %activation.id, connection = %id, %context, "activate");
     Ok(accepted(ActivateResponse {
         id: workflow_id(&activation),
         activation_id: activation.id.to_string(),
@@ -302,11 +367,13 @@ pub async fn extend(
         "activationPeriodExtensionMins",
         body.activation_period_extension_mins,
     )?;
+    let context = client_context(body.request_origin.as_deref(), body.meta_data.as_ref())?;
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let activation = state
         .engine
         .extend(&principal.caller, id, Some(by), key)
         .await?;
+    tracing::info!(activation = %activation.id, connection = %id, %context, "extend");
     Ok(accepted(ExtendResponse {
         id: workflow_id(&activation),
         activation_id: activation.id.to_string(),
@@ -339,8 +406,10 @@ pub async fn deactivate(
 ) -> Result<Response, ApiError> {
     principal.require(auth::DEACTIVATE)?;
     let body: DeactivateRequest = body.parse()?;
+    let context = client_context(body.request_origin.as_deref(), body.meta_data.as_ref())?;
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let activation = state.engine.deactivate(&principal.caller, id, key).await?;
+    tracing::info!(activation = %activation.id, connection = %id, %context, "deactivate");
     Ok(accepted(DeactivateResponse {
         id: workflow_id(&activation),
         activation_id: activation.id.to_string(),

@@ -55,6 +55,7 @@ pub const MAX_FORWARD_TEXT: usize = 255;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommentBody {
     /// The comment.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub comment: Option<String>,
     /// Ignored (set by the server).
     pub created: Option<String>,
@@ -278,10 +279,22 @@ fn approval_fields(item: &Item, owner: &IdentityId) -> serde_json::Map<String, V
         "privilegeLevel": null,
         "maxPermittedAccessDuration": null,
     });
-    match row {
+    let mut map = match row {
         Value::Object(map) => map,
         _ => unreachable!("json! of an object literal is an object"),
+    };
+    // Dates the item has not: absent, since the contract's strings are not nullable.
+    for key in [
+        "removeDate",
+        "currentRemoveDate",
+        "startDate",
+        "currentStartDate",
+    ] {
+        if map.get(key) == Some(&Value::Null) {
+            map.remove(key);
+        }
     }
+    map
 }
 
 /// One forward as the contract's `ApprovalForwardHistory`. jitflow knows no display names, so
@@ -304,9 +317,9 @@ fn forward_history(f: &Forward) -> Value {
 
 /// A pending approval (`PendingApproval`).
 fn pending_row(row: &ApprovalRow, owner: &IdentityId) -> Value {
-    let mut fields = approval_fields(&row.0, owner);
-    fields.insert("actionInProcess".to_owned(), Value::Null);
-    Value::Object(fields)
+    // No `actionInProcess`: jitflow decides an approval in one step, so none is ever in
+    // process, and the contract's enum has no null.
+    Value::Object(approval_fields(&row.0, owner))
 }
 
 /// A completed approval (`CompletedApproval`).
@@ -518,9 +531,9 @@ pub async fn approvers(
         total: query.count.then_some(total),
     };
     Ok(page_response(page, |(who, approval)| {
+        // No `email`: jitflow knows none, and the contract's string is not nullable.
         json!({
             "id": who.as_str(),
-            "email": null,
             "name": who.as_str(),
             "approvalId": approval.to_string(),
             "type": "IDENTITY",

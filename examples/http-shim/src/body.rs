@@ -1,6 +1,8 @@
 //! Request extractors whose every refusal is an [`ApiError`]: JSON bodies, path segments and
 //! query strings. axum's own extractors answer with plain text; these answer with the contract's
-//! `ErrorResponseDto`, 400 for anything malformed and 413 for a body over the route's limit.
+//! `ErrorResponseDto`, 400 for anything malformed and 413 for a body over the route's limit
+//! (a vendor operation, which declares no 413 or 415, answers those as 400: see
+//! [`crate::deviations`]).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -10,6 +12,10 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+
+mod strict;
+
+pub use strict::nullable;
 
 /// The longest query string read, in bytes (a `filters` and a `searchAfter` of the longest
 /// allowed length, percent-encoded, fit).
@@ -44,14 +50,14 @@ impl JsonBody {
     }
 }
 
-/// `T` from a JSON value that must be an object. serde's derive also accepts an array of the
-/// fields in order for a struct; the contract does not, so this refuses it.
+/// `T` from a JSON value that must be an object, read strictly (`body/strict.rs`: no struct from an
+/// array, no `null` for a field that is not [`nullable`]).
 pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     // Through serde_path_to_error, so that the message names the field that did not match.
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(strict::Strict::new(value)).map_err(|e| {
         let path = e.path().to_string();
         let e = e.into_inner();
         if path == "." {

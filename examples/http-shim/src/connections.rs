@@ -50,7 +50,7 @@ pub struct ConnectionSpecDto {
     /// The entitlement's attribute value.
     pub attribute_value: String,
     /// The privilege level, if any.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub privilege_level: Option<String>,
     /// The source.
     pub source_id: String,

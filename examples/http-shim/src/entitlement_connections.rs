@@ -58,7 +58,9 @@ pub struct IdentityRef {
 /// The entitlement's privilege classification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrivilegeLevelDto {
-    /// The effective privilege level, `null` when none was registered.
+    /// The effective privilege level; absent when none was registered (the contract's
+    /// string is not nullable).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub effective: Option<String>,
 }
 
@@ -187,18 +189,23 @@ pub struct EntitlementConnectionDto {
     pub state_changed_by: String,
     /// When the latest activation was requested.
     #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jit_activation: Option<String>,
     /// When its grant succeeded.
     #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jit_provision: Option<String>,
     /// When its removal began.
     #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jit_deactivation: Option<String>,
     /// When its revoke succeeded.
     #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jit_deprovision: Option<String>,
     /// When its access expires.
     #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jit_expiration: Option<String>,
     /// When the connection was registered.
     #[schema(format = DateTime)]
@@ -456,7 +463,7 @@ pub async fn patch_by_id(
 ) -> Result<Response, ApiError> {
     principal.require(auth::CONNECTIONS_MANAGE)?;
     let id = connection_id("connectionId", &id)?;
-    let ops = patch_ops(&body)?;
+    let ops = patch_ops(&body, false)?;
     apply_patch(&state, &principal, id, &ops).await
 }
 
@@ -503,7 +510,7 @@ pub async fn patch_by_query(
     principal.require(auth::CONNECTIONS_MANAGE)?;
     let (entitlement, identity, account) = assignment(&uri)?;
     // The ops are checked before the lookup, so a malformed patch is a 400 whatever the ids.
-    let ops = patch_ops(&body)?;
+    let ops = patch_ops(&body, false)?;
     let found = state
         .engine
         .connection_by_assignment(&principal.caller, &entitlement, &identity, &account)

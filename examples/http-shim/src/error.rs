@@ -122,6 +122,18 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message for the client.
     pub text: String,
+    /// The status the error had before [`ApiError::as_bad_request`] made it a 400 (an
+    /// operation that does not declare it); shown in the `detailCode`.
+    pub natural: Option<StatusCode>,
+}
+
+/// What a response rendered from an [`ApiError`] carries in its extensions, so that
+/// [`crate::deviations::conform`] can answer the same error with another status and the same
+/// tracking id.
+#[derive(Debug, Clone)]
+struct Rendered {
+    error: ApiError,
+    tracking_id: String,
 }
 
 impl ApiError {
@@ -132,7 +144,11 @@ impl ApiError {
             text.truncate(cut);
             text.push('…');
         }
-        ApiError { status, text }
+        ApiError {
+            status,
+            text,
+            natural: None,
+        }
     }
 
     /// 400: the request is malformed or out of bounds.
@@ -160,8 +176,26 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, text)
     }
 
-    /// The contract's `detailCode` for a status.
-    fn detail_code(status: StatusCode) -> String {
+    /// The same error as a 400, for an operation that does not declare its status: the
+    /// `detailCode` keeps the status (`400.1.404 Not Found`), the message is unchanged.
+    pub fn as_bad_request(self) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            natural: Some(self.natural.unwrap_or(self.status)),
+            text: self.text,
+        }
+    }
+
+    /// The contract's `detailCode` for this error.
+    fn detail_code(&self) -> String {
+        if let Some(natural) = self.natural {
+            return format!(
+                "400.1.{} {}",
+                natural.as_u16(),
+                natural.canonical_reason().unwrap_or("Bad Request Content")
+            );
+        }
+        let status = self.status;
         match status.as_u16() {
             400 => "400.1 Bad Request Content".to_owned(),
             401 => "401 Unauthorized".to_owned(),
@@ -177,7 +211,10 @@ impl ApiError {
 
     /// The body this error is sent as, with a fresh tracking id.
     pub fn dto(&self) -> ErrorResponseDto {
-        let tracking_id = uuid::Uuid::new_v4().simple().to_string();
+        self.dto_with(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn dto_with(&self, tracking_id: String) -> ErrorResponseDto {
         // A server fault's details stay in the log.
         let text =
             if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -186,7 +223,7 @@ impl ApiError {
                 self.text.clone()
             };
         ErrorResponseDto {
-            detail_code: ApiError::detail_code(self.status),
+            detail_code: self.detail_code(),
             tracking_id,
             messages: vec![ErrorMessageDto {
                 locale: "en-US".to_owned(),
@@ -200,26 +237,47 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let dto = self.dto();
-        if self.status.is_server_error() {
-            tracing::error!(status = %self.status, tracking_id = %dto.tracking_id, error = %self.text, "request failed");
-        } else {
-            tracing::info!(status = %self.status, tracking_id = %dto.tracking_id, error = %self.text, "request refused");
-        }
-        let mut response = (self.status, axum::Json(dto)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+impl ApiError {
+    /// The response of this error with `tracking_id` (not logged: [`IntoResponse`] logs).
+    pub(crate) fn response(self, tracking_id: String) -> Response {
+        let dto = self.dto_with(tracking_id.clone());
+        let status = self.status;
+        let mut response = (status, axum::Json(dto)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        response.extensions_mut().insert(Rendered {
+            error: self,
+            tracking_id,
+        });
         response
+    }
+
+    /// The error and tracking id a response was rendered from, if it was.
+    pub(crate) fn rendered(response: &Response) -> Option<(ApiError, String)> {
+        response
+            .extensions()
+            .get::<Rendered>()
+            .map(|r| (r.error.clone(), r.tracking_id.clone()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let tracking_id = uuid::Uuid::new_v4().simple().to_string();
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, %tracking_id, error = %self.text, "request failed");
+        } else {
+            tracing::info!(status = %self.status, %tracking_id, error = %self.text, "request refused");
+        }
+        self.response(tracking_id)
     }
 }
 

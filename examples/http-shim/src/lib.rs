@@ -10,8 +10,9 @@
 //!
 //! Every vendor path is served in both of the contract's forms, `/jit-activations/v1/activate`
 //! and `/v2026/jit-activations/activate` (see [`v2026_alias`]). Every error is the contract's
-//! `ErrorResponseDto` (see [`error`]); the tenant always comes from the bearer token (see
-//! [`auth`]). The `X-SailPoint-Experimental` header is accepted and not required.
+//! `ErrorResponseDto` (see [`error`]), with a status the operation declares in the vendor's
+//! file or one of the few [`deviations::DEVIATIONS`]; the tenant always comes from the bearer
+//! token (see [`auth`]). The `X-SailPoint-Experimental` header is accepted and not required.
 //!
 //! # Limits
 //!
@@ -32,6 +33,8 @@
 //! | JWKS file or response | [`auth::jwks::MAX_DOCUMENT_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
 //! | JWKS fetch | `--jwks-timeout` (at most [`auth::jwks::MAX_TIMEOUT`]), one per `--jwks-cooldown` |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
+//! | signals' `requestOrigin`, `metaData` | [`activations::MAX_REQUEST_ORIGIN`] characters; [`activations::MAX_META_ENTRIES`] entries, [`activations::MAX_META_BYTES`] bytes |
+//! | policy `If-Match` | [`policy::MAX_IF_MATCH_TAGS`] entity tags |
 //!
 //! Dependencies, and why: `axum`, `tower` and `tower-http` (the router, body limits, tracing and
 //! panic catching), `hyper` and `hyper-util` (the connection loop, for the header read timeout and
@@ -53,6 +56,7 @@ pub mod auth;
 pub mod body;
 pub mod connections;
 pub mod demo;
+pub mod deviations;
 pub mod entitlement_connections;
 pub mod error;
 pub mod events;
@@ -111,9 +115,19 @@ impl AppState {
     }
 }
 
-/// The served routes, each as documented in the OpenAPI document: method, path, handler.
-/// Vendor paths (`/<api>/v1/...`) are also served under their [`v2026_alias`].
-fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+/// One served route: method, path, handler, and for a vendor operation the statuses its file
+/// declares (`None` for the shim's own paths).
+type Route = (
+    Method,
+    &'static str,
+    MethodRouter<AppState>,
+    Option<&'static [u16]>,
+);
+
+/// The served routes, each as documented in the OpenAPI document. Vendor paths
+/// (`/<api>/v1/...`) are also served under their [`v2026_alias`], and answer only the statuses
+/// their operation declares or [`deviations::DEVIATIONS`] lists.
+fn route_table() -> Vec<Route> {
     let signal = |r: MethodRouter<AppState>| r.layer(DefaultBodyLimit::max(MAX_BODY));
     let policy_body = |r: MethodRouter<AppState>| r.layer(DefaultBodyLimit::max(MAX_POLICY_BODY));
     vec![
@@ -121,61 +135,73 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/jit-activations/v1/activate",
             signal(post(activations::activate)),
+            Some(&[202, 400, 401, 403, 429, 500]),
         ),
         (
             Method::POST,
             "/jit-activations/v1/extend",
             signal(post(activations::extend)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::POST,
             "/jit-activations/v1/deactivate",
             signal(post(activations::deactivate)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::GET,
             "/jit-activation-config/v1/{configType}",
             get(policy::get),
+            Some(&[200, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::PATCH,
             "/jit-activation-config/v1/{configType}",
             policy_body(patch(policy::patch)),
+            Some(&[200, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::PUT,
             "/jitflow/v1/jit-activation-config/{configType}",
             policy_body(put(policy::put)),
+            None,
         ),
         (
             Method::POST,
             "/jitflow/v1/connections",
             post(connections::import).layer(DefaultBodyLimit::max(connections::MAX_IMPORT_BYTES)),
+            None,
         ),
         (
             Method::DELETE,
             "/jitflow/v1/connections/{id}",
             signal(delete(connections::remove)),
+            None,
         ),
         (
             Method::GET,
             "/entitlement-connections/v1",
             get(entitlement_connections::search),
+            Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
         ),
         (
             Method::GET,
             "/entitlement-connections/v1/current-identity",
             get(entitlement_connections::search_current_identity),
+            Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
         ),
         (
             Method::PATCH,
             "/entitlement-connections/v1/{connectionId}",
             signal(patch(entitlement_connections::patch_by_id)),
+            Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
         ),
         (
             Method::PATCH,
             "/entitlement-connections/v1",
             signal(patch(entitlement_connections::patch_by_query)),
+            Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
         ),
         (
             Method::POST,
@@ -183,139 +209,173 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(entitlement_connections::bulk).layer(DefaultBodyLimit::max(
                 entitlement_connections::MAX_BULK_BYTES,
             )),
+            Some(&[207, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/jit-activation-history/v1",
             get(history::search),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/jit-activation-history/v1/current-identity",
             get(history::search_current_identity),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/jitflow/v1/connections/{id}/events",
             get(events::connection_events),
+            None,
         ),
         (
             Method::GET,
             "/jitflow/v1/activations/{id}/events",
             get(events::activation_events),
+            None,
         ),
-        (Method::GET, "/jitflow/v1/events", get(events::export)),
+        (Method::GET, "/jitflow/v1/events", get(events::export), None),
         (
             Method::POST,
             "/access-requests/v1",
             signal(post(access_requests::submit)),
+            Some(&[202, 400, 401, 403, 429, 500]),
         ),
         (
             Method::POST,
             "/access-requests/v1/cancel",
             signal(post(access_requests::cancel)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::POST,
             "/access-requests/v1/bulk-cancel",
             signal(post(access_requests::bulk_cancel)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::POST,
             "/access-requests/v1/close",
             post(access_requests::close)
                 .layer(DefaultBodyLimit::max(access_requests::MAX_CLOSE_BODY)),
+            Some(&[202, 400, 401, 403, 429, 500]),
         ),
         (
             Method::POST,
             "/access-requests/v1/accounts-selection",
             signal(post(access_requests::accounts_selection)),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-status/v1",
             get(access_requests::status),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-administration/v1",
             get(access_requests::administration),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/revocable-objects/v1",
             get(access_requests::revocable_objects),
+            Some(&[200, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-config/v1",
             get(request_config::get_v1),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::PUT,
             "/access-request-config/v1",
             signal(put(request_config::put_v1)),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-config/v2",
             get(request_config::get_v2),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::PUT,
             "/access-request-config/v2",
             signal(put(request_config::put_v2)),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/bulk-approve",
             signal(post(approvals::bulk_approve)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/pending",
             get(approvals::pending),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/completed",
             get(approvals::completed),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/approval-summary",
             get(approvals::summary),
+            Some(&[200, 400, 401, 403, 429, 500]),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/{accessRequestId}/approvers",
             get(approvals::approvers),
+            Some(&[200, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/{approvalId}/approve",
             signal(post(approvals::approve)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/{approvalId}/reject",
             signal(post(approvals::reject)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/{approvalId}/forward",
             signal(post(approvals::forward)),
+            Some(&[202, 400, 401, 403, 404, 429, 500]),
         ),
-        (Method::GET, "/health", get(ops::health)),
-        (Method::GET, "/metrics", get(ops::metrics)),
-        (Method::GET, "/openapi.json", get(openapi::document)),
+        (Method::GET, "/health", get(ops::health), None),
+        (Method::GET, "/metrics", get(ops::metrics), None),
+        (Method::GET, "/openapi.json", get(openapi::document), None),
     ]
+}
+
+/// Every vendor operation served, as (method, v1 path, the statuses its file declares): what
+/// the conformance test compares with the vendor's files.
+pub fn operations() -> Vec<(Method, &'static str, &'static [u16])> {
+    route_table()
+        .into_iter()
+        .filter_map(|(method, path, _, declared)| declared.map(|d| (method, path, d)))
+        .collect()
 }
 
 /// Every served (method, path), aliases included: what the OpenAPI test compares.
 pub fn routes() -> Vec<(Method, String)> {
     let mut out = Vec::new();
-    for (method, path, _) in route_table() {
+    for (method, path, _, _) in route_table() {
         out.push((method.clone(), path.to_owned()));
         if let Some(alias) = v2026_alias(path) {
             out.push((method, alias));
@@ -373,7 +433,18 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// panic catching and request tracing.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
-    for (_, path, handler) in route_table() {
+    for (method, path, handler, declared) in route_table() {
+        let handler = match declared {
+            Some(declared) => handler.layer(axum::middleware::from_fn_with_state(
+                deviations::Statuses {
+                    method,
+                    path,
+                    declared,
+                },
+                deviations::conform,
+            )),
+            None => handler,
+        };
         if let Some(alias) = v2026_alias(path) {
             router = router.route(&alias, handler.clone());
         }

@@ -23,6 +23,36 @@ impl Modify for BearerScheme {
     }
 }
 
+/// Keeps, for each vendor operation, only the responses its file declares and the deviations
+/// it keeps (`Errors` lists every error status for brevity; [`crate::deviations::conform`]
+/// answers the others as 400), so the document says what the server answers.
+struct DeclaredStatuses;
+
+impl Modify for DeclaredStatuses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (method, path, declared) in crate::operations() {
+            let Some(item) = openapi.paths.paths.get_mut(path) else {
+                continue;
+            };
+            let operation = match method.as_str() {
+                "GET" => item.get.as_mut(),
+                "PUT" => item.put.as_mut(),
+                "POST" => item.post.as_mut(),
+                "PATCH" => item.patch.as_mut(),
+                "DELETE" => item.delete.as_mut(),
+                _ => None,
+            };
+            if let Some(operation) = operation {
+                operation.responses.responses.retain(|status, _| {
+                    status.parse::<u16>().map_or(true, |s| {
+                        declared.contains(&s) || crate::deviations::kept(&method, path, s)
+                    })
+                });
+            }
+        }
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -80,7 +110,7 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         activations::WorkflowStatus,
         entitlement_connections::ConnectionTypeDto,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &DeclaredStatuses),
 )]
 pub struct ApiDoc;
 

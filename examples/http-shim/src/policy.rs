@@ -5,10 +5,18 @@
 //! Only the `configType` `policy` exists; any other is 400, as the contract says. The `PATCH`
 //! body is a non-empty array (at most `jitflow_core::policy::MAX_PATCH_OPS`) of `{op, path,
 //! value}` replace operations, applied all or nothing by the core.
+//!
+//! Concurrency (a jitflow extension): every answer with a policy carries its version as an
+//! `ETag` (`"v3"`), and a `PATCH` with `If-Match` applies only if the policy is still at a
+//! version it names (the core checks the version in the writer, so of two administrators
+//! patching from the same read exactly one wins); otherwise 412 and nothing changes. Without
+//! `If-Match` (or with `*`) a `PATCH` applies to whatever is stored, as the contract says.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jitflow_core::id::EntitlementId;
+use jitflow_core::lifecycle::PolicyRejection;
 use jitflow_core::policy::{PatchOp, PatchValue, Policy};
 use jitflow_core::time::Minutes;
 use serde::{Deserialize, Serialize};
@@ -91,17 +99,22 @@ pub struct PolicyPutDto {
     #[serde(default)]
     pub entitlement_ids: Vec<String>,
     /// Longest activation period, in minutes.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub max_activation_period_mins: Option<i64>,
     /// Most an activation may be extended in total, in minutes.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub max_activation_period_extension_mins: Option<i64>,
     /// Default activation period, in minutes.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub default_max_activation_period_mins: Option<i64>,
     /// Default extension, in minutes.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub default_max_activation_period_extension_mins: Option<i64>,
     /// Email addresses told about activation events.
     #[serde(default)]
     pub notification_recipients: Vec<String>,
     /// Email template name.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub notification_template: Option<String>,
     /// Whether new assignments of governed entitlements become JIT.
     #[serde(default)]
@@ -140,22 +153,99 @@ fn patch_value(value: serde_json::Value) -> PatchValue {
 
 /// A JSON Patch body (an array of `{op, path, value}` objects) as the core's operations: the
 /// policy's `PATCH` and the entitlement connection's `PATCH` share it; the core checks the ops,
-/// paths and values.
-pub fn patch_ops(body: &JsonBody) -> Result<Vec<PatchOp>, ApiError> {
+/// paths and values. `null_value` says whether `value` may be `null` (the policy's
+/// `JitAccessOperationRequest` says so; the connection's `JsonPatchOperation` does not).
+pub fn patch_ops(body: &JsonBody, null_value: bool) -> Result<Vec<PatchOp>, ApiError> {
     let ops: Vec<OperationDto> = body.parse_list()?;
-    Ok(ops
-        .into_iter()
-        .map(|o| PatchOp {
-            op: o.op,
-            path: o.path,
-            value: patch_value(o.value),
+    ops.into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if !null_value && o.value.is_null() {
+                return Err(ApiError::bad_request(format!(
+                    "item {i}: the body does not match the request schema at value: null is not allowed here"
+                )));
+            }
+            Ok(PatchOp {
+                op: o.op,
+                path: o.path,
+                value: patch_value(o.value),
+            })
         })
-        .collect())
+        .collect()
 }
 
-/// The 200 answer with a policy.
+/// The 200 answer with a policy and its [`etag`].
 fn answer(policy: &Policy) -> Response {
-    axum::Json(PolicyDto::from_policy(policy)).into_response()
+    let mut response = axum::Json(PolicyDto::from_policy(policy)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag(policy.version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// The entity tag of a policy version (a jitflow extension of the contract): strong, since a
+/// version names exactly one representation.
+pub fn etag(version: u64) -> String {
+    format!("\"v{version}\"")
+}
+
+/// The most entity tags one `If-Match` may list.
+pub const MAX_IF_MATCH_TAGS: usize = 16;
+
+/// What a `PATCH`'s `If-Match` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No `If-Match`, or `*`: apply to whatever version is stored (the contract's behaviour).
+    Any,
+    /// Apply only if the stored version is one of these (the strong tags of [`etag`]'s form;
+    /// weak tags and others match nothing, as RFC 9110's strong comparison says).
+    Versions(Vec<u64>),
+}
+
+/// Reads the `If-Match` header (RFC 9110 13.1.1): `*` or a comma-separated list of entity
+/// tags; anything else is 400.
+pub fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
+    let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(IfMatch::Any);
+    }
+    let malformed = || {
+        ApiError::bad_request(format!(
+            "If-Match must be `*` or a list of at most {MAX_IF_MATCH_TAGS} entity tags such as `\"v3\"`, as the policy's ETag gives"
+        ))
+    };
+    let mut versions = Vec::new();
+    let mut tags = 0usize;
+    for value in values {
+        let text = value.to_str().map_err(|_| malformed())?;
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                return Ok(IfMatch::Any);
+            }
+            tags += 1;
+            if tags > MAX_IF_MATCH_TAGS {
+                return Err(malformed());
+            }
+            let (weak, quoted) = match tag.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, tag),
+            };
+            let opaque = quoted
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| !t.contains('"'))
+                .ok_or_else(malformed)?;
+            if let Some(version) = opaque.strip_prefix('v').and_then(|v| v.parse::<u64>().ok())
+                && !weak
+            {
+                versions.push(version);
+            }
+        }
+    }
+    if tags == 0 {
+        return Err(malformed());
+    }
+    Ok(IfMatch::Versions(versions))
 }
 
 /// 400 unless the path segment is `policy`.
@@ -181,7 +271,7 @@ fn check_config_type(segment: &str) -> Result<(), ApiError> {
         ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
     ),
     responses(
-        (status = 200, description = "The policy.", body = PolicyDto),
+        (status = 200, description = "The policy, with its version as `ETag` (jitflow extension).", body = PolicyDto),
         Errors,
     ),
     security(("userAuth" = ["idn:jit-policy:read", "idn:jit-policy:manage"]))
@@ -209,10 +299,12 @@ pub async fn get(
     params(
         ("configType" = String, Path, description = "Only `policy`."),
         ("X-SailPoint-Experimental" = Option<String>, Header, description = "Accepted, not required."),
+        ("If-Match" = Option<String>, Header, description = "jitflow extension: apply only if the policy is still at this version (its `ETag`, e.g. `\"v3\"`); `*` or absent: any version."),
     ),
     request_body = Vec<OperationDto>,
     responses(
-        (status = 200, description = "The policy after the change.", body = PolicyDto),
+        (status = 200, description = "The policy after the change, with its new `ETag`.", body = PolicyDto),
+        (status = 412, description = "jitflow extension: `If-Match` names a version that is no longer current; nothing changed.", body = crate::error::ErrorResponseDto),
         Errors,
     ),
     security(("userAuth" = ["idn:jit-policy:update", "idn:jit-policy:manage"]))
@@ -221,16 +313,53 @@ pub async fn patch(
     State(state): State<AppState>,
     principal: Principal,
     Segment(config_type): Segment,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     principal.require(auth::POLICY_UPDATE)?;
     check_config_type(&config_type)?;
-    let ops = patch_ops(&body)?;
-    let policy = state
+    let condition = if_match(&headers)?;
+    let ops = patch_ops(&body, true)?;
+    let stale = |current: u64| {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            format!(
+                "If-Match does not name the current policy version: it is {}; read it again and retry",
+                etag(current)
+            ),
+        )
+    };
+    let expected = match condition {
+        IfMatch::Any => None,
+        IfMatch::Versions(versions) => {
+            // The core checks one expected version in the writer, so two patches based on the
+            // same read cannot both apply; of several tags, the stored one is the one to check.
+            let current = state
+                .engine
+                .policy(&principal.caller.tenant)?
+                .map(|p| p.version);
+            match current {
+                None => {
+                    return Err(ApiError::not_found(
+                        "the JIT activation policy has not been stored yet",
+                    ));
+                }
+                Some(current) if versions.contains(&current) => Some(current),
+                Some(current) => return Err(stale(current)),
+            }
+        }
+    };
+    match state
         .engine
-        .patch_policy(&principal.caller, ops, None)
-        .await?;
-    Ok(answer(&policy))
+        .patch_policy(&principal.caller, ops, expected)
+        .await
+    {
+        Ok(policy) => Ok(answer(&policy)),
+        Err(jitflow::Error::PolicyRejected(PolicyRejection::VersionConflict {
+            actual, ..
+        })) => Err(stale(actual)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Stores a whole policy (jitflow extension: the vendor contract cannot create one).

@@ -129,14 +129,18 @@ impl OnBehalfOfDto {
 pub struct RemindersDto {
     /// Days before the first reminder (or the escalation), 0 to 365.
     #[schema(format = Int32)]
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub days_until_escalation: Option<i64>,
     /// Days between reminders, 0 to 365.
     #[schema(format = Int32)]
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub days_between_reminders: Option<i64>,
     /// Reminders before escalation, 0 to 20.
     #[schema(format = Int32)]
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub max_reminders: Option<i64>,
     /// The fallback approver (only its `id` is kept).
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub fallback_approver_ref: Option<IdentityRefDto>,
 }
 
@@ -154,7 +158,7 @@ pub struct IdentityRefDto {
     #[serde(default)]
     pub name: Option<String>,
     /// The email address (jitflow knows none: `null`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub email: Option<String>,
 }
 
@@ -183,8 +187,10 @@ pub struct EntitlementAccessDto {
     /// A grant of an entitlement needs a `removeDate`.
     pub require_end_date: bool,
     /// The longest a granted entitlement may be held (`null`: no maximum).
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub max_permitted_access_duration: Option<DurationDto>,
     /// Stored and returned; no effect (jitflow has no forms).
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub form_definition_id: Option<String>,
 }
 
@@ -203,7 +209,7 @@ pub struct SchemeDto {
     /// `ENTITLEMENT_OWNER`, `SOURCE_OWNER`, `MANAGER`, `GOVERNANCE_GROUP` or `WORKFLOW`.
     pub approver_type: String,
     /// The group or workflow id (GOVERNANCE_GROUP and WORKFLOW only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::nullable")]
     pub approver_id: Option<String>,
 }
 

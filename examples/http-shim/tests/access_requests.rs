@@ -151,6 +151,9 @@ async fn grant_with_approval_walkthrough_from_submit_to_sunset() {
     assert_eq!(r["state"], "EXECUTING");
     assert_eq!(r["cancelable"], true);
     assert_eq!(r["accessRequestId"], id.as_str());
+    // The row's `id` is the access request's (the contract's), `name` the object's.
+    assert_eq!(r["id"], id.as_str());
+    assert_eq!(r["name"], "finance-read");
     assert_eq!(r["requestType"], "GRANT_ACCESS");
     assert_eq!(r["requestedFor"]["id"], "alice");
     assert_eq!(r["removeDate"], remove.as_str());
@@ -988,6 +991,8 @@ async fn accounts_selection_lists_the_accounts_of_each_identity() {
     assert_eq!(me["accountsSelectionRequired"], true);
     let entitlement = &me["requestedItems"][0];
     assert_eq!(entitlement["type"], "ENTITLEMENT");
+    // jitflow knows no description, and the contract's is a string: omitted, never null.
+    assert!(entitlement.get("description").is_none(), "{entitlement}");
     assert_eq!(entitlement["sources"][0]["id"], "ad");
     assert_eq!(
         entitlement["sources"][0]["accounts"]
@@ -1049,6 +1054,36 @@ async fn accounts_selection_lists_the_accounts_of_each_identity() {
             .len(),
         1
     );
+
+    // Both shapes at once: the schema says `requestedFor`/`requestedItems` must then be
+    // omitted; the selection refuses it exactly as a submission does, with the same rule.
+    let both = json!({
+        "requestedFor": ["bob"],
+        "requestedItems": [{"type": "ENTITLEMENT", "id": "domain-admins"}],
+        "requestedForWithRequestedItems": [
+            {"identityId": "bob", "requestedItems": [{"type": "ENTITLEMENT", "id": "domain-admins"}]}
+        ]
+    });
+    let submitter = h.token(
+        TENANT,
+        "admin",
+        &["idn:access-request:manage"],
+        &[Level::OrgAdmin],
+    );
+    let selection = h
+        .expect(400, "POST", path, Some(&admin), Some(both.clone()))
+        .await;
+    let submission = h
+        .expect(
+            400,
+            "POST",
+            "/access-requests/v1",
+            Some(&submitter),
+            Some(both),
+        )
+        .await;
+    assert_eq!(error_text(&selection), error_text(&submission));
+    assert!(error_text(&selection).contains("must be omitted"));
     h.stop().await;
 }
 

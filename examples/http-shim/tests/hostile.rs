@@ -456,6 +456,8 @@ fn hostile_requests_get_4xx_error_dtos_and_change_nothing() {
             return Ok(());
         }
         answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A refusal is an answer like any other: declared by the operation, of its schema.
+        common::conformance::contract().check(&method, &path, status, &answer);
         prop_assert!((400..500).contains(&status), "{method} {url} {:?} -> {status} {answer}", c);
         prop_assert_eq!(headers["content-type"].to_str().unwrap(), "application/json");
         error_text(&answer);

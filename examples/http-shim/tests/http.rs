@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use jitflow_core::connection::ConnectionState;
 use jitflow_shim::auth::Level;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const ACTIVATE_FORMS: [&str; 2] = [
     "/jit-activations/v1/activate",
@@ -132,8 +132,9 @@ async fn activation_errors() {
             Some(b"{}".to_vec()),
         )
         .await;
-    assert_eq!(status, 415);
-    error_text(&answer);
+    // The operation declares no 415: a 400 whose detail code says what happened.
+    assert_eq!(status, 400);
+    assert_eq!(detail_code(&answer), "400.1.415 Unsupported Media Type");
     let huge = format!(
         "{{\"connectionId\":\"{}\"}}",
         "a".repeat(jitflow_shim::MAX_BODY + 1)
@@ -147,28 +148,34 @@ async fn activation_errors() {
             Some(huge.into_bytes()),
         )
         .await;
-    assert_eq!(status, 413);
-    error_text(&answer);
-    // Unknown connection; another identity's connection; a standing connection.
+    assert_eq!(status, 400);
+    assert_eq!(detail_code(&answer), "400.1.413 Payload Too Large");
+    // Unknown connection; another identity's connection; a standing connection. Activate
+    // declares neither 404 nor 409: 400s whose detail codes say which.
     let unknown = "00000000-0000-4000-8000-000000000000";
     for id in [unknown, BOB_CONN] {
-        h.expect(
-            404,
+        let answer = h
+            .expect(
+                400,
+                "POST",
+                ACTIVATE_FORMS[1],
+                Some(&alice),
+                Some(json!({"connectionId": id, "activationPeriodMins": 30})),
+            )
+            .await;
+        assert_eq!(detail_code(&answer), "400.1.404 Not Found");
+        assert!(error_text(&answer).contains("not found"));
+    }
+    let answer = h
+        .expect(
+            400,
             "POST",
-            ACTIVATE_FORMS[1],
+            ACTIVATE_FORMS[0],
             Some(&alice),
-            Some(json!({"connectionId": id, "activationPeriodMins": 30})),
+            Some(json!({"connectionId": STANDING_CONN, "activationPeriodMins": 30})),
         )
         .await;
-    }
-    h.expect(
-        409,
-        "POST",
-        ACTIVATE_FORMS[0],
-        Some(&alice),
-        Some(json!({"connectionId": STANDING_CONN, "activationPeriodMins": 30})),
-    )
-    .await;
+    assert_eq!(detail_code(&answer), "400.1.409 Conflict");
     // Extend and deactivate without a running activation: 400, as the contract says.
     let answer = h
         .expect(
@@ -223,14 +230,16 @@ async fn activation_errors() {
         )
         .await;
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
-    h.expect(
-        409,
-        "POST",
-        ACTIVATE_FORMS[0],
-        Some(&alice),
-        Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
-    )
-    .await;
+    let answer = h
+        .expect(
+            400,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+        )
+        .await;
+    assert_eq!(detail_code(&answer), "400.1.409 Conflict");
     h.expect(
         400,
         "POST",
@@ -421,9 +430,16 @@ async fn authorization() {
         ),
     ];
     for (path, body) in probes {
-        let _ = h
-            .expect(404, "POST", path, Some(&mallory), Some(body))
+        // Activate declares no 404: a 400 whose detail code says it.
+        let status = if path.ends_with("/activate") {
+            400
+        } else {
+            404
+        };
+        let answer = h
+            .expect(status, "POST", path, Some(&mallory), Some(body))
             .await;
+        assert!(detail_code(&answer).contains("404"), "{answer}");
     }
     let _ = h
         .expect(
@@ -973,6 +989,25 @@ async fn openapi_matches_routes() {
         .map(|(m, p)| (m.to_string(), p))
         .collect();
     assert_eq!(documented, routed);
+    // A vendor operation documents only what it answers: its declared statuses and the
+    // deviations it keeps.
+    for (method, path, declared) in jitflow_shim::operations() {
+        let responses = doc["paths"][path][method.as_str().to_lowercase()]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"));
+        for status in responses.keys() {
+            let status: u16 = status.parse().unwrap();
+            assert!(
+                declared.contains(&status) || jitflow_shim::deviations::kept(&method, path, status),
+                "{method} {path} documents {status}"
+            );
+        }
+    }
+    assert!(
+        doc["paths"]["/jit-activation-config/v1/{configType}"]["patch"]["responses"]
+            .get("412")
+            .is_some()
+    );
     assert!(routed.contains(&(
         "POST".to_owned(),
         "/v2026/jit-activations/activate".to_owned()
@@ -1068,5 +1103,203 @@ async fn import_registers_in_request_order() {
     assert_eq!(body["results"][1]["status"], 409, "{body}");
     assert!(h.connection(first).is_some());
     assert!(h.connection(second).is_none());
+    h.stop().await;
+}
+
+/// PATCHes the policy's maximum period with `If-Match: tag` (none when `None`).
+async fn patch_max(h: &Harness, token: &str, tag: Option<&str>, mins: u32) -> (u16, Value, String) {
+    let headers: Vec<(&str, &str)> = tag.map(|t| ("if-match", t)).into_iter().collect();
+    let body = json!([{"op": "replace", "path": "/maxActivationPeriodMins", "value": mins}]);
+    let (status, answer, headers) = h
+        .with_headers(
+            "PATCH",
+            "/jit-activation-config/v1/policy",
+            Some(token),
+            &headers,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+    let etag = headers
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, answer, etag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_etag_and_if_match() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let admin = h.admin();
+    let (status, policy, headers) = h
+        .raw(
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let read = headers["etag"].to_str().unwrap().to_owned();
+    assert!(read.starts_with("\"v") && read.ends_with('"'), "{read}");
+
+    // A patch based on the current version applies and answers the next version's tag.
+    let (status, body, next) = patch_max(&h, &admin, Some(&read), 100).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["maxActivationPeriodMins"], 100);
+    assert_ne!(next, read);
+    assert!(next.starts_with("\"v"), "{next}");
+    let (_, _, get_headers) = h
+        .raw(
+            "GET",
+            "/v2026/jit-activation-config/policy",
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(get_headers["etag"].to_str().unwrap(), next);
+
+    // A patch based on the stale read is refused with 412 and changes nothing.
+    let before = h.engine().last_sequence().unwrap();
+    for stale in [
+        read.as_str(),
+        &format!("\"v999\", {read}"),
+        &format!("W/{next}"),
+    ] {
+        let (status, body, _) = patch_max(&h, &admin, Some(stale), 200).await;
+        assert_eq!(status, 412, "If-Match {stale}: {body}");
+        assert!(error_text(&body).contains("If-Match"), "{body}");
+    }
+    let (status, body, _) = patch_max(&h, &admin, Some("v3"), 200).await;
+    assert_eq!(status, 400, "an unquoted tag is malformed: {body}");
+    assert_eq!(h.engine().last_sequence().unwrap(), before);
+    let (_, now, _) = h
+        .raw(
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(now["maxActivationPeriodMins"], 100);
+
+    // A list naming the current tag, `*`, and no `If-Match` at all apply (today's behaviour).
+    let listed = format!("\"v999\", {next}");
+    let (status, _, latest) = patch_max(&h, &admin, Some(&listed), 110).await;
+    assert_eq!(status, 200);
+    assert_eq!(patch_max(&h, &admin, Some("*"), 120).await.0, 200);
+    assert_eq!(patch_max(&h, &admin, None, 130).await.0, 200);
+
+    // Two administrators patch from the same read at once: exactly one wins.
+    let (_, _, current) = h
+        .raw(
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    let current = current["etag"].to_str().unwrap().to_owned();
+    assert_ne!(current, latest);
+    let other = h.org_admin();
+    let (a, b) = tokio::join!(
+        patch_max(&h, &admin, Some(&current), 140),
+        patch_max(&h, &other, Some(&current), 150)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412], "{} / {}", a.1, b.1);
+    let winner = if a.0 == 200 { 140 } else { 150 };
+    let (_, now, _) = h
+        .raw(
+            "GET",
+            "/jit-activation-config/v1/policy",
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(now["maxActivationPeriodMins"], winner);
+    assert_eq!(policy["id"], now["id"]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_clients_fields_are_accepted_and_others_refused() {
+    let h = Harness::new().await;
+    h.seed().await;
+    let alice = h.alice();
+    let context =
+        json!({"requestOrigin": "sdk-go", "metaData": {"ticket": "CHG-42", "attempt": 1}});
+    let with = |mut body: Value| {
+        body.as_object_mut()
+            .unwrap()
+            .extend(context.as_object().unwrap().clone());
+        body
+    };
+    let activated = h
+        .expect(
+            202,
+            "POST",
+            ACTIVATE_FORMS[0],
+            Some(&alice),
+            Some(with(
+                json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30}),
+            )),
+        )
+        .await;
+    h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    let extended = h
+        .expect(
+            202,
+            "POST",
+            "/jit-activations/v1/extend",
+            Some(&alice),
+            Some(with(
+                json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5}),
+            )),
+        )
+        .await;
+    assert_eq!(extended["activationId"], activated["activationId"]);
+    let _ = h
+        .expect(
+            202,
+            "POST",
+            "/v2026/jit-activations/deactivate",
+            Some(&alice),
+            Some(with(json!({"connectionId": ALICE_CONN}))),
+        )
+        .await;
+    h.wait_state(ALICE_CONN, ConnectionState::Available).await;
+
+    // Fields no version of the contract has, and the new ones out of bounds, are refused.
+    let before = h.engine().last_sequence().unwrap();
+    let too_many: serde_json::Map<String, Value> = (0
+        ..=jitflow_shim::activations::MAX_META_ENTRIES)
+        .map(|i| (format!("k{i}"), json!(i)))
+        .collect();
+    for (extra, field) in [
+        (json!({"requestedBy": "bob"}), "requestedBy"),
+        (json!({"requestOrigin": ""}), "requestOrigin"),
+        (json!({"requestOrigin": 7}), "requestOrigin"),
+        (json!({"metaData": ["a"]}), "metaData"),
+        (json!({"metaData": too_many}), "metaData"),
+        (json!({"requestOrigin": null}), "requestOrigin"),
+    ] {
+        let mut body = json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let answer = h
+            .expect(400, "POST", ACTIVATE_FORMS[1], Some(&alice), Some(body))
+            .await;
+        assert!(error_text(&answer).contains(field), "{field}: {answer}");
+    }
+    assert_eq!(h.engine().last_sequence().unwrap(), before);
     h.stop().await;
 }

@@ -98,7 +98,9 @@ async fn connection_list_shapes_filters_and_counts() {
             "displayName": "Domain Admins",
             "attribute": "memberOf",
             "value": "CN=Domain Admins,DC=example,DC=com",
-            "privilegeLevel": {"effective": null}
+            // No level registered: `effective` is absent (the contract's string is not
+            // nullable).
+            "privilegeLevel": {}
         })
     );
     assert_eq!(hit["state"]["value"], "AVAILABLE");
@@ -444,7 +446,7 @@ async fn patch_a_connection_by_id_and_by_assignment() {
     for (patch, needle) in [
         (json!([]), "empty"),
         (
-            json!([{"op": "remove", "path": "/type", "value": null}]),
+            json!([{"op": "remove", "path": "/type", "value": "JIT"}]),
             "remove",
         ),
         (
@@ -565,7 +567,7 @@ async fn patch_a_connection_by_id_and_by_assignment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_conflicts_are_409_for_patch_and_bulk() {
+async fn lifecycle_conflicts_are_refused_for_patch_and_bulk() {
     let h = Harness::with_target(Target {
         hang_grants: true,
         ..Target::default()
@@ -595,9 +597,10 @@ async fn lifecycle_conflicts_are_409_for_patch_and_bulk() {
     );
     let admin = h.org_admin();
     let before = h.engine().last_sequence().unwrap();
+    // The patch operations declare no 409: a 400 whose detail code says it.
     let text = error_text(
         &h.expect(
-            409,
+            400,
             "PATCH",
             &format!("{LIST}/{ALICE_CONN}"),
             Some(&admin),
@@ -700,7 +703,7 @@ async fn bulk_type_update_answers_per_item() {
     h.expect(401, "POST", LIST, None, Some(json!([]))).await;
     h.expect(403, "POST", LIST, Some(&h.alice()), Some(json!([])))
         .await;
-    let (status, _, _) = h
+    let (status, answer, _) = h
         .raw(
             "POST",
             LIST,
@@ -709,7 +712,9 @@ async fn bulk_type_update_answers_per_item() {
             Some(b"[]".to_vec()),
         )
         .await;
-    assert_eq!(status, 415);
+    // The operation declares no 415.
+    assert_eq!(status, 400);
+    assert_eq!(detail_code(&answer), "400.1.415 Unsupported Media Type");
     assert_eq!(h.engine().last_sequence().unwrap(), before);
     h.stop().await;
 }

@@ -202,6 +202,65 @@ pub struct Submission {
     pub client_metadata: Metadata,
 }
 
+/// One identity of a submission with its items: (identity, the path of its items in the
+/// body, the items).
+pub type Group<'a> = (&'a IdentityId, String, &'a [RequestedItem]);
+
+impl Submission {
+    /// The submission's (identity, path of its items, items) groups, in order, from whichever
+    /// of the two shapes it uses: the one rule of which shapes may be combined, shared by a
+    /// submission and an accounts selection. Refused: both shapes at once
+    /// ([`Error::BothShapes`]: `requestedFor` and `requestedItems` must then be omitted),
+    /// neither, an empty identity list, `accountSelection` in the flat shape, and the nested
+    /// shape for REVOKE_ACCESS.
+    pub fn groups(&self) -> Result<Vec<Group<'_>>, Error> {
+        match (
+            &self.requested_for,
+            &self.requested_items,
+            &self.requested_for_with_items,
+        ) {
+            (None, None, Some(nested)) => {
+                if self.request_type == RequestType::Revoke {
+                    return Err(Error::RevokeNested);
+                }
+                if nested.is_empty() {
+                    return Err(Error::NoIdentities {
+                        field: "requestedForWithRequestedItems",
+                    });
+                }
+                Ok(nested
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let path = format!("requestedForWithRequestedItems[{i}].requestedItems");
+                        (&n.identity, path, n.items.as_slice())
+                    })
+                    .collect())
+            }
+            (Some(ids), Some(items), None) => {
+                if ids.is_empty() {
+                    return Err(Error::NoIdentities {
+                        field: "requestedFor",
+                    });
+                }
+                if items.iter().any(|i| i.account_selection.is_some()) {
+                    return Err(Error::NotAllowed {
+                        path: "requestedItems".into(),
+                        field: "accountSelection",
+                        request_type: self.request_type,
+                    });
+                }
+                Ok(ids
+                    .iter()
+                    .map(|id| (id, "requestedItems".to_owned(), items.as_slice()))
+                    .collect())
+            }
+            (_, _, Some(_)) => Err(Error::BothShapes),
+            _ => Err(Error::NoRecipients),
+        }
+    }
+}
+
 /// Where an identity's existing access came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Origin {
@@ -766,50 +825,7 @@ pub fn validate_submit(
 ) -> Result<Vec<ItemSpec>, Error> {
     let request_type = submission.request_type;
     check_metadata("clientMetadata", &submission.client_metadata)?;
-    // The two shapes, as (identity, path prefix, items) lists.
-    let groups: Vec<(&IdentityId, String, &[RequestedItem])> = match (
-        &submission.requested_for,
-        &submission.requested_items,
-        &submission.requested_for_with_items,
-    ) {
-        (None, None, Some(nested)) => {
-            if request_type == RequestType::Revoke {
-                return Err(Error::RevokeNested);
-            }
-            if nested.is_empty() {
-                return Err(Error::NoIdentities {
-                    field: "requestedForWithRequestedItems",
-                });
-            }
-            nested
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    let path = format!("requestedForWithRequestedItems[{i}].requestedItems");
-                    (&n.identity, path, n.items.as_slice())
-                })
-                .collect()
-        }
-        (Some(ids), Some(items), None) => {
-            if ids.is_empty() {
-                return Err(Error::NoIdentities {
-                    field: "requestedFor",
-                });
-            }
-            if items.iter().any(|i| i.account_selection.is_some()) {
-                return Err(Error::NotAllowed {
-                    path: "requestedItems".into(),
-                    field: "accountSelection",
-                    request_type,
-                });
-            }
-            ids.iter()
-                .map(|id| (id, "requestedItems".to_owned(), items.as_slice()))
-                .collect()
-        }
-        (_, _, Some(_)) => return Err(Error::BothShapes),
-        _ => return Err(Error::NoRecipients),
-    };
+    let groups = submission.groups()?;
     let identities = groups.len();
     let mut seen = BTreeSet::new();
     let mut entitlements = BTreeSet::new();

@@ -1,6 +1,8 @@
 //! A shim on an ephemeral port over an engine with a manual clock and a recording target.
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod conformance;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -236,10 +238,28 @@ impl Harness {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.with_headers(method, path, token, &[], content_type, body)
+            .await
+    }
+
+    /// Sends a request with raw parts and extra headers.
+    pub async fn with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let verb = method;
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             request = request.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             if let Some(ct) = content_type {
@@ -253,6 +273,8 @@ impl Harness {
         let bytes = response.bytes().await.unwrap();
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        // Every answer of a vendor operation is checked against the vendor's files.
+        conformance::contract().check(verb, path, status, &value);
         (status, value, headers)
     }
 
@@ -358,4 +380,10 @@ pub fn error_text(body: &Value) -> String {
     assert_eq!(dto.messages[0].locale, "en-US");
     assert_eq!(dto.messages[0].locale_origin, "DEFAULT");
     dto.messages[0].text.clone()
+}
+
+/// The `detailCode` of an `ErrorResponseDto` body.
+pub fn detail_code(body: &Value) -> String {
+    error_text(body);
+    body["detailCode"].as_str().unwrap_or_default().to_owned()
 }
