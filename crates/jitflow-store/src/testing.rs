@@ -1,0 +1,72 @@
+//! Entry points for other crates' tests (cargo feature `test-support`, which no release build
+//! enables): damage that no write API allows, so that tools built on [`Store::verify`] (the
+//! `jitflow verify` command) can be tested on a store that disagrees with its log.
+
+use jitflow_core::connection::Connection;
+use jitflow_core::id::TenantId;
+
+use crate::append::Error;
+use crate::codec;
+use crate::store::Store;
+use crate::tables::CONNECTIONS;
+
+/// Overwrites the stored projection of `connection` (of `tenant`) with `connection` as given,
+/// without appending an event: the projection now disagrees with the log, and
+/// [`Store::verify`] reports a `Difference::Connection` for it. Committed like any write
+/// (`Durability::Immediate`).
+pub fn overwrite_connection(
+    store: &Store,
+    tenant: &TenantId,
+    connection: &Connection,
+) -> Result<(), Error> {
+    let txn = store.begin_write()?;
+    let result = (|| {
+        let mut table = txn.open_table(CONNECTIONS)?;
+        table.insert(
+            (tenant.as_str(), connection.spec.id.as_u128()),
+            codec::encode_connection(connection).as_slice(),
+        )?;
+        Ok(())
+    })();
+    store.finish(txn, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Batch, Entry};
+    use crate::test_support::{CONN, spec, step};
+    use crate::verify::Difference;
+    use jitflow_core::lifecycle::Command;
+
+    /// The planted projection is what verify reports, and only that.
+    #[test]
+    fn an_overwritten_connection_is_a_verify_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("f.redb"), Default::default()).unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let (event, after) = step(None, Command::Register(spec(CONN)));
+        let mut batch = Batch::new();
+        batch.push(Entry::Connection {
+            tenant: tenant.clone(),
+            event,
+            after,
+        });
+        store.append_batch(&batch).unwrap();
+        assert!(store.verify().unwrap().is_clean());
+        let mut c = store
+            .reader()
+            .unwrap()
+            .connection(&tenant, CONN)
+            .unwrap()
+            .unwrap();
+        c.spec.identity_name = "Mallory".into();
+        overwrite_connection(&store, &tenant, &c).unwrap();
+        let report = store.verify().unwrap();
+        assert!(
+            matches!(report.differences.as_slice(), [Difference::Connection { id, .. }] if *id == CONN),
+            "{:#?}",
+            report.differences
+        );
+    }
+}
