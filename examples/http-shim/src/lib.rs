@@ -157,6 +157,11 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (
             Method::GET,
+            "/jitflow/v1/connections/{id}",
+            get(connections::show),
+        ),
+        (
+            Method::GET,
             "/entitlement-connections/v1",
             get(entitlement_connections::search),
         ),
