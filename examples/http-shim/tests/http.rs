@@ -793,6 +793,11 @@ async fn short_activation_expires() {
         metrics.contains("jitflow_effects_pending{of=\"connection\"} 0\n"),
         "{metrics}"
     );
+    // No timer is past its due time yet: no lag.
+    assert!(
+        metrics.contains("jitflow_timer_lag_seconds 0\n"),
+        "{metrics}"
+    );
     h.clock.advance(Duration::from_secs(61));
     h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
     let connection = h.connection(ALICE_CONN).unwrap();
@@ -917,6 +922,7 @@ async fn operations_and_fallbacks() {
         "jitflow_timers_pending",
         "jitflow_effects_total",
         "jitflow_stuck_activations",
+        "jitflow_timer_lag_seconds",
     ] {
         assert!(
             metrics
