@@ -1076,3 +1076,40 @@ async fn import_registers_in_request_order() {
     assert!(h.connection(second).is_none());
     h.stop().await;
 }
+
+/// The console's files are served without a token, with their types and a policy that allows
+/// only this origin; an unknown file is the API's 404; `/console` leads to `/console/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_files_are_served_with_their_types_and_policy() {
+    let h = Harness::new().await;
+    for (path, kind, needle) in [
+        ("/console/", "text/html", "id=\"signin\""),
+        ("/console/index.html", "text/html", "app.js"),
+        ("/console/app.js", "text/javascript", "sessionStorage"),
+        ("/console/style.css", "text/css", ".badge"),
+    ] {
+        let (status, body, headers) = h.raw("GET", path, None, None, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
+        assert!(body.as_str().unwrap().contains(needle), "{path}");
+    }
+    let (status, body, _) = h.raw("GET", "/console/secret", None, None, None).await;
+    assert_eq!(status, 404);
+    error_text(&body);
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/console", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(response.headers()["location"], "/console/");
+    h.stop().await;
+}
