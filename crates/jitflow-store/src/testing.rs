@@ -1,6 +1,7 @@
 //! Entry points for other crates' tests (cargo feature `test-support`, which no release build
-//! enables): damage that no write API allows, so that tools built on [`Store::verify`] (the
-//! `jitflow verify` command) can be tested on a store that disagrees with its log.
+//! enables): damage that no write API allows, so that tools built on [`Store::verify`] and on
+//! the upgrade on open (the `jitflow verify` and `jitflow upgrade` commands) can be tested on a
+//! store that disagrees with its log, or of an older format version.
 
 use jitflow_core::connection::Connection;
 use jitflow_core::id::TenantId;
@@ -8,7 +9,7 @@ use jitflow_core::id::TenantId;
 use crate::append::Error;
 use crate::codec;
 use crate::store::Store;
-use crate::tables::CONNECTIONS;
+use crate::tables::{CONNECTIONS, FORMAT_VERSION_KEY, META, REQUEST_CONFIGS};
 
 /// Overwrites the stored projection of `connection` (of `tenant`) with `connection` as given,
 /// without appending an event: the projection now disagrees with the log, and
@@ -26,6 +27,21 @@ pub fn overwrite_connection(
             (tenant.as_str(), connection.spec.id.as_u128()),
             codec::encode_connection(connection).as_slice(),
         )?;
+        Ok(())
+    })();
+    store.finish(txn, result)
+}
+
+/// Turns the file back into format version 2, as a build of that version left it: drops the
+/// access request config table and stamps version 2, so that the upgrade [`Store::open`]
+/// performs (and `jitflow upgrade --dry-run`) can be tested. Meant for a store without access
+/// request configs (version 2 had none); drop the store after it, as a version 2 file is
+/// opened anew.
+pub fn downgrade_to_version_2(store: &Store) -> Result<(), Error> {
+    let txn = store.begin_write()?;
+    let result = (|| {
+        txn.delete_table(REQUEST_CONFIGS)?;
+        txn.open_table(META)?.insert(FORMAT_VERSION_KEY, 2)?;
         Ok(())
     })();
     store.finish(txn, result)
@@ -67,6 +83,23 @@ mod tests {
             matches!(report.differences.as_slice(), [Difference::Connection { id, .. }] if *id == CONN),
             "{:#?}",
             report.differences
+        );
+    }
+
+    /// A downgraded file reads as version 2 without being changed, and opens upgraded.
+    #[test]
+    fn a_downgraded_file_is_version_2_until_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.redb");
+        let store = Store::open(&path, Default::default()).unwrap();
+        downgrade_to_version_2(&store).unwrap();
+        drop(store);
+        assert_eq!(crate::open::stored_format_version(&path).unwrap(), Some(2));
+        let store = Store::open(&path, Default::default()).unwrap();
+        drop(store);
+        assert_eq!(
+            crate::open::stored_format_version(&path).unwrap(),
+            Some(crate::open::FILE_FORMAT_VERSION)
         );
     }
 }
