@@ -70,39 +70,6 @@ async fn offline(dir: &Path, args: &[&str]) -> Run {
     jitflow("http://127.0.0.1:9", None, &all).await
 }
 
-/// Registers `n` more JIT connections of identity `who`, for paging.
-async fn register_many(h: &Harness, who: &str, n: usize) -> Vec<String> {
-    let specs: Vec<Value> = (0..n)
-        .map(|i| {
-            let mut s = spec(&uuid::Uuid::new_v4().to_string(), who, "JIT");
-            s["accountId"] = json!(format!("{who}-{i}"));
-            s
-        })
-        .collect();
-    let ids = specs
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
-    let body = h
-        .expect(
-            200,
-            "POST",
-            "/jitflow/v1/connections",
-            Some(&h.admin()),
-            Some(json!({"connections": specs})),
-        )
-        .await;
-    assert!(
-        body["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == 200),
-        "{body}"
-    );
-    ids
-}
-
 fn ids(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap()
@@ -139,7 +106,7 @@ async fn connections_are_listed_filtered_and_paged_to_the_end() {
     assert!(table.stdout.contains("AVAILABLE"));
 
     // More than one page (250): every connection once, in the order asked for.
-    let mut more = register_many(&h, "carol", 260).await;
+    let mut more = register_many(&h, 260, "carol").await;
     more.extend([ALICE_CONN, BOB_CONN, STANDING_CONN].map(String::from));
     more.sort();
     let all = jitflow(&base, t, &["connections", "list", "--json"])
@@ -589,6 +556,34 @@ async fn offline_commands_on_a_stopped_engines_store() {
     );
     let compact = offline(dir, &["compact", "--json"]).await.ok().json();
     assert!(compact["bytesAfter"].as_u64().unwrap() <= compact["bytesBefore"].as_u64().unwrap());
+    offline(dir, &["verify"]).await.ok();
+
+    // A file of format version 2: refused by all but `upgrade`, whose dry run changes nothing.
+    {
+        let store =
+            jitflow_store::Store::open(dir.join("jitflow.redb"), Default::default()).unwrap();
+        jitflow_store::testing::downgrade_to_version_2(&store).unwrap();
+    }
+    for _ in 0..2 {
+        let old = offline(dir, &["verify"]).await;
+        assert_eq!(old.code, 1, "{}", old.stdout);
+        assert!(
+            old.stderr.contains("has format version 2") && old.stderr.contains("jitflow upgrade"),
+            "{}",
+            old.stderr
+        );
+        let dry = offline(dir, &["upgrade", "--dry-run"]).await.ok();
+        assert!(
+            dry.stdout
+                .contains("would upgrade from format version 2 to 3")
+                && dry.stdout.contains("dry run: nothing changed"),
+            "{}",
+            dry.stdout
+        );
+    }
+    let upgraded = offline(dir, &["upgrade", "--json"]).await.ok().json();
+    assert_eq!(upgraded["from"], 2);
+    assert_eq!(upgraded["version"], 3);
     offline(dir, &["verify"]).await.ok();
 
     // A difference planted behind the log's back: listed, exit code 3.

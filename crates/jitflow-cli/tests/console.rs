@@ -104,6 +104,21 @@ where
     panic!("the page never showed {what}; it shows:\n{body}");
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_in(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
 async fn rows(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.map_or(0, |r| r.len())
 }
@@ -178,18 +193,8 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
     shot(&c, "signin").await;
 
     // Signed in: the connections page, every connection with its state badge.
-    c.find(Locator::Css("#token-input"))
-        .await
-        .unwrap()
-        .send_keys(&token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#signin-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(&c, "#token-input", &token).await;
+    click(&c, "#signin-button").await;
     until(&c, "three connections", || async {
         rows(&c, "#connections tbody tr").await == 3
     })
@@ -201,14 +206,8 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
     shot(&c, "connections").await;
 
     // A filter that does not parse: its error under the box, no rows.
-    let filter = c.find(Locator::Css("#filter")).await.unwrap();
-    filter.send_keys("state.value eq").await.unwrap();
-    c.find(Locator::Css("#apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(&c, "#filter", "state.value eq").await;
+    click(&c, "#apply").await;
     until(&c, "the filter's error", || displayed(&c, "#filter-error")).await;
     let error = text(&c, "#filter-error").await.unwrap();
     assert!(error.contains("filter"), "{error}");
@@ -216,15 +215,8 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
     shot(&c, "filter-error").await;
 
     // A valid filter: alice's two connections.
-    let filter = c.find(Locator::Css("#filter")).await.unwrap();
-    filter.clear().await.unwrap();
-    filter.send_keys(r#"identity.id eq "alice""#).await.unwrap();
-    c.find(Locator::Css("#apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(&c, "#filter", r#"identity.id eq "alice""#).await;
+    click(&c, "#apply").await;
     until(&c, "alice's two connections", || async {
         rows(&c, "#connections tbody tr").await == 2 && !displayed(&c, "#filter-error").await
     })
@@ -235,27 +227,10 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
     );
 
     // Her JIT connection's page; activate it through the page.
-    c.find(Locator::Css(&format!(
-        "tr[data-id='{ALICE_CONN}'] a.conn-link"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(&c, &format!("tr[data-id='{ALICE_CONN}'] a.conn-link")).await;
     until(&c, "the AVAILABLE badge", || badge_is(&c, "AVAILABLE")).await;
-    c.find(Locator::Css("#minutes"))
-        .await
-        .unwrap()
-        .send_keys("30")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#activate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(&c, "#minutes", "30").await;
+    click(&c, "#activate").await;
     until(&c, "the ACTIVE badge", || badge_is(&c, "ACTIVE")).await;
     until(&c, "the timeline bar up to the expiry", || async {
         match c.find(Locator::Css("#timeline-bar")).await {
@@ -294,15 +269,8 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
         .await
         .unwrap();
     clock.advance(Duration::from_secs(10 * 60));
-    let minutes = c.find(Locator::Css("#minutes")).await.unwrap();
-    minutes.clear().await.unwrap();
-    minutes.send_keys("15").await.unwrap();
-    c.find(Locator::Css("#extend"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_in(&c, "#minutes", "15").await;
+    click(&c, "#extend").await;
     until(&c, "the Extended event", || async {
         rows(&c, "#events tr[data-change='Extended']").await == 1
     })
@@ -362,12 +330,7 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
     shot(&c, "operations").await;
 
     // Signing out forgets the token: the sign-in box again.
-    c.find(Locator::Css("#signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#signout").await;
     until(&c, "the sign-in box after sign-out", || {
         displayed(&c, "#signin")
     })
