@@ -145,8 +145,46 @@ async fn the_console_in_a_real_browser() {
         eprintln!("skipped: {reason}");
         return;
     };
-    let h = Harness::new().await;
+    // Access requests wait for the admin's approval, so the approvals page has one to decide.
+    let config = jitflow::Config {
+        approvers: vec![jitflow_core::id::IdentityId::parse("admin").unwrap()],
+        approval_timeout: Duration::from_secs(24 * 3600),
+        ..jitflow::Config::default()
+    };
+    let h = Harness::with_target(Target {
+        config: Some(config),
+        ..Target::default()
+    })
+    .await;
     h.seed().await;
+    let alice = h.token(
+        TENANT,
+        "alice",
+        &["idn:access-request-self:manage"],
+        &[jitflow_shim::auth::Level::User],
+    );
+    h.expect(
+        202,
+        "POST",
+        "/access-requests/v1",
+        Some(&alice),
+        Some(
+            json!({"requestedFor": ["alice"], "requestType": "GRANT_ACCESS",
+            "requestedItems": [{"type": "ENTITLEMENT", "id": "finance-read", "comment": "audit"}]}),
+        ),
+    )
+    .await;
+    let mut scopes = ORG_ADMIN_SCOPES.to_vec();
+    scopes.extend([
+        "idn:access-request-approvals:read",
+        "idn:access-request-approvals:manage",
+    ]);
+    let token = h.token(
+        TENANT,
+        "admin",
+        &scopes,
+        &[jitflow_shim::auth::Level::OrgAdmin],
+    );
     let driver = start_driver(&chromedriver).await;
     let profile = tempfile::tempdir().unwrap();
     let mut caps = serde_json::Map::new();
@@ -171,7 +209,7 @@ async fn the_console_in_a_real_browser() {
     let scenario = tokio::spawn(scenario(
         client.clone(),
         h.base.clone(),
-        h.org_admin(),
+        token,
         h.clock.clone(),
     ));
     let outcome = scenario.await;
@@ -318,8 +356,28 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
     .await;
     shot(&c, "activations").await;
     c.goto(&format!("{console}#/approvals")).await.unwrap();
-    until(&c, "the approvals table", || displayed(&c, "#approvals")).await;
+    until(&c, "alice's pending approval", || async {
+        rows(&c, "#approvals tbody tr").await == 1
+    })
+    .await;
+    assert_eq!(
+        text(&c, "#approvals tbody td:nth-child(4)")
+            .await
+            .as_deref(),
+        Some("finance-read")
+    );
     shot(&c, "approvals").await;
+    type_in(&c, "#approvals .comment", "ok").await;
+    click(&c, "#approvals .approve").await;
+    until(&c, "the approval gone from the pending list", || async {
+        rows(&c, "#approvals tbody tr").await == 0
+    })
+    .await;
+    assert!(
+        !displayed(&c, "#error").await,
+        "{:?}",
+        text(&c, "#error").await
+    );
     c.goto(&format!("{console}#/operations")).await.unwrap();
     until(&c, "the operations figures", || async {
         text(&c, "#timers-pending .value")
@@ -327,6 +385,8 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
             .is_some_and(|v| v != "?")
     })
     .await;
+    assert_eq!(text(&c, "#stuck .value").await.as_deref(), Some("0"));
+    assert_eq!(text(&c, "#timer-lag .value").await.as_deref(), Some("0"));
     shot(&c, "operations").await;
 
     // Signing out forgets the token: the sign-in box again.
