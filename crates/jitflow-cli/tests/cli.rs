@@ -548,6 +548,19 @@ async fn offline_commands_on_a_stopped_engines_store() {
         tail.stdout
     );
 
+    // Ctrl-C (the flag the binary's handler sets) stops export and stats between pages: the
+    // outcome is exit code 130, and no line is cut.
+    let stop = jitflow_cli::progress::Interrupt::default();
+    stop.set();
+    let mut out = Vec::new();
+    let stopped = jitflow_cli::offline::export(dir, 1, &stop, &mut out).unwrap();
+    assert_eq!(stopped, jitflow_cli::Outcome::Interrupted);
+    assert_eq!(stopped.code(), 130);
+    assert!(out.is_empty());
+    let stopped = jitflow_cli::offline::stats(dir, true, &stop, &mut out).unwrap();
+    assert_eq!(stopped, jitflow_cli::Outcome::Interrupted);
+    assert!(out.is_empty(), "no partial report");
+
     let upgrade = offline(dir, &["upgrade", "--dry-run"]).await.ok();
     assert!(
         upgrade.stdout.contains("nothing to do"),
