@@ -104,6 +104,9 @@
 //! - `serde`: the derives that bincode encodes the core's types and the envelope through.
 //! - `thiserror`: the typed error enums.
 //! - `tracing`: warnings on recovery, poisoning and index disagreements.
+//!
+//! The cargo feature `test-support` adds [`testing`], entry points for other crates' tests
+//! only (planting a difference for `verify`).
 #![forbid(unsafe_code)]
 
 pub mod append;
@@ -129,5 +132,7 @@ pub mod verify;
 
 #[cfg(test)]
 mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use store::{Stats, Store};

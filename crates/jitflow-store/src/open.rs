@@ -234,7 +234,23 @@ fn builder(options: &Options) -> Builder {
     builder
 }
 
-fn stored_version(db: &Database) -> Result<Option<u64>, Error> {
+/// The format version stamped in the existing store file at `path`, read without creating,
+/// repairing, upgrading or otherwise changing the file: what a dry run of the upgrade that
+/// [`Store::open`] performs needs to know. `None` for a redb file without a jitflow version yet
+/// (a new, empty file, which [`Store::open`] would initialise).
+///
+/// # Errors
+///
+/// [`Error::Database`] when the file does not exist, is not a redb database, needs crash
+/// recovery (which would change it), or is open in a process that writes to it
+/// (`DatabaseError::DatabaseAlreadyOpen`: an engine holds it); [`Error::Storage`] when it
+/// cannot be read.
+pub fn stored_format_version(path: impl AsRef<Path>) -> Result<Option<u64>, Error> {
+    let db = Database::builder().open_read_only(path)?;
+    stored_version(&db)
+}
+
+fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, Error> {
     let txn = db.begin_read().map_err(storage)?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,

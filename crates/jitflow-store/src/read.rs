@@ -312,6 +312,42 @@ impl Reader {
         Ok(out)
     }
 
+    /// The tenants that have at least one connection, in order, after `after` (exclusive), at
+    /// most `limit`: one seek per tenant, whatever its number of connections (for operators'
+    /// counts; a tenant's connections are then read with [`Reader::connections`]).
+    pub fn tenants(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<TenantId>, Error> {
+        check_limit(limit)?;
+        let table = self.table(CONNECTIONS)?;
+        let mut out: Vec<TenantId> = Vec::with_capacity(limit.min(1024));
+        let mut last = after.cloned();
+        while out.len() < limit {
+            let next = match &last {
+                Some(t) => table
+                    .range::<(&str, u128)>((
+                        Bound::Excluded((t.as_str(), u128::MAX)),
+                        Bound::Unbounded,
+                    ))?
+                    .next(),
+                None => table.range::<(&str, u128)>(..)?.next(),
+            };
+            let Some(entry) = next else { break };
+            let (k, _) = entry?;
+            let text = k.value().0;
+            let tenant = TenantId::parse(text).map_err(|e| {
+                codec::Error::new(
+                    codec::RecordName::Key {
+                        table: "connections",
+                        key: text.to_owned(),
+                    },
+                    codec::Problem::Invalid(format!("not a tenant id: {e}")),
+                )
+            })?;
+            out.push(tenant.clone());
+            last = Some(tenant);
+        }
+        Ok(out)
+    }
+
     /// The activation `id` of `tenant`, as it stands after the last event that named it.
     pub fn activation(
         &self,

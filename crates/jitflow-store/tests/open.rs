@@ -86,3 +86,30 @@ fn a_file_that_is_not_redb_is_refused() {
     let err = Store::open(&path, Options::default()).unwrap_err();
     assert!(matches!(err, Error::Database(_)), "{err:?}");
 }
+
+/// The dry run's read: the stamped version, without upgrading; refused while a store holds the
+/// file, and for a missing file.
+#[test]
+fn the_stored_version_is_read_without_changing_the_file() {
+    use jitflow_store::open::stored_format_version;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    assert!(matches!(
+        stored_format_version(&path),
+        Err(Error::Database(_))
+    ));
+    drop(Store::open(&path, Options::default()).unwrap());
+    stamp(&path, 2);
+    assert_eq!(stored_format_version(&path).unwrap(), Some(2));
+    assert_eq!(stamped_version(&path), Some(2), "read only: not upgraded");
+    let store = Store::open(&path, Options::default()).unwrap();
+    assert!(matches!(
+        stored_format_version(&path),
+        Err(Error::Database(redb::DatabaseError::DatabaseAlreadyOpen))
+    ));
+    drop(store);
+    assert_eq!(
+        stored_format_version(&path).unwrap(),
+        Some(FILE_FORMAT_VERSION)
+    );
+}

@@ -130,3 +130,41 @@ fn store_compact_refused(store: &mut Store) -> bool {
         Err(jitflow_store::compact::Error::Compaction(_))
     )
 }
+
+/// `tenants` lists each tenant with connections once, in order, paged by `after` and `limit`.
+#[test]
+fn tenants_are_listed_once_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("t.redb"), Options::default()).unwrap();
+    let mut world = World::new("tenants", 3, 1);
+    let mut batch = Batch::new();
+    for tenant in 0..3 {
+        for slot in 0..4 {
+            if let Some(e) = world.apply(common::Op::Act {
+                tenant,
+                slot,
+                action: common::Action::Register(jitflow_core::connection::ConnectionType::Jit),
+            }) {
+                batch.push(e);
+            }
+        }
+    }
+    store.append_batch(&batch).unwrap();
+    let reader = store.reader().unwrap();
+    let all: Vec<String> = reader
+        .tenants(None, 100)
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(all, ["tenants-0", "tenants-1", "tenants-2"]);
+    let first = reader.tenants(None, 1).unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = reader.tenants(Some(&first[0]), 100).unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].as_str(), "tenants-1");
+    assert!(matches!(
+        reader.tenants(None, MAX_READ_LIMIT + 1),
+        Err(Error::LimitTooLarge { .. })
+    ));
+}

@@ -1,7 +1,9 @@
-//! The shim's extension endpoints (not part of the vendor contract) that register and remove
-//! entitlement connections: `POST /jitflow/v1/connections` and
-//! `DELETE /jitflow/v1/connections/{id}`. Both need `idn:entitlement-connections:manage` and
-//! `ORG_ADMIN`.
+//! The shim's extension endpoints (not part of the vendor contract) that register, show and
+//! remove entitlement connections: `POST /jitflow/v1/connections` and
+//! `DELETE /jitflow/v1/connections/{id}` need `idn:entitlement-connections:manage` and
+//! `ORG_ADMIN`; `GET /jitflow/v1/connections/{id}` (one connection with its latest activation,
+//! its armed timers and its pending effects, for operators' tools) needs
+//! `idn:entitlement-connections:list` and `ORG_ADMIN`, like the connection list.
 //!
 //! The import answers 200 with one result per item, in order: 200 registered, 400 invalid, 409
 //! the id exists (and, rarely, 429 or 500 for an item the engine could not take). The items
@@ -10,8 +12,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use jitflow_core::activation::{Activation, EndReason};
 use jitflow_core::connection::{ConnectionSpec, ConnectionType};
 use jitflow_core::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId};
+use jitflow_core::lifecycle::{Effect, TimerKind};
+use jitflow_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,6 +24,7 @@ use crate::AppState;
 use crate::activations::connection_id;
 use crate::auth::{self, Principal};
 use crate::body::{JsonBody, Segment};
+use crate::entitlement_connections::{SearchHitDto, actor_text};
 use crate::error::{ApiError, ErrorResponseDto, Errors};
 
 /// The most connections one import may hold.
@@ -219,4 +225,196 @@ pub async fn remove(
     let id = connection_id("id", &id)?;
     state.engine.remove(&principal.caller, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// One connection as operators see it (jitflow extension): the contract's search hit, its
+/// latest activation, and what the engine still has to do for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionDetailDto {
+    /// The connection, as the connection list shows it.
+    pub connection: SearchHitDto,
+    /// Its latest activation, running or ended; `null` if it was never activated.
+    pub activation: Option<ActivationDto>,
+    /// Whether `activation` is still running (not COMPLETED, REVOKED, INVALID or ERROR).
+    pub running: bool,
+    /// Its armed timers, in due order.
+    pub timers: Vec<TimerDto>,
+    /// Its effects committed and not yet settled (running, or waiting for a retry).
+    pub pending_effects: Vec<EffectDto>,
+    /// Whether a revoke (of the activation or of standing access) reached the stuck bound.
+    pub stuck: bool,
+}
+
+/// An activation workflow instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationDto {
+    /// Its id.
+    pub id: String,
+    /// The workflow status (`CREATING`, `ACTIVATING`, `PROVISIONED`, `DEPROVISIONING`,
+    /// `COMPLETED`, `REVOKED`, `INVALID`, `ERROR`).
+    pub status: String,
+    /// The period granted, in minutes.
+    pub period_mins: u32,
+    /// Who asked for it: an identity id, or `system`.
+    pub requested_by: String,
+    /// When it was requested.
+    pub requested_at: String,
+    /// When the grant succeeded.
+    pub provisioned_at: Option<String>,
+    /// When access expires (moved by extensions).
+    pub expires_at: Option<String>,
+    /// When the expiring-soon warning is due, until it is sent.
+    pub warn_at: Option<String>,
+    /// When removal began.
+    pub deprovision_started_at: Option<String>,
+    /// When the workflow ended.
+    pub ended_at: Option<String>,
+    /// Extensions granted, and the minutes they added.
+    pub extensions: u32,
+    /// Minutes added by extensions.
+    pub extended_by_mins: u32,
+    /// The try of the current grant or revoke, from 1.
+    pub attempt: u32,
+    /// When the next try is due, while waiting after a failure.
+    pub retry_at: Option<String>,
+    /// Why access is being or was removed: `EXPIRED`, `DEACTIVATED`, `PROVISION_FAILED`.
+    pub end_reason: Option<String>,
+    /// The last error (a refusal, or a grant or revoke failure).
+    pub last_error: Option<String>,
+    /// Revoke tries reached the stuck bound; an alert was raised.
+    pub stuck: bool,
+}
+
+/// An armed timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TimerDto {
+    /// `EXPIRY`, `WARNING`, `RETRY` (a grant or revoke try) or `STANDING_RETRY`.
+    pub kind: String,
+    /// When it is due; it never fires earlier.
+    pub due: String,
+}
+
+/// An effect committed and not yet settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectDto {
+    /// `VALIDATE`, `GRANT`, `REVOKE` or `REVOKE_STANDING`.
+    pub kind: String,
+    /// The try, from 1 (0 for a validation).
+    pub attempt: u32,
+    /// The key the target sees on this call and its repeats.
+    pub idempotency_key: String,
+}
+
+fn time(t: Option<Timestamp>) -> Option<String> {
+    t.map(Timestamp::to_rfc3339)
+}
+
+impl ActivationDto {
+    fn from_activation(a: &Activation) -> ActivationDto {
+        ActivationDto {
+            id: a.id.to_string(),
+            status: a.status.as_str().to_owned(),
+            period_mins: a.period.0,
+            requested_by: actor_text(&a.requested_by),
+            requested_at: a.requested_at.to_rfc3339(),
+            provisioned_at: time(a.provisioned_at),
+            expires_at: time(a.expires_at),
+            warn_at: time(a.warn_at),
+            deprovision_started_at: time(a.deprovision_started_at),
+            ended_at: time(a.ended_at),
+            extensions: a.extensions,
+            extended_by_mins: a.extended_by.0,
+            attempt: a.attempt,
+            retry_at: time(a.retry_at),
+            end_reason: a.end_reason.map(|r| {
+                match r {
+                    EndReason::Expired => "EXPIRED",
+                    EndReason::Deactivated => "DEACTIVATED",
+                    EndReason::ProvisionFailed => "PROVISION_FAILED",
+                }
+                .to_owned()
+            }),
+            last_error: a.last_error.clone(),
+            stuck: a.stuck,
+        }
+    }
+}
+
+impl ConnectionDetailDto {
+    /// The detail of a connection.
+    pub fn from_connection(c: &jitflow_core::connection::Connection) -> ConnectionDetailDto {
+        let mut timers = c.timers();
+        timers.sort();
+        ConnectionDetailDto {
+            connection: SearchHitDto::from_connection(c),
+            activation: c.activation.as_ref().map(ActivationDto::from_activation),
+            running: c.running_activation().is_some(),
+            timers: timers
+                .iter()
+                .map(|t| TimerDto {
+                    kind: match t.kind {
+                        TimerKind::Expiry => "EXPIRY",
+                        TimerKind::Warning => "WARNING",
+                        TimerKind::Retry => "RETRY",
+                        TimerKind::StandingRetry => "STANDING_RETRY",
+                    }
+                    .to_owned(),
+                    due: t.due.to_rfc3339(),
+                })
+                .collect(),
+            pending_effects: c
+                .pending_effects()
+                .iter()
+                .map(|e| {
+                    let (kind, attempt) = match *e {
+                        Effect::Validate { .. } => ("VALIDATE", 0),
+                        Effect::Grant { attempt, .. } => ("GRANT", attempt),
+                        Effect::Revoke { attempt, .. } => ("REVOKE", attempt),
+                        Effect::RevokeStanding { attempt } => ("REVOKE_STANDING", attempt),
+                    };
+                    EffectDto {
+                        kind: kind.to_owned(),
+                        attempt,
+                        idempotency_key: e.idempotency_key(c.spec.id),
+                    }
+                })
+                .collect(),
+            stuck: c
+                .activation
+                .as_ref()
+                .is_some_and(|a| a.stuck && !a.status.is_terminal())
+                || c.standing_revoke.as_ref().is_some_and(|r| r.stuck),
+        }
+    }
+}
+
+/// One connection with its latest activation, armed timers and pending effects (jitflow
+/// extension, for operators' tools).
+#[utoipa::path(
+    get,
+    path = "/jitflow/v1/connections/{id}",
+    tag = "jitflow extensions",
+    operation_id = "showConnection",
+    params(("id" = String, Path, description = "The connection id.")),
+    responses(
+        (status = 200, description = "The connection.", body = ConnectionDetailDto),
+        Errors,
+    ),
+    security(("userAuth" = ["idn:entitlement-connections:list"]))
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    principal.require(auth::CONNECTIONS_LIST)?;
+    let id = connection_id("id", &id)?;
+    let tenant = principal.caller.tenant;
+    let connection = crate::list::blocking(&state.engine, move |e| e.connection(&tenant, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connection {id} does not exist")))?;
+    Ok(axum::Json(ConnectionDetailDto::from_connection(&connection)).into_response())
 }

@@ -2,7 +2,7 @@
 //! Security Cloud's JIT REST contract (`shared/api/`): the activation signals, the activation
 //! policy, the entitlement connections (list, patch, bulk type update) and the activation
 //! history, plus the shim's own connection import, event history and audit export, `/health`,
-//! `/metrics` and `/openapi.json`.
+//! `/metrics` and `/openapi.json`, and the operators' web console at `/console/` ([`console`]).
 //!
 //! [`app`] builds the router over an [`Engine`] the caller opened (so tests can give it a
 //! manual clock); [`start`] serves it on a listener until [`Running::stop`]. The binary in
@@ -55,6 +55,7 @@ pub mod approvals;
 pub mod auth;
 pub mod body;
 pub mod connections;
+pub mod console;
 pub mod demo;
 pub mod deviations;
 pub mod entitlement_connections;
@@ -177,6 +178,12 @@ fn route_table() -> Vec<Route> {
             Method::DELETE,
             "/jitflow/v1/connections/{id}",
             signal(delete(connections::remove)),
+            None,
+        ),
+        (
+            Method::GET,
+            "/jitflow/v1/connections/{id}",
+            get(connections::show),
             None,
         ),
         (
@@ -451,6 +458,7 @@ pub fn app(state: AppState) -> Router {
         router = router.route(path, handler);
     }
     router
+        .merge(console::router())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))

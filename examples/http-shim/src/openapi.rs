@@ -77,6 +77,7 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         history::search_current_identity,
         connections::import,
         connections::remove,
+        connections::show,
         events::connection_events,
         events::activation_events,
         events::export,

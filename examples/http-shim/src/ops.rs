@@ -58,6 +58,9 @@ pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError>
 struct Gauges {
     backlog: jitflow_store::read::Backlog,
     stuck: usize,
+    /// How far the earliest armed timer is past its due time, in milliseconds (0 when none is
+    /// overdue): the scheduler's lag.
+    timer_lag_ms: u64,
 }
 
 fn gauges(state: &AppState) -> Result<Gauges, jitflow_store::read::Error> {
@@ -77,7 +80,16 @@ fn gauges(state: &AppState) -> Result<Gauges, jitflow_store::read::Error> {
             }
         }
     }
-    Ok(Gauges { backlog, stuck })
+    let now = state.engine.now();
+    let timer_lag_ms = reader
+        .due_timers(None, None, 1)?
+        .first()
+        .map_or(0, |t| now.as_millis().saturating_sub(t.due().as_millis()));
+    Ok(Gauges {
+        backlog,
+        stuck,
+        timer_lag_ms,
+    })
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
@@ -195,6 +207,18 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             ("{of=\"connection\"}", g.backlog.connection_intents),
             ("{of=\"request_item\"}", g.backlog.item_intents),
         ],
+    );
+    metric(
+        &mut out,
+        "jitflow_timer_lag_seconds",
+        "gauge",
+        "How far the earliest armed timer is past its due time (0 when none is overdue).",
+        &[],
+    );
+    let _ = writeln!(
+        out,
+        "jitflow_timer_lag_seconds {}",
+        g.timer_lag_ms as f64 / 1e3
     );
     metric(
         &mut out,

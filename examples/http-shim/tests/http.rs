@@ -809,6 +809,11 @@ async fn short_activation_expires() {
         metrics.contains("jitflow_effects_pending{of=\"connection\"} 0\n"),
         "{metrics}"
     );
+    // No timer is past its due time yet: no lag.
+    assert!(
+        metrics.contains("jitflow_timer_lag_seconds 0\n"),
+        "{metrics}"
+    );
     h.clock.advance(Duration::from_secs(61));
     h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
     let connection = h.connection(ALICE_CONN).unwrap();
@@ -933,6 +938,7 @@ async fn operations_and_fallbacks() {
         "jitflow_timers_pending",
         "jitflow_effects_total",
         "jitflow_stuck_activations",
+        "jitflow_timer_lag_seconds",
     ] {
         assert!(
             metrics
@@ -1301,5 +1307,42 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
         assert!(error_text(&answer).contains(field), "{field}: {answer}");
     }
     assert_eq!(h.engine().last_sequence().unwrap(), before);
+    h.stop().await;
+}
+
+/// The console's files are served without a token, with their types and a policy that allows
+/// only this origin; an unknown file is the API's 404; `/console` leads to `/console/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_files_are_served_with_their_types_and_policy() {
+    let h = Harness::new().await;
+    for (path, kind, needle) in [
+        ("/console/", "text/html", "id=\"signin\""),
+        ("/console/index.html", "text/html", "app.js"),
+        ("/console/app.js", "text/javascript", "sessionStorage"),
+        ("/console/style.css", "text/css", ".badge"),
+    ] {
+        let (status, body, headers) = h.raw("GET", path, None, None, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
+        assert!(body.as_str().unwrap().contains(needle), "{path}");
+    }
+    let (status, body, _) = h.raw("GET", "/console/secret", None, None, None).await;
+    assert_eq!(status, 404);
+    error_text(&body);
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/console", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(response.headers()["location"], "/console/");
     h.stop().await;
 }

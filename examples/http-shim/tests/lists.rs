@@ -237,46 +237,6 @@ async fn connection_lists_are_authorized_and_scoped() {
     h.stop().await;
 }
 
-/// Registers `n` more JIT connections of `identity` with generated ids; returns the ids.
-async fn register_many(h: &Harness, n: u32, identity: &str) -> Vec<String> {
-    let ids: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "{:08x}-1111-4111-8111-{i:012x}",
-                i.wrapping_mul(2_654_435_761)
-            )
-        })
-        .collect();
-    // One account each: the engine keeps one connection per assignment.
-    let specs: Vec<Value> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let mut s = spec(id, identity, "JIT");
-            s["accountId"] = json!(format!("{identity}-{i}"));
-            s
-        })
-        .collect();
-    let body = h
-        .expect(
-            200,
-            "POST",
-            "/jitflow/v1/connections",
-            Some(&h.admin()),
-            Some(json!({"connections": specs})),
-        )
-        .await;
-    assert!(
-        body["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == 200),
-        "{body}"
-    );
-    ids
-}
-
 /// Pages through `path` with `limit` and `searchAfter` built from each page's last hit by
 /// `cursor`, checking `X-Total-Count` on every page; returns the ids in order.
 async fn page_all(
@@ -1121,4 +1081,113 @@ async fn event_history_and_audit_export() {
         .await;
     h.expect(401, "GET", "/jitflow/v1/events", None, None).await;
     h.stop().await;
+}
+
+/// The connection detail extension: the hit, the latest activation, the armed timers and the
+/// pending effects, as the engine holds them; 404 for an unknown id or another tenant's, 403
+/// without the list scope or below ORG_ADMIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_detail_shows_activation_timers_and_effects() {
+    let h = Harness::with_target(Target {
+        hang_grants: true,
+        ..Target::default()
+    })
+    .await;
+    h.seed().await;
+    let admin = h.org_admin();
+    let path = format!("/jitflow/v1/connections/{ALICE_CONN}");
+    let idle = h.expect(200, "GET", &path, Some(&admin), None).await;
+    assert_eq!(idle["connection"]["id"], ALICE_CONN);
+    assert_eq!(idle["connection"]["state"]["value"], "AVAILABLE");
+    assert_eq!(idle["activation"], Value::Null);
+    assert_eq!(idle["running"], false);
+    assert_eq!(idle["timers"], json!([]));
+    assert_eq!(idle["pendingEffects"], json!([]));
+
+    // A grant that never answers: the activation waits in ACTIVATING with its grant pending.
+    let answer = h
+        .expect(
+            202,
+            "POST",
+            "/jit-activations/v1/activate",
+            Some(&h.alice()),
+            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+        )
+        .await;
+    let activation = answer["activationId"].as_str().unwrap().to_owned();
+    h.wait_state(ALICE_CONN, ConnectionState::Activating).await;
+    let mut busy = Value::Null;
+    for _ in 0..1000 {
+        busy = h.expect(200, "GET", &path, Some(&admin), None).await;
+        if busy["pendingEffects"][0]["kind"] == "GRANT" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(busy["running"], true, "{busy}");
+    assert_eq!(busy["activation"]["id"], activation.as_str());
+    assert_eq!(busy["activation"]["status"], "ACTIVATING");
+    assert_eq!(busy["activation"]["periodMins"], 30);
+    assert_eq!(busy["activation"]["requestedBy"], "alice");
+    assert_eq!(
+        busy["pendingEffects"],
+        json!([{"kind": "GRANT", "attempt": 1, "idempotencyKey": format!("{activation}:grant:1")}])
+    );
+    assert_eq!(busy["timers"], json!([]));
+
+    let unknown = "00000000-0000-4000-8000-000000000001";
+    h.expect(
+        404,
+        "GET",
+        &format!("/jitflow/v1/connections/{unknown}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    let other = h.token("other", "admin", ORG_ADMIN_SCOPES, &[Level::OrgAdmin]);
+    h.expect(404, "GET", &path, Some(&other), None).await;
+    h.expect(
+        400,
+        "GET",
+        "/jitflow/v1/connections/nope",
+        Some(&admin),
+        None,
+    )
+    .await;
+    let user = user(&h, "alice", &["idn:entitlement-connections:list"]);
+    h.expect(403, "GET", &path, Some(&user), None).await;
+    h.expect(401, "GET", &path, None, None).await;
+}
+
+/// With grants answering, the detail of an active connection shows the expiry and warning
+/// timers and no pending effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_detail_of_an_active_connection_lists_its_timers() {
+    let h = Harness::new().await;
+    h.seed().await;
+    h.expect(
+        202,
+        "POST",
+        "/jit-activations/v1/activate",
+        Some(&h.alice()),
+        Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+    )
+    .await;
+    h.wait_state(ALICE_CONN, ConnectionState::Active).await;
+    let path = format!("/jitflow/v1/connections/{ALICE_CONN}");
+    let body = h
+        .expect(200, "GET", &path, Some(&h.org_admin()), None)
+        .await;
+    assert_eq!(body["activation"]["status"], "PROVISIONED");
+    assert_eq!(body["pendingEffects"], json!([]));
+    let expires = body["activation"]["expiresAt"].as_str().unwrap();
+    let kinds: Vec<(&str, &str)> = body["timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["kind"].as_str().unwrap(), t["due"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("EXPIRY", expires)), "{body}");
+    assert!(kinds.iter().any(|(k, _)| *k == "WARNING"), "{body}");
+    assert_eq!(body["stuck"], false);
 }

@@ -341,6 +341,46 @@ impl Harness {
     }
 }
 
+/// Registers `n` more JIT connections of `identity` with generated ids; returns the ids.
+pub async fn register_many(h: &Harness, n: u32, identity: &str) -> Vec<String> {
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{:08x}-1111-4111-8111-{i:012x}",
+                i.wrapping_mul(2_654_435_761)
+            )
+        })
+        .collect();
+    // One account each: the engine keeps one connection per assignment.
+    let specs: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut s = spec(id, identity, "JIT");
+            s["accountId"] = json!(format!("{identity}-{i}"));
+            s
+        })
+        .collect();
+    let body = h
+        .expect(
+            200,
+            "POST",
+            "/jitflow/v1/connections",
+            Some(&h.admin()),
+            Some(json!({"connections": specs})),
+        )
+        .await;
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == 200),
+        "{body}"
+    );
+    ids
+}
+
 /// A connection spec in the import's JSON: the identity's `-adm` account for `domain-admins`
 /// (the engine keeps one connection per entitlement, identity and account, so a second
 /// connection of the same identity needs another account or entitlement).
