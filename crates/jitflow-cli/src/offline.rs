@@ -215,6 +215,11 @@ fn upgrade_steps(from: u64) -> Vec<&'static str> {
             "2 -> 3: add the access request config table (empty: every tenant has the contract's defaults)",
         );
     }
+    if from < 4 {
+        steps.push(
+            "3 -> 4: log first: add the log's extras table and record that the tables cover the whole log (nothing is rewritten)",
+        );
+    }
     steps
 }
 

@@ -242,7 +242,9 @@ async fn signals_show_and_history_through_the_cli() {
         .collect();
     assert_eq!(versions, (1..=6).collect::<Vec<_>>());
 
-    // The API's rules apply to the token: alice cannot touch bob's connection (404), a token
+    // The API's rules apply to the token: alice cannot touch bob's connection (not found: the
+    // activate operation declares no 404, so the shim answers 400 with detail code
+    // `400.1.404 Not Found`), a token
     // without the history scope cannot read events (403); no token, no call.
     let alice = h.alice();
     let refused = jitflow(
@@ -252,7 +254,11 @@ async fn signals_show_and_history_through_the_cli() {
     )
     .await;
     assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains("404"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("400") && refused.stderr.contains("not found"),
+        "{}",
+        refused.stderr
+    );
     let refused = jitflow(&base, Some(&alice), &["activation", "show", &activation]).await;
     assert!(
         refused.code == 1 && refused.stderr.contains("403"),
@@ -588,7 +594,9 @@ async fn offline_commands_on_a_stopped_engines_store() {
         let dry = offline(dir, &["upgrade", "--dry-run"]).await.ok();
         assert!(
             dry.stdout
-                .contains("would upgrade from format version 2 to 3")
+                .contains("would upgrade from format version 2 to 4")
+                && dry.stdout.contains("2 -> 3: ")
+                && dry.stdout.contains("3 -> 4: ")
                 && dry.stdout.contains("dry run: nothing changed"),
             "{}",
             dry.stdout
@@ -596,7 +604,7 @@ async fn offline_commands_on_a_stopped_engines_store() {
     }
     let upgraded = offline(dir, &["upgrade", "--json"]).await.ok().json();
     assert_eq!(upgraded["from"], 2);
-    assert_eq!(upgraded["version"], 3);
+    assert_eq!(upgraded["version"], 4);
     offline(dir, &["verify"]).await.ok();
 
     // A difference planted behind the log's back: listed, exit code 3.

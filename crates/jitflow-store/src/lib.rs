@@ -135,4 +135,5 @@ mod test_support;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
+pub use replay::REPLAY_CHUNK;
 pub use store::{Stats, Store};
