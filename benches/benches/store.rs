@@ -22,7 +22,8 @@
 //! Environment: `JITFLOW_BENCH_PARTS` (comma list of `rates`, `open`, `criterion`, `floor`;
 //! default the first three),
 //! `JITFLOW_BENCH_SIZES` (batch sizes, default 1,16,256,1024), `JITFLOW_BENCH_QUICK_REPAIR`
-//! (`true` or `false`; default both), `JITFLOW_BENCH_CONNECTIONS` (default 1000000) for the open
+//! (`true` or `false`; default both), `JITFLOW_BENCH_LAYER` (the hot layer's bound in rows for the
+//! rates part; default the store's), `JITFLOW_BENCH_CONNECTIONS` (default 1000000) for the open
 //! part, `JITFLOW_BENCH_DIR` (where the files go; default the system temp dir).
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -341,6 +342,7 @@ fn rates() {
             &path,
             Options {
                 quick_repair,
+                layer_entries_max: layer_entries_max(),
                 ..Options::default()
             },
         )
@@ -426,6 +428,14 @@ fn rates() {
         std::io::stdout().flush().unwrap();
     }
     println!("]}}");
+}
+
+/// The hot layer's bound for the rates part: `JITFLOW_BENCH_LAYER`, else the store's default.
+fn layer_entries_max() -> usize {
+    std::env::var("JITFLOW_BENCH_LAYER")
+        .map_or(jitflow_store::open::DEFAULT_LAYER_ENTRIES_MAX, |v| {
+            v.parse().expect("JITFLOW_BENCH_LAYER is a number of rows")
+        })
 }
 
 /// Where benchmark files go: `JITFLOW_BENCH_DIR`, else the system temp dir.
