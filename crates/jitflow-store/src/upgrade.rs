@@ -21,6 +21,16 @@ use crate::tables::{
 };
 use crate::{append, index};
 
+/// A write transaction of an upgrade step: durable when it commits, with the store's quick
+/// repair setting, like every write of the store.
+fn begin(db: &Database, options: &Options) -> Result<redb::WriteTransaction, Error> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate)
+        .expect("redb refuses only to lower durability, never to set Immediate");
+    txn.set_quick_repair(options.quick_repair);
+    Ok(txn)
+}
+
 fn failed(reason: impl std::fmt::Display) -> Error {
     Error::Upgrade {
         from: 1,
@@ -81,7 +91,7 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
     // The indexes are derived by the commit path's own functions into a layer, then written
     // like a checkpoint, in one transaction with the new version. The derivation reads every
     // derived table: the ones a version 1 file lacks are created (empty) first.
-    let txn = db.begin_write().map_err(storage)?;
+    let txn = begin(db, options)?;
     tables::create_derived(&txn).map_err(storage)?;
     txn.commit().map_err(storage)?;
     let base = db.begin_read().map_err(storage)?;
@@ -97,10 +107,7 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
     }
     drop(base);
     let layer = layer.into_inner();
-    let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .expect("redb refuses only to lower durability, never to set Immediate");
-    txn.set_quick_repair(options.quick_repair);
+    let txn = begin(db, options)?;
     {
         for table in 0..tables::COUNT as u8 {
             tables::write(&txn, table, layer.table_rows(table)).map_err(storage)?;
@@ -114,10 +121,7 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
 /// Version 2 to 3: adds the access request config table, empty (every tenant has the
 /// contract's defaults until its first PUT). Nothing to rebuild: no older event sets a config.
 pub(crate) fn from_v2(db: &Database, options: &Options) -> Result<(), Error> {
-    let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .expect("redb refuses only to lower durability, never to set Immediate");
-    txn.set_quick_repair(options.quick_repair);
+    let txn = begin(db, options)?;
     {
         txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
@@ -130,10 +134,7 @@ pub(crate) fn from_v2(db: &Database, options: &Options) -> Result<(), Error> {
 /// results and cursors in the tables only, and they stay there), and the checkpoint position
 /// is the last event, since a version 3 file wrote every derived row with its events.
 pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
-    let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .expect("redb refuses only to lower durability, never to set Immediate");
-    txn.set_quick_repair(options.quick_repair);
+    let txn = begin(db, options)?;
     {
         txn.open_table(EXTRAS).map_err(storage)?;
         let last = txn
