@@ -188,6 +188,7 @@ impl EffectRunner {
         let span = info_span!("effect", ?effect, connection = %connection.id());
         tokio::spawn(
             async move {
+                let timing = metrics.effect_call();
                 let command = match tokio::time::timeout(
                     timeout,
                     call(&*provisioner, &*validator, &tenant, &connection, effect),
@@ -204,7 +205,7 @@ impl EffectRunner {
                         | Command::RevokeSucceeded { .. }
                         | Command::StandingRevokeSucceeded { .. }
                 );
-                metrics.effect(ok);
+                timing.finish(ok);
                 let (reply, answer) = oneshot::channel();
                 let request = Request {
                     op: Op::Connection {
@@ -265,14 +266,20 @@ impl EffectRunner {
         let span = info_span!("item_effect", ?effect, item = %item.id());
         tokio::spawn(
             async move {
+                // A deactivation waits for its connection: no call of its own to time.
+                let timing = permit.is_some().then(|| metrics.effect_call());
                 let work = async {
                     if let Some(command) = runner.run(&tenant, &item, effect).await {
-                        metrics.effect(matches!(
+                        let ok = matches!(
                             command,
                             request::Command::GrantSucceeded { .. }
                                 | request::Command::RevokeSucceeded { .. }
                                 | request::Command::JitDeactivated { .. }
-                        ));
+                        );
+                        match timing {
+                            Some(timing) => timing.finish(ok),
+                            None => metrics.effect(ok),
+                        }
                         runner.report(&tenant, item.id(), command).await;
                     }
                 };

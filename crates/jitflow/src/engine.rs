@@ -177,6 +177,7 @@ impl Builder {
             writer: writer_tx.clone(),
             clock: Arc::clone(&self.clock),
             signals: Arc::clone(&signals),
+            metrics: Arc::clone(&metrics),
             window: config.timer_window,
             max_sleep: config.max_sleep,
             shutdown: shutdown_rx.clone(),
@@ -294,9 +295,23 @@ impl Engine {
         }
     }
 
-    /// The engine's counters.
+    /// What the engine records (counters and histograms), as it stands.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Every metric series, named `jitflow_*`, in the Prometheus text format (served with
+    /// [`metrics::CONTENT_TYPE`](crate::metrics::CONTENT_TYPE)): what [`Engine::metrics`]
+    /// recorded, with gauges read now from the store and the writer's queue. It reads the store,
+    /// so it blocks: call it from `spawn_blocking` in async code.
+    pub fn scrape(&self) -> Result<String, Error> {
+        let writer = &self.inner.writer;
+        let queued = writer.max_capacity().saturating_sub(writer.capacity());
+        let gauges = crate::metrics::Gauges::read(&self.inner.store, self.now(), queued as u64)?;
+        Ok(crate::metrics::encode(
+            Arc::clone(&self.inner.metrics),
+            gauges,
+        ))
     }
 
     /// The engine's clock.
@@ -415,12 +430,16 @@ impl Engine {
         command: Command,
         key: Option<Idempotency>,
     ) -> Result<Activation, Error> {
+        let kind = command.name();
         let op = Op::Connection {
             tenant: caller.tenant.clone(),
             connection,
             command,
         };
-        match self.send(caller, op, key).await? {
+        let started = std::time::Instant::now();
+        let reply = self.send(caller, op, key).await?;
+        self.inner.metrics.signal_acked(kind, started.elapsed());
+        match reply {
             Reply::Activation(a) => Ok(a),
             Reply::Connection(c) => current_activation(connection, c.map(|c| *c)),
             other => unreachable!("activation command answered {other:?}"),

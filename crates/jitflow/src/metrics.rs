@@ -1,10 +1,136 @@
-//! Counters the engine keeps for operators (the HTTP shim renders them as Prometheus text).
+//! The engine's metrics, for operators: counters and histograms recorded on the hot path, and
+//! [`Engine::scrape`](crate::Engine::scrape), which encodes them with gauges read at that moment
+//! in the Prometheus text format (0.0.4), through the Prometheus project's Rust client
+//! (`prometheus-client`). An embedder without HTTP serves or logs the same text; the HTTP shim's
+//! `/metrics` is exactly that.
+//!
+//! Recording is a few relaxed atomic adds: no lock is taken, so nothing the writer does between
+//! two commits waits on a scrape. Every histogram has fixed buckets (the constants below), so its
+//! memory is fixed whatever is observed; a value above the last bound counts in `+Inf` only.
 
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Engine counters. All monotonic except the gauges noted.
-#[derive(Debug, Default)]
+use jitflow_core::time::Timestamp;
+use jitflow_store::Store;
+use jitflow_store::read::MAX_READ_LIMIT;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `Content-Type` of [`Engine::scrape`](crate::Engine::scrape)'s text.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds, in seconds, of the commit and signal acknowledgement histograms: an fsync takes
+/// from tens of microseconds (a fast NVMe) to tens of milliseconds (a network disk).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Upper bounds, in seconds, of the effect call histogram: target systems answer in milliseconds
+/// to the effect timeout (30 s by default).
+pub const EFFECT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Upper bounds, in seconds, of the timer lag histogram: timers fire within milliseconds of their
+/// due time, and hours late after the engine was down.
+pub const TIMER_LAG_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
+/// Upper bounds of the batch size histogram, in events per commit (powers of two up to 1024).
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// The signal kinds, the `kind` label of the signal series, in the order of [`Metrics::signals`]
+/// and [`Metrics::signal_ack`].
+pub const SIGNAL_KINDS: [&str; 3] = ["activate", "extend", "deactivate"];
+/// The effect outcomes, the `outcome` label of the effect series, in the order of
+/// [`Metrics::effect_duration`].
+pub const EFFECT_OUTCOMES: [&str; 2] = ["ok", "failed"];
+
+/// The stuck gauge is counted among at most this many connections with pending effects (a scrape
+/// reads no more); at the cap it means "at least". The other gauges are exact.
+pub const STUCK_SCAN_CAP: usize = MAX_READ_LIMIT;
+
+/// A histogram with fixed buckets, recorded with atomics only.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// One count per bound and a last one for `+Inf`; not cumulative, so an observation is one
+    /// add (the encoder sums them).
+    buckets: Box<[AtomicU64]>,
+    /// The sum of the observations, as an `f64`'s bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram with these upper bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Counts one value.
+    pub fn observe(&self, value: f64) {
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(self.bounds.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        // A compare-and-swap loop, not a lock: a writer is never parked by a scrape.
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+
+    /// Counts one duration, in seconds.
+    pub fn observe_duration(&self, duration: Duration) {
+        self.observe(duration.as_secs_f64());
+    }
+
+    /// How many values were counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The sum of the values counted.
+    pub fn sum(&self) -> f64 {
+        f64::from_bits(self.sum.load(Ordering::Relaxed))
+    }
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> fmt::Result {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        // The count is the buckets' total as read, so `_count` always equals the `+Inf` bucket.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        encoder.encode_histogram::<NoLabelSet>(self.sum(), count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// What the engine records. Counters are monotonic; `effects_in_flight` is a gauge.
+#[derive(Debug)]
 pub struct Metrics {
     /// Transactions committed.
     pub commits: AtomicU64,
@@ -18,7 +144,7 @@ pub struct Metrics {
     pub accepted: AtomicU64,
     /// Commands refused.
     pub refused: AtomicU64,
-    /// Activate / extend / deactivate signals accepted.
+    /// Signals accepted, by [`SIGNAL_KINDS`].
     pub signals: [AtomicU64; 3],
     /// Timers fired.
     pub timers_fired: AtomicU64,
@@ -26,19 +152,74 @@ pub struct Metrics {
     pub effects_ok: AtomicU64,
     /// Effects that failed.
     pub effects_failed: AtomicU64,
+    /// Commit latency, in seconds ([`LATENCY_BUCKETS`]).
+    pub commit_duration: Histogram,
+    /// Events per commit ([`BATCH_BUCKETS`]).
+    pub commit_batch: Histogram,
+    /// From an accepted signal's call to its durable answer, in seconds, by [`SIGNAL_KINDS`]
+    /// ([`LATENCY_BUCKETS`]).
+    pub signal_ack: [Histogram; 3],
+    /// How late each timer was sent to the writer: fire time minus due time on the engine's
+    /// clock, in seconds ([`TIMER_LAG_BUCKETS`]).
+    pub timer_fire_lag: Histogram,
+    /// Grant, revoke and validate calls to the target systems, in seconds, by
+    /// [`EFFECT_OUTCOMES`] ([`EFFECT_BUCKETS`]).
+    pub effect_duration: [Histogram; 2],
+    /// Calls to the target systems under way.
+    pub effects_in_flight: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            commits: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            signals: Default::default(),
+            timers_fired: AtomicU64::new(0),
+            effects_ok: AtomicU64::new(0),
+            effects_failed: AtomicU64::new(0),
+            commit_duration: Histogram::new(LATENCY_BUCKETS),
+            commit_batch: Histogram::new(BATCH_BUCKETS),
+            signal_ack: SIGNAL_KINDS.map(|_| Histogram::new(LATENCY_BUCKETS)),
+            timer_fire_lag: Histogram::new(TIMER_LAG_BUCKETS),
+            effect_duration: EFFECT_OUTCOMES.map(|_| Histogram::new(EFFECT_BUCKETS)),
+            effects_in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A call to a target system under way: counted in flight until dropped.
+pub(crate) struct EffectCall {
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl EffectCall {
+    /// The call answered: counts its outcome and its latency.
+    pub(crate) fn finish(self, ok: bool) {
+        self.metrics.effect(ok);
+        self.metrics.effect_duration[usize::from(!ok)].observe_duration(self.started.elapsed());
+    }
+}
+
+impl Drop for EffectCall {
+    /// Also when the call was abandoned (shutdown): it is no longer in flight.
+    fn drop(&mut self) {
+        self.metrics
+            .effects_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
     pub(crate) fn command(&self, kind: &str, accepted: bool) {
         if accepted {
             self.accepted.fetch_add(1, Ordering::Relaxed);
-            let index = match kind {
-                "activate" => Some(0),
-                "extend" => Some(1),
-                "deactivate" => Some(2),
-                _ => None,
-            };
-            if let Some(i) = index {
+            if let Some(i) = SIGNAL_KINDS.iter().position(|k| *k == kind) {
                 self.signals[i].fetch_add(1, Ordering::Relaxed);
             }
             if kind == "timer_fired" {
@@ -54,17 +235,427 @@ impl Metrics {
         self.events.fetch_add(events as u64, Ordering::Relaxed);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        self.commit_duration.observe_duration(latency);
+        self.commit_batch.observe(events as f64);
     }
 
     pub(crate) fn commit_failed(&self) {
         self.commit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An accepted signal of this kind was answered `latency` after the call.
+    pub(crate) fn signal_acked(&self, kind: &str, latency: Duration) {
+        if let Some(i) = SIGNAL_KINDS.iter().position(|k| *k == kind) {
+            self.signal_ack[i].observe_duration(latency);
+        }
+    }
+
+    /// A timer due at `due` was fired at `now`.
+    pub(crate) fn timer_fired(&self, due: Timestamp, now: Timestamp) {
+        let late_ms = now.as_millis().saturating_sub(due.as_millis());
+        self.timer_fire_lag.observe(late_ms as f64 / 1e3);
+    }
+
+    /// An effect that is not a call (an access request item's deactivation, which waits for its
+    /// connection): its outcome only.
     pub(crate) fn effect(&self, ok: bool) {
         if ok {
             self.effects_ok.fetch_add(1, Ordering::Relaxed);
         } else {
             self.effects_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A call to a target system starts.
+    pub(crate) fn effect_call(self: &Arc<Self>) -> EffectCall {
+        self.effects_in_flight.fetch_add(1, Ordering::Relaxed);
+        EffectCall {
+            metrics: Arc::clone(self),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The gauges a scrape reads from the store and the writer's queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gauges {
+    backlog: jitflow_store::read::Backlog,
+    stuck: u64,
+    /// How far the earliest armed timer is past its due time, in milliseconds (0 when none is
+    /// overdue).
+    timer_lag_ms: u64,
+    store: jitflow_store::Stats,
+    writer_queue: u64,
+}
+
+impl Gauges {
+    /// Reads the gauges; `writer_queue` is the writer's queue depth.
+    pub(crate) fn read(
+        store: &Store,
+        now: Timestamp,
+        writer_queue: u64,
+    ) -> Result<Gauges, jitflow_store::read::Error> {
+        let reader = store.reader()?;
+        // Exact and constant time: redb keeps each table's length.
+        let backlog = reader.backlog()?;
+        // A stuck activation or standing revoke always has its revoke pending, so the
+        // connections with pending effects are the only ones to look at.
+        let mut stuck = 0;
+        for intent in reader.intents(None, STUCK_SCAN_CAP)? {
+            if let Some(c) = reader.connection(&intent.tenant, intent.connection)? {
+                let activation_stuck = c.activation.as_ref().is_some_and(|a| a.stuck);
+                let standing_stuck = c.standing_revoke.as_ref().is_some_and(|r| r.stuck);
+                if activation_stuck || standing_stuck {
+                    stuck += 1;
+                }
+            }
+        }
+        let timer_lag_ms = reader
+            .due_timers(None, None, 1)?
+            .first()
+            .map_or(0, |t| now.as_millis().saturating_sub(t.due().as_millis()));
+        Ok(Gauges {
+            backlog,
+            stuck,
+            timer_lag_ms,
+            store: store.stats(),
+            writer_queue,
+        })
+    }
+}
+
+/// One scrape: the recorded metrics and the gauges read for it, as a `prometheus-client`
+/// collector.
+#[derive(Debug)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    gauges: Gauges,
+}
+
+/// Encodes one metric without labels.
+fn one(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    metric.encode(encoder.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?)
+}
+
+/// Encodes a metric with one label, one series per value.
+fn by<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    label: &str,
+    series: &[(&str, &M)],
+) -> fmt::Result {
+    let Some((_, first)) = series.first() else {
+        return Ok(());
+    };
+    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), first.metric_type())?;
+    for (value, metric) in series {
+        metric.encode(family.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+fn counter(c: &AtomicU64) -> ConstCounter {
+    ConstCounter::new(c.load(Ordering::Relaxed))
+}
+
+fn gauge(value: u64) -> ConstGauge<u64> {
+    ConstGauge::new(value)
+}
+
+fn events() -> Option<Unit> {
+    Some(Unit::Other("events".to_owned()))
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        let m = &*self.metrics;
+        let g = &self.gauges;
+        let seconds = || Some(Unit::Seconds);
+        one(
+            &mut e,
+            "commits",
+            "Transactions committed.",
+            None,
+            &counter(&m.commits),
+        )?;
+        one(
+            &mut e,
+            "commit_failures",
+            "Commits that failed (outcome unknown).",
+            None,
+            &counter(&m.commit_failures),
+        )?;
+        one(
+            &mut e,
+            "events",
+            "Events committed.",
+            None,
+            &counter(&m.events),
+        )?;
+        one(
+            &mut e,
+            "commit",
+            "Time spent committing.",
+            seconds(),
+            &ConstCounter::new(m.commit_micros.load(Ordering::Relaxed) as f64 / 1e6),
+        )?;
+        one(
+            &mut e,
+            "commit_duration",
+            "Latency of each commit (the append and its fsync).",
+            seconds(),
+            &m.commit_duration,
+        )?;
+        one(
+            &mut e,
+            "commit_batch",
+            "Events per commit (group commit's batch size).",
+            events(),
+            &m.commit_batch,
+        )?;
+        by(
+            &mut e,
+            "commands",
+            "Commands by outcome.",
+            None,
+            "outcome",
+            &[
+                ("accepted", &counter(&m.accepted)),
+                ("refused", &counter(&m.refused)),
+            ],
+        )?;
+        let signals = m.signals.each_ref().map(counter);
+        let signals: Vec<_> = SIGNAL_KINDS.iter().copied().zip(&signals).collect();
+        by(
+            &mut e,
+            "signals",
+            "Activation signals accepted, by kind.",
+            None,
+            "kind",
+            &signals,
+        )?;
+        let acks: Vec<_> = SIGNAL_KINDS.iter().copied().zip(&m.signal_ack).collect();
+        by(
+            &mut e,
+            "signal_ack_duration",
+            "From an accepted signal's call to its durable answer, by kind.",
+            seconds(),
+            "kind",
+            &acks,
+        )?;
+        one(
+            &mut e,
+            "timers_fired",
+            "Timers fired.",
+            None,
+            &counter(&m.timers_fired),
+        )?;
+        one(
+            &mut e,
+            "timer_fire_lag",
+            "How late each timer fired: fire time minus due time.",
+            seconds(),
+            &m.timer_fire_lag,
+        )?;
+        by(
+            &mut e,
+            "effects",
+            "Grant, revoke and validate calls, by outcome.",
+            None,
+            "outcome",
+            &[
+                (EFFECT_OUTCOMES[0], &counter(&m.effects_ok)),
+                (EFFECT_OUTCOMES[1], &counter(&m.effects_failed)),
+            ],
+        )?;
+        let calls: Vec<_> = EFFECT_OUTCOMES
+            .iter()
+            .copied()
+            .zip(&m.effect_duration)
+            .collect();
+        by(
+            &mut e,
+            "effect_duration",
+            "Latency of grant, revoke and validate calls, by outcome.",
+            seconds(),
+            "outcome",
+            &calls,
+        )?;
+        one(
+            &mut e,
+            "effects_in_flight",
+            "Grant, revoke and validate calls under way.",
+            None,
+            &gauge(m.effects_in_flight.load(Ordering::Relaxed)),
+        )?;
+        one(
+            &mut e,
+            "writer_queue_depth",
+            "Requests queued for the writer.",
+            None,
+            &gauge(g.writer_queue),
+        )?;
+        one(
+            &mut e,
+            "timers_pending",
+            "Armed timers (activations' and access request items').",
+            None,
+            &gauge(g.backlog.timers),
+        )?;
+        by(
+            &mut e,
+            "effects_pending",
+            "Connections and access request items with effects in flight or waiting to retry.",
+            None,
+            "of",
+            &[
+                ("connection", &gauge(g.backlog.connection_intents)),
+                ("request_item", &gauge(g.backlog.item_intents)),
+            ],
+        )?;
+        one(
+            &mut e,
+            "timer_lag",
+            "How far the earliest armed timer is past its due time (0 when none is overdue).",
+            seconds(),
+            &ConstGauge::new(g.timer_lag_ms as f64 / 1e3),
+        )?;
+        one(
+            &mut e,
+            "stuck_activations",
+            "Activations and standing revokes flagged stuck (among the first 10000 connections with pending effects).",
+            None,
+            &gauge(g.stuck),
+        )?;
+        let s = &g.store;
+        one(
+            &mut e,
+            "store_layer_entries",
+            "Rows in the store's hot layer (changed since the last checkpoint).",
+            None,
+            &gauge(s.layer_entries),
+        )?;
+        one(
+            &mut e,
+            "store_layer",
+            "Key and value bytes in the store's hot layer.",
+            Some(Unit::Bytes),
+            &gauge(s.layer_bytes),
+        )?;
+        one(
+            &mut e,
+            "store_checkpoint_lag",
+            "Events committed since the last checkpoint (the open replays them after a crash).",
+            events(),
+            &gauge(s.sequence.saturating_sub(s.checkpoint)),
+        )?;
+        one(
+            &mut e,
+            "store_checkpoints",
+            "Checkpoints written since the engine started.",
+            None,
+            &ConstCounter::new(s.checkpoints),
+        )?;
+        one(
+            &mut e,
+            "store_checkpoint_rows",
+            "Rows written by checkpoints since the engine started.",
+            None,
+            &ConstCounter::new(s.checkpoint_rows),
+        )?;
+        one(
+            &mut e,
+            "store_checkpoint",
+            "Key and value bytes written by checkpoints since the engine started.",
+            Some(Unit::Bytes),
+            &ConstCounter::new(s.checkpoint_bytes),
+        )?;
+        one(
+            &mut e,
+            "store_last_checkpoint",
+            "How long the last checkpoint took (the writer waits for it).",
+            seconds(),
+            &ConstGauge::new(s.last_checkpoint_micros as f64 / 1e6),
+        )
+    }
+}
+
+/// Every series, named `jitflow_*`, in the Prometheus text format.
+pub(crate) fn encode(metrics: Arc<Metrics>, gauges: Gauges) -> String {
+    let mut registry = Registry::with_prefix("jitflow");
+    registry.register_collector(Box::new(Scrape { metrics, gauges }));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_counts_in_the_first_bucket_that_bounds_it_and_the_text_is_cumulative() {
+        let histogram = Histogram::new(&[1.0, 2.0]);
+        for value in [0.5, 1.0, 1.5, 7.0] {
+            histogram.observe(value);
+        }
+        assert_eq!(histogram.count(), 4);
+        assert_eq!(histogram.sum(), 10.0);
+        let mut registry = Registry::default();
+        registry.register_with_unit("wait", "Waits.", Unit::Seconds, histogram);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "wait_seconds_bucket{le=\"1\"} 2",
+                "wait_seconds_bucket{le=\"2\"} 3",
+                "wait_seconds_bucket{le=\"+Inf\"} 4",
+                "wait_seconds_sum 10.0",
+                "wait_seconds_count 4",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_series_is_named_with_the_prefix_and_its_unit() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.commit(3, Duration::from_millis(2));
+        let gauges = Gauges {
+            backlog: jitflow_store::read::Backlog::default(),
+            stuck: 0,
+            timer_lag_ms: 1500,
+            store: jitflow_store::Stats {
+                last_checkpoint_micros: 250_000,
+                ..Default::default()
+            },
+            writer_queue: 2,
+        };
+        let text = encode(metrics, gauges);
+        for line in [
+            "jitflow_commits_total 1",
+            "jitflow_events_total 3",
+            "jitflow_commit_seconds_total 0.002",
+            "jitflow_commit_duration_seconds_bucket{le=\"0.0025\"} 1",
+            "jitflow_commit_batch_events_bucket{le=\"2\"} 0",
+            "jitflow_commit_batch_events_bucket{le=\"4\"} 1",
+            "jitflow_timer_lag_seconds 1.5",
+            "jitflow_writer_queue_depth 2",
+            "jitflow_store_last_checkpoint_seconds 0.25",
+            "# TYPE jitflow_store_checkpoint_bytes_total counter",
+            "# TYPE jitflow_store_checkpoint_lag_events gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
     }
 }

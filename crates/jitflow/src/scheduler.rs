@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::error::{Error, read};
+use crate::metrics::Metrics;
 use crate::writer::{Op, Request, Signals};
 
 /// A timer fired and not yet seen committed (of a connection or of an access request item).
@@ -35,6 +36,7 @@ pub(crate) struct Scheduler {
     pub writer: mpsc::Sender<Request>,
     pub clock: Arc<dyn Clock>,
     pub signals: Arc<Signals>,
+    pub metrics: Arc<Metrics>,
     pub window: usize,
     pub max_sleep: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -117,6 +119,7 @@ impl Scheduler {
                 if self.writer.send(request).await.is_err() {
                     return Err(Error::Stopped);
                 }
+                self.metrics.timer_fired(due.due(), now);
                 let in_flight = Arc::clone(in_flight);
                 tokio::spawn(async move {
                     let result = answer.await;

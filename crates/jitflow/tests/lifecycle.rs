@@ -483,3 +483,41 @@ async fn a_grant_that_never_answers_times_out_and_is_retried() {
     assert_eq!(h.target.keys("grant").len(), 2);
     h.engine.shutdown().await;
 }
+
+/// The value of one series (its name and labels as printed) in a scrape; it must be there once.
+fn sample(text: &str, series: &str) -> f64 {
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .collect();
+    assert_eq!(values.len(), 1, "{series} in\n{text}");
+    values[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_times_effect_calls_and_counts_them_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    h.activated(conn(1), Some(Minutes(30))).await;
+    // Without HTTP: the embedder's scrape. Every answered call is timed under its outcome.
+    let text = h.engine.scrape().unwrap();
+    let ok = sample(&text, "jitflow_effects_total{outcome=\"ok\"}");
+    assert!(ok >= 1.0, "the grant succeeded");
+    let timed = "jitflow_effect_duration_seconds_count{outcome=\"ok\"}";
+    assert_eq!(sample(&text, timed), ok);
+    assert_eq!(sample(&text, "jitflow_effects_in_flight"), 0.0);
+    let acks = "jitflow_signal_ack_duration_seconds_count{kind=\"activate\"}";
+    assert_eq!(sample(&text, acks), 1.0);
+
+    // A grant that hangs is in flight, and not timed, until it answers.
+    h.target.state().hang = true;
+    let id = conn(2);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    wait_calls(&h, "grant", 2).await;
+    let text = h.engine.scrape().unwrap();
+    assert_eq!(sample(&text, "jitflow_effects_in_flight"), 1.0);
+    let ok = sample(&text, "jitflow_effects_total{outcome=\"ok\"}");
+    assert_eq!(sample(&text, timed), ok);
+    assert_eq!(sample(&text, acks), 2.0);
+}

@@ -790,8 +790,7 @@ async fn short_activation_expires() {
         .await;
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
     // While it runs, its expiry is armed: the gauge counts it, exactly (and no effect waits).
-    let (_, metrics, _) = h.raw("GET", "/metrics", None, None, None).await;
-    let metrics = metrics.as_str().unwrap().to_owned();
+    let metrics = scrape(&h).await;
     let armed = h
         .engine()
         .store()
@@ -801,18 +800,18 @@ async fn short_activation_expires() {
         .unwrap()
         .len();
     assert!(armed >= 1);
-    assert!(
-        metrics.contains(&format!("jitflow_timers_pending {armed}\n")),
-        "{metrics}"
+    assert_eq!(metrics.value("jitflow_timers_pending", None), armed as f64);
+    assert_eq!(
+        metrics.value("jitflow_effects_pending", Some(("of", "connection"))),
+        0.0
     );
-    assert!(
-        metrics.contains("jitflow_effects_pending{of=\"connection\"} 0\n"),
-        "{metrics}"
-    );
-    // No timer is past its due time yet: no lag.
-    assert!(
-        metrics.contains("jitflow_timer_lag_seconds 0\n"),
-        "{metrics}"
+    // No timer is past its due time yet: no lag, and none has fired.
+    assert_eq!(metrics.value("jitflow_timer_lag_seconds", None), 0.0);
+    assert_eq!(
+        metrics
+            .histogram("jitflow_timer_fire_lag_seconds", None)
+            .count,
+        0.0
     );
     h.clock.advance(Duration::from_secs(61));
     h.wait_state(ALICE_CONN, ConnectionState::Expired).await;
@@ -855,18 +854,48 @@ async fn short_activation_expires() {
         Some(json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5})),
     )
     .await;
-    let (_, metrics, _) = h.raw("GET", "/metrics", None, None, None).await;
-    let metrics = metrics.as_str().unwrap().to_owned();
-    assert!(
-        metrics.contains("jitflow_timers_fired_total 1")
-            || metrics.contains("jitflow_timers_fired_total 2"),
-        "{metrics}"
+    let metrics = scrape(&h).await;
+    let fired = metrics.value("jitflow_timers_fired_total", None);
+    assert!(fired == 1.0 || fired == 2.0, "{fired}");
+    let activate = Some(("kind", "activate"));
+    assert_eq!(metrics.value("jitflow_signals_total", activate), 1.0);
+    assert_eq!(metrics.value("jitflow_timers_pending", None), 0.0);
+    // The histograms count what the counters count: one durable answer per accepted signal
+    // (the refused extend has none), one observation per commit, every event in a batch.
+    let acks = metrics.histogram("jitflow_signal_ack_duration_seconds", activate);
+    assert_eq!(acks.count, 1.0);
+    assert!(acks.sum > 0.0);
+    let extends = Some(("kind", "extend"));
+    assert_eq!(metrics.value("jitflow_signals_total", extends), 0.0);
+    assert_eq!(
+        metrics
+            .histogram("jitflow_signal_ack_duration_seconds", extends)
+            .count,
+        0.0
     );
-    assert!(
-        metrics.contains("jitflow_signals_total{kind=\"activate\"} 1"),
-        "{metrics}"
+    let commits = metrics.value("jitflow_commits_total", None);
+    assert!(commits >= 1.0);
+    assert_eq!(
+        metrics
+            .histogram("jitflow_commit_duration_seconds", None)
+            .count,
+        commits
     );
-    assert!(metrics.contains("jitflow_timers_pending 0"), "{metrics}");
+    let batches = metrics.histogram("jitflow_commit_batch_events", None);
+    assert_eq!(batches.count, commits);
+    assert_eq!(batches.sum, metrics.value("jitflow_events_total", None));
+    // The expiry was due at 09:01:00 and fired when the clock reached 09:01:01: one second late.
+    let lag = metrics.histogram("jitflow_timer_fire_lag_seconds", None);
+    assert!(lag.count >= 1.0);
+    assert!(lag.sum >= 1.0, "{}", lag.sum);
+    assert_eq!(lag.at(0.5), 0.0, "no timer fired early or on time");
+    // The grant and the revoke: each call timed by its outcome, none still in flight.
+    let ok = Some(("outcome", "ok"));
+    let calls = metrics.histogram("jitflow_effect_duration_seconds", ok);
+    assert_eq!(calls.count, metrics.value("jitflow_effects_total", ok));
+    assert!(calls.count >= 2.0, "{}", calls.count);
+    assert_eq!(metrics.value("jitflow_effects_in_flight", None), 0.0);
+    assert_eq!(metrics.value("jitflow_writer_queue_depth", None), 0.0);
     h.stop().await;
 }
 
@@ -923,31 +952,10 @@ async fn operations_and_fallbacks() {
     let h = Harness::new().await;
     let (status, body, _) = h.raw("GET", "/health", None, None, None).await;
     assert_eq!((status, body), (200, json!({"status": "UP"})));
-    let (status, metrics, headers) = h.raw("GET", "/metrics", None, None, None).await;
-    assert_eq!(status, 200);
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    for name in [
-        "jitflow_commits_total",
-        "jitflow_events_total",
-        "jitflow_signals_total",
-        "jitflow_timers_pending",
-        "jitflow_effects_total",
-        "jitflow_stuck_activations",
-        "jitflow_timer_lag_seconds",
-    ] {
-        assert!(
-            metrics
-                .as_str()
-                .unwrap()
-                .contains(&format!("# TYPE {name} ")),
-            "{name}"
-        );
-    }
+    // Every series, each of its type and labels (the scrape checks the format line by line).
+    let metrics = scrape(&h).await;
+    assert_eq!(metrics.value("jitflow_stuck_activations", None), 0.0);
+    assert_eq!(metrics.value("jitflow_effects_in_flight", None), 0.0);
     let (status, answer, _) = h.raw("GET", "/nope", None, None, None).await;
     assert_eq!(status, 404);
     error_text(&answer);
@@ -1345,4 +1353,184 @@ async fn console_files_are_served_with_their_types_and_policy() {
     assert_eq!(response.status(), 308);
     assert_eq!(response.headers()["location"], "/console/");
     h.stop().await;
+}
+
+/// Every series `/metrics` serves: name, type, and its label with the label's values (`""`: no
+/// label). A scrape must have exactly these families.
+const SERIES: &[(&str, &str, &str, &[&str])] = &[
+    ("jitflow_commits_total", "counter", "", &[]),
+    ("jitflow_commit_failures_total", "counter", "", &[]),
+    ("jitflow_events_total", "counter", "", &[]),
+    ("jitflow_commit_seconds_total", "counter", "", &[]),
+    ("jitflow_commit_duration_seconds", "histogram", "", &[]),
+    ("jitflow_commit_batch_events", "histogram", "", &[]),
+    ("jitflow_commands_total", "counter", "outcome", COMMANDS),
+    ("jitflow_signals_total", "counter", "kind", KINDS),
+    (
+        "jitflow_signal_ack_duration_seconds",
+        "histogram",
+        "kind",
+        KINDS,
+    ),
+    ("jitflow_timers_fired_total", "counter", "", &[]),
+    ("jitflow_timer_fire_lag_seconds", "histogram", "", &[]),
+    ("jitflow_effects_total", "counter", "outcome", OUTCOMES),
+    (
+        "jitflow_effect_duration_seconds",
+        "histogram",
+        "outcome",
+        OUTCOMES,
+    ),
+    ("jitflow_effects_in_flight", "gauge", "", &[]),
+    ("jitflow_writer_queue_depth", "gauge", "", &[]),
+    ("jitflow_timers_pending", "gauge", "", &[]),
+    ("jitflow_effects_pending", "gauge", "of", PENDING),
+    ("jitflow_timer_lag_seconds", "gauge", "", &[]),
+    ("jitflow_stuck_activations", "gauge", "", &[]),
+    ("jitflow_store_layer_entries", "gauge", "", &[]),
+    ("jitflow_store_layer_bytes", "gauge", "", &[]),
+    ("jitflow_store_checkpoint_lag_events", "gauge", "", &[]),
+    ("jitflow_store_checkpoints_total", "counter", "", &[]),
+    ("jitflow_store_checkpoint_rows_total", "counter", "", &[]),
+    ("jitflow_store_checkpoint_bytes_total", "counter", "", &[]),
+    ("jitflow_store_last_checkpoint_seconds", "gauge", "", &[]),
+];
+/// Label values of [`SERIES`].
+const COMMANDS: &[&str] = &["accepted", "refused"];
+const KINDS: &[&str] = &["activate", "extend", "deactivate"];
+const OUTCOMES: &[&str] = &["ok", "failed"];
+const PENDING: &[&str] = &["connection", "request_item"];
+
+/// A `/metrics` scrape, parsed with a Prometheus text-format parser.
+struct Metrics(prometheus_parse::Scrape);
+
+/// A histogram series: its cumulative buckets, sum and count.
+struct Histogram {
+    buckets: Vec<prometheus_parse::HistogramCount>,
+    sum: f64,
+    count: f64,
+}
+
+impl Histogram {
+    /// The cumulative count at the bucket bounded by `le`.
+    fn at(&self, le: f64) -> f64 {
+        self.buckets
+            .iter()
+            .find(|b| b.less_than == le)
+            .unwrap_or_else(|| panic!("no bucket le={le}"))
+            .count
+    }
+}
+
+/// Scrapes `/metrics` and checks it throughout: the content type, every line a HELP, TYPE or
+/// sample line the parser reads (it skips what it cannot), exactly the families of [`SERIES`]
+/// with their types and label values, and every histogram's buckets cumulative up to `+Inf`,
+/// which equals its `_count`.
+async fn scrape(h: &Harness) -> Metrics {
+    use prometheus_parse::{LineInfo, SampleType};
+    let (status, body, headers) = h.raw("GET", "/metrics", None, None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = body.as_str().expect("text").to_owned();
+    let mut types = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        match LineInfo::parse(line) {
+            LineInfo::Type {
+                metric_name,
+                metric_alias,
+                sample_type,
+            } => {
+                let name = metric_alias.unwrap_or(metric_name);
+                let kind = match sample_type {
+                    SampleType::Counter => "counter",
+                    SampleType::Gauge => "gauge",
+                    SampleType::Histogram => "histogram",
+                    other => panic!("{name}: type {other:?}"),
+                };
+                assert!(types.insert(name.clone(), kind).is_none(), "{name} twice");
+            }
+            LineInfo::Doc { .. } => {}
+            LineInfo::Sample { value, .. } => {
+                assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");
+            }
+            LineInfo::Empty | LineInfo::Ignored => panic!("not the text format: {line:?}"),
+        }
+    }
+    let expected: std::collections::BTreeMap<String, &str> = SERIES
+        .iter()
+        .map(|(name, kind, _, _)| ((*name).to_owned(), *kind))
+        .collect();
+    assert_eq!(types, expected, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let metrics = Metrics(scrape);
+    for (name, kind, label, values) in SERIES {
+        let labels: Vec<Option<(&str, &str)>> = if values.is_empty() {
+            vec![None]
+        } else {
+            values.iter().map(|v| Some((*label, *v))).collect()
+        };
+        for labels in labels {
+            if *kind == "histogram" {
+                let histogram = metrics.histogram(name, labels);
+                let counts: Vec<f64> = histogram.buckets.iter().map(|b| b.count).collect();
+                assert!(
+                    counts.windows(2).all(|w| w[0] <= w[1]),
+                    "{name}: {counts:?}"
+                );
+                let last = histogram.buckets.last().expect("buckets");
+                assert_eq!(last.less_than, f64::INFINITY, "{name}");
+                assert_eq!(last.count, histogram.count, "{name}");
+            } else {
+                metrics.value(name, labels);
+            }
+        }
+    }
+    metrics
+}
+
+impl Metrics {
+    fn sample(&self, name: &str, label: Option<(&str, &str)>) -> &prometheus_parse::Sample {
+        let found: Vec<_> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == name
+                    && match label {
+                        None => s.labels.is_empty(),
+                        Some((k, v)) => s.labels.len() == 1 && s.labels.get(k) == Some(v),
+                    }
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {label:?}: {found:?}");
+        found[0]
+    }
+
+    /// A counter's or a gauge's value.
+    fn value(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        match self.sample(name, label).value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    fn histogram(&self, name: &str, label: Option<(&str, &str)>) -> Histogram {
+        let buckets = match &self.sample(name, label).value {
+            prometheus_parse::Value::Histogram(b) => b.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        // `_sum` and `_count` are untyped samples to this parser.
+        let untyped = |suffix: &str| match self.sample(&format!("{name}{suffix}"), label).value {
+            prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}{suffix}: {other:?}"),
+        };
+        Histogram {
+            buckets,
+            sum: untyped("_sum"),
+            count: untyped("_count"),
+        }
+    }
 }
