@@ -467,19 +467,18 @@ impl<'w, K: Key + 'static, V: Value + 'static> WriteTable<'w, K, V> {
         Ok(())
     }
 
-    /// Deletes `key`; returns whether it was there.
+    /// Deletes `key`. For counted tables, returns whether it was there (looked up to keep the
+    /// count exact); other tables are not read, and return `None`: a tombstone over nothing is
+    /// harmless, and the lookup would cost a redb read per removed index entry.
     pub(crate) fn remove<'k>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<bool>, StorageError> {
         let key = key.borrow();
-        let existed = self.get(key)?.is_some();
-        self.layer.borrow_mut().put(
-            self.id,
-            K::as_bytes(key).as_ref(),
-            None,
-            tables::counted(self.id).then_some(existed),
-        );
+        let existed = self.existed(key)?;
+        self.layer
+            .borrow_mut()
+            .put(self.id, K::as_bytes(key).as_ref(), None, existed);
         Ok(existed)
     }
 

@@ -166,7 +166,7 @@ fn apply_timers(
     let (t, id) = (tenant.as_str(), event.item.as_u128());
     for timer in &event.cancel {
         let key = (timer.due.as_millis(), t, id, request_timer_code(timer.kind));
-        if !timers.remove(key)? {
+        if timers.remove(key)? == Some(false) {
             // The index disagrees with the stored item; `verify` reports it in detail.
             tracing::warn!(%tenant, item = %event.item, ?timer, "cancelled timer was not indexed");
         }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jitflow_core::time::Timestamp;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -322,11 +322,6 @@ impl Store {
             "checkpoint written"
         );
         Ok((rows, purged))
-    }
-
-    /// How long the interval between checkpoints is.
-    pub fn checkpoint_interval(&self) -> Duration {
-        self.options.checkpoint_interval
     }
 }
 

@@ -93,7 +93,7 @@ pub(crate) fn apply(
     let (t, c) = (tenant.as_str(), event.connection.as_u128());
     for timer in &event.cancel {
         let removed = timers.remove((timer.due.as_millis(), t, c, timer_kind_code(timer.kind)))?;
-        if !removed {
+        if removed == Some(false) {
             // The index disagrees with the stored connection; `verify` reports it in detail.
             tracing::warn!(%tenant, connection = %event.connection, ?timer, "cancelled timer was not indexed");
         }
