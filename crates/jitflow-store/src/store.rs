@@ -111,7 +111,11 @@ impl Hot {
             next.sequence,
             current.sequence
         );
-        *current = Arc::new(next);
+        let old = std::mem::replace(&mut *current, Arc::new(next));
+        drop(current);
+        // Dropping the old state frees every layer node the new one no longer shares (a
+        // tenth of the writer's time at batch 256): outside the lock, so readers never wait.
+        drop(old);
     }
 
     /// The writer's lock (a poisoned lock only means an earlier write panicked).
