@@ -153,6 +153,7 @@ impl Builder {
             effects_overflow: AtomicBool::new(false),
             effects_wake: Default::default(),
             committed,
+            health: Default::default(),
         });
         let metrics = Arc::new(Metrics::default());
         let writer = Writer {
@@ -167,6 +168,7 @@ impl Builder {
             metrics: Arc::clone(&metrics),
             policies: Default::default(),
             carry: Vec::new(),
+            outage: None,
         };
         let writer_thread = std::thread::Builder::new()
             .name("jitflow-writer".into())
@@ -228,6 +230,7 @@ impl Builder {
                     notifier,
                     notifier_drain: config.effect_timeout,
                 })),
+                last_gauges: Default::default(),
             }),
         })
     }
@@ -253,6 +256,8 @@ struct Inner {
     /// The approval step of access request items (from `Config::approvers`).
     approval: jitflow_core::request::ApprovalStep,
     stop: std::sync::Mutex<Option<Stop>>,
+    /// The store's gauges of the last scrape that read them (see [`Engine::scrape`]).
+    last_gauges: std::sync::Mutex<Option<crate::metrics::Gauges>>,
 }
 
 /// The embedded engine. Cheap to clone: clones share one writer, scheduler and effect runner.
@@ -306,11 +311,29 @@ impl Engine {
     /// so it blocks: call it from `spawn_blocking` in async code.
     pub fn scrape(&self) -> Result<String, Error> {
         let writer = &self.inner.writer;
-        let queued = writer.max_capacity().saturating_sub(writer.capacity());
-        let gauges = crate::metrics::Gauges::read(&self.inner.store, self.now(), queued as u64)?;
+        let queued = writer.max_capacity().saturating_sub(writer.capacity()) as u64;
+        let health = crate::metrics::HealthGauges::read(&self.inner.signals.health);
+        let mut last = self
+            .inner
+            .last_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let gauges = match crate::metrics::Gauges::read(&self.inner.store, self.now(), queued) {
+            Ok(g) => {
+                *last = Some(g);
+                g
+            }
+            // While the store is being reopened after a failed write, the last figures read
+            // stand in, so that the outage itself stays visible.
+            Err(e) => match *last {
+                Some(g) if !matches!(self.health(), crate::Health::Up) => g,
+                _ => return Err(e.into()),
+            },
+        };
+        drop(last);
         Ok(crate::metrics::encode(
             Arc::clone(&self.inner.metrics),
-            gauges,
+            gauges.with_writer(queued, health),
         ))
     }
 
@@ -322,6 +345,13 @@ impl Engine {
     /// The approval step each access request item goes through.
     pub(crate) fn approval_step(&self) -> &jitflow_core::request::ApprovalStep {
         &self.inner.approval
+    }
+
+    /// Whether the engine can write now. After a failed commit or checkpoint it is
+    /// [`Health::Degraded`](crate::Health::Degraded) with the cause until it has reopened its
+    /// store and written again, by itself (see [`heal`](crate::heal)).
+    pub fn health(&self) -> crate::Health {
+        self.inner.signals.health.health()
     }
 
     /// The store's hot layer and checkpoint figures (operators' gauges).
@@ -534,15 +564,22 @@ impl Engine {
             queued.push(answer);
         }
         let answers = Self::connection_replies(queued).await;
-        Ok(answers
-            .into_iter()
-            .map(|a| a.map(|c| c.expect("a type change never removes the connection")))
-            .collect())
+        bulk::whole(
+            answers
+                .into_iter()
+                .map(|a| a.map(|c| c.expect("a type change never removes the connection")))
+                .collect(),
+            |e| match e {
+                bulk::ItemError::Engine(e) => Some(e),
+                _ => None,
+            },
+        )
     }
 
     /// Registers up to [`bulk::MAX_IMPORT`] connections, each independently of the others: one
     /// result per spec, in order. The specs are queued together, so they share group commits.
-    /// Refused as a whole only when the request is empty or too long.
+    /// Refused as a whole when the request is empty or too long, and when the engine could not
+    /// write an item ([`Error::is_unavailable`]).
     pub async fn import(
         &self,
         caller: &Caller,
@@ -554,10 +591,13 @@ impl Engine {
             .map(|spec| self.submit_connection(caller, spec.id, Command::Register(spec)))
             .collect();
         let answers = Self::connection_replies(queued).await;
-        Ok(answers
-            .into_iter()
-            .map(|a| a.map(|c| c.expect("a registration answers the connection")))
-            .collect())
+        bulk::whole(
+            answers
+                .into_iter()
+                .map(|a| a.map(|c| c.expect("a registration answers the connection")))
+                .collect(),
+            |e| Some(e),
+        )
     }
 
     /// Activates a JIT connection for `period` minutes (`None`: the policy default). Returns once
