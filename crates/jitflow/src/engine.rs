@@ -291,7 +291,7 @@ impl Engine {
         Builder {
             path: path.as_ref().to_path_buf(),
             config: Config::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::default()),
             provisioner: None,
             validator: Arc::new(AcceptAll),
             notifier: Arc::new(NoNotifier),

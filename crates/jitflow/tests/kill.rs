@@ -325,6 +325,27 @@ async fn child_drain(dir: &Path) {
     println!("drained");
 }
 
+/// Connections the SIGSTOP test activates.
+const STOPPED: u128 = 5;
+
+/// The SIGSTOP test's child: activates [`STOPPED`] connections for one simulated minute,
+/// reports each acknowledgement, then idles (its engine keeps running) until killed.
+async fn child_stop(dir: &Path) {
+    let engine = open_child_engine(dir).await;
+    let caller = common::caller();
+    engine.put_policy(&caller, common::policy()).await.unwrap();
+    for n in 0..STOPPED {
+        let id = common::conn(n);
+        engine.register(&caller, common::spec(id)).await.unwrap();
+        let a = engine
+            .activate(&caller, id, Some(Minutes(1)), None)
+            .await
+            .unwrap();
+        println!("ack {id} {}", a.id);
+    }
+    std::future::pending::<()>().await;
+}
+
 #[test]
 fn child() {
     let Ok(dir) = std::env::var(ENV_DIR) else {
@@ -338,6 +359,7 @@ fn child() {
         .unwrap();
     match std::env::var(ENV_MODE).as_deref() {
         Ok("drain") => runtime.block_on(child_drain(&dir)),
+        Ok("stop") => runtime.block_on(child_stop(&dir)),
         _ => runtime.block_on(child_load(&dir)),
     }
 }
@@ -635,4 +657,102 @@ fn sigkill_at_random_moments() {
         deactivated.len(),
         acked_items.len()
     );
+}
+
+/// The target's successful calls of `op` so far: (connection, simulated ms).
+fn target_calls(dir: &Path, op: &str) -> Vec<(String, u64)> {
+    let log = std::fs::read_to_string(dir.join("target.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            (parts.len() == 4 && parts[0] == op)
+                .then(|| (parts[1].to_owned(), parts[3].parse().unwrap()))
+        })
+        .collect()
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {name} failed");
+}
+
+/// SIGSTOP the engine's process while its activations are granted, past their expiry, then
+/// SIGCONT: every access is revoked no earlier than its expiry and soon after the process runs
+/// again (time went on while it was stopped; the scheduler's capped sleeps notice).
+#[test]
+fn sigstop_past_expiry_then_sigcont_revokes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_wall = wall_ms();
+    std::fs::write(dir.path().join("clock"), origin_wall.to_string()).unwrap();
+    let simulated = |wall: u64| common::START + wall.saturating_sub(origin_wall) * SPEED;
+    let mut child = spawn_child(dir.path(), "stop");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while target_calls(dir.path(), "grant").len() < STOPPED as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the grants never reached the target"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(&child, "-STOP");
+    // Stopped for 300 simulated seconds, well past the one-minute activations.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        target_calls(dir.path(), "revoke").is_empty(),
+        "a stopped process revoked"
+    );
+    let resumed = simulated(wall_ms());
+    signal(&child, "-CONT");
+    while target_calls(dir.path(), "revoke").len() < STOPPED as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the revokes never reached the target"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let expiries: HashMap<String, u64> = runtime.block_on(async {
+        let engine = open_child_engine(dir.path()).await;
+        let tenant = common::caller().tenant;
+        let expiries = (0..STOPPED)
+            .map(|n| {
+                let c = engine
+                    .connection(&tenant, common::conn(n))
+                    .unwrap()
+                    .unwrap();
+                (c.id().to_string(), c.jit.expiration.unwrap().as_millis())
+            })
+            .collect();
+        engine.shutdown().await;
+        expiries
+    });
+    for (connection, at) in target_calls(dir.path(), "revoke") {
+        let expiry = expiries[&connection];
+        assert!(
+            at >= expiry,
+            "{connection} revoked {} ms early",
+            expiry - at
+        );
+        assert!(at >= resumed, "{connection} revoked while stopped");
+        let late = Duration::from_millis(at - resumed);
+        assert!(
+            late <= LAG_BOUND,
+            "{connection} revoked {late:?} (simulated) after the process resumed"
+        );
+        eprintln!(
+            "{connection}: expired {} simulated s before the resume, revoked {} simulated ms \
+             after it",
+            resumed.saturating_sub(expiry) / 1000,
+            at - resumed
+        );
+    }
 }
