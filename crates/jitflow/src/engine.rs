@@ -359,9 +359,27 @@ impl Engine {
         self.inner.store.stats()
     }
 
-    /// The store, for queries the engine does not wrap.
-    pub fn store(&self) -> &Store {
+    /// The store, inside the engine. Not public: every write goes through the writer, and
+    /// embedders read through the engine's methods, [`Engine::snapshot`] and
+    /// [`Engine::verify`].
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// A consistent read-only snapshot of the store at the last commit, for queries the engine
+    /// does not wrap (operators' tools, tests). Keep it short-lived.
+    pub fn snapshot(&self) -> Result<jitflow_store::read::Reader, Error> {
+        Ok(self.inner.store.reader()?)
+    }
+
+    /// Replays the whole log and compares it with the derived state (see
+    /// `jitflow_store::Store::verify`). Reads everything, so it blocks: call it from
+    /// `spawn_blocking` in async code.
+    pub fn verify(&self) -> Result<jitflow_store::verify::Report, Error> {
+        self.inner
+            .store
+            .verify()
+            .map_err(|e| Error::Storage(e.to_string()))
     }
 
     /// Queues a request for the writer and returns where its answer will arrive, so that a bulk

@@ -172,7 +172,7 @@ async fn a_full_disk_degrades_heals_by_itself_and_revokes_on_time() {
         );
     }
     h.engine.register(&caller(), spec(conn(7))).await.unwrap();
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     let scrape = h.engine.scrape().unwrap();
     assert!(scrape.contains("jitflow_writer_degraded 0"), "{scrape}");

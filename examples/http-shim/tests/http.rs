@@ -793,8 +793,7 @@ async fn short_activation_expires() {
     let metrics = scrape(&h).await;
     let armed = h
         .engine()
-        .store()
-        .reader()
+        .snapshot()
         .unwrap()
         .due_timers(None, None, 100)
         .unwrap()
