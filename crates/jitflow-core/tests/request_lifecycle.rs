@@ -91,7 +91,12 @@ impl Harness {
 
     fn submitted(spec: ItemSpec, step: ApprovalStep) -> Harness {
         let mut h = Harness::new();
-        h.submit(spec, step, Existing::default()).unwrap();
+        // A revoke needs the access assigned (the revoke rules, checked again by decide).
+        let existing = match spec.request_type {
+            RequestType::Revoke => assigned(),
+            RequestType::Grant => Existing::default(),
+        };
+        h.submit(spec, step, existing).unwrap();
         h
     }
 
@@ -601,7 +606,7 @@ fn revoke_of_a_jit_connection_deactivates_the_running_activation_first() {
         .submit(
             spec(RequestType::Revoke, ObjectKind::Entitlement, None, None),
             ApprovalStep::Auto,
-            Existing::default(),
+            assigned(),
         )
         .unwrap();
     assert_eq!(
@@ -991,4 +996,51 @@ fn restart_in_every_stage_resumes_from_the_log() {
         assert!(end.status.is_terminal(), "after {cut} events: {end:?}");
         assert_eq!(end.status, last.status, "after {cut} events");
     }
+}
+
+/// The access as an approved grant left it: assigned by request, no dates.
+fn assigned() -> Existing {
+    Existing {
+        assignment: Some(Assignment {
+            origin: Origin::Requested,
+            accounts: Vec::new(),
+            start_date: None,
+            remove_date: None,
+        }),
+        in_progress: None,
+    }
+}
+
+/// A revoke checked by the caller while the access was assigned, decided by the writer after a
+/// sunset removed it: refused, with nothing recorded (before, it went through and started a
+/// removal of access nobody held).
+#[test]
+fn a_revoke_decided_after_the_access_was_removed_is_refused() {
+    let mut h = Harness::new();
+    let r = h
+        .submit(
+            spec(RequestType::Revoke, ObjectKind::Entitlement, None, None),
+            ApprovalStep::Auto,
+            Existing::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            r,
+            Rejection::Invalid(jitflow_core::request::submit::Error::RevokeNotAssigned { .. })
+        ),
+        "{r:?}"
+    );
+    assert!(h.item.is_none() && h.events.is_empty());
+    // Inherited access is refused the same way.
+    let mut inherited = assigned();
+    inherited.assignment.as_mut().unwrap().origin = Origin::Role;
+    let r = h
+        .submit(
+            spec(RequestType::Revoke, ObjectKind::Entitlement, None, None),
+            ApprovalStep::Auto,
+            inherited,
+        )
+        .unwrap_err();
+    assert_eq!(r.kind(), RejectionKind::Invalid);
 }

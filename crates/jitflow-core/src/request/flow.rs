@@ -806,6 +806,17 @@ fn submit(
             }
         }
     };
+    if spec.request_type == RequestType::Revoke {
+        // The caller checked these rules on a snapshot; the state may have moved since (a
+        // sunset removed the access): decide with the writer's current view.
+        super::submit::check_revoke(
+            &format!("item {item}"),
+            &spec.requested_for,
+            &spec.object,
+            spec.remove_date,
+            existing,
+        )?;
+    }
     let auto = approval.approvers.is_empty();
     let mut changes = vec![Change::Submitted {
         spec: Box::new(spec.clone()),
