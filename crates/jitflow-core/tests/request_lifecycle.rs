@@ -542,15 +542,7 @@ fn close_in_each_stage() {
 #[test]
 fn duplicates_are_cancelled_at_submission() {
     let mut h = Harness::new();
-    let existing = Existing {
-        assignment: Some(Assignment {
-            origin: Origin::Requested,
-            accounts: Vec::new(),
-            start_date: None,
-            remove_date: None,
-        }),
-        in_progress: None,
-    };
+    let existing = assigned();
     let events = h
         .submit(
             spec(RequestType::Grant, ObjectKind::Entitlement, None, None),
