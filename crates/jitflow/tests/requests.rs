@@ -861,3 +861,41 @@ async fn an_admin_forwards_the_whole_approval_and_forwards_are_bounded() {
     ));
     finish(h).await;
 }
+
+/// An entitlement granted by request for an identity whose assignment (entitlement, identity,
+/// account) an embedder's own connection already holds: the item's connection cannot be
+/// registered (one connection per assignment). The grant fails at once with a message naming
+/// the holder, and the item ends failed, instead of retrying a registration that can never
+/// succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_assignment_another_connection_holds_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &[]).await;
+    let holder = common::conn(900);
+    let mut own = common::spec(holder);
+    own.identity = IdentityId::parse("dave").unwrap();
+    // The account the request's connection gets when none is selected: the identity's id.
+    own.account = jitflow_core::id::AccountId::parse("dave").unwrap();
+    own.entitlement = EntitlementId::parse(STANDING_ENTITLEMENT).unwrap();
+    own.kind = ConnectionType::Standing;
+    h.engine.register(&caller(), own).await.unwrap();
+
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let ended = wait_item(&h, item.id(), "the grant to end", |i| {
+        i.status.is_terminal()
+    })
+    .await;
+    assert_eq!(ended.status, ItemStatus::Failed, "{ended:?}");
+    let error = ended
+        .grant
+        .as_ref()
+        .and_then(|g| g.last_error.clone())
+        .unwrap_or_default();
+    assert!(error.contains(&holder.to_string()), "{error}");
+    assert_eq!(
+        h.target.keys("grant"),
+        Vec::<String>::new(),
+        "nothing was granted twice"
+    );
+    finish(h).await;
+}
