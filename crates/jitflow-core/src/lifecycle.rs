@@ -394,14 +394,15 @@ pub enum Change {
     },
 }
 
-/// What an embedder's `Notifier` is told about.
+/// What an embedder's `Notifier` is told about. Not persisted: it is derived from each
+/// committed event by [`Event::notice`], so a new kind of notice needs no change of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Notice {
     /// An activation was requested.
     Started,
     /// Access was granted.
     Provisioned,
-    /// Access expires soon.
+    /// Access expires soon (the pre-expiry warning).
     ExpiringSoon,
     /// The activation was extended.
     Extended,
@@ -409,10 +410,15 @@ pub enum Notice {
     Deactivated,
     /// Access was removed after expiry.
     Expired,
-    /// The activation failed (refused, or provisioning gave up).
-    Failed,
+    /// The workflow's validation refused the activation; it ends INVALID.
+    Refused,
+    /// Provisioning gave up (tries exhausted, or the target refused for good); the activation
+    /// ends ERROR after a fail-closed revoke.
+    GrantFailed,
     /// A revoke keeps failing; someone must look.
     Stuck,
+    /// A revoke that had been flagged stuck finally succeeded (the access is gone).
+    Recovered,
 }
 
 /// One committed fact about one connection, with the timers and effects it implies.
@@ -437,13 +443,23 @@ pub struct Event {
 }
 
 impl Event {
-    /// The notification this event triggers, if any.
-    pub fn notice(&self) -> Option<Notice> {
+    /// The notification this event triggers, if any. `stuck_after` is the engine's stuck bound
+    /// ([`Config::stuck_after`]): a revoke that succeeds on a try past it had its try at the
+    /// bound fail, which raised the stuck alert, so its end is told as [`Notice::Recovered`]
+    /// instead of the usual deactivated or expired notice. (The event does not record whether
+    /// the activation was stuck; if the bound was changed between the alert and the recovery,
+    /// the recovery may be told as a plain end, or a plain end as a recovery.)
+    pub fn notice(&self, stuck_after: u32) -> Option<Notice> {
         match &self.change {
             Change::ActivationRequested { .. } => Some(Notice::Started),
             Change::Provisioned { .. } => Some(Notice::Provisioned),
             Change::ExpiryWarned { .. } => Some(Notice::ExpiringSoon),
             Change::Extended { .. } => Some(Notice::Extended),
+            Change::Revoked { attempt, .. } | Change::StandingRevoked { attempt }
+                if *attempt > stuck_after =>
+            {
+                Some(Notice::Recovered)
+            }
             Change::Revoked {
                 reason: EndReason::Deactivated,
                 ..
@@ -452,9 +468,8 @@ impl Event {
                 reason: EndReason::Expired,
                 ..
             } => Some(Notice::Expired),
-            Change::ValidationRefused { .. } | Change::GrantAbandoned { .. } => {
-                Some(Notice::Failed)
-            }
+            Change::ValidationRefused { .. } => Some(Notice::Refused),
+            Change::GrantAbandoned { .. } => Some(Notice::GrantFailed),
             Change::RevokeFailed {
                 became_stuck: true, ..
             }

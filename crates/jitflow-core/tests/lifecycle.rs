@@ -179,7 +179,7 @@ fn activate_from_available_validates_then_grants() {
         }
     );
     assert_eq!(e.effects, vec![Effect::Validate { activation: A1 }]);
-    assert_eq!(e.notice(), Some(Notice::Started));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Started));
     assert_eq!(w.c().state, ConnectionState::Activating);
     assert_eq!(w.status(), ActivationStatus::Creating);
     let e = w.ok(Command::ValidationPassed { activation: A1 });
@@ -273,7 +273,7 @@ fn provisioned_arms_expiry_and_warning() {
         due: expiry.saturating_sub(Duration::from_secs(600)),
         kind: TimerKind::Warning
     }));
-    assert_eq!(e.notice(), Some(Notice::Provisioned));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Provisioned));
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn full_expiry_path_ends_completed_and_expired() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(60);
     let e = w.fire(TimerKind::Warning);
-    assert_eq!(e.notice(), Some(Notice::ExpiringSoon));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::ExpiringSoon));
     let e = w.fire(TimerKind::Expiry);
     assert_eq!(e.change, Change::Expired);
     assert_eq!(
@@ -297,7 +297,7 @@ fn full_expiry_path_ends_completed_and_expired() {
         activation: A1,
         attempt: 1,
     });
-    assert_eq!(e.notice(), Some(Notice::Expired));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Expired));
     assert_eq!(w.c().state, ConnectionState::Expired);
     assert_eq!(w.status(), ActivationStatus::Completed);
     assert!(w.c().jit.deprovision.is_some());
@@ -330,7 +330,7 @@ fn deactivate_active_revokes_and_ends_revoked_available() {
         activation: A1,
         attempt: 1,
     });
-    assert_eq!(e.notice(), Some(Notice::Deactivated));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Deactivated));
     assert_eq!(w.c().state, ConnectionState::Available);
     assert_eq!(w.status(), ActivationStatus::Revoked);
     assert_eq!(
@@ -364,7 +364,7 @@ fn extend_moves_expiry_and_warning_within_the_cap() {
             .iter()
             .any(|t| t.kind == TimerKind::Expiry && t.due == new)
     );
-    assert_eq!(e.notice(), Some(Notice::Extended));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Extended));
     w.ok(Command::Extend {
         by: Some(Minutes(15)),
     });
@@ -434,7 +434,7 @@ fn validation_refused_ends_invalid_and_available() {
         activation: A1,
         reason: "no ticket".into(),
     });
-    assert_eq!(e.notice(), Some(Notice::Failed));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Refused));
     assert!(
         e.effects.is_empty(),
         "nothing was granted, nothing to revoke"
@@ -484,7 +484,7 @@ fn grant_failures_retry_with_backoff_then_give_up_and_revoke_fail_closed() {
         retryable: true,
     });
     assert!(matches!(e.change, Change::GrantAbandoned { .. }));
-    assert_eq!(e.notice(), Some(Notice::Failed));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::GrantFailed));
     assert_eq!(
         e.effects,
         vec![Effect::Revoke {
@@ -532,7 +532,7 @@ fn deprovision_failures_retry_forever_flag_stuck_once_then_recover() {
             attempt,
             error: "timeout".into(),
         });
-        if e.notice() == Some(Notice::Stuck) {
+        if e.notice(w.config.stuck_after) == Some(Notice::Stuck) {
             stuck_notices += 1;
             assert_eq!(attempt, stuck_after);
         }
@@ -545,10 +545,15 @@ fn deprovision_failures_retry_forever_flag_stuck_once_then_recover() {
         w.fire(TimerKind::Retry);
     }
     assert_eq!(stuck_notices, 1, "the alert is raised once");
-    w.ok(Command::RevokeSucceeded {
+    let e = w.ok(Command::RevokeSucceeded {
         activation: A1,
         attempt: stuck_after + 6,
     });
+    assert_eq!(
+        e.notice(stuck_after),
+        Some(Notice::Recovered),
+        "the end of a stuck revoke is told as its recovery"
+    );
     assert_eq!(w.status(), ActivationStatus::Revoked);
     assert!(!w.c().activation.as_ref().unwrap().stuck);
 }
@@ -694,7 +699,11 @@ fn a_warning_delivered_after_the_expiry_expires_instead_of_warning() {
     w.advance(Duration::from_secs(2 * 3600));
     let e = w.ok(Command::TimerFired(warning));
     assert_eq!(e.change, Change::Expired);
-    assert_eq!(e.notice(), None, "no expiring-soon notice after the fact");
+    assert_eq!(
+        e.notice(w.config.stuck_after),
+        None,
+        "no expiring-soon notice after the fact"
+    );
     assert_eq!(e.cancel.len(), 2, "both timers cancelled: {:?}", e.cancel);
 }
 

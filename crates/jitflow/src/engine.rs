@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use crate::bulk;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::effects::{EffectRunner, deliver_notices};
+use crate::effects::{EffectRunner, NoticeDelivery};
 use crate::error::{Error, read};
 use crate::hooks::{AcceptAll, NoNotifier, Notifier, Provisioner, Validator};
 use crate::metrics::Metrics;
@@ -203,15 +203,21 @@ impl Builder {
             })?;
         let notices = Subscription::new(Arc::clone(&store), &signals, notifier_from);
         let tasks = vec![tokio::spawn(scheduler.run()), tokio::spawn(runner.run())];
-        let notifier = tokio::spawn(deliver_notices(
-            notices,
-            Arc::clone(&store),
-            writer_tx.clone(),
-            self.notifier,
-            config.effect_timeout,
-            (config.retry_base, config.retry_cap),
-            shutdown_rx,
-        ));
+        metrics.notifier_passed(notifier_from);
+        let notifier = tokio::spawn(
+            NoticeDelivery {
+                events: notices,
+                store: Arc::clone(&store),
+                writer: writer_tx.clone(),
+                notifier: self.notifier,
+                metrics: Arc::clone(&metrics),
+                timeout: config.notify_timeout,
+                retry: (config.notify_retry_base, config.notify_retry_cap),
+                stuck_after: config.stuck_after,
+                shutdown: shutdown_rx,
+            }
+            .run(),
+        );
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -226,7 +232,7 @@ impl Builder {
                     writer_thread,
                     tasks,
                     notifier,
-                    notifier_drain: config.effect_timeout,
+                    notifier_drain: config.notify_timeout,
                 })),
             }),
         })
@@ -307,7 +313,12 @@ impl Engine {
     pub fn scrape(&self) -> Result<String, Error> {
         let writer = &self.inner.writer;
         let queued = writer.max_capacity().saturating_sub(writer.capacity());
-        let gauges = crate::metrics::Gauges::read(&self.inner.store, self.now(), queued as u64)?;
+        let gauges = crate::metrics::Gauges::read(
+            &self.inner.store,
+            &self.inner.metrics,
+            self.now(),
+            queued as u64,
+        )?;
         Ok(crate::metrics::encode(
             Arc::clone(&self.inner.metrics),
             gauges,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use jitflow::clock::ManualClock;
 use jitflow::hooks::{
-    BoxFuture, EffectRequest, ItemRequest, Notification, Notifier, ProvisionError, Provisioner,
-    RequestNotification, ValidationRequest, Validator,
+    BoxFuture, EffectRequest, ItemRequest, Notification, Notifier, NotifyError, ProvisionError,
+    Provisioner, RequestNotification, ValidationRequest, Validator,
 };
 use jitflow::{Caller, Config, Engine};
 use jitflow_core::connection::{Connection, ConnectionSpec, ConnectionType};
@@ -158,14 +158,17 @@ impl Inbox {
 }
 
 impl Notifier for Inbox {
-    fn notify(&self, notification: Notification) -> BoxFuture<'_, ()> {
+    fn notify(&self, notification: Notification) -> BoxFuture<'_, Result<(), NotifyError>> {
         self.0.lock().unwrap().push(notification);
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 
-    fn notify_request(&self, notification: RequestNotification) -> BoxFuture<'_, ()> {
+    fn notify_request(
+        &self,
+        notification: RequestNotification,
+    ) -> BoxFuture<'_, Result<(), NotifyError>> {
         self.1.lock().unwrap().push(notification);
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 }
 

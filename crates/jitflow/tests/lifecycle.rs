@@ -127,7 +127,7 @@ async fn validation_refusal_ends_invalid() {
     assert_eq!(c.state, ConnectionState::Available);
     assert!(h.target.keys("grant").is_empty(), "nothing granted");
     h.engine.shutdown().await;
-    assert!(h.inbox.notices().contains(&Notice::Failed));
+    assert!(h.inbox.notices().contains(&Notice::Refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +384,7 @@ impl jitflow::hooks::Notifier for Stalled {
     fn notify(
         &self,
         _notification: jitflow::hooks::Notification,
-    ) -> jitflow::hooks::BoxFuture<'_, ()> {
+    ) -> jitflow::hooks::BoxFuture<'_, Result<(), jitflow::hooks::NotifyError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -400,7 +400,7 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
     let engine = jitflow::Engine::builder(&path)
         .config(jitflow::Config {
             // Bounds how long the stalled notifier holds up each notice and the shutdown.
-            effect_timeout: Duration::from_millis(100),
+            notify_timeout: Duration::from_millis(100),
             ..common::config()
         })
         .clock(clock.clone())
