@@ -260,9 +260,14 @@ fn names(ids: &[IdentityId]) -> String {
 fn request_sentence(n: &RequestNotification) -> String {
     use request::Notice as N;
     let s = &n.spec;
+    let object = match s.object.kind {
+        request::ObjectKind::Role => "role",
+        request::ObjectKind::AccessProfile => "access profile",
+        request::ObjectKind::Entitlement => "entitlement",
+    };
     let what = format!(
-        "{} for {} (request {})",
-        s.object, s.requested_for, s.request
+        "{object} {} for {} (request {})",
+        s.object.id, s.requested_for, s.request
     );
     let detail = n.detail.as_deref();
     match n.notice {
@@ -405,7 +410,172 @@ impl Message {
 
 #[cfg(test)]
 mod tests {
+    use jitflow_core::id::{
+        AccessRequestId, ActivationId, ConnectionId, ObjectId, RequestItemId, TenantId,
+    };
+    use jitflow_core::request::{ItemSpec, ObjectKind, ObjectRef, RequestType};
+
     use super::*;
+
+    fn at() -> Timestamp {
+        Timestamp::from_millis(1_800_000_000_000).unwrap()
+    }
+
+    fn activation_notice(notice: Notice) -> Notification {
+        Notification {
+            tenant: TenantId::parse("acme").unwrap(),
+            notice,
+            connection: ConnectionId::parse("757fb803-9024-5861-e510-83a56e4c5bd3").unwrap(),
+            // Removed before delivery: the facts are null, the schema the same.
+            spec: None,
+            activation: Some(ActivationId::parse("0b1c5a3e-1111-4222-8333-944455556666").unwrap()),
+            expires_at: Some(at()),
+            detail: Some("target said no".into()),
+            recipients: vec!["owners@example.com".into(); 100],
+            at: at(),
+            sequence: 42,
+        }
+    }
+
+    fn request_notice(notice: request::Notice) -> RequestNotification {
+        let who = |s: &str| IdentityId::parse(s).unwrap();
+        RequestNotification {
+            tenant: TenantId::parse("acme").unwrap(),
+            notice,
+            item: RequestItemId::parse("2b1c5a3e-1111-4222-8333-944455556666").unwrap(),
+            spec: ItemSpec {
+                id: RequestItemId::parse("2b1c5a3e-1111-4222-8333-944455556666").unwrap(),
+                request: AccessRequestId::parse("3b1c5a3e-1111-4222-8333-944455556666").unwrap(),
+                request_type: RequestType::Grant,
+                requested_for: who("alice"),
+                requester: who("alice"),
+                object: ObjectRef {
+                    kind: ObjectKind::Role,
+                    id: ObjectId::parse("auditors").unwrap(),
+                },
+                comment: None,
+                client_metadata: Default::default(),
+                request_metadata: Default::default(),
+                start_date: Some(at()),
+                remove_date: None,
+                accounts: Vec::new(),
+                native_identity: None,
+                form_instance_id: None,
+            },
+            approvers: vec![who("bob"), who("carol")],
+            detail: None,
+            at: at(),
+            sequence: 43,
+        }
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn every_type_has_one_schema_with_every_field_present() {
+        let activations = [
+            Notice::Started,
+            Notice::Provisioned,
+            Notice::ExpiringSoon,
+            Notice::Extended,
+            Notice::Deactivated,
+            Notice::Expired,
+            Notice::Refused,
+            Notice::GrantFailed,
+            Notice::Stuck,
+            Notice::Recovered,
+        ];
+        use request::Notice as N;
+        let requests = [
+            N::ApprovalRequested,
+            N::Forwarded,
+            N::Approved,
+            N::Rejected,
+            N::Cancelled,
+            N::ApprovalExpired,
+            N::Granted,
+            N::GrantFailed,
+            N::Revoked,
+            N::Closed,
+            N::SunsetRemoved,
+            N::Stuck,
+            N::Recovered,
+        ];
+        let messages: Vec<Message> = activations
+            .iter()
+            .map(|n| Message::activation(&activation_notice(*n), "jitflow"))
+            .chain(
+                requests
+                    .iter()
+                    .map(|n| Message::request(&request_notice(*n), "jitflow")),
+            )
+            .collect();
+        let values: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap())
+            .collect();
+        let first = keys(&values[0]);
+        assert_eq!(
+            first,
+            [
+                "activation",
+                "connection",
+                "detail",
+                "id",
+                "message",
+                "recipients",
+                "requestItem",
+                "schemaVersion",
+                "sequence",
+                "tenant",
+                "time",
+                "truncated",
+                "type"
+            ]
+        );
+        for (m, v) in messages.iter().zip(&values) {
+            assert_eq!(keys(v), first, "{}", m.kind);
+            assert!(
+                m.message.ends_with('.') || m.message.ends_with("said no"),
+                "{}",
+                m.message
+            );
+            // The body a receiver gets reads back as the same message.
+            let body = m.body(64 * 1024).unwrap();
+            assert_eq!(&serde_json::from_slice::<Message>(&body).unwrap(), m);
+        }
+        let kinds: std::collections::HashSet<&str> =
+            messages.iter().map(|m| m.kind.as_str()).collect();
+        assert_eq!(kinds.len(), ACTIVATION_TYPES.len() + REQUEST_TYPES.len());
+        assert_eq!(messages[0].id, "jitflow_42");
+        assert_eq!(messages[0].time, "2027-01-15T08:00:00.000Z");
+        assert_eq!(
+            messages[11].message,
+            "The approval of role auditors for alice (request 3b1c5a3e-1111-4222-8333-944455556666) \
+             was forwarded; it now waits for bob, carol."
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_bound_drops_lists_then_facts_and_says_so() {
+        let m = Message::activation(&activation_notice(Notice::Stuck), "jitflow");
+        let full = m.body(1 << 20).unwrap();
+        assert!(full.len() > 2000, "a hundred recipients");
+        let lean: Message = serde_json::from_slice(&m.body(2000).unwrap()).unwrap();
+        assert!(lean.truncated && lean.recipients.is_empty() && lean.detail.is_none());
+        assert_eq!(
+            lean.connection, m.connection,
+            "the facts fit without the lists"
+        );
+        let minimal: Message = serde_json::from_slice(&m.body(600).unwrap()).unwrap();
+        assert!(minimal.truncated && minimal.connection.is_none());
+        assert_eq!((minimal.id, minimal.kind), (m.id.clone(), m.kind.clone()));
+        assert_eq!(m.body(10), None);
+    }
 
     #[test]
     fn type_names_are_unique_and_dotted() {
