@@ -74,7 +74,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use message::Message;
-pub use sign::{Secret, SecretError, VerifyError, verify};
+pub use sign::{Secret, SecretError, VerifyError, verify, verify_headers};
 
 /// The most receivers one notifier POSTs to.
 pub const MAX_RECEIVERS: usize = 16;

@@ -197,7 +197,7 @@ fn time(t: Timestamp) -> String {
 /// `: detail.` or `.`: a sentence's end.
 fn end(detail: Option<&str>) -> String {
     match detail {
-        Some(d) => format!(": {d}"),
+        Some(d) => format!(": {}.", d.trim_end_matches('.')),
         None => ".".to_owned(),
     }
 }
@@ -408,66 +408,122 @@ impl Message {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// One message of every type ([`ACTIVATION_TYPES`], then [`REQUEST_TYPES`]), with fixed
+/// example values: for receivers' tests, documentation, and the schema checks.
+pub fn samples() -> Vec<Message> {
     use jitflow_core::id::{
         AccessRequestId, ActivationId, ConnectionId, ObjectId, RequestItemId, TenantId,
     };
     use jitflow_core::request::{ItemSpec, ObjectKind, ObjectRef, RequestType};
-
-    use super::*;
-
-    fn at() -> Timestamp {
-        Timestamp::from_millis(1_800_000_000_000).unwrap()
-    }
-
-    fn activation_notice(notice: Notice) -> Notification {
-        Notification {
-            tenant: TenantId::parse("acme").unwrap(),
+    // Constants that parse: a failure is a bug in this function, not bad input.
+    const VALID: &str = "a valid constant";
+    let at = Timestamp::from_millis(1_800_000_000_000).expect(VALID);
+    let tenant = TenantId::parse("acme").expect(VALID);
+    let who = |s: &str| IdentityId::parse(s).expect(VALID);
+    let activation = |notice: Notice| Notification {
+        tenant: tenant.clone(),
+        notice,
+        connection: ConnectionId::parse("757fb803-9024-5861-e510-83a56e4c5bd3").expect(VALID),
+        spec: Some(ConnectionSpec {
+            id: ConnectionId::parse("757fb803-9024-5861-e510-83a56e4c5bd3").expect(VALID),
+            identity: who("alice"),
+            identity_name: "Alice".into(),
+            account: jitflow_core::id::AccountId::parse("alice-adm").expect(VALID),
+            account_name: "alice.adm".into(),
+            entitlement: jitflow_core::id::EntitlementId::parse("domain-admins").expect(VALID),
+            entitlement_name: "Domain Admins".into(),
+            attribute_name: "memberOf".into(),
+            attribute_value: "CN=Domain Admins,DC=example,DC=com".into(),
+            privilege_level: None,
+            source: jitflow_core::id::SourceId::parse("ad").expect(VALID),
+            source_name: "Active Directory".into(),
+            kind: jitflow_core::connection::ConnectionType::Jit,
+            standalone: false,
+        }),
+        activation: Some(ActivationId::parse("0b1c5a3e-1111-4222-8333-944455556666").expect(VALID)),
+        expires_at: Some(at),
+        detail: matches!(
             notice,
-            connection: ConnectionId::parse("757fb803-9024-5861-e510-83a56e4c5bd3").unwrap(),
-            // Removed before delivery: the facts are null, the schema the same.
-            spec: None,
-            activation: Some(ActivationId::parse("0b1c5a3e-1111-4222-8333-944455556666").unwrap()),
-            expires_at: Some(at()),
-            detail: Some("target said no".into()),
-            recipients: vec!["owners@example.com".into(); 100],
-            at: at(),
-            sequence: 42,
-        }
-    }
-
-    fn request_notice(notice: request::Notice) -> RequestNotification {
-        let who = |s: &str| IdentityId::parse(s).unwrap();
-        RequestNotification {
-            tenant: TenantId::parse("acme").unwrap(),
-            notice,
-            item: RequestItemId::parse("2b1c5a3e-1111-4222-8333-944455556666").unwrap(),
-            spec: ItemSpec {
-                id: RequestItemId::parse("2b1c5a3e-1111-4222-8333-944455556666").unwrap(),
-                request: AccessRequestId::parse("3b1c5a3e-1111-4222-8333-944455556666").unwrap(),
-                request_type: RequestType::Grant,
-                requested_for: who("alice"),
-                requester: who("alice"),
-                object: ObjectRef {
-                    kind: ObjectKind::Role,
-                    id: ObjectId::parse("auditors").unwrap(),
-                },
-                comment: None,
-                client_metadata: Default::default(),
-                request_metadata: Default::default(),
-                start_date: Some(at()),
-                remove_date: None,
-                accounts: Vec::new(),
-                native_identity: None,
-                form_instance_id: None,
+            Notice::Refused | Notice::GrantFailed | Notice::Stuck
+        )
+        .then(|| "target answered 503".to_owned()),
+        recipients: vec!["owners@example.com".into()],
+        at,
+        sequence: 42,
+    };
+    let item = |notice: request::Notice| RequestNotification {
+        tenant: tenant.clone(),
+        notice,
+        item: RequestItemId::parse("2b1c5a3e-1111-4222-8333-944455556666").expect(VALID),
+        spec: ItemSpec {
+            id: RequestItemId::parse("2b1c5a3e-1111-4222-8333-944455556666").expect(VALID),
+            request: AccessRequestId::parse("3b1c5a3e-1111-4222-8333-944455556666").expect(VALID),
+            request_type: RequestType::Grant,
+            requested_for: who("alice"),
+            requester: who("alice"),
+            object: ObjectRef {
+                kind: ObjectKind::Role,
+                id: ObjectId::parse("auditors").expect(VALID),
             },
-            approvers: vec![who("bob"), who("carol")],
-            detail: None,
-            at: at(),
-            sequence: 43,
-        }
-    }
+            comment: None,
+            client_metadata: Default::default(),
+            request_metadata: Default::default(),
+            start_date: Some(at),
+            remove_date: None,
+            accounts: Vec::new(),
+            native_identity: None,
+            form_instance_id: None,
+        },
+        approvers: vec![who("bob"), who("carol")],
+        detail: matches!(
+            notice,
+            request::Notice::GrantFailed | request::Notice::Stuck
+        )
+        .then(|| "target answered 503".to_owned()),
+        at,
+        sequence: 43,
+    };
+    use request::Notice as N;
+    let activations = [
+        Notice::Started,
+        Notice::Provisioned,
+        Notice::ExpiringSoon,
+        Notice::Extended,
+        Notice::Deactivated,
+        Notice::Expired,
+        Notice::Refused,
+        Notice::GrantFailed,
+        Notice::Stuck,
+        Notice::Recovered,
+    ];
+    let requests = [
+        N::ApprovalRequested,
+        N::Forwarded,
+        N::Approved,
+        N::Rejected,
+        N::Cancelled,
+        N::ApprovalExpired,
+        N::Granted,
+        N::GrantFailed,
+        N::Revoked,
+        N::Closed,
+        N::SunsetRemoved,
+        N::Stuck,
+        N::Recovered,
+    ];
+    activations
+        .into_iter()
+        .map(|n| Message::activation(&activation(n), "jitflow"))
+        .chain(
+            requests
+                .into_iter()
+                .map(|n| Message::request(&item(n), "jitflow")),
+        )
+        .collect()
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn keys(value: &serde_json::Value) -> Vec<String> {
         let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
@@ -477,43 +533,7 @@ mod tests {
 
     #[test]
     fn every_type_has_one_schema_with_every_field_present() {
-        let activations = [
-            Notice::Started,
-            Notice::Provisioned,
-            Notice::ExpiringSoon,
-            Notice::Extended,
-            Notice::Deactivated,
-            Notice::Expired,
-            Notice::Refused,
-            Notice::GrantFailed,
-            Notice::Stuck,
-            Notice::Recovered,
-        ];
-        use request::Notice as N;
-        let requests = [
-            N::ApprovalRequested,
-            N::Forwarded,
-            N::Approved,
-            N::Rejected,
-            N::Cancelled,
-            N::ApprovalExpired,
-            N::Granted,
-            N::GrantFailed,
-            N::Revoked,
-            N::Closed,
-            N::SunsetRemoved,
-            N::Stuck,
-            N::Recovered,
-        ];
-        let messages: Vec<Message> = activations
-            .iter()
-            .map(|n| Message::activation(&activation_notice(*n), "jitflow"))
-            .chain(
-                requests
-                    .iter()
-                    .map(|n| Message::request(&request_notice(*n), "jitflow")),
-            )
-            .collect();
+        let messages = samples();
         let values: Vec<serde_json::Value> = messages
             .iter()
             .map(|m| serde_json::to_value(m).unwrap())
@@ -562,7 +582,11 @@ mod tests {
 
     #[test]
     fn a_body_over_the_bound_drops_lists_then_facts_and_says_so() {
-        let m = Message::activation(&activation_notice(Notice::Stuck), "jitflow");
+        let mut m = samples()
+            .into_iter()
+            .find(|m| m.kind == "revoke.stuck")
+            .unwrap();
+        m.recipients = vec!["owners@example.com".into(); 100];
         let full = m.body(1 << 20).unwrap();
         assert!(full.len() > 2000, "a hundred recipients");
         let lean: Message = serde_json::from_slice(&m.body(2000).unwrap()).unwrap();

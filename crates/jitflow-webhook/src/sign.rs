@@ -145,6 +145,29 @@ pub fn verify(
     }
 }
 
+/// [`verify`] with the three headers read through `header` (a lookup by lowercase name into
+/// whatever header map the receiver's HTTP library has; a missing header reads as empty) and
+/// the wall clock as now.
+pub fn verify_headers<'a>(
+    secret: &Secret,
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+    tolerance_secs: u64,
+) -> Result<(), VerifyError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    verify(
+        secret,
+        header(headers::ID).unwrap_or_default(),
+        header(headers::TIMESTAMP).unwrap_or_default(),
+        header(headers::SIGNATURE).unwrap_or_default(),
+        body,
+        now,
+        tolerance_secs,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

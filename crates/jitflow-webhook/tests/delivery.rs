@@ -5,7 +5,7 @@
 //! de-duplication by id, in commit order.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -66,25 +66,15 @@ impl Receiver {
 }
 
 async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let id = header("webhook-id");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let verified = jitflow_webhook::verify(
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let verified = jitflow_webhook::verify_headers(
         &r.secret,
-        &id,
-        &header("webhook-timestamp"),
-        &header("webhook-signature"),
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
         &body,
-        now,
         300,
     );
     if verified.is_err() {

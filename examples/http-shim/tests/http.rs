@@ -1534,3 +1534,47 @@ impl Metrics {
         }
     }
 }
+
+/// The document carries the notice webhook (OpenAPI 3.1 `webhooks`), and a message of every
+/// notice type `jitflow-webhook` sends fits its schema; a message with a field the schema does
+/// not know, or without one it requires, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_the_notice_webhook_and_every_notice_fits_it() {
+    let h = Harness::new().await;
+    let (status, doc, _) = h.raw("GET", "/openapi.json", None, None, None).await;
+    assert_eq!(status, 200);
+    let post = &doc["webhooks"]["jitflowNotice"]["post"];
+    let headers: Vec<&str> = post["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headers,
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
+    let schema = &post["requestBody"]["content"]["application/json"]["schema"];
+    let validator = common::conformance::validator(schema);
+    let samples = jitflow_webhook::message::samples();
+    assert_eq!(
+        samples.len(),
+        jitflow_webhook::message::ACTIVATION_TYPES.len()
+            + jitflow_webhook::message::REQUEST_TYPES.len()
+    );
+    for message in samples {
+        let value = serde_json::to_value(&message).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", message.kind);
+        let mut extra = value.clone();
+        extra["surprise"] = json!(1);
+        assert!(!validator.is_valid(&extra));
+        let mut missing = value;
+        missing.as_object_mut().unwrap().remove("recipients");
+        assert!(!validator.is_valid(&missing));
+    }
+    h.stop().await;
+}
