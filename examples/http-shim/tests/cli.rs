@@ -278,19 +278,32 @@ fn serve_refuses_bad_provider_settings_at_start_with_the_reason() {
         ),
     ];
     for (args, reason) in cases {
-        let out = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(&args)
-            .env_remove("JITFLOW_SECRET")
-            .env_remove("JITFLOW_SECRET_FILE")
-            .env_remove("JITFLOW_LISTEN")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert_refused(&dir.path().join("data"), &args, reason);
     }
+}
+
+/// Runs `serve` with `args` and none of the settings' variables; asserts that it fails at once
+/// and that its error names `reason`.
+fn assert_refused<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    data: &std::path::Path,
+    args: &[S],
+    reason: &str,
+) {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .env_remove("JITFLOW_SECRET")
+        .env_remove("JITFLOW_SECRET_FILE")
+        .env_remove("JITFLOW_NOTIFY_URL")
+        .env_remove("JITFLOW_NOTIFY_SECRET")
+        .env_remove("JITFLOW_NOTIFY_SECRET_FILE")
+        .env_remove("JITFLOW_LISTEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(reason), "{args:?}: {stderr}");
 }
 
 const NOTIFY_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -395,18 +408,6 @@ fn serve_refuses_bad_notify_settings_at_start_with_the_reason() {
         (&["--notify-secret", NOTIFY_SECRET], "without --notify-url"),
     ];
     for (args, reason) in cases {
-        let out = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(args)
-            .env_remove("JITFLOW_NOTIFY_URL")
-            .env_remove("JITFLOW_NOTIFY_SECRET")
-            .env_remove("JITFLOW_NOTIFY_SECRET_FILE")
-            .env_remove("JITFLOW_LISTEN")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert_refused(&dir.path().join("data"), args, reason);
     }
 }
