@@ -46,7 +46,8 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Longest delay between tries.
     pub backoff_cap: Duration,
-    /// How long before expiry the expiring-soon warning is sent.
+    /// How long before expiry the expiring-soon warning is sent, unless the tenant's policy
+    /// sets its own (`Policy::expiry_warning`).
     pub warning_lead: Duration,
     /// Mixed into every retry's jitter.
     pub jitter_seed: u64,
@@ -760,8 +761,15 @@ pub(crate) fn retry_delay(config: &Config, salt: u128, attempt: u32) -> Duration
     )
 }
 
-fn warn_time(expires_at: Timestamp, now: Timestamp, config: &Config) -> Option<Timestamp> {
-    let at = expires_at.saturating_sub(config.warning_lead);
+/// When the expiring-soon warning of an expiry is due, if still ahead: the tenant policy's
+/// lead (`Policy::expiry_warning`) before the expiry, else the engine's `warning_lead`.
+fn warn_time(expires_at: Timestamp, ctx: &Context<'_>) -> Option<Timestamp> {
+    let (now, config) = (ctx.now, ctx.config);
+    let lead = ctx
+        .policy
+        .expiry_warning
+        .map_or(config.warning_lead, Minutes::to_duration);
+    let at = expires_at.saturating_sub(lead);
     (at > now && at < expires_at).then_some(at)
 }
 
@@ -1017,7 +1025,7 @@ fn decide_existing(
             }
             let old = a.expires_at.unwrap_or(ctx.now);
             let expires_at = old.plus_minutes(by);
-            let warn_at = warn_time(expires_at, ctx.now, ctx.config);
+            let warn_at = warn_time(expires_at, ctx);
             (
                 current,
                 Change::Extended {
@@ -1067,7 +1075,7 @@ fn decide_existing(
                     Change::Provisioned {
                         attempt: *attempt,
                         expires_at,
-                        warn_at: warn_time(expires_at, ctx.now, ctx.config),
+                        warn_at: warn_time(expires_at, ctx),
                     },
                 )
             }

@@ -277,6 +277,43 @@ fn provisioned_arms_expiry_and_warning() {
 }
 
 #[test]
+fn the_policy_warning_lead_replaces_the_engine_setting() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.policy.expiry_warning = Some(Minutes(25));
+    w.activate(Some(60));
+    w.ok(Command::ValidationPassed { activation: A1 });
+    let expiry = w.now.plus_minutes(Minutes(60));
+    let e = w.ok(Command::GrantSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    let warning = expiry.saturating_sub(Duration::from_secs(25 * 60));
+    assert_ne!(
+        Duration::from_secs(25 * 60),
+        w.config.warning_lead,
+        "the policy's lead is not the engine's"
+    );
+    assert!(
+        e.arm.contains(&Timer {
+            due: warning,
+            kind: TimerKind::Warning
+        }),
+        "{:?}",
+        e.arm
+    );
+    // An extension recomputes the warning with the lead the policy has then.
+    w.policy.expiry_warning = None;
+    let e = w.ok(Command::Extend {
+        by: Some(Minutes(10)),
+    });
+    let extended = expiry.plus_minutes(Minutes(10));
+    assert!(e.arm.contains(&Timer {
+        due: extended.saturating_sub(w.config.warning_lead),
+        kind: TimerKind::Warning
+    }));
+}
+
+#[test]
 fn full_expiry_path_ends_completed_and_expired() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(60);

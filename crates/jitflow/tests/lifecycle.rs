@@ -521,3 +521,62 @@ async fn scrape_times_effect_calls_and_counts_them_in_flight() {
     assert_eq!(sample(&text, timed), ok);
     assert_eq!(sample(&text, acks), 2.0);
 }
+
+/// The tenant's policy sets its own warning lead (`jitflowExpiryWarningMins`): it survives a
+/// restart (the store keeps it beside the policy) and the warning is armed that long before the
+/// expiry instead of the engine's `warning_lead`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_warning_lead_survives_a_restart_and_arms_the_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let mut policy = common::policy();
+    policy.expiry_warning = Some(Minutes(20));
+    let stored = h.engine.put_policy(&caller(), policy).await.unwrap();
+    assert_eq!(stored.expiry_warning, Some(Minutes(20)));
+    let h = h.restart().await;
+    let kept = h.engine.policy(&caller().tenant).unwrap().unwrap();
+    assert_eq!(kept.expiry_warning, Some(Minutes(20)));
+    let id = h.activated(conn(1), Some(Minutes(30))).await;
+    let a = h.connection(id).activation.unwrap();
+    let expiry = a.expires_at.unwrap();
+    assert_ne!(h.config.warning_lead, Duration::from_secs(20 * 60));
+    assert_eq!(
+        a.warn_at,
+        Some(expiry.saturating_sub(Duration::from_secs(20 * 60)))
+    );
+    // A patch that clears it returns to the engine's setting for the next activation.
+    let cleared = h
+        .engine
+        .patch_policy(
+            &caller(),
+            vec![jitflow_core::policy::PatchOp {
+                op: None,
+                path: "/jitflowExpiryWarningMins".into(),
+                value: jitflow_core::policy::PatchValue::Null,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.expiry_warning, None);
+    // The audit export shows both changes, which the policy's serde form leaves out.
+    let lines: Vec<String> = h
+        .engine
+        .export(Some(&caller().tenant), 0, 1000)
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| matches!(e.payload, jitflow::Payload::Policy(_)))
+        .map(jitflow::export::json_line)
+        .collect();
+    assert!(
+        lines[1].contains(r#""policyExpiryWarningMins":[null,20]"#),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains(r#""policyExpiryWarningMins":[20,null]"#),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("policyExpiryWarningMins"), "{lines:?}");
+    h.engine.shutdown().await;
+}
