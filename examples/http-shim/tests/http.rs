@@ -541,9 +541,15 @@ async fn policy_config() {
             "notificationRecipients",
             "notificationTemplate",
             "applyToFutureAssignments",
+            "jitflowExpiryWarningMins",
         ])
     );
     assert_eq!(stored["maxActivationPeriodMins"], 240);
+    assert_eq!(
+        stored["jitflowExpiryWarningMins"],
+        serde_json::Value::Null,
+        "unset: the engine's warning lead"
+    );
     assert_eq!(stored["notificationTemplate"], serde_json::Value::Null);
     assert_eq!(stored["entitlementIds"], json!(["domain-admins"]));
 
@@ -563,9 +569,11 @@ async fn policy_config() {
                 {"op": "replace", "path": "/maxActivationPeriodMins", "value": 120},
                 {"path": "/notificationTemplate", "value": "jit-activation-default"},
                 {"path": "/applyToFutureAssignments", "value": true},
+                {"path": "/jitflowExpiryWarningMins", "value": 15},
             ])),
         )
         .await;
+    assert_eq!(patched["jitflowExpiryWarningMins"], 15);
     assert_eq!(patched["maxActivationPeriodMins"], 120);
     assert_eq!(patched["notificationTemplate"], "jit-activation-default");
     assert_eq!(patched["applyToFutureAssignments"], true);
@@ -612,6 +620,10 @@ async fn policy_config() {
         (
             "/jit-activation-config/v1/policy",
             json!([{"path": "/defaultMaxActivationPeriodMins", "value": 500}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/jitflowExpiryWarningMins", "value": 0}]),
         ),
         (
             "/jit-activation-config/v1/policy",
@@ -1382,6 +1394,15 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
         OUTCOMES,
     ),
     ("jitflow_effects_in_flight", "gauge", "", &[]),
+    ("jitflow_notifications_delivered_total", "counter", "", &[]),
+    (
+        "jitflow_notification_failures_total",
+        "counter",
+        "reason",
+        NOTIFY_FAILURES,
+    ),
+    ("jitflow_notification_backlog_events", "gauge", "", &[]),
+    ("jitflow_notification_lag_seconds", "gauge", "", &[]),
     ("jitflow_writer_queue_depth", "gauge", "", &[]),
     ("jitflow_timers_pending", "gauge", "", &[]),
     ("jitflow_effects_pending", "gauge", "of", PENDING),
@@ -1400,6 +1421,7 @@ const COMMANDS: &[&str] = &["accepted", "refused"];
 const KINDS: &[&str] = &["activate", "extend", "deactivate"];
 const OUTCOMES: &[&str] = &["ok", "failed"];
 const PENDING: &[&str] = &["connection", "request_item"];
+const NOTIFY_FAILURES: &[&str] = &["unreachable", "timeout", "refused", "other"];
 
 /// A `/metrics` scrape, parsed with a Prometheus text-format parser.
 struct Metrics(prometheus_parse::Scrape);
