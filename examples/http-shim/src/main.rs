@@ -74,7 +74,8 @@ struct Serve {
     /// An engine setting, NAME=VALUE (repeatable, or comma-separated in the variable), e.g.
     /// `retry_cap=1m`. Names: grant_max_attempts, stuck_after, retry_base, retry_cap,
     /// warning_lead, batch_max, queue_capacity, effects_in_flight, effect_timeout,
-    /// timer_window, max_sleep, idempotency_ttl.
+    /// timer_window, max_sleep, idempotency_ttl, notify_timeout, notify_retry_base,
+    /// notify_retry_cap.
     #[arg(long = "engine", env = "JITFLOW_ENGINE", value_delimiter = ',')]
     engine: Vec<String>,
     #[command(flatten)]
