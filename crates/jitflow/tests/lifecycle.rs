@@ -445,6 +445,105 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
     h.engine.shutdown().await;
 }
 
+/// A notifier that refuses each notice the first `refusals` times it is offered.
+#[derive(Clone, Default)]
+struct Refusing {
+    refusals: u32,
+    /// The sequence of every offer, and the notices taken, in order.
+    offers: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<(u64, Notice)>>>,
+}
+
+impl jitflow::hooks::Notifier for Refusing {
+    fn notify(
+        &self,
+        n: jitflow::hooks::Notification,
+    ) -> jitflow::hooks::BoxFuture<'_, Result<(), jitflow::hooks::NotifyError>> {
+        let mut offers = self.offers.lock().unwrap();
+        offers.push(n.sequence);
+        let tries = offers.iter().filter(|s| **s == n.sequence).count() as u32;
+        let answer = if tries <= self.refusals {
+            Err(jitflow::hooks::NotifyError::new(
+                jitflow::hooks::NotifyErrorKind::Refused,
+                "503 on purpose",
+            ))
+        } else {
+            self.taken.lock().unwrap().push((n.sequence, n.notice));
+            Ok(())
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_notice_is_tried_again_and_later_notices_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jitflow::clock::ManualClock::new(
+        jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
+    );
+    let notifier = Refusing {
+        refusals: 3,
+        ..Refusing::default()
+    };
+    let engine = jitflow::Engine::builder(dir.path().join("e.redb"))
+        .config(jitflow::Config {
+            notify_retry_base: Duration::from_millis(1),
+            notify_retry_cap: Duration::from_millis(5),
+            ..common::config()
+        })
+        .clock(clock)
+        .provisioner(common::Target::default())
+        .notifier(notifier.clone())
+        .open()
+        .await
+        .unwrap();
+    engine
+        .put_policy(&caller(), common::policy())
+        .await
+        .unwrap();
+    let id = conn(22);
+    engine.register(&caller(), spec(id)).await.unwrap();
+    engine
+        .activate(&caller(), id, Some(Minutes(30)), None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while notifier.taken.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("both notices are taken in the end");
+    let taken = notifier.taken.lock().unwrap().clone();
+    assert_eq!(
+        taken.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [Notice::Started, Notice::Provisioned]
+    );
+    let offers = notifier.offers.lock().unwrap().clone();
+    // Each notice is offered until taken, and the next is offered only after: in order.
+    let first = taken[0].0;
+    let second = taken[1].0;
+    assert_eq!(
+        offers,
+        [first, first, first, first, second, second, second, second]
+    );
+    let m = engine.metrics();
+    assert_eq!(
+        m.notices_delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    let refused = jitflow::hooks::NotifyErrorKind::ALL
+        .iter()
+        .position(|k| *k == jitflow::hooks::NotifyErrorKind::Refused)
+        .unwrap();
+    assert_eq!(
+        m.notice_failures[refused].load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_that_never_answers_times_out_and_is_retried() {
     let dir = tempfile::tempdir().unwrap();
