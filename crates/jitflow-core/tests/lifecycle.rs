@@ -8,8 +8,8 @@ use jitflow_core::id::{
     AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, SourceId,
 };
 use jitflow_core::lifecycle::{
-    Actor, Change, Command, Config, Context, Effect, Notice, Rejection, RejectionKind, Timer,
-    TimerKind, decide, evolve,
+    Actor, Change, Command, Config, Context, Drift, Effect, Notice, Rejection, RejectionKind,
+    Timer, TimerKind, decide, evolve,
 };
 use jitflow_core::policy::Policy;
 use jitflow_core::time::{Minutes, Timestamp};
@@ -1049,4 +1049,96 @@ mod policy_changes {
             Err(PolicyRejection::Invalid(_))
         ));
     }
+}
+
+/// Sends an inspection made at the current version.
+fn inspected(w: &mut World, held: bool) -> Result<Vec<jitflow_core::lifecycle::Event>, Rejection> {
+    let version = w.c().version;
+    w.try_send(Command::Inspected { held, version })
+}
+
+#[test]
+fn access_held_at_rest_is_drift_and_is_revoked_like_standing_access() {
+    // A revoke that reported success but did not take: the activation is over, the access is
+    // still on the target.
+    let mut w = World::with(ConnectionType::Jit);
+    w.active(10);
+    w.ok(Command::Deactivate);
+    w.ok(Command::RevokeSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    assert_eq!(w.c().state, ConnectionState::Available);
+    let e = inspected(&mut w, true).unwrap().remove(0);
+    assert_eq!(
+        e.change,
+        Change::DriftFound {
+            drift: Drift::UnexpectedAccess
+        }
+    );
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::DriftFound));
+    assert_eq!(e.effects, vec![Effect::RevokeStanding { attempt: 1 }]);
+    assert_eq!(w.c().state, ConnectionState::Deactivating);
+    // The connection cannot be activated while the revoke runs; it ends AVAILABLE.
+    assert_eq!(
+        w.refused(Command::Activate {
+            activation: A2,
+            period: Some(Minutes(5)),
+        })
+        .kind(),
+        RejectionKind::Conflict
+    );
+    w.ok(Command::StandingRevokeSucceeded { attempt: 1 });
+    assert_eq!(w.c().state, ConnectionState::Available);
+    assert!(inspected(&mut w, false).unwrap().is_empty(), "agrees now");
+}
+
+#[test]
+fn access_missing_while_active_is_recorded_only() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.active(10);
+    let timers = w.c().timers();
+    let e = inspected(&mut w, false).unwrap().remove(0);
+    assert_eq!(
+        e.change,
+        Change::DriftFound {
+            drift: Drift::MissingAccess
+        }
+    );
+    assert_eq!(e.activation, Some(A1));
+    assert!(e.effects.is_empty() && e.arm.is_empty() && e.cancel.is_empty());
+    assert_eq!(w.c().state, ConnectionState::Active);
+    assert_eq!(w.c().timers(), timers, "the expiry still comes");
+}
+
+#[test]
+fn an_inspection_never_touches_moving_or_agreeing_access_and_a_stale_one_is_refused() {
+    let mut w = World::with(ConnectionType::Jit);
+    assert!(
+        inspected(&mut w, false).unwrap().is_empty(),
+        "AVAILABLE, not held"
+    );
+    w.activate(Some(10));
+    // While the grant is in flight the target may or may not hold it yet.
+    assert!(inspected(&mut w, true).unwrap().is_empty());
+    assert!(inspected(&mut w, false).unwrap().is_empty());
+    w.ok(Command::ValidationPassed { activation: A1 });
+    w.ok(Command::GrantSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    // A running activation whose access is held is never revoked by an inspection.
+    assert!(inspected(&mut w, true).unwrap().is_empty());
+    w.ok(Command::Deactivate);
+    assert!(
+        inspected(&mut w, true).unwrap().is_empty(),
+        "the revoke runs"
+    );
+    // An inspection made before a change says nothing about the state after it.
+    let before = w.c().version - 1;
+    let r = w.refused(Command::Inspected {
+        held: true,
+        version: before,
+    });
+    assert_eq!(r.kind(), RejectionKind::Stale);
 }

@@ -116,7 +116,7 @@ pub struct RequestItemRef {
 }
 
 /// Every activation `type`, in the order of [`jitflow_core::lifecycle::Notice`]'s variants.
-pub const ACTIVATION_TYPES: [&str; 10] = [
+pub const ACTIVATION_TYPES: [&str; 11] = [
     "activation.requested",
     "activation.granted",
     "activation.expiring",
@@ -127,6 +127,7 @@ pub const ACTIVATION_TYPES: [&str; 10] = [
     "activation.grant_failed",
     "revoke.stuck",
     "revoke.recovered",
+    "drift.found",
 ];
 
 /// Every access request `type`, in the order of [`jitflow_core::request::Notice`]'s variants.
@@ -160,6 +161,7 @@ pub const fn activation_type(notice: Notice) -> &'static str {
         Notice::GrantFailed => 7,
         Notice::Stuck => 8,
         Notice::Recovered => 9,
+        Notice::DriftFound => 10,
     };
     ACTIVATION_TYPES[i]
 }
@@ -242,6 +244,10 @@ fn activation_sentence(n: &Notification) -> String {
         Notice::Recovered => {
             format!("The stuck revoke of access to {what} succeeded; the access is gone.")
         }
+        Notice::DriftFound => format!(
+            "The target disagrees with jitflow about access to {what}{}",
+            end(detail)
+        ),
     }
 }
 
@@ -420,7 +426,8 @@ pub fn samples() -> Vec<Message> {
     let at = Timestamp::from_millis(1_800_000_000_000).expect(VALID);
     let tenant = TenantId::parse("acme").expect(VALID);
     let who = |s: &str| IdentityId::parse(s).expect(VALID);
-    let activation = |notice: Notice| Notification {
+    let activation = |notice: Notice| {
+        Notification {
         tenant: tenant.clone(),
         notice,
         connection: ConnectionId::parse("757fb803-9024-5861-e510-83a56e4c5bd3").expect(VALID),
@@ -442,14 +449,20 @@ pub fn samples() -> Vec<Message> {
         }),
         activation: Some(ActivationId::parse("0b1c5a3e-1111-4222-8333-944455556666").expect(VALID)),
         expires_at: Some(at),
-        detail: matches!(
-            notice,
-            Notice::Refused | Notice::GrantFailed | Notice::Stuck
-        )
-        .then(|| "target answered 503".to_owned()),
+        detail: match notice {
+            Notice::Refused | Notice::GrantFailed | Notice::Stuck => {
+                Some("target answered 503".to_owned())
+            }
+            Notice::DriftFound => Some(
+                "unexpected access: the target holds it with no activation running; it is being revoked"
+                    .to_owned(),
+            ),
+            _ => None,
+        },
         recipients: vec!["owners@example.com".into()],
         at,
         sequence: 42,
+    }
     };
     let item = |notice: request::Notice| RequestNotification {
         tenant: tenant.clone(),
@@ -495,6 +508,7 @@ pub fn samples() -> Vec<Message> {
         Notice::GrantFailed,
         Notice::Stuck,
         Notice::Recovered,
+        Notice::DriftFound,
     ];
     let requests = [
         N::ApprovalRequested,
@@ -573,8 +587,12 @@ mod tests {
         assert_eq!(kinds.len(), ACTIVATION_TYPES.len() + REQUEST_TYPES.len());
         assert_eq!(messages[0].id, "jitflow_42");
         assert_eq!(messages[0].time, "2027-01-15T08:00:00.000Z");
+        let forwarded = messages
+            .iter()
+            .find(|m| m.kind == "access_request.forwarded")
+            .unwrap();
         assert_eq!(
-            messages[11].message,
+            forwarded.message,
             "The approval of role auditors for alice (request 3b1c5a3e-1111-4222-8333-944455556666) \
              was forwarded; it now waits for bob, carol."
         );

@@ -452,6 +452,17 @@ fn connection_detail(change: &jitflow_core::lifecycle::Change) -> Option<String>
         Change::GrantAbandoned { error, .. }
         | Change::RevokeFailed { error, .. }
         | Change::StandingRevokeFailed { error, .. } => Some(error.clone()),
+        Change::DriftFound { drift } => Some(
+            match drift {
+                jitflow_core::lifecycle::Drift::UnexpectedAccess => {
+                    "unexpected access: the target holds it with no activation running; it is being revoked"
+                }
+                jitflow_core::lifecycle::Drift::MissingAccess => {
+                    "missing access: jitflow says it is held (ACTIVE), the target does not hold it"
+                }
+            }
+            .to_owned(),
+        ),
         _ => None,
     }
 }
