@@ -96,6 +96,15 @@ pub trait Provisioner: Send + Sync + 'static {
         let _ = request;
         Box::pin(async { Ok(()) })
     }
+    /// Says whether the target holds the connection's access (issue 16's drift), for
+    /// `Engine::reconcile`: `request.activation` is the running activation, if any, and
+    /// `attempt` is 0 (an inspection changes nothing and is never retried). The default cannot
+    /// tell, which keeps the behaviour of embedders that do not implement it: nothing is
+    /// compared, nothing revoked.
+    fn inspect(&self, request: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        let _ = request;
+        Box::pin(async { Ok(Holding::Unknown) })
+    }
     /// The connection an approved entitlement item creates (its registered facts). The default
     /// derives them from the item ([`crate::requests::item_connection_spec`]): the account and
     /// source chosen in the request, else the identity's id and the source `access-request`, and
@@ -110,6 +119,17 @@ pub trait Provisioner: Send + Sync + 'static {
             crate::requests::item_connection_spec(&item).map_err(ProvisionError::permanent)
         })
     }
+}
+
+/// What an inspection of the target found ([`Provisioner::inspect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Holding {
+    /// The target holds the access.
+    Held,
+    /// The target does not hold it.
+    NotHeld,
+    /// The target cannot say (or the provisioner cannot ask it).
+    Unknown,
 }
 
 /// One call to the target system for an access request item's role or access profile.
