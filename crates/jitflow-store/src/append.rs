@@ -118,7 +118,7 @@ impl<'w> WriteTables<'w> {
         base: &ReadTransaction,
         layer: &'w RefCell<Layer>,
     ) -> Result<WriteTables<'w>, Error> {
-        fn table<'w, K: redb::Key + 'static, V: redb::Value + 'static>(
+        fn table<'w, K: crate::hot::SortKey + 'static, V: redb::Value + 'static>(
             base: &ReadTransaction,
             layer: &'w RefCell<Layer>,
             definition: redb::TableDefinition<'static, K, V>,

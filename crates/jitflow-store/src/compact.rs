@@ -23,7 +23,10 @@ impl Store {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        match self.db.compact() {
+        let Some(db) = self.db_mut() else {
+            return Err(Error::Poisoned);
+        };
+        match db.compact() {
             Ok(moved) => Ok(moved),
             Err(e) => {
                 if matches!(e, redb::CompactionError::Storage(_)) {

@@ -10,9 +10,11 @@
 //! clone of its root (constant time), so each reader holds the layer exactly as it was at one
 //! commit while the writer goes on changing its own copy.
 //!
-//! *Order*: a row's key is its table's redb key bytes, ordered by that table's own `Key::compare`
-//! (`tables::compare`), so the layer's order is the table's order and a merged range needs no
-//! re-sorting. A tombstone (`None`) hides the checkpointed row under it.
+//! *Order*: a row's key is the table id followed by an order-preserving encoding of the key
+//! ([`SortKey`]), compared with `memcmp`; it sorts exactly as the table's own redb
+//! `Key::compare` does, so the layer's order is the table's order and a merged range needs no
+//! re-sorting. The redb key bytes ride along in the same allocation for checkpoints and reads.
+//! A tombstone (`None`) hides the checkpointed row under it.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -32,48 +34,121 @@ pub(crate) type Bytes = Arc<[u8]>;
 /// A row of the layer: a value, or a tombstone that hides the checkpointed row.
 pub(crate) type Row = Option<Bytes>;
 
-/// Where a key stands: below every key of its table, a key, or above every key.
-#[derive(Clone, Debug)]
-enum Pos {
-    Start,
-    Key(Bytes),
-    End,
+/// Key types whose values encode to bytes that sort, byte by byte, as redb's `Key::compare`
+/// orders the type. The layer orders its rows by these bytes, so a lookup or an insert compares
+/// with `memcmp` instead of decoding redb's tuple encoding (varint lengths) at every step.
+///
+/// *Invariant*: for any two values `a` and `b` of the type, `encode(a).cmp(encode(b))` equals
+/// `K::compare(as_bytes(a), as_bytes(b))` (tested for every key type of the derived tables).
+pub(crate) trait SortKey: Key {
+    /// Appends the order-preserving encoding of `value` to `out`.
+    fn encode(value: &Self::SelfType<'_>, out: &mut Vec<u8>);
 }
 
-/// A key of the layer: the table, then the key in that table's order.
+impl SortKey for u8 {
+    fn encode(value: &u8, out: &mut Vec<u8>) {
+        out.push(*value);
+    }
+}
+
+impl SortKey for u64 {
+    fn encode(value: &u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+impl SortKey for u128 {
+    fn encode(value: &u128, out: &mut Vec<u8>) {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+/// A byte string that keeps its order when followed by more fields: each 0x00 becomes
+/// 0x00 0xFF and the string ends with 0x00 0x00, which sorts below any continuation.
+fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+impl SortKey for &str {
+    fn encode(value: &&str, out: &mut Vec<u8>) {
+        encode_bytes(value.as_bytes(), out);
+    }
+}
+
+impl SortKey for &[u8] {
+    fn encode(value: &&[u8], out: &mut Vec<u8>) {
+        encode_bytes(value, out);
+    }
+}
+
+macro_rules! sort_key_tuple {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: SortKey),+> SortKey for ($($t,)+) {
+            fn encode(value: &Self::SelfType<'_>, out: &mut Vec<u8>) {
+                $($t::encode(&value.$i, out);)+
+            }
+        }
+    };
+}
+sort_key_tuple!(T0 0, T1 1);
+sort_key_tuple!(T0 0, T1 1, T2 2);
+sort_key_tuple!(T0 0, T1 1, T2 2, T3 3);
+sort_key_tuple!(T0 0, T1 1, T2 2, T3 3, T4 4);
+
+/// The layer's order key of `key` in `table`: the table id, then the key's [`SortKey`] bytes.
+fn order_key<K: SortKey>(table: u8, key: &K::SelfType<'_>) -> Vec<u8> {
+    // Most keys are a tenant id and one or two ids: one allocation of this size holds them.
+    let mut out = Vec::with_capacity(64);
+    out.push(table);
+    K::encode(key, &mut out);
+    out
+}
+
+/// A key of the layer: its order key (table id, then [`SortKey`] bytes) and its redb key
+/// bytes, in one allocation. Ordered, compared and borrowed by the order key alone.
 #[derive(Clone, Debug)]
 pub(crate) struct RowKey {
-    table: u8,
-    pos: Pos,
+    bytes: Bytes,
+    split: usize,
 }
 
 impl RowKey {
-    fn key(table: u8, bytes: &[u8]) -> RowKey {
+    fn new(order: &[u8], redb: &[u8]) -> RowKey {
+        let mut bytes = Vec::with_capacity(order.len() + redb.len());
+        bytes.extend_from_slice(order);
+        bytes.extend_from_slice(redb);
         RowKey {
-            table,
-            pos: Pos::Key(bytes.into()),
+            bytes: bytes.into(),
+            split: order.len(),
         }
     }
 
-    /// The key bytes (every stored key is a `Pos::Key`).
-    pub(crate) fn bytes(&self) -> &Bytes {
-        match &self.pos {
-            Pos::Key(b) => b,
-            Pos::Start | Pos::End => unreachable!("bounds are never stored"),
-        }
+    /// The order key: table id, then the key's [`SortKey`] bytes.
+    fn order(&self) -> &[u8] {
+        &self.bytes[..self.split]
+    }
+
+    /// The key's redb bytes.
+    pub(crate) fn redb(&self) -> &[u8] {
+        &self.bytes[self.split..]
+    }
+}
+
+impl Borrow<[u8]> for RowKey {
+    fn borrow(&self) -> &[u8] {
+        self.order()
     }
 }
 
 impl Ord for RowKey {
     fn cmp(&self, other: &RowKey) -> Ordering {
-        self.table
-            .cmp(&other.table)
-            .then_with(|| match (&self.pos, &other.pos) {
-                (Pos::Start, Pos::Start) | (Pos::End, Pos::End) => Ordering::Equal,
-                (Pos::Start, _) | (_, Pos::End) => Ordering::Less,
-                (_, Pos::Start) | (Pos::End, _) => Ordering::Greater,
-                (Pos::Key(a), Pos::Key(b)) => tables::compare(self.table, a, b),
-            })
+        self.order().cmp(other.order())
     }
 }
 
@@ -85,7 +160,7 @@ impl PartialOrd for RowKey {
 
 impl PartialEq for RowKey {
     fn eq(&self, other: &RowKey) -> bool {
-        self.cmp(other) == Ordering::Equal
+        self.order() == other.order()
     }
 }
 
@@ -132,21 +207,23 @@ impl Layer {
         self.counts[usize::from(table)]
     }
 
-    /// The row of `key` in `table`: `None` when the layer does not know it (read the
-    /// checkpoint), `Some(None)` for a tombstone.
-    pub(crate) fn get(&self, table: u8, key: &[u8]) -> Option<&Row> {
-        self.rows.get(&RowKey::key(table, key))
+    /// The row of order key `order` (see [`order_key`]): `None` when the layer does not know
+    /// it (read the checkpoint), `Some(None)` for a tombstone.
+    fn get(&self, order: &[u8]) -> Option<&Row> {
+        self.rows.get(order)
     }
 
-    /// Puts (`Some`) or deletes (`None`) a row. `existed` says whether the merged view held the
-    /// key before, which counted tables need to keep their length exact.
-    pub(crate) fn put(&mut self, table: u8, key: &[u8], value: Row, existed: Option<bool>) {
+    /// Puts (`Some`) or deletes (`None`) the row of order key `order` and redb key `key` in
+    /// `table`. `existed` says whether the merged view held the key before, which counted
+    /// tables need to keep their length exact.
+    fn put(&mut self, table: u8, order: &[u8], key: &[u8], value: Row, existed: Option<bool>) {
+        debug_assert_eq!(order.first(), Some(&table));
         let new_bytes = key.len() + value.as_ref().map_or(0, |v| v.len());
         if let Some(existed) = existed {
             let delta = i64::from(value.is_some()) - i64::from(existed);
             self.counts[usize::from(table)] += delta;
         }
-        let old = self.rows.insert(RowKey::key(table, key), value);
+        let old = self.rows.insert(RowKey::new(order, key), value);
         if let Some(old) = old {
             self.bytes -= key.len() + old.as_ref().map_or(0, |v| v.len());
         }
@@ -155,31 +232,28 @@ impl Layer {
 
     /// Every row of `table`, in key order.
     pub(crate) fn table_rows(&self, table: u8) -> impl Iterator<Item = (&RowKey, &Row)> {
-        let lower = RowKey {
-            table,
-            pos: Pos::Start,
-        };
-        let upper = RowKey {
-            table,
-            pos: Pos::End,
-        };
-        self.rows.range(lower..=upper)
+        let lower = [table];
+        let upper = [table + 1];
+        self.rows
+            .range::<_, [u8]>((Bound::Included(&lower[..]), Bound::Excluded(&upper[..])))
     }
 
-    /// The rows of `table` within `lower..upper` (key bytes), in order.
+    /// The rows of `table` within `lower..upper` (order keys; unbounded means the table's
+    /// first or last row), in order.
     fn range(
         &self,
         table: u8,
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
-    ) -> impl DoubleEndedIterator<Item = (Bytes, Row)> + '_ {
-        let bound = |b: Bound<Vec<u8>>, open: Pos| match b {
-            Bound::Included(k) => Bound::Included(RowKey::key(table, &k)),
-            Bound::Excluded(k) => Bound::Excluded(RowKey::key(table, &k)),
-            Bound::Unbounded => Bound::Included(RowKey { table, pos: open }),
+    ) -> impl DoubleEndedIterator<Item = (RowKey, Row)> + '_ {
+        let lower = match lower {
+            Bound::Unbounded => Bound::Included(vec![table]),
+            b => b,
         };
-        let lower = bound(lower, Pos::Start);
-        let upper = bound(upper, Pos::End);
+        let upper = match upper {
+            Bound::Unbounded => Bound::Excluded(vec![table + 1]),
+            b => b,
+        };
         // imbl panics on a range whose start is after its end; such a range is empty.
         let empty = match (&lower, &upper) {
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
@@ -193,11 +267,22 @@ impl Layer {
         let rows = if empty {
             None
         } else {
-            Some(self.rows.range((lower, upper)))
+            Some(
+                self.rows
+                    .range::<_, [u8]>((as_slice(&lower), as_slice(&upper))),
+            )
         };
         rows.into_iter()
             .flatten()
-            .map(|(k, v)| (k.bytes().clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+}
+
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -205,7 +290,9 @@ impl Layer {
 /// layer. `value()` decodes it as redb's own guards do.
 pub(crate) enum Guard<T: Value + 'static> {
     Base(AccessGuard<'static, T>),
-    Layer(Bytes, PhantomData<T>),
+    /// Bytes held by the layer; the value starts at the offset (a key's redb bytes follow its
+    /// order key in one allocation).
+    Layer(Bytes, usize, PhantomData<T>),
 }
 
 impl<T: Value + 'static> Guard<T> {
@@ -213,12 +300,16 @@ impl<T: Value + 'static> Guard<T> {
     pub(crate) fn value(&self) -> T::SelfType<'_> {
         match self {
             Guard::Base(g) => g.value(),
-            Guard::Layer(b, _) => T::from_bytes(b),
+            Guard::Layer(b, start, _) => T::from_bytes(&b[*start..]),
         }
     }
 
     fn layer(bytes: Bytes) -> Guard<T> {
-        Guard::Layer(bytes, PhantomData)
+        Guard::Layer(bytes, 0, PhantomData)
+    }
+
+    fn layer_key(key: RowKey) -> Guard<T> {
+        Guard::Layer(key.bytes, key.split, PhantomData)
     }
 }
 
@@ -228,7 +319,7 @@ pub(crate) type Pair<K, V> = (Guard<K>, Guard<V>);
 /// One row of a merged range.
 pub(crate) type Item<K, V> = Result<Pair<K, V>, StorageError>;
 
-type LayerRows<'a> = Box<dyn DoubleEndedIterator<Item = (Bytes, Row)> + 'a>;
+type LayerRows<'a> = Box<dyn DoubleEndedIterator<Item = (RowKey, Row)> + 'a>;
 type BaseRow<K, V> = (AccessGuard<'static, K>, AccessGuard<'static, V>);
 
 /// A range of the layer merged over the same range of the checkpointed table: the layer wins
@@ -236,14 +327,10 @@ type BaseRow<K, V> = (AccessGuard<'static, K>, AccessGuard<'static, V>);
 pub(crate) struct Range<'a, K: Key + 'static, V: Value + 'static> {
     layer: LayerRows<'a>,
     base: redb::Range<'static, K, V>,
-    layer_front: Option<(Bytes, Row)>,
-    layer_back: Option<(Bytes, Row)>,
+    layer_front: Option<(RowKey, Row)>,
+    layer_back: Option<(RowKey, Row)>,
     base_front: Option<BaseRow<K, V>>,
     base_back: Option<BaseRow<K, V>>,
-}
-
-fn base_key<K: Key + 'static>(g: &AccessGuard<'static, K>) -> Vec<u8> {
-    K::as_bytes(&g.value()).as_ref().to_vec()
 }
 
 impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
@@ -286,7 +373,7 @@ impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
                 (None, Some(_)) => Ordering::Greater,
                 (Some(_), None) => Ordering::Less,
                 (Some((lk, _)), Some((bk, _))) => {
-                    let o = K::compare(lk, &base_key(bk));
+                    let o = K::compare(lk.redb(), K::as_bytes(&bk.value()).as_ref());
                     if forward { o } else { o.reverse() }
                 }
             };
@@ -303,7 +390,7 @@ impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
                     }
                     let (k, v) = layer_slot.take().expect("compared above");
                     match v {
-                        Some(v) => return Some(Ok((Guard::layer(k), Guard::layer(v)))),
+                        Some(v) => return Some(Ok((Guard::layer_key(k), Guard::layer(v)))),
                         None => continue,
                     }
                 }
@@ -326,13 +413,14 @@ impl<K: Key + 'static, V: Value + 'static> DoubleEndedIterator for Range<'_, K, 
     }
 }
 
-/// The key bytes of the bounds of `range`.
-fn encode_bounds<'k, K: Key + 'static, KR: Borrow<K::SelfType<'k>>>(
+/// The order keys of the bounds of `range` in `table`.
+fn encode_bounds<'k, K: SortKey + 'static, KR: Borrow<K::SelfType<'k>>>(
+    table: u8,
     range: &impl RangeBounds<KR>,
 ) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let enc = |b: Bound<&KR>| match b {
-        Bound::Included(k) => Bound::Included(K::as_bytes(k.borrow()).as_ref().to_vec()),
-        Bound::Excluded(k) => Bound::Excluded(K::as_bytes(k.borrow()).as_ref().to_vec()),
+        Bound::Included(k) => Bound::Included(order_key::<K>(table, k.borrow())),
+        Bound::Excluded(k) => Bound::Excluded(order_key::<K>(table, k.borrow())),
         Bound::Unbounded => Bound::Unbounded,
     };
     (enc(range.start_bound()), enc(range.end_bound()))
@@ -346,7 +434,7 @@ pub(crate) struct Table<K: Key + 'static, V: Value + 'static> {
     base: ReadOnlyTable<K, V>,
 }
 
-impl<K: Key + 'static, V: Value + 'static> Table<K, V> {
+impl<K: SortKey + 'static, V: Value + 'static> Table<K, V> {
     pub(crate) fn new(id: u8, layer: Layer, base: ReadOnlyTable<K, V>) -> Table<K, V> {
         Table { id, layer, base }
     }
@@ -364,7 +452,7 @@ impl<K: Key + 'static, V: Value + 'static> Table<K, V> {
         &self,
         range: impl RangeBounds<KR>,
     ) -> Result<Range<'_, K, V>, StorageError> {
-        let (lower, upper) = encode_bounds::<K, KR>(&range);
+        let (lower, upper) = encode_bounds::<K, KR>(self.id, &range);
         let base = self.base.range(range)?;
         Ok(merged(
             Box::new(self.layer.range(self.id, lower, upper)),
@@ -400,14 +488,13 @@ fn merged<'a, K: Key + 'static, V: Value + 'static>(
     }
 }
 
-fn get<K: Key + 'static, V: Value + 'static>(
+fn get<K: SortKey + 'static, V: Value + 'static>(
     id: u8,
     layer: &Layer,
     base: &ReadOnlyTable<K, V>,
     key: &K::SelfType<'_>,
 ) -> Result<Option<Guard<V>>, StorageError> {
-    let bytes = K::as_bytes(key);
-    match layer.get(id, bytes.as_ref()) {
+    match layer.get(&order_key::<K>(id, key)) {
         Some(row) => Ok(row.clone().map(Guard::layer)),
         None => Ok(base.get(key)?.map(Guard::Base)),
     }
@@ -421,7 +508,7 @@ pub(crate) struct WriteTable<'w, K: Key + 'static, V: Value + 'static> {
     base: ReadOnlyTable<K, V>,
 }
 
-impl<'w, K: Key + 'static, V: Value + 'static> WriteTable<'w, K, V> {
+impl<'w, K: SortKey + 'static, V: Value + 'static> WriteTable<'w, K, V> {
     pub(crate) fn new(
         id: u8,
         layer: &'w RefCell<Layer>,
@@ -443,10 +530,10 @@ impl<'w, K: Key + 'static, V: Value + 'static> WriteTable<'w, K, V> {
         &self,
         range: impl RangeBounds<KR>,
     ) -> Result<Option<Pair<K, V>>, StorageError> {
-        let (lower, upper) = encode_bounds::<K, KR>(&range);
+        let (lower, upper) = encode_bounds::<K, KR>(self.id, &range);
         let base = self.base.range(range)?;
         // Copied out so that no borrow of the working layer outlives this call.
-        let rows: Vec<(Bytes, Row)> = self.layer.borrow().range(self.id, lower, upper).collect();
+        let rows: Vec<(RowKey, Row)> = self.layer.borrow().range(self.id, lower, upper).collect();
         merged(Box::new(rows.into_iter()), base)
             .next_back()
             .transpose()
@@ -461,9 +548,7 @@ impl<'w, K: Key + 'static, V: Value + 'static> WriteTable<'w, K, V> {
         let key = key.borrow();
         let existed = self.existed(key)?;
         let value: Bytes = V::as_bytes(value.borrow()).as_ref().into();
-        self.layer
-            .borrow_mut()
-            .put(self.id, K::as_bytes(key).as_ref(), Some(value), existed);
+        self.put(key, Some(value), existed);
         Ok(())
     }
 
@@ -476,10 +561,18 @@ impl<'w, K: Key + 'static, V: Value + 'static> WriteTable<'w, K, V> {
     ) -> Result<Option<bool>, StorageError> {
         let key = key.borrow();
         let existed = self.existed(key)?;
-        self.layer
-            .borrow_mut()
-            .put(self.id, K::as_bytes(key).as_ref(), None, existed);
+        self.put(key, None, existed);
         Ok(existed)
+    }
+
+    fn put(&mut self, key: &K::SelfType<'_>, value: Row, existed: Option<bool>) {
+        self.layer.borrow_mut().put(
+            self.id,
+            &order_key::<K>(self.id, key),
+            K::as_bytes(key).as_ref(),
+            value,
+            existed,
+        );
     }
 
     /// For counted tables, whether `key` is in the merged view (else not asked).
@@ -488,5 +581,80 @@ impl<'w, K: Key + 'static, V: Value + 'static> WriteTable<'w, K, V> {
             return Ok(None);
         }
         Ok(Some(self.get(key)?.is_some()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `SortKey`'s invariant for one key type: the order of encodings is redb's order.
+    fn same_order<K: SortKey + 'static>(a: &K::SelfType<'_>, b: &K::SelfType<'_>) {
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        K::encode(a, &mut ea);
+        K::encode(b, &mut eb);
+        let redb = K::compare(K::as_bytes(a).as_ref(), K::as_bytes(b).as_ref());
+        assert_eq!(ea.cmp(&eb), redb, "{ea:?} vs {eb:?}");
+    }
+
+    /// Strings dense in the bytes that matter to the escape (0x00, 0x01, 0xFF).
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![Just('\0'), Just('\u{1}'), Just('a'), Just('ÿ')],
+            0..6,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![Just(0u8), Just(1), Just(0xFF), any::<u8>()],
+            0..6,
+        )
+    }
+
+    fn id() -> impl Strategy<Value = u128> {
+        prop_oneof![
+            Just(0u128),
+            Just(1),
+            Just(256),
+            Just(u128::MAX),
+            any::<u128>()
+        ]
+    }
+
+    proptest! {
+        /// Every key shape of the derived tables orders its encodings as redb orders its keys.
+        #[test]
+        fn sort_keys_follow_redb_order(
+            (s1, s2, s3, s4) in (text(), text(), text(), text()),
+            (b1, b2) in (bytes(), bytes()),
+            (i1, i2) in (id(), id()),
+            (n1, n2) in (any::<u64>(), prop_oneof![Just(0u64), any::<u64>()]),
+            (c1, c2) in (0u8..4, 0u8..4),
+        ) {
+            same_order::<&str>(&s1.as_str(), &s2.as_str());
+            same_order::<u64>(&n1, &n2);
+            same_order::<(&str, u128)>(&(s1.as_str(), i1), &(s2.as_str(), i2));
+            same_order::<(&str, u8, u128, u64)>(&(s1.as_str(), c1, i1, n1), &(s2.as_str(), c2, i2, n2));
+            same_order::<(u64, &str, u128, u8)>(&(n1, s1.as_str(), i1, c1), &(n2, s2.as_str(), i2, c2));
+            same_order::<(&str, &str)>(&(s1.as_str(), s3.as_str()), &(s2.as_str(), s4.as_str()));
+            same_order::<(u64, &str, &str)>(&(n1, s1.as_str(), s3.as_str()), &(n2, s2.as_str(), s4.as_str()));
+            same_order::<(&str, u8, &[u8], u128)>(
+                &(s1.as_str(), c1, b1.as_slice(), i1),
+                &(s2.as_str(), c2, b2.as_slice(), i2),
+            );
+            same_order::<(&str, &str, &str, &str, u128)>(
+                &(s1.as_str(), s2.as_str(), s3.as_str(), s4.as_str(), i1),
+                &(s2.as_str(), s1.as_str(), s4.as_str(), s3.as_str(), i2),
+            );
+            same_order::<(&str, u128, u128)>(&(s1.as_str(), i1, i2), &(s1.as_str(), i2, i1));
+            same_order::<(&str, &str, u8, &str, u128)>(
+                &(s1.as_str(), s3.as_str(), c1, s4.as_str(), i1),
+                &(s1.as_str(), s4.as_str(), c2, s3.as_str(), i2),
+            );
+            same_order::<(&str, u8, &str, u128)>(&(s3.as_str(), c1, s1.as_str(), i1), &(s3.as_str(), c2, s2.as_str(), i2));
+        }
     }
 }

@@ -130,6 +130,10 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// [`Store::reopen`] was called on a store opened on a single backend
+    /// ([`Store::open_with_backend`]), which cannot be opened again.
+    #[error("the store was opened on a single backend and cannot be reopened")]
+    NotReopenable,
     /// The checkpointed tables cover more of the log than the log holds: the log lost
     /// committed records (a damaged or replaced file). Nothing was changed.
     #[error(
@@ -165,8 +169,26 @@ impl Store {
     /// Opens the store file at `path`, creating it (with the current format version) if it
     /// does not exist. After a crash, redb repairs the file first.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
-        let db = builder(&options).create(path)?;
-        Store::init(db, options)
+        let path = path.as_ref().to_path_buf();
+        let db = builder(&options).create(&path)?;
+        let mut store = Store::init(db, options.clone())?;
+        store.opener = Some(Box::new(move || builder(&options).create(&path)));
+        Ok(store)
+    }
+
+    /// Opens a store on the backend `backend()` makes, and keeps the factory so that
+    /// [`Store::reopen`] can open it again (tests inject faults into a shared in-memory file
+    /// this way).
+    pub fn open_with_backends<B: StorageBackend>(
+        backend: impl Fn() -> B + Send + Sync + 'static,
+        options: Options,
+    ) -> Result<Store, Error> {
+        let db = builder(&options).create_with_backend(backend())?;
+        let mut store = Store::init(db, options.clone())?;
+        store.opener = Some(Box::new(move || {
+            builder(&options).create_with_backend(backend())
+        }));
+        Ok(store)
     }
 
     /// Opens a store on a redb storage backend (an in-memory backend, or a wrapper that injects
@@ -179,7 +201,7 @@ impl Store {
         Store::init(db, options)
     }
 
-    fn init(db: Database, options: Options) -> Result<Store, Error> {
+    pub(crate) fn init(db: Database, options: Options) -> Result<Store, Error> {
         assert!(
             options.layer_entries_max > 0 && options.layer_bytes_max > 0,
             "the hot layer's bounds must be positive"

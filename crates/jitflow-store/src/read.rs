@@ -145,7 +145,7 @@ impl Reader {
         })
     }
 
-    pub(crate) fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    pub(crate) fn table<K: hot::SortKey + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<'static, K, V>,
     ) -> Result<hot::Table<K, V>, Error> {
@@ -154,7 +154,7 @@ impl Reader {
 
     /// Opens a derived table of the snapshot, merged: the hot layer over the checkpointed table
     /// (every table exists from the moment a file is opened).
-    pub(crate) fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
+    pub(crate) fn open<K: hot::SortKey + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<'static, K, V>,
     ) -> Result<hot::Table<K, V>, redb::TableError> {

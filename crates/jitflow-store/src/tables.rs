@@ -9,8 +9,6 @@
 //! *Persisted*: table names, key layouts and the numeric codes below are part of the file format
 //! (see [`crate::open::FILE_FORMAT_VERSION`]). Never change or reuse a code; add new ones.
 
-use std::cmp::Ordering;
-
 use jitflow_core::lifecycle::TimerKind;
 use redb::{Key, TableDefinition, Value, WriteTransaction};
 
@@ -285,14 +283,6 @@ pub(crate) const CHECKPOINT_KEY: &str = "checkpoint";
 /// The key in [`META`] of the last extras record the checkpointed tables cover.
 pub(crate) const CHECKPOINT_EXTRAS_KEY: &str = "checkpoint_extras";
 
-fn compare_keys<K: Key + 'static, V: Value + 'static>(
-    _: TableDefinition<'static, K, V>,
-    a: &[u8],
-    b: &[u8],
-) -> Ordering {
-    K::compare(a, b)
-}
-
 fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     txn: &WriteTransaction,
     definition: TableDefinition<'static, K, V>,
@@ -301,7 +291,7 @@ fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     let mut table = txn.open_table(definition)?;
     let mut written = 0;
     for (key, row) in rows {
-        let key = K::from_bytes(key.bytes());
+        let key = K::from_bytes(key.redb());
         match row {
             Some(value) => {
                 table.insert(key, V::from_bytes(value))?;
@@ -326,14 +316,6 @@ macro_rules! derived_tables {
         pub(crate) fn id(name: &str) -> u8 {
             $(if name == redb::TableHandle::name(&$def) { return $id; })*
             panic!("{name} is not a table derived from the log")
-        }
-
-        /// Compares two keys of derived table `table` in its redb order.
-        pub(crate) fn compare(table: u8, a: &[u8], b: &[u8]) -> Ordering {
-            match table {
-                $($id => compare_keys($def, a, b),)*
-                _ => unreachable!("no derived table has id {table}"),
-            }
         }
 
         /// Writes `rows` (all of derived table `table`, in key order) into the transaction's

@@ -192,7 +192,7 @@ mod tests {
             });
             store.append_batch(&batch).unwrap();
             store.checkpoint(None).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
             assert!(txn.delete_table(REQUEST_CONFIGS).unwrap());
             txn.open_table(META)
                 .unwrap()
@@ -270,7 +270,7 @@ mod tests {
             store.append_batch(&batch).unwrap();
             // As version 3 left a file: the rows in the tables, no extras, no position.
             store.checkpoint(None).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
             assert!(txn.delete_table(EXTRAS).unwrap());
             let mut meta = txn.open_table(META).unwrap();
             meta.remove(CHECKPOINT_KEY).unwrap();
@@ -345,7 +345,7 @@ mod tests {
             }
             store.append_batch(&batch).unwrap();
             store.checkpoint(None).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
             assert!(txn.delete_table(CONNECTION_INDEX).unwrap());
             assert!(txn.delete_table(HISTORY_INDEX).unwrap());
             assert!(txn.delete_table(HISTORY).unwrap());

@@ -1180,7 +1180,7 @@ mod tests {
         let t = "acme";
         let c = CONN.as_u128();
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             // A timer lost, a timer never armed.
             let mut index = txn.open_table(TIMERS).unwrap();
@@ -1282,7 +1282,7 @@ mod tests {
         let t = "acme";
         let c = CONN.as_u128();
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut index = txn.open_table(CONNECTION_INDEX).unwrap();
             // The state entry lost, an entry for a state the connection is not in.
@@ -1349,7 +1349,7 @@ mod tests {
     fn gaps_and_partial_batches_are_reported() {
         let store = store();
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         // Drop the last event of the first batch (sequences 1..=4): the batch is partial, the
         // log has a gap, and the state and index no longer follow from the log.
         txn.open_table(EVENTS).unwrap().remove(4).unwrap();
@@ -1407,7 +1407,7 @@ mod tests {
         assert_eq!(report.request_configs, 2);
 
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut table = txn.open_table(REQUEST_CONFIGS).unwrap();
             let stale = codec::encode_request_config(&first);

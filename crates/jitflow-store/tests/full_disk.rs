@@ -1,7 +1,9 @@
 //! A full disk: a storage backend that fails writes with `ErrorKind::StorageFull` once a byte
 //! budget is spent. Appends then fail with a typed error that says the outcome is unknown (or
 //! that nothing was committed), the store refuses further writes until reopened, and reopening
-//! the same bytes with a healthy backend loses nothing that was acknowledged.
+//! the same bytes with a healthy backend loses nothing that was acknowledged: a third of the
+//! runs reopen in place (`Store::reopen`, first while the disk is still full), the rest drop
+//! the store and open the bytes again.
 //!
 //! The budget is swept so that the failure lands at many points of a commit: page writes, the
 //! header, the growth of the file; then fsyncs fail at each point of a commit, including after
@@ -51,16 +53,33 @@ struct Seen {
     in_checkpoint: bool,
 }
 
+/// How the run heals after the fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heal {
+    /// Drop the store and open the same bytes on a healthy backend.
+    OpenAgain,
+    /// `Store::reopen` in place: first while the disk is still full (it may fail, or succeed
+    /// and leave a store whose next write fails again), then after the space is back.
+    InPlace,
+}
+
 /// One run: appends until the fault, checkpointing whenever one is due. With `layer`, the hot
 /// layer is that small, so checkpoints run every few batches and the fault lands in them too.
-fn run(fault: Fault, quick_repair: bool, layer: Option<usize>) -> Seen {
+fn run(fault: Fault, quick_repair: bool, layer: Option<usize>, heal: Heal) -> Seen {
     let options = Options {
         quick_repair,
         layer_entries_max: layer.unwrap_or(jitflow_store::open::DEFAULT_LAYER_ENTRIES_MAX),
         ..Options::default()
     };
     let memory = Memory::new();
-    let store = Store::open_with_backend(memory.clone(), options.clone()).unwrap();
+    let store = match heal {
+        Heal::OpenAgain => Store::open_with_backend(memory.clone(), options.clone()).unwrap(),
+        Heal::InPlace => {
+            let m = memory.clone();
+            Store::open_with_backends(move || m.clone(), options.clone()).unwrap()
+        }
+    };
+    assert_eq!(store.is_reopenable(), heal == Heal::InPlace);
     let mut world = World::new("disk", TENANTS, 1);
     let mut roll = match fault {
         Fault::Bytes(n) => n,
@@ -119,10 +138,36 @@ fn run(fault: Fault, quick_repair: bool, layer: Option<usize>) -> Seen {
         .append_batch(&batch(&mut world, &mut roll))
         .unwrap_err();
     assert!(matches!(again, Error::Poisoned), "{budget}: {again:?}");
-    drop(store);
-
-    // The same bytes, on a disk with space again.
-    let store = Store::open_with_backend(memory.share(u64::MAX), options).unwrap();
+    let store = match heal {
+        Heal::OpenAgain => {
+            assert!(matches!(
+                store.reopen(),
+                Err(jitflow_store::open::Error::NotReopenable)
+            ));
+            drop(store);
+            // The same bytes, on a disk with space again.
+            Store::open_with_backend(memory.share(u64::MAX), options).unwrap()
+        }
+        Heal::InPlace => {
+            // Still full: the reopen may fail (redb's recovery writes), and the store then
+            // stays poisoned; if it succeeds, the store is healthy until its next write.
+            match store.reopen() {
+                Ok(r) => assert!(!store.is_poisoned() && r.sequence >= acked.last().unwrap().last),
+                Err(e) => {
+                    assert!(store.is_poisoned(), "{budget}: {e}");
+                    assert!(store.reader().is_err(), "{budget}: a closed store reads");
+                }
+            }
+            memory.set_budget(u64::MAX);
+            memory.set_syncs(u64::MAX);
+            if store.is_poisoned() {
+                let reopened = store.reopen().unwrap_or_else(|e| panic!("{budget}: {e}"));
+                assert_eq!(reopened.sequence, store.stats().sequence);
+            }
+            assert!(!store.is_poisoned());
+            store
+        }
+    };
     let events = all_events(&store);
     let last = events.last().map_or(0, |e| e.sequence);
     for a in &acked {
@@ -167,7 +212,12 @@ fn a_full_disk_fails_typed_poisons_and_loses_nothing_acknowledged() {
     let (mut at_commit, mut committed_anyway) = (0, 0);
     let runs = faults.len();
     for (n, fault) in faults.into_iter().enumerate() {
-        let seen = run(fault, n % 2 == 0, None);
+        let heal = if n % 3 == 0 {
+            Heal::InPlace
+        } else {
+            Heal::OpenAgain
+        };
+        let seen = run(fault, n % 2 == 0, None, heal);
         at_commit += u32::from(seen.at_commit);
         committed_anyway += u32::from(seen.committed_anyway && !seen.in_checkpoint);
     }
@@ -192,7 +242,12 @@ fn a_full_disk_during_checkpoints_loses_nothing_acknowledged() {
     let runs = faults.len();
     let mut in_checkpoint = 0;
     for (n, fault) in faults.into_iter().enumerate() {
-        let seen = run(fault, n % 2 == 1, Some(48 + n % 5 * 16));
+        let heal = if n % 3 == 1 {
+            Heal::InPlace
+        } else {
+            Heal::OpenAgain
+        };
+        let seen = run(fault, n % 2 == 1, Some(48 + n % 5 * 16), heal);
         in_checkpoint += u32::from(seen.in_checkpoint);
     }
     eprintln!("{runs} faults with a small layer: {in_checkpoint} failed in a checkpoint");

@@ -1,7 +1,8 @@
 //! Bulk calls: many independent items in one call, one result per item.
 //!
-//! An item's failure never affects another item; the call as a whole is refused only when it is
-//! empty or longer than its bound.
+//! An item's failure never affects another item; the call as a whole is refused when it is
+//! empty or longer than its bound, and when the engine could not write one of its items (a
+//! failed commit, an outage, a stop: see [`whole`]).
 
 use jitflow_core::connection::ConnectionType;
 use jitflow_core::id::{self, ConnectionId};
@@ -52,6 +53,24 @@ pub enum ItemError {
     /// connection's state, a full queue.
     #[error(transparent)]
     Engine(#[from] Error),
+}
+
+/// The answers of a bulk call, or the whole call's failure when any item failed because the
+/// engine could not write ([`Error::is_unavailable`]): such a failure is the server's, not
+/// the item's, and the caller retries the call (a retry of an item that did commit meets its
+/// own answer: a duplicate registration, a type already set).
+pub(crate) fn whole<T, E>(
+    answers: Vec<Result<T, E>>,
+    engine_error: impl Fn(&E) -> Option<&Error>,
+) -> Result<Vec<Result<T, E>>, Error> {
+    let unavailable = answers.iter().find_map(|a| match a {
+        Err(e) => engine_error(e).filter(|e| e.is_unavailable()).cloned(),
+        Ok(_) => None,
+    });
+    match unavailable {
+        Some(e) => Err(e),
+        None => Ok(answers),
+    }
 }
 
 /// Refuses a bulk call with no items or more than `max`.

@@ -155,6 +155,7 @@ impl Builder {
             effects_overflow: AtomicBool::new(false),
             effects_wake: Default::default(),
             committed,
+            health: Default::default(),
         });
         let metrics = Arc::new(Metrics::default());
         let writer = Writer {
@@ -169,6 +170,7 @@ impl Builder {
             metrics: Arc::clone(&metrics),
             policies: Default::default(),
             carry: Vec::new(),
+            outage: None,
         };
         let writer_thread = std::thread::Builder::new()
             .name("jitflow-writer".into())
@@ -238,6 +240,7 @@ impl Builder {
                     notifier,
                     notifier_drain: config.notify_timeout,
                 })),
+                last_gauges: Default::default(),
             }),
         })
     }
@@ -267,6 +270,8 @@ struct Inner {
     /// The approval step of access request items (from `Config::approvers`).
     approval: jitflow_core::request::ApprovalStep,
     stop: std::sync::Mutex<Option<Stop>>,
+    /// The store's gauges of the last scrape that read them (see [`Engine::scrape`]).
+    last_gauges: std::sync::Mutex<Option<crate::metrics::Gauges>>,
 }
 
 /// The embedded engine. Cheap to clone: clones share one writer, scheduler and effect runner.
@@ -300,7 +305,7 @@ impl Engine {
         Builder {
             path: path.as_ref().to_path_buf(),
             config: Config::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::default()),
             provisioner: None,
             validator: Arc::new(AcceptAll),
             notifier: Arc::new(NoNotifier),
@@ -320,16 +325,34 @@ impl Engine {
     /// so it blocks: call it from `spawn_blocking` in async code.
     pub fn scrape(&self) -> Result<String, Error> {
         let writer = &self.inner.writer;
-        let queued = writer.max_capacity().saturating_sub(writer.capacity());
-        let gauges = crate::metrics::Gauges::read(
+        let queued = writer.max_capacity().saturating_sub(writer.capacity()) as u64;
+        let health = crate::metrics::HealthGauges::read(&self.inner.signals.health);
+        let mut last = self
+            .inner
+            .last_gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let gauges = match crate::metrics::Gauges::read(
             &self.inner.store,
             &self.inner.metrics,
             self.now(),
-            queued as u64,
-        )?;
+            queued,
+        ) {
+            Ok(g) => {
+                *last = Some(g);
+                g
+            }
+            // While the store is being reopened after a failed write, the last figures read
+            // stand in, so that the outage itself stays visible.
+            Err(e) => match *last {
+                Some(g) if !matches!(self.health(), crate::Health::Up) => g,
+                _ => return Err(e.into()),
+            },
+        };
+        drop(last);
         Ok(crate::metrics::encode(
             Arc::clone(&self.inner.metrics),
-            gauges,
+            gauges.with_writer(queued, health),
         ))
     }
 
@@ -343,14 +366,39 @@ impl Engine {
         &self.inner.approval
     }
 
+    /// Whether the engine can write now. After a failed commit or checkpoint it is
+    /// [`Health::Degraded`](crate::Health::Degraded) with the cause until it has reopened its
+    /// store and written again, by itself (see [`heal`](crate::heal)).
+    pub fn health(&self) -> crate::Health {
+        self.inner.signals.health.health()
+    }
+
     /// The store's hot layer and checkpoint figures (operators' gauges).
     pub fn store_stats(&self) -> jitflow_store::Stats {
         self.inner.store.stats()
     }
 
-    /// The store, for queries the engine does not wrap.
-    pub fn store(&self) -> &Store {
+    /// The store, inside the engine. Not public: every write goes through the writer, and
+    /// embedders read through the engine's methods, [`Engine::snapshot`] and
+    /// [`Engine::verify`].
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// A consistent read-only snapshot of the store at the last commit, for queries the engine
+    /// does not wrap (operators' tools, tests). Keep it short-lived.
+    pub fn snapshot(&self) -> Result<jitflow_store::read::Reader, Error> {
+        Ok(self.inner.store.reader()?)
+    }
+
+    /// Replays the whole log and compares it with the derived state (see
+    /// `jitflow_store::Store::verify`). Reads everything, so it blocks: call it from
+    /// `spawn_blocking` in async code.
+    pub fn verify(&self) -> Result<jitflow_store::verify::Report, Error> {
+        self.inner
+            .store
+            .verify()
+            .map_err(|e| Error::Storage(e.to_string()))
     }
 
     /// Queues a request for the writer and returns where its answer will arrive, so that a bulk
@@ -553,15 +601,22 @@ impl Engine {
             queued.push(answer);
         }
         let answers = Self::connection_replies(queued).await;
-        Ok(answers
-            .into_iter()
-            .map(|a| a.map(|c| c.expect("a type change never removes the connection")))
-            .collect())
+        bulk::whole(
+            answers
+                .into_iter()
+                .map(|a| a.map(|c| c.expect("a type change never removes the connection")))
+                .collect(),
+            |e| match e {
+                bulk::ItemError::Engine(e) => Some(e),
+                _ => None,
+            },
+        )
     }
 
     /// Registers up to [`bulk::MAX_IMPORT`] connections, each independently of the others: one
     /// result per spec, in order. The specs are queued together, so they share group commits.
-    /// Refused as a whole only when the request is empty or too long.
+    /// Refused as a whole when the request is empty or too long, and when the engine could not
+    /// write an item ([`Error::is_unavailable`]).
     pub async fn import(
         &self,
         caller: &Caller,
@@ -573,10 +628,13 @@ impl Engine {
             .map(|spec| self.submit_connection(caller, spec.id, Command::Register(spec)))
             .collect();
         let answers = Self::connection_replies(queued).await;
-        Ok(answers
-            .into_iter()
-            .map(|a| a.map(|c| c.expect("a registration answers the connection")))
-            .collect())
+        bulk::whole(
+            answers
+                .into_iter()
+                .map(|a| a.map(|c| c.expect("a registration answers the connection")))
+                .collect(),
+            |e| Some(e),
+        )
     }
 
     /// Activates a JIT connection for `period` minutes (`None`: the policy default). Returns once

@@ -32,14 +32,23 @@ pub enum Error {
     /// The writer's queue is full: retry later (the HTTP shim answers 429).
     #[error("the engine is busy: its queue of {0} commands is full")]
     Busy(usize),
-    /// The commit failed; the command may or may not be durable. The engine stops taking writes
-    /// and must be reopened.
-    #[error("commit failed, outcome unknown: {0}")]
+    /// The commit failed and the engine could not yet learn whether the command is durable
+    /// (the store did not reopen at once). Retry with the same idempotency key to find out;
+    /// the engine heals by itself (see [`Engine::health`](crate::Engine::health)). The HTTP
+    /// shim answers 503 with `Retry-After`.
+    #[error(
+        "the commit failed ({0}) and its outcome is unknown: retry with the same idempotency key"
+    )]
     OutcomeUnknown(String),
+    /// The engine cannot write now: a commit or checkpoint failed (the cause says why: a full
+    /// disk, an I/O error) and it is reopening its store with capped backoff. Nothing was
+    /// changed; retry later. The HTTP shim answers 503 with `Retry-After`.
+    #[error("the engine cannot write now ({0}); nothing was changed: retry later")]
+    Unavailable(String),
     /// A read failed.
     #[error("storage error: {0}")]
     Storage(String),
-    /// The engine is shutting down or stopped after a failed commit.
+    /// The engine is shutting down or stopped.
     #[error("the engine is not running")]
     Stopped,
     /// A list query was refused: it does not fit its collection (a field, sorter or
@@ -59,6 +68,18 @@ pub enum Error {
     /// What the call names does not exist for this tenant (an access request id, for example).
     #[error("{0}")]
     NotFound(String),
+}
+
+impl Error {
+    /// Whether the engine, not the call, is at fault and a retry later may succeed: the
+    /// engine cannot write now, a commit's outcome is unknown, or it is stopping. A bulk call
+    /// answers such an item's failure as the whole call's failure.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) | Error::Stopped
+        )
+    }
 }
 
 impl From<jitflow_store::read::Error> for Error {

@@ -76,6 +76,7 @@ mod effects;
 mod engine;
 mod error;
 pub mod export;
+pub mod heal;
 pub mod hooks;
 pub mod metrics;
 pub mod query;
@@ -89,5 +90,6 @@ pub use engine::{
     Builder, Caller, Engine, ExportPage, MAX_IDEMPOTENCY_KEY, MAX_PAGE, OpenError, Subscription,
 };
 pub use error::Error;
+pub use heal::Health;
 pub use jitflow_store::codec::{Envelope, Payload, Stream};
 pub use jitflow_store::read::StreamEvent;

@@ -330,9 +330,41 @@ pub(crate) struct Gauges {
     writer_queue: u64,
     /// How long the oldest undelivered notification has waited since its commit, in ms.
     notice_lag_ms: u64,
+    health: HealthGauges,
+}
+
+/// The writer's health figures (see `crate::heal`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HealthGauges {
+    degraded: bool,
+    reopen_attempts: u64,
+    unavailable_seconds: f64,
+}
+
+impl HealthGauges {
+    pub(crate) fn read(health: &crate::heal::Shared) -> HealthGauges {
+        HealthGauges {
+            degraded: matches!(health.health(), crate::Health::Degraded { .. }),
+            reopen_attempts: health
+                .reopen_attempts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            unavailable_seconds: health.unavailable_seconds(),
+        }
+    }
 }
 
 impl Gauges {
+    /// These gauges with the writer's queue depth and health as they are now (the store's
+    /// figures stay those of the read: a scrape while the store is being reopened serves the
+    /// last ones read).
+    pub(crate) fn with_writer(self, writer_queue: u64, health: HealthGauges) -> Gauges {
+        Gauges {
+            writer_queue,
+            health,
+            ..self
+        }
+    }
+
     /// Reads the gauges; `writer_queue` is the writer's queue depth.
     pub(crate) fn read(
         store: &Store,
@@ -372,6 +404,7 @@ impl Gauges {
             store: store.stats(),
             writer_queue,
             notice_lag_ms,
+            health: HealthGauges::default(),
         })
     }
 }
@@ -675,6 +708,28 @@ impl Collector for Scrape {
             "How long the last checkpoint took (the writer waits for it).",
             seconds(),
             &ConstGauge::new(s.last_checkpoint_micros as f64 / 1e6),
+        )?;
+        let h = &g.health;
+        one(
+            &mut e,
+            "writer_degraded",
+            "1 while a write failed and the engine has not written again (signals get 503).",
+            None,
+            &gauge(u64::from(h.degraded)),
+        )?;
+        one(
+            &mut e,
+            "store_reopen_attempts",
+            "Attempts to reopen the store in place after a failed write.",
+            None,
+            &ConstCounter::new(h.reopen_attempts),
+        )?;
+        one(
+            &mut e,
+            "writes_unavailable",
+            "Time spent unable to write since the engine started (the current outage included).",
+            seconds(),
+            &ConstCounter::new(h.unavailable_seconds),
         )
     }
 }
@@ -737,6 +792,11 @@ mod tests {
             },
             writer_queue: 2,
             notice_lag_ms: 2500,
+            health: HealthGauges {
+                degraded: true,
+                reopen_attempts: 3,
+                unavailable_seconds: 1.5,
+            },
         };
         let text = encode(metrics, gauges);
         for line in [
@@ -756,6 +816,9 @@ mod tests {
             "jitflow_notification_lag_seconds 2.5",
             "# TYPE jitflow_store_checkpoint_bytes_total counter",
             "# TYPE jitflow_store_checkpoint_lag_events gauge",
+            "jitflow_writer_degraded 1",
+            "jitflow_store_reopen_attempts_total 3",
+            "jitflow_writes_unavailable_seconds_total 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -359,7 +359,7 @@ impl Engine {
                 Err(e) => Err(e),
             });
         }
-        Ok(out)
+        crate::bulk::whole(out, |e| Some(e))
     }
 
     /// Cancels a request before its approval step has passed (the requester, or an admin): every
@@ -401,7 +401,7 @@ impl Engine {
                     .await,
             );
         }
-        Ok(out)
+        crate::bulk::whole(out, |e| Some(e))
     }
 
     /// Closes a request at any stage (an admin), recording `execution`, `completion` and

@@ -27,10 +27,11 @@ use jitflow_store::batch::{Batch, Entry, MAX_BATCH_ENTRIES};
 use jitflow_store::idempotency::{Idempotency as KeyRecord, KeyPut};
 use jitflow_store::read::Reader;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
-use tracing::{debug, debug_span, error, info_span};
+use tracing::{debug, debug_span, error, info_span, warn};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::heal::{self, Outage};
 use crate::metrics::Metrics;
 
 /// What a request asks the writer to do.
@@ -134,6 +135,8 @@ pub(crate) struct Signals {
     pub effects_wake: Notify,
     /// The last committed global sequence, for subscribers.
     pub committed: broadcast::Sender<u64>,
+    /// Whether the writer can write (see `crate::heal`).
+    pub health: crate::heal::Shared,
 }
 
 pub(crate) struct Writer {
@@ -150,6 +153,8 @@ pub(crate) struct Writer {
     pub policies: HashMap<TenantId, Option<Policy>>,
     /// Requests that did not fit the last batch: they start the next one, in order.
     pub carry: Vec<Request>,
+    /// Set while a write failed and the store has not written again (see `crate::heal`).
+    pub outage: Option<Outage>,
 }
 
 type Key = (TenantId, ConnectionId);
@@ -178,7 +183,7 @@ struct Overlay {
 }
 
 impl Writer {
-    /// Runs until shutdown, or until a failed commit leaves the store's state unknown.
+    /// Runs until shutdown. A failed write does not stop it: it heals (see `crate::heal`).
     pub fn run(mut self) {
         loop {
             let mut batch = std::mem::take(&mut self.carry);
@@ -194,9 +199,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if !self.process(batch) || !self.checkpoint_if_due() {
+            if !self.heal() {
+                if !self.refuse(batch) {
+                    break;
+                }
+                continue;
+            }
+            if !self.process(batch) {
                 break;
             }
+            self.checkpoint_if_due();
         }
         // A clean stop leaves the layer checkpointed, so the next open replays nothing.
         if !self.store.is_poisoned()
@@ -216,7 +228,7 @@ impl Writer {
     /// checkpoints within the store's interval.
     fn next_request(&mut self) -> Option<Request> {
         loop {
-            if self.store.stats().layer_entries == 0 {
+            if self.store.stats().layer_entries == 0 && self.outage.is_none() {
                 return self.rx.blocking_recv();
             }
             match self.rx.try_recv() {
@@ -224,10 +236,13 @@ impl Writer {
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            if self.store.checkpoint_due() {
-                if !self.checkpoint_if_due() {
-                    return None;
-                }
+            if self.outage.is_some() {
+                // Heals without waiting for a request, so that an idle engine comes back (and
+                // its overdue timers fire) as soon as the disk has space again.
+                self.heal();
+                std::thread::sleep(CHECKPOINT_POLL);
+            } else if self.store.checkpoint_due() {
+                self.checkpoint_if_due();
             } else {
                 std::thread::sleep(CHECKPOINT_POLL);
             }
@@ -235,23 +250,87 @@ impl Writer {
     }
 
     /// Writes a checkpoint if one is due (`Store::checkpoint_due`), purging expired
-    /// idempotency keys with it. Returns `false` when it failed: the store is then poisoned and
-    /// the writer stops, as after a failed commit.
-    fn checkpoint_if_due(&mut self) -> bool {
-        if !self.store.checkpoint_due() {
-            return true;
+    /// idempotency keys with it. A failed checkpoint changes nothing committed; the writer
+    /// moves to its outage state and heals.
+    fn checkpoint_if_due(&mut self) {
+        if self.outage.is_some() || !self.store.checkpoint_due() {
+            return;
         }
         let started = Instant::now();
         match self.store.checkpoint(Some(self.clock.now())) {
-            Ok(rows) => {
-                debug!(rows, elapsed = ?started.elapsed(), "checkpoint written");
+            Ok(rows) => debug!(rows, elapsed = ?started.elapsed(), "checkpoint written"),
+            Err(e) => Outage::failed(&mut self.outage, &self.signals.health, heal::cause(&e)),
+        }
+    }
+
+    /// While down, tries to heal once the backoff allows: reopens the store in place and
+    /// proves it writes with a checkpoint (which always commits). Returns whether the writer
+    /// is up.
+    fn heal(&mut self) -> bool {
+        let Some(outage) = &self.outage else {
+            return true;
+        };
+        if !outage.due() {
+            return false;
+        }
+        if self.store.is_poisoned() {
+            self.signals
+                .health
+                .reopen_attempts
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.store.reopen() {
+                let cause = format!("the store cannot be reopened: {e}");
+                Outage::failed(&mut self.outage, &self.signals.health, cause);
+                return false;
+            }
+            // The reopened store may hold a newer policy than this writer's cache, and the
+            // cache is cheap to fill again.
+            self.policies.clear();
+        }
+        match self.store.checkpoint(Some(self.clock.now())) {
+            Ok(_) => {
+                Outage::recovered(&mut self.outage, &self.signals.health);
+                // Timers that fell due and effect results refused while down run now.
+                self.signals.scheduler_wake.notify_one();
+                self.signals.effects_overflow.store(true, Ordering::SeqCst);
+                self.signals.effects_wake.notify_one();
                 true
             }
             Err(e) => {
-                error!(error = %e, "checkpoint failed; the writer stops");
+                Outage::failed(&mut self.outage, &self.signals.health, heal::cause(&e));
                 false
             }
         }
+    }
+
+    /// Answers a batch while down: every request is refused with the outage's cause (nothing
+    /// is changed). Returns `false` when the batch asked the writer to stop.
+    fn refuse(&mut self, batch: Vec<Request>) -> bool {
+        let cause = self
+            .outage
+            .as_ref()
+            .map_or_else(String::new, |o| o.cause.clone());
+        let mut stop = false;
+        for request in batch {
+            let answer = match request.op {
+                Op::Shutdown => {
+                    stop = true;
+                    Ok(Reply::Stopped)
+                }
+                _ if stop => Err(Error::Stopped),
+                _ => {
+                    self.metrics.command(request_kind(&request.op), false);
+                    Err(Error::Unavailable(cause.clone()))
+                }
+            };
+            let _ = request.reply.send(answer);
+        }
+        if stop {
+            for request in self.carry.drain(..) {
+                let _ = request.reply.send(Err(Error::Stopped));
+            }
+        }
+        !stop
     }
 
     /// Refuses a registration whose assignment (entitlement, identity, account) another
@@ -338,7 +417,7 @@ impl Writer {
             Err(e) => {
                 let message = e.to_string();
                 for request in batch {
-                    let _ = request.reply.send(Err(Error::Storage(message.clone())));
+                    let _ = request.reply.send(Err(Error::Unavailable(message.clone())));
                 }
                 return true;
             }
@@ -408,6 +487,7 @@ impl Writer {
         drop(reader);
         let batch = batch_out;
         let started = Instant::now();
+        let planned_last = self.store.stats().sequence + batch.len() as u64;
         match self.store.append_batch(&batch) {
             Ok(appended) => {
                 let elapsed = started.elapsed();
@@ -432,21 +512,42 @@ impl Writer {
                 !stopped_after_commit
             }
             Err(e) => {
-                error!(error = %e, "commit failed; the outcome of the batch is unknown");
                 self.metrics.commit_failed();
-                let message = e.to_string();
+                let cause = heal::cause(&e);
+                Outage::failed(&mut self.outage, &self.signals.health, cause.clone());
+                // Learn the outcome now if the file reopens at once (a fault that passed, or a
+                // full disk that still lets redb recover): callers then get a definite answer.
+                self.signals
+                    .health
+                    .reopen_attempts
+                    .fetch_add(1, Ordering::Relaxed);
+                let durable = match self.store.reopen() {
+                    Ok(reopened) => Some(reopened.sequence >= planned_last),
+                    Err(_) => None,
+                };
+                debug!(?durable, %cause, "commit failed");
+                if durable.is_some() {
+                    self.policies.clear();
+                }
                 for (reply, result) in answers {
-                    // Refusals changed nothing and stay refusals; everything else is unknown.
-                    let answer = match result {
-                        Ok(_) => Err(Error::OutcomeUnknown(message.clone())),
-                        refused => refused,
+                    // Refusals changed nothing and stay refusals.
+                    let answer = match (result, durable) {
+                        (Ok(reply), Some(true)) => Ok(reply),
+                        (Ok(_), Some(false)) => Err(Error::Unavailable(cause.clone())),
+                        (Ok(_), None) => Err(Error::OutcomeUnknown(cause.clone())),
+                        (refused, _) => refused,
                     };
                     let _ = reply.send(answer);
                 }
-                for request in self.carry.drain(..) {
-                    let _ = request.reply.send(Err(Error::Stopped));
+                if durable == Some(true) {
+                    self.after_commit(&batch, planned_last);
                 }
-                false
+                if stopped_after_commit {
+                    for request in self.carry.drain(..) {
+                        let _ = request.reply.send(Err(Error::Stopped));
+                    }
+                }
+                !stopped_after_commit
             }
         }
     }
@@ -778,6 +879,14 @@ impl Writer {
                     after,
                 } => {
                     event.arm.iter().for_each(|t| arm(t.due.as_millis()));
+                    if event.notice(self.lifecycle.stuck_after) == Some(lifecycle::Notice::Stuck) {
+                        warn!(
+                            %tenant,
+                            connection = %event.connection,
+                            "a revoke keeps failing: the access is stuck on the target and \
+                             needs a person (revokes keep being retried, at the capped backoff)"
+                        );
+                    }
                     let Some(connection) = after else { continue };
                     (event.effects.iter())
                         .map(|effect| Dispatch::Connection {
@@ -793,6 +902,16 @@ impl Writer {
                     after,
                 } => {
                     event.arm.iter().for_each(|t| arm(t.due.as_millis()));
+                    if event.notice(after, self.lifecycle.stuck_after)
+                        == Some(request::Notice::Stuck)
+                    {
+                        warn!(
+                            %tenant,
+                            item = %event.item,
+                            "an access request item's removal keeps failing: the access is \
+                             stuck on the target and needs a person"
+                        );
+                    }
                     (event.effects.iter())
                         .map(|effect| Dispatch::Item {
                             tenant: tenant.clone(),
@@ -910,10 +1029,12 @@ mod tests {
                 effects_overflow: AtomicBool::new(false),
                 effects_wake: Notify::new(),
                 committed,
+                health: Default::default(),
             }),
             metrics: Arc::new(Metrics::default()),
             policies: HashMap::new(),
             carry: Vec::new(),
+            outage: None,
         }
     }
 

@@ -15,7 +15,7 @@ use jitflow_store::codec::{Payload, Stream};
 /// drift's events replay to the same state.
 async fn finish(h: Harness) -> Harness {
     h.engine.shutdown().await;
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     h
 }
@@ -23,8 +23,7 @@ async fn finish(h: Harness) -> Harness {
 /// The drifts committed to the connection's stream, in order.
 fn drifts(h: &Harness, id: jitflow_core::id::ConnectionId) -> Vec<Drift> {
     h.engine
-        .store()
-        .reader()
+        .snapshot()
         .unwrap()
         .stream(&caller().tenant, Stream::Connection(id), 0, 1000)
         .unwrap()

@@ -146,7 +146,7 @@ async fn wait_status(h: &Harness, id: RequestItemId, status: ItemStatus) -> Item
 /// Stops the engine (delivering what is committed) and checks the store against its log.
 async fn finish(h: Harness) -> Harness {
     h.engine.shutdown().await;
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     assert!(report.items > 0, "the log holds request items");
     h
@@ -693,7 +693,7 @@ async fn restart_in_every_stage_resumes() {
     // The hung call never answers; the restarted engine's calls do.
     h.target.state().hang = false;
     let h = h.restart().await;
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
 
     // The grant in flight runs again with the same key.

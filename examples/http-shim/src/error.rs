@@ -243,7 +243,7 @@ impl ApiError {
         let dto = self.dto_with(tracking_id.clone());
         let status = self.status;
         let mut response = (status, axum::Json(dto)).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -297,7 +297,7 @@ impl ApiError {
 
 impl From<jitflow::Error> for ApiError {
     /// The engine's refusals: not found 404, invalid 400, conflict 409 (as the core classifies
-    /// them; forbidden 403), a malformed patch or query 400, a full queue 429, a stopped engine 503, and storage faults 500.
+    /// them; forbidden 403), a malformed patch or query 400, a full queue 429, an engine that cannot write now (a failed commit, healing) or is stopping 503 with `Retry-After`, and storage faults 500.
     fn from(e: jitflow::Error) -> ApiError {
         let text = e.to_string();
         match e {
@@ -319,8 +319,14 @@ impl From<jitflow::Error> for ApiError {
             | jitflow::Error::Patch(_)
             | jitflow::Error::Query(_)
             | jitflow::Error::RequestConfig(_) => ApiError::bad_request(text),
-            jitflow::Error::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, text),
-            // OutcomeUnknown, Storage, and variants added later.
+            // The engine cannot write now (it heals by itself), a commit's outcome is unknown
+            // (retry with the same idempotency key), or it is stopping: retry later.
+            jitflow::Error::Stopped
+            | jitflow::Error::Unavailable(_)
+            | jitflow::Error::OutcomeUnknown(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, text)
+            }
+            // Storage, and variants added later.
             _ => ApiError::internal(text),
         }
     }

@@ -26,7 +26,7 @@ pub struct Health {
     operation_id = "health",
     responses(
         (status = 200, description = "The engine reads its store.", body = Health),
-        (status = 503, description = "The store cannot be read or the engine stopped.", body = ErrorResponseDto),
+        (status = 503, description = "The store cannot be read, or the engine cannot write (degraded: the message names the cause) or stopped.", body = ErrorResponseDto),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -34,10 +34,14 @@ pub async fn health(State(state): State<AppState>) -> Result<Response, ApiError>
         .engine
         .last_sequence()
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    if state.engine.store().is_poisoned() {
+    if let jitflow::Health::Degraded { cause, for_, .. } = state.engine.health() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "a commit failed; the engine must be restarted",
+            format!(
+                "degraded: the engine cannot write ({cause}) for {} s; it reopens its store by \
+                 itself",
+                for_.as_secs()
+            ),
         ));
     }
     Ok(axum::Json(Health {

@@ -805,8 +805,7 @@ async fn short_activation_expires() {
     let metrics = scrape(&h).await;
     let armed = h
         .engine()
-        .store()
-        .reader()
+        .snapshot()
         .unwrap()
         .due_timers(None, None, 100)
         .unwrap()
@@ -1415,6 +1414,14 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
     ("jitflow_store_checkpoint_rows_total", "counter", "", &[]),
     ("jitflow_store_checkpoint_bytes_total", "counter", "", &[]),
     ("jitflow_store_last_checkpoint_seconds", "gauge", "", &[]),
+    ("jitflow_writer_degraded", "gauge", "", &[]),
+    ("jitflow_store_reopen_attempts_total", "counter", "", &[]),
+    (
+        "jitflow_writes_unavailable_seconds_total",
+        "counter",
+        "",
+        &[],
+    ),
 ];
 /// Label values of [`SERIES`].
 const COMMANDS: &[&str] = &["accepted", "refused"];

@@ -444,7 +444,7 @@ mod tests {
         let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
         let item = apply(&store, submit());
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let due = item.approval.expires_at.unwrap().as_millis();
             let mut timers = txn.open_table(TIMERS).unwrap();
@@ -493,7 +493,7 @@ mod tests {
         let store = Store::open(&path, Options::default()).unwrap();
         let item = apply(&store, submit());
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         assert!(txn.delete_table(REQUEST_PEOPLE).unwrap());
         txn.commit().unwrap();
         drop(store);
@@ -522,7 +522,7 @@ mod tests {
         let store = Store::open_with_backend(InMemoryBackend::new(), Options::default()).unwrap();
         let item = apply(&store, submit());
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut people = txn.open_table(REQUEST_PEOPLE).unwrap();
             let key = (
@@ -553,7 +553,7 @@ mod tests {
         let store = Store::open(&path, Options::default()).unwrap();
         // A file written before access requests: the tables do not exist.
         store.checkpoint(None).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         assert!(txn.delete_table(REQUEST_ITEMS).unwrap());
         assert!(txn.delete_table(REQUEST_INTENTS).unwrap());
         assert!(txn.delete_table(REQUEST_INDEX).unwrap());
