@@ -227,7 +227,7 @@ async fn grant_with_approval_then_sunset() {
         &[
             Notice::ApprovalRequested,
             Notice::Approved,
-            Notice::ProvisioningCompleted,
+            Notice::Granted,
             Notice::SunsetRemoved,
         ],
     )
@@ -806,15 +806,23 @@ async fn a_forwarded_approval_moves_to_its_new_owner() {
     assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
     wait_status(&h, item.id(), ItemStatus::Granted).await;
     let h = finish(h).await;
-    // The new owner is asked as the approvers were at submission.
+    // The new owner is told of the forward, with the approvers as they stand after it.
     assert_eq!(
         h.inbox.request_notices(),
         [
             Notice::ApprovalRequested,
-            Notice::ApprovalRequested,
+            Notice::Forwarded,
             Notice::Approved,
-            Notice::ProvisioningCompleted,
+            Notice::Granted,
         ]
+    );
+    assert_eq!(
+        h.inbox.1.lock().unwrap()[1].approvers,
+        [
+            IdentityId::parse("carol").unwrap(),
+            IdentityId::parse("erin").unwrap()
+        ],
+        "the forward's notice names the approvers as they stand after it (bob's place is erin's)"
     );
     // The history survives a restart (it is in the item record).
     let h = h.restart().await;
