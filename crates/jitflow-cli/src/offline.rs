@@ -217,7 +217,12 @@ fn upgrade_steps(from: u64) -> Vec<&'static str> {
     }
     if from < 4 {
         steps.push(
-            "3 -> 4: log first: add the log's extras table and record that the tables cover the whole log (nothing is rewritten)",
+            "3 -> 4: log first: add the log's extras table, log the idempotency keys and cursors it holds as extras records, and record that the tables cover the whole log (nothing else is rewritten)",
+        );
+    }
+    if from < 5 {
+        steps.push(
+            "4 -> 5: stamp the version (new record kinds: drift found, a policy's warning lead), so that older builds refuse the file",
         );
     }
     steps

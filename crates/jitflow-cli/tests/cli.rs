@@ -594,9 +594,10 @@ async fn offline_commands_on_a_stopped_engines_store() {
         let dry = offline(dir, &["upgrade", "--dry-run"]).await.ok();
         assert!(
             dry.stdout
-                .contains("would upgrade from format version 2 to 4")
+                .contains("would upgrade from format version 2 to 5")
                 && dry.stdout.contains("2 -> 3: ")
                 && dry.stdout.contains("3 -> 4: ")
+                && dry.stdout.contains("4 -> 5: ")
                 && dry.stdout.contains("dry run: nothing changed"),
             "{}",
             dry.stdout
@@ -604,7 +605,10 @@ async fn offline_commands_on_a_stopped_engines_store() {
     }
     let upgraded = offline(dir, &["upgrade", "--json"]).await.ok().json();
     assert_eq!(upgraded["from"], 2);
-    assert_eq!(upgraded["version"], 4);
+    assert_eq!(
+        upgraded["version"],
+        jitflow_store::open::FILE_FORMAT_VERSION
+    );
     offline(dir, &["verify"]).await.ok();
 
     // A difference planted behind the log's back: listed, exit code 3.

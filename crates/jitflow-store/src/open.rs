@@ -34,7 +34,12 @@ use crate::tables::{
 ///   from the log and written by checkpoints; `meta` holds the log position they cover
 ///   (`checkpoint`, `checkpoint_extras`), and the open replays the log after it. A build of
 ///   version 3 would read a version 4 file's tables as if they were whole: it refuses it.
-pub const FILE_FORMAT_VERSION: u64 = 4;
+/// - 5: new records a version 4 build cannot decode: the connection change `DriftFound`, and
+///   policy records and events with a trailing warning-lead section. The tables are those of
+///   version 4 (the upgrade only stamps the version), plus the checkpoint's purge time in
+///   `meta` (`idempotency_purged_through`). A build of version 4 refuses such a file rather
+///   than failing on its first new record.
+pub const FILE_FORMAT_VERSION: u64 = 5;
 
 /// The default bound on rows in the hot layer: 262,144.
 pub const DEFAULT_LAYER_ENTRIES_MAX: usize = 1 << 18;
@@ -208,7 +213,7 @@ impl Store {
         );
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(from @ (1..=3)) => {
+            Some(from @ (1..=4)) => {
                 // Each step commits on its own and leaves a file of the next version.
                 if from == 1 {
                     crate::upgrade::from_v1(&db, &options)?;
@@ -216,7 +221,10 @@ impl Store {
                 if from <= 2 {
                     crate::upgrade::from_v2(&db, &options)?;
                 }
-                crate::upgrade::from_v3(&db, &options)?;
+                if from <= 3 {
+                    crate::upgrade::from_v3(&db, &options)?;
+                }
+                crate::upgrade::from_v4(&db, &options)?;
                 tracing::info!(
                     from,
                     to = FILE_FORMAT_VERSION,

@@ -214,6 +214,17 @@ pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
     txn.commit().map_err(storage)
 }
 
+/// 4 -> 5: the same tables; stamps the version, so that a version 4 build refuses the file
+/// once it may hold records that build cannot decode.
+pub(crate) fn from_v4(db: &Database, options: &Options) -> Result<(), Error> {
+    let txn = begin(db, options)?;
+    txn.open_table(META)
+        .map_err(storage)?
+        .insert(FORMAT_VERSION_KEY, 5)
+        .map_err(storage)?;
+    txn.commit().map_err(storage)
+}
+
 #[cfg(test)]
 mod tests {
     use jitflow_core::lifecycle::Command;
@@ -269,8 +280,8 @@ mod tests {
         };
         {
             let store = Store::open(&path, Options::default()).unwrap();
-            assert_eq!(FILE_FORMAT_VERSION, 4);
-            assert_eq!(stored_version(&store), Some(4));
+            assert_eq!(FILE_FORMAT_VERSION, 5);
+            assert_eq!(stored_version(&store), Some(5));
             let reader = store.reader().unwrap();
             assert_eq!(reader.access_request_config(&tenant).unwrap(), None);
             assert!(reader.connection(&tenant, CONN).unwrap().is_some());
@@ -302,10 +313,11 @@ mod tests {
     use jitflow_core::id::TenantId;
 
     /// A version 3 file (every derived row written with its events, no extras table, no
-    /// checkpoint position) opens as version 4: the checkpoint covers its whole log, nothing is
-    /// replayed, idempotency keys written by version 3 still read, and new batches append.
+    /// checkpoint position) opens upgraded (through 4 to the current version): the checkpoint
+    /// covers its whole log, nothing is replayed, idempotency keys written by version 3 still
+    /// read and are logged as an extras record (verify is clean), and new batches append.
     #[test]
-    fn a_version_3_file_is_upgraded_to_4_on_open() {
+    fn a_version_3_file_is_upgraded_on_open() {
         use crate::idempotency::{Idempotency, KeyPut};
         use crate::tables::{CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, EXTRAS};
         let dir = tempfile::tempdir().unwrap();
@@ -343,7 +355,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = Store::open(&path, Options::default()).unwrap();
-        assert_eq!(stored_version(&store), Some(4));
+        assert_eq!(stored_version(&store), Some(FILE_FORMAT_VERSION));
         let stats = store.stats();
         assert_eq!(
             (stats.sequence, stats.checkpoint, stats.layer_entries),
@@ -448,5 +460,33 @@ mod tests {
             .unwrap();
         assert_eq!(history.items.len(), 1);
         assert_eq!(history.items[0].activation.id, ACT);
+    }
+}
+
+#[cfg(test)]
+mod v4_tests {
+    use crate::Store;
+    use crate::open::{FILE_FORMAT_VERSION, Options, stored_format_version};
+    use crate::tables::{FORMAT_VERSION_KEY, META};
+
+    /// A version 4 file opens as version 5 with its data as it was.
+    #[test]
+    fn a_version_4_file_is_stamped_5_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.redb");
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_VERSION_KEY, 4)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert_eq!(stored_format_version(&path).unwrap(), Some(4));
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert_eq!(FILE_FORMAT_VERSION, 5);
+        drop(store);
+        assert_eq!(stored_format_version(&path).unwrap(), Some(5));
     }
 }
