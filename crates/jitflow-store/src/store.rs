@@ -306,16 +306,20 @@ impl Store {
 
     /// [`Store::reader`], with redb's error.
     pub(crate) fn snapshot(&self) -> Result<Reader, redb::Error> {
-        // The snapshot's checkpoint must not be newer than the layer taken with it (a
-        // checkpoint between the two reads would mix states): take both again if it is. The
-        // writer publishes right after each checkpoint, so this settles at once.
+        // The snapshot's checkpoint must be the one the layer taken with it was built on. A
+        // checkpoint committed between the two reads but not yet published would pair the
+        // checkpointed rows with the layer that holds them too (counts doubled, tombstones
+        // hiding rows the layer already wrote): take both again. The writer publishes right
+        // after each checkpoint's commit, under the writer's lock: waiting for that lock
+        // (rather than spinning, which a preempted checkpointer can outlast) settles it.
         for _ in 0..1000 {
             let published = self.hot.published();
             let txn = self.db()?.begin_read()?;
-            if checkpoint_of(&txn)?.0 <= published.sequence {
+            if checkpoint_of(&txn)?.0 == published.checkpoint {
                 return Ok(Reader::new(txn, published));
             }
-            std::thread::yield_now();
+            drop(txn);
+            drop(self.hot.writer());
         }
         panic!("the checkpointed tables stay ahead of the published log");
     }
