@@ -331,6 +331,17 @@ impl Contract {
             .map(|(_, op)| op)
     }
 
+    /// Checks that `body` is the contract's `ErrorResponseDto` (for the shim's own paths, which
+    /// the operation check passes over); panics naming what does not conform.
+    pub fn check_error(&self, what: &str, body: &Value) {
+        let errors = errors(&self.error, body);
+        assert!(
+            errors.is_empty(),
+            "{what}: not an ErrorResponseDto:\n{}\nbody: {body}",
+            errors.join("\n")
+        );
+    }
+
     /// Checks one answer (see the module's docs); panics naming what does not conform.
     pub fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
         let Some(op) = self.operation(method, path) else {
@@ -351,11 +362,7 @@ impl Contract {
             Some(&self.error)
         };
         if let Some(validator) = validator {
-            let errors: Vec<String> = validator
-                .iter_errors(body)
-                .map(|e| format!("at {}: {e}", e.instance_path()))
-                .take(10)
-                .collect();
+            let errors = errors(validator, body);
             assert!(
                 errors.is_empty(),
                 "{method} {path} answered {status} with a body that does not match {} {}'s schema:\n{}\nbody: {body}",
@@ -365,6 +372,15 @@ impl Contract {
             );
         }
     }
+}
+
+/// The first few errors of `body` against `validator`, each with the path of its field.
+fn errors(validator: &jsonschema::Validator, body: &Value) -> Vec<String> {
+    validator
+        .iter_errors(body)
+        .map(|e| format!("at {}: {e}", e.instance_path()))
+        .take(10)
+        .collect()
 }
 
 /// The v1 form of a served path: `/v2026/<api>/<rest>` is `/<api>/v1/<rest>`.
