@@ -52,13 +52,14 @@
 //! field its schema does not make nullable, an array for each object) and generated cases:
 //! `common/hostile.rs`'s body mutations, junk path segments, query parameters wrong for their
 //! documented type, unknown, repeated or missing ones, too many or too long, a malformed
-//! `Idempotency-Key` or `If-Match`; each sent with a token of A or B, none or garbage, and random
-//! content types. Every case holds at least one defect (a mutation that might leave a body
-//! valid is checked against the vendor's schema and dropped if valid), so every answer must be a
-//! refusal: a 4xx `ErrorResponseDto`, never a panic or a 5xx, and nothing changed. Generated
-//! cases per operation: `PROPTEST_CASES` (proptest's default, 256), from `PROPTEST_RNG_SEED`
-//! (14 when unset) mixed with the operation's name. One summary line per operation (stderr) says
-//! what was sent; every operation that takes input must have been sent some.
+//! `Idempotency-Key` or `If-Match`; each sent with a token of A or B, none or garbage, random
+//! content types, to either path form. Every case holds at least one defect (a mutation that
+//! might leave a body valid is checked against the vendor's schema and dropped if valid), so
+//! every answer must be a refusal: a 4xx `ErrorResponseDto`, never a panic or a 5xx, and nothing
+//! changed. Generated cases per operation: `PROPTEST_CASES` (proptest's default, 256), from
+//! `PROPTEST_RNG_SEED` (14 when unset) mixed with the operation's name. One summary line per
+//! operation (stderr) says what was sent; every operation that takes input must have been sent
+//! some.
 //!
 //! The limits get their own tests: the request timeout (`Limits::request_timeout`, default
 //! `REQUEST_TIMEOUT`, 30 s) answers a request whose body never arrives 503 and changes nothing;
@@ -253,6 +254,8 @@ struct Names {
     approval: String,
     /// Alice's account of `conn`.
     account: String,
+    /// The `Idempotency-Key` of `activation`'s activate.
+    key: String,
     /// The entitlement of `conn`.
     entitlement: String,
     /// The entitlement `request` asks for.
@@ -272,6 +275,7 @@ impl Names {
             request: "9e1f0c6a-7b2d-4e3f-8a5b-6c7d8e9f0a14".into(),
             approval: "9e1f0c6a-7b2d-4e3f-8a5b-6c7d8e9f0a15".into(),
             account: "ghost-acct".into(),
+            key: "ghost-key".into(),
             entitlement: "ghost-ent1".into(),
             pending: "ghost-ent2".into(),
             granted: "ghost-ent3".into(),
@@ -280,7 +284,7 @@ impl Names {
         }
     }
 
-    fn all(&self) -> [&str; 11] {
+    fn all(&self) -> [&str; 12] {
         [
             &self.conn,
             &self.idle,
@@ -288,6 +292,7 @@ impl Names {
             &self.request,
             &self.approval,
             &self.account,
+            &self.key,
             &self.entitlement,
             &self.pending,
             &self.granted,
@@ -296,10 +301,10 @@ impl Names {
         ]
     }
 
-    /// A's ids that only A's data holds: the first six names (identities and entitlement names
-    /// are anyone's words).
+    /// A's ids that only A's data holds: the first seven names (identities and entitlement
+    /// names are anyone's words).
     fn secrets(&self) -> Vec<&str> {
-        self.all()[..6].to_vec()
+        self.all()[..7].to_vec()
     }
 }
 
@@ -358,6 +363,8 @@ struct Spec {
     path: &'static str,
     /// Its body, with the same placeholders in its strings.
     body: Option<Value>,
+    /// Its headers, with the same placeholders.
+    headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Spec {
@@ -367,19 +374,20 @@ impl Spec {
         Req {
             path: n.fill(self.path),
             body: self.body.as_ref().map(|b| n.fill_json(b)),
-            headers: Vec::new(),
+            headers: self.headers.iter().map(|(h, v)| (*h, n.fill(v))).collect(),
         }
     }
 }
 
 impl Names {
-    const FIELDS: [&'static str; 11] = [
+    const FIELDS: [&'static str; 12] = [
         "conn",
         "idle",
         "activation",
         "request",
         "approval",
         "account",
+        "key",
         "entitlement",
         "pending",
         "granted",
@@ -437,32 +445,33 @@ fn specs() -> Vec<Spec> {
         seen,
         path,
         body: None,
+        headers: Vec::new(),
     };
     let send = |method, seen, path, body| Spec {
         method,
         seen,
         path,
         body: Some(body),
+        headers: Vec::new(),
+    };
+    // A's activation's key: B's signals must not be answered with A's first answer.
+    let signal = |path, body| Spec {
+        headers: vec![("Idempotency-Key", "{key}")],
+        ..send("POST", Missing, path, body)
     };
     let mut import = spec("{conn}", "{identity}", "JIT");
     import["accountId"] = json!("{account}");
     import["entitlementId"] = json!("{entitlement}");
     vec![
-        send(
-            "POST",
-            Missing,
+        signal(
             "/jit-activations/v1/activate",
             json!({"connectionId": "{idle}", "activationPeriodMins": 30}),
         ),
-        send(
-            "POST",
-            Missing,
+        signal(
             "/jit-activations/v1/extend",
             json!({"connectionId": "{conn}", "activationPeriodExtensionMins": 5}),
         ),
-        send(
-            "POST",
-            Missing,
+        signal(
             "/jit-activations/v1/deactivate",
             json!({"connectionId": "{conn}"}),
         ),
@@ -490,11 +499,12 @@ fn specs() -> Vec<Spec> {
             seen: Missing,
             path: "/jitflow/v1/connections/{idle}",
             body: None,
+            headers: Vec::new(),
         },
         get(Missing, "/jitflow/v1/connections/{conn}"),
         get(
             Empty,
-            "/entitlement-connections/v1?filters=account.id%20eq%20%22{account}%22&count=true",
+            "/entitlement-connections/v1?filters=identity.id%20eq%20%22{identity}%22&count=true",
         ),
         get(
             Empty,
@@ -518,7 +528,10 @@ fn specs() -> Vec<Spec> {
             "/entitlement-connections/v1",
             json!([{"connectionId": "{idle}", "type": "STANDING"}]),
         ),
-        get(Empty, "/jit-activation-history/v1?count=true"),
+        get(
+            Empty,
+            "/jit-activation-history/v1?filters=connectionId%20eq%20%22{conn}%22&count=true",
+        ),
         get(
             Empty,
             "/jit-activation-history/v1/current-identity?count=true",
@@ -731,13 +744,23 @@ fn refusal(h: &Harness, what: &str, answer: &Answer, before: Snapshot) {
     assert_eq!(answer.content_type, "application/json", "{what}");
     error_text(&answer.body);
     contract().check_error(what, &answer.body);
+    unchanged(h, what, before);
+}
+
+/// Asserts that the log and the store's backlog are as `before`. On a difference the message
+/// shows the events committed since, and the snapshot read once more: a difference in the
+/// backlog alone that a second read does not show is a store read that does not match its log
+/// position (see `Store::reader`), not a change.
+fn unchanged(h: &Harness, what: &str, before: Snapshot) {
     let after = snapshot(h);
-    assert_eq!(
-        after,
-        before,
-        "{what}: the refusal changed state: {}",
-        hostile::committed_since(h, before.sequence)
-    );
+    if after != before {
+        let again = snapshot(h);
+        panic!(
+            "{what}: the state changed: before {before:?}, after {after:?}, read again \
+             {again:?}; committed since: {}",
+            hostile::committed_since(h, before.sequence)
+        );
+    }
 }
 
 /// The v2026 form of a concrete path with its query, for a vendor path.
@@ -784,6 +807,12 @@ async fn world() -> World {
         .map(|(m, p)| (m.to_string(), p))
         .collect();
     assert_eq!(listed, routed, "the document and the router differ");
+    // A vendor operation takes a body as its file says: required, or optional.
+    for op in &all {
+        if let Some(vendor) = contract().operation(&op.method, &op.path) {
+            assert_eq!(op.body, vendor.body, "{}: requestBody", op.name());
+        }
+    }
     for (method, path, rule) in jitflow_shim::rules() {
         let op = all
             .iter()
@@ -848,7 +877,19 @@ async fn world() -> World {
     // Tenant A: connections, alice's activation, the policy, a config of its own, a request
     // waiting for bob and one granted.
     h.seed().await;
-    let activation = h.activate_alice().await;
+    let activated = send(
+        &h,
+        "POST",
+        &Req {
+            path: "/jit-activations/v1/activate".into(),
+            body: Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+            headers: vec![("Idempotency-Key", "acme-key-1".into())],
+        },
+        Some(&h.alice()),
+    )
+    .await;
+    assert_eq!(activated.status, 202, "{}", activated.body);
+    let activation = activated.body["activationId"].as_str().unwrap().to_owned();
     let admin = token(&h, TENANT, "admin", &scopes, &[Level::OrgAdmin]);
     h.expect(
         200,
@@ -923,6 +964,7 @@ async fn world() -> World {
         request,
         approval,
         account: "alice-adm".into(),
+        key: "acme-key-1".into(),
         entitlement: "domain-admins".into(),
         pending: "acme-pending".into(),
         granted: "acme-granted".into(),
@@ -1062,7 +1104,7 @@ async fn rights(w: &World, op: &Op, spec: &Spec) -> usize {
             if allowed >= 400 {
                 refusal(h, &case, &answer, before);
             } else {
-                assert_eq!(snapshot(h), before, "{case}: a read changed state");
+                unchanged(h, &case, before);
             }
             sent += 1;
         }
@@ -1319,6 +1361,8 @@ struct Case {
     auth: Auth,
     content_type: Option<String>,
     experimental: Option<String>,
+    /// Sent to the `/v2026/...` form of a vendor path.
+    v2026: bool,
 }
 
 /// A value wrong for a parameter of this name and type.
@@ -1375,7 +1419,12 @@ fn cases(op: &Op, base: &Req) -> BoxedStrategy<Case> {
         defects.push(
             (
                 proptest::sample::select(segments),
-                "[g-z%.][a-zA-Z0-9%._~-]{0,40}",
+                // Not a dot segment (`.`, `..`, `%2e%2E`...): the client would resolve it and
+                // send another, valid, path.
+                "[g-z%.][a-zA-Z0-9%._~-]{0,40}".prop_filter("a dot segment", |s| {
+                    let s = s.to_ascii_lowercase().replace("%2e", ".");
+                    s != "." && s != ".."
+                }),
             )
                 .prop_map(|(i, s)| Defect::Segment(i, s))
                 .boxed(),
@@ -1430,12 +1479,14 @@ fn cases(op: &Op, base: &Req) -> BoxedStrategy<Case> {
         hostile::auth(),
         hostile::content_type(),
         proptest::option::of("[ -~]{0,20}"),
+        any::<bool>(),
     )
-        .prop_map(|(defect, auth, content_type, experimental)| Case {
+        .prop_map(|(defect, auth, content_type, experimental, v2026)| Case {
             defect,
             auth,
             content_type,
             experimental,
+            v2026,
         })
         .boxed()
 }
@@ -1531,6 +1582,9 @@ fn render(op: &Op, base: &Req, case: &Case) -> Option<Rendered> {
     let mut path = segments.join("/");
     if !query.is_empty() {
         path = format!("{path}?{}", query.join("&"));
+    }
+    if case.v2026 {
+        path = alias(&path).unwrap_or(path);
     }
     Some(Rendered {
         path,
@@ -1653,7 +1707,7 @@ fn hostile_input(
         let mut t = tally.borrow_mut();
         let Some(answer) = answer else {
             t.unanswered += 1;
-            assert_eq!(snapshot(h), before, "{what}: changed state");
+            unchanged(h, what, before);
             return;
         };
         *t.statuses.entry(answer.status).or_default() += 1;
@@ -1750,6 +1804,24 @@ fn every_operation_refuses_what_it_must_and_changes_nothing() {
                 counts.entry(op.name()).or_default()[1] += foreign(&w, op, spec, &b, false).await;
             }
         }
+        // B activates its connection named as A's, under A's idempotency key: a new activation
+        // of B's, not A's first answer.
+        let mine = Req {
+            path: "/jit-activations/v1/activate".into(),
+            body: Some(json!({"connectionId": w.a.conn, "activationPeriodMins": 30})),
+            headers: vec![("Idempotency-Key", w.a.key.clone())],
+        };
+        let answer = send(h, "POST", &mine, Some(&b)).await;
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        assert_ne!(
+            answer.body["activationId"], w.a.activation,
+            "{OTHER} was answered with {TENANT}'s activation under its idempotency key"
+        );
+        *counts
+            .entry("POST /jit-activations/v1/activate".into())
+            .or_default()
+            .get_mut(1)
+            .unwrap() += 1;
         settle(h).await;
     });
     assert_eq!(
@@ -1899,7 +1971,7 @@ async fn a_request_that_outlasts_the_timeout_is_answered_503_and_changes_nothing
     contract().check_error("the timeout", &body);
     assert!(error_text(&body).contains("took too long"), "{body}");
     drop(stream);
-    assert_eq!(snapshot(&h), before, "the timed-out request changed state");
+    unchanged(&h, "the timed-out request", before);
 
     // A request within the bound is served as before.
     let client = reqwest::Client::new();
@@ -1974,7 +2046,7 @@ async fn the_policy_bodies_take_512_kib_and_not_a_byte_more() {
             "{method} {path}: {body}"
         );
         contract().check_error(path, &body);
-        assert_eq!(snapshot(&h), before, "{method} {path}: changed state");
+        unchanged(&h, &format!("{method} {path}"), before);
 
         // Exactly the limit: read, and judged by its content alone.
         let (status, body, _) = send(padded(&invalid, max)).await;
@@ -1983,7 +2055,7 @@ async fn the_policy_bodies_take_512_kib_and_not_a_byte_more() {
             !detail_code(&body).contains("413") && !error_text(&body).contains("larger"),
             "{method} {path}: refused for its size: {body}"
         );
-        assert_eq!(snapshot(&h), before, "{method} {path}: changed state");
+        unchanged(&h, &format!("{method} {path}"), before);
         let (status, body, _) = send(padded(&valid, max)).await;
         assert_eq!(status, 200, "{method} {path}: {body}");
         assert_ne!(snapshot(&h), before, "{method} {path}: not applied");

@@ -49,6 +49,8 @@ pub struct Operation {
     pub responses: BTreeMap<u16, Option<Value>>,
     /// The JSON request body schema (converted), if the operation takes one.
     pub request: Option<Value>,
+    /// Whether it takes a body, and then whether the body is required.
+    pub body: Option<bool>,
     validators: BTreeMap<u16, jsonschema::Validator>,
 }
 
@@ -277,15 +279,15 @@ impl Contract {
                         }
                         responses.insert(status, schema);
                     }
-                    let request = op.get("requestBody").and_then(|b| {
-                        let (body, file) = deref(b, &item_file);
-                        json_schema(&body, &file)
-                    });
+                    let body = op.get("requestBody").map(|b| deref(b, &item_file));
+                    let request = body.as_ref().and_then(|(b, file)| json_schema(b, file));
+                    let body = body.map(|(b, _)| b["required"].as_bool().unwrap_or(false));
                     operations.push(Operation {
                         method: method.to_uppercase(),
                         path: path.clone(),
                         responses,
                         request,
+                        body,
                         validators,
                     });
                 }
