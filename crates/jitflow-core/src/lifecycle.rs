@@ -46,7 +46,8 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Longest delay between tries.
     pub backoff_cap: Duration,
-    /// How long before expiry the expiring-soon warning is sent.
+    /// How long before expiry the expiring-soon warning is sent, unless the tenant's policy
+    /// sets its own (`Policy::expiry_warning`).
     pub warning_lead: Duration,
     /// Mixed into every retry's jitter.
     pub jitter_seed: u64,
@@ -238,6 +239,16 @@ pub enum Command {
     },
     /// A timer of this connection is due.
     TimerFired(Timer),
+    /// The provisioner inspected the target (issue 16's drift): whether it holds the
+    /// connection's access, as seen when the connection was at `version`. Refused as stale if
+    /// the connection changed since, since a grant or revoke in between makes the inspection
+    /// say nothing about the state now.
+    Inspected {
+        /// Whether the target holds the access.
+        held: bool,
+        /// The connection's version when the inspection was asked for.
+        version: u64,
+    },
 }
 
 impl Command {
@@ -261,6 +272,7 @@ impl Command {
             Command::StandingRevokeSucceeded { .. } => "standing_revoke_succeeded",
             Command::StandingRevokeFailed { .. } => "standing_revoke_failed",
             Command::TimerFired(_) => "timer_fired",
+            Command::Inspected { .. } => "inspected",
         }
     }
 }
@@ -392,16 +404,45 @@ pub enum Change {
         /// The successful try.
         attempt: u32,
     },
+    /// An inspection of the target disagreed with the state (issue 16). Unexpected access is
+    /// revoked like standing access (the connection goes DEACTIVATING, then AVAILABLE); missing
+    /// access is recorded and reported only.
+    DriftFound {
+        /// What disagreed.
+        drift: Drift,
+    },
 }
 
-/// What an embedder's `Notifier` is told about.
+/// How the target disagrees with the engine's state. Persisted in [`Change::DriftFound`]: never
+/// reorder or reuse variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Drift {
+    /// The target holds access that no running activation explains (a revoke that reported
+    /// success but did not take, or a grant made by hand).
+    UnexpectedAccess,
+    /// The engine says the access is held (ACTIVE), the target does not hold it.
+    MissingAccess,
+}
+
+impl Drift {
+    /// A short name for logs, metrics and notices.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Drift::UnexpectedAccess => "unexpected_access",
+            Drift::MissingAccess => "missing_access",
+        }
+    }
+}
+
+/// What an embedder's `Notifier` is told about. Not persisted: it is derived from each
+/// committed event by [`Event::notice`], so a new kind of notice needs no change of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Notice {
     /// An activation was requested.
     Started,
     /// Access was granted.
     Provisioned,
-    /// Access expires soon.
+    /// Access expires soon (the pre-expiry warning).
     ExpiringSoon,
     /// The activation was extended.
     Extended,
@@ -409,10 +450,17 @@ pub enum Notice {
     Deactivated,
     /// Access was removed after expiry.
     Expired,
-    /// The activation failed (refused, or provisioning gave up).
-    Failed,
+    /// The workflow's validation refused the activation; it ends INVALID.
+    Refused,
+    /// Provisioning gave up (tries exhausted, or the target refused for good); the activation
+    /// ends ERROR after a fail-closed revoke.
+    GrantFailed,
     /// A revoke keeps failing; someone must look.
     Stuck,
+    /// A revoke that had been flagged stuck finally succeeded (the access is gone).
+    Recovered,
+    /// An inspection of the target disagreed with the state ([`Change::DriftFound`]).
+    DriftFound,
 }
 
 /// One committed fact about one connection, with the timers and effects it implies.
@@ -437,13 +485,23 @@ pub struct Event {
 }
 
 impl Event {
-    /// The notification this event triggers, if any.
-    pub fn notice(&self) -> Option<Notice> {
+    /// The notification this event triggers, if any. `stuck_after` is the engine's stuck bound
+    /// ([`Config::stuck_after`]): a revoke that succeeds on a try past it had its try at the
+    /// bound fail, which raised the stuck alert, so its end is told as [`Notice::Recovered`]
+    /// instead of the usual deactivated or expired notice. (The event does not record whether
+    /// the activation was stuck; if the bound was changed between the alert and the recovery,
+    /// the recovery may be told as a plain end, or a plain end as a recovery.)
+    pub fn notice(&self, stuck_after: u32) -> Option<Notice> {
         match &self.change {
             Change::ActivationRequested { .. } => Some(Notice::Started),
             Change::Provisioned { .. } => Some(Notice::Provisioned),
             Change::ExpiryWarned { .. } => Some(Notice::ExpiringSoon),
             Change::Extended { .. } => Some(Notice::Extended),
+            Change::Revoked { attempt, .. } | Change::StandingRevoked { attempt }
+                if *attempt > stuck_after =>
+            {
+                Some(Notice::Recovered)
+            }
             Change::Revoked {
                 reason: EndReason::Deactivated,
                 ..
@@ -452,9 +510,9 @@ impl Event {
                 reason: EndReason::Expired,
                 ..
             } => Some(Notice::Expired),
-            Change::ValidationRefused { .. } | Change::GrantAbandoned { .. } => {
-                Some(Notice::Failed)
-            }
+            Change::ValidationRefused { .. } => Some(Notice::Refused),
+            Change::DriftFound { .. } => Some(Notice::DriftFound),
+            Change::GrantAbandoned { .. } => Some(Notice::GrantFailed),
             Change::RevokeFailed {
                 became_stuck: true, ..
             }
@@ -640,11 +698,36 @@ impl Change {
             Change::StandingRevokeFailed { .. } => "standing_revoke_failed",
             Change::StandingRevokeRetried { .. } => "standing_revoke_retried",
             Change::StandingRevoked { .. } => "standing_revoked",
+            Change::DriftFound { .. } => "drift_found",
         }
     }
 }
 
 impl Connection {
+    /// Whether the target should hold this connection's access, as far as the state says:
+    /// `Some(false)` for a JIT connection at rest without access (AVAILABLE, EXPIRED),
+    /// `Some(true)` while ACTIVE (JIT or standing), `None` while the access is moving
+    /// (ACTIVATING, DEACTIVATING: a grant or revoke in flight explains any difference) or for a
+    /// connection the engine does not govern (NA).
+    pub fn expects_access(&self) -> Option<bool> {
+        match (self.spec.kind, self.state) {
+            (ConnectionType::Jit, ConnectionState::Available | ConnectionState::Expired) => {
+                Some(false)
+            }
+            (ConnectionType::Jit | ConnectionType::Standing, ConnectionState::Active) => Some(true),
+            _ => None,
+        }
+    }
+
+    /// The drift an inspection that found the access `held` (or not) shows, if any.
+    pub fn drift(&self, held: bool) -> Option<Drift> {
+        match (self.expects_access(), held) {
+            (Some(false), true) => Some(Drift::UnexpectedAccess),
+            (Some(true), false) => Some(Drift::MissingAccess),
+            _ => None,
+        }
+    }
+
     /// The timers this connection has armed, derived from its state.
     pub fn timers(&self) -> Vec<Timer> {
         let mut timers = Vec::new();
@@ -745,8 +828,15 @@ pub(crate) fn retry_delay(config: &Config, salt: u128, attempt: u32) -> Duration
     )
 }
 
-fn warn_time(expires_at: Timestamp, now: Timestamp, config: &Config) -> Option<Timestamp> {
-    let at = expires_at.saturating_sub(config.warning_lead);
+/// When the expiring-soon warning of an expiry is due, if still ahead: the tenant policy's
+/// lead (`Policy::expiry_warning`) before the expiry, else the engine's `warning_lead`.
+fn warn_time(expires_at: Timestamp, ctx: &Context<'_>) -> Option<Timestamp> {
+    let (now, config) = (ctx.now, ctx.config);
+    let lead = ctx
+        .policy
+        .expiry_warning
+        .map_or(config.warning_lead, Minutes::to_duration);
+    let at = expires_at.saturating_sub(lead);
     (at > now && at < expires_at).then_some(at)
 }
 
@@ -1002,7 +1092,7 @@ fn decide_existing(
             }
             let old = a.expires_at.unwrap_or(ctx.now);
             let expires_at = old.plus_minutes(by);
-            let warn_at = warn_time(expires_at, ctx.now, ctx.config);
+            let warn_at = warn_time(expires_at, ctx);
             (
                 current,
                 Change::Extended {
@@ -1052,7 +1142,7 @@ fn decide_existing(
                     Change::Provisioned {
                         attempt: *attempt,
                         expires_at,
-                        warn_at: warn_time(expires_at, ctx.now, ctx.config),
+                        warn_at: warn_time(expires_at, ctx),
                     },
                 )
             }
@@ -1163,6 +1253,18 @@ fn decide_existing(
                     became_stuck: !job.stuck && *attempt >= ctx.config.stuck_after,
                 },
             )
+        }
+        Command::Inspected { held, version } => {
+            if c.version != *version {
+                return Err(Rejection::Stale(
+                    "the connection changed since the inspection",
+                ));
+            }
+            // Nothing to record when the target agrees, or the access is moving.
+            let Some(drift) = c.drift(*held) else {
+                return Ok(None);
+            };
+            (current, Change::DriftFound { drift })
         }
         Command::TimerFired(timer) => {
             if !c.timers().contains(timer) {
@@ -1292,8 +1394,12 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
             | Change::StandingRevokeFailed { .. }
             | Change::StandingRevokeRetried { .. }
             | Change::StandingRevoked { .. }
+            | Change::DriftFound { .. }
     );
-    if needs_running && (running_id.is_none() || running_id != event.activation) {
+    // A drift names the running activation when there is one (missing access), else none.
+    let names_other =
+        matches!(event.change, Change::DriftFound { .. }) && running_id != event.activation;
+    if names_other || (needs_running && (running_id.is_none() || running_id != event.activation)) {
         return Err(fail(format!(
             "event names activation {:?}, running is {:?}",
             event.activation, running_id
@@ -1316,14 +1422,7 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
                     a.warn_at = None;
                 }
                 (ConnectionType::Standing, ConnectionType::Jit, ConnectionState::Active) => {
-                    c.state = ConnectionState::Deactivating;
-                    c.jit.deactivation = Some(at);
-                    c.standing_revoke = Some(StandingRevoke {
-                        attempt: 1,
-                        retry_at: None,
-                        stuck: false,
-                        last_error: None,
-                    });
+                    start_standing_revoke(&mut c, at);
                 }
                 (_, _, state) if state.is_at_rest() => {}
                 (from, to, state) => {
@@ -1545,6 +1644,20 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
             job.retry_at = None;
             job.attempt = *attempt;
         }
+        Change::DriftFound { drift } => {
+            if c.drift(*drift == Drift::UnexpectedAccess) != Some(*drift) {
+                return Err(fail(format!(
+                    "{} while {} ({})",
+                    drift.as_str(),
+                    c.state.as_str(),
+                    c.kind().as_str()
+                )));
+            }
+            if *drift == Drift::UnexpectedAccess {
+                // Revoked like standing access: retried for ever, flagged stuck at the bound.
+                start_standing_revoke(&mut c, at);
+            }
+        }
         Change::StandingRevoked { attempt } => {
             if c.standing_revoke
                 .as_ref()
@@ -1591,6 +1704,19 @@ fn check_attempt(a: &Activation, attempt: u32) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Starts removing access that no activation holds (standing access, or drift found): the
+/// connection is DEACTIVATING until the revoke succeeds.
+fn start_standing_revoke(c: &mut Connection, at: Timestamp) {
+    c.state = ConnectionState::Deactivating;
+    c.jit.deactivation = Some(at);
+    c.standing_revoke = Some(StandingRevoke {
+        attempt: 1,
+        retry_at: None,
+        stuck: false,
+        last_error: None,
+    });
 }
 
 fn start_revoke(a: &mut Activation, reason: EndReason, at: Timestamp) {

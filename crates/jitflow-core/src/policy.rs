@@ -17,7 +17,7 @@
 //!
 //! # Patch semantics
 //!
-//! A patch is a non-empty list of [`PatchOp`]s, each replacing one of the eight fields named by
+//! A patch is a non-empty list of [`PatchOp`]s, each replacing one of the nine fields named by
 //! a [`PatchPath`]. [`Policy::patched`] is all-or-nothing:
 //!
 //! - each operation is checked on its own (op name, path, value type, value range) and applied,
@@ -98,7 +98,7 @@ pub const MAX_RECIPIENTS: usize = 100;
 
 /// The most operations one patch request may hold.
 ///
-/// The eight paths twice over: enough for any honest request, small enough that a request
+/// The contract's eight paths twice over: enough for any honest request, small enough that a request
 /// cannot make the core clone and scan a policy thousands of times.
 pub const MAX_PATCH_OPS: usize = 16;
 
@@ -119,7 +119,7 @@ const QUOTE_LEN: usize = 64;
 const PATH_LIST: &str = "`/entitlementIds`, `/maxActivationPeriodMins`, \
 `/maxActivationPeriodExtensionMins`, `/defaultMaxActivationPeriodMins`, \
 `/defaultMaxActivationPeriodExtensionMins`, `/notificationRecipients`, \
-`/notificationTemplate` or `/applyToFutureAssignments`";
+`/notificationTemplate`, `/applyToFutureAssignments` or `/jitflowExpiryWarningMins`";
 
 fn quote(input: &str) -> String {
     input.chars().take(QUOTE_LEN).collect()
@@ -150,7 +150,7 @@ pub enum Error {
         /// The op given, cut to 64 characters.
         op: String,
     },
-    /// An operation's `path` is not one of the eight [`PatchPath`]s.
+    /// An operation's `path` is not one of the nine [`PatchPath`]s.
     #[error("operation {index}: path `{path}` is not one of {PATH_LIST}")]
     UnknownPath {
         /// The operation's position in the patch, from 0.
@@ -272,7 +272,8 @@ fn max_of(default: PatchPath) -> &'static str {
     }
 }
 
-/// One of the eight fields a patch may replace, named by its contract path.
+/// One of the nine fields a patch may replace, named by its contract path (the contract's
+/// eight, and jitflow's extension `/jitflowExpiryWarningMins`).
 ///
 /// Serialised as the path itself (`"/maxActivationPeriodMins"`), as clients know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -301,11 +302,14 @@ pub enum PatchPath {
     /// `/applyToFutureAssignments`: [`Policy::apply_to_future_assignments`].
     #[serde(rename = "/applyToFutureAssignments")]
     ApplyToFutureAssignments,
+    /// `/jitflowExpiryWarningMins` (a jitflow extension): [`Policy::expiry_warning`].
+    #[serde(rename = "/jitflowExpiryWarningMins")]
+    ExpiryWarningMins,
 }
 
 impl PatchPath {
     /// Every path, in the contract's order (also the order of [`Policy::diff`]).
-    pub const ALL: [PatchPath; 8] = [
+    pub const ALL: [PatchPath; 9] = [
         PatchPath::EntitlementIds,
         PatchPath::MaxActivationPeriodMins,
         PatchPath::MaxActivationPeriodExtensionMins,
@@ -314,6 +318,7 @@ impl PatchPath {
         PatchPath::NotificationRecipients,
         PatchPath::NotificationTemplate,
         PatchPath::ApplyToFutureAssignments,
+        PatchPath::ExpiryWarningMins,
     ];
 
     /// The path with this exact spelling (case-sensitive, leading `/` required), if any.
@@ -334,6 +339,7 @@ impl PatchPath {
             PatchPath::NotificationRecipients => "/notificationRecipients",
             PatchPath::NotificationTemplate => "/notificationTemplate",
             PatchPath::ApplyToFutureAssignments => "/applyToFutureAssignments",
+            PatchPath::ExpiryWarningMins => "/jitflowExpiryWarningMins",
         }
     }
 
@@ -344,7 +350,8 @@ impl PatchPath {
             PatchPath::MaxActivationPeriodMins
             | PatchPath::MaxActivationPeriodExtensionMins
             | PatchPath::DefaultMaxActivationPeriodMins
-            | PatchPath::DefaultMaxActivationPeriodExtensionMins => "an integer or null",
+            | PatchPath::DefaultMaxActivationPeriodExtensionMins
+            | PatchPath::ExpiryWarningMins => "an integer or null",
             PatchPath::NotificationTemplate => "a string or null",
             PatchPath::ApplyToFutureAssignments => "a boolean",
         }
@@ -444,6 +451,14 @@ pub struct Policy {
     pub apply_to_future_assignments: bool,
     /// Optimistic-concurrency version: 0 for a policy never stored, +1 on every change.
     pub version: u64,
+    /// How long before an activation's expiry its expiring-soon warning is sent (a jitflow
+    /// extension, `jitflowExpiryWarningMins`); `None`: the engine's `warning_lead`.
+    ///
+    /// Not part of the policy's serde form: the store encodes it as a trailing section of the
+    /// policy record and of the policy event, written only when it is set, so the policies and
+    /// events of tenants that never set it keep the bytes they had before it existed.
+    #[serde(skip)]
+    pub expiry_warning: Option<Minutes>,
 }
 
 impl Policy {
@@ -460,6 +475,7 @@ impl Policy {
             notification_template: None,
             apply_to_future_assignments: false,
             version: 0,
+            expiry_warning: None,
         }
     }
 
@@ -587,6 +603,7 @@ impl Policy {
             PatchPath::MaxActivationPeriodExtensionMins => self.max_extension,
             PatchPath::DefaultMaxActivationPeriodMins => self.default_activation_period,
             PatchPath::DefaultMaxActivationPeriodExtensionMins => self.default_extension,
+            PatchPath::ExpiryWarningMins => self.expiry_warning,
             _ => None,
         }
     }
@@ -598,6 +615,7 @@ impl Policy {
             PatchPath::MaxActivationPeriodExtensionMins => Some(&mut self.max_extension),
             PatchPath::DefaultMaxActivationPeriodMins => Some(&mut self.default_activation_period),
             PatchPath::DefaultMaxActivationPeriodExtensionMins => Some(&mut self.default_extension),
+            PatchPath::ExpiryWarningMins => Some(&mut self.expiry_warning),
             _ => None,
         }
     }

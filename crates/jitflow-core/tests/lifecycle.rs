@@ -8,8 +8,8 @@ use jitflow_core::id::{
     AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, SourceId,
 };
 use jitflow_core::lifecycle::{
-    Actor, Change, Command, Config, Context, Effect, Notice, Rejection, RejectionKind, Timer,
-    TimerKind, decide, evolve,
+    Actor, Change, Command, Config, Context, Drift, Effect, Notice, Rejection, RejectionKind,
+    Timer, TimerKind, decide, evolve,
 };
 use jitflow_core::policy::Policy;
 use jitflow_core::time::{Minutes, Timestamp};
@@ -179,7 +179,7 @@ fn activate_from_available_validates_then_grants() {
         }
     );
     assert_eq!(e.effects, vec![Effect::Validate { activation: A1 }]);
-    assert_eq!(e.notice(), Some(Notice::Started));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Started));
     assert_eq!(w.c().state, ConnectionState::Activating);
     assert_eq!(w.status(), ActivationStatus::Creating);
     let e = w.ok(Command::ValidationPassed { activation: A1 });
@@ -273,7 +273,44 @@ fn provisioned_arms_expiry_and_warning() {
         due: expiry.saturating_sub(Duration::from_secs(600)),
         kind: TimerKind::Warning
     }));
-    assert_eq!(e.notice(), Some(Notice::Provisioned));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Provisioned));
+}
+
+#[test]
+fn the_policy_warning_lead_replaces_the_engine_setting() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.policy.expiry_warning = Some(Minutes(25));
+    w.activate(Some(60));
+    w.ok(Command::ValidationPassed { activation: A1 });
+    let expiry = w.now.plus_minutes(Minutes(60));
+    let e = w.ok(Command::GrantSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    let warning = expiry.saturating_sub(Duration::from_secs(25 * 60));
+    assert_ne!(
+        Duration::from_secs(25 * 60),
+        w.config.warning_lead,
+        "the policy's lead is not the engine's"
+    );
+    assert!(
+        e.arm.contains(&Timer {
+            due: warning,
+            kind: TimerKind::Warning
+        }),
+        "{:?}",
+        e.arm
+    );
+    // An extension recomputes the warning with the lead the policy has then.
+    w.policy.expiry_warning = None;
+    let e = w.ok(Command::Extend {
+        by: Some(Minutes(10)),
+    });
+    let extended = expiry.plus_minutes(Minutes(10));
+    assert!(e.arm.contains(&Timer {
+        due: extended.saturating_sub(w.config.warning_lead),
+        kind: TimerKind::Warning
+    }));
 }
 
 #[test]
@@ -281,7 +318,7 @@ fn full_expiry_path_ends_completed_and_expired() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(60);
     let e = w.fire(TimerKind::Warning);
-    assert_eq!(e.notice(), Some(Notice::ExpiringSoon));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::ExpiringSoon));
     let e = w.fire(TimerKind::Expiry);
     assert_eq!(e.change, Change::Expired);
     assert_eq!(
@@ -297,7 +334,7 @@ fn full_expiry_path_ends_completed_and_expired() {
         activation: A1,
         attempt: 1,
     });
-    assert_eq!(e.notice(), Some(Notice::Expired));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Expired));
     assert_eq!(w.c().state, ConnectionState::Expired);
     assert_eq!(w.status(), ActivationStatus::Completed);
     assert!(w.c().jit.deprovision.is_some());
@@ -330,7 +367,7 @@ fn deactivate_active_revokes_and_ends_revoked_available() {
         activation: A1,
         attempt: 1,
     });
-    assert_eq!(e.notice(), Some(Notice::Deactivated));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Deactivated));
     assert_eq!(w.c().state, ConnectionState::Available);
     assert_eq!(w.status(), ActivationStatus::Revoked);
     assert_eq!(
@@ -364,7 +401,7 @@ fn extend_moves_expiry_and_warning_within_the_cap() {
             .iter()
             .any(|t| t.kind == TimerKind::Expiry && t.due == new)
     );
-    assert_eq!(e.notice(), Some(Notice::Extended));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Extended));
     w.ok(Command::Extend {
         by: Some(Minutes(15)),
     });
@@ -434,7 +471,7 @@ fn validation_refused_ends_invalid_and_available() {
         activation: A1,
         reason: "no ticket".into(),
     });
-    assert_eq!(e.notice(), Some(Notice::Failed));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Refused));
     assert!(
         e.effects.is_empty(),
         "nothing was granted, nothing to revoke"
@@ -484,7 +521,7 @@ fn grant_failures_retry_with_backoff_then_give_up_and_revoke_fail_closed() {
         retryable: true,
     });
     assert!(matches!(e.change, Change::GrantAbandoned { .. }));
-    assert_eq!(e.notice(), Some(Notice::Failed));
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::GrantFailed));
     assert_eq!(
         e.effects,
         vec![Effect::Revoke {
@@ -532,7 +569,7 @@ fn deprovision_failures_retry_forever_flag_stuck_once_then_recover() {
             attempt,
             error: "timeout".into(),
         });
-        if e.notice() == Some(Notice::Stuck) {
+        if e.notice(w.config.stuck_after) == Some(Notice::Stuck) {
             stuck_notices += 1;
             assert_eq!(attempt, stuck_after);
         }
@@ -545,10 +582,15 @@ fn deprovision_failures_retry_forever_flag_stuck_once_then_recover() {
         w.fire(TimerKind::Retry);
     }
     assert_eq!(stuck_notices, 1, "the alert is raised once");
-    w.ok(Command::RevokeSucceeded {
+    let e = w.ok(Command::RevokeSucceeded {
         activation: A1,
         attempt: stuck_after + 6,
     });
+    assert_eq!(
+        e.notice(stuck_after),
+        Some(Notice::Recovered),
+        "the end of a stuck revoke is told as its recovery"
+    );
     assert_eq!(w.status(), ActivationStatus::Revoked);
     assert!(!w.c().activation.as_ref().unwrap().stuck);
 }
@@ -694,7 +736,11 @@ fn a_warning_delivered_after_the_expiry_expires_instead_of_warning() {
     w.advance(Duration::from_secs(2 * 3600));
     let e = w.ok(Command::TimerFired(warning));
     assert_eq!(e.change, Change::Expired);
-    assert_eq!(e.notice(), None, "no expiring-soon notice after the fact");
+    assert_eq!(
+        e.notice(w.config.stuck_after),
+        None,
+        "no expiring-soon notice after the fact"
+    );
     assert_eq!(e.cancel.len(), 2, "both timers cancelled: {:?}", e.cancel);
 }
 
@@ -1003,4 +1049,96 @@ mod policy_changes {
             Err(PolicyRejection::Invalid(_))
         ));
     }
+}
+
+/// Sends an inspection made at the current version.
+fn inspected(w: &mut World, held: bool) -> Result<Vec<jitflow_core::lifecycle::Event>, Rejection> {
+    let version = w.c().version;
+    w.try_send(Command::Inspected { held, version })
+}
+
+#[test]
+fn access_held_at_rest_is_drift_and_is_revoked_like_standing_access() {
+    // A revoke that reported success but did not take: the activation is over, the access is
+    // still on the target.
+    let mut w = World::with(ConnectionType::Jit);
+    w.active(10);
+    w.ok(Command::Deactivate);
+    w.ok(Command::RevokeSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    assert_eq!(w.c().state, ConnectionState::Available);
+    let e = inspected(&mut w, true).unwrap().remove(0);
+    assert_eq!(
+        e.change,
+        Change::DriftFound {
+            drift: Drift::UnexpectedAccess
+        }
+    );
+    assert_eq!(e.notice(w.config.stuck_after), Some(Notice::DriftFound));
+    assert_eq!(e.effects, vec![Effect::RevokeStanding { attempt: 1 }]);
+    assert_eq!(w.c().state, ConnectionState::Deactivating);
+    // The connection cannot be activated while the revoke runs; it ends AVAILABLE.
+    assert_eq!(
+        w.refused(Command::Activate {
+            activation: A2,
+            period: Some(Minutes(5)),
+        })
+        .kind(),
+        RejectionKind::Conflict
+    );
+    w.ok(Command::StandingRevokeSucceeded { attempt: 1 });
+    assert_eq!(w.c().state, ConnectionState::Available);
+    assert!(inspected(&mut w, false).unwrap().is_empty(), "agrees now");
+}
+
+#[test]
+fn access_missing_while_active_is_recorded_only() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.active(10);
+    let timers = w.c().timers();
+    let e = inspected(&mut w, false).unwrap().remove(0);
+    assert_eq!(
+        e.change,
+        Change::DriftFound {
+            drift: Drift::MissingAccess
+        }
+    );
+    assert_eq!(e.activation, Some(A1));
+    assert!(e.effects.is_empty() && e.arm.is_empty() && e.cancel.is_empty());
+    assert_eq!(w.c().state, ConnectionState::Active);
+    assert_eq!(w.c().timers(), timers, "the expiry still comes");
+}
+
+#[test]
+fn an_inspection_never_touches_moving_or_agreeing_access_and_a_stale_one_is_refused() {
+    let mut w = World::with(ConnectionType::Jit);
+    assert!(
+        inspected(&mut w, false).unwrap().is_empty(),
+        "AVAILABLE, not held"
+    );
+    w.activate(Some(10));
+    // While the grant is in flight the target may or may not hold it yet.
+    assert!(inspected(&mut w, true).unwrap().is_empty());
+    assert!(inspected(&mut w, false).unwrap().is_empty());
+    w.ok(Command::ValidationPassed { activation: A1 });
+    w.ok(Command::GrantSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    // A running activation whose access is held is never revoked by an inspection.
+    assert!(inspected(&mut w, true).unwrap().is_empty());
+    w.ok(Command::Deactivate);
+    assert!(
+        inspected(&mut w, true).unwrap().is_empty(),
+        "the revoke runs"
+    );
+    // An inspection made before a change says nothing about the state after it.
+    let before = w.c().version - 1;
+    let r = w.refused(Command::Inspected {
+        held: true,
+        version: before,
+    });
+    assert_eq!(r.kind(), RejectionKind::Stale);
 }

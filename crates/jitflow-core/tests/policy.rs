@@ -50,6 +50,7 @@ fn example() -> Policy {
         notification_template: Some("jit-activation-default".to_owned()),
         apply_to_future_assignments: true,
         version: 7,
+        expiry_warning: None,
     }
 }
 

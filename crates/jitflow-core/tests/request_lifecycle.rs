@@ -91,7 +91,12 @@ impl Harness {
 
     fn submitted(spec: ItemSpec, step: ApprovalStep) -> Harness {
         let mut h = Harness::new();
-        h.submit(spec, step, Existing::default()).unwrap();
+        // A revoke needs the access assigned (the revoke rules, checked again by decide).
+        let existing = match spec.request_type {
+            RequestType::Revoke => assigned(),
+            RequestType::Grant => Existing::default(),
+        };
+        h.submit(spec, step, existing).unwrap();
         h
     }
 
@@ -206,7 +211,10 @@ fn grant_with_approval_then_sunset() {
         first.effects.is_empty(),
         "nothing provisioned before approval"
     );
-    assert_eq!(first.notice(h.i()), Some(Notice::ApprovalRequested));
+    assert_eq!(
+        first.notice(h.i(), h.config.stuck_after),
+        Some(Notice::ApprovalRequested)
+    );
     assert_eq!(h.i().request_state(), RequestState::Executing);
     assert_eq!(h.i().approval.id, approval_id(h.id()));
     assert_eq!(approval_item(h.i().approval.id), h.id());
@@ -246,7 +254,10 @@ fn grant_with_approval_then_sunset() {
     assert_eq!(r.kind(), RejectionKind::Invalid);
 
     let events = h.system(Command::GrantSucceeded { attempt: 1 }).unwrap();
-    assert_eq!(events[0].notice(h.i()), Some(Notice::ProvisioningCompleted));
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::Granted)
+    );
     assert_eq!(h.i().status, ItemStatus::Granted);
     assert_eq!(h.i().request_state(), RequestState::RequestCompleted);
     // A repeated result is stale.
@@ -280,7 +291,10 @@ fn grant_with_approval_then_sunset() {
     let events = h.fire(TimerKind::Retry);
     assert_eq!(events[0].effects, vec![Effect::Revoke { attempt: 2 }]);
     let events = h.system(Command::RevokeSucceeded { attempt: 2 }).unwrap();
-    assert_eq!(events[0].notice(h.i()), Some(Notice::SunsetRemoved));
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::SunsetRemoved)
+    );
     assert_eq!(h.i().status, ItemStatus::Removed);
     assert!(h.i().timers().is_empty() && h.i().pending_effects().is_empty());
     assert_eq!(h.i().request_state(), RequestState::RequestCompleted);
@@ -347,7 +361,10 @@ fn reject_ends_the_item() {
         )
         .unwrap();
     assert_eq!(events[0].cancel[0].kind, TimerKind::ApprovalExpiry);
-    assert_eq!(events[0].notice(h.i()), Some(Notice::Rejected));
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::Rejected)
+    );
     assert_eq!(h.i().status, ItemStatus::Rejected);
     assert_eq!(h.i().request_state(), RequestState::Rejected);
     assert_eq!(h.i().approval.state.completed_str(), Some("REJECTED"));
@@ -440,7 +457,10 @@ fn close_in_each_stage() {
         .unwrap_err();
     assert!(matches!(r, Rejection::NotAdmin(_)));
     let events = h.send(Command::Close(closure())).unwrap();
-    assert_eq!(events[0].notice(h.i()), Some(Notice::ProvisioningCompleted));
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::Closed)
+    );
     assert_eq!(h.i().status, ItemStatus::Closed);
     assert_eq!(h.i().approval.state, WorkItemState::Cancelled);
     assert_eq!(h.i().request_state(), RequestState::NotAllItemsProvisioned);
@@ -537,15 +557,7 @@ fn close_in_each_stage() {
 #[test]
 fn duplicates_are_cancelled_at_submission() {
     let mut h = Harness::new();
-    let existing = Existing {
-        assignment: Some(Assignment {
-            origin: Origin::Requested,
-            accounts: Vec::new(),
-            start_date: None,
-            remove_date: None,
-        }),
-        in_progress: None,
-    };
+    let existing = assigned();
     let events = h
         .submit(
             spec(RequestType::Grant, ObjectKind::Entitlement, None, None),
@@ -601,7 +613,7 @@ fn revoke_of_a_jit_connection_deactivates_the_running_activation_first() {
         .submit(
             spec(RequestType::Revoke, ObjectKind::Entitlement, None, None),
             ApprovalStep::Auto,
-            Existing::default(),
+            assigned(),
         )
         .unwrap();
     assert_eq!(
@@ -628,7 +640,10 @@ fn revoke_of_a_jit_connection_deactivates_the_running_activation_first() {
     let events = h.system(Command::JitDeactivated { activation }).unwrap();
     assert_eq!(events[0].effects, vec![Effect::Revoke { attempt: 1 }]);
     let events = h.system(Command::RevokeSucceeded { attempt: 1 }).unwrap();
-    assert_eq!(events[0].notice(h.i()), Some(Notice::ProvisioningCompleted));
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::Revoked)
+    );
     assert_eq!(h.i().status, ItemStatus::Removed);
     assert_eq!(h.i().request_state(), RequestState::RequestCompleted);
 }
@@ -696,7 +711,10 @@ fn approval_expiry() {
         Err(Rejection::TimerNotDue { .. })
     ));
     let events = h.fire(TimerKind::ApprovalExpiry);
-    assert_eq!(events[0].notice(h.i()), Some(Notice::ApprovalExpired));
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::ApprovalExpired)
+    );
     assert_eq!(h.i().status, ItemStatus::ApprovalExpired);
     assert_eq!(h.i().approval.state, WorkItemState::Expired);
     assert_eq!(h.i().request_state(), RequestState::Cancelled);
@@ -743,7 +761,7 @@ fn a_grant_that_keeps_failing_is_removed_fail_closed_and_a_stuck_removal_alerts_
             .unwrap();
         stuck += events
             .iter()
-            .filter(|e| e.notice(h.i()) == Some(Notice::Stuck))
+            .filter(|e| e.notice(h.i(), h.config.stuck_after) == Some(Notice::Stuck))
             .count();
         let retry = h.timer(TimerKind::Retry);
         assert!(retry.due.since(h.now) <= h.config.backoff_cap);
@@ -751,7 +769,12 @@ fn a_grant_that_keeps_failing_is_removed_fail_closed_and_a_stuck_removal_alerts_
     }
     assert_eq!(stuck, 1, "the stuck alert is raised once");
     assert!(h.i().removal.as_ref().unwrap().stuck);
-    h.system(Command::RevokeSucceeded { attempt: 6 }).unwrap();
+    let events = h.system(Command::RevokeSucceeded { attempt: 6 }).unwrap();
+    assert_eq!(
+        events[0].notice(h.i(), h.config.stuck_after),
+        Some(Notice::Recovered),
+        "the end of a stuck removal is told as its recovery"
+    );
     assert_eq!(h.i().status, ItemStatus::Failed);
     assert!(!h.i().removal.as_ref().unwrap().stuck);
     assert_eq!(h.i().request_state(), RequestState::ProvisioningFailed);
@@ -991,4 +1014,51 @@ fn restart_in_every_stage_resumes_from_the_log() {
         assert!(end.status.is_terminal(), "after {cut} events: {end:?}");
         assert_eq!(end.status, last.status, "after {cut} events");
     }
+}
+
+/// The access as an approved grant left it: assigned by request, no dates.
+fn assigned() -> Existing {
+    Existing {
+        assignment: Some(Assignment {
+            origin: Origin::Requested,
+            accounts: Vec::new(),
+            start_date: None,
+            remove_date: None,
+        }),
+        in_progress: None,
+    }
+}
+
+/// A revoke checked by the caller while the access was assigned, decided by the writer after a
+/// sunset removed it: refused, with nothing recorded (before, it went through and started a
+/// removal of access nobody held).
+#[test]
+fn a_revoke_decided_after_the_access_was_removed_is_refused() {
+    let mut h = Harness::new();
+    let r = h
+        .submit(
+            spec(RequestType::Revoke, ObjectKind::Entitlement, None, None),
+            ApprovalStep::Auto,
+            Existing::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            r,
+            Rejection::Invalid(jitflow_core::request::submit::Error::RevokeNotAssigned { .. })
+        ),
+        "{r:?}"
+    );
+    assert!(h.item.is_none() && h.events.is_empty());
+    // Inherited access is refused the same way.
+    let mut inherited = assigned();
+    inherited.assignment.as_mut().unwrap().origin = Origin::Role;
+    let r = h
+        .submit(
+            spec(RequestType::Revoke, ObjectKind::Entitlement, None, None),
+            ApprovalStep::Auto,
+            inherited,
+        )
+        .unwrap_err();
+    assert_eq!(r.kind(), RejectionKind::Invalid);
 }

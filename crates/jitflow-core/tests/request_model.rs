@@ -731,12 +731,22 @@ impl StateMachineTest for RequestMachine {
             }
         };
         let existing = Existing {
-            assignment: m.duplicate.then(|| Assignment {
-                origin: Origin::Requested,
-                accounts: Vec::new(),
-                start_date: m.start,
-                remove_date: m.remove,
-            }),
+            // A revoke is for access held (the revoke rules); a grant may duplicate one.
+            assignment: if m.revoke {
+                Some(Assignment {
+                    origin: Origin::Requested,
+                    accounts: Vec::new(),
+                    start_date: None,
+                    remove_date: None,
+                })
+            } else {
+                m.duplicate.then(|| Assignment {
+                    origin: Origin::Requested,
+                    accounts: Vec::new(),
+                    start_date: m.start,
+                    remove_date: m.remove,
+                })
+            },
             // A revoke is a duplicate only of one in progress.
             in_progress: (m.duplicate && m.revoke)
                 .then(|| item_id(AccessRequestId::from_u128(4), 0)),

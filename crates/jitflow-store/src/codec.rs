@@ -15,6 +15,9 @@
 //!         first and last global sequence of the batch it was committed in (u64, u64),
 //!         payload (`jitflow_core::lifecycle::Event`, `PolicyEvent`,
 //!         `jitflow_core::request::Event` or `jitflow_core::request::config::Event`)
+//! [then] for a policy event whose previous or new policy sets `expiry_warning` (not in the
+//!         policy's bincode): bincode of (previous lead, new lead), two `Option<Minutes>`;
+//!         absent otherwise, so such events keep the bytes they had before it existed
 //! ```
 //!
 //! The stream id and the time are also inside the payload; the header repeats them so that a
@@ -26,6 +29,8 @@
 //! access request `Item` (whose `forwards` are not in its bincode: when there are any, the
 //! item's bincode is followed by the bincode of `Vec<request::Forward>`, so an item never
 //! forwarded has the bytes it had before forwarding existed) and the `AccessRequestConfig`;
+//! a `Policy` whose `expiry_warning` (a jitflow extension, not in its bincode) is set is
+//! followed by the bincode of that `Minutes`, so a policy without one keeps its bytes;
 //! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
 //! records (written by hand: the result is opaque bytes).
 //!
@@ -49,7 +54,7 @@ use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Event, PolicyEvent};
 use jitflow_core::policy::Policy;
 use jitflow_core::request;
-use jitflow_core::time::Timestamp;
+use jitflow_core::time::{Minutes, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -440,7 +445,12 @@ pub(crate) fn encode_envelope_parts(
             encode_kind(KIND_CONNECTION, tenant, stream, e.at, batch, e)
         }
         PayloadRef::Policy(e) => {
-            encode_kind(KIND_POLICY, tenant, (0, stream_version), e.at, batch, e)
+            let mut out = encode_kind(KIND_POLICY, tenant, (0, stream_version), e.at, batch, e);
+            let leads = policy_event_leads(e);
+            if leads != (None, None) {
+                encode_body(&mut out, &leads);
+            }
+            out
         }
         PayloadRef::Request(e) => {
             let stream = (e.item.as_u128(), stream_version);
@@ -505,7 +515,24 @@ fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> 
             (header_of(&e), Payload::Connection(e.payload), id, at)
         }
         KIND_POLICY => {
-            let e: EnvelopeV1In<PolicyEvent> = decode_body(body)?;
+            let (mut e, rest): (EnvelopeV1In<PolicyEvent>, _) = decode_prefix(body)?;
+            if !rest.is_empty() {
+                let (previous, new): (Option<Minutes>, Option<Minutes>) = decode_body(rest)?;
+                if (previous, new) == (None, None) {
+                    // The encoder writes no section rather than an empty one.
+                    return Err(Problem::Invalid("an empty expiry warning section".into()));
+                }
+                match e.payload.previous.as_mut() {
+                    Some(p) => p.expiry_warning = previous,
+                    None if previous.is_some() => {
+                        return Err(Problem::Invalid(
+                            "an expiry warning for a previous policy that is absent".into(),
+                        ));
+                    }
+                    None => {}
+                }
+                e.payload.policy.expiry_warning = new;
+            }
             let at = e.payload.at;
             (header_of(&e), Payload::Policy(e.payload), 0, at)
         }
@@ -731,7 +758,35 @@ pub fn decode_item(tenant: &str, id: RequestItemId, bytes: &[u8]) -> Result<requ
 
 /// Encodes a policy projection.
 pub fn encode_policy(policy: &Policy) -> Vec<u8> {
-    encode_record(policy)
+    let mut out = encode_record(policy);
+    if let Some(lead) = policy.expiry_warning {
+        encode_body(&mut out, &lead);
+    }
+    out
+}
+
+/// The expiry warning section of a policy event: the previous and the new policy's
+/// `expiry_warning` (see the module documentation).
+fn policy_event_leads(e: &PolicyEvent) -> (Option<Minutes>, Option<Minutes>) {
+    (
+        e.previous.as_ref().and_then(|p| p.expiry_warning),
+        e.policy.expiry_warning,
+    )
+}
+
+/// Decodes a policy record of any known version with its optional expiry warning section.
+fn decode_policy_record(bytes: &[u8]) -> Result<Policy, Problem> {
+    let (version, rest) = split_version(bytes)?;
+    match version {
+        1 => {
+            let (mut policy, rest): (Policy, _) = decode_prefix(rest)?;
+            if !rest.is_empty() {
+                policy.expiry_warning = Some(decode_body(rest)?);
+            }
+            Ok(policy)
+        }
+        _ => unreachable!("split_version admits only known versions"),
+    }
 }
 
 /// Decodes the policy projection of `tenant`. The policy's own rules are not re-checked: they
@@ -740,7 +795,7 @@ pub fn decode_policy(tenant: &str, bytes: &[u8]) -> Result<Policy, Error> {
     let name = || RecordName::Policy {
         tenant: tenant.to_owned(),
     };
-    let p: Policy = decode_record(bytes).map_err(|p| Error::new(name(), p))?;
+    let p = decode_policy_record(bytes).map_err(|p| Error::new(name(), p))?;
     if p.version == 0 {
         return Err(Error::new(
             name(),
@@ -988,6 +1043,50 @@ mod tests {
             ..sample_envelope()
         };
         assert_eq!(decode_envelope(42, &encode_envelope(&p)), Ok(p));
+    }
+
+    #[test]
+    fn a_policy_expiry_warning_is_a_trailing_section_only_when_set() {
+        let plain = policy_event();
+        let envelope = |payload| Envelope {
+            payload: Payload::Policy(payload),
+            ..sample_envelope()
+        };
+        let plain_bytes = encode_envelope(&envelope(plain.clone()));
+        let plain_record = encode_policy(&plain.policy);
+        // Unset: the bytes are the policy's and the event's bincode alone, as before the field.
+        assert_eq!(plain_record, encode_record(&plain.policy));
+        let mut set = plain.clone();
+        set.policy.expiry_warning = Some(Minutes(25));
+        let set_bytes = encode_envelope(&envelope(set.clone()));
+        assert_eq!(&set_bytes[..plain_bytes.len()], plain_bytes.as_slice());
+        assert!(set_bytes.len() > plain_bytes.len());
+        assert_eq!(decode_envelope(42, &set_bytes), Ok(envelope(set.clone())));
+        let record = encode_policy(&set.policy);
+        assert_eq!(decode_policy("acme", &record), Ok(set.policy.clone()));
+        assert_eq!(
+            decode_policy("acme", &plain_record),
+            Ok(plain.policy.clone())
+        );
+        // A previous policy's lead travels too; a lead for an absent previous policy is refused.
+        let mut changed = set.clone();
+        changed.previous = Some(set.policy.clone());
+        changed.policy.expiry_warning = None;
+        let bytes = encode_envelope(&envelope(changed.clone()));
+        assert_eq!(decode_envelope(42, &bytes), Ok(envelope(changed)));
+        let mut orphan = plain_bytes.clone();
+        encode_body(&mut orphan, &(Some(Minutes(3)), None::<Minutes>));
+        assert!(plain.previous.is_none(), "the sample is a first store");
+        assert!(matches!(
+            decode_envelope(42, &orphan).unwrap_err().problem,
+            Problem::Invalid(_)
+        ));
+        let mut empty = plain_bytes;
+        encode_body(&mut empty, &(None::<Minutes>, None::<Minutes>));
+        assert!(matches!(
+            decode_envelope(42, &empty).unwrap_err().problem,
+            Problem::Invalid(_)
+        ));
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Reader {
     layer: Layer,
     /// The last event of the snapshot: the log may hold later ones, not yet published.
     sequence: u64,
+    /// The last extras record of the snapshot (0 for none), likewise.
+    pub(crate) extras: u64,
 }
 
 /// The store's pending work, all tenants together (operators' gauges). Exact, and read in
@@ -133,6 +135,7 @@ impl Reader {
             txn,
             layer: published.layer.clone(),
             sequence: published.sequence,
+            extras: published.extras,
         }
     }
 

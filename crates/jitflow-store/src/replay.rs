@@ -80,6 +80,16 @@ pub(crate) fn open(db: Database, options: Options) -> Result<Store, Error> {
         next = end + 1;
         checkpoint_at_bound(&store, next)?;
     }
+    let published = store.hot.published();
+    if !published.layer.is_empty() {
+        // A replayed tail is due for a checkpoint at once (the writer's first chance, not the
+        // open's: the first read is not delayed). A process that keeps crashing within its
+        // checkpoint interval would otherwise replay an ever longer tail at every open.
+        store.hot.publish(Published {
+            dirty_since: std::time::Instant::now().checked_sub(store.options.checkpoint_interval),
+            ..(*published).clone()
+        });
+    }
     if last > checkpoint || last_extras > checkpoint_extras {
         tracing::info!(
             events = last - checkpoint,

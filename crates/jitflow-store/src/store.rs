@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use jitflow_core::time::Timestamp;
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
+};
 
 use crate::append::Error;
 use crate::hot::Layer;
@@ -423,7 +425,16 @@ impl Store {
             meta.insert(CHECKPOINT_EXTRAS_KEY, published.extras)?;
             drop(meta);
             let purged = match purge {
-                Some((now, limit)) => crate::idempotency::purge(&txn, now, limit)?,
+                Some((now, limit)) => {
+                    let mut meta = txn.open_table(META)?;
+                    let through = meta
+                        .get(tables::PURGED_THROUGH_KEY)?
+                        .map_or(0, |v| v.value())
+                        .max(now.as_millis());
+                    meta.insert(tables::PURGED_THROUGH_KEY, through)?;
+                    drop(meta);
+                    crate::idempotency::purge(&txn, now, limit)?
+                }
                 None => 0,
             };
             Ok((rows, layer.bytes(), purged))

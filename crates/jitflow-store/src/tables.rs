@@ -282,6 +282,9 @@ pub(crate) const EXTRAS: TableDefinition<'static, u64, &[u8]> = TableDefinition:
 pub(crate) const CHECKPOINT_KEY: &str = "checkpoint";
 /// The key in [`META`] of the last extras record the checkpointed tables cover.
 pub(crate) const CHECKPOINT_EXTRAS_KEY: &str = "checkpoint_extras";
+/// The key in [`META`] of the latest time (UTC ms) a checkpoint purged expired idempotency keys
+/// at: `verify` accepts a logged key missing from the table iff it expired by then.
+pub(crate) const PURGED_THROUGH_KEY: &str = "idempotency_purged_through";
 
 fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     txn: &WriteTransaction,

@@ -115,3 +115,84 @@ mod tests {
         );
     }
 }
+
+/// A tmpfs mounted on a directory, for tests of a real full disk; unmounted (and the
+/// directory removed) on drop. Mounting needs root.
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it, e.g. `32m`) on a new directory
+    /// under the system's temporary directory. `None` when it cannot (not root, no `mount`):
+    /// the caller skips and says so, except under CI (`CI=true`), where this panics so that a
+    /// suite never passes without its full-disk tests.
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let path = tempfile_dir();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Tmpfs { path }),
+            other => {
+                let _ = std::fs::remove_dir(&path);
+                let why = format!("cannot mount a tmpfs ({other:?}): full-disk tests need root");
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "{why}; CI must run them"
+                );
+                eprintln!("SKIPPED: {why}");
+                None
+            }
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Writes zeros into a file on the tmpfs until it refuses (ENOSPC); returns the file, whose
+    /// removal gives the space back.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("create the filler");
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A new, empty directory under the system's temporary directory.
+fn tempfile_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let path = std::env::temp_dir().join(format!(
+            "jitflow-tmpfs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        if std::fs::create_dir(&path).is_ok() {
+            return path;
+        }
+    }
+}

@@ -16,8 +16,8 @@ use crate::codec::{self, Payload};
 use crate::hot::Layer;
 use crate::open::{Error, Options, storage};
 use crate::tables::{
-    self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
-    META, REQUEST_CONFIGS,
+    self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, CURSOR_PREFIX, EVENTS, EXTRAS,
+    FORMAT_VERSION_KEY, IDEMPOTENCY, META, REQUEST_CONFIGS,
 };
 use crate::{append, index};
 
@@ -136,7 +136,68 @@ pub(crate) fn from_v2(db: &Database, options: &Options) -> Result<(), Error> {
 pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
     let txn = begin(db, options)?;
     {
-        txn.open_table(EXTRAS).map_err(storage)?;
+        // Version 3 kept idempotency records and cursors in tables only. Log them as extras
+        // records (chunked at the per-record bounds), so that the log alone rebuilds every
+        // derived table and `verify` can check them, as for everything written since.
+        let mut puts = Vec::new();
+        for entry in txn
+            .open_table(IDEMPOTENCY)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let (tenant, key) = k.value();
+            let record =
+                codec::decode_idempotency(tenant, key, v.value()).map_err(|e| Error::Upgrade {
+                    from: 3,
+                    reason: e.to_string(),
+                })?;
+            let tenant = TenantId::parse(tenant).map_err(|e| Error::Upgrade {
+                from: 3,
+                reason: format!("idempotency key of tenant {tenant:?}: {e}"),
+            })?;
+            puts.push(crate::idempotency::KeyPut {
+                tenant,
+                key: key.to_owned(),
+                record,
+            });
+        }
+        let mut cursors = Vec::new();
+        for entry in txn
+            .open_table(META)
+            .map_err(storage)?
+            .range::<&str>(CURSOR_PREFIX..)
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let Some(name) = k.value().strip_prefix(CURSOR_PREFIX) else {
+                break;
+            };
+            cursors.push((name.to_owned(), v.value()));
+        }
+        assert!(cursors.len() <= crate::batch::MAX_BATCH_CURSORS);
+        let mut records = Vec::new();
+        let mut chunks = puts.chunks(crate::batch::MAX_BATCH_KEYS).peekable();
+        if chunks.peek().is_none() && !cursors.is_empty() {
+            records.push(codec::Extras {
+                keys: Vec::new(),
+                cursors: cursors.clone(),
+            });
+        }
+        for (n, chunk) in chunks.enumerate() {
+            records.push(codec::Extras {
+                keys: chunk.to_vec(),
+                cursors: if n == 0 { cursors.clone() } else { Vec::new() },
+            });
+        }
+        let mut extras = txn.open_table(EXTRAS).map_err(storage)?;
+        for (number, record) in (1u64..).zip(&records) {
+            extras
+                .insert(number, codec::encode_extras(record).as_slice())
+                .map_err(storage)?;
+        }
+        drop(extras);
         let last = txn
             .open_table(EVENTS)
             .map_err(storage)?
@@ -145,7 +206,9 @@ pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
             .map_or(0, |(k, _)| k.value());
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(CHECKPOINT_KEY, last).map_err(storage)?;
-        meta.insert(CHECKPOINT_EXTRAS_KEY, 0).map_err(storage)?;
+        // The tables already hold what the new records log.
+        meta.insert(CHECKPOINT_EXTRAS_KEY, records.len() as u64)
+            .map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, 4).map_err(storage)?;
     }
     txn.commit().map_err(storage)

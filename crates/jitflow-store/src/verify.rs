@@ -188,6 +188,34 @@ pub enum Difference {
         /// The stored projection.
         stored: Option<Box<AccessRequestConfig>>,
     },
+    /// An extras record (idempotency keys and cursors of one batch) is missing from its
+    /// contiguous numbering, or does not decode.
+    Extras {
+        /// The record's number.
+        number: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An idempotency record differs from the last one the log's extras stored for its key:
+    /// stored without being logged, logged and missing though not expired, a different
+    /// record, or out of step with its expiry index.
+    IdempotencyKey {
+        /// The tenant.
+        tenant: String,
+        /// The key.
+        key: String,
+        /// What differs.
+        problem: &'static str,
+    },
+    /// A consumer's cursor differs from the furthest position the log's extras moved it to.
+    Cursor {
+        /// The cursor's name.
+        name: String,
+        /// Where the log moved it (0: never).
+        replayed: u64,
+        /// Where the stored cursor is (0: absent).
+        stored: u64,
+    },
 }
 
 impl fmt::Display for Difference {
@@ -315,6 +343,22 @@ impl fmt::Display for Difference {
                 side(replayed.is_some()),
                 side(stored.is_some())
             ),
+            Difference::Extras { number, problem } => {
+                write!(f, "extras record {number}: {problem}")
+            }
+            Difference::IdempotencyKey {
+                tenant,
+                key,
+                problem,
+            } => write!(f, "idempotency key {key:?} of tenant {tenant}: {problem}"),
+            Difference::Cursor {
+                name,
+                replayed,
+                stored,
+            } => write!(
+                f,
+                "cursor {name:?} is at {stored}; the log moved it to {replayed}"
+            ),
         }
     }
 }
@@ -340,6 +384,12 @@ pub struct Report {
     pub items: u64,
     /// Access request items with pending effects after the replay.
     pub item_intents: u64,
+    /// Extras records replayed (idempotency keys and cursors of batches).
+    pub extras: u64,
+    /// Idempotency keys stored (compared with the log's extras).
+    pub idempotency_keys: u64,
+    /// Cursors the log moved.
+    pub cursors: u64,
     /// Every difference found, in the order found, up to [`MAX_DIFFERENCES`].
     pub differences: Vec<Difference>,
     /// Differences found beyond [`MAX_DIFFERENCES`].
@@ -462,6 +512,9 @@ impl Store {
         compare_policies(&reader, &mut replay, &mut report)?;
         compare_request_configs(&reader, &mut replay, &mut report)?;
         crate::request::verify::compare(&reader, &replay.tenants, replay.items, &mut report)?;
+        let (keys, cursors) = replay_extras(&reader, &mut report)?;
+        compare_idempotency(&reader, keys, &mut report)?;
+        compare_cursors(&reader, cursors, &mut report)?;
         if !report.is_clean() {
             tracing::warn!(
                 differences = report.differences.len() as u64 + report.omitted,
@@ -470,6 +523,164 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The idempotency records the log's extras stored last for each key, and the furthest
+/// position they moved each cursor to.
+type ReplayedKeys = HashMap<(String, String), crate::idempotency::Idempotency>;
+
+fn replay_extras(
+    reader: &Reader,
+    report: &mut Report,
+) -> Result<(ReplayedKeys, HashMap<String, u64>), Error> {
+    let mut keys = ReplayedKeys::new();
+    let mut cursors: HashMap<String, u64> = HashMap::new();
+    let table = reader.log(crate::tables::EXTRAS)?;
+    let mut expected = 1;
+    for entry in table.range(1..=reader.extras)? {
+        let (k, v) = entry?;
+        let number = k.value();
+        if number != expected {
+            report.push(Difference::Extras {
+                number: expected,
+                problem: format!("missing (the next record is {number})"),
+            });
+        }
+        expected = number + 1;
+        report.extras += 1;
+        match codec::decode_extras(number, v.value()) {
+            Ok(extras) => {
+                for put in extras.keys {
+                    keys.insert((put.tenant.as_str().to_owned(), put.key), put.record);
+                }
+                for (name, sequence) in extras.cursors {
+                    let at = cursors.entry(name).or_default();
+                    *at = (*at).max(sequence);
+                }
+            }
+            Err(e) => report.push(Difference::Extras {
+                number,
+                problem: e.to_string(),
+            }),
+        }
+    }
+    if expected <= reader.extras {
+        report.push(Difference::Extras {
+            number: expected,
+            problem: format!("missing (the log's extras end at {})", expected - 1),
+        });
+    }
+    Ok((keys, cursors))
+}
+
+/// Compares the stored idempotency records and their expiry index with the log's extras. A
+/// logged key may be missing once a checkpoint purged it (it expired by the latest purge's
+/// time, `PURGED_THROUGH_KEY`); every other difference is reported.
+fn compare_idempotency(
+    reader: &Reader,
+    mut replayed: ReplayedKeys,
+    report: &mut Report,
+) -> Result<(), Error> {
+    // Checkpoints purge keys expired at their clock's time, and record the latest.
+    let purged_through = reader
+        .open(crate::tables::META)?
+        .get(crate::tables::PURGED_THROUGH_KEY)?
+        .map_or(0, |v| v.value());
+    let mut expiries: HashSet<(u64, String, String)> = HashSet::new();
+    for entry in reader
+        .open(crate::tables::IDEMPOTENCY_EXPIRY)?
+        .range::<(u64, &str, &str)>(..)?
+    {
+        let (k, _) = entry?;
+        let (at, tenant, key) = k.value();
+        expiries.insert((at, tenant.to_owned(), key.to_owned()));
+    }
+    let mut problem = |tenant: &str, key: &str, problem: &'static str| {
+        report.push(Difference::IdempotencyKey {
+            tenant: tenant.to_owned(),
+            key: key.to_owned(),
+            problem,
+        });
+    };
+    let mut stored_count = 0;
+    for entry in reader
+        .open(crate::tables::IDEMPOTENCY)?
+        .range::<(&str, &str)>(..)?
+    {
+        let (k, v) = entry?;
+        let (tenant, key) = k.value();
+        stored_count += 1;
+        let stored = match codec::decode_idempotency(tenant, key, v.value()) {
+            Ok(r) => r,
+            Err(_) => {
+                problem(tenant, key, "the stored record does not decode");
+                continue;
+            }
+        };
+        match replayed.remove(&(tenant.to_owned(), key.to_owned())) {
+            None => problem(
+                tenant,
+                key,
+                "stored, but no extras record of the log holds it",
+            ),
+            Some(logged) if logged != stored => {
+                problem(tenant, key, "the stored record differs from the logged one")
+            }
+            Some(_) => {}
+        }
+        let indexed = (
+            stored.expires_at.as_millis(),
+            tenant.to_owned(),
+            key.to_owned(),
+        );
+        if !expiries.remove(&indexed) {
+            problem(tenant, key, "stored, but missing from the expiry index");
+        }
+    }
+    for ((tenant, key), logged) in replayed {
+        if logged.expires_at.as_millis() > purged_through {
+            problem(&tenant, &key, "logged and not purged, but not stored");
+        }
+    }
+    for (_, tenant, key) in expiries {
+        problem(&tenant, &key, "in the expiry index, but not stored");
+    }
+    report.idempotency_keys = stored_count;
+    Ok(())
+}
+
+/// Compares the stored cursors with the furthest positions the log's extras moved them to.
+fn compare_cursors(
+    reader: &Reader,
+    mut replayed: HashMap<String, u64>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    report.cursors = replayed.len() as u64;
+    let prefix = crate::tables::CURSOR_PREFIX;
+    let meta = reader.open(crate::tables::META)?;
+    for entry in meta.range::<&str>(prefix..)? {
+        let (k, v) = entry?;
+        let Some(name) = k.value().strip_prefix(prefix) else {
+            break;
+        };
+        let stored = v.value();
+        let logged = replayed.remove(name).unwrap_or(0);
+        if logged != stored {
+            report.push(Difference::Cursor {
+                name: name.to_owned(),
+                replayed: logged,
+                stored,
+            });
+        }
+    }
+    for (name, logged) in replayed {
+        report.push(Difference::Cursor {
+            name,
+            replayed: logged,
+            stored: 0,
+        });
+    }
+    Ok(())
 }
 
 fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
@@ -1276,6 +1487,77 @@ mod tests {
     }
 
     /// Every index entry missing or extra, and a history record lost, is a difference.
+    #[test]
+    fn idempotency_keys_and_cursors_are_verified_against_the_log() {
+        let store = store();
+        let record = |result: &[u8], expires: u64| crate::idempotency::Idempotency {
+            fingerprint: 7,
+            result: result.to_vec(),
+            expires_at: jitflow_core::time::Timestamp::from_millis(expires).unwrap(),
+        };
+        // Far in the future, and long expired.
+        let later = 4_000_000_000_000;
+        let mut batch = Batch::new();
+        for (key, expires) in [("k-live", later), ("k-old", 1_000)] {
+            batch.push_key(crate::idempotency::KeyPut {
+                tenant: tenant(),
+                key: key.into(),
+                record: record(b"ok", expires),
+            });
+        }
+        batch.set_cursor("notifier", 2);
+        store.append_batch(&batch).unwrap();
+        let clean = store.verify().unwrap();
+        assert!(clean.is_clean(), "{:#?}", clean.differences);
+        assert_eq!(
+            (clean.extras, clean.idempotency_keys, clean.cursors),
+            (1, 2, 1)
+        );
+        // A checkpoint that purges the expired key keeps the store clean.
+        let now = jitflow_core::time::Timestamp::from_millis(2_000).unwrap();
+        store.checkpoint(Some(now)).unwrap();
+        assert!(store.verify().unwrap().is_clean());
+
+        // Damage no write API allows: a record and a cursor the log never held, a changed
+        // record, a live key gone.
+        let txn = store.db().unwrap().begin_write().unwrap();
+        {
+            let mut keys = txn.open_table(crate::tables::IDEMPOTENCY).unwrap();
+            let forged = codec::encode_idempotency(&record(b"forged", later));
+            keys.insert(("acme", "k-forged"), forged.as_slice())
+                .unwrap();
+            keys.remove(("acme", "k-live")).unwrap();
+            let mut meta = txn.open_table(crate::tables::META).unwrap();
+            meta.insert("cursor:notifier", 1).unwrap();
+            meta.insert("cursor:stranger", 5).unwrap();
+        }
+        txn.commit().unwrap();
+        let report = store.verify().unwrap();
+        let d = &report.differences;
+        let key = |name: &str, needle: &str| {
+            d.iter().any(|x| {
+                matches!(x, Difference::IdempotencyKey { key, problem, .. }
+                if key == name && problem.contains(needle))
+            })
+        };
+        assert!(key("k-forged", "no extras record"), "{d:#?}");
+        assert!(key("k-forged", "expiry index"), "{d:#?}");
+        assert!(key("k-live", "not purged, but not stored"), "{d:#?}");
+        assert!(key("k-live", "in the expiry index"), "{d:#?}");
+        assert!(
+            !d.iter()
+                .any(|x| matches!(x, Difference::IdempotencyKey { key, .. } if key == "k-old"))
+        );
+        let cursor = |n: &str, replayed: u64, stored: u64| {
+            d.iter().any(|x| {
+                matches!(x, Difference::Cursor { name, replayed: r, stored: s }
+                if name == n && *r == replayed && *s == stored)
+            })
+        };
+        assert!(cursor("notifier", 2, 1), "{d:#?}");
+        assert!(cursor("stranger", 0, 5), "{d:#?}");
+    }
+
     #[test]
     fn index_disagreements_are_reported() {
         let store = store();

@@ -39,8 +39,18 @@ use jitflow_store::open::Options;
 const CHILD_STORE: &str = "JITFLOW_CRASH_CHILD_STORE";
 /// Set in the child's environment: the round number (seeds its ids and choices).
 const CHILD_ROUND: &str = "JITFLOW_CRASH_CHILD_ROUND";
-/// Most rounds; the test also stops starting rounds after [`TIME_BUDGET`].
-const ROUNDS: u64 = 30;
+/// Most rounds (`JITFLOW_CRASH_ROUNDS`, default 30); the test also stops starting rounds after
+/// [`TIME_BUDGET`] unless the variable is set.
+fn rounds() -> (u64, bool) {
+    match std::env::var("JITFLOW_CRASH_ROUNDS") {
+        Ok(v) => (
+            v.parse()
+                .expect("JITFLOW_CRASH_ROUNDS is a number of rounds"),
+            true,
+        ),
+        Err(_) => (30, false),
+    }
+}
 /// Fewest rounds for the test to count.
 const MIN_ROUNDS: u64 = 12;
 const TIME_BUDGET: Duration = Duration::from_secs(15);
@@ -229,7 +239,8 @@ fn acknowledged_batches_survive_sigkill_whole() {
     let mut killed_mid_open = 0;
     let mut unacknowledged_commits = 0;
     let mut log_end = 0;
-    while round < ROUNDS && (round < MIN_ROUNDS || started.elapsed() < TIME_BUDGET) {
+    let (rounds, all_rounds) = rounds();
+    while round < rounds && (round < MIN_ROUNDS || all_rounds || started.elapsed() < TIME_BUDGET) {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_STORE, &path)
@@ -288,7 +299,7 @@ fn acknowledged_batches_survive_sigkill_whole() {
         );
         round += 1;
     }
-    assert!(round >= MIN_ROUNDS);
+    assert!(round >= MIN_ROUNDS.min(rounds));
     let distinct: HashSet<&Ack> = acks.iter().collect();
     assert_eq!(distinct.len(), acks.len());
     assert!(

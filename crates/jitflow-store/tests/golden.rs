@@ -24,7 +24,7 @@ use jitflow_core::id::{
     AccessRequestId, AccountId, ActivationId, ConnectionId, EntitlementId, IdentityId, ObjectId,
     SourceId, TenantId,
 };
-use jitflow_core::lifecycle::{Actor, Change, Effect, Event, PolicyEvent, Timer, TimerKind};
+use jitflow_core::lifecycle::{Actor, Change, Drift, Effect, Event, PolicyEvent, Timer, TimerKind};
 use jitflow_core::policy::Policy;
 use jitflow_core::request;
 use jitflow_core::request::submit::{AccountRef, ObjectKind, ObjectRef, SourceSelection};
@@ -38,12 +38,16 @@ const ACT: ActivationId = ActivationId::from_u128(0x2c91_8086_7e20_630b_017e_20b
 /// The number of `Change` variants. `Change::name` matches without a wildcard arm, so a new
 /// variant names itself there, and [`every_change_variant_has_a_fixture`] then asks for its
 /// fixture.
-const CHANGE_VARIANTS: usize = 22;
+const CHANGE_VARIANTS: usize = 23;
 
 /// The number of access request `request::Change` variants (as [`CHANGE_VARIANTS`]).
 const REQUEST_CHANGE_VARIANTS: usize = 21;
 /// The sequence of the `event_request_config` fixture (it was blessed with this one).
 const REQUEST_CONFIG_SEQUENCE: u64 = 44;
+/// The `Change` variants blessed in the first batch of fixtures (see `fixtures`).
+const FIRST_BATCH: usize = 22;
+/// The sequence of the first `Change` fixture blessed after the first batch.
+const LATER_CHANGES_SEQUENCE: u64 = 100;
 
 const REQUEST: AccessRequestId =
     AccessRequestId::from_u128(0x1f2e_3d4c_5b6a_4978_8695_a4b3_c2d1_e0f0);
@@ -331,6 +335,16 @@ fn changes() -> Vec<Sample> {
             vec![],
             vec![],
         ),
+        (
+            Change::DriftFound {
+                drift: Drift::UnexpectedAccess,
+            },
+            None,
+            Actor::System,
+            vec![],
+            vec![],
+            vec![Effect::RevokeStanding { attempt: 1 }],
+        ),
     ]
 }
 
@@ -466,9 +480,21 @@ fn fixtures() -> Vec<(String, Value)> {
     let tenant = TenantId::parse(TENANT).unwrap();
     let mut out = Vec::new();
     let all = changes();
-    let last = all.len() as u64 + 1;
+    // Pinned: the first `FIRST_BATCH` changes were blessed as one batch with the policy event
+    // last, and a batch's bounds are part of every fixture's bytes; a change variant added
+    // later is an envelope of its own after the other fixtures, so adding one adds one file.
+    let last = FIRST_BATCH as u64 + 1;
     for (n, (change, activation, actor, arm, cancel, effects)) in all.into_iter().enumerate() {
-        let sequence = n as u64 + 1;
+        let sequence = if n < FIRST_BATCH {
+            n as u64 + 1
+        } else {
+            LATER_CHANGES_SEQUENCE + (n - FIRST_BATCH) as u64
+        };
+        let (batch_first, batch_last) = if n < FIRST_BATCH {
+            (1, last)
+        } else {
+            (sequence, sequence)
+        };
         let name = format!("event_{:02}_{}", n, change.name());
         let event = Event {
             connection: CONN,
@@ -485,9 +511,9 @@ fn fixtures() -> Vec<(String, Value)> {
             Value::Envelope(Envelope {
                 sequence,
                 tenant: tenant.clone(),
-                stream_version: sequence,
-                batch_first: 1,
-                batch_last: last,
+                stream_version: n as u64 + 1,
+                batch_first,
+                batch_last,
                 payload: Payload::Connection(event),
             }),
         ));

@@ -52,6 +52,16 @@ pub struct Config {
     /// How long an access request item's approval waits before it expires unanswered
     /// (`approval_timeout = 7d`): one minute to one year.
     pub approval_timeout: Duration,
+    /// How long the notifier may take to deliver one notification (10ms..=10m) before the try
+    /// counts as failed (a notifier with timeouts of its own, such as the webhook's request
+    /// timeout, should keep them below this).
+    pub notify_timeout: Duration,
+    /// Delay before the second try of a notification that failed.
+    pub notify_retry_base: Duration,
+    /// Longest delay between two tries of a notification (at most one day). Notifications are
+    /// tried for ever, in order: a receiver that stays down holds back the later ones, which
+    /// wait in the log, not in memory.
+    pub notify_retry_cap: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +81,9 @@ impl Default for Config {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             approvers: Vec::new(),
             approval_timeout: Duration::from_secs(7 * 24 * 3600),
+            notify_timeout: Duration::from_secs(30),
+            notify_retry_base: Duration::from_secs(1),
+            notify_retry_cap: Duration::from_secs(300),
         }
     }
 }
@@ -150,6 +163,23 @@ impl Config {
             "approval_timeout",
             "must be 1m..=365d",
         )?;
+        check(
+            self.notify_timeout >= Duration::from_millis(10)
+                && self.notify_timeout <= Duration::from_secs(600),
+            "notify_timeout",
+            "must be 10ms..=10m",
+        )?;
+        check(
+            !self.notify_retry_base.is_zero(),
+            "notify_retry_base",
+            "must be more than zero",
+        )?;
+        check(
+            self.notify_retry_cap >= self.notify_retry_base
+                && self.notify_retry_cap <= Duration::from_secs(24 * 3600),
+            "notify_retry_cap",
+            "must be notify_retry_base..=1d",
+        )?;
         Ok(())
     }
 
@@ -209,6 +239,9 @@ impl Config {
                 self.approvers = approvers;
             }
             "approval_timeout" => self.approval_timeout = duration("approval_timeout")?,
+            "notify_timeout" => self.notify_timeout = duration("notify_timeout")?,
+            "notify_retry_base" => self.notify_retry_base = duration("notify_retry_base")?,
+            "notify_retry_cap" => self.notify_retry_cap = duration("notify_retry_cap")?,
             _ => {
                 return Err(bad(
                     "name",
@@ -284,6 +317,9 @@ mod tests {
         c.set("approval_timeout", "10s").unwrap();
         assert_eq!(c.validate().unwrap_err().field, "approval_timeout");
         c.set("approval_timeout", "7d").unwrap();
+        c.set("notify_retry_cap", "2d").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "notify_retry_cap");
+        c.set("notify_retry_cap", "10m").unwrap();
         c.set("batch_max", "100000").unwrap();
         assert_eq!(
             c.validate().unwrap_err().field,

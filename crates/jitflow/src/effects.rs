@@ -13,6 +13,7 @@ use jitflow_core::connection::Connection;
 use jitflow_core::id::{ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Actor, Command, Effect};
 use jitflow_core::request;
+use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
 use jitflow_store::codec::Payload;
 use jitflow_store::intents::Intent;
@@ -22,8 +23,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::engine::Subscription;
 use crate::hooks::{
-    EffectRequest, Notification, Notifier, ProvisionError, Provisioner, RequestNotification,
-    ValidationRequest, Validator,
+    EffectRequest, Notification, Notifier, NotifyError, NotifyErrorKind, ProvisionError,
+    Provisioner, RequestNotification, ValidationRequest, Validator,
 };
 use crate::metrics::Metrics;
 use crate::writer::{Dispatch, Op, Request, Signals};
@@ -432,7 +433,10 @@ enum Outgoing {
 }
 
 impl Outgoing {
-    fn deliver<'a>(&self, notifier: &'a dyn Notifier) -> crate::hooks::BoxFuture<'a, ()> {
+    fn deliver<'a>(
+        &self,
+        notifier: &'a dyn Notifier,
+    ) -> crate::hooks::BoxFuture<'a, Result<(), NotifyError>> {
         match self {
             Outgoing::Connection(n) => notifier.notify((**n).clone()),
             Outgoing::Request(n) => notifier.notify_request((**n).clone()),
@@ -440,22 +444,77 @@ impl Outgoing {
     }
 }
 
-/// The notification a committed event triggers, if any.
-fn outgoing(store: &Store, envelope: &jitflow_store::codec::Envelope) -> Option<Outgoing> {
+/// What went wrong, for the connection events that report a failure.
+fn connection_detail(change: &jitflow_core::lifecycle::Change) -> Option<String> {
+    use jitflow_core::lifecycle::Change;
+    match change {
+        Change::ValidationRefused { reason } => Some(reason.clone()),
+        Change::GrantAbandoned { error, .. }
+        | Change::RevokeFailed { error, .. }
+        | Change::StandingRevokeFailed { error, .. } => Some(error.clone()),
+        Change::DriftFound { drift } => Some(
+            match drift {
+                jitflow_core::lifecycle::Drift::UnexpectedAccess => {
+                    "unexpected access: the target holds it with no activation running; it is being revoked"
+                }
+                jitflow_core::lifecycle::Drift::MissingAccess => {
+                    "missing access: jitflow says it is held (ACTIVE), the target does not hold it"
+                }
+            }
+            .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// The expiry an event names itself, if it names one.
+fn event_expiry(change: &jitflow_core::lifecycle::Change) -> Option<Timestamp> {
+    use jitflow_core::lifecycle::Change;
+    match change {
+        Change::Provisioned { expires_at, .. }
+        | Change::Extended { expires_at, .. }
+        | Change::ExpiryWarned { expires_at } => Some(*expires_at),
+        _ => None,
+    }
+}
+
+/// The notification a committed event triggers, if any. What the event does not carry (the
+/// connection's facts, the activation's expiry, the policy's recipients, an item's approvers)
+/// is read as it stands at delivery.
+fn outgoing(
+    store: &Store,
+    envelope: &jitflow_store::codec::Envelope,
+    stuck_after: u32,
+) -> Option<Outgoing> {
     let tenant = &envelope.tenant;
     match &envelope.payload {
         Payload::Connection(event) => {
-            let notice = event.notice()?;
-            let spec = crate::error::read(store, |r| r.connection(tenant, event.connection))
-                .ok()
-                .flatten()
-                .map(|c| c.spec);
+            let notice = event.notice(stuck_after)?;
+            // A failed read leaves the facts out rather than holding the notice back: the notice
+            // itself is what people must hear.
+            let (connection, activation, policy) = crate::error::read(store, |r| {
+                Ok((
+                    r.connection(tenant, event.connection)?,
+                    event
+                        .activation
+                        .map(|a| r.activation(tenant, a))
+                        .transpose()?
+                        .flatten(),
+                    r.policy(tenant)?,
+                ))
+            })
+            .unwrap_or_default();
             Some(Outgoing::Connection(Box::new(Notification {
                 tenant: tenant.clone(),
                 notice,
                 connection: event.connection,
-                spec,
+                spec: connection.map(|c| c.spec),
                 activation: event.activation,
+                expires_at: event_expiry(&event.change).or(activation.and_then(|a| a.expires_at)),
+                detail: connection_detail(&event.change),
+                recipients: policy
+                    .map(|p| p.notification_recipients)
+                    .unwrap_or_default(),
                 at: event.at,
                 sequence: envelope.sequence,
             })))
@@ -466,12 +525,19 @@ fn outgoing(store: &Store, envelope: &jitflow_store::codec::Envelope) -> Option<
             let item = crate::error::read(store, |r| r.request_item(tenant, event.item))
                 .ok()
                 .flatten()?;
-            let notice = event.notice(&item)?;
+            let notice = event.notice(&item, stuck_after)?;
+            let detail = match &event.change {
+                request::Change::GrantAbandoned { error, .. }
+                | request::Change::RevokeFailed { error, .. } => Some(error.clone()),
+                _ => None,
+            };
             Some(Outgoing::Request(Box::new(RequestNotification {
                 tenant: tenant.clone(),
                 notice,
                 item: event.item,
+                approvers: item.approval.approvers,
                 spec: item.spec,
+                detail,
                 at: event.at,
                 sequence: envelope.sequence,
             })))
@@ -486,78 +552,129 @@ pub(crate) const NOTIFIER_CURSOR: &str = "notifier";
 const NOTICES_PER_SAVE: u64 = 64;
 
 /// Delivers notifications at least once, in commit order: it follows the committed log from the
-/// notifier's durable cursor, so after a crash everything past the last saved position is
-/// delivered again (each notification carries its event's sequence for de-duplication).
-pub(crate) async fn deliver_notices(
-    mut events: Subscription,
-    store: Arc<Store>,
-    writer: mpsc::Sender<Request>,
-    notifier: Arc<dyn Notifier>,
-    timeout: std::time::Duration,
-    retry: (std::time::Duration, std::time::Duration),
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut unsaved = 0u64;
-    // On shutdown, deliver what is committed, then stop.
-    let mut draining = false;
-    loop {
-        let envelope = if draining {
-            match events.try_next() {
-                Ok(Some(e)) => e,
-                Ok(None) | Err(_) => return,
-            }
-        } else {
-            tokio::select! {
-                e = events.next() => match e {
-                    Ok(e) => e,
-                    Err(_) => return,
-                },
-                _ = shutdown.changed() => {
-                    draining = true;
-                    continue;
+/// notifier's durable cursor, hands the notifier one notification at a time, and moves past it
+/// only once the notifier answered `Ok`; so after a crash everything past the last saved position
+/// is delivered again (each notification carries its event's sequence for de-duplication). The
+/// cursor is saved through the writer, never ahead of what was delivered.
+pub(crate) struct NoticeDelivery {
+    pub events: Subscription,
+    pub store: Arc<Store>,
+    pub writer: mpsc::Sender<Request>,
+    pub notifier: Arc<dyn Notifier>,
+    pub metrics: Arc<Metrics>,
+    /// The bound on one try (`Config::notify_timeout`).
+    pub timeout: std::time::Duration,
+    /// The backoff between tries: base and cap.
+    pub retry: (std::time::Duration, std::time::Duration),
+    /// The stuck bound, to tell a recovered revoke (`Config::stuck_after`).
+    pub stuck_after: u32,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How one delivery ended.
+enum Delivered {
+    Yes,
+    /// The engine is stopping: the position stays before this notice.
+    Stopped,
+}
+
+impl NoticeDelivery {
+    pub(crate) async fn run(mut self) {
+        let mut unsaved = 0u64;
+        // On shutdown, deliver what is committed, then stop.
+        let mut draining = false;
+        loop {
+            let envelope = if draining {
+                match self.events.try_next() {
+                    Ok(Some(e)) => e,
+                    Ok(None) | Err(_) => return,
                 }
-            }
-        };
-        if let Some(outgoing) = outgoing(&store, &envelope) {
-            // Retried until delivered, in order: a notifier that hangs holds back only
-            // notifications, never the lifecycle. On shutdown the position stays before it.
-            let mut attempt = 0u32;
-            while tokio::time::timeout(timeout, outgoing.deliver(&*notifier))
-                .await
-                .is_err()
-            {
-                attempt += 1;
-                warn!(
-                    sequence = envelope.sequence,
-                    attempt, "notification timed out"
-                );
-                let pause =
-                    jitflow_core::backoff::delay(attempt, retry.0, retry.1, envelope.sequence);
+            } else {
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.changed() => return,
+                    e = self.events.next() => match e {
+                        Ok(e) => e,
+                        Err(_) => return,
+                    },
+                    _ = self.shutdown.changed() => {
+                        draining = true;
+                        continue;
+                    }
                 }
-                if draining {
-                    return;
+            };
+            if let Some(outgoing) = outgoing(&self.store, &envelope, self.stuck_after) {
+                match self.deliver(&outgoing, &envelope, draining).await {
+                    Delivered::Yes => unsaved += 1,
+                    Delivered::Stopped => return,
                 }
             }
-            unsaved += 1;
+            self.metrics.notifier_passed(envelope.sequence);
+            // Save the position every so often, and whenever the log is read to its end.
+            if unsaved >= NOTICES_PER_SAVE || (unsaved > 0 && self.events.caught_up()) {
+                let (reply, _answer) = oneshot::channel();
+                let save = Request {
+                    op: Op::Cursor {
+                        name: NOTIFIER_CURSOR,
+                        sequence: envelope.sequence,
+                    },
+                    actor: Actor::System,
+                    idempotency: None,
+                    reply,
+                };
+                // A full queue skips this save: a later one, or a re-delivery after a crash,
+                // covers it.
+                if self.writer.try_send(save).is_ok() {
+                    unsaved = 0;
+                }
+            }
         }
-        // Save the position every so often, and whenever the log is read to its end.
-        if unsaved >= NOTICES_PER_SAVE || (unsaved > 0 && events.caught_up()) {
-            let (reply, _answer) = oneshot::channel();
-            let save = Request {
-                op: Op::Cursor {
-                    name: NOTIFIER_CURSOR,
-                    sequence: envelope.sequence,
-                },
-                actor: Actor::System,
-                idempotency: None,
-                reply,
-            };
-            // A full queue skips this save: a later one, or a re-delivery after a crash, covers it.
-            if writer.try_send(save).is_ok() {
-                unsaved = 0;
+    }
+
+    /// Tries one notification until the notifier takes it: retried in order, so a notifier
+    /// that fails or hangs holds back only notifications, never the lifecycle.
+    async fn deliver(
+        &mut self,
+        outgoing: &Outgoing,
+        envelope: &jitflow_store::codec::Envelope,
+        draining: bool,
+    ) -> Delivered {
+        self.metrics.notice_pending(envelope.at());
+        let mut attempt = 0u32;
+        loop {
+            let error =
+                match tokio::time::timeout(self.timeout, outgoing.deliver(&*self.notifier)).await {
+                    Ok(Ok(())) => {
+                        self.metrics.notice_delivered();
+                        return Delivered::Yes;
+                    }
+                    Ok(Err(e)) => e,
+                    Err(_) => NotifyError::new(
+                        NotifyErrorKind::Timeout,
+                        format!("no answer within {:?}", self.timeout),
+                    ),
+                };
+            attempt = attempt.saturating_add(1);
+            self.metrics.notice_failed(error.kind);
+            warn!(
+                sequence = envelope.sequence,
+                attempt,
+                reason = error.kind.as_str(),
+                error = %error.message,
+                "notification not delivered; it will be tried again"
+            );
+            // A stop while draining gives up at once: the position stays before this notice,
+            // and the next start delivers it.
+            if draining {
+                return Delivered::Stopped;
+            }
+            let pause = jitflow_core::backoff::delay(
+                attempt,
+                self.retry.0,
+                self.retry.1,
+                envelope.sequence,
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.changed() => return Delivered::Stopped,
             }
         }
     }

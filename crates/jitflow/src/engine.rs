@@ -23,9 +23,11 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use crate::bulk;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::effects::{EffectRunner, deliver_notices};
+use crate::effects::{EffectRunner, NoticeDelivery};
 use crate::error::{Error, read};
-use crate::hooks::{AcceptAll, NoNotifier, Notifier, Provisioner, Validator};
+use crate::hooks::{
+    AcceptAll, EffectRequest, Holding, NoNotifier, Notifier, Provisioner, Validator,
+};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::writer::{Idempotency, Op, Reply, Request, Signals, Writer};
@@ -188,7 +190,7 @@ impl Builder {
             store: Arc::clone(&store),
             writer: writer_tx.clone(),
             rx: effects_rx,
-            provisioner,
+            provisioner: Arc::clone(&provisioner),
             validator: self.validator,
             signals: Arc::clone(&signals),
             metrics: Arc::clone(&metrics),
@@ -205,18 +207,26 @@ impl Builder {
             })?;
         let notices = Subscription::new(Arc::clone(&store), &signals, notifier_from);
         let tasks = vec![tokio::spawn(scheduler.run()), tokio::spawn(runner.run())];
-        let notifier = tokio::spawn(deliver_notices(
-            notices,
-            Arc::clone(&store),
-            writer_tx.clone(),
-            self.notifier,
-            config.effect_timeout,
-            (config.retry_base, config.retry_cap),
-            shutdown_rx,
-        ));
+        metrics.notifier_passed(notifier_from);
+        let notifier = tokio::spawn(
+            NoticeDelivery {
+                events: notices,
+                store: Arc::clone(&store),
+                writer: writer_tx.clone(),
+                notifier: self.notifier,
+                metrics: Arc::clone(&metrics),
+                timeout: config.notify_timeout,
+                retry: (config.notify_retry_base, config.notify_retry_cap),
+                stuck_after: config.stuck_after,
+                shutdown: shutdown_rx,
+            }
+            .run(),
+        );
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
+                provisioner,
+                inspect_timeout: config.effect_timeout,
                 writer: writer_tx,
                 clock: self.clock,
                 signals,
@@ -228,7 +238,7 @@ impl Builder {
                     writer_thread,
                     tasks,
                     notifier,
-                    notifier_drain: config.effect_timeout,
+                    notifier_drain: config.notify_timeout,
                 })),
                 last_gauges: Default::default(),
             }),
@@ -248,6 +258,10 @@ struct Stop {
 
 struct Inner {
     store: Arc<Store>,
+    /// For inspections (`Engine::reconcile`); grants and revokes go through the effect runner.
+    provisioner: Arc<dyn Provisioner>,
+    /// The bound on one inspection (`Config::effect_timeout`).
+    inspect_timeout: std::time::Duration,
     writer: mpsc::Sender<Request>,
     clock: Arc<dyn Clock>,
     signals: Arc<Signals>,
@@ -291,7 +305,7 @@ impl Engine {
         Builder {
             path: path.as_ref().to_path_buf(),
             config: Config::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::default()),
             provisioner: None,
             validator: Arc::new(AcceptAll),
             notifier: Arc::new(NoNotifier),
@@ -318,7 +332,12 @@ impl Engine {
             .last_gauges
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let gauges = match crate::metrics::Gauges::read(&self.inner.store, self.now(), queued) {
+        let gauges = match crate::metrics::Gauges::read(
+            &self.inner.store,
+            &self.inner.metrics,
+            self.now(),
+            queued,
+        ) {
             Ok(g) => {
                 *last = Some(g);
                 g
@@ -359,9 +378,27 @@ impl Engine {
         self.inner.store.stats()
     }
 
-    /// The store, for queries the engine does not wrap.
-    pub fn store(&self) -> &Store {
+    /// The store, inside the engine. Not public: every write goes through the writer, and
+    /// embedders read through the engine's methods, [`Engine::snapshot`] and
+    /// [`Engine::verify`].
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// A consistent read-only snapshot of the store at the last commit, for queries the engine
+    /// does not wrap (operators' tools, tests). Keep it short-lived.
+    pub fn snapshot(&self) -> Result<jitflow_store::read::Reader, Error> {
+        Ok(self.inner.store.reader()?)
+    }
+
+    /// Replays the whole log and compares it with the derived state (see
+    /// `jitflow_store::Store::verify`). Reads everything, so it blocks: call it from
+    /// `spawn_blocking` in async code.
+    pub fn verify(&self) -> Result<jitflow_store::verify::Report, Error> {
+        self.inner
+            .store
+            .verify()
+            .map_err(|e| Error::Storage(e.to_string()))
     }
 
     /// Queues a request for the writer and returns where its answer will arrive, so that a bulk
@@ -636,6 +673,73 @@ impl Engine {
         );
         self.activation_command(caller, connection, Command::Extend { by }, key)
             .await
+    }
+
+    /// Compares what the target holds with the state, for one connection (issue 16's drift):
+    /// asks [`Provisioner::inspect`] and sends its answer through the writer, which decides
+    /// against the state as it is then (an inspection that predates a change of the connection
+    /// is dropped). Access held where no activation runs is revoked like standing access, with a
+    /// durable `DriftFound` event and a notice; access missing where the state says ACTIVE is
+    /// recorded and reported. A running activation is never revoked by this.
+    ///
+    /// Returns the drift committed, or `None` when the target agrees, cannot tell, did not
+    /// answer within `effect_timeout`, or the connection's access is moving.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] with `NotFound` for an unknown connection; the writer's errors.
+    pub async fn reconcile(
+        &self,
+        caller: &Caller,
+        connection: ConnectionId,
+    ) -> Result<Option<jitflow_core::lifecycle::Drift>, Error> {
+        let c = self
+            .connection(&caller.tenant, connection)?
+            .ok_or(Rejection::NotFound(connection))?;
+        if c.expects_access().is_none() {
+            return Ok(None);
+        }
+        let request = EffectRequest {
+            tenant: caller.tenant.clone(),
+            connection: c.spec.clone(),
+            activation: c.running_activation().map(|a| a.id),
+            attempt: 0,
+            idempotency_key: format!("{connection}:inspect:{}", c.version),
+        };
+        let inspection = tokio::time::timeout(
+            self.inner.inspect_timeout,
+            self.inner.provisioner.inspect(request),
+        )
+        .await;
+        let held = match inspection {
+            Ok(Ok(Holding::Held)) => true,
+            Ok(Ok(Holding::NotHeld)) => false,
+            Ok(Ok(Holding::Unknown)) => return Ok(None),
+            Ok(Err(e)) => {
+                tracing::warn!(%connection, error = %e, "inspection failed");
+                return Ok(None);
+            }
+            Err(_) => {
+                tracing::warn!(%connection, "inspection timed out");
+                return Ok(None);
+            }
+        };
+        let Some(drift) = c.drift(held) else {
+            return Ok(None);
+        };
+        let command = Command::Inspected {
+            held,
+            version: c.version,
+        };
+        match self.connection_command(caller, connection, command).await {
+            // The writer decided against this same version, so it found this same drift.
+            Ok(_) => {
+                tracing::warn!(%connection, drift = drift.as_str(), "drift found");
+                Ok(Some(drift))
+            }
+            Err(Error::Rejected(Rejection::Stale(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Ends the running activation early; the revoke runs after this returns.

@@ -12,7 +12,9 @@
 //! `event` is the core's `Event` (or `PolicyEvent` when `kind` is `policy`, or the access
 //! request module's `Event` when `kind` is `request`) as serde writes it
 //! in a human-readable format: ids as canonical UUID text, instants as RFC 3339 in UTC, enum
-//! variants by name. Lines never contain a newline, so a consumer can split on `\n`.
+//! variants by name. Lines never contain a newline, so a consumer can split on `\n`. A policy
+//! event whose previous or new policy sets the jitflow extension `jitflowExpiryWarningMins`
+//! also carries `"policyExpiryWarningMins": [previous, new]` (`null` for unset).
 
 use jitflow_store::codec::{Envelope, Payload, Stream};
 use serde::Serialize;
@@ -31,6 +33,10 @@ struct Line<'a> {
     at: jitflow_core::time::Timestamp,
     kind: &'static str,
     event: Event<'a>,
+    /// A policy event's `[previous, new]` `jitflowExpiryWarningMins` (a jitflow extension that
+    /// the policy's serde form leaves out), when either is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_expiry_warning_mins: Option<[Option<u32>; 2]>,
 }
 
 #[derive(Serialize)]
@@ -68,6 +74,14 @@ pub fn json_line(envelope: &Envelope) -> String {
         at: envelope.at(),
         kind,
         event,
+        policy_expiry_warning_mins: match &envelope.payload {
+            Payload::Policy(e) => {
+                let lead = |p: &jitflow_core::policy::Policy| p.expiry_warning.map(|m| m.get());
+                let pair = [e.previous.as_ref().and_then(lead), lead(&e.policy)];
+                (pair != [None, None]).then_some(pair)
+            }
+            _ => None,
+        },
     };
     // Every field serialises infallibly: strings, integers, and derived serde of plain data
     // whose maps (if any) have string keys.

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use jitflow_core::connection::ConnectionSpec;
-use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
+use jitflow_core::id::{ActivationId, ConnectionId, IdentityId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Actor, Notice};
 use jitflow_core::request::{self, ItemSpec};
 use jitflow_core::time::{Minutes, Timestamp};
@@ -96,6 +96,15 @@ pub trait Provisioner: Send + Sync + 'static {
         let _ = request;
         Box::pin(async { Ok(()) })
     }
+    /// Says whether the target holds the connection's access (issue 16's drift), for
+    /// `Engine::reconcile`: `request.activation` is the running activation, if any, and
+    /// `attempt` is 0 (an inspection changes nothing and is never retried). The default cannot
+    /// tell, which keeps the behaviour of embedders that do not implement it: nothing is
+    /// compared, nothing revoked.
+    fn inspect(&self, request: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        let _ = request;
+        Box::pin(async { Ok(Holding::Unknown) })
+    }
     /// The connection an approved entitlement item creates (its registered facts). The default
     /// derives them from the item ([`crate::requests::item_connection_spec`]): the account and
     /// source chosen in the request, else the identity's id and the source `access-request`, and
@@ -110,6 +119,17 @@ pub trait Provisioner: Send + Sync + 'static {
             crate::requests::item_connection_spec(&item).map_err(ProvisionError::permanent)
         })
     }
+}
+
+/// What an inspection of the target found ([`Provisioner::inspect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Holding {
+    /// The target holds the access.
+    Held,
+    /// The target does not hold it.
+    NotHeld,
+    /// The target cannot say (or the provisioner cannot ask it).
+    Unknown,
 }
 
 /// One call to the target system for an access request item's role or access profile.
@@ -171,25 +191,101 @@ pub struct Notification {
     pub spec: Option<ConnectionSpec>,
     /// The activation, if the notice is about one.
     pub activation: Option<ActivationId>,
+    /// When the activation's access expires (or expired), as the event or the activation says
+    /// at delivery; `None` when the notice is not about a granted activation.
+    pub expires_at: Option<Timestamp>,
+    /// What went wrong, for the notices that report a failure: the validator's reason, the
+    /// target's last grant or revoke error.
+    pub detail: Option<String>,
+    /// The tenant's policy's `notificationRecipients` as they are at delivery (empty when the
+    /// tenant has no policy).
+    pub recipients: Vec<String>,
     /// When it happened.
     pub at: Timestamp,
     /// The committed event's global sequence number: a stable key for de-duplication.
     pub sequence: u64,
 }
 
-/// Tells people about activation events (started, provisioned, expiring soon, extended,
-/// deactivated, expired, failed, stuck). Delivery is at least once, in commit order: after a
-/// crash, notifications past the last saved position come again with the same `sequence`.
+/// Why a notification was not delivered. The engine tries it again after a capped backoff
+/// (`Config::notify_retry_base`, `Config::notify_retry_cap`) and does not move past it until it
+/// is delivered, so notices keep their commit order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct NotifyError {
+    /// The class of failure (the `reason` label of the failure metric).
+    pub kind: NotifyErrorKind,
+    /// What went wrong, for logs.
+    pub message: String,
+}
+
+/// The class of a [`NotifyError`]: a small fixed set, so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotifyErrorKind {
+    /// The receiver could not be reached (connection refused, DNS, reset).
+    Unreachable,
+    /// The receiver did not answer in time.
+    Timeout,
+    /// The receiver answered, but not with success (an HTTP status other than 2xx).
+    Refused,
+    /// Anything else (the notice could not be encoded, a bound was hit).
+    Other,
+}
+
+impl NotifyErrorKind {
+    /// Every kind, in the order of [`NotifyErrorKind::as_str`]'s metric labels.
+    pub const ALL: [NotifyErrorKind; 4] = [
+        NotifyErrorKind::Unreachable,
+        NotifyErrorKind::Timeout,
+        NotifyErrorKind::Refused,
+        NotifyErrorKind::Other,
+    ];
+
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NotifyErrorKind::Unreachable => "unreachable",
+            NotifyErrorKind::Timeout => "timeout",
+            NotifyErrorKind::Refused => "refused",
+            NotifyErrorKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for NotifyErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl NotifyError {
+    /// A failure of this kind.
+    pub fn new(kind: NotifyErrorKind, message: impl Into<String>) -> NotifyError {
+        NotifyError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Tells people about activation and access request events. Delivery is at least once, in
+/// commit order: the engine hands over one notification at a time and moves on only after
+/// `Ok`; an `Err`, or no answer within `Config::notify_timeout`, is tried again after a capped
+/// backoff, for ever. After a crash, notifications past the last saved position come again
+/// with the same `sequence`. A notifier that fails delays only notifications, never the
+/// lifecycle.
 pub trait Notifier: Send + Sync + 'static {
-    /// Delivers one notification. Delivery problems are the notifier's to log or retry; the
-    /// lifecycle does not wait for people.
-    fn notify(&self, notification: Notification) -> BoxFuture<'_, ()>;
-    /// Delivers one access request notification (approval requested, approved, rejected,
-    /// cancelled, expired, provisioning completed, removed at sunset, stuck), with the same
-    /// guarantees. The default drops it.
-    fn notify_request(&self, notification: RequestNotification) -> BoxFuture<'_, ()> {
+    /// Delivers one notification; `Ok` once it is delivered (the engine may then forget it).
+    fn notify(&self, notification: Notification) -> BoxFuture<'_, Result<(), NotifyError>>;
+    /// Delivers one access request notification (approval requested or forwarded, approved,
+    /// rejected, cancelled, expired, granted, grant failed, revoked, closed, removed at sunset,
+    /// stuck, recovered), with the same guarantees. The default drops it.
+    fn notify_request(
+        &self,
+        notification: RequestNotification,
+    ) -> BoxFuture<'_, Result<(), NotifyError>> {
         let _ = notification;
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -204,6 +300,12 @@ pub struct RequestNotification {
     pub item: RequestItemId,
     /// The item's facts (who, what, its request).
     pub spec: ItemSpec,
+    /// Who may decide the item's approval, as it stands at delivery (after a forward: its new
+    /// owner); empty for an automatic approval.
+    pub approvers: Vec<IdentityId>,
+    /// What went wrong, for the notices that report a failure (the last grant or removal
+    /// error).
+    pub detail: Option<String>,
     /// When it happened.
     pub at: Timestamp,
     /// The committed event's global sequence number: a stable key for de-duplication.
@@ -215,7 +317,7 @@ pub struct RequestNotification {
 pub struct NoNotifier;
 
 impl Notifier for NoNotifier {
-    fn notify(&self, _notification: Notification) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
+    fn notify(&self, _notification: Notification) -> BoxFuture<'_, Result<(), NotifyError>> {
+        Box::pin(async { Ok(()) })
     }
 }

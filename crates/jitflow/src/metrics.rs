@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
 use jitflow_store::read::MAX_READ_LIMIT;
+
+use crate::hooks::NotifyErrorKind;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -167,6 +169,14 @@ pub struct Metrics {
     pub effect_duration: [Histogram; 2],
     /// Calls to the target systems under way.
     pub effects_in_flight: AtomicU64,
+    /// Notifications the notifier delivered (answered `Ok`).
+    pub notices_delivered: AtomicU64,
+    /// Failed tries to deliver a notification, by [`NotifyErrorKind::ALL`].
+    pub notice_failures: [AtomicU64; 4],
+    /// The last log sequence the notifier has passed (delivered, or carrying no notice).
+    pub notifier_position: AtomicU64,
+    /// The commit time (UTC ms) of the notification being delivered; 0 when none is waiting.
+    pub notice_pending_since: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -188,6 +198,10 @@ impl Default for Metrics {
             timer_fire_lag: Histogram::new(TIMER_LAG_BUCKETS),
             effect_duration: EFFECT_OUTCOMES.map(|_| Histogram::new(EFFECT_BUCKETS)),
             effects_in_flight: AtomicU64::new(0),
+            notices_delivered: AtomicU64::new(0),
+            notice_failures: Default::default(),
+            notifier_position: AtomicU64::new(0),
+            notice_pending_since: AtomicU64::new(0),
         }
     }
 }
@@ -276,6 +290,34 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// A notification committed at `at` waits for delivery (it is the oldest that does: they
+    /// are delivered in order).
+    pub(crate) fn notice_pending(&self, at: Timestamp) {
+        // 0 means "none"; an event at the epoch itself is 1 ms late at worst.
+        self.notice_pending_since
+            .store(at.as_millis().max(1), Ordering::Relaxed);
+    }
+
+    /// A try to deliver the pending notification failed.
+    pub(crate) fn notice_failed(&self, kind: NotifyErrorKind) {
+        if let Some(i) = NotifyErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.notice_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The pending notification was delivered.
+    pub(crate) fn notice_delivered(&self) {
+        self.notices_delivered.fetch_add(1, Ordering::Relaxed);
+        self.notice_pending_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The notifier has passed the log event `sequence`.
+    pub(crate) fn notifier_passed(&self, sequence: u64) {
+        self.notifier_position.store(sequence, Ordering::Relaxed);
+    }
+}
+
 /// The gauges a scrape reads from the store and the writer's queue.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gauges {
@@ -286,6 +328,8 @@ pub(crate) struct Gauges {
     timer_lag_ms: u64,
     store: jitflow_store::Stats,
     writer_queue: u64,
+    /// How long the oldest undelivered notification has waited since its commit, in ms.
+    notice_lag_ms: u64,
     health: HealthGauges,
 }
 
@@ -324,6 +368,7 @@ impl Gauges {
     /// Reads the gauges; `writer_queue` is the writer's queue depth.
     pub(crate) fn read(
         store: &Store,
+        metrics: &Metrics,
         now: Timestamp,
         writer_queue: u64,
     ) -> Result<Gauges, jitflow_store::read::Error> {
@@ -346,12 +391,19 @@ impl Gauges {
             .due_timers(None, None, 1)?
             .first()
             .map_or(0, |t| now.as_millis().saturating_sub(t.due().as_millis()));
+        let pending_since = metrics.notice_pending_since.load(Ordering::Relaxed);
+        let notice_lag_ms = if pending_since == 0 {
+            0
+        } else {
+            now.as_millis().saturating_sub(pending_since)
+        };
         Ok(Gauges {
             backlog,
             stuck,
             timer_lag_ms,
             store: store.stats(),
             writer_queue,
+            notice_lag_ms,
             health: HealthGauges::default(),
         })
     }
@@ -531,6 +583,45 @@ impl Collector for Scrape {
         )?;
         one(
             &mut e,
+            "notifications_delivered",
+            "Notifications the notifier delivered.",
+            None,
+            &counter(&m.notices_delivered),
+        )?;
+        let failures = m.notice_failures.each_ref().map(counter);
+        let failures: Vec<_> = NotifyErrorKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .zip(&failures)
+            .collect();
+        by(
+            &mut e,
+            "notification_failures",
+            "Failed tries to deliver a notification (each is tried again), by reason.",
+            None,
+            "reason",
+            &failures,
+        )?;
+        one(
+            &mut e,
+            "notification_backlog",
+            "Log events committed after the notifier's position: the notifications committed but not yet delivered are among them.",
+            events(),
+            &gauge(
+                g.store
+                    .sequence
+                    .saturating_sub(m.notifier_position.load(Ordering::Relaxed)),
+            ),
+        )?;
+        one(
+            &mut e,
+            "notification_lag",
+            "How long the oldest undelivered notification has waited since its commit (0 when none waits).",
+            seconds(),
+            &ConstGauge::new(g.notice_lag_ms as f64 / 1e3),
+        )?;
+        one(
+            &mut e,
             "writer_queue_depth",
             "Requests queued for the writer.",
             None,
@@ -686,15 +777,21 @@ mod tests {
     fn every_series_is_named_with_the_prefix_and_its_unit() {
         let metrics = Arc::new(Metrics::default());
         metrics.commit(3, Duration::from_millis(2));
+        metrics.notifier_passed(4);
+        metrics.notice_failed(NotifyErrorKind::Timeout);
+        metrics.notice_failed(NotifyErrorKind::Timeout);
+        metrics.notice_delivered();
         let gauges = Gauges {
             backlog: jitflow_store::read::Backlog::default(),
             stuck: 0,
             timer_lag_ms: 1500,
             store: jitflow_store::Stats {
                 last_checkpoint_micros: 250_000,
+                sequence: 10,
                 ..Default::default()
             },
             writer_queue: 2,
+            notice_lag_ms: 2500,
             health: HealthGauges {
                 degraded: true,
                 reopen_attempts: 3,
@@ -712,6 +809,11 @@ mod tests {
             "jitflow_timer_lag_seconds 1.5",
             "jitflow_writer_queue_depth 2",
             "jitflow_store_last_checkpoint_seconds 0.25",
+            "jitflow_notifications_delivered_total 1",
+            "jitflow_notification_failures_total{reason=\"timeout\"} 2",
+            "jitflow_notification_failures_total{reason=\"refused\"} 0",
+            "jitflow_notification_backlog_events 6",
+            "jitflow_notification_lag_seconds 2.5",
             "# TYPE jitflow_store_checkpoint_bytes_total counter",
             "# TYPE jitflow_store_checkpoint_lag_events gauge",
             "jitflow_writer_degraded 1",

@@ -644,6 +644,12 @@ impl ItemEffects {
         match self.connection_op(op).await {
             Ok(Reply::Connection(c)) => Ok(c.map(|c| *c)),
             Ok(other) => unreachable!("connection command answered {other:?}"),
+            // Another connection holds the assignment (an embedder's own, on the account the
+            // item's connection would get): registering again can never succeed, so the grant
+            // fails now, naming the holder, instead of retrying.
+            Err(e @ Error::Rejected(lifecycle::Rejection::AssignmentTaken { .. })) => Err(
+                ProvisionError::permanent(format!("connection {connection}: {e}")),
+            ),
             Err(e) => Err(ProvisionError::transient(format!(
                 "connection {connection}: {e}"
             ))),

@@ -879,7 +879,7 @@ impl Writer {
                     after,
                 } => {
                     event.arm.iter().for_each(|t| arm(t.due.as_millis()));
-                    if event.notice() == Some(lifecycle::Notice::Stuck) {
+                    if event.notice(self.lifecycle.stuck_after) == Some(lifecycle::Notice::Stuck) {
                         warn!(
                             %tenant,
                             connection = %event.connection,
@@ -902,7 +902,9 @@ impl Writer {
                     after,
                 } => {
                     event.arm.iter().for_each(|t| arm(t.due.as_millis()));
-                    if event.notice(after) == Some(request::Notice::Stuck) {
+                    if event.notice(after, self.lifecycle.stuck_after)
+                        == Some(request::Notice::Stuck)
+                    {
                         warn!(
                             %tenant,
                             item = %event.item,

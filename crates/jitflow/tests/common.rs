@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use jitflow::clock::ManualClock;
 use jitflow::hooks::{
-    BoxFuture, EffectRequest, ItemRequest, Notification, Notifier, ProvisionError, Provisioner,
-    RequestNotification, ValidationRequest, Validator,
+    BoxFuture, EffectRequest, Holding, ItemRequest, Notification, Notifier, NotifyError,
+    ProvisionError, Provisioner, RequestNotification, ValidationRequest, Validator,
 };
 use jitflow::{Caller, Config, Engine};
 use jitflow_core::connection::{Connection, ConnectionSpec, ConnectionType};
@@ -38,6 +38,8 @@ pub struct TargetState {
     pub fail_revokes: u32,
     /// Calls hang forever while set (a crash mid-call).
     pub hang: bool,
+    /// Revokes answer success but keep the access while set (a revoke that did not take).
+    pub drop_revokes: bool,
 }
 
 /// A fake target system.
@@ -100,8 +102,23 @@ impl Provisioner for Target {
                 s.fail_revokes -= 1;
                 return Err(ProvisionError::transient("connection refused"));
             }
-            s.held.remove(&request.connection.id);
+            if !s.drop_revokes {
+                s.held.remove(&request.connection.id);
+            }
             Ok(())
+        })
+    }
+
+    fn inspect(&self, request: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        Box::pin(async move {
+            self.state()
+                .calls
+                .push(("inspect", request.idempotency_key.clone()));
+            Ok(if self.state().held.contains(&request.connection.id) {
+                Holding::Held
+            } else {
+                Holding::NotHeld
+            })
         })
     }
 
@@ -158,14 +175,17 @@ impl Inbox {
 }
 
 impl Notifier for Inbox {
-    fn notify(&self, notification: Notification) -> BoxFuture<'_, ()> {
+    fn notify(&self, notification: Notification) -> BoxFuture<'_, Result<(), NotifyError>> {
         self.0.lock().unwrap().push(notification);
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 
-    fn notify_request(&self, notification: RequestNotification) -> BoxFuture<'_, ()> {
+    fn notify_request(
+        &self,
+        notification: RequestNotification,
+    ) -> BoxFuture<'_, Result<(), NotifyError>> {
         self.1.lock().unwrap().push(notification);
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 }
 

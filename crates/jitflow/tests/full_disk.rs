@@ -10,75 +10,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Harness, caller, conn, spec};
 use jitflow::{Error, Health};
 use jitflow_core::time::{Minutes, Timestamp};
+use jitflow_store::testing::Tmpfs;
 
 /// From the moment the space is back to the revoke reaching the target: the writer's longest
 /// backoff (`heal::BACKOFF_MAX`, 2 s), the reopen with its tail replay, the probe write, the
 /// timer's commit and the revoke call, with room for a loaded CI machine.
 const HEAL_BOUND: Duration = Duration::from_secs(10);
-
-/// A tmpfs mounted on a temporary directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it), or says why it cannot.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(Tmpfs { dir }),
-            other => {
-                let why =
-                    format!("cannot mount a tmpfs ({other:?}): the full-disk test needs root");
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "{why}; CI must run it"
-                );
-                eprintln!("SKIPPED: {why}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Writes zeros into `path` until the file system refuses (ENOSPC).
-fn fill(path: &Path) -> PathBuf {
-    let filler = path.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        match file.write_all(&chunk) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-    // The last chunk may have been written in part; whatever is left is less than a chunk.
-    let _ = file.sync_all();
-    filler
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_degrades_heals_by_itself_and_revokes_on_time() {
@@ -102,7 +44,7 @@ async fn a_full_disk_degrades_heals_by_itself_and_revokes_on_time() {
     assert!(h.target.state().held.contains(&a) && h.target.state().held.contains(&b));
 
     // Fill the disk, then import until a write fails: redb first fills the file's free pages.
-    let filler = fill(disk.path());
+    let filler = disk.fill();
     let mut acked = Vec::new();
     let mut next = 1000u128;
     let failure = loop {
@@ -172,7 +114,7 @@ async fn a_full_disk_degrades_heals_by_itself_and_revokes_on_time() {
         );
     }
     h.engine.register(&caller(), spec(conn(7))).await.unwrap();
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     let scrape = h.engine.scrape().unwrap();
     assert!(scrape.contains("jitflow_writer_degraded 0"), "{scrape}");

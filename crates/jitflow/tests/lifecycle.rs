@@ -127,7 +127,7 @@ async fn validation_refusal_ends_invalid() {
     assert_eq!(c.state, ConnectionState::Available);
     assert!(h.target.keys("grant").is_empty(), "nothing granted");
     h.engine.shutdown().await;
-    assert!(h.inbox.notices().contains(&Notice::Failed));
+    assert!(h.inbox.notices().contains(&Notice::Refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +384,7 @@ impl jitflow::hooks::Notifier for Stalled {
     fn notify(
         &self,
         _notification: jitflow::hooks::Notification,
-    ) -> jitflow::hooks::BoxFuture<'_, ()> {
+    ) -> jitflow::hooks::BoxFuture<'_, Result<(), jitflow::hooks::NotifyError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -400,7 +400,7 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
     let engine = jitflow::Engine::builder(&path)
         .config(jitflow::Config {
             // Bounds how long the stalled notifier holds up each notice and the shutdown.
-            effect_timeout: Duration::from_millis(100),
+            notify_timeout: Duration::from_millis(100),
             ..common::config()
         })
         .clock(clock.clone())
@@ -443,6 +443,105 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
     assert_eq!(first.connection, id);
     assert_eq!(first.spec.as_ref().map(|s| s.id), Some(id));
     h.engine.shutdown().await;
+}
+
+/// A notifier that refuses each notice the first `refusals` times it is offered.
+#[derive(Clone, Default)]
+struct Refusing {
+    refusals: u32,
+    /// The sequence of every offer, and the notices taken, in order.
+    offers: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<(u64, Notice)>>>,
+}
+
+impl jitflow::hooks::Notifier for Refusing {
+    fn notify(
+        &self,
+        n: jitflow::hooks::Notification,
+    ) -> jitflow::hooks::BoxFuture<'_, Result<(), jitflow::hooks::NotifyError>> {
+        let mut offers = self.offers.lock().unwrap();
+        offers.push(n.sequence);
+        let tries = offers.iter().filter(|s| **s == n.sequence).count() as u32;
+        let answer = if tries <= self.refusals {
+            Err(jitflow::hooks::NotifyError::new(
+                jitflow::hooks::NotifyErrorKind::Refused,
+                "503 on purpose",
+            ))
+        } else {
+            self.taken.lock().unwrap().push((n.sequence, n.notice));
+            Ok(())
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_notice_is_tried_again_and_later_notices_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = jitflow::clock::ManualClock::new(
+        jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
+    );
+    let notifier = Refusing {
+        refusals: 3,
+        ..Refusing::default()
+    };
+    let engine = jitflow::Engine::builder(dir.path().join("e.redb"))
+        .config(jitflow::Config {
+            notify_retry_base: Duration::from_millis(1),
+            notify_retry_cap: Duration::from_millis(5),
+            ..common::config()
+        })
+        .clock(clock)
+        .provisioner(common::Target::default())
+        .notifier(notifier.clone())
+        .open()
+        .await
+        .unwrap();
+    engine
+        .put_policy(&caller(), common::policy())
+        .await
+        .unwrap();
+    let id = conn(22);
+    engine.register(&caller(), spec(id)).await.unwrap();
+    engine
+        .activate(&caller(), id, Some(Minutes(30)), None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while notifier.taken.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("both notices are taken in the end");
+    let taken = notifier.taken.lock().unwrap().clone();
+    assert_eq!(
+        taken.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [Notice::Started, Notice::Provisioned]
+    );
+    let offers = notifier.offers.lock().unwrap().clone();
+    // Each notice is offered until taken, and the next is offered only after: in order.
+    let first = taken[0].0;
+    let second = taken[1].0;
+    assert_eq!(
+        offers,
+        [first, first, first, first, second, second, second, second]
+    );
+    let m = engine.metrics();
+    assert_eq!(
+        m.notices_delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    let refused = jitflow::hooks::NotifyErrorKind::ALL
+        .iter()
+        .position(|k| *k == jitflow::hooks::NotifyErrorKind::Refused)
+        .unwrap();
+    assert_eq!(
+        m.notice_failures[refused].load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
+    engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,4 +619,63 @@ async fn scrape_times_effect_calls_and_counts_them_in_flight() {
     let ok = sample(&text, "jitflow_effects_total{outcome=\"ok\"}");
     assert_eq!(sample(&text, timed), ok);
     assert_eq!(sample(&text, acks), 2.0);
+}
+
+/// The tenant's policy sets its own warning lead (`jitflowExpiryWarningMins`): it survives a
+/// restart (the store keeps it beside the policy) and the warning is armed that long before the
+/// expiry instead of the engine's `warning_lead`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_warning_lead_survives_a_restart_and_arms_the_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let mut policy = common::policy();
+    policy.expiry_warning = Some(Minutes(20));
+    let stored = h.engine.put_policy(&caller(), policy).await.unwrap();
+    assert_eq!(stored.expiry_warning, Some(Minutes(20)));
+    let h = h.restart().await;
+    let kept = h.engine.policy(&caller().tenant).unwrap().unwrap();
+    assert_eq!(kept.expiry_warning, Some(Minutes(20)));
+    let id = h.activated(conn(1), Some(Minutes(30))).await;
+    let a = h.connection(id).activation.unwrap();
+    let expiry = a.expires_at.unwrap();
+    assert_ne!(h.config.warning_lead, Duration::from_secs(20 * 60));
+    assert_eq!(
+        a.warn_at,
+        Some(expiry.saturating_sub(Duration::from_secs(20 * 60)))
+    );
+    // A patch that clears it returns to the engine's setting for the next activation.
+    let cleared = h
+        .engine
+        .patch_policy(
+            &caller(),
+            vec![jitflow_core::policy::PatchOp {
+                op: None,
+                path: "/jitflowExpiryWarningMins".into(),
+                value: jitflow_core::policy::PatchValue::Null,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.expiry_warning, None);
+    // The audit export shows both changes, which the policy's serde form leaves out.
+    let lines: Vec<String> = h
+        .engine
+        .export(Some(&caller().tenant), 0, 1000)
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| matches!(e.payload, jitflow::Payload::Policy(_)))
+        .map(jitflow::export::json_line)
+        .collect();
+    assert!(
+        lines[1].contains(r#""policyExpiryWarningMins":[null,20]"#),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains(r#""policyExpiryWarningMins":[20,null]"#),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("policyExpiryWarningMins"), "{lines:?}");
+    h.engine.shutdown().await;
 }

@@ -104,7 +104,7 @@ async fn run(ops: Vec<Op>) {
             Op::Settle => settle(&h).await,
             Op::Restart => {
                 h = h.restart().await;
-                let report = h.engine.store().verify().unwrap();
+                let report = h.engine.verify().unwrap();
                 assert!(report.is_clean(), "after restart: {report:?}");
             }
         }
@@ -144,7 +144,7 @@ async fn run(ops: Vec<Op>) {
         h.target.state().held.is_empty(),
         "access left on the target"
     );
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{report:?}");
     h.engine.shutdown().await;
 }

@@ -112,7 +112,7 @@ async fn put_and_get_round_trip_per_tenant_and_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(h.engine.access_request_config(&tenant).unwrap(), config);
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     assert_eq!(report.request_configs, 1);
     h.engine.shutdown().await;
@@ -156,7 +156,7 @@ async fn racing_puts_of_the_two_versions_keep_each_others_fields() {
     assert!(stored.auto_approval_enabled);
     assert!(!stored.gov_group_visibility_enabled);
     assert!(!stored.entitlement.access.require_end_date);
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     h.engine.shutdown().await;
 }
@@ -281,7 +281,7 @@ async fn entitlement_rules_refuse_what_breaks_them_and_accept_what_meets_them() 
         .await
         .unwrap();
     assert_eq!(items.len(), 1);
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     h.engine.shutdown().await;
 }

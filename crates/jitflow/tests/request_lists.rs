@@ -127,7 +127,7 @@ async fn populated() -> (Harness, tempfile::TempDir, Vec<AccessRequestId>) {
 /// Stops the engine and checks the store against its log.
 async fn finish(h: Harness) {
     h.engine.shutdown().await;
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
 }
 

@@ -146,7 +146,7 @@ async fn wait_status(h: &Harness, id: RequestItemId, status: ItemStatus) -> Item
 /// Stops the engine (delivering what is committed) and checks the store against its log.
 async fn finish(h: Harness) -> Harness {
     h.engine.shutdown().await;
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     assert!(report.items > 0, "the log holds request items");
     h
@@ -227,7 +227,7 @@ async fn grant_with_approval_then_sunset() {
         &[
             Notice::ApprovalRequested,
             Notice::Approved,
-            Notice::ProvisioningCompleted,
+            Notice::Granted,
             Notice::SunsetRemoved,
         ],
     )
@@ -693,7 +693,7 @@ async fn restart_in_every_stage_resumes() {
     // The hung call never answers; the restarted engine's calls do.
     h.target.state().hang = false;
     let h = h.restart().await;
-    let report = h.engine.store().verify().unwrap();
+    let report = h.engine.verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
 
     // The grant in flight runs again with the same key.
@@ -806,15 +806,23 @@ async fn a_forwarded_approval_moves_to_its_new_owner() {
     assert!(matches!(rejection(e), Rejection::AlreadyDecided { .. }));
     wait_status(&h, item.id(), ItemStatus::Granted).await;
     let h = finish(h).await;
-    // The new owner is asked as the approvers were at submission.
+    // The new owner is told of the forward, with the approvers as they stand after it.
     assert_eq!(
         h.inbox.request_notices(),
         [
             Notice::ApprovalRequested,
-            Notice::ApprovalRequested,
+            Notice::Forwarded,
             Notice::Approved,
-            Notice::ProvisioningCompleted,
+            Notice::Granted,
         ]
+    );
+    assert_eq!(
+        h.inbox.1.lock().unwrap()[1].approvers,
+        [
+            IdentityId::parse("carol").unwrap(),
+            IdentityId::parse("erin").unwrap()
+        ],
+        "the forward's notice names the approvers as they stand after it (bob's place is erin's)"
     );
     // The history survives a restart (it is in the item record).
     let h = h.restart().await;
@@ -859,5 +867,43 @@ async fn an_admin_forwards_the_whole_approval_and_forwards_are_bounded() {
         rejection(e),
         Rejection::TooManyForwards { limit, .. } if limit == jitflow_core::request::item::MAX_FORWARDS
     ));
+    finish(h).await;
+}
+
+/// An entitlement granted by request for an identity whose assignment (entitlement, identity,
+/// account) an embedder's own connection already holds: the item's connection cannot be
+/// registered (one connection per assignment). The grant fails at once with a message naming
+/// the holder, and the item ends failed, instead of retrying a registration that can never
+/// succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_assignment_another_connection_holds_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &[]).await;
+    let holder = common::conn(900);
+    let mut own = common::spec(holder);
+    own.identity = IdentityId::parse("dave").unwrap();
+    // The account the request's connection gets when none is selected: the identity's id.
+    own.account = jitflow_core::id::AccountId::parse("dave").unwrap();
+    own.entitlement = EntitlementId::parse(STANDING_ENTITLEMENT).unwrap();
+    own.kind = ConnectionType::Standing;
+    h.engine.register(&caller(), own).await.unwrap();
+
+    let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
+    let ended = wait_item(&h, item.id(), "the grant to end", |i| {
+        i.status.is_terminal()
+    })
+    .await;
+    assert_eq!(ended.status, ItemStatus::Failed, "{ended:?}");
+    let error = ended
+        .grant
+        .as_ref()
+        .and_then(|g| g.last_error.clone())
+        .unwrap_or_default();
+    assert!(error.contains(&holder.to_string()), "{error}");
+    assert_eq!(
+        h.target.keys("grant"),
+        Vec::<String>::new(),
+        "nothing was granted twice"
+    );
     finish(h).await;
 }

@@ -74,9 +74,73 @@ struct Serve {
     /// An engine setting, NAME=VALUE (repeatable, or comma-separated in the variable), e.g.
     /// `retry_cap=1m`. Names: grant_max_attempts, stuck_after, retry_base, retry_cap,
     /// warning_lead, batch_max, queue_capacity, effects_in_flight, effect_timeout,
-    /// timer_window, max_sleep, idempotency_ttl.
+    /// timer_window, max_sleep, idempotency_ttl, notify_timeout, notify_retry_base,
+    /// notify_retry_cap.
     #[arg(long = "engine", env = "JITFLOW_ENGINE", value_delimiter = ',')]
     engine: Vec<String>,
+    #[command(flatten)]
+    notify: Notify,
+}
+
+/// Where notices go: webhook receivers, signed per Standard Webhooks.
+#[derive(Debug, Args)]
+struct Notify {
+    /// A webhook receiver (repeatable, or comma-separated in the variable; at most 16): every
+    /// notice is POSTed to each as signed JSON. Plain http (this build has no TLS: behind TLS
+    /// use a local proxy). Retries: --engine notify_retry_base, notify_retry_cap,
+    /// notify_timeout.
+    #[arg(long = "notify-url", env = "JITFLOW_NOTIFY_URL", value_delimiter = ',')]
+    notify_urls: Vec<String>,
+    /// The signing secret, `whsec_` and the base64 of 24 to 64 random bytes (e.g.
+    /// `whsec_$(head -c 32 /dev/urandom | base64)`). Prefer --notify-secret-file.
+    #[arg(
+        long = "notify-secret",
+        env = "JITFLOW_NOTIFY_SECRET",
+        hide_env_values = true,
+        conflicts_with = "notify_secret_file"
+    )]
+    notify_secret: Option<String>,
+    /// A file holding the signing secret.
+    #[arg(long = "notify-secret-file", env = "JITFLOW_NOTIFY_SECRET_FILE")]
+    notify_secret_file: Option<PathBuf>,
+    /// The bound on one POST to a receiver (keep it below the engine's notify_timeout, 30s by
+    /// default).
+    #[arg(long = "notify-timeout", env = "JITFLOW_NOTIFY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    notify_timeout: Duration,
+}
+
+impl Notify {
+    /// The webhook notifier of these settings; in demo mode it also logs each delivered notice
+    /// (with no URL, it only logs). `None` when neither is asked for.
+    fn webhook(&self, demo: bool) -> Result<Option<jitflow_webhook::Webhook>, BoxError> {
+        if self.notify_urls.is_empty() && !demo {
+            if self.notify_secret.is_some() || self.notify_secret_file.is_some() {
+                return Err("--notify-secret without --notify-url: nothing would be sent".into());
+            }
+            return Ok(None);
+        }
+        let text = match (&self.notify_secret, &self.notify_secret_file) {
+            (Some(text), _) => Some(text.clone()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| format!("--notify-secret-file {}: {e}", file.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let secret = text
+            .map(|t| jitflow_webhook::Secret::parse(&t))
+            .transpose()
+            .map_err(|e| format!("--notify-secret: {e}"))?;
+        let options = jitflow_webhook::Options {
+            urls: self.notify_urls.clone(),
+            secret,
+            timeout: self.notify_timeout,
+            connect_timeout: self.notify_timeout.min(Duration::from_secs(5)),
+            log_delivered: demo,
+            ..jitflow_webhook::Options::default()
+        };
+        Ok(Some(jitflow_webhook::Webhook::new(options)?))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +375,7 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         config.set(name.trim(), value.trim())?;
     }
     config.validate()?;
+    let webhook = serve.notify.webhook(serve.demo)?;
     let data_dir = serve.secrets.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
     let (mut keys, created) = serve.secrets.keys(true)?;
@@ -321,11 +386,14 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         if let Some(provider) = serve.provider.load().await? {
             keys = keys.with_provider(provider);
         }
-        let engine = Engine::builder(data_dir.join(STORE_FILE))
+        let mut builder = Engine::builder(data_dir.join(STORE_FILE))
             .config(config)
-            .provisioner(DemoProvisioner::new(serve.demo_fail_rate))
-            .open()
-            .await?;
+            .provisioner(DemoProvisioner::new(serve.demo_fail_rate));
+        if let Some(webhook) = webhook {
+            tracing::info!(receivers = ?webhook.receivers(), "notices go to webhook receivers");
+            builder = builder.notifier(webhook);
+        }
+        let engine = builder.open().await?;
         if serve.demo {
             demo::load(&engine).await?;
             tracing::info!(tenant = demo::TENANT, "demo tenant loaded");

@@ -90,6 +90,113 @@ impl Modify for UserLevels {
 /// The operation extension that lists the user levels allowed to call it.
 pub const USER_LEVELS: &str = "x-sailpoint-userLevels";
 
+/// The notice webhook (OpenAPI 3.1's top-level `webhooks`, which utoipa 5 has no field for:
+/// it goes in through the document's flattened extensions, which serialise at the top level).
+/// What `jitflow-webhook` POSTs to each `--notify-url`; the schema is checked against real
+/// messages in `tests/http.rs`.
+struct Webhooks;
+
+/// The JSON Schema of `jitflow_webhook::Message`.
+pub fn notice_schema() -> serde_json::Value {
+    use serde_json::json;
+    let text = json!({"type": "string"});
+    let nullable_text = json!({"type": ["string", "null"]});
+    let texts = json!({"type": "array", "items": {"type": "string"}});
+    let mut types: Vec<&str> = jitflow_webhook::message::ACTIVATION_TYPES.to_vec();
+    types.extend(jitflow_webhook::message::REQUEST_TYPES);
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["id", "type", "schemaVersion", "tenant", "time", "sequence", "connection",
+            "activation", "requestItem", "recipients", "detail", "message", "truncated"],
+        "properties": {
+            "id": {"type": "string", "description": "`<prefix>_<sequence>`: the same on every redelivery (also the `webhook-id` header); de-duplicate by it."},
+            "type": {"type": "string", "enum": types},
+            "schemaVersion": {"type": "integer", "const": jitflow_webhook::message::SCHEMA_VERSION},
+            "tenant": text,
+            "time": {"type": "string", "format": "date-time", "description": "When it happened (the committed event's time)."},
+            "sequence": {"type": "integer", "minimum": 1, "description": "The event's log sequence: increasing in delivery order."},
+            "connection": {
+                "type": ["object", "null"],
+                "description": "The connection, for activation notices; its facts are null if it was removed before delivery.",
+                "additionalProperties": false,
+                "required": ["id", "identityId", "identityName", "accountId", "accountName",
+                    "entitlementId", "entitlementName", "sourceId", "sourceName"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "identityId": nullable_text, "identityName": nullable_text,
+                    "accountId": nullable_text, "accountName": nullable_text,
+                    "entitlementId": nullable_text, "entitlementName": nullable_text,
+                    "sourceId": nullable_text, "sourceName": nullable_text,
+                },
+            },
+            "activation": {
+                "type": ["object", "null"],
+                "additionalProperties": false,
+                "required": ["id", "expiresAt"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "expiresAt": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "requestItem": {
+                "type": ["object", "null"],
+                "description": "The access request item, for access request notices.",
+                "additionalProperties": false,
+                "required": ["id", "requestId", "requestType", "requestedFor", "requester",
+                    "objectType", "objectId", "startDate", "removeDate", "approvers"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "requestId": {"type": "string", "format": "uuid"},
+                    "requestType": {"type": "string", "enum": ["GRANT_ACCESS", "REVOKE_ACCESS"]},
+                    "requestedFor": text, "requester": text,
+                    "objectType": {"type": "string", "enum": ["ROLE", "ACCESS_PROFILE", "ENTITLEMENT"]},
+                    "objectId": text,
+                    "startDate": {"type": ["string", "null"], "format": "date-time"},
+                    "removeDate": {"type": ["string", "null"], "format": "date-time"},
+                    "approvers": texts,
+                },
+            },
+            "recipients": {"type": "array", "items": {"type": "string"}, "description": "The policy's notificationRecipients, for activation notices."},
+            "detail": {"type": ["string", "null"], "description": "What went wrong, for failure notices."},
+            "message": {"type": "string", "description": "One sentence for people."},
+            "truncated": {"type": "boolean", "description": "Lists and texts were left out to fit the body bound."},
+        },
+    })
+}
+
+impl Modify for Webhooks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use serde_json::json;
+        let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "schema": {"type": "string"}, "description": description});
+        let webhook = json!({
+            "jitflowNotice": {
+                "post": {
+                    "summary": "A notice (jitflow extension: jitflow-webhook, `--notify-url`)",
+                    "description": "Every activation and access request notice, POSTed to each `--notify-url` at least once, in commit order, signed per Standard Webhooks. Answer 2xx to take it; anything else (or no answer in time) is retried with capped backoff, and later notices wait.",
+                    "parameters": [
+                        header("webhook-id", "The message id, as in the body."),
+                        header("webhook-timestamp", "Whole seconds since the Unix epoch when this try was signed."),
+                        header("webhook-signature", "`v1,<base64(HMAC-SHA256(key, \"{webhook-id}.{webhook-timestamp}.{body}\"))>`; the key is the `whsec_` secret's base64 decoded."),
+                    ],
+                    "requestBody": {
+                        "required": true,
+                        "content": {"application/json": {"schema": notice_schema()}},
+                    },
+                    "responses": {
+                        "2XX": {"description": "Taken: the notifier moves on."},
+                        "default": {"description": "Not taken: tried again later."},
+                    },
+                },
+            },
+        });
+        openapi
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert("webhooks".to_owned(), webhook);
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -148,7 +255,7 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         activations::WorkflowStatus,
         entitlement_connections::ConnectionTypeDto,
     )),
-    modifiers(&BearerScheme, &DeclaredStatuses, &UserLevels),
+    modifiers(&BearerScheme, &DeclaredStatuses, &UserLevels, &Webhooks),
 )]
 pub struct ApiDoc;
 

@@ -6,6 +6,14 @@
 //! body is a non-empty array (at most `jitflow_core::policy::MAX_PATCH_OPS`) of `{op, path,
 //! value}` replace operations, applied all or nothing by the core.
 //!
+//! The warning lead (a jitflow extension beside the contract's notification settings): the
+//! policy carries `jitflowExpiryWarningMins`, how long before an activation's expiry its
+//! expiring-soon notice is sent (`null`: the engine's `warning_lead`). Every answer sends it;
+//! `PATCH` takes the path `/jitflowExpiryWarningMins` like any `*Mins` path, and the `PUT`
+//! takes the field. The vendor's response schema allows properties it does not list, so the
+//! conformance check passes it; the `PATCH` request schema's path enum does not list it, which
+//! only a client that validates its own requests would notice.
+//!
 //! Concurrency (a jitflow extension): every answer with a policy carries its version as an
 //! `ETag` (`"v3"`), and a `PATCH` with `If-Match` applies only if the policy is still at a
 //! version it names (the core checks the version in the writer, so of two administrators
@@ -55,6 +63,10 @@ pub struct PolicyDto {
     pub notification_template: Option<String>,
     /// Whether new assignments of governed entitlements become JIT.
     pub apply_to_future_assignments: bool,
+    /// jitflow extension: how long before an activation's expiry its expiring-soon notice is
+    /// sent, in minutes; `null`: the engine's `warning_lead` (5 minutes by default).
+    #[schema(format = Int32)]
+    pub jitflow_expiry_warning_mins: Option<u32>,
 }
 
 impl PolicyDto {
@@ -70,6 +82,7 @@ impl PolicyDto {
             notification_recipients: p.notification_recipients.clone(),
             notification_template: p.notification_template.clone(),
             apply_to_future_assignments: p.apply_to_future_assignments,
+            jitflow_expiry_warning_mins: p.expiry_warning.map(Minutes::get),
         }
     }
 }
@@ -119,6 +132,10 @@ pub struct PolicyPutDto {
     /// Whether new assignments of governed entitlements become JIT.
     #[serde(default)]
     pub apply_to_future_assignments: bool,
+    /// jitflow extension: the expiring-soon notice's lead, in minutes; `null` or absent: the
+    /// engine's setting.
+    #[serde(default, deserialize_with = "crate::body::nullable")]
+    pub jitflow_expiry_warning_mins: Option<i64>,
 }
 
 /// The JSON value as the core's patch value.
@@ -432,5 +449,6 @@ fn policy_from_put(dto: PolicyPutDto) -> Result<Policy, ApiError> {
     policy.notification_recipients = dto.notification_recipients;
     policy.notification_template = dto.notification_template;
     policy.apply_to_future_assignments = dto.apply_to_future_assignments;
+    policy.expiry_warning = mins("jitflowExpiryWarningMins", dto.jitflow_expiry_warning_mins)?;
     Ok(policy)
 }

@@ -1,6 +1,7 @@
 //! The binary: `token` prints a token that verifies, `--demo` serves the demo tenant on a
 //! fresh data directory (generating the secret) and stops cleanly on SIGTERM, and an identity
-//! provider's settings reach its token checks (or stop the start with the reason).
+//! provider's settings reach its token checks (or stop the start with the reason), and the
+//! notify flags send signed notices to a webhook receiver (or stop the start with the reason).
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -120,13 +121,10 @@ async fn stop(mut child: Child, lines: Lines<BufReader<ChildStderr>>) -> Vec<Str
     lines.map_while(Result::ok).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_serves_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (child, addr, lines) = serve_demo(&data, &[]);
-    let (keys, created) = Keys::load_or_create(&data).unwrap();
-    assert!(!created, "the server generated the secret");
+/// Activates alice's demo connection over HTTP with a token from the data directory's secret
+/// (202 expected); returns whether reading the secret had to create it.
+async fn activate_alice(data: &std::path::Path, addr: &str) -> bool {
+    let (keys, created) = Keys::load_or_create(data).unwrap();
     let alice = keys
         .mint(
             "acme",
@@ -136,8 +134,7 @@ async fn demo_serves_and_stops_on_sigterm() {
             Duration::from_secs(60),
         )
         .unwrap();
-    let client = reqwest::Client::new();
-    let response = client
+    let response = reqwest::Client::new()
         .post(format!("http://{addr}/v2026/jit-activations/activate"))
         .bearer_auth(&alice)
         .json(&serde_json::json!({"connectionId": jitflow_shim::demo::ALICE_DOMAIN_ADMINS, "activationPeriodMins": 30}))
@@ -145,7 +142,16 @@ async fn demo_serves_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 202);
-    drop(client);
+    created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr, lines) = serve_demo(&data, &[]);
+    let created = activate_alice(&data, &addr).await;
+    assert!(!created, "the server generated the secret");
     let rest = stop(child, lines).await;
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
@@ -272,17 +278,136 @@ fn serve_refuses_bad_provider_settings_at_start_with_the_reason() {
         ),
     ];
     for (args, reason) in cases {
-        let out = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(&args)
-            .env_remove("JITFLOW_SECRET")
-            .env_remove("JITFLOW_SECRET_FILE")
-            .env_remove("JITFLOW_LISTEN")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert_refused(&dir.path().join("data"), &args, reason);
+    }
+}
+
+/// Runs `serve` with `args` and none of the settings' variables; asserts that it fails at once
+/// and that its error names `reason`.
+fn assert_refused<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    data: &std::path::Path,
+    args: &[S],
+    reason: &str,
+) {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .env_remove("JITFLOW_SECRET")
+        .env_remove("JITFLOW_SECRET_FILE")
+        .env_remove("JITFLOW_NOTIFY_URL")
+        .env_remove("JITFLOW_NOTIFY_SECRET")
+        .env_remove("JITFLOW_NOTIFY_SECRET_FILE")
+        .env_remove("JITFLOW_LISTEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(reason), "{args:?}: {stderr}");
+}
+
+const NOTIFY_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A webhook receiver on an ephemeral port that keeps the bodies whose Standard Webhooks
+/// signature verifies (and answers 401 to the others).
+async fn notice_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let kept = Arc::clone(&seen);
+    let hook = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let kept = Arc::clone(&kept);
+        async move {
+            let secret = jitflow_webhook::Secret::parse(NOTIFY_SECRET).unwrap();
+            let verified = jitflow_webhook::verify_headers(
+                &secret,
+                |name| headers.get(name).and_then(|v| v.to_str().ok()),
+                &body,
+                300,
+            );
+            match (verified, serde_json::from_slice(&body)) {
+                (Ok(()), Ok(value)) => {
+                    kept.lock().unwrap().push(value);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+                _ => axum::http::StatusCode::UNAUTHORIZED,
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_delivers_signed_notices_to_a_webhook_and_logs_each() {
+    let (url, seen) = notice_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--notify-url".to_owned(),
+        url,
+        "--notify-secret".to_owned(),
+        NOTIFY_SECRET.to_owned(),
+    ];
+    let (child, addr, lines) = serve_demo(&data, &args);
+    activate_alice(&data, &addr).await;
+    // Polling, bounded: a bound on a hang, not a measure of speed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let types = || -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|m| m["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    while !types().contains(&"activation.granted".to_owned()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "notices: {:?}",
+            types()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(types()[..2], ["activation.requested", "activation.granted"]);
+    let rest = stop(child, lines).await;
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("notice delivered") && l.contains("activation.granted")),
+        "demo mode logs each delivered notice: {rest:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_bad_notify_settings_at_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "--notify-url",
+                "https://hooks.example/x",
+                "--notify-secret",
+                NOTIFY_SECRET,
+            ],
+            "no TLS",
+        ),
+        (&["--notify-url", "http://127.0.0.1:9/hook"], "secret"),
+        (
+            &[
+                "--notify-url",
+                "http://127.0.0.1:9/hook",
+                "--notify-secret",
+                "hunter2",
+            ],
+            "whsec_",
+        ),
+        (&["--notify-secret", NOTIFY_SECRET], "without --notify-url"),
+    ];
+    for (args, reason) in cases {
+        assert_refused(&dir.path().join("data"), args, reason);
     }
 }

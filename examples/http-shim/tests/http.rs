@@ -541,9 +541,15 @@ async fn policy_config() {
             "notificationRecipients",
             "notificationTemplate",
             "applyToFutureAssignments",
+            "jitflowExpiryWarningMins",
         ])
     );
     assert_eq!(stored["maxActivationPeriodMins"], 240);
+    assert_eq!(
+        stored["jitflowExpiryWarningMins"],
+        serde_json::Value::Null,
+        "unset: the engine's warning lead"
+    );
     assert_eq!(stored["notificationTemplate"], serde_json::Value::Null);
     assert_eq!(stored["entitlementIds"], json!(["domain-admins"]));
 
@@ -563,9 +569,11 @@ async fn policy_config() {
                 {"op": "replace", "path": "/maxActivationPeriodMins", "value": 120},
                 {"path": "/notificationTemplate", "value": "jit-activation-default"},
                 {"path": "/applyToFutureAssignments", "value": true},
+                {"path": "/jitflowExpiryWarningMins", "value": 15},
             ])),
         )
         .await;
+    assert_eq!(patched["jitflowExpiryWarningMins"], 15);
     assert_eq!(patched["maxActivationPeriodMins"], 120);
     assert_eq!(patched["notificationTemplate"], "jit-activation-default");
     assert_eq!(patched["applyToFutureAssignments"], true);
@@ -612,6 +620,10 @@ async fn policy_config() {
         (
             "/jit-activation-config/v1/policy",
             json!([{"path": "/defaultMaxActivationPeriodMins", "value": 500}]),
+        ),
+        (
+            "/jit-activation-config/v1/policy",
+            json!([{"path": "/jitflowExpiryWarningMins", "value": 0}]),
         ),
         (
             "/jit-activation-config/v1/policy",
@@ -793,8 +805,7 @@ async fn short_activation_expires() {
     let metrics = scrape(&h).await;
     let armed = h
         .engine()
-        .store()
-        .reader()
+        .snapshot()
         .unwrap()
         .due_timers(None, None, 100)
         .unwrap()
@@ -1382,6 +1393,15 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
         OUTCOMES,
     ),
     ("jitflow_effects_in_flight", "gauge", "", &[]),
+    ("jitflow_notifications_delivered_total", "counter", "", &[]),
+    (
+        "jitflow_notification_failures_total",
+        "counter",
+        "reason",
+        NOTIFY_FAILURES,
+    ),
+    ("jitflow_notification_backlog_events", "gauge", "", &[]),
+    ("jitflow_notification_lag_seconds", "gauge", "", &[]),
     ("jitflow_writer_queue_depth", "gauge", "", &[]),
     ("jitflow_timers_pending", "gauge", "", &[]),
     ("jitflow_effects_pending", "gauge", "of", PENDING),
@@ -1408,6 +1428,7 @@ const COMMANDS: &[&str] = &["accepted", "refused"];
 const KINDS: &[&str] = &["activate", "extend", "deactivate"];
 const OUTCOMES: &[&str] = &["ok", "failed"];
 const PENDING: &[&str] = &["connection", "request_item"];
+const NOTIFY_FAILURES: &[&str] = &["unreachable", "timeout", "refused", "other"];
 
 /// A `/metrics` scrape, parsed with a Prometheus text-format parser.
 struct Metrics(prometheus_parse::Scrape);
@@ -1541,4 +1562,48 @@ impl Metrics {
             count: untyped("_count"),
         }
     }
+}
+
+/// The document carries the notice webhook (OpenAPI 3.1 `webhooks`), and a message of every
+/// notice type `jitflow-webhook` sends fits its schema; a message with a field the schema does
+/// not know, or without one it requires, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_the_notice_webhook_and_every_notice_fits_it() {
+    let h = Harness::new().await;
+    let (status, doc, _) = h.raw("GET", "/openapi.json", None, None, None).await;
+    assert_eq!(status, 200);
+    let post = &doc["webhooks"]["jitflowNotice"]["post"];
+    let headers: Vec<&str> = post["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headers,
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
+    let schema = &post["requestBody"]["content"]["application/json"]["schema"];
+    let validator = common::conformance::validator(schema);
+    let samples = jitflow_webhook::message::samples();
+    assert_eq!(
+        samples.len(),
+        jitflow_webhook::message::ACTIVATION_TYPES.len()
+            + jitflow_webhook::message::REQUEST_TYPES.len()
+    );
+    for message in samples {
+        let value = serde_json::to_value(&message).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", message.kind);
+        let mut extra = value.clone();
+        extra["surprise"] = json!(1);
+        assert!(!validator.is_valid(&extra));
+        let mut missing = value;
+        missing.as_object_mut().unwrap().remove("recipients");
+        assert!(!validator.is_valid(&missing));
+    }
+    h.stop().await;
 }

@@ -651,7 +651,7 @@ struct Snapshot {
 }
 
 fn snapshot(h: &Harness) -> Snapshot {
-    let reader = h.engine().store().reader().unwrap();
+    let reader = h.engine().snapshot().unwrap();
     Snapshot {
         sequence: reader.last_sequence().unwrap(),
         backlog: reader.backlog().unwrap(),

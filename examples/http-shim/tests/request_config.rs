@@ -172,7 +172,7 @@ async fn defaults_then_a_put_seen_through_both_views_and_the_alias() {
         h.expect(200, "GET", path_v2, Some(&other), None).await,
         v2_defaults()
     );
-    let report = h.engine().store().verify().unwrap();
+    let report = h.engine().verify().unwrap();
     assert!(report.is_clean(), "{:#?}", report.differences);
     h.stop().await;
 }

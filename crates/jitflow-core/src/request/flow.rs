@@ -371,11 +371,18 @@ impl Change {
     }
 }
 
-/// What an embedder's notifier is told about an item.
+/// What an embedder's notifier is told about an item. Not persisted: it is derived from each
+/// committed event by [`Event::notice`].
+///
+/// The contract's Provisioning Completed trigger is any of [`Notice::Granted`],
+/// [`Notice::GrantFailed`], [`Notice::Revoked`] and [`Notice::Closed`]
+/// ([`Notice::is_provisioning_completed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Notice {
     /// An approval waits for its approvers.
     ApprovalRequested,
+    /// The approval was forwarded: it now waits for its new owner.
+    Forwarded,
     /// The item was approved.
     Approved,
     /// The item was rejected.
@@ -384,13 +391,30 @@ pub enum Notice {
     Cancelled,
     /// The approval expired unanswered.
     ApprovalExpired,
-    /// The contract's Provisioning Completed trigger: the grant or revoke finished (or failed),
-    /// or an admin closed the item.
-    ProvisioningCompleted,
+    /// The access was granted: at its sunrise (start date), or at approval without one.
+    Granted,
+    /// Provisioning gave up; a fail-closed removal follows.
+    GrantFailed,
+    /// A revoke request's access was removed.
+    Revoked,
+    /// An admin closed the item.
+    Closed,
     /// The access was removed at its sunset.
     SunsetRemoved,
     /// A removal keeps failing; someone must look.
     Stuck,
+    /// A removal that had been flagged stuck finally succeeded.
+    Recovered,
+}
+
+impl Notice {
+    /// Whether this is one of the contract's Provisioning Completed triggers.
+    pub const fn is_provisioning_completed(self) -> bool {
+        matches!(
+            self,
+            Notice::Granted | Notice::GrantFailed | Notice::Revoked | Notice::Closed
+        )
+    }
 }
 
 /// One committed fact about one item, with the timers and effects it implies.
@@ -414,24 +438,27 @@ pub struct Event {
 
 impl Event {
     /// The notification this event triggers, if any; `after` is the item once the event is
-    /// applied (a removal's notice depends on why the access was removed).
-    pub fn notice(&self, after: &Item) -> Option<Notice> {
+    /// applied (a removal's notice depends on why the access was removed). `stuck_after` is the
+    /// engine's stuck bound: a removal that succeeds on a try past it had been flagged stuck,
+    /// and is told as [`Notice::Recovered`] (see `lifecycle::Event::notice` for the caveat).
+    pub fn notice(&self, after: &Item, stuck_after: u32) -> Option<Notice> {
         match &self.change {
             Change::Submitted { approval, .. } if !approval.approvers.is_empty() => {
                 Some(Notice::ApprovalRequested)
             }
             // The new owner is asked, as the approvers were at submission.
-            Change::Forwarded { .. } => Some(Notice::ApprovalRequested),
+            Change::Forwarded { .. } => Some(Notice::Forwarded),
             Change::Approved { .. } => Some(Notice::Approved),
             Change::Rejected { .. } => Some(Notice::Rejected),
             Change::Cancelled { .. } => Some(Notice::Cancelled),
             Change::ApprovalExpired => Some(Notice::ApprovalExpired),
-            Change::Granted { .. } | Change::GrantAbandoned { .. } | Change::Closed(_) => {
-                Some(Notice::ProvisioningCompleted)
-            }
+            Change::Granted { .. } => Some(Notice::Granted),
+            Change::GrantAbandoned { .. } => Some(Notice::GrantFailed),
+            Change::Closed(_) => Some(Notice::Closed),
+            Change::Removed { attempt } if *attempt > stuck_after => Some(Notice::Recovered),
             Change::Removed { .. } => match after.removal.as_ref().map(|r| r.reason) {
                 Some(RemovalReason::Sunset) => Some(Notice::SunsetRemoved),
-                Some(RemovalReason::Revoked) => Some(Notice::ProvisioningCompleted),
+                Some(RemovalReason::Revoked) => Some(Notice::Revoked),
                 _ => None,
             },
             Change::RevokeFailed {
@@ -806,6 +833,17 @@ fn submit(
             }
         }
     };
+    if spec.request_type == RequestType::Revoke {
+        // The caller checked these rules on a snapshot; the state may have moved since (a
+        // sunset removed the access): decide with the writer's current view.
+        super::submit::check_revoke(
+            &format!("item {item}"),
+            &spec.requested_for,
+            &spec.object,
+            spec.remove_date,
+            existing,
+        )?;
+    }
     let auto = approval.approvers.is_empty();
     let mut changes = vec![Change::Submitted {
         spec: Box::new(spec.clone()),

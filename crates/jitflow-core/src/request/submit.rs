@@ -926,7 +926,8 @@ pub fn validate_submit(
                 }
             }
             if request_type == RequestType::Revoke {
-                check_revoke(&path, identity, object, item, &existing(identity, object))?;
+                let existing = existing(identity, object);
+                check_revoke(&path, identity, object, item.remove_date, &existing)?;
             }
             let index = u32::try_from(specs.len()).expect("items are bounded by MAX_ITEMS");
             let spec = ItemSpec {
@@ -952,11 +953,15 @@ pub fn validate_submit(
     Ok(specs)
 }
 
-fn check_revoke(
+/// The revoke rules: the identity holds the object by request (not inherited), and a removal
+/// date comes before the assignment's own sunset. Checked against the caller's snapshot when
+/// the request is validated, and again by `decide` against the writer's current state, so a
+/// removal committed in between refuses the revoke instead of letting it through.
+pub(crate) fn check_revoke(
     path: &str,
     identity: &IdentityId,
     object: &ObjectRef,
-    item: &RequestedItem,
+    remove_date: Option<Timestamp>,
     existing: &Existing,
 ) -> Result<(), Error> {
     let assignment = existing
@@ -974,7 +979,7 @@ fn check_revoke(
             origin: assignment.origin,
         });
     }
-    if let (Some(remove), Some(sunset)) = (item.remove_date, assignment.remove_date)
+    if let (Some(remove), Some(sunset)) = (remove_date, assignment.remove_date)
         && remove >= sunset
     {
         return Err(Error::RemoveNotBeforeSunset {

@@ -82,6 +82,9 @@ impl Provisioner for SharedTarget {
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    /// Where the engine's files are: `dir`, unless the harness was made with
+    /// [`Harness::on_data_dir`].
+    pub data: std::path::PathBuf,
     pub clock: ManualClock,
     engine: Option<Engine>,
     pub target: SharedTarget,
@@ -132,11 +135,28 @@ impl Harness {
     /// A harness whose server verifies with `keys` (e.g. the test secret plus a JWKS).
     pub async fn with_keys(target: Target, keys: Keys) -> Harness {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        Harness::build(dir, data, target, keys).await
+    }
+
+    /// A harness whose engine keeps its files in `data` (a small file system, for example).
+    pub async fn on_data_dir(data: &std::path::Path) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        Harness::build(dir, data.to_path_buf(), Target::default(), keys()).await
+    }
+
+    async fn build(
+        dir: tempfile::TempDir,
+        data: std::path::PathBuf,
+        target: Target,
+        keys: Keys,
+    ) -> Harness {
         let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-11-23T09:00:00Z").unwrap());
         let target = SharedTarget(Arc::new(target));
-        let engine = open(dir.path(), &clock, &target).await;
+        let engine = open(&data, &clock, &target).await;
         let mut h = Harness {
             dir,
+            data,
             clock,
             engine: Some(engine),
             target,
@@ -167,7 +187,7 @@ impl Harness {
         // The store file stays locked until the last handle is gone.
         drop(old);
         self.target = SharedTarget(Arc::new(target));
-        self.engine = Some(open(self.dir.path(), &self.clock, &self.target).await);
+        self.engine = Some(open(&self.data, &self.clock, &self.target).await);
         self.client = reqwest::Client::new();
         self.serve().await;
     }
