@@ -99,7 +99,7 @@ fn accepted() -> Response {
     tag = "Access Request Approvals",
     operation_id = "approveAccessRequestV1",
     params(("approvalId" = String, Path, description = "The approval id.")),
-    request_body(content = CommentBody, description = "Optional.", content_type = "application/json"),
+    request_body(content = Option<CommentBody>, description = "Optional.", content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the approval is durable.", content_type = "application/json"),
         Errors,

@@ -26,7 +26,7 @@
 //! | query string | [`body::MAX_QUERY_LEN`] bytes, [`body::MAX_PARAMS`] parameters |
 //! | list page | `limit` 0..=250, `offset` 0..=10,000 (the engine's query bounds) |
 //! | event stream page, audit export page | [`events::MAX_STREAM_PAGE`], `jitflow::MAX_PAGE` events |
-//! | one request | [`REQUEST_TIMEOUT`] (30 s), then 503 |
+//! | one request, its body's arrival included | [`REQUEST_TIMEOUT`] (30 s, [`Limits::request_timeout`]), then 503 |
 //! | connections served at once | [`MAX_CONNECTIONS`] (1,024); more wait in the listen backlog |
 //! | a request's headers | [`HEADER_READ_TIMEOUT`] (10 s) to arrive, then the connection is closed |
 //! | `Authorization` header | [`auth::MAX_TOKEN_LEN`] bytes, [`auth::MAX_SCOPES`] scopes |
@@ -74,7 +74,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -93,8 +93,9 @@ pub const MAX_POLICY_BODY: usize = 512 * 1024;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Time allowed for a request's headers to arrive; see [`Limits::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest one request may take before it is answered 503. A signal that timed out may still
-/// commit: retry it with the same `Idempotency-Key` to learn its outcome.
+/// The longest one request may take before it is answered 503 ([`Limits::request_timeout`]). A
+/// signal that timed out may still commit: retry it with the same `Idempotency-Key` to learn
+/// its outcome.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
@@ -116,13 +117,15 @@ impl AppState {
     }
 }
 
-/// One served route: method, path, handler, and for a vendor operation the statuses its file
-/// declares (`None` for the shim's own paths).
+/// One served route: method, path, handler, for a vendor operation the statuses its file
+/// declares (`None` for the shim's own paths), and the [`auth::Rule`] its handler enforces
+/// (`None` for the operators' paths, which need no token).
 type Route = (
     Method,
     &'static str,
     MethodRouter<AppState>,
     Option<&'static [u16]>,
+    Option<auth::Rule>,
 );
 
 /// The served routes, each as documented in the OpenAPI document. Vendor paths
@@ -137,78 +140,91 @@ fn route_table() -> Vec<Route> {
             "/jit-activations/v1/activate",
             signal(post(activations::activate)),
             Some(&[202, 400, 401, 403, 429, 500]),
+            Some(auth::ACTIVATE),
         ),
         (
             Method::POST,
             "/jit-activations/v1/extend",
             signal(post(activations::extend)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::EXTEND),
         ),
         (
             Method::POST,
             "/jit-activations/v1/deactivate",
             signal(post(activations::deactivate)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::DEACTIVATE),
         ),
         (
             Method::GET,
             "/jit-activation-config/v1/{configType}",
             get(policy::get),
             Some(&[200, 400, 401, 403, 404, 429, 500]),
+            Some(auth::POLICY_READ),
         ),
         (
             Method::PATCH,
             "/jit-activation-config/v1/{configType}",
             policy_body(patch(policy::patch)),
             Some(&[200, 400, 401, 403, 404, 429, 500]),
+            Some(auth::POLICY_UPDATE),
         ),
         (
             Method::PUT,
             "/jitflow/v1/jit-activation-config/{configType}",
             policy_body(put(policy::put)),
             None,
+            Some(auth::POLICY_UPDATE),
         ),
         (
             Method::POST,
             "/jitflow/v1/connections",
             post(connections::import).layer(DefaultBodyLimit::max(connections::MAX_IMPORT_BYTES)),
             None,
+            Some(auth::CONNECTIONS_MANAGE),
         ),
         (
             Method::DELETE,
             "/jitflow/v1/connections/{id}",
             signal(delete(connections::remove)),
             None,
+            Some(auth::CONNECTIONS_MANAGE),
         ),
         (
             Method::GET,
             "/jitflow/v1/connections/{id}",
             get(connections::show),
             None,
+            Some(auth::CONNECTIONS_LIST),
         ),
         (
             Method::GET,
             "/entitlement-connections/v1",
             get(entitlement_connections::search),
             Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
+            Some(auth::CONNECTIONS_LIST),
         ),
         (
             Method::GET,
             "/entitlement-connections/v1/current-identity",
             get(entitlement_connections::search_current_identity),
             Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
+            Some(auth::CONNECTIONS_READ_SELF),
         ),
         (
             Method::PATCH,
             "/entitlement-connections/v1/{connectionId}",
             signal(patch(entitlement_connections::patch_by_id)),
             Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
+            Some(auth::CONNECTIONS_MANAGE),
         ),
         (
             Method::PATCH,
             "/entitlement-connections/v1",
             signal(patch(entitlement_connections::patch_by_query)),
             Some(&[200, 400, 401, 403, 404, 412, 429, 500]),
+            Some(auth::CONNECTIONS_MANAGE),
         ),
         (
             Method::POST,
@@ -217,49 +233,63 @@ fn route_table() -> Vec<Route> {
                 entitlement_connections::MAX_BULK_BYTES,
             )),
             Some(&[207, 400, 401, 403, 429, 500]),
+            Some(auth::CONNECTIONS_MANAGE),
         ),
         (
             Method::GET,
             "/jit-activation-history/v1",
             get(history::search),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::HISTORY_READ),
         ),
         (
             Method::GET,
             "/jit-activation-history/v1/current-identity",
             get(history::search_current_identity),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::HISTORY_READ_SELF),
         ),
         (
             Method::GET,
             "/jitflow/v1/connections/{id}/events",
             get(events::connection_events),
             None,
+            Some(auth::HISTORY_READ),
         ),
         (
             Method::GET,
             "/jitflow/v1/activations/{id}/events",
             get(events::activation_events),
             None,
+            Some(auth::HISTORY_READ),
         ),
-        (Method::GET, "/jitflow/v1/events", get(events::export), None),
+        (
+            Method::GET,
+            "/jitflow/v1/events",
+            get(events::export),
+            None,
+            Some(auth::HISTORY_READ),
+        ),
         (
             Method::POST,
             "/access-requests/v1",
             signal(post(access_requests::submit)),
             Some(&[202, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_SUBMIT),
         ),
         (
             Method::POST,
             "/access-requests/v1/cancel",
             signal(post(access_requests::cancel)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::REQUEST_CANCEL),
         ),
         (
             Method::POST,
             "/access-requests/v1/bulk-cancel",
             signal(post(access_requests::bulk_cancel)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::REQUEST_BULK_CANCEL),
         ),
         (
             Method::POST,
@@ -267,106 +297,129 @@ fn route_table() -> Vec<Route> {
             post(access_requests::close)
                 .layer(DefaultBodyLimit::max(access_requests::MAX_CLOSE_BODY)),
             Some(&[202, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_CLOSE),
         ),
         (
             Method::POST,
             "/access-requests/v1/accounts-selection",
             signal(post(access_requests::accounts_selection)),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::ACCOUNTS_SELECTION),
         ),
         (
             Method::GET,
             "/access-request-status/v1",
             get(access_requests::status),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_STATUS),
         ),
         (
             Method::GET,
             "/access-request-administration/v1",
             get(access_requests::administration),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_ADMINISTRATION_READ),
         ),
         (
             Method::GET,
             "/revocable-objects/v1",
             get(access_requests::revocable_objects),
             Some(&[200, 400, 401, 403, 404, 429, 500]),
+            Some(auth::REVOCABLE_OBJECTS_READ),
         ),
         (
             Method::GET,
             "/access-request-config/v1",
             get(request_config::get_v1),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_CONFIG_READ),
         ),
         (
             Method::PUT,
             "/access-request-config/v1",
             signal(put(request_config::put_v1)),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_CONFIG_MANAGE),
         ),
         (
             Method::GET,
             "/access-request-config/v2",
             get(request_config::get_v2),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_CONFIG_READ),
         ),
         (
             Method::PUT,
             "/access-request-config/v2",
             signal(put(request_config::put_v2)),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::REQUEST_CONFIG_MANAGE),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/bulk-approve",
             signal(post(approvals::bulk_approve)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::APPROVAL_BULK_APPROVE),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/pending",
             get(approvals::pending),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::APPROVALS_READ),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/completed",
             get(approvals::completed),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::APPROVALS_READ),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/approval-summary",
             get(approvals::summary),
             Some(&[200, 400, 401, 403, 429, 500]),
+            Some(auth::APPROVALS_READ),
         ),
         (
             Method::GET,
             "/access-request-approvals/v1/{accessRequestId}/approvers",
             get(approvals::approvers),
             Some(&[200, 400, 401, 403, 404, 429, 500]),
+            Some(auth::REQUEST_ADMINISTRATION_READ),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/{approvalId}/approve",
             signal(post(approvals::approve)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::APPROVALS_MANAGE),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/{approvalId}/reject",
             signal(post(approvals::reject)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::APPROVALS_MANAGE),
         ),
         (
             Method::POST,
             "/access-request-approvals/v1/{approvalId}/forward",
             signal(post(approvals::forward)),
             Some(&[202, 400, 401, 403, 404, 429, 500]),
+            Some(auth::APPROVALS_MANAGE),
         ),
-        (Method::GET, "/health", get(ops::health), None),
-        (Method::GET, "/metrics", get(ops::metrics), None),
-        (Method::GET, "/openapi.json", get(openapi::document), None),
+        (Method::GET, "/health", get(ops::health), None, None),
+        (Method::GET, "/metrics", get(ops::metrics), None, None),
+        (
+            Method::GET,
+            "/openapi.json",
+            get(openapi::document),
+            None,
+            None,
+        ),
     ]
 }
 
@@ -375,14 +428,24 @@ fn route_table() -> Vec<Route> {
 pub fn operations() -> Vec<(Method, &'static str, &'static [u16])> {
     route_table()
         .into_iter()
-        .filter_map(|(method, path, _, declared)| declared.map(|d| (method, path, d)))
+        .filter_map(|(method, path, _, declared, _)| declared.map(|d| (method, path, d)))
+        .collect()
+}
+
+/// Every operation served, as (method, v1 path, the [`auth::Rule`] its handler enforces; `None`
+/// for `/health`, `/metrics` and `/openapi.json`, which need no token): what the OpenAPI
+/// document's `x-sailpoint-userLevels` say and the refusal test checks.
+pub fn rules() -> Vec<(Method, &'static str, Option<auth::Rule>)> {
+    route_table()
+        .into_iter()
+        .map(|(method, path, _, _, rule)| (method, path, rule))
         .collect()
 }
 
 /// Every served (method, path), aliases included: what the OpenAPI test compares.
 pub fn routes() -> Vec<(Method, String)> {
     let mut out = Vec::new();
-    for (method, path, _, _) in route_table() {
+    for (method, path, _, _, _) in route_table() {
         out.push((method.clone(), path.to_owned()));
         if let Some(alias) = v2026_alias(path) {
             out.push((method, alias));
@@ -419,9 +482,9 @@ async fn wrong_method(request: Request) -> ApiError {
     )
 }
 
-/// Bounds every request by [`REQUEST_TIMEOUT`].
-async fn timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+/// Bounds every request by `limit` ([`Limits::request_timeout`]).
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -436,11 +499,16 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal("a handler panicked").into_response()
 }
 
-/// The router over `state`: every route, both path forms, error fallbacks, a request timeout,
-/// panic catching and request tracing.
+/// The router over `state`: every route, both path forms, error fallbacks, the
+/// [`REQUEST_TIMEOUT`], panic catching and request tracing.
 pub fn app(state: AppState) -> Router {
+    app_with(state, REQUEST_TIMEOUT)
+}
+
+/// [`app`] with another bound on one request than [`REQUEST_TIMEOUT`].
+pub fn app_with(state: AppState, request_timeout: Duration) -> Router {
     let mut router = Router::new();
-    for (method, path, handler, declared) in route_table() {
+    for (method, path, handler, declared, _) in route_table() {
         let handler = match declared {
             Some(declared) => handler.layer(axum::middleware::from_fn_with_state(
                 deviations::Statuses {
@@ -462,7 +530,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            timeout,
+        ))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -504,6 +575,9 @@ pub struct Limits {
     /// end of its previous response; then the connection is closed. Without it, clients that
     /// send headers slowly would hold connections forever.
     pub header_read_timeout: Duration,
+    /// The longest one request may take, from its headers to its answer (reading its body
+    /// included); then it is answered 503. [`REQUEST_TIMEOUT`] by default.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -511,6 +585,7 @@ impl Default for Limits {
         Self {
             max_connections: MAX_CONNECTIONS,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -537,7 +612,8 @@ pub async fn start_with(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = hyper_util::service::TowerToHyperService::new(app(state));
+    let service =
+        hyper_util::service::TowerToHyperService::new(app_with(state, limits.request_timeout));
     let task = tokio::spawn(serve(listener, service, limits, stopped));
     Ok(Running { addr, stop, task })
 }

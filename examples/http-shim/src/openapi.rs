@@ -2,10 +2,13 @@
 //! annotations. It lists the v1 form of each vendor path; every one is also served under its
 //! `/v2026/...` form (see [`crate::v2026_alias`]).
 
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::Level;
 use crate::{
     access_requests, activations, approvals, connections, entitlement_connections, error, events,
     history, ops, policy, request_config,
@@ -28,21 +31,27 @@ impl Modify for BearerScheme {
 /// answers the others as 400), so the document says what the server answers.
 struct DeclaredStatuses;
 
+/// The documented operation `method` `path`, if any.
+fn operation_mut<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    method: &Method,
+    path: &str,
+) -> Option<&'a mut Operation> {
+    let item = openapi.paths.paths.get_mut(path)?;
+    match method.as_str() {
+        "GET" => item.get.as_mut(),
+        "PUT" => item.put.as_mut(),
+        "POST" => item.post.as_mut(),
+        "PATCH" => item.patch.as_mut(),
+        "DELETE" => item.delete.as_mut(),
+        _ => None,
+    }
+}
+
 impl Modify for DeclaredStatuses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (method, path, declared) in crate::operations() {
-            let Some(item) = openapi.paths.paths.get_mut(path) else {
-                continue;
-            };
-            let operation = match method.as_str() {
-                "GET" => item.get.as_mut(),
-                "PUT" => item.put.as_mut(),
-                "POST" => item.post.as_mut(),
-                "PATCH" => item.patch.as_mut(),
-                "DELETE" => item.delete.as_mut(),
-                _ => None,
-            };
-            if let Some(operation) = operation {
+            if let Some(operation) = operation_mut(openapi, &method, path) {
                 operation.responses.responses.retain(|status, _| {
                     status.parse::<u16>().map_or(true, |s| {
                         declared.contains(&s) || crate::deviations::kept(&method, path, s)
@@ -52,6 +61,34 @@ impl Modify for DeclaredStatuses {
         }
     }
 }
+
+/// Adds to each operation that needs a token the user levels that may call it, as the vendor's
+/// files do (`x-sailpoint-userLevels`), from the rule its handler enforces ([`crate::rules`]):
+/// the rule's level and every level that holds it ([`Level::satisfies`]).
+struct UserLevels;
+
+impl Modify for UserLevels {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (method, path, rule) in crate::rules() {
+            let (Some(rule), Some(operation)) = (rule, operation_mut(openapi, &method, path))
+            else {
+                continue;
+            };
+            let levels: Vec<&str> = [Level::User, Level::PolicyAdmin, Level::OrgAdmin]
+                .into_iter()
+                .filter(|l| l.satisfies(rule.level))
+                .map(Level::as_str)
+                .collect();
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(USER_LEVELS.to_owned(), serde_json::json!(levels));
+        }
+    }
+}
+
+/// The operation extension that lists the user levels allowed to call it.
+pub const USER_LEVELS: &str = "x-sailpoint-userLevels";
 
 /// The notice webhook (OpenAPI 3.1's top-level `webhooks`, which utoipa 5 has no field for:
 /// it goes in through the document's flattened extensions, which serialise at the top level).
@@ -218,7 +255,7 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         activations::WorkflowStatus,
         entitlement_connections::ConnectionTypeDto,
     )),
-    modifiers(&BearerScheme, &DeclaredStatuses, &Webhooks),
+    modifiers(&BearerScheme, &DeclaredStatuses, &UserLevels, &Webhooks),
 )]
 pub struct ApiDoc;
 

@@ -34,16 +34,7 @@ const ADMIN_SCOPES: &[&str] = &[
 
 /// A shim whose approval step is bob, expiring after a day.
 async fn harness() -> Harness {
-    let config = jitflow::Config {
-        approvers: vec![IdentityId::parse("bob").unwrap()],
-        approval_timeout: Duration::from_secs(24 * 3600),
-        ..jitflow::Config::default()
-    };
-    Harness::with_target(Target {
-        config: Some(config),
-        ..Target::default()
-    })
-    .await
+    Harness::with_approver("bob").await
 }
 
 fn user(h: &Harness, name: &str) -> String {

@@ -17,19 +17,6 @@ const LIST_SELF: &str = "/entitlement-connections/v1/current-identity";
 const HISTORY: &str = "/jit-activation-history/v1";
 const HISTORY_SELF: &str = "/jit-activation-history/v1/current-identity";
 
-/// Percent-encodes a query value.
-fn enc(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The `id`s of a list answer, in order.
 fn ids(body: &Value) -> Vec<String> {
     body.as_array()
@@ -67,7 +54,10 @@ async fn connection_list_shapes_filters_and_counts() {
         .expect(
             200,
             "GET",
-            &format!("{LIST}?filters={}", enc(r#"identity.id eq "alice""#)),
+            &format!(
+                "{LIST}?filters={}",
+                percent_encode(r#"identity.id eq "alice""#)
+            ),
             Some(&admin),
             None,
         )
@@ -119,7 +109,7 @@ async fn connection_list_shapes_filters_and_counts() {
             "GET",
             &format!(
                 "{LIST}?count=true&limit=1&filters={}",
-                enc(r#"type eq "JIT""#)
+                percent_encode(r#"type eq "JIT""#)
             ),
             Some(&admin),
             None,
@@ -157,10 +147,13 @@ async fn connection_list_shapes_filters_and_counts() {
 
     // Each query problem is a 400 naming it.
     for (query, needle) in [
-        (format!("filters={}", enc(r#"colour eq "red""#)), "colour"),
-        (format!("filters={}", enc(r#"type eq "JIT"#)), ""),
         (
-            format!("filters={}", enc(r#"jit.activation eq "x""#)),
+            format!("filters={}", percent_encode(r#"colour eq "red""#)),
+            "colour",
+        ),
+        (format!("filters={}", percent_encode(r#"type eq "JIT"#)), ""),
+        (
+            format!("filters={}", percent_encode(r#"jit.activation eq "x""#)),
             "jit.activation",
         ),
         ("sorters=colour".to_owned(), "colour"),
@@ -203,7 +196,7 @@ async fn connection_lists_are_authorized_and_scoped() {
         let (status, body, headers) = h
             .call(
                 "GET",
-                &format!("{LIST_SELF}?count=true&filters={}", enc(filter)),
+                &format!("{LIST_SELF}?count=true&filters={}", percent_encode(filter)),
                 Some(&alice),
                 None,
             )
@@ -254,7 +247,7 @@ async fn page_all(
     loop {
         let mut url = format!("{path}?limit={limit}&count=true{extra}");
         if let Some(a) = &after {
-            url.push_str(&format!("&searchAfter={}", enc(a)));
+            url.push_str(&format!("&searchAfter={}", percent_encode(a)));
         }
         let (status, body, headers) = h.call("GET", &url, Some(token), None).await;
         assert_eq!(status, 200, "{url}: {body}");
@@ -311,7 +304,10 @@ async fn search_after_pages_without_repeats_or_gaps() {
     assert_eq!(unique.len(), listed.len(), "no row repeated");
     assert_eq!(unique.len(), all.len(), "no row skipped");
     // A filtered listing pages the same way.
-    let filter = format!("&sorters=id&filters={}", enc(r#"identity.id eq "carol""#));
+    let filter = format!(
+        "&sorters=id&filters={}",
+        percent_encode(r#"identity.id eq "carol""#)
+    );
     let (listed, _) = page_all(&h, &admin, LIST, &filter, 3, |hit| {
         hit["id"].as_str().unwrap().to_owned()
     })
@@ -534,14 +530,7 @@ async fn lifecycle_conflicts_are_refused_for_patch_and_bulk() {
     })
     .await;
     h.seed().await;
-    h.expect(
-        202,
-        "POST",
-        "/jit-activations/v1/activate",
-        Some(&h.alice()),
-        Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
-    )
-    .await;
+    h.activate_alice().await;
     // Wait until the grant is in flight (validation passed); it never answers, so nothing else
     // commits.
     for _ in 0..1000 {
@@ -798,7 +787,10 @@ async fn activation_history_lists_and_scopes() {
         .expect(
             200,
             "GET",
-            &format!("{HISTORY}?filters={}", enc(r#"status eq "REVOKED""#)),
+            &format!(
+                "{HISTORY}?filters={}",
+                percent_encode(r#"status eq "REVOKED""#)
+            ),
             Some(&admin),
             None,
         )
@@ -825,7 +817,7 @@ async fn activation_history_lists_and_scopes() {
             "GET",
             &format!(
                 "{HISTORY}?limit=1&sorters=activationInitiated,id&searchAfter={}",
-                enc(&cursor)
+                percent_encode(&cursor)
             ),
             Some(&admin),
             None,
@@ -845,7 +837,10 @@ async fn activation_history_lists_and_scopes() {
         &h.expect(
             400,
             "GET",
-            &format!("{HISTORY_SELF}?filters={}", enc(r#"identityId eq "bob""#)),
+            &format!(
+                "{HISTORY_SELF}?filters={}",
+                percent_encode(r#"identityId eq "bob""#)
+            ),
             Some(&own),
             None,
         )
@@ -858,7 +853,7 @@ async fn activation_history_lists_and_scopes() {
             "GET",
             &format!(
                 "{HISTORY_SELF}?filters={}",
-                enc(&format!(r#"connectionId eq "{BOB_CONN}""#))
+                percent_encode(&format!(r#"connectionId eq "{BOB_CONN}""#))
             ),
             Some(&own),
             None,
@@ -1105,16 +1100,7 @@ async fn connection_detail_shows_activation_timers_and_effects() {
     assert_eq!(idle["pendingEffects"], json!([]));
 
     // A grant that never answers: the activation waits in ACTIVATING with its grant pending.
-    let answer = h
-        .expect(
-            202,
-            "POST",
-            "/jit-activations/v1/activate",
-            Some(&h.alice()),
-            Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
-        )
-        .await;
-    let activation = answer["activationId"].as_str().unwrap().to_owned();
+    let activation = h.activate_alice().await;
     h.wait_state(ALICE_CONN, ConnectionState::Activating).await;
     let mut busy = Value::Null;
     for _ in 0..1000 {
@@ -1165,14 +1151,7 @@ async fn connection_detail_shows_activation_timers_and_effects() {
 async fn connection_detail_of_an_active_connection_lists_its_timers() {
     let h = Harness::new().await;
     h.seed().await;
-    h.expect(
-        202,
-        "POST",
-        "/jit-activations/v1/activate",
-        Some(&h.alice()),
-        Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
-    )
-    .await;
+    h.activate_alice().await;
     h.wait_state(ALICE_CONN, ConnectionState::Active).await;
     let path = format!("/jitflow/v1/connections/{ALICE_CONN}");
     let body = h

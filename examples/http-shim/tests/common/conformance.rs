@@ -49,6 +49,8 @@ pub struct Operation {
     pub responses: BTreeMap<u16, Option<Value>>,
     /// The JSON request body schema (converted), if the operation takes one.
     pub request: Option<Value>,
+    /// Whether it takes a body, and then whether the body is required.
+    pub body: Option<bool>,
     validators: BTreeMap<u16, jsonschema::Validator>,
 }
 
@@ -277,15 +279,15 @@ impl Contract {
                         }
                         responses.insert(status, schema);
                     }
-                    let request = op.get("requestBody").and_then(|b| {
-                        let (body, file) = deref(b, &item_file);
-                        json_schema(&body, &file)
-                    });
+                    let body = op.get("requestBody").map(|b| deref(b, &item_file));
+                    let request = body.as_ref().and_then(|(b, file)| json_schema(b, file));
+                    let body = body.map(|(b, _)| b["required"].as_bool().unwrap_or(false));
                     operations.push(Operation {
                         method: method.to_uppercase(),
                         path: path.clone(),
                         responses,
                         request,
+                        body,
                         validators,
                     });
                 }
@@ -331,6 +333,17 @@ impl Contract {
             .map(|(_, op)| op)
     }
 
+    /// Checks that `body` is the contract's `ErrorResponseDto` (for the shim's own paths, which
+    /// the operation check passes over); panics naming what does not conform.
+    pub fn check_error(&self, what: &str, body: &Value) {
+        let errors = errors(&self.error, body);
+        assert!(
+            errors.is_empty(),
+            "{what}: not an ErrorResponseDto:\n{}\nbody: {body}",
+            errors.join("\n")
+        );
+    }
+
     /// Checks one answer (see the module's docs); panics naming what does not conform.
     pub fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
         let Some(op) = self.operation(method, path) else {
@@ -351,11 +364,7 @@ impl Contract {
             Some(&self.error)
         };
         if let Some(validator) = validator {
-            let errors: Vec<String> = validator
-                .iter_errors(body)
-                .map(|e| format!("at {}: {e}", e.instance_path()))
-                .take(10)
-                .collect();
+            let errors = errors(validator, body);
             assert!(
                 errors.is_empty(),
                 "{method} {path} answered {status} with a body that does not match {} {}'s schema:\n{}\nbody: {body}",
@@ -365,6 +374,15 @@ impl Contract {
             );
         }
     }
+}
+
+/// The first few errors of `body` against `validator`, each with the path of its field.
+fn errors(validator: &jsonschema::Validator, body: &Value) -> Vec<String> {
+    validator
+        .iter_errors(body)
+        .map(|e| format!("at {}: {e}", e.instance_path()))
+        .take(10)
+        .collect()
 }
 
 /// The v1 form of a served path: `/v2026/<api>/<rest>` is `/<api>/v1/<rest>`.

@@ -1,7 +1,10 @@
 //! A shim on an ephemeral port over an engine with a manual clock and a recording target.
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod bodies;
 pub mod conformance;
+// `hostile.rs` (the hostile-input generator) is included by the tests that use it, with
+// `#[path]`: it needs proptest, and jitflow-cli's tests include this module without it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -112,6 +115,21 @@ impl Harness {
 
     pub async fn with_target(target: Target) -> Harness {
         Harness::with_keys(target, keys()).await
+    }
+
+    /// A harness whose engine asks `approver` to approve every access request item (unanswered
+    /// approvals expire after a day).
+    pub async fn with_approver(approver: &str) -> Harness {
+        let config = jitflow::Config {
+            approvers: vec![jitflow_core::id::IdentityId::parse(approver).unwrap()],
+            approval_timeout: Duration::from_secs(24 * 3600),
+            ..jitflow::Config::default()
+        };
+        Harness::with_target(Target {
+            config: Some(config),
+            ..Target::default()
+        })
+        .await
     }
 
     /// A harness whose server verifies with `keys` (e.g. the test secret plus a JWKS).
@@ -321,6 +339,20 @@ impl Harness {
         );
     }
 
+    /// Alice activates her JIT connection for 30 minutes (202); returns the activation id.
+    pub async fn activate_alice(&self) -> String {
+        let answer = self
+            .expect(
+                202,
+                "POST",
+                "/jit-activations/v1/activate",
+                Some(&self.alice()),
+                Some(json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30})),
+            )
+            .await;
+        answer["activationId"].as_str().unwrap().to_owned()
+    }
+
     /// Registers alice's and bob's JIT connections and a standing one, and stores a policy.
     pub async fn seed(&self) {
         let admin = self.admin();
@@ -345,20 +377,25 @@ impl Harness {
                 "PUT",
                 "/jitflow/v1/jit-activation-config/policy",
                 Some(&admin),
-                Some(json!({
-                    "entitlementIds": ["domain-admins"],
-                    "maxActivationPeriodMins": 240,
-                    "maxActivationPeriodExtensionMins": 60,
-                    "defaultMaxActivationPeriodMins": 60,
-                    "defaultMaxActivationPeriodExtensionMins": 30,
-                    "notificationRecipients": ["security@example.com"],
-                    "notificationTemplate": null,
-                    "applyToFutureAssignments": false
-                })),
+                Some(policy()),
             )
             .await;
         assert_eq!(status, 200, "{body}");
     }
+}
+
+/// The policy [`Harness::seed`] stores: `domain-admins` is JIT, up to 4 h and 1 h more.
+pub fn policy() -> Value {
+    json!({
+        "entitlementIds": ["domain-admins"],
+        "maxActivationPeriodMins": 240,
+        "maxActivationPeriodExtensionMins": 60,
+        "defaultMaxActivationPeriodMins": 60,
+        "defaultMaxActivationPeriodExtensionMins": 30,
+        "notificationRecipients": ["security@example.com"],
+        "notificationTemplate": null,
+        "applyToFutureAssignments": false
+    })
 }
 
 /// Registers `n` more JIT connections of `identity` with generated ids; returns the ids.
@@ -428,6 +465,19 @@ pub fn standing_spec() -> Value {
     let mut s = spec(STANDING_CONN, "alice", "STANDING");
     s["accountId"] = json!("alice-ro");
     s
+}
+
+/// Percent-encodes everything but the unreserved characters (for a query value).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Asserts the body is an `ErrorResponseDto` and returns its message text.
