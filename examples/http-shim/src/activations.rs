@@ -258,7 +258,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
                 .filter(|k| (1..=jitflow::MAX_IDEMPOTENCY_KEY).contains(&k.len()))
                 .ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "Idempotency-Key must be 1..={} visible ASCII characters",
+                        "Idempotency-Key must be 1..={} characters of visible ASCII, spaces and tabs",
                         jitflow::MAX_IDEMPOTENCY_KEY
                     ))
                 })
