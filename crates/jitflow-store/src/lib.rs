@@ -136,4 +136,4 @@ mod test_support;
 pub mod testing;
 
 pub use replay::REPLAY_CHUNK;
-pub use store::{Stats, Store};
+pub use store::{Reopened, Stats, Store};

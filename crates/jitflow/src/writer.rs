@@ -273,19 +273,12 @@ impl Writer {
         if !outage.due() {
             return false;
         }
-        if self.store.is_poisoned() {
-            self.signals
-                .health
-                .reopen_attempts
-                .fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = self.store.reopen() {
-                let cause = format!("the store cannot be reopened: {e}");
-                Outage::failed(&mut self.outage, &self.signals.health, cause);
-                return false;
-            }
-            // The reopened store may hold a newer policy than this writer's cache, and the
-            // cache is cheap to fill again.
-            self.policies.clear();
+        if self.store.is_poisoned()
+            && let Err(e) = self.reopen()
+        {
+            let cause = format!("the store cannot be reopened: {e}");
+            Outage::failed(&mut self.outage, &self.signals.health, cause);
+            return false;
         }
         match self.store.checkpoint(Some(self.clock.now())) {
             Ok(_) => {
@@ -301,6 +294,19 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// One attempt to reopen the poisoned store in place, counted. On success the policy
+    /// cache is dropped: the reopened store may hold a newer policy (a batch whose commit
+    /// failed may be durable after all), and the cache is cheap to fill again.
+    fn reopen(&mut self) -> Result<jitflow_store::Reopened, jitflow_store::open::Error> {
+        self.signals
+            .health
+            .reopen_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let reopened = self.store.reopen()?;
+        self.policies.clear();
+        Ok(reopened)
     }
 
     /// Answers a batch while down: every request is refused with the outage's cause (nothing
@@ -517,18 +523,11 @@ impl Writer {
                 Outage::failed(&mut self.outage, &self.signals.health, cause.clone());
                 // Learn the outcome now if the file reopens at once (a fault that passed, or a
                 // full disk that still lets redb recover): callers then get a definite answer.
-                self.signals
-                    .health
-                    .reopen_attempts
-                    .fetch_add(1, Ordering::Relaxed);
-                let durable = match self.store.reopen() {
-                    Ok(reopened) => Some(reopened.sequence >= planned_last),
-                    Err(_) => None,
-                };
+                let durable = self
+                    .reopen()
+                    .ok()
+                    .map(|reopened| reopened.sequence >= planned_last);
                 debug!(?durable, %cause, "commit failed");
-                if durable.is_some() {
-                    self.policies.clear();
-                }
                 for (reply, result) in answers {
                     // Refusals changed nothing and stay refusals.
                     let answer = match (result, durable) {
