@@ -18,7 +18,7 @@ use crate::connection::{
     StandingRevoke,
 };
 use crate::id::{ActivationId, ConnectionId, IdentityId};
-use crate::policy::{PatchOp, Policy};
+use crate::policy::{MissingAccessAction, PatchOp, Policy};
 use crate::time::{Minutes, Timestamp};
 
 pub use crate::policy::MAX_PERIOD_MINS;
@@ -406,10 +406,22 @@ pub enum Change {
     },
     /// An inspection of the target disagreed with the state (issue 16). Unexpected access is
     /// revoked like standing access (the connection goes DEACTIVATING, then AVAILABLE); missing
-    /// access is recorded and reported only.
+    /// access is recorded and reported, and then answered in the same decision by the tenant
+    /// policy's [`MissingAccessAction`]: nothing more (the default), a
+    /// [`Change::RegrantStarted`], or a [`Change::DeactivationRequested`].
     DriftFound {
         /// What disagreed.
         drift: Drift,
+    },
+    /// Access found missing while ACTIVE is granted again (the tenant policy's
+    /// [`MissingAccessAction::GrantAgain`], right after the [`Change::DriftFound`]): the running
+    /// activation goes back to provisioning (the connection is ACTIVATING) with grant try
+    /// `attempt`, counted on from its earlier tries so that each try carries a new idempotency
+    /// key, and keeps its expiry. The grant then runs as any grant: retried up to
+    /// `grant_max_attempts` tries in all, else abandoned with a fail-closed revoke.
+    RegrantStarted {
+        /// The grant try that starts.
+        attempt: u32,
     },
 }
 
@@ -699,6 +711,7 @@ impl Change {
             Change::StandingRevokeRetried { .. } => "standing_revoke_retried",
             Change::StandingRevoked { .. } => "standing_revoked",
             Change::DriftFound { .. } => "drift_found",
+            Change::RegrantStarted { .. } => "regrant_started",
         }
     }
 }
@@ -913,6 +926,30 @@ pub fn decide(
             None => return Ok(Vec::new()),
         },
     };
+    let (event, after) = stamp(connection, state, activation, change, ctx);
+    let answer = match (&event.change, &after) {
+        (
+            Change::DriftFound {
+                drift: Drift::MissingAccess,
+            },
+            Some(after),
+        ) => answer_missing_access(connection, after, ctx),
+        _ => Vec::new(),
+    };
+    let mut events = vec![event];
+    events.extend(answer);
+    Ok(events)
+}
+
+/// The event of `change`, stamped with the timers it arms and cancels and the effects it
+/// starts (the difference of the derived sets before and after it), and the state after it.
+fn stamp(
+    connection: ConnectionId,
+    state: Option<&Connection>,
+    activation: Option<ActivationId>,
+    change: Change,
+    ctx: &Context<'_>,
+) -> (Event, Option<Connection>) {
     let mut event = Event {
         connection,
         activation,
@@ -934,7 +971,36 @@ pub fn decide(
     event.arm = difference(&timers_after, &timers_before);
     event.cancel = difference(&timers_before, &timers_after);
     event.effects = difference(&effects_after, &effects_before);
-    Ok(vec![event])
+    (event, after)
+}
+
+/// What follows a missing-access drift of `c` (the state after the `DriftFound`), by the
+/// tenant policy's [`MissingAccessAction`]: nothing (report only), a regrant, or the
+/// activation's end. Standing access has no activation to act on: it is reported only.
+fn answer_missing_access(
+    connection: ConnectionId,
+    c: &Connection,
+    ctx: &Context<'_>,
+) -> Vec<Event> {
+    let Some(a) = c.running_activation() else {
+        return Vec::new();
+    };
+    match ctx.policy.on_missing_access {
+        MissingAccessAction::Report => Vec::new(),
+        MissingAccessAction::GrantAgain => match a.attempt.checked_add(1) {
+            Some(attempt) => {
+                let change = Change::RegrantStarted { attempt };
+                vec![stamp(connection, Some(c), Some(a.id), change, ctx).0]
+            }
+            // No try number left: the drift stays reported.
+            None => Vec::new(),
+        },
+        // An ACTIVE activation can always be deactivated; were it refused, the drift would
+        // stay reported.
+        MissingAccessAction::EndActivation => {
+            decide(connection, Some(c), &Command::Deactivate, ctx).unwrap_or_default()
+        }
+    }
 }
 
 /// A patch is the update of its `standalone` flag followed by its type change, each decided
@@ -1136,7 +1202,10 @@ fn decide_existing(
                     },
                 )
             } else {
-                let expires_at = ctx.now.plus_minutes(a.period);
+                // A regrant (after missing access was found) keeps the expiry it had.
+                let expires_at = a
+                    .expires_at
+                    .unwrap_or_else(|| ctx.now.plus_minutes(a.period));
                 (
                     current,
                     Change::Provisioned {
@@ -1657,6 +1726,20 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
                 // Revoked like standing access: retried for ever, flagged stuck at the bound.
                 start_standing_revoke(&mut c, at);
             }
+        }
+        Change::RegrantStarted { attempt } => {
+            let a = running_in(&mut c, ActivationStatus::Provisioned).map_err(&fail)?;
+            if a.attempt.checked_add(1) != Some(*attempt) {
+                return Err(fail(format!(
+                    "regrant try {attempt} does not follow try {}",
+                    a.attempt
+                )));
+            }
+            a.status = ActivationStatus::Activating;
+            a.attempt = *attempt;
+            a.retry_at = None;
+            a.warn_at = None;
+            c.state = ConnectionState::Activating;
         }
         Change::StandingRevoked { attempt } => {
             if c.standing_revoke

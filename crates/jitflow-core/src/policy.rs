@@ -17,7 +17,7 @@
 //!
 //! # Patch semantics
 //!
-//! A patch is a non-empty list of [`PatchOp`]s, each replacing one of the nine fields named by
+//! A patch is a non-empty list of [`PatchOp`]s, each replacing one of the ten fields named by
 //! a [`PatchPath`]. [`Policy::patched`] is all-or-nothing:
 //!
 //! - each operation is checked on its own (op name, path, value type, value range) and applied,
@@ -119,7 +119,8 @@ const QUOTE_LEN: usize = 64;
 const PATH_LIST: &str = "`/entitlementIds`, `/maxActivationPeriodMins`, \
 `/maxActivationPeriodExtensionMins`, `/defaultMaxActivationPeriodMins`, \
 `/defaultMaxActivationPeriodExtensionMins`, `/notificationRecipients`, \
-`/notificationTemplate`, `/applyToFutureAssignments` or `/jitflowExpiryWarningMins`";
+`/notificationTemplate`, `/applyToFutureAssignments`, `/jitflowExpiryWarningMins` or \
+`/jitflowOnMissingAccess`";
 
 fn quote(input: &str) -> String {
     input.chars().take(QUOTE_LEN).collect()
@@ -150,7 +151,7 @@ pub enum Error {
         /// The op given, cut to 64 characters.
         op: String,
     },
-    /// An operation's `path` is not one of the nine [`PatchPath`]s.
+    /// An operation's `path` is not one of the ten [`PatchPath`]s.
     #[error("operation {index}: path `{path}` is not one of {PATH_LIST}")]
     UnknownPath {
         /// The operation's position in the patch, from 0.
@@ -272,8 +273,8 @@ fn max_of(default: PatchPath) -> &'static str {
     }
 }
 
-/// One of the nine fields a patch may replace, named by its contract path (the contract's
-/// eight, and jitflow's extension `/jitflowExpiryWarningMins`).
+/// One of the ten fields a patch may replace, named by its contract path (the contract's
+/// eight, and jitflow's extensions `/jitflowExpiryWarningMins` and `/jitflowOnMissingAccess`).
 ///
 /// Serialised as the path itself (`"/maxActivationPeriodMins"`), as clients know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -305,11 +306,14 @@ pub enum PatchPath {
     /// `/jitflowExpiryWarningMins` (a jitflow extension): [`Policy::expiry_warning`].
     #[serde(rename = "/jitflowExpiryWarningMins")]
     ExpiryWarningMins,
+    /// `/jitflowOnMissingAccess` (a jitflow extension): [`Policy::on_missing_access`].
+    #[serde(rename = "/jitflowOnMissingAccess")]
+    OnMissingAccess,
 }
 
 impl PatchPath {
     /// Every path, in the contract's order (also the order of [`Policy::diff`]).
-    pub const ALL: [PatchPath; 9] = [
+    pub const ALL: [PatchPath; 10] = [
         PatchPath::EntitlementIds,
         PatchPath::MaxActivationPeriodMins,
         PatchPath::MaxActivationPeriodExtensionMins,
@@ -319,6 +323,7 @@ impl PatchPath {
         PatchPath::NotificationTemplate,
         PatchPath::ApplyToFutureAssignments,
         PatchPath::ExpiryWarningMins,
+        PatchPath::OnMissingAccess,
     ];
 
     /// The path with this exact spelling (case-sensitive, leading `/` required), if any.
@@ -340,6 +345,7 @@ impl PatchPath {
             PatchPath::NotificationTemplate => "/notificationTemplate",
             PatchPath::ApplyToFutureAssignments => "/applyToFutureAssignments",
             PatchPath::ExpiryWarningMins => "/jitflowExpiryWarningMins",
+            PatchPath::OnMissingAccess => "/jitflowOnMissingAccess",
         }
     }
 
@@ -354,6 +360,7 @@ impl PatchPath {
             | PatchPath::ExpiryWarningMins => "an integer or null",
             PatchPath::NotificationTemplate => "a string or null",
             PatchPath::ApplyToFutureAssignments => "a boolean",
+            PatchPath::OnMissingAccess => "a string",
         }
     }
 }
@@ -459,6 +466,61 @@ pub struct Policy {
     /// events of tenants that never set it keep the bytes they had before it existed.
     #[serde(skip)]
     pub expiry_warning: Option<Minutes>,
+    /// What the engine does when an inspection of the target finds access missing where an
+    /// activation is ACTIVE (a jitflow extension, `jitflowOnMissingAccess`; issue 16's drift):
+    /// report it only (the default), grant it again, or end the activation.
+    ///
+    /// Not part of the policy's serde form, like [`Policy::expiry_warning`]: the store encodes
+    /// it in a trailing section written only when it is not the default.
+    #[serde(skip)]
+    pub on_missing_access: MissingAccessAction,
+}
+
+/// What the engine does when an inspection of the target finds access missing where the state
+/// says an activation is ACTIVE ([`Policy::on_missing_access`]). Persisted (the store's policy
+/// section): never reorder or reuse variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum MissingAccessAction {
+    /// Record the drift (a `DriftFound` event and its notice) and leave the activation to its
+    /// expiry.
+    #[default]
+    Report,
+    /// Record it and grant the access again: the activation goes back to provisioning, with its
+    /// expiry kept.
+    GrantAgain,
+    /// Record it and end the activation (its revoke runs, as after a deactivate).
+    EndActivation,
+}
+
+impl MissingAccessAction {
+    /// Every action, in declaration order.
+    pub const ALL: [MissingAccessAction; 3] = [
+        MissingAccessAction::Report,
+        MissingAccessAction::GrantAgain,
+        MissingAccessAction::EndActivation,
+    ];
+
+    /// The JSON spelling: `REPORT`, `GRANT_AGAIN`, `END_ACTIVATION`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MissingAccessAction::Report => "REPORT",
+            MissingAccessAction::GrantAgain => "GRANT_AGAIN",
+            MissingAccessAction::EndActivation => "END_ACTIVATION",
+        }
+    }
+
+    /// The action with this exact spelling, if any.
+    pub fn parse(text: &str) -> Option<MissingAccessAction> {
+        MissingAccessAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == text)
+    }
+}
+
+impl fmt::Display for MissingAccessAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Policy {
@@ -476,6 +538,7 @@ impl Policy {
             apply_to_future_assignments: false,
             version: 0,
             expiry_warning: None,
+            on_missing_access: MissingAccessAction::Report,
         }
     }
 
@@ -589,6 +652,9 @@ impl Policy {
             PatchPath::ApplyToFutureAssignments => {
                 PatchValue::Bool(self.apply_to_future_assignments)
             }
+            PatchPath::OnMissingAccess => {
+                PatchValue::Text(self.on_missing_access.as_str().to_owned())
+            }
             minutes => match self.minutes(minutes) {
                 Some(Minutes(m)) => PatchValue::Int(i64::from(m)),
                 None => PatchValue::Null,
@@ -664,6 +730,17 @@ impl Policy {
             }
             (PatchPath::ApplyToFutureAssignments, PatchValue::Bool(flag)) => {
                 self.apply_to_future_assignments = *flag;
+            }
+            (PatchPath::OnMissingAccess, PatchValue::Text(text)) => {
+                self.on_missing_access =
+                    MissingAccessAction::parse(text).ok_or_else(|| Error::InvalidValue {
+                        index,
+                        path,
+                        reason: format!(
+                            "`{}` is not one of REPORT, GRANT_AGAIN, END_ACTIVATION",
+                            quote(text)
+                        ),
+                    })?;
             }
             (_, value @ (PatchValue::Null | PatchValue::Int(_))) => {
                 // The only paths left that take an integer or null are the `*Mins` ones; any

@@ -11,7 +11,7 @@ use jitflow_core::lifecycle::{
     Actor, Change, Command, Config, Context, Drift, Effect, Notice, Rejection, RejectionKind,
     Timer, TimerKind, decide, evolve,
 };
-use jitflow_core::policy::Policy;
+use jitflow_core::policy::{MissingAccessAction, Policy};
 use jitflow_core::time::{Minutes, Timestamp};
 
 const CONN: ConnectionId = ConnectionId::from_u128(0x757f_b803_9024_5861_e510_83a5_6e4c_5bd3);
@@ -544,16 +544,21 @@ fn a_permanent_grant_refusal_gives_up_at_once() {
     let mut w = World::with(ConnectionType::Jit);
     w.activate(Some(10));
     w.ok(Command::ValidationPassed { activation: A1 });
-    let e = w.ok(Command::GrantFailed {
-        activation: A1,
-        attempt: 1,
-        error: "no such group".into(),
-        retryable: false,
-    });
+    let e = w.ok(grant_failed(1, false));
     assert!(matches!(
         e.change,
         Change::GrantAbandoned { attempt: 1, .. }
     ));
+}
+
+/// A1's grant try `attempt` failed (for good unless `retryable`).
+fn grant_failed(attempt: u32, retryable: bool) -> Command {
+    Command::GrantFailed {
+        activation: A1,
+        attempt,
+        error: if retryable { "503" } else { "no such group" }.into(),
+        retryable,
+    }
 }
 
 #[test]
@@ -1141,4 +1146,170 @@ fn an_inspection_never_touches_moving_or_agreeing_access_and_a_stale_one_is_refu
         version: before,
     });
     assert_eq!(r.kind(), RejectionKind::Stale);
+}
+
+/// Inspects `w`'s ACTIVE connection, whose access the target lacks: the events must be the
+/// drift and then `answer`, decided together.
+fn missing_answered(w: &mut World, answer: Change) -> Vec<jitflow_core::lifecycle::Event> {
+    let events = inspected(w, false).unwrap();
+    let changes: Vec<_> = events.iter().map(|e| e.change.clone()).collect();
+    let drift = Change::DriftFound {
+        drift: Drift::MissingAccess,
+    };
+    assert_eq!(changes, [drift, answer]);
+    events
+}
+
+/// The policy's missing-access action `GRANT_AGAIN`: the drift is recorded, then in the same
+/// decision the activation goes back to provisioning with a new grant try (a new idempotency
+/// key) and its expiry kept; the regrant's success makes it ACTIVE with the same expiry.
+#[test]
+fn access_missing_while_active_is_granted_again_by_the_policy_with_its_expiry_kept() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.policy.on_missing_access = MissingAccessAction::GrantAgain;
+    w.active(30);
+    let expires = w.timer(TimerKind::Expiry).due;
+    w.advance(Duration::from_secs(60));
+    let events = missing_answered(&mut w, Change::RegrantStarted { attempt: 2 });
+    assert_eq!(
+        events[0].notice(w.config.stuck_after),
+        Some(Notice::DriftFound)
+    );
+    assert_eq!(events[1].notice(w.config.stuck_after), None);
+    assert_eq!(
+        events[1].effects,
+        [Effect::Grant {
+            activation: A1,
+            attempt: 2
+        }]
+    );
+    assert_eq!(
+        events[1].effects[0].idempotency_key(CONN),
+        format!("{A1}:grant:2")
+    );
+    assert!(
+        events[1].cancel.iter().any(|t| t.kind == TimerKind::Expiry),
+        "no expiry fires while the grant runs"
+    );
+    assert_eq!(w.c().state, ConnectionState::Activating);
+    assert_eq!(w.status(), ActivationStatus::Activating);
+    // Nothing more is asked while the grant moves the access.
+    assert!(inspected(&mut w, false).unwrap().is_empty());
+    w.advance(Duration::from_secs(5));
+    let e = w.ok(Command::GrantSucceeded {
+        activation: A1,
+        attempt: 2,
+    });
+    assert!(matches!(e.change, Change::Provisioned { expires_at, .. } if expires_at == expires));
+    assert_eq!(w.c().state, ConnectionState::Active);
+    assert_eq!(
+        w.timer(TimerKind::Expiry).due,
+        expires,
+        "the expiry is kept"
+    );
+    // The expiry then ends it as usual.
+    assert_eq!(w.fire(TimerKind::Expiry).change, Change::Expired);
+}
+
+/// A regrant that keeps failing gives up within the activation's grant tries and revokes
+/// (fail closed); an expiry that passed while it ran fires at once once it is provisioned.
+#[test]
+fn a_regrant_counts_its_tries_with_the_first_grants_and_fails_closed() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.policy.on_missing_access = MissingAccessAction::GrantAgain;
+    w.config.grant_max_attempts = 3;
+    w.active(10);
+    inspected(&mut w, false).unwrap();
+    let e = w.ok(grant_failed(2, true));
+    assert!(matches!(e.change, Change::GrantFailed { attempt: 2, .. }));
+    w.fire(TimerKind::Retry);
+    let e = w.ok(grant_failed(3, true));
+    assert!(matches!(
+        e.change,
+        Change::GrantAbandoned { attempt: 3, .. }
+    ));
+    assert_eq!(w.c().state, ConnectionState::Deactivating);
+    assert_eq!(
+        e.effects,
+        [Effect::Revoke {
+            activation: A1,
+            attempt: 1
+        }]
+    );
+
+    // Past the expiry during a regrant: provisioned with the old expiry, which fires at once.
+    let mut w = World::with(ConnectionType::Jit);
+    w.policy.on_missing_access = MissingAccessAction::GrantAgain;
+    w.active(10);
+    inspected(&mut w, false).unwrap();
+    w.advance(Duration::from_secs(11 * 60));
+    let e = w.ok(Command::GrantSucceeded {
+        activation: A1,
+        attempt: 2,
+    });
+    assert!(matches!(
+        e.change,
+        Change::Provisioned { warn_at: None, .. }
+    ));
+    assert!(w.timer(TimerKind::Expiry).due < w.now);
+    assert_eq!(w.fire(TimerKind::Expiry).change, Change::Expired);
+}
+
+/// The policy's missing-access action `END_ACTIVATION`: the drift is recorded, then the
+/// activation is deactivated in the same decision (its revoke runs, ending it REVOKED).
+/// Standing access missing is reported only, whatever the action.
+#[test]
+fn access_missing_while_active_ends_the_activation_by_the_policy() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.policy.on_missing_access = MissingAccessAction::EndActivation;
+    w.active(30);
+    let events = missing_answered(&mut w, Change::DeactivationRequested);
+    assert_eq!(
+        events[1].effects,
+        [Effect::Revoke {
+            activation: A1,
+            attempt: 1
+        }]
+    );
+    let e = w.ok(Command::RevokeSucceeded {
+        activation: A1,
+        attempt: 1,
+    });
+    assert_eq!(
+        e.change,
+        Change::Revoked {
+            attempt: 1,
+            reason: EndReason::Deactivated
+        }
+    );
+    assert_eq!(w.c().state, ConnectionState::Available);
+
+    for action in MissingAccessAction::ALL {
+        let mut w = World::with(ConnectionType::Standing);
+        w.policy.on_missing_access = action;
+        let events = inspected(&mut w, false).unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "{action}: standing access is reported only"
+        );
+        assert_eq!(w.c().state, ConnectionState::Active);
+    }
+}
+
+/// `evolve` refuses a regrant that is not the next try of a provisioned activation.
+#[test]
+fn a_regrant_applies_only_to_a_provisioned_activation_as_its_next_try() {
+    let mut w = World::with(ConnectionType::Jit);
+    w.active(10);
+    let mut event = w.events.last().unwrap().clone();
+    event.change = Change::RegrantStarted { attempt: 5 };
+    event.arm.clear();
+    event.cancel.clear();
+    event.effects.clear();
+    assert!(evolve(w.state.clone(), &event).is_err());
+    event.change = Change::RegrantStarted { attempt: 2 };
+    assert!(evolve(w.state.clone(), &event).is_ok());
+    w.ok(Command::Deactivate);
+    assert!(evolve(w.state.clone(), &event).is_err());
 }

@@ -3,7 +3,7 @@
 use jitflow_core::id::EntitlementId;
 use jitflow_core::policy::{
     Error, FieldChange, MAX_ENTITLEMENTS, MAX_PATCH_OPS, MAX_PERIOD_MINS, MAX_RECIPIENTS,
-    MAX_TEMPLATE_LEN, PatchOp, PatchPath, PatchValue, Policy,
+    MAX_TEMPLATE_LEN, MissingAccessAction, PatchOp, PatchPath, PatchValue, Policy,
 };
 use jitflow_core::time::Minutes;
 use proptest::prelude::*;
@@ -51,6 +51,7 @@ fn example() -> Policy {
         apply_to_future_assignments: true,
         version: 7,
         expiry_warning: None,
+        on_missing_access: MissingAccessAction::Report,
     }
 }
 
@@ -299,6 +300,44 @@ fn apply_to_future_assignments_takes_a_boolean_only() {
             (list(&[]), Expect::WrongType("array")),
             (other("object"), Expect::WrongType("object")),
         ],
+    );
+}
+
+/// The missing-access action (a jitflow extension) takes one of its three names, exactly.
+#[test]
+fn on_missing_access_takes_one_of_its_names() {
+    run_table(
+        &example(),
+        PatchPath::OnMissingAccess,
+        vec![
+            (text("GRANT_AGAIN"), Expect::Set),
+            (text("END_ACTIVATION"), Expect::Set),
+            (text("REPORT"), Expect::Set),
+            (text("report"), Expect::Invalid),
+            (text("REVOKE"), Expect::Invalid),
+            (text(""), Expect::Invalid),
+            (PatchValue::Null, Expect::WrongType("null")),
+            (PatchValue::Bool(true), Expect::WrongType("boolean")),
+            (int(1), Expect::WrongType("integer")),
+            (list(&["REPORT"]), Expect::WrongType("array")),
+        ],
+    );
+    let granted = patch_one(&example(), "/jitflowOnMissingAccess", text("GRANT_AGAIN")).unwrap();
+    assert_eq!(granted.on_missing_access, MissingAccessAction::GrantAgain);
+    assert_eq!(
+        example().diff(&granted),
+        [FieldChange {
+            path: PatchPath::OnMissingAccess,
+            old: text("REPORT"),
+            new: text("GRANT_AGAIN"),
+        }]
+    );
+    for action in MissingAccessAction::ALL {
+        assert_eq!(MissingAccessAction::parse(action.as_str()), Some(action));
+    }
+    assert_eq!(
+        Policy::empty(ID.to_owned()).on_missing_access,
+        MissingAccessAction::Report
     );
 }
 

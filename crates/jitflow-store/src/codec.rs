@@ -16,8 +16,12 @@
 //!         payload (`jitflow_core::lifecycle::Event`, `PolicyEvent`,
 //!         `jitflow_core::request::Event` or `jitflow_core::request::config::Event`)
 //! [then] for a policy event whose previous or new policy sets `expiry_warning` (not in the
-//!         policy's bincode): bincode of (previous lead, new lead), two `Option<Minutes>`;
-//!         absent otherwise, so such events keep the bytes they had before it existed
+//!         policy's bincode), or that has the section below: bincode of (previous lead, new
+//!         lead), two `Option<Minutes>`; absent otherwise, so such events keep the bytes they
+//!         had before it existed
+//! [then] for a policy event whose previous or new policy's `on_missing_access` is not the
+//!         default `Report` (format version 6): bincode of (previous action, new action), two
+//!         `MissingAccessAction`; absent otherwise
 //! ```
 //!
 //! The stream id and the time are also inside the payload; the header repeats them so that a
@@ -30,7 +34,10 @@
 //! item's bincode is followed by the bincode of `Vec<request::Forward>`, so an item never
 //! forwarded has the bytes it had before forwarding existed) and the `AccessRequestConfig`;
 //! a `Policy` whose `expiry_warning` (a jitflow extension, not in its bincode) is set is
-//! followed by the bincode of that `Minutes`, so a policy without one keeps its bytes;
+//! followed by the bincode of that `Minutes`, so a policy without one keeps its bytes; a
+//! `Policy` whose `on_missing_access` (a jitflow extension, format version 6) is not the
+//! default `Report` is followed by the lead section (`Minutes(0)` when no lead is set: a lead
+//! is never 0) and then the bincode of that `MissingAccessAction`;
 //! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
 //! records (written by hand: the result is opaque bytes).
 //!
@@ -52,7 +59,7 @@ use jitflow_core::connection::Connection;
 use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{Event, PolicyEvent};
-use jitflow_core::policy::Policy;
+use jitflow_core::policy::{MissingAccessAction, Policy};
 use jitflow_core::request;
 use jitflow_core::time::{Minutes, Timestamp};
 use serde::de::DeserializeOwned;
@@ -446,9 +453,13 @@ pub(crate) fn encode_envelope_parts(
         }
         PayloadRef::Policy(e) => {
             let mut out = encode_kind(KIND_POLICY, tenant, (0, stream_version), e.at, batch, e);
-            let leads = policy_event_leads(e);
-            if leads != (None, None) {
+            let (leads, actions) = policy_event_sections(e);
+            let acts = actions != (MissingAccessAction::Report, MissingAccessAction::Report);
+            if leads != (None, None) || acts {
                 encode_body(&mut out, &leads);
+            }
+            if acts {
+                encode_body(&mut out, &actions);
             }
             out
         }
@@ -517,21 +528,37 @@ fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> 
         KIND_POLICY => {
             let (mut e, rest): (EnvelopeV1In<PolicyEvent>, _) = decode_prefix(body)?;
             if !rest.is_empty() {
-                let (previous, new): (Option<Minutes>, Option<Minutes>) = decode_body(rest)?;
-                if (previous, new) == (None, None) {
-                    // The encoder writes no section rather than an empty one.
-                    return Err(Problem::Invalid("an empty expiry warning section".into()));
-                }
-                match e.payload.previous.as_mut() {
-                    Some(p) => p.expiry_warning = previous,
-                    None if previous.is_some() => {
+                let (leads, rest): ((Option<Minutes>, Option<Minutes>), _) = decode_prefix(rest)?;
+                let report = (MissingAccessAction::Report, MissingAccessAction::Report);
+                let actions = if rest.is_empty() {
+                    if leads == (None, None) {
+                        // The encoder writes no section rather than an empty one.
+                        return Err(Problem::Invalid("an empty expiry warning section".into()));
+                    }
+                    report
+                } else {
+                    let actions = decode_body(rest)?;
+                    if actions == report {
                         return Err(Problem::Invalid(
-                            "an expiry warning for a previous policy that is absent".into(),
+                            "a missing-access section holding the defaults".into(),
+                        ));
+                    }
+                    actions
+                };
+                match e.payload.previous.as_mut() {
+                    Some(p) => {
+                        p.expiry_warning = leads.0;
+                        p.on_missing_access = actions.0;
+                    }
+                    None if leads.0.is_some() || actions.0 != MissingAccessAction::Report => {
+                        return Err(Problem::Invalid(
+                            "a jitflow extension for a previous policy that is absent".into(),
                         ));
                     }
                     None => {}
                 }
-                e.payload.policy.expiry_warning = new;
+                e.payload.policy.expiry_warning = leads.1;
+                e.payload.policy.on_missing_access = actions.1;
             }
             let at = e.payload.at;
             (header_of(&e), Payload::Policy(e.payload), 0, at)
@@ -756,32 +783,67 @@ pub fn decode_item(tenant: &str, id: RequestItemId, bytes: &[u8]) -> Result<requ
     Ok(i)
 }
 
-/// Encodes a policy projection.
+/// Encodes a policy projection: the policy, then its trailing sections (see the module
+/// documentation), each written only when needed.
 pub fn encode_policy(policy: &Policy) -> Vec<u8> {
     let mut out = encode_record(policy);
-    if let Some(lead) = policy.expiry_warning {
-        encode_body(&mut out, &lead);
+    let acts = policy.on_missing_access != MissingAccessAction::Report;
+    if policy.expiry_warning.is_some() || acts {
+        // A lead is never 0 (1..=MAX_PERIOD_MINS): 0 stands for "no lead" before an action.
+        encode_body(&mut out, &policy.expiry_warning.unwrap_or(Minutes(0)));
+    }
+    if acts {
+        encode_body(&mut out, &policy.on_missing_access);
     }
     out
 }
 
-/// The expiry warning section of a policy event: the previous and the new policy's
-/// `expiry_warning` (see the module documentation).
-fn policy_event_leads(e: &PolicyEvent) -> (Option<Minutes>, Option<Minutes>) {
+/// A policy event's trailing sections: the previous and the new policy's `expiry_warning`,
+/// and their `on_missing_access` (see the module documentation).
+type PolicyEventSections = (
+    (Option<Minutes>, Option<Minutes>),
+    (MissingAccessAction, MissingAccessAction),
+);
+
+fn policy_event_sections(e: &PolicyEvent) -> PolicyEventSections {
     (
-        e.previous.as_ref().and_then(|p| p.expiry_warning),
-        e.policy.expiry_warning,
+        (
+            e.previous.as_ref().and_then(|p| p.expiry_warning),
+            e.policy.expiry_warning,
+        ),
+        (
+            e.previous
+                .as_ref()
+                .map_or(MissingAccessAction::Report, |p| p.on_missing_access),
+            e.policy.on_missing_access,
+        ),
     )
 }
 
-/// Decodes a policy record of any known version with its optional expiry warning section.
+/// Decodes a policy record of any known version with its optional trailing sections.
 fn decode_policy_record(bytes: &[u8]) -> Result<Policy, Problem> {
     let (version, rest) = split_version(bytes)?;
     match version {
         1 => {
             let (mut policy, rest): (Policy, _) = decode_prefix(rest)?;
-            if !rest.is_empty() {
-                policy.expiry_warning = Some(decode_body(rest)?);
+            if rest.is_empty() {
+                return Ok(policy);
+            }
+            let (lead, rest): (Minutes, _) = decode_prefix(rest)?;
+            if rest.is_empty() {
+                if lead.get() == 0 {
+                    return Err(Problem::Invalid("an expiry warning of 0 minutes".into()));
+                }
+                policy.expiry_warning = Some(lead);
+                return Ok(policy);
+            }
+            policy.expiry_warning = (lead.get() != 0).then_some(lead);
+            policy.on_missing_access = decode_body(rest)?;
+            if policy.on_missing_access == MissingAccessAction::Report {
+                // The encoder writes no section rather than one holding the default.
+                return Err(Problem::Invalid(
+                    "a missing-access section holding the default".into(),
+                ));
             }
             Ok(policy)
         }
@@ -1087,6 +1149,84 @@ mod tests {
             decode_envelope(42, &empty).unwrap_err().problem,
             Problem::Invalid(_)
         ));
+    }
+
+    /// The missing-access action (format version 6) is a section after the lead's, written
+    /// only when an action is not the default: with no lead set, the lead section holds 0.
+    #[test]
+    fn a_policy_missing_access_action_is_a_trailing_section_only_when_not_the_default() {
+        let plain = policy_event();
+        let envelope = |payload| Envelope {
+            payload: Payload::Policy(payload),
+            ..sample_envelope()
+        };
+        let plain_bytes = encode_envelope(&envelope(plain.clone()));
+        for lead in [None, Some(Minutes(25))] {
+            for action in [
+                MissingAccessAction::GrantAgain,
+                MissingAccessAction::EndActivation,
+            ] {
+                let mut set = plain.clone();
+                set.policy.expiry_warning = lead;
+                set.policy.on_missing_access = action;
+                let bytes = encode_envelope(&envelope(set.clone()));
+                assert_eq!(&bytes[..plain_bytes.len()], plain_bytes.as_slice());
+                assert_eq!(decode_envelope(42, &bytes), Ok(envelope(set.clone())));
+                let record = encode_policy(&set.policy);
+                assert_eq!(decode_policy("acme", &record), Ok(set.policy.clone()));
+                // The change back to the defaults keeps the previous policy's action.
+                let mut back = plain.clone();
+                back.previous = Some(set.policy.clone());
+                let bytes = encode_envelope(&envelope(back.clone()));
+                assert_eq!(decode_envelope(42, &bytes), Ok(envelope(back)));
+            }
+        }
+        let invalid = |bytes: &[u8]| {
+            matches!(
+                decode_envelope(42, bytes).unwrap_err().problem,
+                Problem::Invalid(_)
+            )
+        };
+        // A section holding the defaults, or an action for an absent previous policy.
+        let mut defaults = plain_bytes.clone();
+        encode_body(&mut defaults, &(None::<Minutes>, None::<Minutes>));
+        encode_body(
+            &mut defaults,
+            &(MissingAccessAction::Report, MissingAccessAction::Report),
+        );
+        assert!(invalid(&defaults));
+        let mut orphan = plain_bytes.clone();
+        encode_body(&mut orphan, &(None::<Minutes>, None::<Minutes>));
+        encode_body(
+            &mut orphan,
+            &(
+                MissingAccessAction::EndActivation,
+                MissingAccessAction::Report,
+            ),
+        );
+        assert!(invalid(&orphan));
+        // An unknown action is a typed error, never a panic.
+        let mut unknown = plain_bytes;
+        encode_body(&mut unknown, &(None::<Minutes>, None::<Minutes>));
+        unknown.extend_from_slice(&[0, 9]);
+        assert!(decode_envelope(42, &unknown).is_err());
+        // In the record: a zero lead alone, a section holding the default, an unknown action.
+        let record = encode_policy(&plain.policy);
+        let mut zero = record.clone();
+        encode_body(&mut zero, &Minutes(0));
+        let mut default = zero.clone();
+        encode_body(&mut default, &MissingAccessAction::Report);
+        let mut unknown = zero.clone();
+        unknown.push(7);
+        for bad in [zero, default, unknown] {
+            let err = decode_policy("acme", &bad).unwrap_err();
+            assert_eq!(
+                err.record,
+                RecordName::Policy {
+                    tenant: "acme".into()
+                }
+            );
+        }
     }
 
     #[test]

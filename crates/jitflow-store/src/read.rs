@@ -79,6 +79,20 @@ storage_from!(
     redb::Error
 );
 
+/// The tenant of a key of the connections table, checked.
+fn connection_key_tenant(text: &str) -> Result<TenantId, Error> {
+    TenantId::parse(text).map_err(|e| {
+        codec::Error::new(
+            codec::RecordName::Key {
+                table: "connections",
+                key: text.to_owned(),
+            },
+            codec::Problem::Invalid(format!("not a tenant id: {e}")),
+        )
+        .into()
+    })
+}
+
 pub(crate) fn check_limit(limit: usize) -> Result<(), Error> {
     if limit > MAX_READ_LIMIT {
         return Err(Error::LimitTooLarge {
@@ -335,18 +349,40 @@ impl Reader {
             };
             let Some(entry) = next else { break };
             let (k, _) = entry?;
-            let text = k.value().0;
-            let tenant = TenantId::parse(text).map_err(|e| {
-                codec::Error::new(
-                    codec::RecordName::Key {
-                        table: "connections",
-                        key: text.to_owned(),
-                    },
-                    codec::Problem::Invalid(format!("not a tenant id: {e}")),
-                )
-            })?;
+            let tenant = connection_key_tenant(k.value().0)?;
             out.push(tenant.clone());
             last = Some(tenant);
+        }
+        Ok(out)
+    }
+
+    /// The keys of every tenant's connections in key order (tenant, then id), after `after`
+    /// (exclusive), at most `limit`, without reading the records: what the engine's background
+    /// reconciliation walks, a page at a time.
+    pub fn connection_keys(
+        &self,
+        after: Option<(&TenantId, ConnectionId)>,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, ConnectionId)>, Error> {
+        check_limit(limit)?;
+        let table = self.table(CONNECTIONS)?;
+        let start = match after {
+            Some((t, id)) => Bound::Excluded((t.as_str(), id.as_u128())),
+            None => Bound::Unbounded,
+        };
+        let mut out: Vec<(TenantId, ConnectionId)> = Vec::with_capacity(limit.min(1024));
+        for entry in table
+            .range::<(&str, u128)>((start, Bound::Unbounded))?
+            .take(limit)
+        {
+            let (k, _) = entry?;
+            let (text, id) = k.value();
+            // Consecutive keys mostly share their tenant: parse it once per tenant.
+            let tenant = match out.last() {
+                Some((last, _)) if last.as_str() == text => last.clone(),
+                _ => connection_key_tenant(text)?,
+            };
+            out.push((tenant, ConnectionId::from_u128(id)));
         }
         Ok(out)
     }

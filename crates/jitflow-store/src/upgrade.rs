@@ -217,10 +217,25 @@ pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
 /// 4 -> 5: the same tables; stamps the version, so that a version 4 build refuses the file
 /// once it may hold records that build cannot decode.
 pub(crate) fn from_v4(db: &Database, options: &Options) -> Result<(), Error> {
+    stamp(db, options, 5)
+}
+
+/// 5 -> 6: the same tables; stamps the version, so that a version 5 build refuses a file that
+/// may hold the records it cannot decode (issue 16's drift answers): the connection change
+/// `RegrantStarted`, and policy records and events with the missing-access section
+/// (`Policy::on_missing_access`). Stamp-only, so renumbering it (should another step take 6
+/// first) is its name and number here, `FILE_FORMAT_VERSION`, the match in `Store::init` and
+/// the CLI's dry-run text.
+pub(crate) fn from_v5(db: &Database, options: &Options) -> Result<(), Error> {
+    stamp(db, options, 6)
+}
+
+/// A stamp-only step: the tables stay as they are, the version becomes `to`.
+fn stamp(db: &Database, options: &Options, to: u64) -> Result<(), Error> {
     let txn = begin(db, options)?;
     txn.open_table(META)
         .map_err(storage)?
-        .insert(FORMAT_VERSION_KEY, 5)
+        .insert(FORMAT_VERSION_KEY, to)
         .map_err(storage)?;
     txn.commit().map_err(storage)
 }
@@ -280,8 +295,8 @@ mod tests {
         };
         {
             let store = Store::open(&path, Options::default()).unwrap();
-            assert_eq!(FILE_FORMAT_VERSION, 5);
-            assert_eq!(stored_version(&store), Some(5));
+            assert_eq!(FILE_FORMAT_VERSION, 6);
+            assert_eq!(stored_version(&store), Some(6));
             let reader = store.reader().unwrap();
             assert_eq!(reader.access_request_config(&tenant).unwrap(), None);
             assert!(reader.connection(&tenant, CONN).unwrap().is_some());
@@ -469,24 +484,29 @@ mod v4_tests {
     use crate::open::{FILE_FORMAT_VERSION, Options, stored_format_version};
     use crate::tables::{FORMAT_VERSION_KEY, META};
 
-    /// A version 4 file opens as version 5 with its data as it was.
+    /// A version 4 or 5 file (the same tables as today's) opens stamped with the current
+    /// version, its data as it was.
     #[test]
-    fn a_version_4_file_is_stamped_5_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v4.redb");
-        {
+    fn version_4_and_5_files_are_stamped_on_open() {
+        for from in [4, 5] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.redb");
+            {
+                let store = Store::open(&path, Options::default()).unwrap();
+                let txn = store.db().unwrap().begin_write().unwrap();
+                txn.open_table(META)
+                    .unwrap()
+                    .insert(FORMAT_VERSION_KEY, from)
+                    .unwrap();
+                txn.commit().unwrap();
+            }
+            assert_eq!(stored_format_version(&path).unwrap(), Some(from));
             let store = Store::open(&path, Options::default()).unwrap();
-            let txn = store.db().unwrap().begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(FORMAT_VERSION_KEY, 4)
-                .unwrap();
-            txn.commit().unwrap();
+            drop(store);
+            assert_eq!(
+                stored_format_version(&path).unwrap(),
+                Some(FILE_FORMAT_VERSION)
+            );
         }
-        assert_eq!(stored_format_version(&path).unwrap(), Some(4));
-        let store = Store::open(&path, Options::default()).unwrap();
-        assert_eq!(FILE_FORMAT_VERSION, 5);
-        drop(store);
-        assert_eq!(stored_format_version(&path).unwrap(), Some(5));
     }
 }

@@ -25,7 +25,7 @@ use jitflow_core::id::{
     SourceId, TenantId,
 };
 use jitflow_core::lifecycle::{Actor, Change, Drift, Effect, Event, PolicyEvent, Timer, TimerKind};
-use jitflow_core::policy::Policy;
+use jitflow_core::policy::{MissingAccessAction, Policy};
 use jitflow_core::request;
 use jitflow_core::request::submit::{AccountRef, ObjectKind, ObjectRef, SourceSelection};
 use jitflow_core::time::{Minutes, Timestamp};
@@ -38,7 +38,7 @@ const ACT: ActivationId = ActivationId::from_u128(0x2c91_8086_7e20_630b_017e_20b
 /// The number of `Change` variants. `Change::name` matches without a wildcard arm, so a new
 /// variant names itself there, and [`every_change_variant_has_a_fixture`] then asks for its
 /// fixture.
-const CHANGE_VARIANTS: usize = 23;
+const CHANGE_VARIANTS: usize = 24;
 
 /// The number of access request `request::Change` variants (as [`CHANGE_VARIANTS`]).
 const REQUEST_CHANGE_VARIANTS: usize = 21;
@@ -48,6 +48,8 @@ const REQUEST_CONFIG_SEQUENCE: u64 = 44;
 const FIRST_BATCH: usize = 22;
 /// The sequence of the first `Change` fixture blessed after the first batch.
 const LATER_CHANGES_SEQUENCE: u64 = 100;
+/// The sequence of the `event_policy_extensions` fixture (it was blessed with this one).
+const POLICY_EXTENSIONS_SEQUENCE: u64 = 120;
 
 const REQUEST: AccessRequestId =
     AccessRequestId::from_u128(0x1f2e_3d4c_5b6a_4978_8695_a4b3_c2d1_e0f0);
@@ -97,6 +99,14 @@ fn policy(version: u64) -> Policy {
     p.notification_template = Some("jit-default".into());
     p.apply_to_future_assignments = true;
     p.version = version;
+    p
+}
+
+/// [`policy`] with both jitflow extensions set: a warning lead and a missing-access action.
+fn policy_with_extensions(version: u64) -> Policy {
+    let mut p = policy(version);
+    p.expiry_warning = Some(Minutes(25));
+    p.on_missing_access = MissingAccessAction::GrantAgain;
     p
 }
 
@@ -344,6 +354,14 @@ fn changes() -> Vec<Sample> {
             vec![],
             vec![],
             vec![Effect::RevokeStanding { attempt: 1 }],
+        ),
+        (
+            Change::RegrantStarted { attempt: 2 },
+            a,
+            Actor::System,
+            vec![],
+            vec![timer(Expiry, 77), timer(Warning, 67)],
+            vec![grant(2)],
         ),
     ]
 }
@@ -596,6 +614,28 @@ fn fixtures() -> Vec<(String, Value)> {
         Value::History(ActivationRecord::new(&activation(), &connection())),
     ));
     out.push(("record_policy".into(), Value::Policy(policy(2))));
+    // Format version 6: the policy's jitflow extensions, the warning lead and the
+    // missing-access action, as the record's and the event's trailing sections.
+    out.push((
+        "record_policy_extensions".into(),
+        Value::Policy(policy_with_extensions(3)),
+    ));
+    out.push((
+        "event_policy_extensions".into(),
+        Value::Envelope(Envelope {
+            sequence: POLICY_EXTENSIONS_SEQUENCE,
+            tenant: tenant.clone(),
+            stream_version: 3,
+            batch_first: POLICY_EXTENSIONS_SEQUENCE,
+            batch_last: POLICY_EXTENSIONS_SEQUENCE,
+            payload: Payload::Policy(PolicyEvent {
+                at: t(31),
+                actor: alice(),
+                previous: Some(policy(2)),
+                policy: policy_with_extensions(3),
+            }),
+        }),
+    ));
     out.push((
         "record_idempotency".into(),
         Value::Idempotency(Idempotency {

@@ -131,12 +131,10 @@ fn store_compact_refused(store: &mut Store) -> bool {
     )
 }
 
-/// `tenants` lists each tenant with connections once, in order, paged by `after` and `limit`.
-#[test]
-fn tenants_are_listed_once_each_in_order() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store in `dir` with three tenants (`<name>-0` to `-2`) of four JIT connections each.
+fn three_tenants(dir: &tempfile::TempDir, name: &str) -> Store {
     let store = Store::open(dir.path().join("t.redb"), Options::default()).unwrap();
-    let mut world = World::new("tenants", 3, 1);
+    let mut world = World::new(name, 3, 1);
     let mut batch = Batch::new();
     for tenant in 0..3 {
         for slot in 0..4 {
@@ -150,6 +148,14 @@ fn tenants_are_listed_once_each_in_order() {
         }
     }
     store.append_batch(&batch).unwrap();
+    store
+}
+
+/// `tenants` lists each tenant with connections once, in order, paged by `after` and `limit`.
+#[test]
+fn tenants_are_listed_once_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_tenants(&dir, "tenants");
     let reader = store.reader().unwrap();
     let all: Vec<String> = reader
         .tenants(None, 100)
@@ -165,6 +171,49 @@ fn tenants_are_listed_once_each_in_order() {
     assert_eq!(rest[0].as_str(), "tenants-1");
     assert!(matches!(
         reader.tenants(None, MAX_READ_LIMIT + 1),
+        Err(Error::LimitTooLarge { .. })
+    ));
+}
+
+/// `connection_keys` walks every tenant's connections in key order (tenant, then id), paged
+/// by the last key, in the layer and after a checkpoint alike.
+#[test]
+fn connection_keys_walk_every_tenant_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = three_tenants(&dir, "keys");
+    let walk = |store: &Store, page: usize| {
+        let reader = store.reader().unwrap();
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let keys = reader
+                .connection_keys(after.as_ref().map(|(t, id)| (t, *id)), page)
+                .unwrap();
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            out.extend(keys);
+            after = Some(last);
+        }
+        out
+    };
+    let all = walk(&store, 1000);
+    assert_eq!(all.len(), 12);
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    assert_eq!(all, sorted, "key order");
+    assert_eq!(walk(&store, 5), all, "paged by the last key");
+    for (tenant, id) in &all {
+        let reader = store.reader().unwrap();
+        assert!(reader.connection(tenant, *id).unwrap().is_some());
+    }
+    store.checkpoint(None).unwrap();
+    assert_eq!(walk(&store, 3), all, "the same after a checkpoint");
+    assert!(matches!(
+        store
+            .reader()
+            .unwrap()
+            .connection_keys(None, MAX_READ_LIMIT + 1),
         Err(Error::LimitTooLarge { .. })
     ));
 }

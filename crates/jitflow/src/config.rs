@@ -62,7 +62,22 @@ pub struct Config {
     /// tried for ever, in order: a receiver that stays down holds back the later ones, which
     /// wait in the log, not in memory.
     pub notify_retry_cap: Duration,
+    /// Connections the background reconciliation inspects per second, across all tenants
+    /// (issue 16's drift; 0..=[`MAX_RECONCILE_RATE`]). 0, the default, turns the pass off: an
+    /// embedder whose provisioner cannot inspect (`Provisioner::inspect` answers `Unknown`)
+    /// would only walk its connections for nothing, and a target's API limits are the
+    /// embedder's to know. `Engine::reconcile` works either way.
+    pub reconcile_rate: u32,
+    /// From the end of one reconciliation pass to the start of the next (1s..=30d; 1 h by
+    /// default). The end is durable, so a restart keeps the pace.
+    pub reconcile_interval: Duration,
+    /// The most inspections the pass has in flight at once (1..=1024; 8 by default). Each is
+    /// bounded by `effect_timeout`.
+    pub reconcile_in_flight: usize,
 }
+
+/// The most connections per second the background reconciliation may inspect.
+pub const MAX_RECONCILE_RATE: u32 = 100_000;
 
 impl Default for Config {
     fn default() -> Config {
@@ -84,6 +99,9 @@ impl Default for Config {
             notify_timeout: Duration::from_secs(30),
             notify_retry_base: Duration::from_secs(1),
             notify_retry_cap: Duration::from_secs(300),
+            reconcile_rate: 0,
+            reconcile_interval: Duration::from_secs(3600),
+            reconcile_in_flight: 8,
         }
     }
 }
@@ -180,6 +198,22 @@ impl Config {
             "notify_retry_cap",
             "must be notify_retry_base..=1d",
         )?;
+        check(
+            self.reconcile_rate <= MAX_RECONCILE_RATE,
+            "reconcile_rate",
+            "must be 0..=100000 (0: off)",
+        )?;
+        check(
+            self.reconcile_interval >= Duration::from_secs(1)
+                && self.reconcile_interval <= Duration::from_secs(30 * 24 * 3600),
+            "reconcile_interval",
+            "must be 1s..=30d",
+        )?;
+        check(
+            (1..=1024).contains(&self.reconcile_in_flight),
+            "reconcile_in_flight",
+            "must be 1..=1024",
+        )?;
         Ok(())
     }
 
@@ -242,6 +276,11 @@ impl Config {
             "notify_timeout" => self.notify_timeout = duration("notify_timeout")?,
             "notify_retry_base" => self.notify_retry_base = duration("notify_retry_base")?,
             "notify_retry_cap" => self.notify_retry_cap = duration("notify_retry_cap")?,
+            "reconcile_rate" => self.reconcile_rate = count("reconcile_rate", value)?,
+            "reconcile_interval" => self.reconcile_interval = duration("reconcile_interval")?,
+            "reconcile_in_flight" => {
+                self.reconcile_in_flight = count("reconcile_in_flight", value)?;
+            }
             _ => {
                 return Err(bad(
                     "name",
@@ -325,6 +364,48 @@ mod tests {
             c.validate().unwrap_err().field,
             "batch_max",
             "bounds are checked as a whole"
+        );
+    }
+
+    /// The reconciliation is off by default; its settings parse and are bounded.
+    #[test]
+    fn reconciliation_settings_are_off_by_default_and_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.reconcile_rate, 0, "off by default");
+        c.set("reconcile_rate", "250").unwrap();
+        c.set("reconcile_interval", "15m").unwrap();
+        c.set("reconcile_in_flight", "32").unwrap();
+        assert_eq!(
+            (
+                c.reconcile_rate,
+                c.reconcile_interval,
+                c.reconcile_in_flight
+            ),
+            (250, Duration::from_secs(900), 32)
+        );
+        assert!(c.validate().is_ok());
+        for (name, value) in [
+            ("reconcile_rate", "100001"),
+            ("reconcile_interval", "500ms"),
+            ("reconcile_interval", "31d"),
+            ("reconcile_in_flight", "0"),
+            ("reconcile_in_flight", "1025"),
+        ] {
+            let mut bad = c.clone();
+            bad.set(name, value).unwrap();
+            assert_eq!(bad.validate().unwrap_err().field, name, "{name}={value}");
+        }
+        assert_eq!(
+            c.set("reconcile_rate", "-1").unwrap_err().field,
+            "reconcile_rate"
+        );
+        assert_eq!(
+            c.set("reconcile_rate", "99999999999").unwrap_err().field,
+            "reconcile_rate"
+        );
+        assert_eq!(
+            c.set("reconcile_interval", "often").unwrap_err().field,
+            "reconcile_interval"
         );
     }
 }

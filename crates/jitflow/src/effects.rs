@@ -610,16 +610,8 @@ impl NoticeDelivery {
             self.metrics.notifier_passed(envelope.sequence);
             // Save the position every so often, and whenever the log is read to its end.
             if unsaved >= NOTICES_PER_SAVE || (unsaved > 0 && self.events.caught_up()) {
-                let (reply, _answer) = oneshot::channel();
-                let save = Request {
-                    op: Op::Cursor {
-                        name: NOTIFIER_CURSOR,
-                        sequence: envelope.sequence,
-                    },
-                    actor: Actor::System,
-                    idempotency: None,
-                    reply,
-                };
+                // Nobody waits for the answer: a save lost in a crash only means re-delivery.
+                let (save, _answer) = Request::move_cursor(NOTIFIER_CURSOR, envelope.sequence);
                 // A full queue skips this save: a later one, or a re-delivery after a crash,
                 // covers it.
                 if self.writer.try_send(save).is_ok() {

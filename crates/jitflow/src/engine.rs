@@ -25,9 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::effects::{EffectRunner, NoticeDelivery};
 use crate::error::{Error, read};
-use crate::hooks::{
-    AcceptAll, EffectRequest, Holding, NoNotifier, Notifier, Provisioner, Validator,
-};
+use crate::hooks::{AcceptAll, NoNotifier, Notifier, Provisioner, Validator};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::writer::{Idempotency, Op, Reply, Request, Signals, Writer};
@@ -222,7 +220,7 @@ impl Builder {
             }
             .run(),
         );
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 provisioner,
@@ -242,14 +240,37 @@ impl Builder {
                 })),
                 last_gauges: Default::default(),
             }),
-        })
+        };
+        if config.reconcile_rate > 0 {
+            let pass = crate::reconcile::Pass {
+                engine: engine.downgrade(),
+                store: Arc::clone(&engine.inner.store),
+                writer: engine.inner.writer.clone(),
+                clock: Arc::clone(&engine.inner.clock),
+                metrics: Arc::clone(&engine.inner.metrics),
+                rate: config.reconcile_rate,
+                interval: config.reconcile_interval,
+                in_flight: config.reconcile_in_flight,
+            };
+            let task = tokio::spawn(pass.run());
+            if let Some(stop) = engine
+                .inner
+                .stop
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                stop.tasks.push(task);
+            }
+        }
+        Ok(engine)
     }
 }
 
 struct Stop {
     shutdown: watch::Sender<bool>,
     writer_thread: JoinHandle<()>,
-    /// The scheduler and the effect runner: stopped at once.
+    /// The scheduler, the effect runner and the reconciliation pass: stopped at once.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The notifier: drains what is committed before the writer stops.
     notifier: tokio::task::JoinHandle<()>,
@@ -278,6 +299,17 @@ struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+}
+
+/// A handle that does not keep the engine alive (the reconciliation pass holds one).
+#[derive(Clone)]
+pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    /// The engine, while a handle to it exists.
+    pub(crate) fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -354,6 +386,19 @@ impl Engine {
             Arc::clone(&self.inner.metrics),
             gauges.with_writer(queued, health),
         ))
+    }
+
+    /// A handle that does not keep the engine alive.
+    pub(crate) fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
+    }
+
+    /// What inspections ask, and the bound on one (`Config::effect_timeout`).
+    pub(crate) fn inspector(&self) -> (Arc<dyn Provisioner>, std::time::Duration) {
+        (
+            Arc::clone(&self.inner.provisioner),
+            self.inner.inspect_timeout,
+        )
     }
 
     /// The engine's clock.
@@ -480,7 +525,7 @@ impl Engine {
         answers
     }
 
-    async fn connection_command(
+    pub(crate) async fn connection_command(
         &self,
         caller: &Caller,
         connection: ConnectionId,
@@ -673,73 +718,6 @@ impl Engine {
         );
         self.activation_command(caller, connection, Command::Extend { by }, key)
             .await
-    }
-
-    /// Compares what the target holds with the state, for one connection (issue 16's drift):
-    /// asks [`Provisioner::inspect`] and sends its answer through the writer, which decides
-    /// against the state as it is then (an inspection that predates a change of the connection
-    /// is dropped). Access held where no activation runs is revoked like standing access, with a
-    /// durable `DriftFound` event and a notice; access missing where the state says ACTIVE is
-    /// recorded and reported. A running activation is never revoked by this.
-    ///
-    /// Returns the drift committed, or `None` when the target agrees, cannot tell, did not
-    /// answer within `effect_timeout`, or the connection's access is moving.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Rejected`] with `NotFound` for an unknown connection; the writer's errors.
-    pub async fn reconcile(
-        &self,
-        caller: &Caller,
-        connection: ConnectionId,
-    ) -> Result<Option<jitflow_core::lifecycle::Drift>, Error> {
-        let c = self
-            .connection(&caller.tenant, connection)?
-            .ok_or(Rejection::NotFound(connection))?;
-        if c.expects_access().is_none() {
-            return Ok(None);
-        }
-        let request = EffectRequest {
-            tenant: caller.tenant.clone(),
-            connection: c.spec.clone(),
-            activation: c.running_activation().map(|a| a.id),
-            attempt: 0,
-            idempotency_key: format!("{connection}:inspect:{}", c.version),
-        };
-        let inspection = tokio::time::timeout(
-            self.inner.inspect_timeout,
-            self.inner.provisioner.inspect(request),
-        )
-        .await;
-        let held = match inspection {
-            Ok(Ok(Holding::Held)) => true,
-            Ok(Ok(Holding::NotHeld)) => false,
-            Ok(Ok(Holding::Unknown)) => return Ok(None),
-            Ok(Err(e)) => {
-                tracing::warn!(%connection, error = %e, "inspection failed");
-                return Ok(None);
-            }
-            Err(_) => {
-                tracing::warn!(%connection, "inspection timed out");
-                return Ok(None);
-            }
-        };
-        let Some(drift) = c.drift(held) else {
-            return Ok(None);
-        };
-        let command = Command::Inspected {
-            held,
-            version: c.version,
-        };
-        match self.connection_command(caller, connection, command).await {
-            // The writer decided against this same version, so it found this same drift.
-            Ok(_) => {
-                tracing::warn!(%connection, drift = drift.as_str(), "drift found");
-                Ok(Some(drift))
-            }
-            Err(Error::Rejected(Rejection::Stale(_))) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Ends the running activation early; the revoke runs after this returns.

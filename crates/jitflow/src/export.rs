@@ -14,7 +14,9 @@
 //! in a human-readable format: ids as canonical UUID text, instants as RFC 3339 in UTC, enum
 //! variants by name. Lines never contain a newline, so a consumer can split on `\n`. A policy
 //! event whose previous or new policy sets the jitflow extension `jitflowExpiryWarningMins`
-//! also carries `"policyExpiryWarningMins": [previous, new]` (`null` for unset).
+//! also carries `"policyExpiryWarningMins": [previous, new]` (`null` for unset), and one whose
+//! previous or new policy's `jitflowOnMissingAccess` is not `REPORT` carries
+//! `"policyOnMissingAccess": [previous, new]` (`null` for no previous policy).
 
 use jitflow_store::codec::{Envelope, Payload, Stream};
 use serde::Serialize;
@@ -37,6 +39,10 @@ struct Line<'a> {
     /// the policy's serde form leaves out), when either is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_expiry_warning_mins: Option<[Option<u32>; 2]>,
+    /// A policy event's `[previous, new]` `jitflowOnMissingAccess` (a jitflow extension left
+    /// out of the policy's serde form too), when either is not `REPORT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_on_missing_access: Option<[Option<&'static str>; 2]>,
 }
 
 #[derive(Serialize)]
@@ -79,6 +85,20 @@ pub fn json_line(envelope: &Envelope) -> String {
                 let lead = |p: &jitflow_core::policy::Policy| p.expiry_warning.map(|m| m.get());
                 let pair = [e.previous.as_ref().and_then(lead), lead(&e.policy)];
                 (pair != [None, None]).then_some(pair)
+            }
+            _ => None,
+        },
+        policy_on_missing_access: match &envelope.payload {
+            Payload::Policy(e) => {
+                let action = |p: &jitflow_core::policy::Policy| p.on_missing_access;
+                let report = jitflow_core::policy::MissingAccessAction::Report;
+                let previous = e.previous.as_ref().map(action);
+                (previous.is_some_and(|a| a != report) || action(&e.policy) != report).then(|| {
+                    [
+                        previous.map(|a| a.as_str()),
+                        Some(action(&e.policy).as_str()),
+                    ]
+                })
             }
             _ => None,
         },

@@ -55,6 +55,14 @@ pub const SIGNAL_KINDS: [&str; 3] = ["activate", "extend", "deactivate"];
 /// [`Metrics::effect_duration`].
 pub const EFFECT_OUTCOMES: [&str; 2] = ["ok", "failed"];
 
+/// What the target answered an inspection (the `answer` label of the inspection series), in
+/// the order of [`Metrics::inspections`]; `not_asked`: the connection's access was moving
+/// (ACTIVATING, DEACTIVATING) or it is not governed (NA), so nothing was asked.
+pub const INSPECTION_ANSWERS: [&str; 5] = ["held", "not_held", "unknown", "failed", "not_asked"];
+/// The drift kinds (the `kind` label of the drift series), in the order of
+/// [`Metrics::drift_found`]: `jitflow_core::lifecycle::Drift::as_str`.
+pub const DRIFT_KINDS: [&str; 2] = ["unexpected_access", "missing_access"];
+
 /// The stuck gauge is counted among at most this many connections with pending effects (a scrape
 /// reads no more); at the cap it means "at least". The other gauges are exact.
 pub const STUCK_SCAN_CAP: usize = MAX_READ_LIMIT;
@@ -177,6 +185,24 @@ pub struct Metrics {
     pub notifier_position: AtomicU64,
     /// The commit time (UTC ms) of the notification being delivered; 0 when none is waiting.
     pub notice_pending_since: AtomicU64,
+    /// Connections looked at by reconciliation (the background pass and `Engine::reconcile`),
+    /// by [`INSPECTION_ANSWERS`].
+    pub inspections: [AtomicU64; 5],
+    /// Drift committed, by [`DRIFT_KINDS`].
+    pub drift_found: [AtomicU64; 2],
+    /// Background reconciliation passes completed.
+    pub reconcile_passes: AtomicU64,
+    /// Connections done in the current pass (counted from its saved position after a restart).
+    pub reconcile_progress: AtomicU64,
+    /// 1 while a pass walks the connections, 0 while it waits for its interval (or is off).
+    pub reconcile_running: AtomicU64,
+    /// The pass's inspections in flight.
+    pub reconcile_in_flight: AtomicU64,
+    /// Connections of the last completed pass.
+    pub reconcile_last_connections: AtomicU64,
+    /// How long the last completed pass took, in ms, from its start (or its resumption after a
+    /// restart) to its end.
+    pub reconcile_last_millis: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -202,6 +228,14 @@ impl Default for Metrics {
             notice_failures: Default::default(),
             notifier_position: AtomicU64::new(0),
             notice_pending_since: AtomicU64::new(0),
+            inspections: Default::default(),
+            drift_found: Default::default(),
+            reconcile_passes: AtomicU64::new(0),
+            reconcile_progress: AtomicU64::new(0),
+            reconcile_running: AtomicU64::new(0),
+            reconcile_in_flight: AtomicU64::new(0),
+            reconcile_last_connections: AtomicU64::new(0),
+            reconcile_last_millis: AtomicU64::new(0),
         }
     }
 }
@@ -315,6 +349,31 @@ impl Metrics {
     /// The notifier has passed the log event `sequence`.
     pub(crate) fn notifier_passed(&self, sequence: u64) {
         self.notifier_position.store(sequence, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// An inspection answered `answer` (one of [`INSPECTION_ANSWERS`]).
+    pub(crate) fn inspected(&self, answer: &str) {
+        if let Some(i) = INSPECTION_ANSWERS.iter().position(|a| *a == answer) {
+            self.inspections[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drift of this kind was committed.
+    pub(crate) fn drift(&self, drift: jitflow_core::lifecycle::Drift) {
+        if let Some(i) = DRIFT_KINDS.iter().position(|k| *k == drift.as_str()) {
+            self.drift_found[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A pass ended after `connections` connections and `took` (in this process).
+    pub(crate) fn pass_finished(&self, connections: u64, took: Duration) {
+        self.reconcile_passes.fetch_add(1, Ordering::Relaxed);
+        self.reconcile_last_connections
+            .store(connections, Ordering::Relaxed);
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        self.reconcile_last_millis.store(millis, Ordering::Relaxed);
     }
 }
 
@@ -709,6 +768,73 @@ impl Collector for Scrape {
             seconds(),
             &ConstGauge::new(s.last_checkpoint_micros as f64 / 1e6),
         )?;
+        let inspections = m.inspections.each_ref().map(counter);
+        let inspections: Vec<_> = INSPECTION_ANSWERS
+            .iter()
+            .copied()
+            .zip(&inspections)
+            .collect();
+        by(
+            &mut e,
+            "inspections",
+            "Connections looked at by reconciliation (the background pass and Engine::reconcile), by the target's answer (not_asked: access moving, or not governed).",
+            None,
+            "answer",
+            &inspections,
+        )?;
+        let drift = m.drift_found.each_ref().map(counter);
+        let drift: Vec<_> = DRIFT_KINDS.iter().copied().zip(&drift).collect();
+        by(
+            &mut e,
+            "drift_found",
+            "Drift committed (a DriftFound event), by kind.",
+            None,
+            "kind",
+            &drift,
+        )?;
+        one(
+            &mut e,
+            "reconcile_passes",
+            "Background reconciliation passes completed.",
+            None,
+            &counter(&m.reconcile_passes),
+        )?;
+        let connections = || Some(Unit::Other("connections".to_owned()));
+        one(
+            &mut e,
+            "reconcile_pass_progress",
+            "Connections done in the current reconciliation pass.",
+            connections(),
+            &gauge(m.reconcile_progress.load(Ordering::Relaxed)),
+        )?;
+        one(
+            &mut e,
+            "reconcile_pass_running",
+            "1 while a reconciliation pass walks the connections, 0 while it waits (or is off).",
+            None,
+            &gauge(m.reconcile_running.load(Ordering::Relaxed)),
+        )?;
+        one(
+            &mut e,
+            "reconcile_inspections_in_flight",
+            "The reconciliation pass's inspections under way.",
+            None,
+            &gauge(m.reconcile_in_flight.load(Ordering::Relaxed)),
+        )?;
+        one(
+            &mut e,
+            "reconcile_last_pass",
+            "Connections of the last completed reconciliation pass.",
+            connections(),
+            &gauge(m.reconcile_last_connections.load(Ordering::Relaxed)),
+        )?;
+        one(
+            &mut e,
+            "reconcile_last_pass_duration",
+            "How long the last completed reconciliation pass took (since its start or its resumption after a restart).",
+            seconds(),
+            &ConstGauge::new(m.reconcile_last_millis.load(Ordering::Relaxed) as f64 / 1e3),
+        )?;
         let h = &g.health;
         one(
             &mut e,
@@ -781,6 +907,9 @@ mod tests {
         metrics.notice_failed(NotifyErrorKind::Timeout);
         metrics.notice_failed(NotifyErrorKind::Timeout);
         metrics.notice_delivered();
+        metrics.inspected("not_held");
+        metrics.drift(jitflow_core::lifecycle::Drift::UnexpectedAccess);
+        metrics.pass_finished(12, Duration::from_millis(1500));
         let gauges = Gauges {
             backlog: jitflow_store::read::Backlog::default(),
             stuck: 0,
@@ -819,6 +948,16 @@ mod tests {
             "jitflow_writer_degraded 1",
             "jitflow_store_reopen_attempts_total 3",
             "jitflow_writes_unavailable_seconds_total 1.5",
+            "jitflow_inspections_total{answer=\"not_held\"} 1",
+            "jitflow_inspections_total{answer=\"held\"} 0",
+            "jitflow_drift_found_total{kind=\"unexpected_access\"} 1",
+            "jitflow_drift_found_total{kind=\"missing_access\"} 0",
+            "jitflow_reconcile_passes_total 1",
+            "jitflow_reconcile_pass_progress_connections 0",
+            "jitflow_reconcile_last_pass_connections 12",
+            "jitflow_reconcile_last_pass_duration_seconds 1.5",
+            "jitflow_reconcile_pass_running 0",
+            "jitflow_reconcile_inspections_in_flight 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

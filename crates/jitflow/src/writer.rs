@@ -107,6 +107,24 @@ pub(crate) struct Request {
     pub reply: ReplyTo,
 }
 
+impl Request {
+    /// A request to move the named cursor to `sequence`, by the system, and where its answer
+    /// arrives (once the move is durable).
+    pub(crate) fn move_cursor(
+        name: &'static str,
+        sequence: u64,
+    ) -> (Request, oneshot::Receiver<Result<Reply, Error>>) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            op: Op::Cursor { name, sequence },
+            actor: Actor::System,
+            idempotency: None,
+            reply,
+        };
+        (request, answer)
+    }
+}
+
 /// An effect to run, handed to the effect runner after its intent committed.
 #[derive(Debug, Clone)]
 pub(crate) enum Dispatch {

@@ -259,6 +259,25 @@ pub fn config() -> Config {
     }
 }
 
+/// What a stopped [`Harness`] leaves for the next engine: its file, clock, target and settings.
+pub struct Parts {
+    /// The clock.
+    pub clock: ManualClock,
+    /// The fake target.
+    pub target: Target,
+    /// The store file.
+    pub path: std::path::PathBuf,
+    /// The engine's settings.
+    pub config: Config,
+}
+
+impl Parts {
+    /// Opens an engine on them (with a fresh inbox and validator).
+    pub async fn open(self) -> Harness {
+        Harness::open_with(&self.path, self.clock, self.target, self.config).await
+    }
+}
+
 /// An engine with its manual clock and fakes.
 pub struct Harness {
     /// The engine.
@@ -322,6 +341,14 @@ impl Harness {
 
     /// Stops the engine and opens a new one on the same file, clock and target.
     pub async fn restart(self) -> Harness {
+        let (engine, parts) = self.stop().await;
+        // The file is free once the last handle is gone.
+        drop(engine);
+        parts.open().await
+    }
+
+    /// Stops the engine; returns it (to read what it left) and what opening it again needs.
+    pub async fn stop(self) -> (Engine, Parts) {
         let Harness {
             engine,
             clock,
@@ -331,9 +358,27 @@ impl Harness {
             ..
         } = self;
         engine.shutdown().await;
-        // The file is free once the last handle is gone.
-        drop(engine);
-        Harness::open_with(&path, clock, target, config).await
+        (
+            engine,
+            Parts {
+                clock,
+                target,
+                path,
+                config,
+            },
+        )
+    }
+
+    /// The tenant's policy events as lines of the audit export, in order.
+    pub fn policy_lines(&self) -> Vec<String> {
+        self.engine
+            .export(Some(&caller().tenant), 0, 1000)
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| matches!(e.payload, jitflow::Payload::Policy(_)))
+            .map(jitflow::export::json_line)
+            .collect()
     }
 
     /// Registers connection `id`, activates it for `period` and waits until it is ACTIVE.

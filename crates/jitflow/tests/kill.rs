@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jitflow::Engine;
 use jitflow::clock::Clock;
-use jitflow::hooks::{BoxFuture, EffectRequest, ItemRequest, ProvisionError, Provisioner};
+use jitflow::hooks::{BoxFuture, EffectRequest, Holding, ItemRequest, ProvisionError, Provisioner};
 use jitflow::requests::Rights;
 use jitflow::{Payload, Stream};
 use jitflow_core::activation::EndReason;
@@ -346,6 +346,168 @@ async fn child_stop(dir: &Path) {
     std::future::pending::<()>().await;
 }
 
+/// Connections the reconciliation child walks.
+const WALKED: u128 = 3000;
+
+/// Appends `inspect <connection>` for every inspection (one write(2) each: a kill cannot tear
+/// it) and answers that the target does not hold the access (the connections are at rest, so
+/// nothing disagrees: the pass only walks).
+struct InspectLog(Mutex<std::fs::File>);
+
+impl Provisioner for InspectLog {
+    fn grant(&self, _request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn revoke(&self, _request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn inspect(&self, request: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        let line = format!("inspect {}\n", request.connection.id);
+        self.0.lock().unwrap().write_all(line.as_bytes()).unwrap();
+        Box::pin(async { Ok(Holding::NotHeld) })
+    }
+}
+
+/// The reconciliation child: registers [`WALKED`] connections once (with the pass off), prints
+/// `resume <n>`, the connections done its pass's durable cursor says (read before the engine
+/// opens, so exactly what the last child saved), then runs the pass (3000 a second) and prints
+/// `passed` once it completed; it then idles until killed.
+async fn child_reconcile(dir: &Path) {
+    let path = dir.join("reconcile.redb");
+    let caller = common::caller();
+    if !path.exists() {
+        let engine = Engine::builder(&path)
+            .provisioner(common::Target::default())
+            .open()
+            .await
+            .unwrap();
+        engine.put_policy(&caller, common::policy()).await.unwrap();
+        let specs: Vec<_> = (0..WALKED).map(|n| common::spec(common::conn(n))).collect();
+        for chunk in specs.chunks(1000) {
+            for r in engine.import(&caller, chunk.to_vec()).await.unwrap() {
+                r.unwrap();
+            }
+        }
+        engine.shutdown().await;
+    }
+    let cursor = {
+        let store = jitflow_store::Store::open(&path, Default::default()).unwrap();
+        store.reader().unwrap().cursor("reconcile").unwrap()
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("inspect.log"))
+        .unwrap();
+    (&file).write_all(b"child\n").unwrap();
+    println!("resume {}", cursor & 0xffff_ffff);
+    let config = jitflow::Config {
+        reconcile_rate: 3000,
+        reconcile_in_flight: 4,
+        ..common::config()
+    };
+    let engine = Engine::builder(&path)
+        .config(config)
+        .provisioner(InspectLog(Mutex::new(file)))
+        .open()
+        .await
+        .unwrap();
+    while engine
+        .metrics()
+        .reconcile_passes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("passed");
+    std::future::pending::<()>().await;
+}
+
+/// The background reconciliation under SIGKILL (issue 16): a child walks [`WALKED`]
+/// connections and is killed in the middle of its pass, several times. Each new child resumes
+/// from the durable cursor the killed one saved: it never inspects a connection before that
+/// position again, the positions only grow, and the last child completes the pass with every
+/// connection inspected at least once.
+#[test]
+fn sigkill_during_a_reconciliation_pass_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("inspect.log")).unwrap_or_default();
+    let inspected = |text: &str| text.lines().filter(|l| l.starts_with("inspect ")).count();
+    // Waits for the child's line starting with `word`; returns its number (0 if none).
+    let expect = |lines: &mut std::io::Lines<BufReader<std::process::ChildStdout>>, word: &str| {
+        for line in lines.map_while(Result::ok) {
+            let line = line.rsplit_once("... ").map_or(line.as_str(), |(_, l)| l);
+            if let Some(rest) = line.strip_prefix(word) {
+                return rest.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+        panic!("the child ended before saying `{word}`");
+    };
+    let mut resumes = Vec::new();
+    for round in 0..5u64 {
+        let mut child = spawn_child(dir.path(), "reconcile");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        resumes.push(expect(&mut lines, "resume"));
+        // Kill it in the middle of its pass: some hundreds of inspections after it resumed.
+        let before = inspected(&log());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while inspected(&log()) < before + 250 + 50 * round as usize {
+            assert!(Instant::now() < deadline, "round {round}: the pass stalled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut child = spawn_child(dir.path(), "reconcile");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    resumes.push(expect(&mut lines, "resume"));
+    expect(&mut lines, "passed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // One segment of inspections per child, in the order the children ran.
+    let text = log();
+    let segments: Vec<Vec<u128>> = text
+        .split("child\n")
+        .skip(1)
+        .map(|segment| {
+            segment
+                .lines()
+                .filter_map(|l| l.strip_prefix("inspect "))
+                .map(|id| ConnectionId::parse(id).unwrap().as_u128() - common::conn(0).as_u128())
+                .collect()
+        })
+        .collect();
+    assert_eq!(segments.len(), resumes.len());
+    assert!(
+        resumes.windows(2).all(|w| w[0] <= w[1]),
+        "the saved position never goes back: {resumes:?}"
+    );
+    assert!(
+        resumes[1..].iter().any(|r| *r > 0) && *resumes.last().unwrap() < WALKED as u64,
+        "the kills fell in the middle of the pass: {resumes:?}"
+    );
+    let mut seen = HashSet::new();
+    for (child, (segment, resume)) in segments.iter().zip(&resumes).enumerate() {
+        for n in segment {
+            assert!(
+                *n >= u128::from(*resume),
+                "child {child} inspected connection {n}, before its saved position {resume}"
+            );
+            seen.insert(*n);
+        }
+    }
+    assert_eq!(seen.len(), WALKED as usize, "every connection inspected");
+    let total: usize = segments.iter().map(Vec::len).sum();
+    eprintln!(
+        "reconcile under SIGKILL: {} children, resumed at {resumes:?}, {total} inspections for {WALKED} connections",
+        resumes.len()
+    );
+}
+
 #[test]
 fn child() {
     let Ok(dir) = std::env::var(ENV_DIR) else {
@@ -360,6 +522,7 @@ fn child() {
     match std::env::var(ENV_MODE).as_deref() {
         Ok("drain") => runtime.block_on(child_drain(&dir)),
         Ok("stop") => runtime.block_on(child_stop(&dir)),
+        Ok("reconcile") => runtime.block_on(child_reconcile(&dir)),
         _ => runtime.block_on(child_load(&dir)),
     }
 }

@@ -659,15 +659,7 @@ async fn the_policy_warning_lead_survives_a_restart_and_arms_the_warning() {
         .unwrap();
     assert_eq!(cleared.expiry_warning, None);
     // The audit export shows both changes, which the policy's serde form leaves out.
-    let lines: Vec<String> = h
-        .engine
-        .export(Some(&caller().tenant), 0, 1000)
-        .unwrap()
-        .events
-        .iter()
-        .filter(|e| matches!(e.payload, jitflow::Payload::Policy(_)))
-        .map(jitflow::export::json_line)
-        .collect();
+    let lines = h.policy_lines();
     assert!(
         lines[1].contains(r#""policyExpiryWarningMins":[null,20]"#),
         "{lines:?}"

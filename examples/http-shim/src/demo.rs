@@ -1,10 +1,14 @@
 //! The demo: a provisioner that logs grants and revokes (and can fail a fraction of calls, to
-//! show retries), and a small tenant (`acme`) with identities, entitlements, connections and a
-//! policy, so that the README's curl examples work at once.
+//! show retries, or drop a fraction of revokes silently, to show drift found and revoked), and
+//! a small tenant (`acme`) with identities, entitlements, connections and a policy, so that
+//! the README's curl examples work at once.
 //!
 //! A real deployment replaces [`DemoProvisioner`] with its own [`Provisioner`]; see the README.
 
-use jitflow::hooks::{BoxFuture, EffectRequest, ProvisionError, Provisioner};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jitflow::hooks::{BoxFuture, EffectRequest, Holding, ProvisionError, Provisioner};
 use jitflow::{Caller, Engine};
 use jitflow_core::connection::{ConnectionSpec, ConnectionType};
 use jitflow_core::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId};
@@ -27,38 +31,92 @@ pub const BOB_HELP_DESK: &str = "8a9b0c1d-2e3f-4a5b-6c7d-8e9f0a1b2c3d";
 /// The demo policy's id.
 pub const POLICY_ID: &str = "6d38a587-302a-41d1-a3b1-ffae2c25c960";
 
-/// A provisioner that logs each call and fails a fraction of them (transiently), to show
-/// retries with backoff.
+/// The demo's reconciliation pace: connections a second.
+pub const RECONCILE_RATE: u32 = 20;
+/// The demo's reconciliation interval, from the end of one pass to the next.
+pub const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The engine's settings in demo mode: the defaults, with the reconciliation on (the demo
+/// target answers inspections), at [`RECONCILE_RATE`] every [`RECONCILE_INTERVAL`].
+pub fn config() -> jitflow::Config {
+    jitflow::Config {
+        reconcile_rate: RECONCILE_RATE,
+        reconcile_interval: RECONCILE_INTERVAL,
+        ..jitflow::Config::default()
+    }
+}
+
+/// A rate given on the command line that is not a fraction.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{0}` is not a fraction from 0 to 1")]
+pub struct RateError(pub String);
+
+/// Reads a fraction of calls (0.0..=1.0), as `--demo-drop-rate` takes it.
+pub fn parse_rate(text: &str) -> Result<f64, RateError> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| RateError(text.chars().take(64).collect()))
+}
+
+/// A provisioner that logs each call, fails a fraction of them (transiently) to show retries
+/// with backoff, and drops a fraction of revokes silently (answers success, keeps the access)
+/// to show drift found and revoked. It remembers what it granted and revoked since it started,
+/// and answers inspections from that: held, not held, or unknown for a connection it has not
+/// touched (after a restart it knows nothing, so the reconciliation compares nothing).
 #[derive(Debug, Clone)]
 pub struct DemoProvisioner {
     fail_rate: f64,
+    drop_rate: f64,
+    /// Whether the target holds each connection's access, for those it granted or revoked.
+    holdings: Arc<Mutex<HashMap<(TenantId, ConnectionId), bool>>>,
+}
+
+/// `rate` clamped to 0.0..=1.0 (NaN: 0).
+fn clamp(rate: f64) -> f64 {
+    if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
+    }
+}
+
+/// Whether a call falls within `rate` of all calls.
+fn chance(rate: f64) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    let mut bytes = [0u8; 8];
+    // Without randomness, pick nothing rather than everything.
+    if getrandom::fill(&mut bytes).is_err() {
+        return false;
+    }
+    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < rate
 }
 
 impl DemoProvisioner {
     /// A provisioner that fails `fail_rate` (0.0..=1.0, clamped) of its calls.
     pub fn new(fail_rate: f64) -> DemoProvisioner {
-        let fail_rate = if fail_rate.is_nan() {
-            0.0
-        } else {
-            fail_rate.clamp(0.0, 1.0)
-        };
-        DemoProvisioner { fail_rate }
+        DemoProvisioner {
+            fail_rate: clamp(fail_rate),
+            drop_rate: 0.0,
+            holdings: Arc::default(),
+        }
     }
 
-    fn fails(&self) -> bool {
-        if self.fail_rate <= 0.0 {
-            return false;
+    /// The same, dropping `drop_rate` (0.0..=1.0, clamped) of the revokes it does not fail:
+    /// they answer success and the access stays.
+    pub fn with_drop_rate(self, drop_rate: f64) -> DemoProvisioner {
+        DemoProvisioner {
+            drop_rate: clamp(drop_rate),
+            ..self
         }
-        let mut bytes = [0u8; 8];
-        // Without randomness, fail nothing rather than everything.
-        if getrandom::fill(&mut bytes).is_err() {
-            return false;
-        }
-        (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < self.fail_rate
     }
 
     fn call(&self, what: &'static str, r: &EffectRequest) -> Result<(), ProvisionError> {
-        let fail = self.fails();
+        let fail = chance(self.fail_rate);
+        let dropped = !fail && what == "revoke" && chance(self.drop_rate);
         tracing::info!(
             target: "jitflow_shim::demo",
             call = what,
@@ -68,15 +126,22 @@ impl DemoProvisioner {
             attempt = r.attempt,
             idempotency_key = %r.idempotency_key,
             failed = fail,
-            "demo target: {what}"
+            dropped,
+            "demo target: {what}{}",
+            if dropped { " (dropped: the access stays)" } else { "" }
         );
         if fail {
-            Err(ProvisionError::transient(
+            return Err(ProvisionError::transient(
                 "503 Service Unavailable (demo failure)",
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        if !dropped {
+            self.holdings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((r.tenant.clone(), r.connection.id), what == "grant");
+        }
+        Ok(())
     }
 }
 
@@ -89,6 +154,29 @@ impl Provisioner for DemoProvisioner {
     fn revoke(&self, request: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
         let result = self.call("revoke", &request);
         Box::pin(async move { result })
+    }
+
+    fn inspect(&self, request: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        let held = self
+            .holdings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(request.tenant.clone(), request.connection.id))
+            .copied();
+        let holding = match held {
+            Some(true) => Holding::Held,
+            Some(false) => Holding::NotHeld,
+            None => Holding::Unknown,
+        };
+        tracing::debug!(
+            target: "jitflow_shim::demo",
+            tenant = %request.tenant,
+            entitlement = %request.connection.entitlement_name,
+            account = %request.connection.account_name,
+            ?holding,
+            "demo target: inspect"
+        );
+        Box::pin(async move { Ok(holding) })
     }
 }
 

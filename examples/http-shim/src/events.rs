@@ -104,14 +104,14 @@ pub struct EventParams {
     /// Start after this position (a stream version, or a global sequence for the export).
     #[param(minimum = 0, default = 0)]
     after: Option<u64>,
-    /// The page size: 1..=1000 for a stream (default 100), 1..=10000 for the export (default
-    /// 1000).
+    /// The page size: 1..=1000 for a stream (default 100), 1..=10000 events scanned for the
+    /// export and the drift findings (default 1000).
     #[param(minimum = 1)]
     limit: Option<u64>,
 }
 
-/// `after` and `limit` of a request, `limit` within 1..=`max`.
-fn paging(uri: &Uri, default: usize, max: usize) -> Result<(u64, usize), ApiError> {
+/// `after` and `limit` of a request, `limit` within 1..=`max`: the query's only parameters.
+pub(crate) fn paging(uri: &Uri, default: usize, max: usize) -> Result<(u64, usize), ApiError> {
     let params = Params::from_uri(uri)?;
     let p = params.only(&["after", "limit"])?;
     let after = match p.get("after") {
@@ -141,7 +141,8 @@ fn paging(uri: &Uri, default: usize, max: usize) -> Result<(u64, usize), ApiErro
     Ok((after, limit))
 }
 
-fn with_next_after(mut response: Response, next_after: u64) -> Response {
+/// `response` with the next page's `after` in [`NEXT_AFTER`].
+pub(crate) fn with_next_after(mut response: Response, next_after: u64) -> Response {
     response
         .headers_mut()
         .insert(NEXT_AFTER, HeaderValue::from(next_after));

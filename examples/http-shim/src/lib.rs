@@ -1,7 +1,8 @@
 //! `jitflow-shim`: an HTTP server over the embedded jitflow engine that serves SailPoint Identity
 //! Security Cloud's JIT REST contract (`shared/api/`): the activation signals, the activation
 //! policy, the entitlement connections (list, patch, bulk type update) and the activation
-//! history, plus the shim's own connection import, event history and audit export, `/health`,
+//! history, plus the shim's own connection import, event history, audit export and drift
+//! findings and inspection ([`drift`]), `/health`,
 //! `/metrics` and `/openapi.json`, and the operators' web console at `/console/` ([`console`]).
 //!
 //! [`app`] builds the router over an [`Engine`] the caller opened (so tests can give it a
@@ -58,6 +59,7 @@ pub mod connections;
 pub mod console;
 pub mod demo;
 pub mod deviations;
+pub mod drift;
 pub mod entitlement_connections;
 pub mod error;
 pub mod events;
@@ -197,6 +199,20 @@ fn route_table() -> Vec<Route> {
             get(connections::show),
             None,
             Some(auth::CONNECTIONS_LIST),
+        ),
+        (
+            Method::POST,
+            "/jitflow/v1/connections/{id}/reconcile",
+            signal(post(drift::reconcile)),
+            None,
+            Some(auth::CONNECTIONS_MANAGE),
+        ),
+        (
+            Method::GET,
+            "/jitflow/v1/drift",
+            get(drift::findings),
+            None,
+            Some(auth::HISTORY_READ),
         ),
         (
             Method::GET,

@@ -71,11 +71,17 @@ struct Serve {
     /// retries.
     #[arg(long, env = "JITFLOW_DEMO_FAIL_RATE", default_value_t = 0.0)]
     demo_fail_rate: f64,
+    /// Fraction (0.0..=1.0) of the demo provisioner's revokes that are dropped silently: they
+    /// answer success and the access stays, so that the reconciliation finds the drift and
+    /// revokes it again.
+    #[arg(long, env = "JITFLOW_DEMO_DROP_RATE", default_value = "0", value_parser = demo::parse_rate)]
+    demo_drop_rate: f64,
     /// An engine setting, NAME=VALUE (repeatable, or comma-separated in the variable), e.g.
     /// `retry_cap=1m`. Names: grant_max_attempts, stuck_after, retry_base, retry_cap,
     /// warning_lead, batch_max, queue_capacity, effects_in_flight, effect_timeout,
     /// timer_window, max_sleep, idempotency_ttl, notify_timeout, notify_retry_base,
-    /// notify_retry_cap.
+    /// notify_retry_cap, reconcile_rate, reconcile_interval, reconcile_in_flight (with --demo
+    /// the reconciliation is on: 20 connections a second, every 30s).
     #[arg(long = "engine", env = "JITFLOW_ENGINE", value_delimiter = ',')]
     engine: Vec<String>,
     #[command(flatten)]
@@ -367,7 +373,11 @@ fn init_logs(format: LogFormat, filter: &str) -> Result<(), BoxError> {
 
 fn run(serve: Serve) -> Result<(), BoxError> {
     init_logs(serve.log_format, &serve.log)?;
-    let mut config = jitflow::Config::default();
+    let mut config = if serve.demo {
+        demo::config()
+    } else {
+        jitflow::Config::default()
+    };
     for setting in &serve.engine {
         let (name, value) = setting
             .split_once('=')
@@ -388,7 +398,9 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         }
         let mut builder = Engine::builder(data_dir.join(STORE_FILE))
             .config(config)
-            .provisioner(DemoProvisioner::new(serve.demo_fail_rate));
+            .provisioner(
+                DemoProvisioner::new(serve.demo_fail_rate).with_drop_rate(serve.demo_drop_rate),
+            );
         if let Some(webhook) = webhook {
             tracing::info!(receivers = ?webhook.receivers(), "notices go to webhook receivers");
             builder = builder.notifier(webhook);

@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::auth::Level;
 use crate::{
-    access_requests, activations, approvals, connections, entitlement_connections, error, events,
-    history, ops, policy, request_config,
+    access_requests, activations, approvals, connections, drift, entitlement_connections, error,
+    events, history, ops, policy, request_config,
 };
 
 /// Adds the bearer scheme the paths' `security` refers to.
@@ -225,6 +225,8 @@ Every vendor path is also served as /v2026/<api>/...; paths under /jitflow/v1 ar
         events::connection_events,
         events::activation_events,
         events::export,
+        drift::findings,
+        drift::reconcile,
         access_requests::submit,
         access_requests::cancel,
         access_requests::bulk_cancel,

@@ -14,6 +14,13 @@
 //! conformance check passes it; the `PATCH` request schema's path enum does not list it, which
 //! only a client that validates its own requests would notice.
 //!
+//! The answer to missing access (a jitflow extension, issue 16's drift): the policy carries
+//! `jitflowOnMissingAccess`, what an inspection of the target that finds access missing where
+//! an activation is ACTIVE leads to: `REPORT` (the default: recorded and reported only),
+//! `GRANT_AGAIN` (granted again, the expiry kept) or `END_ACTIVATION` (the activation ends and
+//! its revoke runs). Every answer sends it; `PATCH` takes `/jitflowOnMissingAccess` with one
+//! of the three names, and the `PUT` the field (absent: `REPORT`).
+//!
 //! Concurrency (a jitflow extension): every answer with a policy carries its version as an
 //! `ETag` (`"v3"`), and a `PATCH` with `If-Match` applies only if the policy is still at a
 //! version it names (the core checks the version in the writer, so of two administrators
@@ -25,7 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jitflow_core::id::EntitlementId;
 use jitflow_core::lifecycle::PolicyRejection;
-use jitflow_core::policy::{PatchOp, PatchValue, Policy};
+use jitflow_core::policy::{MissingAccessAction, PatchOp, PatchValue, Policy};
 use jitflow_core::time::Minutes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -67,6 +74,44 @@ pub struct PolicyDto {
     /// sent, in minutes; `null`: the engine's `warning_lead` (5 minutes by default).
     #[schema(format = Int32)]
     pub jitflow_expiry_warning_mins: Option<u32>,
+    /// jitflow extension: what an inspection that finds access missing where an activation
+    /// is ACTIVE leads to: `REPORT` (record and report only, the default), `GRANT_AGAIN`, or
+    /// `END_ACTIVATION`.
+    pub jitflow_on_missing_access: MissingAccessDto,
+}
+
+/// jitflow extension: the policy's answer to access found missing while ACTIVE
+/// (`jitflow_core::policy::MissingAccessAction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MissingAccessDto {
+    /// Record the drift and report it; the activation runs to its expiry.
+    #[default]
+    Report,
+    /// Grant the access again (the activation keeps its expiry).
+    GrantAgain,
+    /// End the activation (its access is revoked).
+    EndActivation,
+}
+
+impl From<MissingAccessAction> for MissingAccessDto {
+    fn from(action: MissingAccessAction) -> MissingAccessDto {
+        match action {
+            MissingAccessAction::Report => MissingAccessDto::Report,
+            MissingAccessAction::GrantAgain => MissingAccessDto::GrantAgain,
+            MissingAccessAction::EndActivation => MissingAccessDto::EndActivation,
+        }
+    }
+}
+
+impl From<MissingAccessDto> for MissingAccessAction {
+    fn from(action: MissingAccessDto) -> MissingAccessAction {
+        match action {
+            MissingAccessDto::Report => MissingAccessAction::Report,
+            MissingAccessDto::GrantAgain => MissingAccessAction::GrantAgain,
+            MissingAccessDto::EndActivation => MissingAccessAction::EndActivation,
+        }
+    }
 }
 
 impl PolicyDto {
@@ -83,6 +128,7 @@ impl PolicyDto {
             notification_template: p.notification_template.clone(),
             apply_to_future_assignments: p.apply_to_future_assignments,
             jitflow_expiry_warning_mins: p.expiry_warning.map(Minutes::get),
+            jitflow_on_missing_access: p.on_missing_access.into(),
         }
     }
 }
@@ -94,7 +140,8 @@ impl PolicyDto {
 pub struct OperationDto {
     /// `replace` (the default when omitted, and the only one supported).
     pub op: Option<String>,
-    /// The path: one of the policy's eight, or a connection's `/type` and `/standalone`.
+    /// The path: one of the policy's eight (and jitflow's two), or a connection's `/type` and
+    /// `/standalone`.
     pub path: String,
     /// The new value; required, `null` clears a nullable field.
     #[schema(value_type = Object, nullable = true)]
@@ -136,6 +183,9 @@ pub struct PolicyPutDto {
     /// engine's setting.
     #[serde(default, deserialize_with = "crate::body::nullable")]
     pub jitflow_expiry_warning_mins: Option<i64>,
+    /// jitflow extension: the answer to access found missing while ACTIVE; absent: `REPORT`.
+    #[serde(default)]
+    pub jitflow_on_missing_access: Option<MissingAccessDto>,
 }
 
 /// The JSON value as the core's patch value.
@@ -450,5 +500,6 @@ fn policy_from_put(dto: PolicyPutDto) -> Result<Policy, ApiError> {
     policy.notification_template = dto.notification_template;
     policy.apply_to_future_assignments = dto.apply_to_future_assignments;
     policy.expiry_warning = mins("jitflowExpiryWarningMins", dto.jitflow_expiry_warning_mins)?;
+    policy.on_missing_access = dto.jitflow_on_missing_access.unwrap_or_default().into();
     Ok(policy)
 }

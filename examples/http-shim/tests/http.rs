@@ -542,7 +542,12 @@ async fn policy_config() {
             "notificationTemplate",
             "applyToFutureAssignments",
             "jitflowExpiryWarningMins",
+            "jitflowOnMissingAccess",
         ])
+    );
+    assert_eq!(
+        stored["jitflowOnMissingAccess"], "REPORT",
+        "the default: missing access is reported only"
     );
     assert_eq!(stored["maxActivationPeriodMins"], 240);
     assert_eq!(
@@ -1422,6 +1427,24 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
         "",
         &[],
     ),
+    ("jitflow_inspections_total", "counter", "answer", ANSWERS),
+    ("jitflow_drift_found_total", "counter", "kind", DRIFTS),
+    ("jitflow_reconcile_passes_total", "counter", "", &[]),
+    (
+        "jitflow_reconcile_pass_progress_connections",
+        "gauge",
+        "",
+        &[],
+    ),
+    ("jitflow_reconcile_pass_running", "gauge", "", &[]),
+    ("jitflow_reconcile_inspections_in_flight", "gauge", "", &[]),
+    ("jitflow_reconcile_last_pass_connections", "gauge", "", &[]),
+    (
+        "jitflow_reconcile_last_pass_duration_seconds",
+        "gauge",
+        "",
+        &[],
+    ),
 ];
 /// Label values of [`SERIES`].
 const COMMANDS: &[&str] = &["accepted", "refused"];
@@ -1429,6 +1452,8 @@ const KINDS: &[&str] = &["activate", "extend", "deactivate"];
 const OUTCOMES: &[&str] = &["ok", "failed"];
 const PENDING: &[&str] = &["connection", "request_item"];
 const NOTIFY_FAILURES: &[&str] = &["unreachable", "timeout", "refused", "other"];
+const ANSWERS: &[&str] = &["held", "not_held", "unknown", "failed", "not_asked"];
+const DRIFTS: &[&str] = &["unexpected_access", "missing_access"];
 
 /// A `/metrics` scrape, parsed with a Prometheus text-format parser.
 struct Metrics(prometheus_parse::Scrape);

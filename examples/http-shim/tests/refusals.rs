@@ -29,7 +29,8 @@
 //! log's last sequence and the store's backlog are as before the request).
 //!
 //! Another tenant's ids: tenant A (`acme`) holds connections, a running activation, a policy,
-//! an access request config, access requests pending and granted, and their approvals. Tenant
+//! an access request config, access requests pending and granted, their approvals, and a
+//! drift finding. Tenant
 //! B (`globex`), an org admin holding every scope, sends each operation's request naming A's
 //! objects, and again naming ghosts (ids and names no tenant has). Invisible means:
 //! - B's answer equals its answer for the ghosts (the ghosts written back as A's names;
@@ -502,6 +503,14 @@ fn specs() -> Vec<Spec> {
             headers: Vec::new(),
         },
         get(Missing, "/jitflow/v1/connections/{conn}"),
+        Spec {
+            method: "POST",
+            seen: Missing,
+            path: "/jitflow/v1/connections/{conn}/reconcile",
+            body: None,
+            headers: Vec::new(),
+        },
+        get(Empty, "/jitflow/v1/drift?after=0&limit=10000"),
         get(
             Empty,
             "/entitlement-connections/v1?filters=identity.id%20eq%20%22{identity}%22&count=true",
@@ -954,6 +963,17 @@ async fn world() -> World {
         jitflow_core::connection::ConnectionState::Active,
     )
     .await;
+    // A drift finding of A's: a grant made by hand on bob's idle connection, found and revoked.
+    let bob = jitflow_core::id::ConnectionId::parse(BOB_CONN).unwrap();
+    h.target.0.held.lock().unwrap().insert(bob);
+    let admin_caller = jitflow::Caller {
+        tenant: TenantId::parse(TENANT).unwrap(),
+        actor: jitflow_core::lifecycle::Actor::Identity(
+            jitflow_core::id::IdentityId::parse("admin").unwrap(),
+        ),
+    };
+    let found = h.engine().reconcile(&admin_caller, bob).await.unwrap();
+    assert!(found.drift.is_some(), "{found:?}");
     settle(&h).await;
     let revocable = "/revocable-objects/v1?identityId=alice&entitlementId=acme-granted";
     h.expect(200, "GET", revocable, Some(&admin), None).await;
@@ -989,8 +1009,18 @@ fn probe(op: &Op, req: &Req) -> (Req, u16) {
     if op.body.is_some() {
         req.body = Some(json!("probe"));
     } else {
-        let (head, _) = req.path.rsplit_once('/').unwrap();
-        req.path = format!("{head}/not-an-id!");
+        // The last path parameter (an id), wherever it is in the path.
+        let last = op
+            .path
+            .split('/')
+            .enumerate()
+            .filter(|(_, s)| s.starts_with('{'))
+            .map(|(i, _)| i)
+            .last()
+            .unwrap_or_else(|| panic!("{}: no body and no path parameter", op.name()));
+        let mut segments: Vec<&str> = req.path.split('/').collect();
+        segments[last] = "not-an-id!";
+        req.path = segments.join("/");
     }
     (req, 400)
 }

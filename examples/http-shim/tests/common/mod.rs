@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use jitflow::Engine;
 use jitflow::clock::ManualClock;
-use jitflow::hooks::{BoxFuture, EffectRequest, ProvisionError, Provisioner};
+use jitflow::hooks::{BoxFuture, EffectRequest, Holding, ProvisionError, Provisioner};
 use jitflow_core::connection::{Connection, ConnectionState};
 use jitflow_core::id::{ConnectionId, TenantId};
 use jitflow_core::time::Timestamp;
@@ -52,6 +52,8 @@ pub struct Target {
     pub grants: AtomicU32,
     pub revokes: AtomicU32,
     pub hang_grants: bool,
+    /// Revokes answer success and keep the access while set (a revoke that did not take).
+    pub drop_revokes: std::sync::atomic::AtomicBool,
     /// Engine settings for the harness (default: the engine's).
     pub config: Option<jitflow::Config>,
 }
@@ -74,8 +76,21 @@ impl Provisioner for SharedTarget {
     fn revoke(&self, r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
         Box::pin(async move {
             self.0.revokes.fetch_add(1, Ordering::SeqCst);
-            self.0.held.lock().unwrap().remove(&r.connection.id);
+            if !self.0.drop_revokes.load(Ordering::SeqCst) {
+                self.0.held.lock().unwrap().remove(&r.connection.id);
+            }
             Ok(())
+        })
+    }
+
+    fn inspect(&self, r: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        let held = self.0.held.lock().unwrap().contains(&r.connection.id);
+        Box::pin(async move {
+            Ok(if held {
+                Holding::Held
+            } else {
+                Holding::NotHeld
+            })
         })
     }
 }
