@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use jitflow::hooks::{BoxFuture, EffectRequest, ProvisionError, Provisioner};
+use jitflow::hooks::{BoxFuture, EffectRequest, Holding, ProvisionError, Provisioner};
 use jitflow::{Caller, Engine};
 use jitflow_core::connection::{ConnectionSpec, ConnectionState, ConnectionType};
 use jitflow_core::id::{AccountId, ConnectionId, EntitlementId, IdentityId, SourceId, TenantId};
@@ -31,6 +31,51 @@ impl Provisioner for InstantProvisioner {
     }
     fn revoke(&self, _r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// A target system that grants and revokes at once and remembers what it holds, so that it
+/// answers inspections (issue 16's drift): held after a grant (or [`HoldingProvisioner::by_hand`]),
+/// not held after a revoke or before any grant.
+#[derive(Debug, Clone, Default)]
+pub struct HoldingProvisioner {
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<ConnectionId>>>,
+}
+
+impl HoldingProvisioner {
+    /// Grants `ids` out of band, as a person would by hand on the target.
+    pub fn by_hand(&self, ids: impl IntoIterator<Item = ConnectionId>) {
+        self.set().extend(ids);
+    }
+
+    /// How many connections' access the target holds.
+    pub fn holding(&self) -> usize {
+        self.set().len()
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<ConnectionId>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Provisioner for HoldingProvisioner {
+    fn grant(&self, r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        self.set().insert(r.connection.id);
+        Box::pin(async { Ok(()) })
+    }
+    fn revoke(&self, r: EffectRequest) -> BoxFuture<'_, Result<(), ProvisionError>> {
+        self.set().remove(&r.connection.id);
+        Box::pin(async { Ok(()) })
+    }
+    fn inspect(&self, r: EffectRequest) -> BoxFuture<'_, Result<Holding, ProvisionError>> {
+        let held = self.set().contains(&r.connection.id);
+        Box::pin(async move {
+            Ok(if held {
+                Holding::Held
+            } else {
+                Holding::NotHeld
+            })
+        })
     }
 }
 

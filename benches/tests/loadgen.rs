@@ -23,6 +23,7 @@ fn options(target: Target, w: usize, c: usize) -> Options {
         token: None,
         tenant: TenantId::parse("loadgen-test").unwrap(),
         grace: Duration::from_secs(30),
+        reconcile: None,
     }
 }
 

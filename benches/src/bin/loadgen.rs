@@ -7,6 +7,9 @@
 //! cargo run --release -p jitflow-benches --bin loadgen -- -w 10000 -c 100 --period 1m --extend 1m
 //! cargo run --release -p jitflow-benches --bin loadgen -- --target http://127.0.0.1:8080 \
 //!     --token-file token.txt -w 10000 -c 100
+//! # beside the background reconciliation over 1,000,000 more connections (issue 16):
+//! cargo run --release -p jitflow-benches --bin loadgen -- -w 10000 -c 100 \
+//!     --reconcile-connections 1000000 --reconcile-rate 5000
 //! ```
 //!
 //! Progress goes to stderr (`RUST_LOG`, default `info`). Exit status: 0 when the run upholds its invariants, 1 when it ran but an expiry was early, an
@@ -74,6 +77,19 @@ struct Args {
     /// Write the JSON report here instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Embedded: register this many more connections (tenant `drift`, one in 1000 granted by
+    /// hand on the target) and report the background reconciliation during the run.
+    #[arg(long)]
+    reconcile_connections: Option<usize>,
+    /// With --reconcile-connections: the pass's connections per second (0: off, the baseline).
+    #[arg(long, default_value_t = 0, requires = "reconcile_connections")]
+    reconcile_rate: u32,
+    /// With --reconcile-connections: from one pass's end to the next's start.
+    #[arg(long, default_value = "1s", value_parser = |s: &str| jitflow_core::time::parse_duration(s))]
+    reconcile_interval: Duration,
+    /// With --reconcile-connections: inspections in flight.
+    #[arg(long, default_value_t = 8)]
+    reconcile_in_flight: usize,
 }
 
 fn options(args: Args) -> Result<Options, String> {
@@ -98,6 +114,14 @@ fn options(args: Args) -> Result<Options, String> {
         token,
         tenant: TenantId::parse(&args.tenant).map_err(|e| format!("--tenant: {e}"))?,
         grace: args.grace,
+        reconcile: args
+            .reconcile_connections
+            .map(|extra| jitflow_benches::loadgen::Reconcile {
+                extra,
+                rate: args.reconcile_rate,
+                interval: args.reconcile_interval,
+                in_flight: args.reconcile_in_flight,
+            }),
     })
 }
 

@@ -8,17 +8,17 @@ use jitflow::clock::ManualClock;
 use jitflow::{Caller, Config, Engine};
 use jitflow_core::activation::{ActivationStatus, EndReason};
 use jitflow_core::connection::ConnectionState;
-use jitflow_core::id::{ConnectionId, IdentityId};
+use jitflow_core::id::{ConnectionId, IdentityId, TenantId};
 use jitflow_core::lifecycle::{Actor, Change, Rejection};
 use jitflow_core::time::Timestamp;
 use jitflow_store::codec::Payload;
 
 use super::report::round3;
 use super::{
-    ClockKind, Driver as AnyDriver, Error, Lag, Options, Outcomes, Ran, Report, Signal,
-    SignalError, run_phases,
+    BY_HAND_ONE_IN, ClockKind, DRIFT_TENANT, Driver as AnyDriver, Error, Lag, Options, Outcomes,
+    Ran, Reconcile, ReconcileReport, Report, Signal, SignalError, run_phases,
 };
-use crate::{InstantProvisioner, bench_policy, register, wait_all};
+use crate::{HoldingProvisioner, InstantProvisioner, bench_policy, register, wait_all};
 
 /// The engine's queue: large enough that C clients never see `Busy` (each has one signal in
 /// flight), with room for the scheduler's and effect runner's reports.
@@ -79,22 +79,31 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
     let manual = (options.clock == ClockKind::Manual).then(|| {
         ManualClock::new(Timestamp::from_system_time(SystemTime::now()).unwrap_or(Timestamp::EPOCH))
     });
-    let config = Config {
-        batch_max: jitflow::config::MAX_BATCH,
-        queue_capacity: QUEUE,
-        effects_in_flight: EFFECTS,
-        ..Config::default()
+    // With the reconciliation the target remembers what it holds (and answers inspections).
+    let holding = options.reconcile.map(|_| HoldingProvisioner::default());
+    let open = |reconcile: Option<&Reconcile>| {
+        let config = Config {
+            batch_max: jitflow::config::MAX_BATCH,
+            queue_capacity: QUEUE,
+            effects_in_flight: EFFECTS,
+            reconcile_rate: reconcile.map_or(0, |r| r.rate),
+            reconcile_interval: reconcile
+                .map_or(Config::default().reconcile_interval, |r| r.interval),
+            reconcile_in_flight: reconcile
+                .map_or(Config::default().reconcile_in_flight, |r| r.in_flight),
+            ..Config::default()
+        };
+        let mut builder = Engine::builder(&path).config(config);
+        builder = match &holding {
+            Some(target) => builder.provisioner(target.clone()),
+            None => builder.provisioner(InstantProvisioner),
+        };
+        if let Some(clock) = &manual {
+            builder = builder.clock(clock.clone());
+        }
+        async move { builder.open().await.map_err(|e| Error::Open(e.to_string())) }
     };
-    let mut builder = Engine::builder(&path)
-        .config(config)
-        .provisioner(InstantProvisioner);
-    if let Some(clock) = &manual {
-        builder = builder.clock(clock.clone());
-    }
-    let engine = builder
-        .open()
-        .await
-        .map_err(|e| Error::Open(e.to_string()))?;
+    let mut engine = open(None).await?;
     let caller = Caller {
         tenant: options.tenant.clone(),
         actor: Actor::Identity(IdentityId::parse("loadgen").expect("a valid id")),
@@ -106,12 +115,31 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
     );
     let prepared = async {
         engine.put_policy(&caller, bench_policy()).await?;
-        register(&engine, &caller, &ids).await
+        register(&engine, &caller, &ids).await?;
+        if let (Some(r), Some(target)) = (&options.reconcile, &holding) {
+            let drift = Caller {
+                tenant: TenantId::parse(DRIFT_TENANT).expect("a valid id"),
+                ..caller.clone()
+            };
+            let first = options.connections as u128 + 1;
+            let extra: Vec<ConnectionId> = (first..first + r.extra as u128)
+                .map(ConnectionId::from_u128)
+                .collect();
+            target.by_hand(extra.iter().step_by(BY_HAND_ONE_IN).copied());
+            register(&engine, &drift, &extra).await?;
+        }
+        Ok::<(), jitflow::Error>(())
     }
     .await;
     if let Err(e) = prepared {
         engine.shutdown().await;
         return Err(Error::Setup(e.to_string()));
+    }
+    // The pass starts with the engine: reopened with it on, just before the phases.
+    if let Some(r) = options.reconcile.filter(|r| r.rate > 0) {
+        engine.shutdown().await;
+        drop(engine);
+        engine = open(Some(&r)).await?;
     }
     let basis = match options.clock {
         ClockKind::System => "wall time the committed EXPIRED event was seen - expires_at",
@@ -123,11 +151,67 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
         caller,
         ids,
     };
+    let before = Reconciliation::read(&engine);
+    let started = Instant::now();
     if let Err(e) = measure(&mut report, options, driver, manual).await {
         report.error = Some(e.to_string());
     }
+    if let (Some(r), Some(target)) = (&options.reconcile, &holding) {
+        report.reconcile =
+            Some(Reconciliation::read(&engine).since(&before, r, target, started.elapsed()));
+    }
     engine.shutdown().await;
     Ok(report)
+}
+
+/// The reconciliation's counters at one moment.
+struct Reconciliation {
+    inspected: u64,
+    passes: u64,
+    drift: [u64; 2],
+    last_pass: (u64, u64),
+}
+
+impl Reconciliation {
+    fn read(engine: &Engine) -> Reconciliation {
+        let m = engine.metrics();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Reconciliation {
+            inspected: m.inspections.iter().map(load).sum(),
+            passes: load(&m.reconcile_passes),
+            drift: m.drift_found.each_ref().map(load),
+            last_pass: (
+                load(&m.reconcile_last_connections),
+                load(&m.reconcile_last_millis),
+            ),
+        }
+    }
+
+    /// What happened from `before` to this reading, over `took`.
+    fn since(
+        &self,
+        before: &Reconciliation,
+        r: &Reconcile,
+        target: &HoldingProvisioner,
+        took: Duration,
+    ) -> ReconcileReport {
+        let inspected = self.inspected - before.inspected;
+        ReconcileReport {
+            extra: r.extra,
+            by_hand: r.extra.div_ceil(BY_HAND_ONE_IN),
+            rate: r.rate,
+            interval_s: round3(r.interval.as_secs_f64()),
+            in_flight: r.in_flight,
+            inspected,
+            inspected_per_s: round3(inspected as f64 / took.as_secs_f64().max(1e-9)),
+            passes: self.passes - before.passes,
+            last_pass_connections: self.last_pass.0,
+            last_pass_s: round3(self.last_pass.1 as f64 / 1e3),
+            unexpected_access: self.drift[0] - before.drift[0],
+            missing_access: self.drift[1] - before.drift[1],
+            by_hand_left: target.holding(),
+        }
+    }
 }
 
 async fn measure(

@@ -43,7 +43,7 @@ use jitflow_core::id::TenantId;
 use jitflow_core::policy::MAX_PERIOD_MINS;
 use jitflow_core::time::Minutes;
 
-pub use report::{Lag, Outcomes, Phase, Phases, Report};
+pub use report::{Lag, Outcomes, Phase, Phases, ReconcileReport, Report};
 
 /// The most connections one run may use.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
@@ -155,7 +155,33 @@ pub struct Options {
     /// as `other`; embedded, also the longest wait for the activations to be provisioned
     /// before the extend phase.
     pub grace: Duration,
+    /// Embedded: the background reconciliation beside the workload (issue 16); `None`: none,
+    /// and the provisioner answers no inspection (as before it existed).
+    pub reconcile: Option<Reconcile>,
 }
+
+/// The background reconciliation beside the workload (embedded only). The store also holds
+/// `extra` connections of the tenant [`DRIFT_TENANT`], one in [`BY_HAND_ONE_IN`] of them
+/// granted by hand on the target (drift for the pass to find and revoke), and the provisioner
+/// remembers what it holds so that it answers inspections. With `rate` 0 nothing is inspected:
+/// the baseline on the same store and provisioner. Otherwise the engine is reopened with the
+/// pass on just before the first activate, so the pass runs during the phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconcile {
+    /// Connections registered besides the W of the workload.
+    pub extra: usize,
+    /// `Config::reconcile_rate` (0: off).
+    pub rate: u32,
+    /// `Config::reconcile_interval`.
+    pub interval: Duration,
+    /// `Config::reconcile_in_flight`.
+    pub in_flight: usize,
+}
+
+/// The tenant of the reconciliation's extra connections.
+pub const DRIFT_TENANT: &str = "drift";
+/// One extra connection in this many is granted by hand on the target.
+pub const BY_HAND_ONE_IN: usize = 1000;
 
 impl Options {
     /// Checks the bounds; [`run`] calls it first.
@@ -174,6 +200,29 @@ impl Options {
         }
         if matches!(self.target, Target::Http(_)) && self.token.is_none() {
             return bad("token", "HTTP needs --token or --token-file".into());
+        }
+        if let Some(r) = &self.reconcile {
+            if matches!(self.target, Target::Http(_)) {
+                return bad(
+                    "reconcile-rate",
+                    "only the embedded engine runs the reconciliation here".into(),
+                );
+            }
+            if r.extra > MAX_CONNECTIONS {
+                return bad(
+                    "reconcile-connections",
+                    format!("at most {MAX_CONNECTIONS} besides the workload's"),
+                );
+            }
+            let config = jitflow::Config {
+                reconcile_rate: r.rate,
+                reconcile_interval: r.interval,
+                reconcile_in_flight: r.in_flight,
+                ..jitflow::Config::default()
+            };
+            if let Err(e) = config.validate() {
+                return bad("reconcile-rate", e.to_string());
+            }
         }
         Ok(())
     }

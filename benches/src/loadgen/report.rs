@@ -111,6 +111,9 @@ pub struct Report {
     pub expected: Outcomes,
     /// From the first activate to the last ended activation, in seconds.
     pub end_to_end_s: f64,
+    /// Embedded, with `--reconcile-connections`: the background reconciliation during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileReport>,
     /// What stopped the run after the phases started, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -153,6 +156,39 @@ impl Report {
             other: 0,
         }
     }
+}
+
+/// The background reconciliation during a run (issue 16), from the engine's metrics: from the
+/// first activate to the end of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReconcileReport {
+    /// Connections besides the workload's (tenant `drift`).
+    pub extra: usize,
+    /// Connections by hand on the target among them.
+    pub by_hand: usize,
+    /// `reconcile_rate` (0: off, the baseline).
+    pub rate: u32,
+    /// `reconcile_interval`, in seconds.
+    pub interval_s: f64,
+    /// `reconcile_in_flight`.
+    pub in_flight: usize,
+    /// Connections the pass looked at during the run.
+    pub inspected: u64,
+    /// The same per second of the run.
+    pub inspected_per_s: f64,
+    /// Passes completed during the run.
+    pub passes: u64,
+    /// The last completed pass: its connections and seconds (0 when none completed).
+    pub last_pass_connections: u64,
+    /// See `last_pass_connections`.
+    pub last_pass_s: f64,
+    /// Drift committed during the run: access no activation explains (the by-hand grants,
+    /// found and revoked).
+    pub unexpected_access: u64,
+    /// Access missing while ACTIVE: must be 0 (the workload's grants are all held).
+    pub missing_access: u64,
+    /// By-hand grants the target still holds at the end (not reached yet).
+    pub by_hand_left: usize,
 }
 
 /// What one client counted in one phase.
