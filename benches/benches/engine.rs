@@ -14,6 +14,10 @@
 //!   at once; firing lag (time at commit of each EXPIRED transition minus its due time, on the
 //!   engine clock, which stands still, so this is the scheduling backlog) and the wall time until
 //!   all are DEACTIVATING. Never early: the core refuses early timers and the bench checks it.
+//! - `timers_spread` (only with `JITFLOW_BENCH_ONLY=timers_spread`): N activations (default
+//!   1,000,000) with expiries spread over `JITFLOW_BENCH_SPREAD_MINUTES` (default 10); the clock
+//!   steps one second at a time, and the lag of each expiry is the wall time from the step
+//!   that made it due to its commit, with the other timers still pending.
 //! - memory (in `timers`): per running activation, with redb's page cache capped at 16 MiB:
 //!   the live heap (a counting global allocator, `cap`) and VmRSS added by the second half of
 //!   the N activations, divided by N/2 (the cache is full by then, so it does not count), and
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use jitflow::clock::ManualClock;
+use jitflow::clock::{Clock, ManualClock};
 use jitflow::{Caller, Config, Engine};
 use jitflow_benches::{InstantProvisioner, bench_policy, env_usize, percentiles, rss_bytes};
 use jitflow_core::connection::ConnectionState;
@@ -257,6 +261,23 @@ async fn activate_all(engine: &Engine, ids: &[ConnectionId]) {
     .unwrap();
 }
 
+/// For an EXPIRED transition, whether it committed before its expiry was due; `None` for any
+/// other event.
+fn expiry(e: &jitflow_store::codec::Envelope) -> Option<bool> {
+    let Payload::Connection(event) = &e.payload else {
+        return None;
+    };
+    if event.change != Change::Expired {
+        return None;
+    }
+    let due = event
+        .cancel
+        .iter()
+        .find(|t| t.kind == TimerKind::Expiry)?
+        .due;
+    Some(event.at < due)
+}
+
 async fn timers(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let start = Timestamp::from_millis(1_800_000_000_000).unwrap();
@@ -285,22 +306,10 @@ async fn timers(n: usize) {
     let mut lags = Vec::with_capacity(n);
     let mut early = 0u64;
     while lags.len() < n {
-        let e = events.next().await.unwrap();
-        let Payload::Connection(event) = &e.payload else {
+        let Some(was_early) = expiry(&events.next().await.unwrap()) else {
             continue;
         };
-        if event.change != Change::Expired {
-            continue;
-        }
-        let due = event
-            .cancel
-            .iter()
-            .find(|t| t.kind == TimerKind::Expiry)
-            .unwrap()
-            .due;
-        if event.at < due {
-            early += 1;
-        }
+        early += u64::from(was_early);
         // Wall-clock time from the jump to the commit of this transition.
         lags.push(t.elapsed());
     }
@@ -316,6 +325,75 @@ async fn timers(n: usize) {
         rss_after.saturating_sub(rss_before) as f64 / n as f64,
         marginal(heap_all as u64, heap_half as u64),
         marginal(rss_all, rss_half),
+    );
+    engine.shutdown().await;
+}
+
+/// `timers_spread`: N activations whose expiries are spread evenly over `minutes` minutes of
+/// engine time (activation periods 1..=minutes); the manual clock then moves in steps of one
+/// second, and after each step the bench waits for every expiry the step made due. Lag: wall
+/// time from the step to the commit of each EXPIRED transition, so it is the engine's reaction
+/// time with the rest of the N timers still pending. Never early, checked.
+async fn timers_spread(n: usize, minutes: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Timestamp::from_millis(1_800_000_000_000).unwrap();
+    let clock = ManualClock::new(start);
+    let engine = open(dir.path(), clock.clone()).await;
+    let ids = register(&engine, n).await;
+    let t = Instant::now();
+    for (c, chunk) in ids.chunks(2048).enumerate() {
+        let activate = chunk.iter().enumerate().map(|(i, id)| {
+            let engine = engine.clone();
+            let id = *id;
+            let period = Minutes(((c * 2048 + i) as u32 % minutes) + 1);
+            async move {
+                engine
+                    .activate(&caller(), id, Some(period), None)
+                    .await
+                    .unwrap()
+            }
+        });
+        join_all(activate).await;
+    }
+    jitflow_benches::wait_all(&engine, &caller().tenant, &ids, |s| {
+        s == ConnectionState::Active
+    })
+    .await
+    .unwrap();
+    let setup = t.elapsed();
+    let mut events = engine.subscribe(engine.last_sequence().unwrap());
+    let mut lags = Vec::with_capacity(n);
+    let mut early = 0u64;
+    let mut expired = 0usize;
+    let run = Instant::now();
+    // Expiries fall on whole minutes after the (near-identical) activation instants; a step
+    // of one second makes at most one minute's share due.
+    for _ in 0..(u64::from(minutes) * 60 + 60) {
+        clock.advance(Duration::from_secs(1));
+        let now = clock.now();
+        let stepped = Instant::now();
+        // Every expiry due by `now` must commit before the next step.
+        let due = ids.len().min(
+            ids.len() * ((now.as_millis() - start.as_millis()) / 60_000) as usize
+                / minutes as usize,
+        );
+        while expired < due {
+            let Some(was_early) = expiry(&events.next().await.unwrap()) else {
+                continue;
+            };
+            early += u64::from(was_early);
+            expired += 1;
+            lags.push(stepped.elapsed());
+        }
+    }
+    let (p50, p99, max) = percentiles(&mut lags);
+    println!(
+        "{{\"bench\":\"timers_spread\",\"pending\":{n},\"spread_minutes\":{minutes},\"setup_s\":{:.1},\"run_s\":{:.1},\"expired\":{expired},\"lag_p50_ms\":{:.2},\"lag_p99_ms\":{:.2},\"lag_max_ms\":{:.2},\"expired_early\":{early}}}",
+        setup.as_secs_f64(),
+        run.elapsed().as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
     );
     engine.shutdown().await;
 }
@@ -350,6 +428,14 @@ fn main() {
         }
         if run("timers") {
             timers(env_usize("JITFLOW_BENCH_TIMERS", 100_000)).await;
+        }
+        // Long (N activations set up first): only when asked for by name.
+        if only == "timers_spread" {
+            timers_spread(
+                env_usize("JITFLOW_BENCH_TIMERS", 1_000_000),
+                env_usize("JITFLOW_BENCH_SPREAD_MINUTES", 10) as u32,
+            )
+            .await;
         }
     });
 }

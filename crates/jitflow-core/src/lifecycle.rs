@@ -878,6 +878,21 @@ pub fn decide(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Vec<Event>, Rejection> {
+    Ok(decide_states(connection, state, command, ctx)?
+        .into_iter()
+        .map(|(event, _)| event)
+        .collect())
+}
+
+/// [`decide`], with the state each event leaves (what [`evolve`] gives for it, computed once:
+/// `decide` evolves each event to derive its timers and effects, and the caller needs the
+/// same state to commit beside it).
+pub fn decide_states(
+    connection: ConnectionId,
+    state: Option<&Connection>,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<Vec<(Event, Option<Connection>)>, Rejection> {
     if let Some(c) = state {
         assert_eq!(c.id(), connection, "state of another connection");
     }
@@ -934,7 +949,7 @@ pub fn decide(
     event.arm = difference(&timers_after, &timers_before);
     event.cancel = difference(&timers_before, &timers_after);
     event.effects = difference(&effects_after, &effects_before);
-    Ok(vec![event])
+    Ok(vec![(event, after)])
 }
 
 /// A patch is the update of its `standalone` flag followed by its type change, each decided
@@ -944,7 +959,7 @@ fn decide_patch(
     state: Option<&Connection>,
     patch: &Patch,
     ctx: &Context<'_>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<(Event, Option<Connection>)>, Rejection> {
     let Some(start) = state else {
         return Err(Rejection::NotFound(connection));
     };
@@ -964,11 +979,9 @@ fn decide_patch(
     let mut current = start.clone();
     let mut events = Vec::new();
     for step in steps.into_iter().flatten() {
-        for event in decide(connection, Some(&current), &step, ctx)? {
-            current = evolve(Some(current), &event)
-                .unwrap_or_else(|e| panic!("decide produced an event that does not apply: {e}"))
-                .expect("a patch never removes the connection");
-            events.push(event);
+        for (event, after) in decide_states(connection, Some(&current), &step, ctx)? {
+            current = after.clone().expect("a patch never removes the connection");
+            events.push((event, after));
         }
     }
     Ok(events)

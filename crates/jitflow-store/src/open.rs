@@ -11,6 +11,10 @@ use std::path::Path;
 
 use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, StorageBackend};
 
+use std::sync::Arc;
+
+use crate::backend::RedbFile;
+use crate::backend::file::Opener;
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
@@ -176,9 +180,9 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
         let db = builder(&options).create(&path)?;
-        let mut store = Store::init(db, options.clone())?;
-        store.opener = Some(Box::new(move || builder(&options).create(&path)));
-        Ok(store)
+        let reopen = options.clone();
+        let opener: Opener = Box::new(move || builder(&reopen).create(&path));
+        Store::init(db, Some(opener), options)
     }
 
     /// Opens a store on the backend `backend()` makes, and keeps the factory so that
@@ -189,11 +193,9 @@ impl Store {
         options: Options,
     ) -> Result<Store, Error> {
         let db = builder(&options).create_with_backend(backend())?;
-        let mut store = Store::init(db, options.clone())?;
-        store.opener = Some(Box::new(move || {
-            builder(&options).create_with_backend(backend())
-        }));
-        Ok(store)
+        let reopen = options.clone();
+        let opener: Opener = Box::new(move || builder(&reopen).create_with_backend(backend()));
+        Store::init(db, Some(opener), options)
     }
 
     /// Opens a store on a redb storage backend (an in-memory backend, or a wrapper that injects
@@ -203,10 +205,10 @@ impl Store {
         options: Options,
     ) -> Result<Store, Error> {
         let db = builder(&options).create_with_backend(backend)?;
-        Store::init(db, options)
+        Store::init(db, None, options)
     }
 
-    pub(crate) fn init(db: Database, options: Options) -> Result<Store, Error> {
+    fn init(db: Database, opener: Option<Opener>, options: Options) -> Result<Store, Error> {
         assert!(
             options.layer_entries_max > 0 && options.layer_bytes_max > 0,
             "the hot layer's bounds must be positive"
@@ -248,7 +250,8 @@ impl Store {
         }
         // Files written before access requests lack their tables: add them (empty).
         crate::request::ensure_tables(&db).map_err(storage)?;
-        crate::replay::open(db, options)
+        let file = RedbFile::new(db, opener, options.quick_repair);
+        crate::replay::open(Arc::new(file), options)
     }
 }
 
@@ -278,6 +281,19 @@ fn builder(options: &Options) -> Builder {
 pub fn stored_format_version(path: impl AsRef<Path>) -> Result<Option<u64>, Error> {
     let db = Database::builder().open_read_only(path)?;
     stored_version(&db)
+}
+
+/// Checks that `db` is a store of this build's format version (a file opened again after a
+/// failed write, which the open before upgraded).
+pub(crate) fn check_version(db: &Database) -> Result<(), Error> {
+    match stored_version(db)? {
+        Some(FILE_FORMAT_VERSION) => Ok(()),
+        Some(found) => Err(Error::UnknownVersion {
+            found,
+            supported: FILE_FORMAT_VERSION,
+        }),
+        None => Err(Error::NotAStore),
+    }
 }
 
 fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, Error> {

@@ -12,8 +12,6 @@
 use jitflow_core::lifecycle::TimerKind;
 use redb::{Key, TableDefinition, Value, WriteTransaction};
 
-use crate::hot::{Row, RowKey};
-
 /// File metadata: name -> value. Holds [`FORMAT_VERSION_KEY`].
 pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 /// The key of the file format version in [`META`].
@@ -289,13 +287,13 @@ pub(crate) const PURGED_THROUGH_KEY: &str = "idempotency_purged_through";
 fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     txn: &WriteTransaction,
     definition: TableDefinition<'static, K, V>,
-    rows: impl Iterator<Item = (&'r RowKey, &'r Row)>,
+    rows: impl Iterator<Item = crate::backend::Row<'r>>,
 ) -> Result<u64, redb::Error> {
     let mut table = txn.open_table(definition)?;
     let mut written = 0;
-    for (key, row) in rows {
-        let key = K::from_bytes(key.redb());
-        match row {
+    for row in rows {
+        let key = K::from_bytes(row.key.native());
+        match row.value {
             Some(value) => {
                 table.insert(key, V::from_bytes(value))?;
             }
@@ -326,12 +324,24 @@ macro_rules! derived_tables {
         pub(crate) fn write<'r>(
             txn: &WriteTransaction,
             table: u8,
-            rows: impl Iterator<Item = (&'r RowKey, &'r Row)>,
+            rows: impl Iterator<Item = crate::backend::Row<'r>>,
         ) -> Result<u64, redb::Error> {
             match table {
                 $($id => write_rows(txn, $def, rows),)*
                 _ => unreachable!("no derived table has id {table}"),
             }
+        }
+
+        /// Opens derived table `table` of a snapshot, read by bytes.
+        pub(crate) fn open_raw(
+            txn: &redb::ReadTransaction,
+            table: u8,
+        ) -> Result<Box<dyn crate::backend::file::RawTable>, redb::TableError> {
+            use crate::backend::file::Typed;
+            Ok(match table {
+                $($id => Box::new(Typed { id: $id, table: txn.open_table($def)? }),)*
+                _ => unreachable!("no derived table has id {table}"),
+            })
         }
 
         /// Creates every derived table the file lacks (an upgrade derives into all of them).

@@ -25,16 +25,14 @@ pub fn overwrite_connection(
 ) -> Result<(), Error> {
     // Into the checkpointed table, under an empty layer, so that the merged view shows it.
     store.checkpoint(None)?;
-    let txn = store.begin_write()?;
-    let result = (|| {
+    store.write_file(|txn| {
         let mut table = txn.open_table(CONNECTIONS)?;
         table.insert(
             (tenant.as_str(), connection.spec.id.as_u128()),
             codec::encode_connection(connection).as_slice(),
         )?;
         Ok(())
-    })();
-    store.finish(txn, result)
+    })
 }
 
 /// Turns the file back into format version 2, as a build of that version left it: drops the
@@ -46,8 +44,7 @@ pub fn downgrade_to_version_2(store: &Store) -> Result<(), Error> {
     // Version 2 wrote every derived row with its events: checkpoint all of them first, then
     // drop what version 4 added (the extras table, the checkpoint position).
     store.checkpoint(None)?;
-    let txn = store.begin_write()?;
-    let result = (|| {
+    store.write_file(|txn| {
         txn.delete_table(REQUEST_CONFIGS)?;
         txn.delete_table(EXTRAS)?;
         let mut meta = txn.open_table(META)?;
@@ -55,8 +52,7 @@ pub fn downgrade_to_version_2(store: &Store) -> Result<(), Error> {
         meta.remove(CHECKPOINT_EXTRAS_KEY)?;
         meta.insert(FORMAT_VERSION_KEY, 2)?;
         Ok(())
-    })();
-    store.finish(txn, result)
+    })
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ fn failed(reason: impl std::fmt::Display) -> Error {
 
 fn write_failed(e: append::Error) -> Error {
     match e {
-        append::Error::Storage { source } => Error::Storage(source),
+        append::Error::Storage { source } => Error::Storage(source.into()),
         other => failed(other),
     }
 }
@@ -94,7 +94,7 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
     let txn = begin(db, options)?;
     tables::create_derived(&txn).map_err(storage)?;
     txn.commit().map_err(storage)?;
-    let base = db.begin_read().map_err(storage)?;
+    let base = crate::backend::file::snapshot_of(db.begin_read().map_err(storage)?);
     let layer = RefCell::new(Layer::default());
     {
         let mut t = WriteTables::open(&base, &layer).map_err(write_failed)?;

@@ -23,8 +23,8 @@ use crate::intents::Intent;
 use crate::read::Reader;
 use crate::store::Store;
 use crate::tables::{
-    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
-    INTENTS, POLICIES, REQUEST_CONFIGS, STREAMS, TIMERS, timer_kind_code,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, HISTORY, HISTORY_INDEX, INTENTS,
+    POLICIES, REQUEST_CONFIGS, STREAMS, TIMERS, timer_kind_code,
 };
 use crate::timers::{self, Due, DueTimer};
 
@@ -36,22 +36,17 @@ pub const MAX_DIFFERENCES: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// redb failed to read (an I/O error, or damage beyond its checksums). Undecodable records
-    /// are not errors: they are reported as differences.
+    /// The backend failed to read (an I/O error, or damage beyond its checksums). Undecodable
+    /// records are not errors: they are reported as differences.
     #[error("storage error while verifying: {0}")]
-    Storage(#[source] redb::Error),
+    Storage(#[source] std::io::Error),
 }
 
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Error {
-                Error::Storage(e.into())
-            }
-        }
-    )*};
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Storage(e)
+    }
 }
-storage_from!(redb::StorageError, redb::TableError, redb::TransactionError);
 
 /// One way the stored data disagrees with the replayed log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,11 +530,12 @@ fn replay_extras(
 ) -> Result<(ReplayedKeys, HashMap<String, u64>), Error> {
     let mut keys = ReplayedKeys::new();
     let mut cursors: HashMap<String, u64> = HashMap::new();
-    let table = reader.log(crate::tables::EXTRAS)?;
     let mut expected = 1;
-    for entry in table.range(1..=reader.extras)? {
-        let (k, v) = entry?;
-        let number = k.value();
+    for entry in reader
+        .base()
+        .records(crate::backend::Log::Extras, 1, reader.extras)?
+    {
+        let (number, v) = entry?;
         if number != expected {
             report.push(Difference::Extras {
                 number: expected,
@@ -548,7 +544,7 @@ fn replay_extras(
         }
         expected = number + 1;
         report.extras += 1;
-        match codec::decode_extras(number, v.value()) {
+        match codec::decode_extras(number, &v) {
             Ok(extras) => {
                 for put in extras.keys {
                     keys.insert((put.tenant.as_str().to_owned(), put.key), put.record);
@@ -684,14 +680,15 @@ fn compare_cursors(
 }
 
 fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
-    let events = reader.log(EVENTS)?;
     let mut expected = 1;
     // The batch of the previous decoded event, and that event's sequence.
     let mut batch: Option<(u64, u64)> = None;
     let mut previous = 0;
-    for entry in events.range::<u64>(..)? {
-        let (k, v) = entry?;
-        let sequence = k.value();
+    for entry in reader
+        .base()
+        .records(crate::backend::Log::Events, 1, u64::MAX)?
+    {
+        let (sequence, v) = entry?;
         if sequence != expected {
             report.push(Difference::SequenceGap {
                 expected,
@@ -700,7 +697,7 @@ fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Resu
         }
         expected = sequence + 1;
         report.events += 1;
-        let envelope = match codec::decode_envelope(sequence, v.value()) {
+        let envelope = match codec::decode_envelope(sequence, &v) {
             Ok(e) => e,
             Err(e) => {
                 report.push(Difference::Undecodable(e));
@@ -1300,6 +1297,7 @@ impl<T: PartialEq, D: Fn(TenantId, Option<T>, Option<T>) -> Difference> TenantRe
 
 #[cfg(test)]
 mod tests {
+    use crate::tables::EVENTS;
     use jitflow_core::lifecycle::{Command, TimerKind};
     use redb::ReadableTable;
     use redb::backends::InMemoryBackend;

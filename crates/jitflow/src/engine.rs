@@ -30,7 +30,7 @@ use crate::hooks::{
 };
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
-use crate::writer::{Idempotency, Op, Reply, Request, Signals, Writer};
+use crate::writer::{Idempotency, Op, Reply, Signals, Writer, WriterHandle};
 
 /// The most events one history or subscription read returns.
 pub const MAX_PAGE: usize = 10_000;
@@ -145,7 +145,7 @@ impl Builder {
             })?;
         let store = Arc::new(store);
         let config = self.config;
-        let (writer_tx, writer_rx) = mpsc::channel(config.queue_capacity);
+        let (writer_tx, writer_rx) = WriterHandle::channel(config.queue_capacity);
         let (effects_tx, effects_rx) = mpsc::channel(config.queue_capacity);
         let (committed, _) = broadcast::channel(16);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -231,7 +231,6 @@ impl Builder {
                 clock: self.clock,
                 signals,
                 metrics,
-                queue_capacity: config.queue_capacity,
                 approval: config.approval_step(),
                 stop: std::sync::Mutex::new(Some(Stop {
                     shutdown: shutdown_tx,
@@ -262,11 +261,10 @@ struct Inner {
     provisioner: Arc<dyn Provisioner>,
     /// The bound on one inspection (`Config::effect_timeout`).
     inspect_timeout: std::time::Duration,
-    writer: mpsc::Sender<Request>,
+    writer: WriterHandle,
     clock: Arc<dyn Clock>,
     signals: Arc<Signals>,
     metrics: Arc<Metrics>,
-    queue_capacity: usize,
     /// The approval step of access request items (from `Config::approvers`).
     approval: jitflow_core::request::ApprovalStep,
     stop: std::sync::Mutex<Option<Stop>>,
@@ -324,8 +322,7 @@ impl Engine {
     /// recorded, with gauges read now from the store and the writer's queue. It reads the store,
     /// so it blocks: call it from `spawn_blocking` in async code.
     pub fn scrape(&self) -> Result<String, Error> {
-        let writer = &self.inner.writer;
-        let queued = writer.max_capacity().saturating_sub(writer.capacity()) as u64;
+        let queued = self.inner.writer.queued() as u64;
         let health = crate::metrics::HealthGauges::read(&self.inner.signals.health);
         let mut last = self
             .inner
@@ -416,18 +413,7 @@ impl Engine {
                 "idempotency key must be 1..={MAX_IDEMPOTENCY_KEY} bytes"
             )));
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op,
-            actor: caller.actor.clone(),
-            idempotency: key,
-            reply,
-        };
-        match self.inner.writer.try_send(request) {
-            Ok(()) => Ok(answer),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::Busy(self.inner.queue_capacity)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Stopped),
-        }
+        self.inner.writer.try_submit(op, caller.actor.clone(), key)
     }
 
     async fn send(
@@ -912,16 +898,7 @@ impl Engine {
             notifier.abort();
             let _ = notifier.await;
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op: Op::Shutdown,
-            actor: Actor::System,
-            idempotency: None,
-            reply,
-        };
-        if self.inner.writer.send(request).await.is_ok() {
-            let _ = answer.await;
-        }
+        let _ = self.inner.writer.call(Op::Shutdown).await;
         let _ = tokio::task::spawn_blocking(move || stop.writer_thread.join()).await;
     }
 }

@@ -54,13 +54,13 @@ use jitflow_core::request::{
 };
 use jitflow_store::Store;
 use jitflow_store::read::Reader;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::debug;
 
 use crate::engine::{Caller, Engine, fingerprint, uuid_v4};
 use crate::error::Error;
 use crate::hooks::{EffectRequest, ItemRequest, ProvisionError, Provisioner};
-use crate::writer::{Op, Reply, Request, Signals};
+use crate::writer::{Op, Reply, Signals, WriterHandle};
 
 /// What rights the caller has for an access request operation (the contract's USER and
 /// ORG_ADMIN levels). An admin may approve, reject, cancel and close any item; a user may
@@ -539,7 +539,7 @@ fn item_request(
 /// Runs the effects of access request items; see the module documentation.
 pub(crate) struct ItemEffects {
     pub store: Arc<Store>,
-    pub writer: mpsc::Sender<Request>,
+    pub writer: WriterHandle,
     pub provisioner: Arc<dyn Provisioner>,
     pub signals: Arc<Signals>,
     pub timeout: Duration,
@@ -606,18 +606,7 @@ impl ItemEffects {
 
     /// Sends one op to the writer as the system and waits for its answer.
     async fn connection_op(&self, op: Op) -> Result<Reply, Error> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op,
-            actor: Actor::System,
-            idempotency: None,
-            reply,
-        };
-        self.writer
-            .send(request)
-            .await
-            .map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.writer.call(op).await
     }
 
     fn connection(

@@ -18,7 +18,7 @@ use jitflow_core::activation::Activation;
 use jitflow_core::connection::{Connection, ConnectionSpec};
 use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{
-    self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide, decide_policy, evolve,
+    self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide_policy, decide_states,
 };
 use jitflow_core::policy::Policy;
 use jitflow_core::request::{self, AccessRequestConfig, Item, ItemStatus, RequestType};
@@ -105,6 +105,79 @@ pub(crate) struct Request {
     pub actor: Actor,
     pub idempotency: Option<Idempotency>,
     pub reply: ReplyTo,
+}
+
+/// The one door to the writer: a cheap clone of its bounded queue's sender. The engine's API,
+/// the scheduler, the effect runner and the notifier all send through it, so a request is
+/// built in one place and every way of waiting (or not) for room and for the answer is named.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterHandle {
+    queue: mpsc::Sender<Request>,
+}
+
+/// The answer to a queued request, once the writer has committed (or refused) it.
+pub(crate) type Answer = oneshot::Receiver<Result<Reply, Error>>;
+
+impl WriterHandle {
+    /// A bounded queue of `capacity` requests and its handle; the writer reads the receiver.
+    pub(crate) fn channel(capacity: usize) -> (WriterHandle, mpsc::Receiver<Request>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        (WriterHandle { queue }, rx)
+    }
+
+    fn request(op: Op, actor: Actor, idempotency: Option<Idempotency>) -> (Request, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            op,
+            actor,
+            idempotency,
+            reply,
+        };
+        (request, answer)
+    }
+
+    /// Queues `op` without waiting for room: [`Error::Busy`] when the queue is full (the
+    /// caller's backpressure), [`Error::Stopped`] when the writer is gone.
+    pub(crate) fn try_submit(
+        &self,
+        op: Op,
+        actor: Actor,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Answer, Error> {
+        let (request, answer) = Self::request(op, actor, idempotency);
+        match self.queue.try_send(request) {
+            Ok(()) => Ok(answer),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::Busy(self.queue.max_capacity())),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Stopped),
+        }
+    }
+
+    /// Queues `op` as the system, waiting for room (the engine's own work: timers, effect
+    /// results, shutdown); [`Error::Stopped`] when the writer is gone.
+    pub(crate) async fn submit(&self, op: Op) -> Result<Answer, Error> {
+        let (request, answer) = Self::request(op, Actor::System, None);
+        self.queue.send(request).await.map_err(|_| Error::Stopped)?;
+        Ok(answer)
+    }
+
+    /// [`WriterHandle::submit`], then waits for the answer.
+    pub(crate) async fn call(&self, op: Op) -> Result<Reply, Error> {
+        self.submit(op).await?.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Queues `op` as the system if there is room, not waiting for its answer; whether it was
+    /// queued. For work a later request covers (a consumer's cursor).
+    pub(crate) fn offer(&self, op: Op) -> bool {
+        let (request, _answer) = Self::request(op, Actor::System, None);
+        self.queue.try_send(request).is_ok()
+    }
+
+    /// Requests in the queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue
+            .max_capacity()
+            .saturating_sub(self.queue.capacity())
+    }
 }
 
 /// An effect to run, handed to the effect runner after its intent committed.
@@ -609,12 +682,11 @@ impl Writer {
                 if let (None, Command::Register(spec)) = (&state, command) {
                     Self::check_assignment_free(reader, overlay, &tenant, spec)?;
                 }
-                let events = decide(*connection, state.as_ref(), command, &ctx)?;
+                // One evolve per event: `decide_states` hands back the state each event leaves.
+                let decided = decide_states(*connection, state.as_ref(), command, &ctx)?;
                 let mut after = state;
-                for event in events {
-                    after = evolve(after, &event).unwrap_or_else(|e| {
-                        panic!("decide produced an event that does not apply: {e}")
-                    });
+                for (event, next) in decided {
+                    after = next;
                     batch.push(Entry::Connection {
                         tenant: tenant.clone(),
                         event,
@@ -790,7 +862,7 @@ impl Writer {
                 config: ctx.config,
                 running_activation,
             };
-            let events = match request::decide(*id, state.as_ref(), command, &rctx) {
+            let events = match request::decide_states(*id, state.as_ref(), command, &rctx) {
                 Ok(events) => events,
                 Err(e) if asked => return Err(e.into()),
                 Err(e) => {
@@ -816,11 +888,9 @@ impl Writer {
                 _ => {}
             }
             let status_before = state.as_ref().map(|i| i.status);
+            // One evolve per event: `decide_states` hands back the state each event leaves.
             let mut after = state;
-            for event in events {
-                let next = request::evolve(after, &event).unwrap_or_else(|e| {
-                    panic!("decide produced an event that does not apply: {e}")
-                });
+            for (event, next) in events {
                 staged.push((event, next.clone()));
                 after = Some(next);
             }

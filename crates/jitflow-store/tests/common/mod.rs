@@ -62,6 +62,7 @@ pub enum Op {
 }
 
 /// One tenant of the model.
+#[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
     /// The stored policy (`None` until the first policy event).
@@ -70,6 +71,7 @@ pub struct Tenant {
 }
 
 /// A model of what the store should hold, producing the entries to append.
+#[derive(Debug, Clone)]
 pub struct World {
     pub now: Timestamp,
     pub config: Config,
