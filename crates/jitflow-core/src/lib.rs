@@ -71,3 +71,4 @@ pub mod lifecycle;
 pub mod policy;
 pub mod request;
 pub mod time;
+pub mod workflow;

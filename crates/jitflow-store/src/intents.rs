@@ -5,11 +5,65 @@
 use std::ops::Bound;
 
 use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::workflow::{Workflow, WorkflowEvent};
 
 use crate::codec::{self, Problem, RecordName};
+use crate::hot::WriteTable;
 use crate::read::{self, Reader, check_limit};
 use crate::tables::INTENTS;
 use redb::TableDefinition;
+
+/// Keeps a workflow's intent row (`INTENTS` for connections, `REQUEST_INTENTS` for request
+/// items) equal to "has pending effects". `before`'s row is present iff `before` had pending
+/// effects (the same invariant, held by the previous write), so only a change of that answer
+/// touches the table.
+pub(crate) fn mirror<W: Workflow>(
+    intents: &mut WriteTable<'_, (&'static str, u128), ()>,
+    key: (&str, u128),
+    before: Option<&W>,
+    after: Option<&W>,
+) -> Result<(), crate::append::Error> {
+    let had = before.is_some_and(|w| !w.pending_effects().is_empty());
+    let has = after.is_some_and(|w| !w.pending_effects().is_empty());
+    match (had, has) {
+        (false, true) => {
+            intents.insert(key, ())?;
+        }
+        (true, false) => {
+            intents.remove(key)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Paired assertions on an entry's state after its event, before anything is encoded: the
+/// state is consistent, and the event arms only timers the state has and cancels only timers
+/// it has not (`what` names the workflow in the message).
+pub(crate) fn assert_follows<W, E>(what: &str, event: &E, after: &W)
+where
+    W: Workflow,
+    E: WorkflowEvent<Timer = W::Timer>,
+{
+    let id = event.subject();
+    assert_eq!(
+        after.key(),
+        id,
+        "entry for {what} {id:#x} carries {:#x}",
+        after.key()
+    );
+    if let Err(e) = after.check_invariants() {
+        panic!("entry for {what} {id:#x} breaks an invariant: {e}");
+    }
+    let timers = after.timers();
+    assert!(
+        event.arm().iter().all(|t| timers.contains(t))
+            && event.cancel().iter().all(|t| !timers.contains(t)),
+        "event of {what} {id:#x} arms {:?} and cancels {:?}; the state has {timers:?}",
+        event.arm(),
+        event.cancel()
+    );
+}
 
 /// A connection with pending effects (read them with `Connection::pending_effects`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
