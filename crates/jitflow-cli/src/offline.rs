@@ -225,6 +225,11 @@ fn upgrade_steps(from: u64) -> Vec<&'static str> {
             "4 -> 5: stamp the version (new record kinds: drift found, a policy's warning lead), so that older builds refuse the file",
         );
     }
+    if from < 6 {
+        steps.push(
+            "5 -> 6: add the stuck table (connections and request items whose revoke keeps failing), filled from the stored connections and items",
+        );
+    }
     steps
 }
 

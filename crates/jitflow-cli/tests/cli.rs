@@ -594,10 +594,11 @@ async fn offline_commands_on_a_stopped_engines_store() {
         let dry = offline(dir, &["upgrade", "--dry-run"]).await.ok();
         assert!(
             dry.stdout
-                .contains("would upgrade from format version 2 to 5")
+                .contains("would upgrade from format version 2 to 6")
                 && dry.stdout.contains("2 -> 3: ")
                 && dry.stdout.contains("3 -> 4: ")
                 && dry.stdout.contains("4 -> 5: ")
+                && dry.stdout.contains("5 -> 6: ")
                 && dry.stdout.contains("dry run: nothing changed"),
             "{}",
             dry.stdout

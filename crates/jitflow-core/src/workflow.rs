@@ -23,6 +23,10 @@ pub trait Workflow {
     fn pending_effects(&self) -> Vec<Self::Effect>;
     /// Whether the state is consistent; the message says what is not.
     fn check_invariants(&self) -> Result<(), String>;
+    /// Whether a revoke of this state keeps failing past the configured bound (the stuck
+    /// flag): access that should be gone is still held, and a person is needed. The flag
+    /// clears when the revoke succeeds.
+    fn is_stuck(&self) -> bool;
 }
 
 /// An event of a workflow, with the timer difference `decide` stamped on it.
@@ -62,6 +66,11 @@ impl Workflow for Connection {
     fn check_invariants(&self) -> Result<(), String> {
         Connection::check_invariants(self)
     }
+
+    fn is_stuck(&self) -> bool {
+        self.activation.as_ref().is_some_and(|a| a.stuck)
+            || self.standing_revoke.as_ref().is_some_and(|r| r.stuck)
+    }
 }
 
 impl Workflow for request::Item {
@@ -82,6 +91,10 @@ impl Workflow for request::Item {
 
     fn check_invariants(&self) -> Result<(), String> {
         request::Item::check_invariants(self)
+    }
+
+    fn is_stuck(&self) -> bool {
+        self.removal.as_ref().is_some_and(|r| r.stuck)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::store::{Published, Store};
 use crate::tables::{
     self, ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, HISTORY, HISTORY_INDEX,
     IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, REQUEST_CONFIGS, REQUEST_INDEX,
-    REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
+    REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, STUCK, TIMERS,
 };
 use crate::{idempotency, projection, request};
 
@@ -113,6 +113,7 @@ pub(crate) struct WriteTables<'w> {
     pub(crate) request_intents: WriteTable<'w, (&'static str, u128), ()>,
     pub(crate) request_people: WriteTable<'w, (&'static str, u8, &'static str, u128), ()>,
     pub(crate) request_configs: WriteTable<'w, &'static str, &'static [u8]>,
+    pub(crate) stuck: WriteTable<'w, (&'static str, u8, u128), ()>,
 }
 
 impl<'w> WriteTables<'w> {
@@ -148,6 +149,7 @@ impl<'w> WriteTables<'w> {
             request_intents: table(base, layer, REQUEST_INTENTS)?,
             request_people: table(base, layer, REQUEST_PEOPLE)?,
             request_configs: table(base, layer, REQUEST_CONFIGS)?,
+            stuck: table(base, layer, STUCK)?,
         })
     }
 }

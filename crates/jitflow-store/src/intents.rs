@@ -37,6 +37,28 @@ pub(crate) fn mirror<W: Workflow>(
     Ok(())
 }
 
+/// Keeps a workflow's row in the stuck table equal to `Workflow::is_stuck` of its state.
+/// Like the intent rows, `before`'s row is present iff `before` is stuck.
+pub(crate) fn mirror_stuck<W: Workflow>(
+    stuck: &mut WriteTable<'_, (&'static str, u8, u128), ()>,
+    key: (&str, u8, u128),
+    before: Option<&W>,
+    after: Option<&W>,
+) -> Result<(), crate::append::Error> {
+    let was = before.is_some_and(Workflow::is_stuck);
+    let is = after.is_some_and(Workflow::is_stuck);
+    match (was, is) {
+        (false, true) => {
+            stuck.insert(key, ())?;
+        }
+        (true, false) => {
+            stuck.remove(key)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Paired assertions on an entry's state after its event, before anything is encoded: the
 /// state is consistent, and the event arms only timers the state has and cancels only timers
 /// it has not (`what` names the workflow in the message).

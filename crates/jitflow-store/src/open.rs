@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
     HISTORY, HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES,
-    REQUEST_CONFIGS, STREAMS, TIMERS,
+    REQUEST_CONFIGS, STREAMS, STUCK, TIMERS,
 };
 
 /// The version of the file layout (tables and keys) this build writes and reads. A file of an
@@ -43,7 +43,11 @@ use crate::tables::{
 ///   version 4 (the upgrade only stamps the version), plus the checkpoint's purge time in
 ///   `meta` (`idempotency_purged_through`). A build of version 4 refuses such a file rather
 ///   than failing on its first new record.
-pub const FILE_FORMAT_VERSION: u64 = 5;
+/// - 6: adds the derived table `stuck` (the connections and request items whose revoke keeps
+///   failing past the bound), counted, so the stuck gauge is exact without a scan. The upgrade
+///   fills it from the checkpointed projections. A build of version 5 would not keep it in
+///   step: it refuses the file.
+pub const FILE_FORMAT_VERSION: u64 = 6;
 
 /// The default bound on rows in the hot layer: 262,144.
 pub const DEFAULT_LAYER_ENTRIES_MAX: usize = 1 << 18;
@@ -215,7 +219,7 @@ impl Store {
         );
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(from @ (1..=4)) => {
+            Some(from @ (1..=5)) => {
                 // Each step commits on its own and leaves a file of the next version.
                 if from == 1 {
                     crate::upgrade::from_v1(&db, &options)?;
@@ -226,7 +230,10 @@ impl Store {
                 if from <= 3 {
                     crate::upgrade::from_v3(&db, &options)?;
                 }
-                crate::upgrade::from_v4(&db, &options)?;
+                if from <= 4 {
+                    crate::upgrade::from_v4(&db, &options)?;
+                }
+                crate::upgrade::from_v5(&db, &options)?;
                 tracing::info!(
                     from,
                     to = FILE_FORMAT_VERSION,
@@ -327,6 +334,7 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         HISTORY_INDEX.to_string(),
         REQUEST_CONFIGS.to_string(),
         EXTRAS.to_string(),
+        STUCK.to_string(),
     ]
     .into_iter()
     .chain(crate::request::table_names())
@@ -376,6 +384,7 @@ fn create_tables(db: &Database, options: &Options) -> Result<(), Error> {
         txn.open_table(HISTORY_INDEX).map_err(storage)?;
         txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
         txn.open_table(EXTRAS).map_err(storage)?;
+        txn.open_table(STUCK).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
             .map_err(storage)?;

@@ -91,6 +91,8 @@ pub(crate) fn put_connection(
     index::put_connection(t, tenant, before, after)?;
 
     timers::apply(&mut t.timers, tenant, event)?;
+    let stuck_key = (key.0, crate::tables::STUCK_CONNECTION, key.1);
+    intents::mirror_stuck(&mut t.stuck, stuck_key, before, after)?;
     intents::mirror(&mut t.intents, key, before, after)
 }
 

@@ -129,6 +129,9 @@ pub struct Backlog {
     pub connection_intents: u64,
     /// Access request items with effects committed and not yet settled.
     pub item_intents: u64,
+    /// Connections (a JIT activation's or a standing revoke) and access request items whose
+    /// revoke keeps failing past the configured bound (`Workflow::is_stuck`).
+    pub stuck: u64,
 }
 
 impl std::fmt::Debug for Reader {
@@ -153,6 +156,7 @@ impl Reader {
             timers: self.table(TIMERS)?.len()?,
             connection_intents: self.table(INTENTS)?.len()?,
             item_intents: self.table(REQUEST_INTENTS)?.len()?,
+            stuck: self.table(crate::tables::STUCK)?.len()?,
         })
     }
 

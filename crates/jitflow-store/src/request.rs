@@ -113,6 +113,8 @@ pub(crate) fn put_item(
         _ => {}
     }
     crate::timers::apply(&mut t.timers, tenant, event)?;
+    let stuck_key = (key.0, crate::tables::STUCK_ITEM, key.1);
+    crate::intents::mirror_stuck(&mut t.stuck, stuck_key, before, Some(after))?;
     crate::intents::mirror(&mut t.request_intents, key, before, Some(after))
 }
 

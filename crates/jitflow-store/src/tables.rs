@@ -306,6 +306,18 @@ fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     Ok(written)
 }
 
+// Stuck revokes (format version 6).
+
+/// The workflows whose revoke keeps failing past the configured bound (`Workflow::is_stuck`):
+/// (tenant, workflow code, id) -> (), present iff the stored state is stuck. Counted, so the
+/// stuck gauge is exact and read in constant time.
+pub(crate) const STUCK: TableDefinition<'static, (&str, u8, u128), ()> =
+    TableDefinition::new("stuck");
+/// Workflow code of a connection in [`STUCK`] keys.
+pub(crate) const STUCK_CONNECTION: u8 = 1;
+/// Workflow code of an access request item in [`STUCK`] keys.
+pub(crate) const STUCK_ITEM: u8 = 2;
+
 /// Lists every table derived from the log, with its id in the hot layer (the ids are not
 /// persisted: only the order of tables within the layer depends on them).
 macro_rules! derived_tables {
@@ -372,12 +384,13 @@ derived_tables! {
     16 => REQUEST_INTENTS,
     17 => REQUEST_PEOPLE,
     18 => REQUEST_CONFIGS,
+    19 => STUCK,
 }
 
 /// Whether derived table `table` keeps an exact length through the layer (the backlog gauges
 /// read it in constant time).
 pub(crate) const fn counted(table: u8) -> bool {
-    matches!(table, 5 | 6 | 16)
+    matches!(table, 5 | 6 | 16 | 19)
 }
 
 #[cfg(test)]
@@ -386,13 +399,18 @@ mod derived_tests {
 
     use super::*;
 
-    /// The counted tables are the timers and both intents tables, by name.
+    /// The counted tables are the timers, both intents tables and the stuck table, by name.
     #[test]
     fn counted_tables_are_the_backlog() {
         for t in 0..COUNT as u8 {
-            let expected = [TIMERS.name(), INTENTS.name(), REQUEST_INTENTS.name()]
-                .into_iter()
-                .any(|name| id(name) == t);
+            let expected = [
+                TIMERS.name(),
+                INTENTS.name(),
+                REQUEST_INTENTS.name(),
+                STUCK.name(),
+            ]
+            .into_iter()
+            .any(|name| id(name) == t);
             assert_eq!(counted(t), expected, "table {t}");
         }
     }

@@ -11,7 +11,7 @@ use crate::codec;
 use crate::store::Store;
 use crate::tables::{
     CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, EXTRAS, FORMAT_VERSION_KEY, META,
-    REQUEST_CONFIGS,
+    REQUEST_CONFIGS, STUCK,
 };
 
 /// Overwrites the stored projection of `connection` (of `tenant`) with `connection` as given,
@@ -42,11 +42,13 @@ pub fn overwrite_connection(
 /// opened anew.
 pub fn downgrade_to_version_2(store: &Store) -> Result<(), Error> {
     // Version 2 wrote every derived row with its events: checkpoint all of them first, then
-    // drop what version 4 added (the extras table, the checkpoint position).
+    // drop what versions 4 and 6 added (the extras table, the checkpoint position, the stuck
+    // table).
     store.checkpoint(None)?;
     store.write_file(|txn| {
         txn.delete_table(REQUEST_CONFIGS)?;
         txn.delete_table(EXTRAS)?;
+        txn.delete_table(STUCK)?;
         let mut meta = txn.open_table(META)?;
         meta.remove(CHECKPOINT_KEY)?;
         meta.remove(CHECKPOINT_EXTRAS_KEY)?;

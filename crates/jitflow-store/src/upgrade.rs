@@ -17,7 +17,8 @@ use crate::hot::Layer;
 use crate::open::{Error, Options, storage};
 use crate::tables::{
     self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, CURSOR_PREFIX, EVENTS, EXTRAS,
-    FORMAT_VERSION_KEY, IDEMPOTENCY, META, REQUEST_CONFIGS,
+    FORMAT_VERSION_KEY, IDEMPOTENCY, META, REQUEST_CONFIGS, REQUEST_ITEMS, STUCK, STUCK_CONNECTION,
+    STUCK_ITEM,
 };
 use crate::{append, index};
 
@@ -225,6 +226,55 @@ pub(crate) fn from_v4(db: &Database, options: &Options) -> Result<(), Error> {
     txn.commit().map_err(storage)
 }
 
+/// Version 5 to 6: adds the stuck table, filled from the checkpointed connections and request
+/// items (the open's tail replay then keeps it in step, as every derived table).
+pub(crate) fn from_v5(db: &Database, options: &Options) -> Result<(), Error> {
+    use jitflow_core::id::RequestItemId;
+    use jitflow_core::workflow::Workflow;
+    let failed = |reason: String| Error::Upgrade { from: 5, reason };
+    let txn = begin(db, options)?;
+    {
+        let mut stuck = txn.open_table(STUCK).map_err(storage)?;
+        for entry in txn
+            .open_table(CONNECTIONS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let (tenant, id) = k.value();
+            let c = codec::decode_connection(tenant, ConnectionId::from_u128(id), v.value())
+                .map_err(|e| failed(e.to_string()))?;
+            if c.is_stuck() {
+                stuck
+                    .insert((tenant, STUCK_CONNECTION, id), ())
+                    .map_err(storage)?;
+            }
+        }
+        for entry in txn
+            .open_table(REQUEST_ITEMS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let (tenant, id) = k.value();
+            let item = codec::decode_item(tenant, RequestItemId::from_u128(id), v.value())
+                .map_err(|e| failed(e.to_string()))?;
+            if item.is_stuck() {
+                stuck
+                    .insert((tenant, STUCK_ITEM, id), ())
+                    .map_err(storage)?;
+            }
+        }
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert(FORMAT_VERSION_KEY, 6)
+            .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
 #[cfg(test)]
 mod tests {
     use jitflow_core::lifecycle::Command;
@@ -280,8 +330,7 @@ mod tests {
         };
         {
             let store = Store::open(&path, Options::default()).unwrap();
-            assert_eq!(FILE_FORMAT_VERSION, 5);
-            assert_eq!(stored_version(&store), Some(5));
+            assert_eq!(stored_version(&store), Some(FILE_FORMAT_VERSION));
             let reader = store.reader().unwrap();
             assert_eq!(reader.access_request_config(&tenant).unwrap(), None);
             assert!(reader.connection(&tenant, CONN).unwrap().is_some());
@@ -485,8 +534,64 @@ mod v4_tests {
         }
         assert_eq!(stored_format_version(&path).unwrap(), Some(4));
         let store = Store::open(&path, Options::default()).unwrap();
-        assert_eq!(FILE_FORMAT_VERSION, 5);
         drop(store);
+        assert_eq!(
+            stored_format_version(&path).unwrap(),
+            Some(FILE_FORMAT_VERSION)
+        );
+    }
+
+    /// A version 5 file (no stuck table) opens as version 6 with the table filled from its
+    /// stored connections: the stuck one counts, the others do not.
+    #[test]
+    fn a_version_5_file_gets_its_stuck_table_on_open() {
+        use crate::batch::{Batch, Entry};
+        use crate::tables::STUCK;
+        use crate::test_support::{CONN, spec, step};
+        use jitflow_core::connection::ConnectionType;
+        use jitflow_core::id::TenantId;
+        use jitflow_core::lifecycle::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            // A STANDING connection turned JIT: its standing access is being revoked.
+            let mut standing = spec(CONN);
+            standing.kind = ConnectionType::Standing;
+            let mut batch = Batch::new();
+            let (event, after) = step(None, Command::Register(standing));
+            let (change, revoking) = step(after.clone(), Command::ChangeType(ConnectionType::Jit));
+            for (event, after) in [(event, after), (change, revoking)] {
+                batch.push(Entry::Connection {
+                    tenant: tenant.clone(),
+                    event,
+                    after,
+                });
+            }
+            store.append_batch(&batch).unwrap();
+            // Its revoke stuck, as a version 5 build left it: planted in the checkpointed
+            // projection (the upgrade reads projections, not the log).
+            let mut stuck = store
+                .reader()
+                .unwrap()
+                .connection(&tenant, CONN)
+                .unwrap()
+                .unwrap();
+            stuck.standing_revoke.as_mut().expect("revoking").stuck = true;
+            crate::testing::overwrite_connection(&store, &tenant, &stuck).unwrap();
+            store
+                .write_file(|txn| {
+                    assert!(txn.delete_table(STUCK)?);
+                    txn.open_table(META)?.insert(FORMAT_VERSION_KEY, 5)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
         assert_eq!(stored_format_version(&path).unwrap(), Some(5));
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert_eq!(store.reader().unwrap().backlog().unwrap().stuck, 1);
+        drop(store);
+        assert_eq!(stored_format_version(&path).unwrap(), Some(6));
     }
 }

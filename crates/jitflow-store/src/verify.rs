@@ -24,7 +24,8 @@ use crate::read::Reader;
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, HISTORY, HISTORY_INDEX, INTENTS,
-    POLICIES, REQUEST_CONFIGS, STREAMS, TIMERS, timer_kind_code,
+    POLICIES, REQUEST_CONFIGS, STREAMS, STUCK, STUCK_CONNECTION, STUCK_ITEM, TIMERS,
+    timer_kind_code,
 };
 use crate::timers::{self, Due, DueTimer};
 
@@ -165,6 +166,18 @@ pub enum Difference {
     IntentMissing(Intent),
     /// An intent row for a connection without pending effects.
     IntentUnexpected(Intent),
+    /// The stuck table disagrees with the replay: a stuck connection or item without its row
+    /// (`expected`), or a row for one that is not stuck.
+    Stuck {
+        /// The tenant, as stored.
+        tenant: String,
+        /// `connection` or `item`.
+        workflow: &'static str,
+        /// The connection's or item's id.
+        id: u128,
+        /// Whether the replay expects the row.
+        expected: bool,
+    },
     /// An access request item's record, index row, timer or intent differs from the replay.
     Request(crate::request::verify::Difference),
     /// An access request config event is not based on the config replayed before it.
@@ -312,6 +325,20 @@ impl fmt::Display for Difference {
                 f,
                 "indexed timer {:?} due {} of connection {}/{} is not armed",
                 t.timer.kind, t.due, t.tenant, t.connection
+            ),
+            Difference::Stuck {
+                tenant,
+                workflow,
+                id,
+                expected,
+            } => write!(
+                f,
+                "{workflow} {id:#x} of tenant {tenant:?} {} in the stuck table",
+                if *expected {
+                    "is stuck but has no row"
+                } else {
+                    "has a row but is not stuck"
+                }
             ),
             Difference::IntentMissing(i) => write!(
                 f,
@@ -500,6 +527,7 @@ impl Store {
 
         compare_timers(&reader, &replay.tenants, timers, &mut report)?;
         compare_intents(&reader, &replay.tenants, intents, &mut report)?;
+        compare_stuck(&reader, &replay, &mut report)?;
         compare_indexes(&reader, &replay, &mut report)?;
         compare_connections(&reader, &mut replay, &mut report)?;
         compare_history(&reader, &mut replay, &mut report)?;
@@ -905,6 +933,55 @@ fn compare_timers(
         report.push(Difference::Request(
             crate::request::verify::Difference::TimerMissing(timer),
         ));
+    }
+    Ok(())
+}
+
+/// The stuck table against the replayed connections and items (`Workflow::is_stuck`).
+fn compare_stuck(reader: &Reader, replay: &Replay, report: &mut Report) -> Result<(), Error> {
+    use jitflow_core::workflow::Workflow;
+    let name = |code| {
+        if code == STUCK_CONNECTION {
+            "connection"
+        } else {
+            "item"
+        }
+    };
+    let mut expected: HashSet<(String, u8, u128)> = HashSet::new();
+    for (&(tenant, id), c) in &replay.connections {
+        if c.is_stuck() {
+            let t = replay.tenants.id(tenant).as_str().to_owned();
+            expected.insert((t, STUCK_CONNECTION, id));
+        }
+    }
+    for (&(tenant, id), item) in &replay.items {
+        if item.is_stuck() {
+            let t = replay.tenants.id(tenant).as_str().to_owned();
+            expected.insert((t, STUCK_ITEM, id));
+        }
+    }
+    let table = reader.open(STUCK)?;
+    for entry in table.range::<(&str, u8, u128)>(..)? {
+        let (k, _) = entry?;
+        let (tenant, code, id) = k.value();
+        if !expected.remove(&(tenant.to_owned(), code, id)) {
+            report.push(Difference::Stuck {
+                tenant: tenant.to_owned(),
+                workflow: name(code),
+                id,
+                expected: false,
+            });
+        }
+    }
+    let mut missing: Vec<_> = expected.into_iter().collect();
+    missing.sort_unstable();
+    for (tenant, code, id) in missing {
+        report.push(Difference::Stuck {
+            tenant,
+            workflow: name(code),
+            id,
+            expected: true,
+        });
     }
     Ok(())
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
-use jitflow_store::read::MAX_READ_LIMIT;
 
 use crate::hooks::NotifyErrorKind;
 use prometheus_client::collector::Collector;
@@ -54,10 +53,6 @@ pub const SIGNAL_KINDS: [&str; 3] = ["activate", "extend", "deactivate"];
 /// The effect outcomes, the `outcome` label of the effect series, in the order of
 /// [`Metrics::effect_duration`].
 pub const EFFECT_OUTCOMES: [&str; 2] = ["ok", "failed"];
-
-/// The stuck gauge is counted among at most this many connections with pending effects (a scrape
-/// reads no more); at the cap it means "at least". The other gauges are exact.
-pub const STUCK_SCAN_CAP: usize = MAX_READ_LIMIT;
 
 /// A histogram with fixed buckets, recorded with atomics only.
 #[derive(Debug)]
@@ -375,18 +370,8 @@ impl Gauges {
         let reader = store.reader()?;
         // Exact and constant time: redb keeps each table's length.
         let backlog = reader.backlog()?;
-        // A stuck activation or standing revoke always has its revoke pending, so the
-        // connections with pending effects are the only ones to look at.
-        let mut stuck = 0;
-        for intent in reader.intents(None, STUCK_SCAN_CAP)? {
-            if let Some(c) = reader.connection(&intent.tenant, intent.connection)? {
-                let activation_stuck = c.activation.as_ref().is_some_and(|a| a.stuck);
-                let standing_stuck = c.standing_revoke.as_ref().is_some_and(|r| r.stuck);
-                if activation_stuck || standing_stuck {
-                    stuck += 1;
-                }
-            }
-        }
+        // Exact, of both workflows, and constant time: the store's stuck table is counted.
+        let stuck = backlog.stuck;
         let timer_lag_ms = reader
             .due_timers(None, None, 1)?
             .first()
@@ -655,7 +640,7 @@ impl Collector for Scrape {
         one(
             &mut e,
             "stuck_activations",
-            "Activations and standing revokes flagged stuck (among the first 10000 connections with pending effects).",
+            "Connections (a JIT activation or a standing revoke) and access request items whose revoke keeps failing past the bound (exact).",
             None,
             &gauge(g.stuck),
         )?;

@@ -255,6 +255,39 @@ struct Overlay {
     keys: HashMap<(TenantId, String), (u64, Reply)>,
 }
 
+/// Wakes the writer thread when its queue has a request.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next request (`Some(None)` once every sender is gone), or `None` after `timeout`
+/// without one. tokio's queue has a blocking receive but none with a timeout: this polls it
+/// with a waker that unparks this thread, and parks until then or the deadline. No runtime
+/// is needed, so it works whatever runtime (if any) the engine's tasks run on.
+fn recv_timeout(
+    rx: &mut mpsc::Receiver<Request>,
+    timeout: std::time::Duration,
+) -> Option<Option<Request>> {
+    let deadline = Instant::now() + timeout;
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(received) = rx.poll_recv(&mut cx) {
+            return Some(received);
+        }
+        // Spurious wake-ups only loop: the queue is polled again.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
 impl Writer {
     /// Runs until shutdown. A failed write does not stop it: it heals (see `crate::heal`).
     pub fn run(mut self) {
@@ -304,20 +337,18 @@ impl Writer {
             if self.store.stats().layer_entries == 0 && self.outage.is_none() {
                 return self.rx.blocking_recv();
             }
-            match self.rx.try_recv() {
-                Ok(request) => return Some(request),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
             if self.outage.is_some() {
                 // Heals without waiting for a request, so that an idle engine comes back (and
                 // its overdue timers fire) as soon as the disk has space again.
                 self.heal();
-                std::thread::sleep(CHECKPOINT_POLL);
             } else if self.store.checkpoint_due() {
                 self.checkpoint_if_due();
-            } else {
-                std::thread::sleep(CHECKPOINT_POLL);
+            }
+            // Waits for a request, but at most `CHECKPOINT_POLL`: a request is taken the moment
+            // it arrives (a sleep here would delay every request by up to the poll interval
+            // while the layer holds rows, which it does for seconds after any write).
+            if let Some(received) = recv_timeout(&mut self.rx, CHECKPOINT_POLL) {
+                return received;
             }
         }
     }

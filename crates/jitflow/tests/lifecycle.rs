@@ -182,12 +182,15 @@ async fn deprovision_outage_retries_flags_stuck_then_recovers() {
         .await;
         let stuck = h.connection(id).activation.unwrap().stuck;
         assert_eq!(stuck, attempt >= 3, "stuck after 3 tries");
+        // The gauge is exact, read from the store's counted stuck table.
+        assert_eq!(common::stuck_gauge(&h.engine), u64::from(stuck));
         h.clock.advance(Duration::from_secs(30));
     }
     let c = h
         .wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
         .await;
     assert!(!c.activation.unwrap().stuck);
+    assert_eq!(common::stuck_gauge(&h.engine), 0, "recovered");
     assert_eq!(h.target.keys("revoke").len(), 6);
     assert!(!h.target.state().held.contains(&id));
     h.engine.shutdown().await;

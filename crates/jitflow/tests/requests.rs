@@ -234,6 +234,72 @@ async fn grant_with_approval_then_sunset() {
     .await;
 }
 
+/// A request item whose revoke keeps failing turns stuck, is counted by the stuck gauge (with a
+/// stuck connection beside it: the gauge counts both workflows), survives a restart counted,
+/// and leaves the gauge when its revoke finally succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_removal_is_counted_exactly_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let item = submit_grant(
+        &h,
+        entitlement(STANDING_ENTITLEMENT),
+        None,
+        Some(later(&h, 10)),
+    )
+    .await;
+    bob_approves(&h, &item).await.unwrap();
+    wait_status(&h, item.id(), ItemStatus::Granted).await;
+    assert_eq!(common::stuck_gauge(&h.engine), 0);
+    h.target.state().fail_revokes = 4;
+    h.clock.advance(Duration::from_secs(10 * 60));
+    for attempt in 1..=4u32 {
+        let removing = wait_item(&h, item.id(), "a revoke retry wait", |i| {
+            i.removal
+                .as_ref()
+                .is_some_and(|r| r.attempt == attempt && r.retry_at.is_some())
+        })
+        .await;
+        let stuck = removing.removal.unwrap().stuck;
+        assert_eq!(stuck, attempt >= 3, "stuck after 3 tries");
+        assert_eq!(common::stuck_gauge(&h.engine), u64::from(stuck));
+        if attempt < 4 {
+            h.clock.advance(Duration::from_secs(30));
+        }
+    }
+    // A stuck connection beside it: both count. Every revoke fails meanwhile (the item's
+    // retries too: it stays stuck).
+    let id = h.activated(common::conn(77), Some(Minutes(1))).await;
+    h.target.state().fail_revokes = 1_000;
+    h.clock.advance(Duration::from_secs(60));
+    for attempt in 1..=3u32 {
+        h.wait_for(id, "revoke retry armed", |c| {
+            c.activation
+                .as_ref()
+                .is_some_and(|a| a.attempt == attempt && a.retry_at.is_some())
+        })
+        .await;
+        if attempt < 3 {
+            h.clock.advance(Duration::from_secs(30));
+        }
+    }
+    assert!(h.connection(id).activation.unwrap().stuck);
+    assert_eq!(common::stuck_gauge(&h.engine), 2);
+    let h = h.restart().await;
+    assert_eq!(common::stuck_gauge(&h.engine), 2, "counted after a restart");
+    h.target.state().fail_revokes = 0;
+    for _ in 0..4 {
+        h.clock.advance(Duration::from_secs(30));
+    }
+    wait_status(&h, item.id(), ItemStatus::Removed).await;
+    h.wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
+        .await;
+    assert_eq!(common::stuck_gauge(&h.engine), 0, "both recovered");
+    let report = h.engine.verify().unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+    h.engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_with_sunrise_waits_for_its_start_date() {
     let dir = tempfile::tempdir().unwrap();
