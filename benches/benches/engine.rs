@@ -15,9 +15,10 @@
 //!   engine clock, which stands still, so this is the scheduling backlog) and the wall time until
 //!   all are DEACTIVATING. Never early: the core refuses early timers and the bench checks it.
 //! - `timers_spread` (only with `JITFLOW_BENCH_ONLY=timers_spread`): N activations (default
-//!   1,000,000) with expiries spread over `JITFLOW_BENCH_SPREAD_MINUTES` (default 10); the clock
-//!   steps one second at a time, and the lag of each expiry is the wall time from the step
-//!   that made it due to its commit, with the other timers still pending.
+//!   1,000,000) whose expiries are spread evenly over `JITFLOW_BENCH_SPREAD_MINUTES` (default
+//!   10; activated in chunks of 256 as the manual clock moves); the clock then steps one second
+//!   at a time, and the lag of each expiry is the wall time from the step that made it due to
+//!   its commit, with the other timers still pending.
 //! - memory (in `timers`): per running activation, with redb's page cache capped at 16 MiB:
 //!   the live heap (a counting global allocator, `cap`) and VmRSS added by the second half of
 //!   the N activations, divided by N/2 (the cache is full by then, so it does not count), and
@@ -329,11 +330,13 @@ async fn timers(n: usize) {
     engine.shutdown().await;
 }
 
-/// `timers_spread`: N activations whose expiries are spread evenly over `minutes` minutes of
-/// engine time (activation periods 1..=minutes); the manual clock then moves in steps of one
-/// second, and after each step the bench waits for every expiry the step made due. Lag: wall
-/// time from the step to the commit of each EXPIRED transition, so it is the engine's reaction
-/// time with the rest of the N timers still pending. Never early, checked.
+/// `timers_spread`: N activations of `minutes` minutes whose expiries are spread evenly over
+/// the following `minutes` minutes of engine time: they are activated in chunks of
+/// [`SPREAD_CHUNK`], the manual clock moving between chunks (each chunk is active before it
+/// moves, so every expiry is known). The clock then moves in steps of one second, and after
+/// each step the bench waits for every expiry the step made due. Lag: wall time from the step
+/// to the commit of each EXPIRED transition, so it is the engine's reaction time with the
+/// rest of the N timers pending. Never early, checked.
 async fn timers_spread(n: usize, minutes: u32) {
     let dir = tempfile::tempdir().unwrap();
     let start = Timestamp::from_millis(1_800_000_000_000).unwrap();
@@ -341,42 +344,43 @@ async fn timers_spread(n: usize, minutes: u32) {
     let engine = open(dir.path(), clock.clone()).await;
     let ids = register(&engine, n).await;
     let t = Instant::now();
-    for (c, chunk) in ids.chunks(2048).enumerate() {
-        let activate = chunk.iter().enumerate().map(|(i, id)| {
+    let span_ms = u64::from(minutes) * 60_000;
+    let chunks = n.div_ceil(SPREAD_CHUNK) as u64;
+    let mut expiries: Vec<u64> = Vec::with_capacity(n);
+    for (c, chunk) in ids.chunks(SPREAD_CHUNK).enumerate() {
+        // Chunk c starts at start + c * span / chunks.
+        let at = start.as_millis() + c as u64 * span_ms / chunks;
+        clock.advance(Duration::from_millis(at - clock.now().as_millis()));
+        let activate = chunk.iter().map(|id| {
             let engine = engine.clone();
             let id = *id;
-            let period = Minutes(((c * 2048 + i) as u32 % minutes) + 1);
             async move {
                 engine
-                    .activate(&caller(), id, Some(period), None)
+                    .activate(&caller(), id, Some(Minutes(minutes)), None)
                     .await
                     .unwrap()
             }
         });
         join_all(activate).await;
+        jitflow_benches::wait_all(&engine, &caller().tenant, chunk, |s| {
+            s == ConnectionState::Active
+        })
+        .await
+        .unwrap();
+        expiries.extend(std::iter::repeat_n(at + span_ms, chunk.len()));
     }
-    jitflow_benches::wait_all(&engine, &caller().tenant, &ids, |s| {
-        s == ConnectionState::Active
-    })
-    .await
-    .unwrap();
     let setup = t.elapsed();
     let mut events = engine.subscribe(engine.last_sequence().unwrap());
     let mut lags = Vec::with_capacity(n);
     let mut early = 0u64;
     let mut expired = 0usize;
     let run = Instant::now();
-    // Expiries fall on whole minutes after the (near-identical) activation instants; a step
-    // of one second makes at most one minute's share due.
-    for _ in 0..(u64::from(minutes) * 60 + 60) {
+    while expired < n {
         clock.advance(Duration::from_secs(1));
-        let now = clock.now();
+        let now = clock.now().as_millis();
         let stepped = Instant::now();
-        // Every expiry due by `now` must commit before the next step.
-        let due = ids.len().min(
-            ids.len() * ((now.as_millis() - start.as_millis()) / 60_000) as usize
-                / minutes as usize,
-        );
+        // Every expiry due by `now` commits before the next step.
+        let due = expiries.partition_point(|&e| e <= now);
         while expired < due {
             let Some(was_early) = expiry(&events.next().await.unwrap()) else {
                 continue;
@@ -397,6 +401,9 @@ async fn timers_spread(n: usize, minutes: u32) {
     );
     engine.shutdown().await;
 }
+
+/// Activations per chunk of `timers_spread` (one clock position each).
+const SPREAD_CHUNK: usize = 256;
 
 fn main() {
     // `cargo test --benches` runs bench targets with `--bench`-less args; do nothing then.
