@@ -129,7 +129,7 @@ async fn signals(callers: usize, per_caller: usize) {
                 // One cycle: activate, wait for ACTIVE, extend, deactivate, wait for AVAILABLE.
                 let t = Instant::now();
                 if engine
-                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .activate(&caller, id, Some(Minutes(60)), None, None)
                     .await
                     .is_err()
                 {
@@ -141,12 +141,12 @@ async fn signals(callers: usize, per_caller: usize) {
                 until_state(&engine, id, ConnectionState::Active).await;
                 let t = Instant::now();
                 engine
-                    .extend(&caller, id, Some(Minutes(5)), None)
+                    .extend(&caller, id, Some(Minutes(5)), None, None)
                     .await
                     .unwrap();
                 local.push(t.elapsed());
                 let t = Instant::now();
-                engine.deactivate(&caller, id, None).await.unwrap();
+                engine.deactivate(&caller, id, None, None).await.unwrap();
                 local.push(t.elapsed());
                 i += 2;
                 until_state(&engine, id, ConnectionState::Available).await;
@@ -205,11 +205,11 @@ async fn latency_at_rate(rate: u64, seconds: u64, connections: usize) {
             let t = Instant::now();
             let r = if (i / ids.len() as u64).is_multiple_of(2) {
                 engine
-                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .activate(&caller, id, Some(Minutes(60)), None, None)
                     .await
                     .map(|_| ())
             } else {
-                engine.deactivate(&caller, id, None).await.map(|_| ())
+                engine.deactivate(&caller, id, None, None).await.map(|_| ())
             };
             if r.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +243,7 @@ async fn activate_all(engine: &Engine, ids: &[ConnectionId]) {
             let id = *id;
             async move {
                 engine
-                    .activate(&caller(), id, Some(Minutes(60)), None)
+                    .activate(&caller(), id, Some(Minutes(60)), None, None)
                     .await
                     .unwrap()
             }

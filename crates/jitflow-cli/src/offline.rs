@@ -225,6 +225,11 @@ fn upgrade_steps(from: u64) -> Vec<&'static str> {
             "4 -> 5: stamp the version (new record kinds: drift found, a policy's warning lead), so that older builds refuse the file",
         );
     }
+    if from < 6 {
+        steps.push(
+            "5 -> 6: stamp the version (signals' events may carry the client's requestOrigin and metaData), so that older builds refuse the file",
+        );
+    }
     steps
 }
 

@@ -39,7 +39,11 @@ use crate::tables::{
 ///   version 4 (the upgrade only stamps the version), plus the checkpoint's purge time in
 ///   `meta` (`idempotency_purged_through`). A build of version 4 refuses such a file rather
 ///   than failing on its first new record.
-pub const FILE_FORMAT_VERSION: u64 = 5;
+/// - 6: connection events with a trailing client section (a signal's `requestOrigin` and
+///   `metaData`, on `ActivationRequested`, `Extended` and `DeactivationRequested`), which a
+///   version 5 build cannot decode. The tables are those of version 5 (the upgrade only stamps
+///   the version); a build of version 5 refuses such a file.
+pub const FILE_FORMAT_VERSION: u64 = 6;
 
 /// The default bound on rows in the hot layer: 262,144.
 pub const DEFAULT_LAYER_ENTRIES_MAX: usize = 1 << 18;
@@ -213,7 +217,7 @@ impl Store {
         );
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(from @ (1..=4)) => {
+            Some(from @ (1..=5)) => {
                 // Each step commits on its own and leaves a file of the next version.
                 if from == 1 {
                     crate::upgrade::from_v1(&db, &options)?;
@@ -224,7 +228,10 @@ impl Store {
                 if from <= 3 {
                     crate::upgrade::from_v3(&db, &options)?;
                 }
-                crate::upgrade::from_v4(&db, &options)?;
+                if from <= 4 {
+                    crate::upgrade::from_v4(&db, &options)?;
+                }
+                crate::upgrade::from_v5(&db, &options)?;
                 tracing::info!(
                     from,
                     to = FILE_FORMAT_VERSION,

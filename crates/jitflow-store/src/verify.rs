@@ -1328,6 +1328,7 @@ mod tests {
             Command::Activate {
                 activation: ACT,
                 period: None,
+                client: None,
             },
             Command::ValidationPassed { activation: ACT },
         ];

@@ -771,7 +771,11 @@ impl ItemEffects {
                     // Refused when a deactivation or expiry is already under way: either way
                     // the activation ends on its own course, which this waits for.
                     let result = self
-                        .connection_command(tenant, connection, lifecycle::Command::Deactivate)
+                        .connection_command(
+                            tenant,
+                            connection,
+                            lifecycle::Command::Deactivate { client: None },
+                        )
                         .await;
                     debug!(?result, %activation, "deactivation asked");
                     continue;

@@ -75,7 +75,7 @@ async fn run(ops: Vec<Op>) {
         match op {
             Op::Activate(c, p) => match h
                 .engine
-                .activate(&caller(), conn(c), p.map(Minutes), None)
+                .activate(&caller(), conn(c), p.map(Minutes), None, None)
                 .await
             {
                 Ok(a) => acked.push(a.id),
@@ -84,14 +84,14 @@ async fn run(ops: Vec<Op>) {
             Op::Extend(c, p) => {
                 if let Err(e) = h
                     .engine
-                    .extend(&caller(), conn(c), p.map(Minutes), None)
+                    .extend(&caller(), conn(c), p.map(Minutes), None, None)
                     .await
                 {
                     assert!(acceptable(&e), "{e:?}");
                 }
             }
             Op::Deactivate(c) => {
-                if let Err(e) = h.engine.deactivate(&caller(), conn(c), None).await {
+                if let Err(e) = h.engine.deactivate(&caller(), conn(c), None, None).await {
                     assert!(acceptable(&e), "{e:?}");
                 }
             }

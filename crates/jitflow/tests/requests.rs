@@ -516,7 +516,7 @@ async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
 
     let activation = h
         .engine
-        .activate(&who("dave"), connection, Some(Minutes(60)), None)
+        .activate(&who("dave"), connection, Some(Minutes(60)), None, None)
         .await
         .unwrap();
     h.wait_for(connection, "ACTIVE", |c| c.state == ConnectionState::Active)

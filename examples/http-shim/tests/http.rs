@@ -1254,14 +1254,20 @@ async fn policy_etag_and_if_match() {
     h.stop().await;
 }
 
+/// SailPoint's newer `requestOrigin` and `metaData` are accepted on the three signals and
+/// recorded in the activation's history: after a restart, the activation's event stream shows
+/// each signal's own on its event (and the audit export's line too), and no other event has any.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn newer_clients_fields_are_accepted_and_others_refused() {
-    let h = Harness::new().await;
+async fn newer_clients_fields_are_accepted_recorded_and_others_refused() {
+    let mut h = Harness::new().await;
     h.seed().await;
     let alice = h.alice();
-    let context =
-        json!({"requestOrigin": "sdk-go", "metaData": {"ticket": "CHG-42", "attempt": 1}});
-    let with = |mut body: Value| {
+    let sent = [
+        json!({"requestOrigin": "sdk-go", "metaData": {"ticket": "CHG-42", "attempt": 1}}),
+        json!({"requestOrigin": "portal"}),
+        json!({"metaData": {"reason": "done early", "tags": ["a", {"b": null}]}}),
+    ];
+    let with = |mut body: Value, context: &Value| {
         body.as_object_mut()
             .unwrap()
             .extend(context.as_object().unwrap().clone());
@@ -1275,6 +1281,7 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
             Some(&alice),
             Some(with(
                 json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30}),
+                &sent[0],
             )),
         )
         .await;
@@ -1287,6 +1294,7 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
             Some(&alice),
             Some(with(
                 json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5}),
+                &sent[1],
             )),
         )
         .await;
@@ -1297,15 +1305,59 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
             "POST",
             "/v2026/jit-activations/deactivate",
             Some(&alice),
-            Some(with(json!({"connectionId": ALICE_CONN}))),
+            Some(with(json!({"connectionId": ALICE_CONN}), &sent[2])),
         )
         .await;
     h.wait_state(ALICE_CONN, ConnectionState::Available).await;
 
+    h.restart(Target::default()).await;
+    let admin = h.org_admin();
+    let activation = activated["activationId"].as_str().unwrap();
+    let path = format!("/jitflow/v1/activations/{activation}/events");
+    let events = h.expect(200, "GET", &path, Some(&admin), None).await;
+    let mut recorded = Vec::new();
+    for e in events.as_array().unwrap() {
+        let said: serde_json::Map<String, Value> = ["requestOrigin", "metaData"]
+            .into_iter()
+            .filter_map(|k| Some((k.to_owned(), e.get(k)?.clone())))
+            .collect();
+        // The export line (`event`) carries the same.
+        for (k, v) in &said {
+            assert_eq!(&e["event"][k], v, "{e}");
+        }
+        if said.is_empty() {
+            assert!(e["event"].get("requestOrigin").is_none(), "{e}");
+            assert!(e["event"].get("metaData").is_none(), "{e}");
+        } else {
+            recorded.push((
+                e["change"].as_str().unwrap().to_owned(),
+                Value::Object(said),
+            ));
+        }
+    }
+    assert_eq!(
+        recorded,
+        [
+            ("ActivationRequested".to_owned(), sent[0].clone()),
+            ("Extended".to_owned(), sent[1].clone()),
+            ("DeactivationRequested".to_owned(), sent[2].clone()),
+        ],
+        "{events}"
+    );
+    let path = format!("/jitflow/v1/connections/{ALICE_CONN}/events");
+    let connection_events = h.expect(200, "GET", &path, Some(&admin), None).await;
+    let requested = connection_events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["change"] == "ActivationRequested")
+        .unwrap();
+    assert_eq!(requested["requestOrigin"], "sdk-go");
+    assert_eq!(requested["metaData"], sent[0]["metaData"]);
+
     // Fields no version of the contract has, and the new ones out of bounds, are refused.
     let before = h.engine().last_sequence().unwrap();
-    let too_many: serde_json::Map<String, Value> = (0
-        ..=jitflow_shim::activations::MAX_META_ENTRIES)
+    let too_many: serde_json::Map<String, Value> = (0..=jitflow_core::client::MAX_META_ENTRIES)
         .map(|i| (format!("k{i}"), json!(i)))
         .collect();
     for (extra, field) in [
