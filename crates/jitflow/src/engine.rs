@@ -602,6 +602,16 @@ impl Engine {
         caller: &Caller,
         items: &[bulk::TypeUpdate],
     ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
+        let call = self.change_types(caller, items);
+        bulk::timed(self, bulk::Kind::ChangeType, call).await
+    }
+
+    /// [`Engine::bulk_change_type`], untimed.
+    async fn change_types(
+        &self,
+        caller: &Caller,
+        items: &[bulk::TypeUpdate],
+    ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
         bulk::check_len(items.len(), bulk::MAX_TYPE_UPDATES)?;
         let mut seen = std::collections::HashSet::with_capacity(items.len());
         let mut queued = Vec::with_capacity(items.len());
@@ -632,6 +642,15 @@ impl Engine {
     /// Refused as a whole when the request is empty or too long, and when the engine could not
     /// write an item ([`Error::is_unavailable`]).
     pub async fn import(
+        &self,
+        caller: &Caller,
+        specs: Vec<ConnectionSpec>,
+    ) -> Result<Vec<Result<Connection, Error>>, Error> {
+        bulk::timed(self, bulk::Kind::Import, self.register_all(caller, specs)).await
+    }
+
+    /// [`Engine::import`], untimed.
+    async fn register_all(
         &self,
         caller: &Caller,
         specs: Vec<ConnectionSpec>,

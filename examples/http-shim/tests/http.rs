@@ -910,6 +910,70 @@ async fn short_activation_expires() {
     h.stop().await;
 }
 
+/// The bulk endpoints' answers are timed by kind in `jitflow_bulk_ack_duration_seconds`: the
+/// import (the seed), the bulk type update, access request submissions, bulk approve, bulk
+/// cancel and close, each once it answers per item (an unknown id's 404 included); a call
+/// refused as a whole (no items) is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_calls_are_timed_by_kind() {
+    let h = Harness::with_approver("bob").await;
+    h.seed().await;
+    let admin = h.token(
+        TENANT,
+        "admin",
+        &[
+            "idn:entitlement-connections:manage",
+            "idn:access-request:manage",
+            "idn:access-request-administration:manage",
+        ],
+        &[Level::OrgAdmin],
+    );
+    let alice = h.token(
+        TENANT,
+        "alice",
+        &["idn:access-request-self:manage"],
+        &[Level::User],
+    );
+    let path = "/entitlement-connections/v1";
+    let update = json!([{"connectionId": BOB_CONN, "type": "STANDING"}]);
+    h.expect(207, "POST", path, Some(&admin), Some(update))
+        .await;
+    h.expect(400, "POST", path, Some(&admin), Some(json!([])))
+        .await;
+    for what in ["finance-read", "finance-write"] {
+        let item = json!({"type": "ENTITLEMENT", "id": what, "comment": "for the audit"});
+        let body = json!({"requestedFor": ["alice"], "requestType": "GRANT_ACCESS",
+                          "requestedItems": [item]});
+        h.expect(202, "POST", "/access-requests/v1", Some(&alice), Some(body))
+            .await;
+    }
+    let unknown = "00000000-0000-0000-0000-000000000009";
+    for (path, body) in [
+        (
+            "/access-request-approvals/v1/bulk-approve",
+            json!({"approvalIds": [unknown], "comment": "ok"}),
+        ),
+        (
+            "/access-requests/v1/bulk-cancel",
+            json!({"accessRequestIds": [unknown], "comment": "cleanup"}),
+        ),
+        (
+            "/access-requests/v1/close",
+            json!({"accessRequestIds": [unknown]}),
+        ),
+    ] {
+        let answer = h.expect(202, "POST", path, Some(&admin), Some(body)).await;
+        assert_eq!(answer["results"][0]["status"], 404, "{path}: {answer}");
+    }
+    let metrics = scrape(&h).await;
+    for (kind, calls) in BULK_KINDS.iter().zip([1.0, 1.0, 2.0, 1.0, 1.0, 1.0]) {
+        let timed = metrics.histogram("jitflow_bulk_ack_duration_seconds", Some(("kind", kind)));
+        assert_eq!(timed.count, calls, "{kind}");
+        assert!(timed.sum > 0.0, "{kind}");
+    }
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_activation_resumes() {
     let mut h = Harness::with_target(Target {
@@ -1435,6 +1499,12 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
         "kind",
         KINDS,
     ),
+    (
+        "jitflow_bulk_ack_duration_seconds",
+        "histogram",
+        "kind",
+        BULK_KINDS,
+    ),
     ("jitflow_timers_fired_total", "counter", "", &[]),
     ("jitflow_timer_fire_lag_seconds", "histogram", "", &[]),
     ("jitflow_effects_total", "counter", "outcome", OUTCOMES),
@@ -1478,6 +1548,14 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
 /// Label values of [`SERIES`].
 const COMMANDS: &[&str] = &["accepted", "refused"];
 const KINDS: &[&str] = &["activate", "extend", "deactivate"];
+const BULK_KINDS: &[&str] = &[
+    "import",
+    "change_type",
+    "submit",
+    "approve",
+    "cancel",
+    "close",
+];
 const OUTCOMES: &[&str] = &["ok", "failed"];
 const PENDING: &[&str] = &["connection", "request_item"];
 const NOTIFY_FAILURES: &[&str] = &["unreachable", "timeout", "refused", "other"];
