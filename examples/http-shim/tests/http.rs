@@ -1418,6 +1418,13 @@ async fn newer_clients_fields_are_accepted_recorded_and_others_refused() {
         .unwrap();
     assert_eq!(requested["requestOrigin"], "sdk-go");
     assert_eq!(requested["metaData"], sent[0]["metaData"]);
+    // The vendor's history document carries the activate's as its `activationDetails`.
+    let history = h
+        .expect(200, "GET", "/jit-activation-history/v1", Some(&admin), None)
+        .await;
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history[0]["id"], activation);
+    assert_eq!(history[0]["activationDetails"], sent[0], "{history}");
 
     // Fields no version of the contract has, and the new ones out of bounds, are refused.
     let before = h.engine().last_sequence().unwrap();
