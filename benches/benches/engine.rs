@@ -134,7 +134,7 @@ async fn signals(callers: usize, per_caller: usize) {
                 // One cycle: activate, wait for ACTIVE, extend, deactivate, wait for AVAILABLE.
                 let t = Instant::now();
                 if engine
-                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .activate(&caller, id, Some(Minutes(60)), None, None)
                     .await
                     .is_err()
                 {
@@ -146,12 +146,12 @@ async fn signals(callers: usize, per_caller: usize) {
                 until_state(&engine, id, ConnectionState::Active).await;
                 let t = Instant::now();
                 engine
-                    .extend(&caller, id, Some(Minutes(5)), None)
+                    .extend(&caller, id, Some(Minutes(5)), None, None)
                     .await
                     .unwrap();
                 local.push(t.elapsed());
                 let t = Instant::now();
-                engine.deactivate(&caller, id, None).await.unwrap();
+                engine.deactivate(&caller, id, None, None).await.unwrap();
                 local.push(t.elapsed());
                 i += 2;
                 until_state(&engine, id, ConnectionState::Available).await;
@@ -210,11 +210,11 @@ async fn latency_at_rate(rate: u64, seconds: u64, connections: usize) {
             let t = Instant::now();
             let r = if (i / ids.len() as u64).is_multiple_of(2) {
                 engine
-                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .activate(&caller, id, Some(Minutes(60)), None, None)
                     .await
                     .map(|_| ())
             } else {
-                engine.deactivate(&caller, id, None).await.map(|_| ())
+                engine.deactivate(&caller, id, None, None).await.map(|_| ())
             };
             if r.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +248,7 @@ async fn activate_all(engine: &Engine, ids: &[ConnectionId]) {
             let id = *id;
             async move {
                 engine
-                    .activate(&caller(), id, Some(Minutes(60)), None)
+                    .activate(&caller(), id, Some(Minutes(60)), None, None)
                     .await
                     .unwrap()
             }
@@ -356,7 +356,7 @@ async fn timers_spread(n: usize, minutes: u32) {
             let id = *id;
             async move {
                 engine
-                    .activate(&caller(), id, Some(Minutes(minutes)), None)
+                    .activate(&caller(), id, Some(Minutes(minutes)), None, None)
                     .await
                     .unwrap()
             }

@@ -166,12 +166,13 @@ impl Workload {
                     attempt: *attempt,
                 },
                 (ConnectionState::Active, None) if stop_at_running => return None,
-                (ConnectionState::Active, None) => Command::Deactivate,
+                (ConnectionState::Active, None) => Command::Deactivate { client: None },
                 (_, None) => {
                     self.activations += 1;
                     Command::Activate {
                         activation: ActivationId::from_u128(uuid(self.activations, !self.salt)),
                         period: None,
+                        client: None,
                     }
                 }
                 (_, Some(Effect::RevokeStanding { .. })) => unreachable!("no standing access"),

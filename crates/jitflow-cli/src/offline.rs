@@ -230,6 +230,11 @@ fn upgrade_steps(from: u64) -> Vec<&'static str> {
             "5 -> 6: add the stuck table (connections and request items whose revoke keeps failing), filled from the stored connections and items",
         );
     }
+    if from < 7 {
+        steps.push(
+            "6 -> 7: stamp the version (signals' events may carry the client's requestOrigin and metaData), so that older builds refuse the file",
+        );
+    }
     steps
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationStatus, EndReason};
 use crate::backoff;
+use crate::client::ClientInfo;
 use crate::connection::{
     Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, Patch,
     StandingRevoke,
@@ -171,14 +172,21 @@ pub enum Command {
         activation: ActivationId,
         /// Requested minutes.
         period: Option<Minutes>,
+        /// The client's `requestOrigin` and `metaData`, recorded on the event.
+        client: Option<ClientInfo>,
     },
     /// Extend the running activation; `by` missing means the policy default extension.
     Extend {
         /// Extra minutes.
         by: Option<Minutes>,
+        /// The client's `requestOrigin` and `metaData`, recorded on the event.
+        client: Option<ClientInfo>,
     },
     /// End the running activation early.
-    Deactivate,
+    Deactivate {
+        /// The client's `requestOrigin` and `metaData`, recorded on the event.
+        client: Option<ClientInfo>,
+    },
     /// The workflow's validation accepted the activation.
     ValidationPassed {
         /// The activation validated.
@@ -262,7 +270,7 @@ impl Command {
             Command::Patch(_) => "patch",
             Command::Activate { .. } => "activate",
             Command::Extend { .. } => "extend",
-            Command::Deactivate => "deactivate",
+            Command::Deactivate { .. } => "deactivate",
             Command::ValidationPassed { .. } => "validation_passed",
             Command::ValidationRefused { .. } => "validation_refused",
             Command::GrantSucceeded { .. } => "grant_succeeded",
@@ -273,6 +281,17 @@ impl Command {
             Command::StandingRevokeFailed { .. } => "standing_revoke_failed",
             Command::TimerFired(_) => "timer_fired",
             Command::Inspected { .. } => "inspected",
+        }
+    }
+
+    /// What the client said with a signal (activate, extend, deactivate); `None` for every
+    /// other command.
+    pub const fn client(&self) -> Option<&ClientInfo> {
+        match self {
+            Command::Activate { client, .. }
+            | Command::Extend { client, .. }
+            | Command::Deactivate { client } => client.as_ref(),
+            _ => None,
         }
     }
 }
@@ -482,6 +501,14 @@ pub struct Event {
     pub cancel: Vec<Timer>,
     /// Effects this event starts.
     pub effects: Vec<Effect>,
+    /// What the client said with the signal that caused this event (`requestOrigin`,
+    /// `metaData`): only on the events of a client's signal ([`Change::records_client`]).
+    ///
+    /// Not part of the event's serde form: the store encodes it as a trailing section of the
+    /// event's record, written only when present, so events without one keep the bytes they had
+    /// before it existed; the audit export writes it as `requestOrigin` and `metaData`.
+    #[serde(skip)]
+    pub client: Option<ClientInfo>,
 }
 
 impl Event {
@@ -673,6 +700,17 @@ pub struct EvolveError {
 }
 
 impl Change {
+    /// Whether a client's [`ClientInfo`] may be recorded on an event of this change: the
+    /// changes a client's signal commits (activate, extend, deactivate).
+    pub const fn records_client(&self) -> bool {
+        matches!(
+            self,
+            Change::ActivationRequested { .. }
+                | Change::Extended { .. }
+                | Change::DeactivationRequested
+        )
+    }
+
     /// A short name for logs, metrics and errors.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -937,6 +975,7 @@ pub fn decide_states(
         arm: Vec::new(),
         cancel: Vec::new(),
         effects: Vec::new(),
+        client: command.client().cloned(),
     };
     let after = evolve(state.cloned(), &event)
         .unwrap_or_else(|e| panic!("decide produced an event that does not apply: {e}"));
@@ -1048,7 +1087,9 @@ fn decide_existing(
             }
             (current, Change::TypeChanged { from, to: *to })
         }
-        Command::Activate { activation, period } => {
+        Command::Activate {
+            activation, period, ..
+        } => {
             if c.kind() != ConnectionType::Jit {
                 return Err(Rejection::WrongType {
                     connection: c.id(),
@@ -1071,7 +1112,7 @@ fn decide_existing(
             )?;
             (Some(*activation), Change::ActivationRequested { period })
         }
-        Command::Extend { by } => {
+        Command::Extend { by, .. } => {
             let a = running.ok_or(Rejection::NoRunningActivation(c.id()))?;
             if a.status != ActivationStatus::Provisioned {
                 return Err(wrong_state(c, "extend"));
@@ -1115,7 +1156,7 @@ fn decide_existing(
                 },
             )
         }
-        Command::Deactivate => {
+        Command::Deactivate { .. } => {
             let a = running.ok_or(Rejection::NoRunningActivation(c.id()))?;
             if a.status == ActivationStatus::Deprovisioning || a.cancel_requested {
                 return Err(wrong_state(c, "deactivate"));
@@ -1357,6 +1398,11 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
         change: event.change.name(),
         reason,
     };
+    if event.client.is_some() && !event.change.records_client() {
+        return Err(fail(
+            "client info on a change no client's signal commits".into(),
+        ));
+    }
     let at = event.at;
     let mut c = match (state, &event.change) {
         (None, Change::Registered(spec)) => {

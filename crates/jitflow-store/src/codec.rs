@@ -18,6 +18,11 @@
 //! [then] for a policy event whose previous or new policy sets `expiry_warning` (not in the
 //!         policy's bincode): bincode of (previous lead, new lead), two `Option<Minutes>`;
 //!         absent otherwise, so such events keep the bytes they had before it existed
+//! [then] for a connection event that carries a client's `requestOrigin` and `metaData`
+//!         (`Event::client`, not in the event's bincode; file format 6): bincode of the
+//!         `ClientInfo` in its binary form, two `Option<String>` (the origin, and the metadata
+//!         as compact JSON text), not both `None`; only on `ActivationRequested`, `Extended`
+//!         and `DeactivationRequested`; absent otherwise, so events without one keep their bytes
 //! ```
 //!
 //! The stream id and the time are also inside the payload; the header repeats them so that a
@@ -442,7 +447,11 @@ pub(crate) fn encode_envelope_parts(
     match payload {
         PayloadRef::Connection(e) => {
             let stream = (e.connection.as_u128(), stream_version);
-            encode_kind(KIND_CONNECTION, tenant, stream, e.at, batch, e)
+            let mut out = encode_kind(KIND_CONNECTION, tenant, stream, e.at, batch, e);
+            if let Some(client) = &e.client {
+                encode_body(&mut out, client);
+            }
+            out
         }
         PayloadRef::Policy(e) => {
             let mut out = encode_kind(KIND_POLICY, tenant, (0, stream_version), e.at, batch, e);
@@ -510,7 +519,17 @@ fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> 
     let (&kind, body) = bytes.split_first().ok_or(Problem::Truncated)?;
     let (header, payload, stream_id, at) = match kind {
         KIND_CONNECTION => {
-            let e: EnvelopeV1In<Event> = decode_body(body)?;
+            let (mut e, rest): (EnvelopeV1In<Event>, _) = decode_prefix(body)?;
+            if !rest.is_empty() {
+                if !e.payload.change.records_client() {
+                    return Err(Problem::Invalid(format!(
+                        "a client section on a {} event",
+                        e.payload.change.name()
+                    )));
+                }
+                // `ClientInfo`'s deserializer refuses an empty section and broken bounds.
+                e.payload.client = Some(decode_body(rest)?);
+            }
             let (id, at) = (e.payload.connection.as_u128(), e.payload.at);
             (header_of(&e), Payload::Connection(e.payload), id, at)
         }
@@ -1128,12 +1147,27 @@ mod tests {
     #[test]
     fn version_kind_and_trailing_bytes_are_typed() {
         let mut bytes = encode_envelope(&sample_envelope());
+        // After a signal's event, a byte starts a client section: here one cut short.
         bytes.push(0);
         assert_eq!(
             decode_envelope(42, &bytes).unwrap_err().problem,
-            Problem::TrailingBytes(1)
+            Problem::Truncated
         );
         bytes.pop();
+        // After a whole client section, a byte is one too many.
+        let mut event = event();
+        event.client = jitflow_core::client::ClientInfo::new(Some("portal".into()), None).unwrap();
+        let with_client = Envelope {
+            payload: Payload::Connection(event),
+            ..sample_envelope()
+        };
+        let mut longer = encode_envelope(&with_client);
+        assert_eq!(decode_envelope(42, &longer), Ok(with_client));
+        longer.push(0);
+        assert_eq!(
+            decode_envelope(42, &longer).unwrap_err().problem,
+            Problem::TrailingBytes(1)
+        );
         let mut newer = bytes.clone();
         newer[0] = 2;
         assert_eq!(

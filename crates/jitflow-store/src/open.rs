@@ -47,7 +47,11 @@ use crate::tables::{
 ///   failing past the bound), counted, so the stuck gauge is exact without a scan. The upgrade
 ///   fills it from the checkpointed projections. A build of version 5 would not keep it in
 ///   step: it refuses the file.
-pub const FILE_FORMAT_VERSION: u64 = 6;
+/// - 7: connection events with a trailing client section (a signal's `requestOrigin` and
+///   `metaData`, on `ActivationRequested`, `Extended` and `DeactivationRequested`), which a
+///   version 6 build cannot decode. The tables are those of version 6 (the upgrade only stamps
+///   the version); a build of version 6 refuses such a file.
+pub const FILE_FORMAT_VERSION: u64 = 7;
 
 /// The default bound on rows in the hot layer: 262,144.
 pub const DEFAULT_LAYER_ENTRIES_MAX: usize = 1 << 18;
@@ -219,7 +223,7 @@ impl Store {
         );
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(from @ (1..=5)) => {
+            Some(from @ (1..=6)) => {
                 // Each step commits on its own and leaves a file of the next version.
                 if from == 1 {
                     crate::upgrade::from_v1(&db, &options)?;
@@ -233,7 +237,10 @@ impl Store {
                 if from <= 4 {
                     crate::upgrade::from_v4(&db, &options)?;
                 }
-                crate::upgrade::from_v5(&db, &options)?;
+                if from <= 5 {
+                    crate::upgrade::from_v5(&db, &options)?;
+                }
+                crate::upgrade::from_v6(&db, &options)?;
                 tracing::info!(
                     from,
                     to = FILE_FORMAT_VERSION,

@@ -60,8 +60,7 @@ pub fn downgrade_to_version_2(store: &Store) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Batch, Entry};
-    use crate::test_support::{CONN, spec, step};
+    use crate::test_support::{CONN, append, spec, step};
     use crate::verify::Difference;
     use jitflow_core::lifecycle::Command;
 
@@ -72,13 +71,7 @@ mod tests {
         let store = Store::open(dir.path().join("f.redb"), Default::default()).unwrap();
         let tenant = TenantId::parse("acme").unwrap();
         let (event, after) = step(None, Command::Register(spec(CONN)));
-        let mut batch = Batch::new();
-        batch.push(Entry::Connection {
-            tenant: tenant.clone(),
-            event,
-            after,
-        });
-        store.append_batch(&batch).unwrap();
+        append(&store, &tenant, event, after);
         assert!(store.verify().unwrap().is_clean());
         let mut c = store
             .reader()

@@ -218,10 +218,21 @@ pub(crate) fn from_v3(db: &Database, options: &Options) -> Result<(), Error> {
 /// 4 -> 5: the same tables; stamps the version, so that a version 4 build refuses the file
 /// once it may hold records that build cannot decode.
 pub(crate) fn from_v4(db: &Database, options: &Options) -> Result<(), Error> {
+    stamp(db, options, 5)
+}
+
+/// 6 -> 7: the same tables; stamps the version, so that a version 6 build refuses the file
+/// once it may hold connection events with a client section.
+pub(crate) fn from_v6(db: &Database, options: &Options) -> Result<(), Error> {
+    stamp(db, options, 7)
+}
+
+/// An upgrade step that changes no table: stamps `version` in one transaction.
+fn stamp(db: &Database, options: &Options, version: u64) -> Result<(), Error> {
     let txn = begin(db, options)?;
     txn.open_table(META)
         .map_err(storage)?
-        .insert(FORMAT_VERSION_KEY, 5)
+        .insert(FORMAT_VERSION_KEY, version)
         .map_err(storage)?;
     txn.commit().map_err(storage)
 }
@@ -425,6 +436,7 @@ mod tests {
             Command::Activate {
                 activation: ACT,
                 period: None,
+                client: None,
             },
         );
         batch.push(Entry::Connection {
@@ -452,6 +464,7 @@ mod tests {
                 Command::Activate {
                     activation: ACT,
                     period: None,
+                    client: None,
                 },
                 Command::ValidationPassed { activation: ACT },
                 Command::GrantSucceeded {
@@ -518,9 +531,9 @@ mod v4_tests {
     use crate::open::{FILE_FORMAT_VERSION, Options, stored_format_version};
     use crate::tables::{FORMAT_VERSION_KEY, META};
 
-    /// A version 4 file opens as version 5 with its data as it was.
+    /// A version 4 file opens as the current version (through 5) with its data as it was.
     #[test]
-    fn a_version_4_file_is_stamped_5_on_open() {
+    fn a_version_4_file_is_stamped_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v4.redb");
         {
@@ -592,6 +605,137 @@ mod v4_tests {
         let store = Store::open(&path, Options::default()).unwrap();
         assert_eq!(store.reader().unwrap().backlog().unwrap().stuck, 1);
         drop(store);
-        assert_eq!(stored_format_version(&path).unwrap(), Some(6));
+        assert_eq!(
+            stored_format_version(&path).unwrap(),
+            Some(FILE_FORMAT_VERSION)
+        );
+    }
+}
+
+#[cfg(test)]
+mod v5_tests {
+    use jitflow_core::client::ClientInfo;
+    use jitflow_core::id::TenantId;
+    use jitflow_core::lifecycle::{Change, Command, Event};
+    use jitflow_core::time::Minutes;
+
+    use crate::Store;
+    use crate::codec::{Payload, Stream};
+    use crate::open::{Error, FILE_FORMAT_VERSION, Options, stored_format_version};
+    use crate::tables::{FORMAT_VERSION_KEY, META};
+    use crate::test_support::{ACT, CONN, append, spec, step};
+
+    fn stamp(store: &Store, version: u64) {
+        let txn = store.db().unwrap().begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(FORMAT_VERSION_KEY, version)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn connection_events(store: &Store, tenant: &TenantId, stream: Stream) -> Vec<Event> {
+        let reader = store.reader().unwrap();
+        reader
+            .stream(tenant, stream, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.envelope.payload {
+                Payload::Connection(event) => event,
+                other => panic!("not a connection event: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A version 5 file, whose events have no client section, opens as version 7 with its
+    /// events and projections as they were (part of its log checkpointed, part replayed); a
+    /// signal with a client's `requestOrigin` and `metaData` then appends, reads back from the
+    /// activation's stream after a reopen, and `verify` is clean. A file stamped with a version
+    /// newer than this build's is refused, as a version 6 build refuses a version 7 file.
+    #[test]
+    fn a_version_5_file_is_upgraded_to_7_and_takes_client_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        let push = |store: &Store, event: Event, after| append(store, &tenant, event, after);
+        let (registered, activated) = {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let (registered, c) = step(None, Command::Register(spec(CONN)));
+            push(&store, registered.clone(), c.clone());
+            store.checkpoint(None).unwrap();
+            let (activated, c) = step(
+                c,
+                Command::Activate {
+                    activation: ACT,
+                    period: Some(Minutes(30)),
+                    client: None,
+                },
+            );
+            push(&store, activated.clone(), c);
+            stamp(&store, 5);
+            (registered, activated)
+        };
+        assert_eq!(stored_format_version(&path).unwrap(), Some(5));
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert_eq!(FILE_FORMAT_VERSION, 7);
+        assert_eq!(
+            connection_events(&store, &tenant, Stream::Connection(CONN)),
+            [registered, activated.clone()]
+        );
+        let before = store
+            .reader()
+            .unwrap()
+            .connection(&tenant, CONN)
+            .unwrap()
+            .unwrap();
+        let client = ClientInfo::new(
+            Some("sdk-go".into()),
+            Some(
+                [("ticket".to_owned(), serde_json::json!("CHG-1"))]
+                    .into_iter()
+                    .collect(),
+            ),
+        )
+        .unwrap();
+        let (deactivated, after) = step(
+            Some(before),
+            Command::Deactivate {
+                client: client.clone(),
+            },
+        );
+        assert_eq!(deactivated.change, Change::DeactivationRequested);
+        assert_eq!(deactivated.client, client);
+        push(&store, deactivated.clone(), after);
+        drop(store);
+        assert_eq!(stored_format_version(&path).unwrap(), Some(7));
+
+        let store = Store::open(&path, Options::default()).unwrap();
+        let history = connection_events(&store, &tenant, Stream::Activation(ACT));
+        assert_eq!(history, [activated, deactivated]);
+        assert_eq!(history[0].client, None, "the version 5 event has none");
+        assert_eq!(
+            history[1]
+                .client
+                .as_ref()
+                .and_then(ClientInfo::request_origin),
+            Some("sdk-go")
+        );
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        stamp(&store, FILE_FORMAT_VERSION + 1);
+        drop(store);
+        let Err(refused) = Store::open(&path, Options::default()) else {
+            panic!("a newer file opened");
+        };
+        assert!(
+            matches!(
+                refused,
+                Error::UnknownVersion {
+                    found: 8,
+                    supported: 7
+                }
+            ),
+            "{refused}"
+        );
     }
 }

@@ -1403,6 +1403,7 @@ mod tests {
             Command::Activate {
                 activation: ACT,
                 period: None,
+                client: None,
             },
             Command::ValidationPassed { activation: ACT },
         ];

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 
 use jitflow_core::activation::Activation;
+use jitflow_core::client::ClientInfo;
 use jitflow_core::connection::{
     Connection, ConnectionSpec, ConnectionType, ConnectionUpdate, Patch,
 };
@@ -506,6 +507,19 @@ impl Engine {
         })
     }
 
+    /// A signal's key: its `parts`, and what the client said when it said something (so a
+    /// signal without it keeps the fingerprint it had before clients could say anything).
+    fn signal_key(
+        idempotency_key: Option<&str>,
+        parts: &[&str],
+        client: Option<&ClientInfo>,
+    ) -> Option<Idempotency> {
+        let summary = client.map(ClientInfo::summary);
+        let mut parts = parts.to_vec();
+        parts.extend(summary.as_deref());
+        Self::key(idempotency_key, &parts)
+    }
+
     /// Registers a connection. With the policy's `applyToFutureAssignments` on, a connection of a
     /// governed entitlement becomes JIT.
     pub async fn register(
@@ -574,6 +588,16 @@ impl Engine {
         caller: &Caller,
         items: &[bulk::TypeUpdate],
     ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
+        let call = self.change_types(caller, items);
+        bulk::timed(self, bulk::Kind::ChangeType, call).await
+    }
+
+    /// [`Engine::bulk_change_type`], untimed.
+    async fn change_types(
+        &self,
+        caller: &Caller,
+        items: &[bulk::TypeUpdate],
+    ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
         bulk::check_len(items.len(), bulk::MAX_TYPE_UPDATES)?;
         let mut seen = std::collections::HashSet::with_capacity(items.len());
         let mut queued = Vec::with_capacity(items.len());
@@ -608,6 +632,15 @@ impl Engine {
         caller: &Caller,
         specs: Vec<ConnectionSpec>,
     ) -> Result<Vec<Result<Connection, Error>>, Error> {
+        bulk::timed(self, bulk::Kind::Import, self.register_all(caller, specs)).await
+    }
+
+    /// [`Engine::import`], untimed.
+    async fn register_all(
+        &self,
+        caller: &Caller,
+        specs: Vec<ConnectionSpec>,
+    ) -> Result<Vec<Result<Connection, Error>>, Error> {
         bulk::check_len(specs.len(), bulk::MAX_IMPORT)?;
         let queued: Vec<_> = specs
             .into_iter()
@@ -626,38 +659,52 @@ impl Engine {
     /// Activates a JIT connection for `period` minutes (`None`: the policy default). Returns once
     /// the request is durable (the contract's 202), with the activation as committed (status
     /// CREATING). A retry with the same `idempotency_key` returns the same activation.
+    ///
+    /// `client` is what the client said about the request (SailPoint's `requestOrigin` and
+    /// `metaData`, see [`ClientInfo`]): recorded on the `ActivationRequested` event, so the
+    /// activation's history ([`Engine::history`], the audit [`export`](crate::export)) shows
+    /// it. It is part of the request an idempotency key stands for: a retry must send the same.
     pub async fn activate(
         &self,
         caller: &Caller,
         connection: ConnectionId,
         period: Option<Minutes>,
         idempotency_key: Option<&str>,
+        client: Option<ClientInfo>,
     ) -> Result<Activation, Error> {
         let period_text = period.map_or(String::new(), |p| p.get().to_string());
-        let key = Self::key(
+        let key = Self::signal_key(
             idempotency_key,
             &["activate", &connection.to_string(), &period_text],
+            client.as_ref(),
         );
         let activation = ActivationId::from_u128(uuid_v4());
-        let command = Command::Activate { activation, period };
+        let command = Command::Activate {
+            activation,
+            period,
+            client,
+        };
         self.activation_command(caller, connection, command, key)
             .await
     }
 
     /// Extends the running activation by `by` minutes (`None`: the policy default extension).
+    /// `client` is recorded on the `Extended` event, as for [`Engine::activate`].
     pub async fn extend(
         &self,
         caller: &Caller,
         connection: ConnectionId,
         by: Option<Minutes>,
         idempotency_key: Option<&str>,
+        client: Option<ClientInfo>,
     ) -> Result<Activation, Error> {
         let by_text = by.map_or(String::new(), |p| p.get().to_string());
-        let key = Self::key(
+        let key = Self::signal_key(
             idempotency_key,
             &["extend", &connection.to_string(), &by_text],
+            client.as_ref(),
         );
-        self.activation_command(caller, connection, Command::Extend { by }, key)
+        self.activation_command(caller, connection, Command::Extend { by, client }, key)
             .await
     }
 
@@ -728,15 +775,21 @@ impl Engine {
         }
     }
 
-    /// Ends the running activation early; the revoke runs after this returns.
+    /// Ends the running activation early; the revoke runs after this returns. `client` is
+    /// recorded on the `DeactivationRequested` event, as for [`Engine::activate`].
     pub async fn deactivate(
         &self,
         caller: &Caller,
         connection: ConnectionId,
         idempotency_key: Option<&str>,
+        client: Option<ClientInfo>,
     ) -> Result<Activation, Error> {
-        let key = Self::key(idempotency_key, &["deactivate", &connection.to_string()]);
-        self.activation_command(caller, connection, Command::Deactivate, key)
+        let key = Self::signal_key(
+            idempotency_key,
+            &["deactivate", &connection.to_string()],
+            client.as_ref(),
+        );
+        self.activation_command(caller, connection, Command::Deactivate { client }, key)
             .await
     }
 

@@ -14,7 +14,10 @@
 //! in a human-readable format: ids as canonical UUID text, instants as RFC 3339 in UTC, enum
 //! variants by name. Lines never contain a newline, so a consumer can split on `\n`. A policy
 //! event whose previous or new policy sets the jitflow extension `jitflowExpiryWarningMins`
-//! also carries `"policyExpiryWarningMins": [previous, new]` (`null` for unset).
+//! also carries `"policyExpiryWarningMins": [previous, new]` (`null` for unset). The event of a
+//! signal whose client sent SailPoint's `requestOrigin` or `metaData` (activate, extend,
+//! deactivate: `Event::client`, outside the event's serde form) carries them as
+//! `"requestOrigin": "..."` and `"metaData": {...}`, each only when sent.
 
 use jitflow_store::codec::{Envelope, Payload, Stream};
 use serde::Serialize;
@@ -37,6 +40,12 @@ struct Line<'a> {
     /// the policy's serde form leaves out), when either is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_expiry_warning_mins: Option<[Option<u32>; 2]>,
+    /// The `requestOrigin` the client sent with the signal this event records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_origin: Option<&'a str>,
+    /// The `metaData` the client sent with the signal this event records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta_data: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +72,10 @@ pub fn json_line(envelope: &Envelope) -> String {
         Payload::Request(e) => ("request", Event::Request(e)),
         Payload::RequestConfig(e) => ("requestConfig", Event::RequestConfig(e)),
     };
+    let client = match &envelope.payload {
+        Payload::Connection(e) => e.client.as_ref(),
+        _ => None,
+    };
     let line = Line {
         sequence: envelope.sequence,
         tenant: envelope.tenant.as_str(),
@@ -82,6 +95,8 @@ pub fn json_line(envelope: &Envelope) -> String {
             }
             _ => None,
         },
+        request_origin: client.and_then(|c| c.request_origin()),
+        meta_data: client.and_then(|c| c.meta_data()),
     };
     // Every field serialises infallibly: strings, integers, and derived serde of plain data
     // whose maps (if any) have string keys.

@@ -340,7 +340,7 @@ impl Harness {
     pub async fn activated(&self, id: ConnectionId, period: Option<Minutes>) -> ConnectionId {
         self.engine.register(&caller(), spec(id)).await.unwrap();
         self.engine
-            .activate(&caller(), id, period, None)
+            .activate(&caller(), id, period, None, None)
             .await
             .unwrap();
         self.wait_for(id, "ACTIVE", |c| {

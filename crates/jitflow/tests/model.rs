@@ -1586,16 +1586,24 @@ async fn send(engine: &Engine, op: &Op) -> Answer {
         Op::Activate(i, minutes, key) => {
             let key = key.map(key_name);
             let minutes = minutes.map(Minutes);
-            Answer::Activation(engine.activate(&me, id(i), minutes, key.as_deref()).await)
+            Answer::Activation(
+                engine
+                    .activate(&me, id(i), minutes, key.as_deref(), None)
+                    .await,
+            )
         }
         Op::Extend(i, minutes, key) => {
             let key = key.map(key_name);
             let minutes = minutes.map(Minutes);
-            Answer::Activation(engine.extend(&me, id(i), minutes, key.as_deref()).await)
+            Answer::Activation(
+                engine
+                    .extend(&me, id(i), minutes, key.as_deref(), None)
+                    .await,
+            )
         }
         Op::Deactivate(i, key) => {
             let key = key.map(key_name);
-            Answer::Activation(engine.deactivate(&me, id(i), key.as_deref()).await)
+            Answer::Activation(engine.deactivate(&me, id(i), key.as_deref(), None).await)
         }
         Op::ChangeType(i, kind) => Answer::Connection(
             engine
