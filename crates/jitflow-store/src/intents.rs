@@ -8,7 +8,7 @@ use jitflow_core::id::{ConnectionId, TenantId};
 use jitflow_core::workflow::{Workflow, WorkflowEvent};
 
 use crate::codec::{self, Problem, RecordName};
-use crate::hot::WriteTable;
+use crate::hot::{SortKey, WriteTable};
 use crate::read::{self, Reader, check_limit};
 use crate::tables::INTENTS;
 use redb::TableDefinition;
@@ -23,18 +23,13 @@ pub(crate) fn mirror<W: Workflow>(
     before: Option<&W>,
     after: Option<&W>,
 ) -> Result<(), crate::append::Error> {
-    let had = before.is_some_and(|w| !w.pending_effects().is_empty());
-    let has = after.is_some_and(|w| !w.pending_effects().is_empty());
-    match (had, has) {
-        (false, true) => {
-            intents.insert(key, ())?;
-        }
-        (true, false) => {
-            intents.remove(key)?;
-        }
-        _ => {}
-    }
-    Ok(())
+    let pending = |w: &W| !w.pending_effects().is_empty();
+    mirror_row(
+        intents,
+        key,
+        before.is_some_and(pending),
+        after.is_some_and(pending),
+    )
 }
 
 /// Keeps a workflow's row in the stuck table equal to `Workflow::is_stuck` of its state.
@@ -45,14 +40,29 @@ pub(crate) fn mirror_stuck<W: Workflow>(
     before: Option<&W>,
     after: Option<&W>,
 ) -> Result<(), crate::append::Error> {
-    let was = before.is_some_and(Workflow::is_stuck);
-    let is = after.is_some_and(Workflow::is_stuck);
+    mirror_row(
+        stuck,
+        key,
+        before.is_some_and(Workflow::is_stuck),
+        after.is_some_and(Workflow::is_stuck),
+    )
+}
+
+/// Moves a presence row with the answer it mirrors: inserted when the answer turns true,
+/// removed when it turns false, untouched otherwise (the row is present iff the answer was
+/// true before, which the previous write kept).
+fn mirror_row<'k, K: SortKey + 'static>(
+    table: &mut WriteTable<'_, K, ()>,
+    key: K::SelfType<'k>,
+    was: bool,
+    is: bool,
+) -> Result<(), crate::append::Error> {
     match (was, is) {
         (false, true) => {
-            stuck.insert(key, ())?;
+            table.insert(key, ())?;
         }
         (true, false) => {
-            stuck.remove(key)?;
+            table.remove(key)?;
         }
         _ => {}
     }

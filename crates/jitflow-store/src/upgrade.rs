@@ -241,49 +241,56 @@ fn stamp(db: &Database, options: &Options, version: u64) -> Result<(), Error> {
 /// items (the open's tail replay then keeps it in step, as every derived table).
 pub(crate) fn from_v5(db: &Database, options: &Options) -> Result<(), Error> {
     use jitflow_core::id::RequestItemId;
-    use jitflow_core::workflow::Workflow;
-    let failed = |reason: String| Error::Upgrade { from: 5, reason };
     let txn = begin(db, options)?;
     {
         let mut stuck = txn.open_table(STUCK).map_err(storage)?;
-        for entry in txn
-            .open_table(CONNECTIONS)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (k, v) = entry.map_err(storage)?;
-            let (tenant, id) = k.value();
-            let c = codec::decode_connection(tenant, ConnectionId::from_u128(id), v.value())
-                .map_err(|e| failed(e.to_string()))?;
-            if c.is_stuck() {
-                stuck
-                    .insert((tenant, STUCK_CONNECTION, id), ())
-                    .map_err(storage)?;
-            }
-        }
-        for entry in txn
-            .open_table(REQUEST_ITEMS)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (k, v) = entry.map_err(storage)?;
-            let (tenant, id) = k.value();
-            let item = codec::decode_item(tenant, RequestItemId::from_u128(id), v.value())
-                .map_err(|e| failed(e.to_string()))?;
-            if item.is_stuck() {
-                stuck
-                    .insert((tenant, STUCK_ITEM, id), ())
-                    .map_err(storage)?;
-            }
-        }
+        fill_stuck(
+            &txn,
+            &mut stuck,
+            CONNECTIONS,
+            STUCK_CONNECTION,
+            |t, id, bytes| codec::decode_connection(t, ConnectionId::from_u128(id), bytes),
+        )?;
+        fill_stuck(
+            &txn,
+            &mut stuck,
+            REQUEST_ITEMS,
+            STUCK_ITEM,
+            |t, id, bytes| codec::decode_item(t, RequestItemId::from_u128(id), bytes),
+        )?;
         txn.open_table(META)
             .map_err(storage)?
             .insert(FORMAT_VERSION_KEY, 6)
             .map_err(storage)?;
     }
     txn.commit().map_err(storage)
+}
+
+/// Adds a stuck row (workflow code `code`) for every stuck state of one projection table.
+fn fill_stuck<W: jitflow_core::workflow::Workflow>(
+    txn: &redb::WriteTransaction,
+    stuck: &mut redb::Table<'_, (&'static str, u8, u128), ()>,
+    projections: redb::TableDefinition<'static, (&'static str, u128), &'static [u8]>,
+    code: u8,
+    decode: impl Fn(&str, u128, &[u8]) -> Result<W, codec::Error>,
+) -> Result<(), Error> {
+    for entry in txn
+        .open_table(projections)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (k, v) = entry.map_err(storage)?;
+        let (tenant, id) = k.value();
+        let state = decode(tenant, id, v.value()).map_err(|e| Error::Upgrade {
+            from: 5,
+            reason: e.to_string(),
+        })?;
+        if state.is_stuck() {
+            stuck.insert((tenant, code, id), ()).map_err(storage)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

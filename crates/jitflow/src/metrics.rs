@@ -333,8 +333,8 @@ impl Metrics {
 /// The gauges a scrape reads from the store and the writer's queue.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gauges {
+    /// Exact and constant time, the stuck gauge included: the store counts those tables.
     backlog: jitflow_store::read::Backlog,
-    stuck: u64,
     /// How far the earliest armed timer is past its due time, in milliseconds (0 when none is
     /// overdue).
     timer_lag_ms: u64,
@@ -387,8 +387,6 @@ impl Gauges {
         let reader = store.reader()?;
         // Exact and constant time: redb keeps each table's length.
         let backlog = reader.backlog()?;
-        // Exact, of both workflows, and constant time: the store's stuck table is counted.
-        let stuck = backlog.stuck;
         let timer_lag_ms = reader
             .due_timers(None, None, 1)?
             .first()
@@ -401,7 +399,6 @@ impl Gauges {
         };
         Ok(Gauges {
             backlog,
-            stuck,
             timer_lag_ms,
             store: store.stats(),
             writer_queue,
@@ -672,7 +669,7 @@ impl Collector for Scrape {
             "stuck_activations",
             "Connections (a JIT activation or a standing revoke) and access request items whose revoke keeps failing past the bound (exact).",
             None,
-            &gauge(g.stuck),
+            &gauge(g.backlog.stuck),
         )?;
         let s = &g.store;
         one(
@@ -800,7 +797,6 @@ mod tests {
         metrics.notice_delivered();
         let gauges = Gauges {
             backlog: jitflow_store::read::Backlog::default(),
-            stuck: 0,
             timer_lag_ms: 1500,
             store: jitflow_store::Stats {
                 last_checkpoint_micros: 250_000,
