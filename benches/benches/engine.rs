@@ -14,6 +14,11 @@
 //!   at once; firing lag (time at commit of each EXPIRED transition minus its due time, on the
 //!   engine clock, which stands still, so this is the scheduling backlog) and the wall time until
 //!   all are DEACTIVATING. Never early: the core refuses early timers and the bench checks it.
+//! - `timers_spread` (only with `JITFLOW_BENCH_ONLY=timers_spread`): N activations (default
+//!   1,000,000) whose expiries are spread evenly over `JITFLOW_BENCH_SPREAD_MINUTES` (default
+//!   10; activated in chunks of 256 as the manual clock moves); the clock then steps one second
+//!   at a time, and the lag of each expiry is the wall time from the step that made it due to
+//!   its commit, with the other timers still pending.
 //! - memory (in `timers`): per running activation, with redb's page cache capped at 16 MiB:
 //!   the live heap (a counting global allocator, `cap`) and VmRSS added by the second half of
 //!   the N activations, divided by N/2 (the cache is full by then, so it does not count), and
@@ -25,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use jitflow::clock::ManualClock;
+use jitflow::clock::{Clock, ManualClock};
 use jitflow::{Caller, Config, Engine};
 use jitflow_benches::{InstantProvisioner, bench_policy, env_usize, percentiles, rss_bytes};
 use jitflow_core::connection::ConnectionState;
@@ -129,7 +134,7 @@ async fn signals(callers: usize, per_caller: usize) {
                 // One cycle: activate, wait for ACTIVE, extend, deactivate, wait for AVAILABLE.
                 let t = Instant::now();
                 if engine
-                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .activate(&caller, id, Some(Minutes(60)), None, None)
                     .await
                     .is_err()
                 {
@@ -141,12 +146,12 @@ async fn signals(callers: usize, per_caller: usize) {
                 until_state(&engine, id, ConnectionState::Active).await;
                 let t = Instant::now();
                 engine
-                    .extend(&caller, id, Some(Minutes(5)), None)
+                    .extend(&caller, id, Some(Minutes(5)), None, None)
                     .await
                     .unwrap();
                 local.push(t.elapsed());
                 let t = Instant::now();
-                engine.deactivate(&caller, id, None).await.unwrap();
+                engine.deactivate(&caller, id, None, None).await.unwrap();
                 local.push(t.elapsed());
                 i += 2;
                 until_state(&engine, id, ConnectionState::Available).await;
@@ -205,11 +210,11 @@ async fn latency_at_rate(rate: u64, seconds: u64, connections: usize) {
             let t = Instant::now();
             let r = if (i / ids.len() as u64).is_multiple_of(2) {
                 engine
-                    .activate(&caller, id, Some(Minutes(60)), None)
+                    .activate(&caller, id, Some(Minutes(60)), None, None)
                     .await
                     .map(|_| ())
             } else {
-                engine.deactivate(&caller, id, None).await.map(|_| ())
+                engine.deactivate(&caller, id, None, None).await.map(|_| ())
             };
             if r.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +248,7 @@ async fn activate_all(engine: &Engine, ids: &[ConnectionId]) {
             let id = *id;
             async move {
                 engine
-                    .activate(&caller(), id, Some(Minutes(60)), None)
+                    .activate(&caller(), id, Some(Minutes(60)), None, None)
                     .await
                     .unwrap()
             }
@@ -255,6 +260,23 @@ async fn activate_all(engine: &Engine, ids: &[ConnectionId]) {
     })
     .await
     .unwrap();
+}
+
+/// For an EXPIRED transition, whether it committed before its expiry was due; `None` for any
+/// other event.
+fn expiry(e: &jitflow_store::codec::Envelope) -> Option<bool> {
+    let Payload::Connection(event) = &e.payload else {
+        return None;
+    };
+    if event.change != Change::Expired {
+        return None;
+    }
+    let due = event
+        .cancel
+        .iter()
+        .find(|t| t.kind == TimerKind::Expiry)?
+        .due;
+    Some(event.at < due)
 }
 
 async fn timers(n: usize) {
@@ -285,22 +307,10 @@ async fn timers(n: usize) {
     let mut lags = Vec::with_capacity(n);
     let mut early = 0u64;
     while lags.len() < n {
-        let e = events.next().await.unwrap();
-        let Payload::Connection(event) = &e.payload else {
+        let Some(was_early) = expiry(&events.next().await.unwrap()) else {
             continue;
         };
-        if event.change != Change::Expired {
-            continue;
-        }
-        let due = event
-            .cancel
-            .iter()
-            .find(|t| t.kind == TimerKind::Expiry)
-            .unwrap()
-            .due;
-        if event.at < due {
-            early += 1;
-        }
+        early += u64::from(was_early);
         // Wall-clock time from the jump to the commit of this transition.
         lags.push(t.elapsed());
     }
@@ -319,6 +329,81 @@ async fn timers(n: usize) {
     );
     engine.shutdown().await;
 }
+
+/// `timers_spread`: N activations of `minutes` minutes whose expiries are spread evenly over
+/// the following `minutes` minutes of engine time: they are activated in chunks of
+/// [`SPREAD_CHUNK`], the manual clock moving between chunks (each chunk is active before it
+/// moves, so every expiry is known). The clock then moves in steps of one second, and after
+/// each step the bench waits for every expiry the step made due. Lag: wall time from the step
+/// to the commit of each EXPIRED transition, so it is the engine's reaction time with the
+/// rest of the N timers pending. Never early, checked.
+async fn timers_spread(n: usize, minutes: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Timestamp::from_millis(1_800_000_000_000).unwrap();
+    let clock = ManualClock::new(start);
+    let engine = open(dir.path(), clock.clone()).await;
+    let ids = register(&engine, n).await;
+    let t = Instant::now();
+    let span_ms = u64::from(minutes) * 60_000;
+    let chunks = n.div_ceil(SPREAD_CHUNK) as u64;
+    let mut expiries: Vec<u64> = Vec::with_capacity(n);
+    for (c, chunk) in ids.chunks(SPREAD_CHUNK).enumerate() {
+        // Chunk c starts at start + c * span / chunks.
+        let at = start.as_millis() + c as u64 * span_ms / chunks;
+        clock.advance(Duration::from_millis(at - clock.now().as_millis()));
+        let activate = chunk.iter().map(|id| {
+            let engine = engine.clone();
+            let id = *id;
+            async move {
+                engine
+                    .activate(&caller(), id, Some(Minutes(minutes)), None, None)
+                    .await
+                    .unwrap()
+            }
+        });
+        join_all(activate).await;
+        jitflow_benches::wait_all(&engine, &caller().tenant, chunk, |s| {
+            s == ConnectionState::Active
+        })
+        .await
+        .unwrap();
+        expiries.extend(std::iter::repeat_n(at + span_ms, chunk.len()));
+    }
+    let setup = t.elapsed();
+    let mut events = engine.subscribe(engine.last_sequence().unwrap());
+    let mut lags = Vec::with_capacity(n);
+    let mut early = 0u64;
+    let mut expired = 0usize;
+    let run = Instant::now();
+    while expired < n {
+        clock.advance(Duration::from_secs(1));
+        let now = clock.now().as_millis();
+        let stepped = Instant::now();
+        // Every expiry due by `now` commits before the next step.
+        let due = expiries.partition_point(|&e| e <= now);
+        while expired < due {
+            let Some(was_early) = expiry(&events.next().await.unwrap()) else {
+                continue;
+            };
+            early += u64::from(was_early);
+            expired += 1;
+            lags.push(stepped.elapsed());
+        }
+    }
+    let (p50, p99, max) = percentiles(&mut lags);
+    println!(
+        "{{\"bench\":\"timers_spread\",\"pending\":{n},\"spread_minutes\":{minutes},\"setup_s\":{:.1},\"run_s\":{:.1},\"expired\":{expired},\"lag_p50_ms\":{:.2},\"lag_p99_ms\":{:.2},\"lag_max_ms\":{:.2},\"expired_early\":{early}}}",
+        setup.as_secs_f64(),
+        run.elapsed().as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+    );
+    engine.shutdown().await;
+}
+
+/// Activations per chunk of `timers_spread` (one clock position each).
+const SPREAD_CHUNK: usize = 256;
 
 fn main() {
     // `cargo test --benches` runs bench targets with `--bench`-less args; do nothing then.
@@ -350,6 +435,14 @@ fn main() {
         }
         if run("timers") {
             timers(env_usize("JITFLOW_BENCH_TIMERS", 100_000)).await;
+        }
+        // Long (N activations set up first): only when asked for by name.
+        if only == "timers_spread" {
+            timers_spread(
+                env_usize("JITFLOW_BENCH_TIMERS", 1_000_000),
+                env_usize("JITFLOW_BENCH_SPREAD_MINUTES", 10) as u32,
+            )
+            .await;
         }
     });
 }

@@ -84,6 +84,7 @@ fn build(path: &PathBuf, count: u64) {
             cmds.push(Command::Activate {
                 activation,
                 period: Some(Minutes(60)),
+                client: None,
             });
         }
         if wants_active {

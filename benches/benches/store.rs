@@ -19,12 +19,20 @@
 //!    16-byte keys, for `rows` = 0, 1, 2. It bounds any layout that keeps that many randomly
 //!    keyed projection rows per event in the same transaction as the event.
 //!
-//! Environment: `JITFLOW_BENCH_PARTS` (comma list of `rates`, `open`, `criterion`, `floor`;
-//! default the first three),
+//! 5. **Sustained** (custom measurement, JSON; only when asked for): appends at batch 256 for
+//!    five minutes over 1,000,000 connections, checkpointing as the writer does: rate, layer
+//!    size against its bound, checkpoint rate and durations, bytes written per event.
+//!
+//! The open part also measures an open after a crash that left the hot layer 90% full (the
+//! longest tail replay the layer's bound allows).
+//!
+//! Environment: `JITFLOW_BENCH_PARTS` (comma list of `rates`, `open`, `criterion`, `floor`,
+//! `sustained`; default the first three),
 //! `JITFLOW_BENCH_SIZES` (batch sizes, default 1,16,256,1024), `JITFLOW_BENCH_QUICK_REPAIR`
 //! (`true` or `false`; default both), `JITFLOW_BENCH_LAYER` (the hot layer's bound in rows for the
 //! rates part; default the store's), `JITFLOW_BENCH_CONNECTIONS` (default 1000000) for the open
-//! part, `JITFLOW_BENCH_DIR` (where the files go; default the system temp dir).
+//! and sustained parts, `JITFLOW_BENCH_SECONDS` (default 300) for the sustained part,
+//! `JITFLOW_BENCH_DIR` (where the files go; default the system temp dir).
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::fs::File;
@@ -158,12 +166,13 @@ impl Workload {
                     attempt: *attempt,
                 },
                 (ConnectionState::Active, None) if stop_at_running => return None,
-                (ConnectionState::Active, None) => Command::Deactivate,
+                (ConnectionState::Active, None) => Command::Deactivate { client: None },
                 (_, None) => {
                     self.activations += 1;
                     Command::Activate {
                         activation: ActivationId::from_u128(uuid(self.activations, !self.salt)),
                         period: None,
+                        client: None,
                     }
                 }
                 (_, Some(Effect::RevokeStanding { .. })) => unreachable!("no standing access"),
@@ -545,6 +554,27 @@ fn child_crash(path: &Path, quick_repair: bool) {
     std::process::abort();
 }
 
+/// Child: append registrations of new connections until the hot layer holds 90% of its
+/// bound (no checkpoint is due to an append before the bound), then abort: the next open
+/// replays a tail as long as the layer allows.
+fn child_crash_full_layer(path: &Path) {
+    let options = Options::default();
+    let store = Store::open(path, options.clone()).unwrap();
+    let mut workload = Workload::new(1_000_000, 0x1a7e5);
+    let target = options.layer_entries_max as u64 * 9 / 10;
+    let mut events = 0u64;
+    while store.stats().layer_entries < target {
+        let batch = workload.batch(1024);
+        events += batch.len() as u64;
+        store.append_batch(&batch).unwrap();
+    }
+    eprintln!(
+        "crash-layer: {events} events, {} rows in the layer, aborting",
+        store.stats().layer_entries
+    );
+    std::process::abort();
+}
+
 fn run_child(args: &[&str]) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = Process::new(exe)
@@ -579,9 +609,11 @@ fn open_part() {
     let after_crash_quick = run("open");
     run("crash-full");
     let after_crash_full = run("open");
+    run("crash-layer");
+    let after_crash_full_layer = run("open");
     let size = std::fs::metadata(&path).unwrap().len();
     println!(
-        "{{\"part\":\"open\",\"connections\":{n},\"running_activations\":{},\"file_bytes\":{size},\"clean\":[{}],\"after_crash_quick_repair\":{after_crash_quick},\"after_crash_full_repair\":{after_crash_full}}}",
+        "{{\"part\":\"open\",\"connections\":{n},\"running_activations\":{},\"file_bytes\":{size},\"clean\":[{}],\"after_crash_quick_repair\":{after_crash_quick},\"after_crash_full_repair\":{after_crash_full},\"after_crash_with_full_layer\":{after_crash_full_layer}}}",
         n.div_ceil(2),
         clean.join(","),
     );
@@ -652,6 +684,7 @@ fn main() {
             "open" => child_open(path, &tenant, id),
             "crash-quick" => child_crash(path, true),
             "crash-full" => child_crash(path, false),
+            "crash-layer" => child_crash_full_layer(path),
             other => panic!("unknown child mode {other}"),
         }
         return;
@@ -671,6 +704,107 @@ fn main() {
     if parts.contains(&"floor") {
         floor();
     }
+    if parts.contains(&"sustained") {
+        sustained();
+    }
+}
+
+/// Part 5 (only when asked for): appends at batch 256 for `JITFLOW_BENCH_SECONDS` (default
+/// 300) over `JITFLOW_BENCH_CONNECTIONS` registered connections (default 1,000,000), each
+/// event the next lifecycle step of the next connection round robin, checkpointing whenever
+/// one is due as the engine's writer does. Every 10 s a JSON line: events/s, the layer's size
+/// against its bound, checkpoints; at the end the totals, checkpoint rate and durations, and
+/// bytes written per event.
+fn sustained() {
+    let n: usize = std::env::var("JITFLOW_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let seconds: u64 = std::env::var("JITFLOW_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let options = Options::default();
+    let bound = options.layer_entries_max as u64;
+    let store = Store::open(dir.path().join("sustained.redb"), options).unwrap();
+    let mut workload = Workload::new(n, 0x5055);
+    let started = Instant::now();
+    for i in 0..n.div_ceil(4096) {
+        store.append_batch(&workload.batch(4096)).unwrap();
+        if store.checkpoint_due() {
+            store.checkpoint(None).unwrap();
+        }
+        if i % 50 == 49 {
+            eprintln!(
+                "sustained: {} registered, {:?}",
+                (i + 1) * 4096,
+                started.elapsed()
+            );
+        }
+    }
+    store.checkpoint(None).unwrap();
+    eprintln!("sustained: setup done in {:?}", started.elapsed());
+
+    let checkpoints_before = store.stats().checkpoints;
+    let rows_before = store.stats().checkpoint_rows;
+    let written = written_bytes();
+    let start = Instant::now();
+    let mut events = 0u64;
+    let mut latencies = Vec::new();
+    let mut durations: Vec<Duration> = Vec::new();
+    let mut layer_max = 0u64;
+    let mut next_report = Duration::from_secs(10);
+    let mut window = (0u64, Duration::ZERO);
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let batch = workload.batch(256);
+        let t = Instant::now();
+        store.append_batch(&batch).unwrap();
+        latencies.push(t.elapsed());
+        events += batch.len() as u64;
+        layer_max = layer_max.max(store.stats().layer_entries);
+        if store.checkpoint_due() {
+            let t = Instant::now();
+            store.checkpoint(None).unwrap();
+            durations.push(t.elapsed());
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= next_report {
+            let stats = store.stats();
+            println!(
+                "{{\"part\":\"sustained\",\"at_s\":{},\"events_per_s\":{:.0},\"layer_entries\":{},\"layer_bound\":{bound},\"checkpoints\":{}}}",
+                elapsed.as_secs(),
+                (events - window.0) as f64 / (elapsed - window.1).as_secs_f64(),
+                stats.layer_entries,
+                stats.checkpoints - checkpoints_before,
+            );
+            std::io::stdout().flush().unwrap();
+            window = (events, elapsed);
+            next_report += Duration::from_secs(10);
+        }
+    }
+    let elapsed = start.elapsed();
+    let stats = store.stats();
+    let written = written_bytes() - written;
+    let mut sorted = durations.clone();
+    sorted.sort_unstable();
+    let run = Measured {
+        events,
+        elapsed,
+        latencies,
+    };
+    println!(
+        "{{\"part\":\"sustained\",\"connections\":{n},\"seconds\":{:.1},\"store\":{},\"layer_max_entries\":{layer_max},\"layer_bound\":{bound},\"checkpoints\":{},\"checkpoints_per_min\":{:.1},\"checkpoint_ms_p50\":{},\"checkpoint_ms_max\":{},\"checkpoint_share\":{:.3},\"checkpoint_rows\":{},\"written_bytes_per_event\":{:.0}}}",
+        elapsed.as_secs_f64(),
+        run.json(),
+        stats.checkpoints - checkpoints_before,
+        durations.len() as f64 / elapsed.as_secs_f64() * 60.0,
+        sorted.get(sorted.len() / 2).map_or(0, Duration::as_millis),
+        sorted.last().map_or(0, Duration::as_millis),
+        durations.iter().sum::<Duration>().as_secs_f64() / elapsed.as_secs_f64(),
+        stats.checkpoint_rows - rows_before,
+        written as f64 / events as f64,
+    );
 }
 
 /// What one floor transaction writes: rows into the log table and the random-row table.

@@ -38,9 +38,9 @@ impl Driver {
         let id = self.ids[index];
         let (engine, caller) = (&self.engine, &self.caller);
         let result = match signal {
-            Signal::Activate(period) => engine.activate(caller, id, Some(period), None).await,
-            Signal::Extend(by) => engine.extend(caller, id, Some(by), None).await,
-            Signal::Deactivate => engine.deactivate(caller, id, None).await,
+            Signal::Activate(period) => engine.activate(caller, id, Some(period), None, None).await,
+            Signal::Extend(by) => engine.extend(caller, id, Some(by), None, None).await,
+            Signal::Deactivate => engine.deactivate(caller, id, None, None).await,
         };
         result.map(|_| ()).map_err(|e| match e {
             jitflow::Error::Busy(_)

@@ -227,7 +227,17 @@ fn upgrade_steps(from: u64) -> Vec<&'static str> {
     }
     if from < 6 {
         steps.push(
-            "5 -> 6: stamp the version (new record kinds: a regrant after drift, a policy's missing-access action), so that older builds refuse the file",
+            "5 -> 6: add the stuck table (connections and request items whose revoke keeps failing), filled from the stored connections and items",
+        );
+    }
+    if from < 7 {
+        steps.push(
+            "6 -> 7: stamp the version (signals' events may carry the client's requestOrigin and metaData), so that older builds refuse the file",
+        );
+    }
+    if from < 8 {
+        steps.push(
+            "7 -> 8: stamp the version (new record kinds: a regrant after drift, a policy's missing-access action), so that older builds refuse the file",
         );
     }
     steps

@@ -278,10 +278,11 @@ fn segment(id: &str) -> Result<&str, Error> {
     Ok(id)
 }
 
-/// A short summary of an event's change: the variant's fields that say most.
+/// A short summary of an event's change: the variant's fields that say most, then what the
+/// client sent with the signal (`requestOrigin`, `metaData` as compact JSON), if anything.
 fn detail(event: &Value) -> String {
     let change = &event["event"]["event"]["change"];
-    match change {
+    let mut parts: Vec<String> = match change {
         Value::Object(map) => map
             .values()
             .next()
@@ -291,12 +292,17 @@ fn detail(event: &Value) -> String {
                     .iter()
                     .filter(|(_, v)| !v.is_object() && !v.is_array())
                     .map(|(k, v)| format!("{k}={}", text(v)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                    .collect()
             })
             .unwrap_or_default(),
-        _ => String::new(),
+        _ => Vec::new(),
+    };
+    for field in ["requestOrigin", "metaData"] {
+        if let Some(value) = event.get(field).filter(|v| !v.is_null()) {
+            parts.push(format!("{field}={}", text(value)));
+        }
     }
+    parts.join(" ")
 }
 
 /// `jitflow activation show`: every event, paged to the end.

@@ -205,12 +205,41 @@ async fn signals_show_and_history_through_the_cli() {
     assert_eq!(detail["activation"]["extendedByMins"], 15);
     assert_eq!(detail["pendingEffects"], json!([]));
 
-    jitflow(&base, t, &["deactivate", ALICE_CONN]).await.ok();
+    // A newer client deactivates, with SailPoint's requestOrigin and metaData: the history's
+    // DETAIL shows them on the signal's event.
+    h.expect(
+        202,
+        "POST",
+        "/jit-activations/v1/deactivate",
+        Some(&admin),
+        Some(json!({
+            "connectionId": ALICE_CONN,
+            "requestOrigin": "ops-portal",
+            "metaData": {"ticket": "CHG-7"},
+        })),
+    )
+    .await;
     h.wait_state(ALICE_CONN, ConnectionState::Available).await;
 
     let history = jitflow(&base, t, &["activation", "show", &activation])
         .await
         .ok();
+    let deactivated = history
+        .stdout
+        .lines()
+        .find(|l| l.contains("DeactivationRequested"))
+        .unwrap_or_else(|| panic!("{}", history.stdout));
+    assert!(
+        deactivated.ends_with(r#"requestOrigin=ops-portal metaData={"ticket":"CHG-7"}"#),
+        "{}",
+        history.stdout
+    );
+    assert_eq!(
+        history.stdout.matches("requestOrigin=").count(),
+        1,
+        "only the signal that sent it: {}",
+        history.stdout
+    );
     let changes: Vec<&str> = history
         .stdout
         .lines()
@@ -594,11 +623,13 @@ async fn offline_commands_on_a_stopped_engines_store() {
         let dry = offline(dir, &["upgrade", "--dry-run"]).await.ok();
         assert!(
             dry.stdout
-                .contains("would upgrade from format version 2 to 6")
+                .contains("would upgrade from format version 2 to 8")
                 && dry.stdout.contains("2 -> 3: ")
                 && dry.stdout.contains("3 -> 4: ")
                 && dry.stdout.contains("4 -> 5: ")
                 && dry.stdout.contains("5 -> 6: ")
+                && dry.stdout.contains("6 -> 7: ")
+                && dry.stdout.contains("7 -> 8: ")
                 && dry.stdout.contains("dry run: nothing changed"),
             "{}",
             dry.stdout

@@ -282,7 +282,12 @@ async fn scenario(c: Client, base: String, token: String, clock: jitflow::clock:
         }
     })
     .await;
-    assert_eq!(rows(&c, "#timeline line.mark.provisioned").await, 1);
+    // The page reads the events, then the record: a Provisioned event committed between the
+    // two shows on the next poll (the record's bar can come first).
+    until(&c, "the provisioned mark", || async {
+        rows(&c, "#timeline line.mark.provisioned").await == 1
+    })
+    .await;
     let bar = c.find(Locator::Css("#timeline-bar")).await.unwrap();
     let (from, to) = (
         bar.attr("data-from").await.unwrap().unwrap(),

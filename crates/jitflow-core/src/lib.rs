@@ -43,7 +43,7 @@
 //! let mut state = None;
 //! for command in [
 //!     Command::Register(spec),
-//!     Command::Activate { activation: ActivationId::from_u128(1), period: Some(Minutes(30)) },
+//!     Command::Activate { activation: ActivationId::from_u128(1), period: Some(Minutes(30)), client: None },
 //! ] {
 //!     for event in decide(id, state.as_ref(), &command, &ctx)? {
 //!         state = evolve(state, &event)?;
@@ -58,11 +58,13 @@
 //!
 //! Dependencies, and why: `serde` (the store persists these types through its codec),
 //! `thiserror` (typed error enums), `humantime` (RFC 3339 and human durations), `uuid` (parsing
-//! and formatting connection and activation ids).
+//! and formatting connection and activation ids), `serde_json` (a signal's `metaData`, a JSON
+//! object the core keeps as the client sent it: [`client`]).
 #![forbid(unsafe_code)]
 
 pub mod activation;
 pub mod backoff;
+pub mod client;
 pub mod connection;
 pub mod filter;
 pub mod history;
@@ -71,3 +73,4 @@ pub mod lifecycle;
 pub mod policy;
 pub mod request;
 pub mod time;
+pub mod workflow;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activation::{Activation, ActivationStatus, EndReason};
 use crate::backoff;
+use crate::client::ClientInfo;
 use crate::connection::{
     Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, Patch,
     StandingRevoke,
@@ -171,14 +172,21 @@ pub enum Command {
         activation: ActivationId,
         /// Requested minutes.
         period: Option<Minutes>,
+        /// The client's `requestOrigin` and `metaData`, recorded on the event.
+        client: Option<ClientInfo>,
     },
     /// Extend the running activation; `by` missing means the policy default extension.
     Extend {
         /// Extra minutes.
         by: Option<Minutes>,
+        /// The client's `requestOrigin` and `metaData`, recorded on the event.
+        client: Option<ClientInfo>,
     },
     /// End the running activation early.
-    Deactivate,
+    Deactivate {
+        /// The client's `requestOrigin` and `metaData`, recorded on the event.
+        client: Option<ClientInfo>,
+    },
     /// The workflow's validation accepted the activation.
     ValidationPassed {
         /// The activation validated.
@@ -262,7 +270,7 @@ impl Command {
             Command::Patch(_) => "patch",
             Command::Activate { .. } => "activate",
             Command::Extend { .. } => "extend",
-            Command::Deactivate => "deactivate",
+            Command::Deactivate { .. } => "deactivate",
             Command::ValidationPassed { .. } => "validation_passed",
             Command::ValidationRefused { .. } => "validation_refused",
             Command::GrantSucceeded { .. } => "grant_succeeded",
@@ -273,6 +281,17 @@ impl Command {
             Command::StandingRevokeFailed { .. } => "standing_revoke_failed",
             Command::TimerFired(_) => "timer_fired",
             Command::Inspected { .. } => "inspected",
+        }
+    }
+
+    /// What the client said with a signal (activate, extend, deactivate); `None` for every
+    /// other command.
+    pub const fn client(&self) -> Option<&ClientInfo> {
+        match self {
+            Command::Activate { client, .. }
+            | Command::Extend { client, .. }
+            | Command::Deactivate { client } => client.as_ref(),
+            _ => None,
         }
     }
 }
@@ -494,6 +513,14 @@ pub struct Event {
     pub cancel: Vec<Timer>,
     /// Effects this event starts.
     pub effects: Vec<Effect>,
+    /// What the client said with the signal that caused this event (`requestOrigin`,
+    /// `metaData`): only on the events of a client's signal ([`Change::records_client`]).
+    ///
+    /// Not part of the event's serde form: the store encodes it as a trailing section of the
+    /// event's record, written only when present, so events without one keep the bytes they had
+    /// before it existed; the audit export writes it as `requestOrigin` and `metaData`.
+    #[serde(skip)]
+    pub client: Option<ClientInfo>,
 }
 
 impl Event {
@@ -685,6 +712,17 @@ pub struct EvolveError {
 }
 
 impl Change {
+    /// Whether a client's [`ClientInfo`] may be recorded on an event of this change: the
+    /// changes a client's signal commits (activate, extend, deactivate).
+    pub const fn records_client(&self) -> bool {
+        matches!(
+            self,
+            Change::ActivationRequested { .. }
+                | Change::Extended { .. }
+                | Change::DeactivationRequested
+        )
+    }
+
     /// A short name for logs, metrics and errors.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -891,6 +929,21 @@ pub fn decide(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Vec<Event>, Rejection> {
+    Ok(decide_states(connection, state, command, ctx)?
+        .into_iter()
+        .map(|(event, _)| event)
+        .collect())
+}
+
+/// [`decide`], with the state each event leaves (what [`evolve`] gives for it, computed once:
+/// `decide` evolves each event to derive its timers and effects, and the caller needs the
+/// same state to commit beside it).
+pub fn decide_states(
+    connection: ConnectionId,
+    state: Option<&Connection>,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<Vec<(Event, Option<Connection>)>, Rejection> {
     if let Some(c) = state {
         assert_eq!(c.id(), connection, "state of another connection");
     }
@@ -926,7 +979,8 @@ pub fn decide(
             None => return Ok(Vec::new()),
         },
     };
-    let (event, after) = stamp(connection, state, activation, change, ctx);
+    let client = command.client().cloned();
+    let (event, after) = stamp(connection, state, activation, change, client, ctx);
     let answer = match (&event.change, &after) {
         (
             Change::DriftFound {
@@ -936,7 +990,7 @@ pub fn decide(
         ) => answer_missing_access(connection, after, ctx),
         _ => Vec::new(),
     };
-    let mut events = vec![event];
+    let mut events = vec![(event, after)];
     events.extend(answer);
     Ok(events)
 }
@@ -948,6 +1002,7 @@ fn stamp(
     state: Option<&Connection>,
     activation: Option<ActivationId>,
     change: Change,
+    client: Option<ClientInfo>,
     ctx: &Context<'_>,
 ) -> (Event, Option<Connection>) {
     let mut event = Event {
@@ -959,6 +1014,7 @@ fn stamp(
         arm: Vec::new(),
         cancel: Vec::new(),
         effects: Vec::new(),
+        client,
     };
     let after = evolve(state.cloned(), &event)
         .unwrap_or_else(|e| panic!("decide produced an event that does not apply: {e}"));
@@ -981,7 +1037,7 @@ fn answer_missing_access(
     connection: ConnectionId,
     c: &Connection,
     ctx: &Context<'_>,
-) -> Vec<Event> {
+) -> Vec<(Event, Option<Connection>)> {
     let Some(a) = c.running_activation() else {
         return Vec::new();
     };
@@ -990,7 +1046,7 @@ fn answer_missing_access(
         MissingAccessAction::GrantAgain => match a.attempt.checked_add(1) {
             Some(attempt) => {
                 let change = Change::RegrantStarted { attempt };
-                vec![stamp(connection, Some(c), Some(a.id), change, ctx).0]
+                vec![stamp(connection, Some(c), Some(a.id), change, None, ctx)]
             }
             // No try number left: the drift stays reported.
             None => Vec::new(),
@@ -998,7 +1054,8 @@ fn answer_missing_access(
         // An ACTIVE activation can always be deactivated; were it refused, the drift would
         // stay reported.
         MissingAccessAction::EndActivation => {
-            decide(connection, Some(c), &Command::Deactivate, ctx).unwrap_or_default()
+            let deactivate = Command::Deactivate { client: None };
+            decide_states(connection, Some(c), &deactivate, ctx).unwrap_or_default()
         }
     }
 }
@@ -1010,7 +1067,7 @@ fn decide_patch(
     state: Option<&Connection>,
     patch: &Patch,
     ctx: &Context<'_>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<(Event, Option<Connection>)>, Rejection> {
     let Some(start) = state else {
         return Err(Rejection::NotFound(connection));
     };
@@ -1030,11 +1087,9 @@ fn decide_patch(
     let mut current = start.clone();
     let mut events = Vec::new();
     for step in steps.into_iter().flatten() {
-        for event in decide(connection, Some(&current), &step, ctx)? {
-            current = evolve(Some(current), &event)
-                .unwrap_or_else(|e| panic!("decide produced an event that does not apply: {e}"))
-                .expect("a patch never removes the connection");
-            events.push(event);
+        for (event, after) in decide_states(connection, Some(&current), &step, ctx)? {
+            current = after.clone().expect("a patch never removes the connection");
+            events.push((event, after));
         }
     }
     Ok(events)
@@ -1101,7 +1156,9 @@ fn decide_existing(
             }
             (current, Change::TypeChanged { from, to: *to })
         }
-        Command::Activate { activation, period } => {
+        Command::Activate {
+            activation, period, ..
+        } => {
             if c.kind() != ConnectionType::Jit {
                 return Err(Rejection::WrongType {
                     connection: c.id(),
@@ -1124,7 +1181,7 @@ fn decide_existing(
             )?;
             (Some(*activation), Change::ActivationRequested { period })
         }
-        Command::Extend { by } => {
+        Command::Extend { by, .. } => {
             let a = running.ok_or(Rejection::NoRunningActivation(c.id()))?;
             if a.status != ActivationStatus::Provisioned {
                 return Err(wrong_state(c, "extend"));
@@ -1168,7 +1225,7 @@ fn decide_existing(
                 },
             )
         }
-        Command::Deactivate => {
+        Command::Deactivate { .. } => {
             let a = running.ok_or(Rejection::NoRunningActivation(c.id()))?;
             if a.status == ActivationStatus::Deprovisioning || a.cancel_requested {
                 return Err(wrong_state(c, "deactivate"));
@@ -1413,6 +1470,11 @@ pub fn evolve(state: Option<Connection>, event: &Event) -> Result<Option<Connect
         change: event.change.name(),
         reason,
     };
+    if event.client.is_some() && !event.change.records_client() {
+        return Err(fail(
+            "client info on a change no client's signal commits".into(),
+        ));
+    }
     let at = event.at;
     let mut c = match (state, &event.change) {
         (None, Change::Registered(spec)) => {

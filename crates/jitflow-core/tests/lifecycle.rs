@@ -143,6 +143,7 @@ impl World {
         self.ok(Command::Activate {
             activation: A1,
             period: period.map(Minutes),
+            client: None,
         });
     }
 
@@ -171,6 +172,7 @@ fn activate_from_available_validates_then_grants() {
     let e = w.ok(Command::Activate {
         activation: A1,
         period: Some(Minutes(90)),
+        client: None,
     });
     assert_eq!(
         e.change,
@@ -203,7 +205,8 @@ fn activate_without_period_uses_the_policy_default() {
     assert_eq!(
         w.refused(Command::Activate {
             activation: A1,
-            period: None
+            period: None,
+            client: None
         }),
         Rejection::PeriodRequired("activationPeriodMins")
     );
@@ -216,6 +219,7 @@ fn activate_refuses_bad_periods_types_and_states() {
         let r = w.refused(Command::Activate {
             activation: A1,
             period: Some(Minutes(bad)),
+            client: None,
         });
         assert!(
             matches!(r, Rejection::PeriodOutOfRange { max: 120, .. }),
@@ -227,6 +231,7 @@ fn activate_refuses_bad_periods_types_and_states() {
     let r = s.refused(Command::Activate {
         activation: A1,
         period: Some(Minutes(5)),
+        client: None,
     });
     assert!(matches!(r, Rejection::WrongType { .. }));
     assert_eq!(r.kind(), RejectionKind::Conflict);
@@ -234,6 +239,7 @@ fn activate_refuses_bad_periods_types_and_states() {
     let r = w.refused(Command::Activate {
         activation: A2,
         period: Some(Minutes(5)),
+        client: None,
     });
     assert!(matches!(
         r,
@@ -246,6 +252,7 @@ fn activate_refuses_bad_periods_types_and_states() {
     let r = none.refused(Command::Activate {
         activation: A1,
         period: Some(Minutes(5)),
+        client: None,
     });
     assert_eq!(r, Rejection::NotFound(CONN));
     assert_eq!(r.kind(), RejectionKind::NotFound);
@@ -305,6 +312,7 @@ fn the_policy_warning_lead_replaces_the_engine_setting() {
     w.policy.expiry_warning = None;
     let e = w.ok(Command::Extend {
         by: Some(Minutes(10)),
+        client: None,
     });
     let extended = expiry.plus_minutes(Minutes(10));
     assert!(e.arm.contains(&Timer {
@@ -342,6 +350,7 @@ fn full_expiry_path_ends_completed_and_expired() {
     w.ok(Command::Activate {
         activation: A2,
         period: Some(Minutes(5)),
+        client: None,
     });
     assert_eq!(w.c().state, ConnectionState::Activating);
     assert_eq!(
@@ -355,7 +364,7 @@ fn full_expiry_path_ends_completed_and_expired() {
 fn deactivate_active_revokes_and_ends_revoked_available() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(60);
-    let e = w.ok(Command::Deactivate);
+    let e = w.ok(Command::Deactivate { client: None });
     assert_eq!(
         e.cancel.len(),
         2,
@@ -381,7 +390,10 @@ fn extend_moves_expiry_and_warning_within_the_cap() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(60);
     let old = w.timer(TimerKind::Expiry).due;
-    let e = w.ok(Command::Extend { by: None });
+    let e = w.ok(Command::Extend {
+        by: None,
+        client: None,
+    });
     let new = old.plus_minutes(Minutes(15));
     assert_eq!(
         e.change,
@@ -404,9 +416,11 @@ fn extend_moves_expiry_and_warning_within_the_cap() {
     assert_eq!(e.notice(w.config.stuck_after), Some(Notice::Extended));
     w.ok(Command::Extend {
         by: Some(Minutes(15)),
+        client: None,
     });
     let r = w.refused(Command::Extend {
         by: Some(Minutes(1)),
+        client: None,
     });
     assert_eq!(
         r,
@@ -424,12 +438,13 @@ fn extend_or_deactivate_without_running_activation_is_refused() {
     let mut w = World::with(ConnectionType::Jit);
     assert_eq!(
         w.refused(Command::Extend {
-            by: Some(Minutes(5))
+            by: Some(Minutes(5)),
+            client: None
         }),
         Rejection::NoRunningActivation(CONN)
     );
     assert_eq!(
-        w.refused(Command::Deactivate),
+        w.refused(Command::Deactivate { client: None }),
         Rejection::NoRunningActivation(CONN)
     );
     assert_eq!(
@@ -441,7 +456,8 @@ fn extend_or_deactivate_without_running_activation_is_refused() {
     w.activate(Some(10));
     assert!(matches!(
         w.refused(Command::Extend {
-            by: Some(Minutes(5))
+            by: Some(Minutes(5)),
+            client: None
         }),
         Rejection::WrongState { .. }
     ));
@@ -454,7 +470,8 @@ fn extend_after_due_expiry_is_refused_even_before_the_timer_runs() {
     w.advance(Duration::from_secs(600));
     assert!(matches!(
         w.refused(Command::Extend {
-            by: Some(Minutes(5))
+            by: Some(Minutes(5)),
+            client: None
         }),
         Rejection::WrongState {
             state: "EXPIRING",
@@ -565,7 +582,7 @@ fn grant_failed(attempt: u32, retryable: bool) -> Command {
 fn deprovision_failures_retry_forever_flag_stuck_once_then_recover() {
     let mut w = World::with(ConnectionType::Jit);
     w.active(10);
-    w.ok(Command::Deactivate);
+    w.ok(Command::Deactivate { client: None });
     let stuck_after = w.config.stuck_after;
     let mut stuck_notices = 0;
     for attempt in 1..=stuck_after + 5 {
@@ -604,7 +621,7 @@ fn deprovision_failures_retry_forever_flag_stuck_once_then_recover() {
 fn deactivate_while_validating_ends_at_once_without_revoke() {
     let mut w = World::with(ConnectionType::Jit);
     w.activate(Some(10));
-    let e = w.ok(Command::Deactivate);
+    let e = w.ok(Command::Deactivate { client: None });
     assert!(e.effects.is_empty());
     assert_eq!(w.status(), ActivationStatus::Revoked);
     assert_eq!(w.c().state, ConnectionState::Available);
@@ -622,14 +639,14 @@ fn deactivate_during_a_grant_in_flight_waits_for_it_then_revokes() {
         let mut w = World::with(ConnectionType::Jit);
         w.activate(Some(10));
         w.ok(Command::ValidationPassed { activation: A1 });
-        let e = w.ok(Command::Deactivate);
+        let e = w.ok(Command::Deactivate { client: None });
         assert!(
             e.effects.is_empty(),
             "no revoke may race the grant in flight"
         );
         assert_eq!(w.c().state, ConnectionState::Deactivating);
         assert!(matches!(
-            w.refused(Command::Deactivate),
+            w.refused(Command::Deactivate { client: None }),
             Rejection::WrongState { .. }
         ));
         let e = if granted {
@@ -674,7 +691,7 @@ fn deactivate_while_waiting_to_retry_a_grant_revokes_at_once() {
         retryable: true,
     });
     let retry = w.timer(TimerKind::Retry);
-    let e = w.ok(Command::Deactivate);
+    let e = w.ok(Command::Deactivate { client: None });
     assert_eq!(e.cancel, vec![retry]);
     assert_eq!(
         e.effects,
@@ -701,6 +718,7 @@ fn stale_results_and_timers_are_refused_without_change() {
     );
     w.ok(Command::Extend {
         by: Some(Minutes(5)),
+        client: None,
     });
     // The cancelled expiry timer is stale even once due.
     w.now = expiry.due;
@@ -771,6 +789,7 @@ fn policy_change_applies_to_new_requests_not_running_expiries() {
     assert_eq!(w.timer(TimerKind::Expiry), expiry, "running expiry kept");
     let r = w.refused(Command::Extend {
         by: Some(Minutes(10)),
+        client: None,
     });
     assert!(
         matches!(r, Rejection::ExtensionOverCap { cap: 5, .. }),
@@ -778,6 +797,7 @@ fn policy_change_applies_to_new_requests_not_running_expiries() {
     );
     w.ok(Command::Extend {
         by: Some(Minutes(5)),
+        client: None,
     });
 }
 
@@ -802,7 +822,8 @@ fn standing_to_jit_revokes_standing_access_with_retries() {
     assert!(matches!(
         w.refused(Command::Activate {
             activation: A1,
-            period: Some(Minutes(5))
+            period: Some(Minutes(5)),
+            client: None
         }),
         Rejection::WrongState { .. }
     ));
@@ -842,7 +863,7 @@ fn type_changes_are_refused_while_access_moves() {
             ..
         }
     ));
-    w.ok(Command::Deactivate);
+    w.ok(Command::Deactivate { client: None });
     assert!(matches!(
         w.refused(Command::ChangeType(ConnectionType::Standing)),
         Rejection::WrongState {
@@ -890,14 +911,17 @@ fn register_update_remove() {
         w.refused(Command::Remove),
         Rejection::WrongState { .. }
     ));
-    w.ok(Command::Deactivate);
+    w.ok(Command::Deactivate { client: None });
     w.ok(Command::RevokeSucceeded {
         activation: A1,
         attempt: 1,
     });
     w.ok(Command::Remove);
     assert!(w.state.is_none());
-    assert_eq!(w.refused(Command::Deactivate), Rejection::NotFound(CONN));
+    assert_eq!(
+        w.refused(Command::Deactivate { client: None }),
+        Rejection::NotFound(CONN)
+    );
     // A late effect result for a removed connection is stale, not "not found".
     assert_eq!(
         w.refused(Command::RevokeSucceeded {
@@ -933,6 +957,7 @@ fn replaying_the_events_rebuilds_the_same_state() {
     w.active(60);
     w.ok(Command::Extend {
         by: Some(Minutes(10)),
+        client: None,
     });
     w.fire(TimerKind::Warning);
     w.fire(TimerKind::Expiry);
@@ -1068,7 +1093,7 @@ fn access_held_at_rest_is_drift_and_is_revoked_like_standing_access() {
     // still on the target.
     let mut w = World::with(ConnectionType::Jit);
     w.active(10);
-    w.ok(Command::Deactivate);
+    w.ok(Command::Deactivate { client: None });
     w.ok(Command::RevokeSucceeded {
         activation: A1,
         attempt: 1,
@@ -1089,6 +1114,7 @@ fn access_held_at_rest_is_drift_and_is_revoked_like_standing_access() {
         w.refused(Command::Activate {
             activation: A2,
             period: Some(Minutes(5)),
+            client: None,
         })
         .kind(),
         RejectionKind::Conflict
@@ -1134,7 +1160,7 @@ fn an_inspection_never_touches_moving_or_agreeing_access_and_a_stale_one_is_refu
     });
     // A running activation whose access is held is never revoked by an inspection.
     assert!(inspected(&mut w, true).unwrap().is_empty());
-    w.ok(Command::Deactivate);
+    w.ok(Command::Deactivate { client: None });
     assert!(
         inspected(&mut w, true).unwrap().is_empty(),
         "the revoke runs"
@@ -1310,6 +1336,77 @@ fn a_regrant_applies_only_to_a_provisioned_activation_as_its_next_try() {
     assert!(evolve(w.state.clone(), &event).is_err());
     event.change = Change::RegrantStarted { attempt: 2 };
     assert!(evolve(w.state.clone(), &event).is_ok());
-    w.ok(Command::Deactivate);
+    w.ok(Command::Deactivate { client: None });
     assert!(evolve(w.state.clone(), &event).is_err());
+}
+
+/// What a client says with a signal (`requestOrigin`, `metaData`) is recorded on the event of
+/// that signal and on no other; `evolve` refuses it on an event no signal commits, and the
+/// state is the same with or without it.
+#[test]
+fn a_signals_client_info_is_recorded_on_its_event_only() {
+    use jitflow_core::client::ClientInfo;
+    let said = |origin: &str| {
+        let meta = [("ticket".to_owned(), serde_json::json!(origin))]
+            .into_iter()
+            .collect();
+        ClientInfo::new(Some(origin.to_owned()), Some(meta)).unwrap()
+    };
+    let mut w = World::with(ConnectionType::Jit);
+    let mut quiet = World::with(ConnectionType::Jit);
+    let requested = w.ok(Command::Activate {
+        activation: A1,
+        period: Some(Minutes(30)),
+        client: said("portal"),
+    });
+    quiet.activate(Some(30));
+    assert_eq!(requested.client, said("portal"));
+    for world in [&mut w, &mut quiet] {
+        world.ok(Command::ValidationPassed { activation: A1 });
+        let provisioned = world.ok(Command::GrantSucceeded {
+            activation: A1,
+            attempt: 1,
+        });
+        assert_eq!(provisioned.client, None, "an effect result says nothing");
+    }
+    let extended = w.ok(Command::Extend {
+        by: Some(Minutes(5)),
+        client: said("cli"),
+    });
+    assert!(matches!(extended.change, Change::Extended { .. }));
+    assert_eq!(extended.client, said("cli"));
+    let deactivated = w.ok(Command::Deactivate {
+        client: ClientInfo::new(Some("sdk".into()), None).unwrap(),
+    });
+    assert_eq!(deactivated.change, Change::DeactivationRequested);
+    assert_eq!(
+        deactivated
+            .client
+            .as_ref()
+            .and_then(ClientInfo::request_origin),
+        Some("sdk")
+    );
+    quiet.ok(Command::Extend {
+        by: Some(Minutes(5)),
+        client: None,
+    });
+    quiet.ok(Command::Deactivate { client: None });
+    assert_eq!(w.state, quiet.state, "the state does not hold it");
+    // A refused signal records nothing.
+    let before = w.events.len();
+    w.refused(Command::Deactivate {
+        client: said("again"),
+    });
+    assert_eq!(w.events.len(), before);
+    // On an event no client's signal commits, evolve refuses it.
+    let mut planted = w.events[2].clone();
+    assert_eq!(planted.change, Change::ValidationPassed);
+    planted.client = said("forged");
+    let mut replay = None;
+    for e in &w.events[..2] {
+        replay = evolve(replay, e).unwrap();
+    }
+    assert!(evolve(replay.clone(), &w.events[2]).is_ok());
+    let err = evolve(replay, &planted).unwrap_err();
+    assert!(err.reason.contains("client"), "{err}");
 }

@@ -256,6 +256,7 @@ impl Harness {
                 let cmd = Command::Activate {
                     activation: id,
                     period: period.map(Minutes),
+                    client: None,
                 };
                 if self.send(cmd, ok).is_ok() {
                     self.phase = Phase::Validating {
@@ -284,6 +285,7 @@ impl Harness {
                     .send(
                         Command::Extend {
                             by: by.map(Minutes),
+                            client: None,
                         },
                         ok,
                     )
@@ -328,7 +330,10 @@ impl Harness {
                     }),
                     _ => None,
                 };
-                if self.send(Command::Deactivate, next.is_some()).is_ok() {
+                if self
+                    .send(Command::Deactivate { client: None }, next.is_some())
+                    .is_ok()
+                {
                     self.phase = next.unwrap();
                 }
             }

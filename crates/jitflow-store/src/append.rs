@@ -6,16 +6,18 @@ use jitflow_core::id::TenantId;
 use jitflow_core::lifecycle::{Change, Event, PolicyEvent};
 use std::cell::RefCell;
 
-use redb::ReadTransaction;
+use std::sync::Arc;
+
+use crate::backend::{Append, Partition, Snapshot};
 
 use crate::batch::{Appended, Batch, Entry, MAX_BATCH_ENTRIES, MAX_BATCH_KEYS};
 use crate::codec::{self, PayloadRef, Stream};
 use crate::hot::{Layer, WriteTable};
 use crate::store::{Published, Store};
 use crate::tables::{
-    self, ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, HISTORY,
-    HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, REQUEST_CONFIGS,
-    REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, TIMERS,
+    self, ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, HISTORY, HISTORY_INDEX,
+    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES, REQUEST_CONFIGS, REQUEST_INDEX,
+    REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, STREAMS, STUCK, TIMERS,
 };
 use crate::{idempotency, projection, request};
 
@@ -32,17 +34,17 @@ pub enum Error {
     /// callers their outcome is unknown meanwhile.
     #[error("the commit failed; the outcome is unknown (reopen the store to learn it): {source}")]
     OutcomeUnknown {
-        /// redb's error (often an I/O error such as a full disk).
+        /// The backend's error (often an I/O error such as a full disk).
         #[source]
-        source: redb::CommitError,
+        source: std::io::Error,
     },
     /// A storage error before the commit: nothing of this write was committed. The store is now
-    /// poisoned, as redb may refuse every write after an I/O error.
+    /// poisoned, as the backend may refuse every write after an I/O error.
     #[error("storage error, nothing committed: {source}")]
     Storage {
-        /// redb's error.
+        /// The backend's error.
         #[source]
-        source: redb::Error,
+        source: std::io::Error,
     },
     /// A stored record the write had to read (the connection before the event, a policy, an
     /// idempotency record) could not be decoded. Nothing was committed; the store stays usable.
@@ -53,14 +55,8 @@ pub enum Error {
 impl Error {
     /// The kind of the I/O error behind a storage or commit failure, if one is.
     pub fn io_error_kind(&self) -> Option<std::io::ErrorKind> {
-        // redb's errors do not expose their cause through `Error::source`: match them.
         match self {
-            Error::OutcomeUnknown {
-                source: redb::CommitError::Storage(redb::StorageError::Io(e)),
-            } => Some(e.kind()),
-            Error::Storage {
-                source: redb::Error::Io(e),
-            } => Some(e.kind()),
+            Error::OutcomeUnknown { source } | Error::Storage { source } => Some(source.kind()),
             _ => None,
         }
     }
@@ -75,10 +71,16 @@ macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Error {
-                Error::Storage { source: e.into() }
+                Error::Storage { source: crate::backend::file::io(e) }
             }
         }
     )*};
+}
+
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Error {
+        Error::Storage { source }
+    }
 }
 storage_from!(
     redb::StorageError,
@@ -111,20 +113,21 @@ pub(crate) struct WriteTables<'w> {
     pub(crate) request_intents: WriteTable<'w, (&'static str, u128), ()>,
     pub(crate) request_people: WriteTable<'w, (&'static str, u8, &'static str, u128), ()>,
     pub(crate) request_configs: WriteTable<'w, &'static str, &'static [u8]>,
+    pub(crate) stuck: WriteTable<'w, (&'static str, u8, u128), ()>,
 }
 
 impl<'w> WriteTables<'w> {
     pub(crate) fn open(
-        base: &ReadTransaction,
+        base: &Arc<dyn Snapshot>,
         layer: &'w RefCell<Layer>,
     ) -> Result<WriteTables<'w>, Error> {
         fn table<'w, K: crate::hot::SortKey + 'static, V: redb::Value + 'static>(
-            base: &ReadTransaction,
+            base: &Arc<dyn Snapshot>,
             layer: &'w RefCell<Layer>,
             definition: redb::TableDefinition<'static, K, V>,
         ) -> Result<WriteTable<'w, K, V>, Error> {
             let id = tables::id(redb::TableHandle::name(&definition));
-            Ok(WriteTable::new(id, layer, base.open_table(definition)?))
+            Ok(WriteTable::new(id, layer, Arc::clone(base)))
         }
         Ok(WriteTables {
             meta: table(base, layer, META)?,
@@ -146,6 +149,7 @@ impl<'w> WriteTables<'w> {
             request_intents: table(base, layer, REQUEST_INTENTS)?,
             request_people: table(base, layer, REQUEST_PEOPLE)?,
             request_configs: table(base, layer, REQUEST_CONFIGS)?,
+            stuck: table(base, layer, STUCK)?,
         })
     }
 }
@@ -185,7 +189,7 @@ impl Store {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let base = self.begin_read().inspect_err(|_| self.poison())?;
+        let base = self.base().inspect_err(|_| self.poison())?;
         let layer = RefCell::new(published.layer.clone());
         let first = published.sequence + 1;
         let last = first + batch.len() as u64 - 1;
@@ -211,19 +215,12 @@ impl Store {
         });
         let extras_number = published.extras + u64::from(extras.is_some());
 
-        let txn = self.begin_write()?;
-        let result = (|| -> Result<(), Error> {
-            let mut events = txn.open_table(EVENTS)?;
-            for (sequence, bytes) in (first..).zip(&records) {
-                events.insert(sequence, bytes.as_slice())?;
-            }
-            if let Some(bytes) = &extras {
-                txn.open_table(EXTRAS)?
-                    .insert(extras_number, bytes.as_slice())?;
-            }
-            Ok(())
-        })();
-        self.finish(txn, result)?;
+        let append = Append {
+            first,
+            events: &records,
+            extras: extras.as_deref().map(|bytes| (extras_number, bytes)),
+        };
+        self.written(self.backend().append(Partition::WHOLE, append))?;
         self.hot.publish(Published {
             sequence: last,
             extras: extras_number,
@@ -341,10 +338,7 @@ fn assert_after(event: &Event, after: Option<&Connection>) {
     let id = event.connection;
     match after {
         Some(c) => {
-            assert_eq!(c.id(), id, "entry for connection {id} carries {}", c.id());
-            if let Err(e) = c.check_invariants() {
-                panic!("entry for connection {id} breaks an invariant: {e}");
-            }
+            crate::intents::assert_follows("connection", event, c);
             if let Some(activation) = event.activation {
                 assert_eq!(
                     c.activation.as_ref().map(|a| a.id),
@@ -352,14 +346,6 @@ fn assert_after(event: &Event, after: Option<&Connection>) {
                     "event of connection {id} names activation {activation}, the state another"
                 );
             }
-            let timers = c.timers();
-            assert!(
-                event.arm.iter().all(|t| timers.contains(t))
-                    && event.cancel.iter().all(|t| !timers.contains(t)),
-                "event of connection {id} arms {:?} and cancels {:?}; the state has {timers:?}",
-                event.arm,
-                event.cancel
-            );
         }
         None => assert!(
             matches!(event.change, Change::Removed) && event.arm.is_empty(),

@@ -16,11 +16,16 @@
 //!         payload (`jitflow_core::lifecycle::Event`, `PolicyEvent`,
 //!         `jitflow_core::request::Event` or `jitflow_core::request::config::Event`)
 //! [then] for a policy event whose previous or new policy sets `expiry_warning` (not in the
-//!         policy's bincode), or that has the section below: bincode of (previous lead, new
-//!         lead), two `Option<Minutes>`; absent otherwise, so such events keep the bytes they
-//!         had before it existed
+//!         policy's bincode), or that has the missing-access section: bincode of (previous
+//!         lead, new lead), two `Option<Minutes>`; absent otherwise, so such events keep the
+//!         bytes they had before it existed
+//! [then] for a connection event that carries a client's `requestOrigin` and `metaData`
+//!         (`Event::client`, not in the event's bincode; file format 7): bincode of the
+//!         `ClientInfo` in its binary form, two `Option<String>` (the origin, and the metadata
+//!         as compact JSON text), not both `None`; only on `ActivationRequested`, `Extended`
+//!         and `DeactivationRequested`; absent otherwise, so events without one keep their bytes
 //! [then] for a policy event whose previous or new policy's `on_missing_access` is not the
-//!         default `Report` (format version 6): bincode of (previous action, new action), two
+//!         default `Report` (file format 8): bincode of (previous action, new action), two
 //!         `MissingAccessAction`; absent otherwise
 //! ```
 //!
@@ -35,7 +40,7 @@
 //! forwarded has the bytes it had before forwarding existed) and the `AccessRequestConfig`;
 //! a `Policy` whose `expiry_warning` (a jitflow extension, not in its bincode) is set is
 //! followed by the bincode of that `Minutes`, so a policy without one keeps its bytes; a
-//! `Policy` whose `on_missing_access` (a jitflow extension, format version 6) is not the
+//! `Policy` whose `on_missing_access` (a jitflow extension, format version 8) is not the
 //! default `Report` is followed by the lead section (`Minutes(0)` when no lead is set: a lead
 //! is never 0) and then the bincode of that `MissingAccessAction`;
 //! `[u16 version][u64 fingerprint LE][u64 expires UTC ms LE][result bytes]` for idempotency
@@ -449,7 +454,11 @@ pub(crate) fn encode_envelope_parts(
     match payload {
         PayloadRef::Connection(e) => {
             let stream = (e.connection.as_u128(), stream_version);
-            encode_kind(KIND_CONNECTION, tenant, stream, e.at, batch, e)
+            let mut out = encode_kind(KIND_CONNECTION, tenant, stream, e.at, batch, e);
+            if let Some(client) = &e.client {
+                encode_body(&mut out, client);
+            }
+            out
         }
         PayloadRef::Policy(e) => {
             let mut out = encode_kind(KIND_POLICY, tenant, (0, stream_version), e.at, batch, e);
@@ -521,7 +530,17 @@ fn decode_envelope_v1(sequence: u64, bytes: &[u8]) -> Result<Envelope, Problem> 
     let (&kind, body) = bytes.split_first().ok_or(Problem::Truncated)?;
     let (header, payload, stream_id, at) = match kind {
         KIND_CONNECTION => {
-            let e: EnvelopeV1In<Event> = decode_body(body)?;
+            let (mut e, rest): (EnvelopeV1In<Event>, _) = decode_prefix(body)?;
+            if !rest.is_empty() {
+                if !e.payload.change.records_client() {
+                    return Err(Problem::Invalid(format!(
+                        "a client section on a {} event",
+                        e.payload.change.name()
+                    )));
+                }
+                // `ClientInfo`'s deserializer refuses an empty section and broken bounds.
+                e.payload.client = Some(decode_body(rest)?);
+            }
             let (id, at) = (e.payload.connection.as_u128(), e.payload.at);
             (header_of(&e), Payload::Connection(e.payload), id, at)
         }
@@ -1268,12 +1287,27 @@ mod tests {
     #[test]
     fn version_kind_and_trailing_bytes_are_typed() {
         let mut bytes = encode_envelope(&sample_envelope());
+        // After a signal's event, a byte starts a client section: here one cut short.
         bytes.push(0);
         assert_eq!(
             decode_envelope(42, &bytes).unwrap_err().problem,
-            Problem::TrailingBytes(1)
+            Problem::Truncated
         );
         bytes.pop();
+        // After a whole client section, a byte is one too many.
+        let mut event = event();
+        event.client = jitflow_core::client::ClientInfo::new(Some("portal".into()), None).unwrap();
+        let with_client = Envelope {
+            payload: Payload::Connection(event),
+            ..sample_envelope()
+        };
+        let mut longer = encode_envelope(&with_client);
+        assert_eq!(decode_envelope(42, &longer), Ok(with_client));
+        longer.push(0);
+        assert_eq!(
+            decode_envelope(42, &longer).unwrap_err().problem,
+            Problem::TrailingBytes(1)
+        );
         let mut newer = bytes.clone();
         newer[0] = 2;
         assert_eq!(

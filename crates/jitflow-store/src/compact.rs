@@ -13,6 +13,9 @@ pub enum Error {
     /// error (the store is then poisoned).
     #[error("compaction failed: {0}")]
     Compaction(#[source] redb::CompactionError),
+    /// The store's backend is not a file: there is nothing to compact.
+    #[error("the store's backend is not a file")]
+    NotAFile,
 }
 
 impl Store {
@@ -23,10 +26,13 @@ impl Store {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let Some(db) = self.db_mut() else {
+        let Some(file) = self.file() else {
+            return Err(Error::NotAFile);
+        };
+        let Some(result) = file.with_db_mut(|db| db.compact()) else {
             return Err(Error::Poisoned);
         };
-        match db.compact() {
+        match result {
             Ok(moved) => Ok(moved),
             Err(e) => {
                 if matches!(e, redb::CompactionError::Storage(_)) {

@@ -24,8 +24,9 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use imbl::OrdMap;
-use redb::{AccessGuard, Key, ReadOnlyTable, ReadableTableMetadata, StorageError, Value};
+use redb::{Key, Value};
 
+use crate::backend::{Rows, Snapshot};
 use crate::tables;
 
 /// Bytes of a key or a value in the layer.
@@ -110,32 +111,41 @@ fn order_key<K: SortKey>(table: u8, key: &K::SelfType<'_>) -> Vec<u8> {
     out
 }
 
-/// A key of the layer: its order key (table id, then [`SortKey`] bytes) and its redb key
-/// bytes, in one allocation. Ordered, compared and borrowed by the order key alone.
+/// The key of a derived row: its order bytes (table id, then the key's order-preserving
+/// encoding, compared with `memcmp`) and its native bytes (the typed table's own encoding,
+/// which readers decode), in one allocation. Ordered, compared and borrowed by the order
+/// bytes alone.
 #[derive(Clone, Debug)]
-pub(crate) struct RowKey {
+pub struct RowKey {
     bytes: Bytes,
     split: usize,
 }
 
 impl RowKey {
-    fn new(order: &[u8], redb: &[u8]) -> RowKey {
-        let mut bytes = Vec::with_capacity(order.len() + redb.len());
+    /// The key from its two encodings.
+    pub fn new(order: &[u8], native: &[u8]) -> RowKey {
+        let mut bytes = Vec::with_capacity(order.len() + native.len());
         bytes.extend_from_slice(order);
-        bytes.extend_from_slice(redb);
+        bytes.extend_from_slice(native);
         RowKey {
             bytes: bytes.into(),
             split: order.len(),
         }
     }
 
-    /// The order key: table id, then the key's [`SortKey`] bytes.
-    fn order(&self) -> &[u8] {
+    /// The key of `key` in `table`.
+    pub(crate) fn of<K: SortKey>(table: u8, key: &K::SelfType<'_>) -> RowKey {
+        let order = order_key::<K>(table, key);
+        RowKey::new(&order, K::as_bytes(key).as_ref())
+    }
+
+    /// The order bytes: the table id, then the key's order-preserving encoding.
+    pub fn order(&self) -> &[u8] {
         &self.bytes[..self.split]
     }
 
-    /// The key's redb bytes.
-    pub(crate) fn redb(&self) -> &[u8] {
+    /// The native bytes: the key as its typed table encodes it.
+    pub fn native(&self) -> &[u8] {
         &self.bytes[self.split..]
     }
 }
@@ -216,26 +226,41 @@ impl Layer {
     /// Puts (`Some`) or deletes (`None`) the row of order key `order` and redb key `key` in
     /// `table`. `existed` says whether the merged view held the key before, which counted
     /// tables need to keep their length exact.
-    fn put(&mut self, table: u8, order: &[u8], key: &[u8], value: Row, existed: Option<bool>) {
-        debug_assert_eq!(order.first(), Some(&table));
-        let new_bytes = key.len() + value.as_ref().map_or(0, |v| v.len());
+    fn put(&mut self, table: u8, key: RowKey, value: Row, existed: Option<bool>) {
+        debug_assert_eq!(key.order().first(), Some(&table));
+        let key_len = key.native().len();
+        let new_bytes = key_len + value.as_ref().map_or(0, |v| v.len());
         if let Some(existed) = existed {
             let delta = i64::from(value.is_some()) - i64::from(existed);
             self.counts[usize::from(table)] += delta;
         }
-        let old = self.rows.insert(RowKey::new(order, key), value);
+        let old = self.rows.insert(key, value);
         if let Some(old) = old {
-            self.bytes -= key.len() + old.as_ref().map_or(0, |v| v.len());
+            self.bytes -= key_len + old.as_ref().map_or(0, |v| v.len());
         }
         self.bytes += new_bytes;
     }
 
-    /// Every row of `table`, in key order.
-    pub(crate) fn table_rows(&self, table: u8) -> impl Iterator<Item = (&RowKey, &Row)> {
+    /// Every row, table by table, each table's in key order, as a checkpoint writes it.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = crate::backend::Row<'_>> {
+        self.rows.iter().map(|(key, value)| crate::backend::Row {
+            table: key.order()[0],
+            key,
+            value: value.as_deref(),
+        })
+    }
+
+    /// Every row of `table`, in key order, as a checkpoint writes it.
+    pub(crate) fn table_rows(&self, table: u8) -> impl Iterator<Item = crate::backend::Row<'_>> {
         let lower = [table];
         let upper = [table + 1];
         self.rows
             .range::<_, [u8]>((Bound::Included(&lower[..]), Bound::Excluded(&upper[..])))
+            .map(move |(key, value)| crate::backend::Row {
+                table,
+                key,
+                value: value.as_deref(),
+            })
     }
 
     /// The rows of `table` within `lower..upper` (order keys; unbounded means the table's
@@ -286,30 +311,35 @@ fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
-/// A value read through the merged view: borrowed from the checkpointed table or held by the
-/// layer. `value()` decodes it as redb's own guards do.
-pub(crate) enum Guard<T: Value + 'static> {
-    Base(AccessGuard<'static, T>),
-    /// Bytes held by the layer; the value starts at the offset (a key's redb bytes follow its
-    /// order key in one allocation).
-    Layer(Bytes, usize, PhantomData<T>),
+/// A value read through the merged view: bytes held by the layer or handed back by the
+/// backend. `value()` decodes it as redb's own guards do.
+pub(crate) struct Guard<T: Value + 'static> {
+    bytes: Bytes,
+    /// Where the value starts (a key's native bytes follow its order bytes in one allocation).
+    start: usize,
+    _type: PhantomData<T>,
 }
 
 impl<T: Value + 'static> Guard<T> {
     /// The value, decoded by its redb type.
     pub(crate) fn value(&self) -> T::SelfType<'_> {
-        match self {
-            Guard::Base(g) => g.value(),
-            Guard::Layer(b, start, _) => T::from_bytes(&b[*start..]),
+        T::from_bytes(&self.bytes[self.start..])
+    }
+
+    fn value_bytes(bytes: Bytes) -> Guard<T> {
+        Guard {
+            bytes,
+            start: 0,
+            _type: PhantomData,
         }
     }
 
-    fn layer(bytes: Bytes) -> Guard<T> {
-        Guard::Layer(bytes, 0, PhantomData)
-    }
-
-    fn layer_key(key: RowKey) -> Guard<T> {
-        Guard::Layer(key.bytes, key.split, PhantomData)
+    fn key(key: RowKey) -> Guard<T> {
+        Guard {
+            bytes: key.bytes,
+            start: key.split,
+            _type: PhantomData,
+        }
     }
 }
 
@@ -317,20 +347,20 @@ impl<T: Value + 'static> Guard<T> {
 pub(crate) type Pair<K, V> = (Guard<K>, Guard<V>);
 
 /// One row of a merged range.
-pub(crate) type Item<K, V> = Result<Pair<K, V>, StorageError>;
+pub(crate) type Item<K, V> = Result<Pair<K, V>, std::io::Error>;
 
 type LayerRows<'a> = Box<dyn DoubleEndedIterator<Item = (RowKey, Row)> + 'a>;
-type BaseRow<K, V> = (AccessGuard<'static, K>, AccessGuard<'static, V>);
 
 /// A range of the layer merged over the same range of the checkpointed table: the layer wins
 /// on equal keys, tombstones hide. Double ended, like redb's own ranges.
 pub(crate) struct Range<'a, K: Key + 'static, V: Value + 'static> {
     layer: LayerRows<'a>,
-    base: redb::Range<'static, K, V>,
+    base: Rows<'a>,
     layer_front: Option<(RowKey, Row)>,
     layer_back: Option<(RowKey, Row)>,
-    base_front: Option<BaseRow<K, V>>,
-    base_back: Option<BaseRow<K, V>>,
+    base_front: Option<(RowKey, Bytes)>,
+    base_back: Option<(RowKey, Bytes)>,
+    _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
@@ -373,7 +403,7 @@ impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
                 (None, Some(_)) => Ordering::Greater,
                 (Some(_), None) => Ordering::Less,
                 (Some((lk, _)), Some((bk, _))) => {
-                    let o = K::compare(lk.redb(), K::as_bytes(&bk.value()).as_ref());
+                    let o = lk.order().cmp(bk.order());
                     if forward { o } else { o.reverse() }
                 }
             };
@@ -381,7 +411,7 @@ impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
             match order {
                 Ordering::Greater => {
                     let (k, v) = base_slot.take().expect("compared above");
-                    return Some(Ok((Guard::Base(k), Guard::Base(v))));
+                    return Some(Ok((Guard::key(k), Guard::value_bytes(v))));
                 }
                 Ordering::Equal | Ordering::Less => {
                     if order == Ordering::Equal {
@@ -390,7 +420,7 @@ impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
                     }
                     let (k, v) = layer_slot.take().expect("compared above");
                     match v {
-                        Some(v) => return Some(Ok((Guard::layer_key(k), Guard::layer(v)))),
+                        Some(v) => return Some(Ok((Guard::key(k), Guard::value_bytes(v)))),
                         None => continue,
                     }
                 }
@@ -413,17 +443,36 @@ impl<K: Key + 'static, V: Value + 'static> DoubleEndedIterator for Range<'_, K, 
     }
 }
 
-/// The order keys of the bounds of `range` in `table`.
+/// The keys of the bounds of `range` in `table`.
 fn encode_bounds<'k, K: SortKey + 'static, KR: Borrow<K::SelfType<'k>>>(
     table: u8,
     range: &impl RangeBounds<KR>,
-) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let enc = |b: Bound<&KR>| match b {
-        Bound::Included(k) => Bound::Included(order_key::<K>(table, k.borrow())),
-        Bound::Excluded(k) => Bound::Excluded(order_key::<K>(table, k.borrow())),
-        Bound::Unbounded => Bound::Unbounded,
-    };
+) -> (Bound<RowKey>, Bound<RowKey>) {
+    let enc = |b: Bound<&KR>| b.map(|k| RowKey::of::<K>(table, k.borrow()));
     (enc(range.start_bound()), enc(range.end_bound()))
+}
+
+/// The rows of `table` within the bounds: the layer's over the snapshot's.
+fn merged_range<'a, K: SortKey + 'static, V: Value + 'static>(
+    table: u8,
+    layer: LayerRows<'a>,
+    base: &'a dyn Snapshot,
+    (lower, upper): &(Bound<RowKey>, Bound<RowKey>),
+) -> std::io::Result<Range<'a, K, V>> {
+    let base = base.range(table, lower.as_ref(), upper.as_ref())?;
+    Ok(Range {
+        layer,
+        base,
+        layer_front: None,
+        layer_back: None,
+        base_front: None,
+        base_back: None,
+        _types: PhantomData,
+    })
+}
+
+fn order_bound(b: &Bound<RowKey>) -> Bound<Vec<u8>> {
+    b.as_ref().map(|k| k.order().to_vec())
 }
 
 /// A table as a reader sees it: the layer published at one commit over the checkpointed table
@@ -431,72 +480,64 @@ fn encode_bounds<'k, K: SortKey + 'static, KR: Borrow<K::SelfType<'k>>>(
 pub(crate) struct Table<K: Key + 'static, V: Value + 'static> {
     id: u8,
     layer: Layer,
-    base: ReadOnlyTable<K, V>,
+    base: Arc<dyn Snapshot>,
+    _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K: SortKey + 'static, V: Value + 'static> Table<K, V> {
-    pub(crate) fn new(id: u8, layer: Layer, base: ReadOnlyTable<K, V>) -> Table<K, V> {
-        Table { id, layer, base }
+    pub(crate) fn new(id: u8, layer: Layer, base: Arc<dyn Snapshot>) -> Table<K, V> {
+        Table {
+            id,
+            layer,
+            base,
+            _types: PhantomData,
+        }
     }
 
     /// The value of `key`.
     pub(crate) fn get<'k>(
         &self,
         key: impl Borrow<K::SelfType<'k>>,
-    ) -> Result<Option<Guard<V>>, StorageError> {
-        get(self.id, &self.layer, &self.base, key.borrow())
+    ) -> Result<Option<Guard<V>>, std::io::Error> {
+        get::<K, V>(self.id, &self.layer, &*self.base, key.borrow())
     }
 
     /// The rows within `range`, in key order (double ended).
     pub(crate) fn range<'k, KR: Borrow<K::SelfType<'k>>>(
         &self,
         range: impl RangeBounds<KR>,
-    ) -> Result<Range<'_, K, V>, StorageError> {
-        let (lower, upper) = encode_bounds::<K, KR>(self.id, &range);
-        let base = self.base.range(range)?;
-        Ok(merged(
-            Box::new(self.layer.range(self.id, lower, upper)),
-            base,
-        ))
+    ) -> Result<Range<'_, K, V>, std::io::Error> {
+        let bounds = encode_bounds::<K, KR>(self.id, &range);
+        let layer = self
+            .layer
+            .range(self.id, order_bound(&bounds.0), order_bound(&bounds.1));
+        merged_range(self.id, Box::new(layer), &*self.base, &bounds)
     }
 
     /// The number of rows. Exact for the counted tables only (`tables::counted`), which keep
     /// their layer's count; asserted.
-    pub(crate) fn len(&self) -> Result<u64, StorageError> {
+    pub(crate) fn len(&self) -> Result<u64, std::io::Error> {
         assert!(
             tables::counted(self.id),
             "table {} does not keep its length",
             self.id
         );
-        let len = self.base.len()? as i64 + self.layer.count_delta(self.id);
+        let len = self.base.len(self.id)? as i64 + self.layer.count_delta(self.id);
         assert!(len >= 0, "table {} counts {len} rows", self.id);
         Ok(len as u64)
-    }
-}
-
-fn merged<'a, K: Key + 'static, V: Value + 'static>(
-    layer: LayerRows<'a>,
-    base: redb::Range<'static, K, V>,
-) -> Range<'a, K, V> {
-    Range {
-        layer,
-        base,
-        layer_front: None,
-        layer_back: None,
-        base_front: None,
-        base_back: None,
     }
 }
 
 fn get<K: SortKey + 'static, V: Value + 'static>(
     id: u8,
     layer: &Layer,
-    base: &ReadOnlyTable<K, V>,
+    base: &dyn Snapshot,
     key: &K::SelfType<'_>,
-) -> Result<Option<Guard<V>>, StorageError> {
-    match layer.get(&order_key::<K>(id, key)) {
-        Some(row) => Ok(row.clone().map(Guard::layer)),
-        None => Ok(base.get(key)?.map(Guard::Base)),
+) -> Result<Option<Guard<V>>, std::io::Error> {
+    let key = RowKey::of::<K>(id, key);
+    match layer.get(key.order()) {
+        Some(row) => Ok(row.clone().map(Guard::value_bytes)),
+        None => Ok(base.get(id, &key)?.map(Guard::value_bytes)),
     }
 }
 
@@ -505,38 +546,69 @@ fn get<K: SortKey + 'static, V: Value + 'static>(
 pub(crate) struct WriteTable<'w, K: Key + 'static, V: Value + 'static> {
     id: u8,
     layer: &'w RefCell<Layer>,
-    base: ReadOnlyTable<K, V>,
+    base: Arc<dyn Snapshot>,
+    _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<'w, K: SortKey + 'static, V: Value + 'static> WriteTable<'w, K, V> {
     pub(crate) fn new(
         id: u8,
         layer: &'w RefCell<Layer>,
-        base: ReadOnlyTable<K, V>,
+        base: Arc<dyn Snapshot>,
     ) -> WriteTable<'w, K, V> {
-        WriteTable { id, layer, base }
+        WriteTable {
+            id,
+            layer,
+            base,
+            _types: PhantomData,
+        }
     }
 
     /// The value of `key`.
     pub(crate) fn get<'k>(
         &self,
         key: impl Borrow<K::SelfType<'k>>,
-    ) -> Result<Option<Guard<V>>, StorageError> {
-        get(self.id, &self.layer.borrow(), &self.base, key.borrow())
+    ) -> Result<Option<Guard<V>>, std::io::Error> {
+        get::<K, V>(self.id, &self.layer.borrow(), &*self.base, key.borrow())
     }
 
     /// The last row within `range`.
     pub(crate) fn last_in<'k, KR: Borrow<K::SelfType<'k>>>(
         &self,
         range: impl RangeBounds<KR>,
-    ) -> Result<Option<Pair<K, V>>, StorageError> {
-        let (lower, upper) = encode_bounds::<K, KR>(self.id, &range);
-        let base = self.base.range(range)?;
-        // Copied out so that no borrow of the working layer outlives this call.
-        let rows: Vec<(RowKey, Row)> = self.layer.borrow().range(self.id, lower, upper).collect();
-        merged(Box::new(rows.into_iter()), base)
-            .next_back()
-            .transpose()
+    ) -> Result<Option<Pair<K, V>>, std::io::Error> {
+        self.rows_in(range, |rows| rows.next_back().transpose())
+    }
+
+    /// The first `limit` rows within `range`, in key order.
+    pub(crate) fn first_in<'k, KR: Borrow<K::SelfType<'k>>>(
+        &self,
+        range: impl RangeBounds<KR>,
+        limit: usize,
+    ) -> Result<Vec<Pair<K, V>>, std::io::Error> {
+        self.rows_in(range, |rows| rows.take(limit).collect())
+    }
+
+    /// Runs `read` over the merged rows within `range`.
+    fn rows_in<'k, KR: Borrow<K::SelfType<'k>>, T>(
+        &self,
+        range: impl RangeBounds<KR>,
+        read: impl FnOnce(&mut Range<'_, K, V>) -> Result<T, std::io::Error>,
+    ) -> Result<T, std::io::Error> {
+        let bounds = encode_bounds::<K, KR>(self.id, &range);
+        // Copied out so that no borrow of the working layer outlives this call; all of the
+        // range's rows, as tombstones among them hide rows rather than count.
+        let rows: Vec<(RowKey, Row)> = self
+            .layer
+            .borrow()
+            .range(self.id, order_bound(&bounds.0), order_bound(&bounds.1))
+            .collect();
+        read(&mut merged_range::<K, V>(
+            self.id,
+            Box::new(rows.into_iter()),
+            &*self.base,
+            &bounds,
+        )?)
     }
 
     /// Puts `value` under `key`.
@@ -544,7 +616,7 @@ impl<'w, K: SortKey + 'static, V: Value + 'static> WriteTable<'w, K, V> {
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), std::io::Error> {
         let key = key.borrow();
         let existed = self.existed(key)?;
         let value: Bytes = V::as_bytes(value.borrow()).as_ref().into();
@@ -554,11 +626,11 @@ impl<'w, K: SortKey + 'static, V: Value + 'static> WriteTable<'w, K, V> {
 
     /// Deletes `key`. For counted tables, returns whether it was there (looked up to keep the
     /// count exact); other tables are not read, and return `None`: a tombstone over nothing is
-    /// harmless, and the lookup would cost a redb read per removed index entry.
+    /// harmless, and the lookup would cost a read per removed index entry.
     pub(crate) fn remove<'k>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
-    ) -> Result<Option<bool>, StorageError> {
+    ) -> Result<Option<bool>, std::io::Error> {
         let key = key.borrow();
         let existed = self.existed(key)?;
         self.put(key, None, existed);
@@ -566,17 +638,13 @@ impl<'w, K: SortKey + 'static, V: Value + 'static> WriteTable<'w, K, V> {
     }
 
     fn put(&mut self, key: &K::SelfType<'_>, value: Row, existed: Option<bool>) {
-        self.layer.borrow_mut().put(
-            self.id,
-            &order_key::<K>(self.id, key),
-            K::as_bytes(key).as_ref(),
-            value,
-            existed,
-        );
+        self.layer
+            .borrow_mut()
+            .put(self.id, RowKey::of::<K>(self.id, key), value, existed);
     }
 
     /// For counted tables, whether `key` is in the merged view (else not asked).
-    fn existed(&self, key: &K::SelfType<'_>) -> Result<Option<bool>, StorageError> {
+    fn existed(&self, key: &K::SelfType<'_>) -> Result<Option<bool>, std::io::Error> {
         if !tables::counted(self.id) {
             return Ok(None);
         }

@@ -7,9 +7,14 @@
 
 use jitflow_core::id::TenantId;
 use jitflow_core::time::Timestamp;
-use redb::ReadableTable;
+use std::cell::RefCell;
+use std::sync::Arc;
 
-use crate::hot::WriteTable;
+use redb::TableHandle;
+
+use crate::backend::Snapshot;
+use crate::hot::{Layer, WriteTable};
+use crate::tables;
 
 use crate::append::Error;
 use crate::codec;
@@ -96,26 +101,34 @@ pub(crate) fn put(
     Ok(())
 }
 
-/// Deletes up to `limit` keys expired at `now` (with their expiry entries) from the
-/// checkpointed tables of `txn`; returns how many expiry entries it removed. The checkpoint
-/// calls it after writing the layer, so the tables it reads are whole.
+/// Deletes up to `limit` keys expired at `now` (with their expiry entries) from the merged
+/// view of `base` under `layer`, as tombstones in `layer`; returns how many expiry entries it
+/// removed. The checkpoint calls it on the copy of the layer it writes, so the deletions are
+/// written with the layer.
 pub(crate) fn purge(
-    txn: &redb::WriteTransaction,
+    base: &Arc<dyn Snapshot>,
+    layer: &RefCell<Layer>,
     now: Timestamp,
     limit: usize,
 ) -> Result<usize, Error> {
     assert!(limit <= MAX_PURGE, "purge limit {limit} over {MAX_PURGE}");
-    let mut keys = txn.open_table(IDEMPOTENCY)?;
-    let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
+    let mut keys: WriteTable<'_, (&'static str, &'static str), &'static [u8]> =
+        WriteTable::new(tables::id(IDEMPOTENCY.name()), layer, Arc::clone(base));
+    let mut expiry: WriteTable<'_, (u64, &'static str, &'static str), ()> = WriteTable::new(
+        tables::id(IDEMPOTENCY_EXPIRY.name()),
+        layer,
+        Arc::clone(base),
+    );
     // Expired means expires_at <= now: every key below (now + 1, "", "").
     let end = (now.as_millis() + 1, "", "");
-    let mut doomed: Vec<(u64, String, String)> = Vec::new();
-    for entry in expiry.range::<(u64, &str, &str)>(..end)?.take(limit) {
-        let (k, _) = entry?;
-        let (at, tenant, key) = k.value();
-        doomed.push((at, tenant.to_owned(), key.to_owned()));
-        drop(k);
-    }
+    let doomed: Vec<(u64, String, String)> = expiry
+        .first_in::<(u64, &str, &str)>(..end, limit)?
+        .into_iter()
+        .map(|(k, _)| {
+            let (at, tenant, key) = k.value();
+            (at, tenant.to_owned(), key.to_owned())
+        })
+        .collect();
     for (at, tenant, key) in &doomed {
         expiry.remove((*at, tenant.as_str(), key.as_str()))?;
         // Delete the record only if this entry is its expiry (or it is undecodable): an entry

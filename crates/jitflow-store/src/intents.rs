@@ -5,11 +5,97 @@
 use std::ops::Bound;
 
 use jitflow_core::id::{ConnectionId, TenantId};
+use jitflow_core::workflow::{Workflow, WorkflowEvent};
 
 use crate::codec::{self, Problem, RecordName};
+use crate::hot::{SortKey, WriteTable};
 use crate::read::{self, Reader, check_limit};
 use crate::tables::INTENTS;
 use redb::TableDefinition;
+
+/// Keeps a workflow's intent row (`INTENTS` for connections, `REQUEST_INTENTS` for request
+/// items) equal to "has pending effects". `before`'s row is present iff `before` had pending
+/// effects (the same invariant, held by the previous write), so only a change of that answer
+/// touches the table.
+pub(crate) fn mirror<W: Workflow>(
+    intents: &mut WriteTable<'_, (&'static str, u128), ()>,
+    key: (&str, u128),
+    before: Option<&W>,
+    after: Option<&W>,
+) -> Result<(), crate::append::Error> {
+    let pending = |w: &W| !w.pending_effects().is_empty();
+    mirror_row(
+        intents,
+        key,
+        before.is_some_and(pending),
+        after.is_some_and(pending),
+    )
+}
+
+/// Keeps a workflow's row in the stuck table equal to `Workflow::is_stuck` of its state.
+/// Like the intent rows, `before`'s row is present iff `before` is stuck.
+pub(crate) fn mirror_stuck<W: Workflow>(
+    stuck: &mut WriteTable<'_, (&'static str, u8, u128), ()>,
+    key: (&str, u8, u128),
+    before: Option<&W>,
+    after: Option<&W>,
+) -> Result<(), crate::append::Error> {
+    mirror_row(
+        stuck,
+        key,
+        before.is_some_and(Workflow::is_stuck),
+        after.is_some_and(Workflow::is_stuck),
+    )
+}
+
+/// Moves a presence row with the answer it mirrors: inserted when the answer turns true,
+/// removed when it turns false, untouched otherwise (the row is present iff the answer was
+/// true before, which the previous write kept).
+fn mirror_row<'k, K: SortKey + 'static>(
+    table: &mut WriteTable<'_, K, ()>,
+    key: K::SelfType<'k>,
+    was: bool,
+    is: bool,
+) -> Result<(), crate::append::Error> {
+    match (was, is) {
+        (false, true) => {
+            table.insert(key, ())?;
+        }
+        (true, false) => {
+            table.remove(key)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Paired assertions on an entry's state after its event, before anything is encoded: the
+/// state is consistent, and the event arms only timers the state has and cancels only timers
+/// it has not (`what` names the workflow in the message).
+pub(crate) fn assert_follows<W, E>(what: &str, event: &E, after: &W)
+where
+    W: Workflow,
+    E: WorkflowEvent<Timer = W::Timer>,
+{
+    let id = event.subject();
+    assert_eq!(
+        after.key(),
+        id,
+        "entry for {what} {id:#x} carries {:#x}",
+        after.key()
+    );
+    if let Err(e) = after.check_invariants() {
+        panic!("entry for {what} {id:#x} breaks an invariant: {e}");
+    }
+    let timers = after.timers();
+    assert!(
+        event.arm().iter().all(|t| timers.contains(t))
+            && event.cancel().iter().all(|t| !timers.contains(t)),
+        "event of {what} {id:#x} arms {:?} and cancels {:?}; the state has {timers:?}",
+        event.arm(),
+        event.cancel()
+    );
+}
 
 /// A connection with pending effects (read them with `Connection::pending_effects`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

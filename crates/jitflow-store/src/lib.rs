@@ -27,6 +27,11 @@
 //! commit poisons the store until it is reopened, since its outcome is unknown. After a crash,
 //! opening runs redb's recovery; [`Store::verify`] replays the log and compares on request.
 //!
+//! The store's logic (derivation, hot layer, readers, queries, verify) sits on a narrow
+//! storage interface, [`backend::Backend`]: append log records, write a checkpoint, take a
+//! snapshot, recover after a failed write; every call names a [`backend::Partition`]. The redb
+//! file ([`backend::RedbFile`]) is the embedded backend and the default.
+//!
 //! Every key of tenant data starts with the tenant id. Timers and events are the exceptions
 //! (keyed by due time and by global sequence), and name their tenant inside.
 //!
@@ -110,6 +115,7 @@
 #![forbid(unsafe_code)]
 
 pub mod append;
+pub mod backend;
 pub mod batch;
 pub mod codec;
 pub mod compact;

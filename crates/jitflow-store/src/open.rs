@@ -11,11 +11,15 @@ use std::path::Path;
 
 use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, StorageBackend};
 
+use std::sync::Arc;
+
+use crate::backend::RedbFile;
+use crate::backend::file::Opener;
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
     HISTORY, HISTORY_INDEX, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, INTENTS, META, POLICIES,
-    REQUEST_CONFIGS, STREAMS, TIMERS,
+    REQUEST_CONFIGS, STREAMS, STUCK, TIMERS,
 };
 
 /// The version of the file layout (tables and keys) this build writes and reads. A file of an
@@ -39,11 +43,19 @@ use crate::tables::{
 ///   version 4 (the upgrade only stamps the version), plus the checkpoint's purge time in
 ///   `meta` (`idempotency_purged_through`). A build of version 4 refuses such a file rather
 ///   than failing on its first new record.
-/// - 6: new records a version 5 build cannot decode (issue 16's drift answers): the connection
+/// - 6: adds the derived table `stuck` (the connections and request items whose revoke keeps
+///   failing past the bound), counted, so the stuck gauge is exact without a scan. The upgrade
+///   fills it from the checkpointed projections. A build of version 5 would not keep it in
+///   step: it refuses the file.
+/// - 7: connection events with a trailing client section (a signal's `requestOrigin` and
+///   `metaData`, on `ActivationRequested`, `Extended` and `DeactivationRequested`), which a
+///   version 6 build cannot decode. The tables are those of version 6 (the upgrade only stamps
+///   the version); a build of version 6 refuses such a file.
+/// - 8: new records a version 7 build cannot decode (issue 16's drift answers): the connection
 ///   change `RegrantStarted`, and policy records and events with a trailing missing-access
-///   section (`Policy::on_missing_access`). The tables are those of version 5: the upgrade
+///   section (`Policy::on_missing_access`). The tables are those of version 7: the upgrade
 ///   only stamps the version.
-pub const FILE_FORMAT_VERSION: u64 = 6;
+pub const FILE_FORMAT_VERSION: u64 = 8;
 
 /// The default bound on rows in the hot layer: 262,144.
 pub const DEFAULT_LAYER_ENTRIES_MAX: usize = 1 << 18;
@@ -180,9 +192,9 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
         let db = builder(&options).create(&path)?;
-        let mut store = Store::init(db, options.clone())?;
-        store.opener = Some(Box::new(move || builder(&options).create(&path)));
-        Ok(store)
+        let reopen = options.clone();
+        let opener: Opener = Box::new(move || builder(&reopen).create(&path));
+        Store::init(db, Some(opener), options)
     }
 
     /// Opens a store on the backend `backend()` makes, and keeps the factory so that
@@ -193,11 +205,9 @@ impl Store {
         options: Options,
     ) -> Result<Store, Error> {
         let db = builder(&options).create_with_backend(backend())?;
-        let mut store = Store::init(db, options.clone())?;
-        store.opener = Some(Box::new(move || {
-            builder(&options).create_with_backend(backend())
-        }));
-        Ok(store)
+        let reopen = options.clone();
+        let opener: Opener = Box::new(move || builder(&reopen).create_with_backend(backend()));
+        Store::init(db, Some(opener), options)
     }
 
     /// Opens a store on a redb storage backend (an in-memory backend, or a wrapper that injects
@@ -207,17 +217,17 @@ impl Store {
         options: Options,
     ) -> Result<Store, Error> {
         let db = builder(&options).create_with_backend(backend)?;
-        Store::init(db, options)
+        Store::init(db, None, options)
     }
 
-    pub(crate) fn init(db: Database, options: Options) -> Result<Store, Error> {
+    fn init(db: Database, opener: Option<Opener>, options: Options) -> Result<Store, Error> {
         assert!(
             options.layer_entries_max > 0 && options.layer_bytes_max > 0,
             "the hot layer's bounds must be positive"
         );
         match stored_version(&db)? {
             Some(FILE_FORMAT_VERSION) => {}
-            Some(from @ (1..=5)) => {
+            Some(from @ (1..=7)) => {
                 // Each step commits on its own and leaves a file of the next version.
                 if from == 1 {
                     crate::upgrade::from_v1(&db, &options)?;
@@ -231,7 +241,13 @@ impl Store {
                 if from <= 4 {
                     crate::upgrade::from_v4(&db, &options)?;
                 }
-                crate::upgrade::from_v5(&db, &options)?;
+                if from <= 5 {
+                    crate::upgrade::from_v5(&db, &options)?;
+                }
+                if from <= 6 {
+                    crate::upgrade::from_v6(&db, &options)?;
+                }
+                crate::upgrade::from_v7(&db, &options)?;
                 tracing::info!(
                     from,
                     to = FILE_FORMAT_VERSION,
@@ -255,7 +271,8 @@ impl Store {
         }
         // Files written before access requests lack their tables: add them (empty).
         crate::request::ensure_tables(&db).map_err(storage)?;
-        crate::replay::open(db, options)
+        let file = RedbFile::new(db, opener, options.quick_repair);
+        crate::replay::open(Arc::new(file), options)
     }
 }
 
@@ -285,6 +302,19 @@ fn builder(options: &Options) -> Builder {
 pub fn stored_format_version(path: impl AsRef<Path>) -> Result<Option<u64>, Error> {
     let db = Database::builder().open_read_only(path)?;
     stored_version(&db)
+}
+
+/// Checks that `db` is a store of this build's format version (a file opened again after a
+/// failed write, which the open before upgraded).
+pub(crate) fn check_version(db: &Database) -> Result<(), Error> {
+    match stored_version(db)? {
+        Some(FILE_FORMAT_VERSION) => Ok(()),
+        Some(found) => Err(Error::UnknownVersion {
+            found,
+            supported: FILE_FORMAT_VERSION,
+        }),
+        None => Err(Error::NotAStore),
+    }
 }
 
 fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, Error> {
@@ -318,6 +348,7 @@ fn check_fresh(db: &Database) -> Result<(), Error> {
         HISTORY_INDEX.to_string(),
         REQUEST_CONFIGS.to_string(),
         EXTRAS.to_string(),
+        STUCK.to_string(),
     ]
     .into_iter()
     .chain(crate::request::table_names())
@@ -367,6 +398,7 @@ fn create_tables(db: &Database, options: &Options) -> Result<(), Error> {
         txn.open_table(HISTORY_INDEX).map_err(storage)?;
         txn.open_table(REQUEST_CONFIGS).map_err(storage)?;
         txn.open_table(EXTRAS).map_err(storage)?;
+        txn.open_table(STUCK).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
             .map_err(storage)?;

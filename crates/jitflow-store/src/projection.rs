@@ -14,7 +14,7 @@ use jitflow_core::policy::Policy;
 
 use crate::append::{Error, WriteTables};
 use crate::hot::WriteTable;
-use crate::{codec, index, timers};
+use crate::{codec, index, intents, timers};
 
 /// The stored connection, read inside a write transaction (so it sees the batch's own writes).
 pub(crate) fn get_connection(
@@ -91,22 +91,9 @@ pub(crate) fn put_connection(
     index::put_connection(t, tenant, before, after)?;
 
     timers::apply(&mut t.timers, tenant, event)?;
-
-    // The intent row mirrors "has pending effects". `before`'s row is present iff `before` had
-    // pending effects (the same invariant, held by the previous write), so only a change of
-    // that answer touches the table.
-    let had = before.is_some_and(|c| !c.pending_effects().is_empty());
-    let has = after.is_some_and(|c| !c.pending_effects().is_empty());
-    match (had, has) {
-        (false, true) => {
-            t.intents.insert(key, ())?;
-        }
-        (true, false) => {
-            t.intents.remove(key)?;
-        }
-        _ => {}
-    }
-    Ok(())
+    let stuck_key = (key.0, crate::tables::STUCK_CONNECTION, key.1);
+    intents::mirror_stuck(&mut t.stuck, stuck_key, before, after)?;
+    intents::mirror(&mut t.intents, key, before, after)
 }
 
 /// Writes a tenant's policy projection.

@@ -200,7 +200,7 @@ macro_rules! read_from {
         }
     )*};
 }
-read_from!(redb::StorageError, redb::TableError, codec::Error);
+read_from!(std::io::Error, codec::Error);
 
 /// Cuts user input to 64 characters for an error message.
 fn echo(text: &str) -> String {

@@ -16,7 +16,9 @@ use jitflow_core::policy::Policy;
 use jitflow_core::time::Timestamp;
 use std::sync::Arc;
 
-use redb::{ReadOnlyTable, ReadTransaction, TableDefinition};
+use redb::TableDefinition;
+
+use crate::backend::{Log, Snapshot};
 
 use crate::hot::{self, Layer};
 use crate::store::Published;
@@ -25,7 +27,7 @@ use crate::tables;
 use crate::codec::{self, Envelope, Stream};
 use crate::idempotency::Idempotency;
 use crate::tables::{
-    ACTIVATIONS, ASSIGNMENTS, CONNECTIONS, EVENTS, HISTORY, IDEMPOTENCY, INTENTS, POLICIES,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTIONS, HISTORY, IDEMPOTENCY, INTENTS, POLICIES,
     REQUEST_INTENTS, STREAMS, TIMERS,
 };
 
@@ -39,9 +41,9 @@ pub const MAX_AMBIGUOUS: usize = 8;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// redb failed to read (an I/O error, or the file is damaged beyond its checksums).
+    /// The backend failed to read (an I/O error, or a file damaged beyond its checksums).
     #[error("storage error while reading: {0}")]
-    Storage(#[source] redb::Error),
+    Storage(#[source] std::io::Error),
     /// A stored record or key could not be decoded; the error names it.
     #[error(transparent)]
     Corrupt(#[from] codec::Error),
@@ -67,10 +69,16 @@ macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Error {
-                Error::Storage(e.into())
+                Error::Storage(crate::backend::file::io(e))
             }
         }
     )*};
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Storage(e)
+    }
 }
 storage_from!(
     redb::StorageError,
@@ -117,7 +125,7 @@ pub struct StreamEvent {
 /// hot layer published with that commit over the checkpointed tables. `Send + Sync`; keep it
 /// short-lived, as the pages it sees cannot be reused by the writer while it is open.
 pub struct Reader {
-    txn: ReadTransaction,
+    base: Arc<dyn Snapshot>,
     layer: Layer,
     /// The last event of the snapshot: the log may hold later ones, not yet published.
     sequence: u64,
@@ -135,6 +143,9 @@ pub struct Backlog {
     pub connection_intents: u64,
     /// Access request items with effects committed and not yet settled.
     pub item_intents: u64,
+    /// Connections (a JIT activation's or a standing revoke) and access request items whose
+    /// revoke keeps failing past the configured bound (`Workflow::is_stuck`).
+    pub stuck: u64,
 }
 
 impl std::fmt::Debug for Reader {
@@ -144,9 +155,9 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(txn: ReadTransaction, published: Arc<Published>) -> Reader {
+    pub(crate) fn new(base: Arc<dyn Snapshot>, published: Arc<Published>) -> Reader {
         Reader {
-            txn,
+            base,
             layer: published.layer.clone(),
             sequence: published.sequence,
             extras: published.extras,
@@ -159,9 +170,11 @@ impl Reader {
             timers: self.table(TIMERS)?.len()?,
             connection_intents: self.table(INTENTS)?.len()?,
             item_intents: self.table(REQUEST_INTENTS)?.len()?,
+            stuck: self.table(crate::tables::STUCK)?.len()?,
         })
     }
 
+    /// A derived table of the snapshot, merged: the hot layer over the checkpointed table.
     pub(crate) fn table<K: hot::SortKey + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<'static, K, V>,
@@ -169,27 +182,24 @@ impl Reader {
         Ok(self.open(definition)?)
     }
 
-    /// Opens a derived table of the snapshot, merged: the hot layer over the checkpointed table
-    /// (every table exists from the moment a file is opened).
+    /// [`Reader::table`], with the backend's error (opening never fails today; the signature
+    /// leaves a backend room to).
     pub(crate) fn open<K: hot::SortKey + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<'static, K, V>,
-    ) -> Result<hot::Table<K, V>, redb::TableError> {
+    ) -> Result<hot::Table<K, V>, std::io::Error> {
         let id = tables::id(redb::TableHandle::name(&definition));
         Ok(hot::Table::new(
             id,
             self.layer.clone(),
-            self.txn.open_table(definition)?,
+            Arc::clone(&self.base),
         ))
     }
 
-    /// Opens a table of the log (events, extras). Rows after the snapshot's last event may be
-    /// there: read only up to [`Reader::last_sequence`].
-    pub(crate) fn log<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        definition: TableDefinition<'static, K, V>,
-    ) -> Result<ReadOnlyTable<K, V>, redb::TableError> {
-        self.txn.open_table(definition)
+    /// The snapshot of the backend under the layer, for the log. Records after the snapshot's
+    /// last event may be there: read only up to [`Reader::last_sequence`].
+    pub(crate) fn base(&self) -> &dyn Snapshot {
+        &*self.base
     }
 
     /// The named cursor's position (0 when it was never set). See `Batch::set_cursor`.
@@ -210,11 +220,10 @@ impl Reader {
         if sequence > self.sequence {
             return Ok(None);
         }
-        let events = self.log(EVENTS)?;
-        let Some(bytes) = events.get(sequence)? else {
+        let Some(bytes) = self.base.record(Log::Events, sequence)? else {
             return Ok(None);
         };
-        Ok(Some(codec::decode_envelope(sequence, bytes.value())?))
+        Ok(Some(codec::decode_envelope(sequence, &bytes)?))
     }
 
     /// Events of every tenant with a global sequence after `after`, in order, at most `limit`
@@ -224,14 +233,14 @@ impl Reader {
         if after >= self.sequence {
             return Ok(Vec::new());
         }
-        let events = self.log(EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in events
-            .range::<u64>((Bound::Excluded(after), Bound::Included(self.sequence)))?
+        for entry in self
+            .base
+            .records(Log::Events, after + 1, self.sequence)?
             .take(limit)
         {
-            let (k, v) = entry?;
-            out.push(codec::decode_envelope(k.value(), v.value())?);
+            let (sequence, bytes) = entry?;
+            out.push(codec::decode_envelope(sequence, &bytes)?);
         }
         Ok(out)
     }
@@ -253,7 +262,6 @@ impl Reader {
         let (kind, id) = stream.key_parts();
         let t = tenant.as_str();
         let index = self.table(STREAMS)?;
-        let events = self.log(EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for entry in index
             .range((t, kind, id, from)..=(t, kind, id, u64::MAX))?
@@ -261,7 +269,7 @@ impl Reader {
         {
             let (k, v) = entry?;
             let (version, sequence) = (k.value().3, v.value());
-            let bytes = events.get(sequence)?.ok_or_else(|| {
+            let bytes = self.base.record(Log::Events, sequence)?.ok_or_else(|| {
                 codec::Error::new(
                     codec::RecordName::Event(sequence),
                     codec::Problem::Invalid(format!(
@@ -271,7 +279,7 @@ impl Reader {
             })?;
             out.push(StreamEvent {
                 version,
-                envelope: codec::decode_envelope(sequence, bytes.value())?,
+                envelope: codec::decode_envelope(sequence, &bytes)?,
             });
         }
         Ok(out)

@@ -10,7 +10,9 @@ use std::cell::RefCell;
 
 use jitflow_core::lifecycle;
 use jitflow_core::request;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use std::sync::Arc;
+
+use crate::backend::{Backend, Log, Partition};
 
 use crate::append::{self, WriteTables, derive, move_cursor};
 use crate::batch::Entry;
@@ -18,7 +20,6 @@ use crate::codec::{self, Envelope, Payload};
 use crate::hot::Layer;
 use crate::open::{Error, Options, storage};
 use crate::store::{Published, Store, checkpoint_of};
-use crate::tables::{EVENTS, EXTRAS};
 use crate::{idempotency, projection};
 
 /// The most log records one replay step derives before the layer's bound is checked.
@@ -33,19 +34,19 @@ fn replay_failed(sequence: u64, reason: impl std::fmt::Display) -> Error {
 
 fn write_failed(sequence: u64, e: append::Error) -> Error {
     match e {
-        append::Error::Storage { source } => Error::Storage(source),
+        append::Error::Storage { source } => Error::Storage(source.into()),
         other => replay_failed(sequence, other),
     }
 }
 
-/// Opens `db` (its format checked and upgraded) as a store: reads the checkpoint's position and
-/// replays the log after it.
-pub(crate) fn open(db: Database, options: Options) -> Result<Store, Error> {
-    let read = db.begin_read().map_err(storage)?;
-    let (checkpoint, checkpoint_extras) = checkpoint_of(&read).map_err(storage)?;
-    let last = last_key(&read, EVENTS)?;
-    let last_extras = last_key(&read, EXTRAS)?;
-    drop(read);
+/// Opens `backend` (its format checked and upgraded) as a store: reads the checkpoint's
+/// position and replays the log after it.
+pub(crate) fn open(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
+    let base = backend.snapshot(Partition::WHOLE).map_err(storage)?;
+    let (checkpoint, checkpoint_extras) = checkpoint_of(&*base).map_err(storage)?;
+    let last = base.last(Log::Events).map_err(storage)?;
+    let last_extras = base.last(Log::Extras).map_err(storage)?;
+    drop(base);
     // Restate's rule: derived state ahead of the log means the log lost what the state saw.
     if checkpoint > last || checkpoint_extras > last_extras {
         return Err(Error::AheadOfLog {
@@ -56,7 +57,7 @@ pub(crate) fn open(db: Database, options: Options) -> Result<Store, Error> {
         });
     }
     let store = Store::new(
-        db,
+        backend,
         options,
         Published {
             sequence: checkpoint,
@@ -100,15 +101,6 @@ pub(crate) fn open(db: Database, options: Options) -> Result<Store, Error> {
     Ok(store)
 }
 
-fn last_key(
-    read: &redb::ReadTransaction,
-    table: redb::TableDefinition<'static, u64, &'static [u8]>,
-) -> Result<u64, Error> {
-    let table = read.open_table(table).map_err(storage)?;
-    let last = table.last().map_err(storage)?;
-    Ok(last.map_or(0, |(k, _)| k.value()))
-}
-
 fn checkpoint_at_bound(store: &Store, next: u64) -> Result<(), Error> {
     if store.hot.over_bound(&store.options) {
         store.checkpoint(None).map_err(|e| write_failed(next, e))?;
@@ -120,21 +112,19 @@ fn checkpoint_at_bound(store: &Store, next: u64) -> Result<(), Error> {
 fn replay_events(store: &Store, first: u64, last: u64) -> Result<(), Error> {
     let published = store.hot.published();
     assert_eq!(published.sequence + 1, first, "replay skips events");
-    let base = store.begin_read().map_err(|e| write_failed(first, e))?;
+    let base = store.base().map_err(|e| write_failed(first, e))?;
     let layer = RefCell::new(published.layer.clone());
     {
         let mut t = WriteTables::open(&base, &layer).map_err(|e| write_failed(first, e))?;
-        let events = base.open_table(EVENTS).map_err(storage)?;
         let mut expected = first;
-        for row in events.range(first..=last).map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            let sequence = k.value();
+        for row in base.records(Log::Events, first, last).map_err(storage)? {
+            let (sequence, v) = row.map_err(storage)?;
             if sequence != expected {
                 return Err(replay_failed(expected, "the log has a gap here"));
             }
             expected += 1;
-            let envelope = codec::decode_envelope(sequence, v.value())
-                .map_err(|e| replay_failed(sequence, e))?;
+            let envelope =
+                codec::decode_envelope(sequence, &v).map_err(|e| replay_failed(sequence, e))?;
             let version = envelope.stream_version;
             let entry = entry_of(&t, envelope, sequence)?;
             let derived =
@@ -193,21 +183,20 @@ fn entry_of(t: &WriteTables<'_>, envelope: Envelope, sequence: u64) -> Result<En
 fn replay_extras(store: &Store, first: u64, last: u64) -> Result<(), Error> {
     let published = store.hot.published();
     assert_eq!(published.extras + 1, first, "replay skips extras");
-    let base = store.begin_read().map_err(|e| write_failed(first, e))?;
+    let base = store.base().map_err(|e| write_failed(first, e))?;
     let layer = RefCell::new(published.layer.clone());
     {
         let mut t = WriteTables::open(&base, &layer).map_err(|e| write_failed(first, e))?;
-        let table = base.open_table(EXTRAS).map_err(storage)?;
-        for (expected, row) in (first..).zip(table.range(first..=last).map_err(storage)?) {
-            let (k, v) = row.map_err(storage)?;
-            let number = k.value();
+        let records = base.records(Log::Extras, first, last).map_err(storage)?;
+        for (expected, row) in (first..).zip(records) {
+            let (number, v) = row.map_err(storage)?;
             if number != expected {
                 return Err(Error::Replay {
                     sequence: published.sequence,
                     reason: format!("the extras records have a gap at {expected}"),
                 });
             }
-            let extras = codec::decode_extras(number, v.value())
+            let extras = codec::decode_extras(number, &v)
                 .map_err(|e| replay_failed(published.sequence, e))?;
             for key in &extras.keys {
                 idempotency::put(&mut t.keys, &mut t.key_expiry, key)

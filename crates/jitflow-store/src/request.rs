@@ -17,7 +17,6 @@ use crate::codec::{self, Problem, RecordName};
 use crate::read::{self, Reader};
 use crate::tables::{
     REQUEST_INDEX, REQUEST_INTENTS, REQUEST_ITEMS, REQUEST_OPEN, REQUEST_PEOPLE, object_kind_code,
-    request_timer_code,
 };
 
 /// The most items one request has: a request's items are read whole with
@@ -113,20 +112,10 @@ pub(crate) fn put_item(
         }
         _ => {}
     }
-    apply_timers(&mut t.timers, tenant, event)?;
-    // The intent row mirrors "has pending effects", as for connections.
-    let had = before.is_some_and(|i| !i.pending_effects().is_empty());
-    let has = !after.pending_effects().is_empty();
-    match (had, has) {
-        (false, true) => {
-            t.request_intents.insert(key, ())?;
-        }
-        (true, false) => {
-            t.request_intents.remove(key)?;
-        }
-        _ => {}
-    }
-    Ok(())
+    crate::timers::apply(&mut t.timers, tenant, event)?;
+    let stuck_key = (key.0, crate::tables::STUCK_ITEM, key.1);
+    crate::intents::mirror_stuck(&mut t.stuck, stuck_key, before, Some(after))?;
+    crate::intents::mirror(&mut t.request_intents, key, before, Some(after))
 }
 
 /// What an identity is to a request item, in the people index (table `request_people`).
@@ -157,45 +146,10 @@ pub(crate) fn people(item: &Item) -> impl Iterator<Item = (Role, &str)> {
     )
 }
 
-/// Applies an item event's cancelled, then armed, timers to the shared timer index.
-fn apply_timers(
-    timers: &mut WriteTable<'_, (u64, &'static str, u128, u8), ()>,
-    tenant: &TenantId,
-    event: &Event,
-) -> Result<(), Error> {
-    let (t, id) = (tenant.as_str(), event.item.as_u128());
-    for timer in &event.cancel {
-        let key = (timer.due.as_millis(), t, id, request_timer_code(timer.kind));
-        if timers.remove(key)? == Some(false) {
-            // The index disagrees with the stored item; `verify` reports it in detail.
-            tracing::warn!(%tenant, item = %event.item, ?timer, "cancelled timer was not indexed");
-        }
-    }
-    for timer in &event.arm {
-        timers.insert(
-            (timer.due.as_millis(), t, id, request_timer_code(timer.kind)),
-            (),
-        )?;
-    }
-    Ok(())
-}
-
 /// Paired assertions on an item entry, before anything is written: the entry must come from
 /// `decide` and `evolve`.
 pub(crate) fn assert_after(event: &Event, after: &Item) {
-    let id = event.item;
-    assert_eq!(after.id(), id, "entry for item {id} carries {}", after.id());
-    if let Err(e) = after.check_invariants() {
-        panic!("entry for item {id} breaks an invariant: {e}");
-    }
-    let timers = after.timers();
-    assert!(
-        event.arm.iter().all(|t| timers.contains(t))
-            && event.cancel.iter().all(|t| !timers.contains(t)),
-        "event of item {id} arms {:?} and cancels {:?}; the state has {timers:?}",
-        event.arm,
-        event.cancel
-    );
+    crate::intents::assert_follows("item", event, after);
 }
 
 /// Paired assertions tying an item entry to the stored state before it.

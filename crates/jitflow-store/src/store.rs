@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use jitflow_core::time::Timestamp;
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
-};
+use std::cell::RefCell;
+
+use redb::TableHandle;
 
 use crate::append::Error;
-use crate::hot::Layer;
+use crate::backend::{Backend, Partition, RedbFile, Snapshot, WriteError};
+use crate::hot::{Layer, WriteTable};
 use crate::open::Options;
 use crate::read::{self, Reader};
 use crate::tables::{self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, META};
@@ -29,26 +30,19 @@ use crate::tables::{self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, META};
 /// reopening runs redb's recovery and the log's tail replay, and gives a state that is known.
 /// [`Store::reopen`] does that in place, so every holder of the store keeps its handle.
 pub struct Store {
-    /// The open file; `None` only while [`Store::reopen`] has closed it and not yet opened it
-    /// again (reads then fail with an I/O error that says so).
-    db: RwLock<Option<Arc<Database>>>,
-    /// How to open the file again, for [`Store::reopen`]; `None` for a store opened on a
-    /// single backend, which cannot be reopened.
-    pub(crate) opener: Option<Opener>,
+    /// Where the bytes are: the log, the checkpointed tables.
+    backend: Arc<dyn Backend>,
     poisoned: AtomicBool,
     reopens: AtomicU64,
     pub(crate) options: Options,
     pub(crate) hot: Hot,
 }
 
-/// Opens the store's redb database again (a path, or a backend factory).
-pub(crate) type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
-
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("poisoned", &self.is_poisoned())
-            .field("reopenable", &self.opener.is_some())
+            .field("reopenable", &self.is_reopenable())
             .field("options", &self.options)
             .field("hot", &self.hot)
             .finish()
@@ -64,9 +58,6 @@ pub struct Reopened {
     /// How long closing, reopening and replaying took.
     pub took: Duration,
 }
-
-/// How long [`Store::reopen`] waits for readers of the closed file to let go of it.
-const REOPEN_WAIT: Duration = Duration::from_secs(2);
 
 /// What readers see: the log up to `sequence` as the hot layer over the checkpointed tables.
 #[derive(Debug, Clone)]
@@ -165,10 +156,9 @@ impl Hot {
 }
 
 impl Store {
-    pub(crate) fn new(db: Database, options: Options, published: Published) -> Store {
+    pub(crate) fn new(backend: Arc<dyn Backend>, options: Options, published: Published) -> Store {
         Store {
-            db: RwLock::new(Some(Arc::new(db))),
-            opener: None,
+            backend,
             poisoned: AtomicBool::new(false),
             reopens: AtomicU64::new(0),
             options,
@@ -176,29 +166,39 @@ impl Store {
         }
     }
 
-    /// The open database, or an I/O error while [`Store::reopen`] has it closed.
-    pub(crate) fn db(&self) -> Result<Arc<Database>, redb::Error> {
-        match &*self.db.read().unwrap_or_else(|e| e.into_inner()) {
-            Some(db) => Ok(Arc::clone(db)),
-            None => Err(redb::Error::Io(std::io::Error::other(
-                "the store file is being reopened after a failed write",
-            ))),
-        }
+    /// The backend, shared (a reopen builds its new state on the same one).
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
-    /// The database for `&mut` operations (compaction): `None` while closed or shared.
-    pub(crate) fn db_mut(&mut self) -> Option<&mut Database> {
-        self.db
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .and_then(Arc::get_mut)
+    /// The redb file under the store, for what only a file has (compaction, fault tests).
+    pub(crate) fn file(&self) -> Option<&RedbFile> {
+        self.backend.as_any().downcast_ref::<RedbFile>()
+    }
+
+    /// The open redb database (tests and file-level operations only).
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> std::io::Result<Arc<redb::Database>> {
+        self.file().expect("the store is a redb file").db()
+    }
+
+    /// Runs `f` in one write transaction of the redb file, committed with
+    /// `Durability::Immediate` (test support: damage no write API allows).
+    #[cfg(any(test, feature = "test-support"))]
+    pub(crate) fn write_file(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), Error> {
+        let file = self.file().expect("the store is a redb file");
+        let txn = file.begin_write()?;
+        let result = f(&txn);
+        self.written(RedbFile::finish(txn, result))
     }
 
     /// Whether [`Store::reopen`] can reopen this store: it was opened by path (or with a
     /// backend factory), not on a single backend.
     pub fn is_reopenable(&self) -> bool {
-        self.opener.is_some()
+        self.file().is_none_or(RedbFile::is_reopenable)
     }
 
     /// How many times [`Store::reopen`] reopened the file since it was opened.
@@ -220,9 +220,9 @@ impl Store {
     /// recovery): the store stays poisoned and closed, and the call can be repeated.
     pub fn reopen(&self) -> Result<Reopened, crate::open::Error> {
         let started = Instant::now();
-        let Some(opener) = &self.opener else {
+        if !self.is_reopenable() {
             return Err(crate::open::Error::NotReopenable);
-        };
+        }
         let _writer = self.hot.writer();
         if !self.is_poisoned() {
             return Ok(Reopened {
@@ -230,29 +230,12 @@ impl Store {
                 took: started.elapsed(),
             });
         }
-        // Close: the file lock goes with the last handle, once readers' transactions end.
-        drop(self.db.write().unwrap_or_else(|e| e.into_inner()).take());
-        let db = loop {
-            match opener() {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    if started.elapsed() < REOPEN_WAIT =>
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let fresh = Store::init(db, self.options.clone())?;
+        self.backend.recover()?;
+        // The state as the log now holds it, replayed on the same backend.
+        let fresh = crate::replay::open(Arc::clone(&self.backend), self.options.clone())?;
         let published = (*fresh.hot.published()).clone();
-        let db = fresh
-            .db
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .expect("a store just opened holds its file");
         let sequence = published.sequence;
         self.hot.publish(published);
-        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
         self.reopens.fetch_add(1, Ordering::Relaxed);
         self.poisoned.store(false, Ordering::Release);
         tracing::info!(
@@ -305,7 +288,7 @@ impl Store {
     }
 
     /// [`Store::reader`], with redb's error.
-    pub(crate) fn snapshot(&self) -> Result<Reader, redb::Error> {
+    pub(crate) fn snapshot(&self) -> Result<Reader, std::io::Error> {
         // The snapshot's checkpoint must be the one the layer taken with it was built on. A
         // checkpoint committed between the two reads but not yet published would pair the
         // checkpointed rows with the layer that holds them too (counts doubled, tombstones
@@ -314,66 +297,32 @@ impl Store {
         // (rather than spinning, which a preempted checkpointer can outlast) settles it.
         for _ in 0..1000 {
             let published = self.hot.published();
-            let txn = self.db()?.begin_read()?;
-            if checkpoint_of(&txn)?.0 == published.checkpoint {
-                return Ok(Reader::new(txn, published));
+            let base = self.backend.snapshot(Partition::WHOLE)?;
+            if checkpoint_of(&*base)?.0 == published.checkpoint {
+                return Ok(Reader::new(base, published));
             }
-            drop(txn);
+            drop(base);
             drop(self.hot.writer());
         }
         panic!("the checkpointed tables stay ahead of the published log");
     }
 
-    /// A redb read transaction (for the writer's base snapshot).
-    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, Error> {
-        self.db()
-            .and_then(|db| Ok(db.begin_read()?))
+    /// A snapshot of the backend (the writer's base under its working layer).
+    pub(crate) fn base(&self) -> Result<Arc<dyn Snapshot>, Error> {
+        self.backend
+            .snapshot(Partition::WHOLE)
             .map_err(|source| Error::Storage { source })
     }
 
-    /// Starts a write transaction that commits with `Durability::Immediate`.
-    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, Error> {
-        if self.is_poisoned() {
-            return Err(Error::Poisoned);
-        }
-        let mut txn = self
-            .db()
-            .and_then(|db| Ok(db.begin_write()?))
-            .map_err(|source| {
-                self.poison();
-                Error::Storage { source }
-            })?;
-        // Nothing is acknowledged before it is on disk: set explicitly, whatever redb's default.
-        txn.set_durability(Durability::Immediate)
-            .expect("redb refuses only to lower durability, never to set Immediate");
-        // Quick repair: see `Options::quick_repair`.
-        txn.set_quick_repair(self.options.quick_repair);
-        Ok(txn)
-    }
-
-    /// Commits `txn` when `result` is `Ok`, else drops it (redb aborts it). Storage errors and
-    /// failed commits poison the store.
-    pub(crate) fn finish<T>(
-        &self,
-        txn: WriteTransaction,
-        result: Result<T, Error>,
-    ) -> Result<T, Error> {
-        match result {
-            Ok(value) => match txn.commit() {
-                Ok(()) => Ok(value),
-                Err(source) => {
-                    self.poison();
-                    Err(Error::OutcomeUnknown { source })
-                }
-            },
-            Err(e) => {
-                drop(txn);
-                if matches!(e, Error::Storage { .. }) {
-                    self.poison();
-                }
-                Err(e)
+    /// The outcome of a backend write: a failure poisons the store.
+    pub(crate) fn written<T>(&self, result: Result<T, WriteError>) -> Result<T, Error> {
+        result.map_err(|e| {
+            self.poison();
+            match e {
+                WriteError::Failed(source) => Error::Storage { source },
+                WriteError::OutcomeUnknown(source) => Error::OutcomeUnknown { source },
             }
-        }
+        })
     }
 
     /// Whether a checkpoint is due: the layer is at half a bound, or it has held rows for
@@ -410,40 +359,44 @@ impl Store {
         if published.layer.is_empty() && purge.is_none() {
             return Ok((0, 0));
         }
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
         let started = Instant::now();
-        let txn = self.begin_write()?;
-        let layer = &published.layer;
-        let result = (|| -> Result<(u64, usize, usize), Error> {
-            let mut rows = 0;
-            for table in 0..tables::COUNT as u8 {
-                rows += tables::write(&txn, table, layer.table_rows(table))?;
-            }
-            let mut meta = txn.open_table(META)?;
-            let (checkpoint, _) = checkpoint_of_table(&meta)?;
-            assert!(
-                checkpoint <= published.sequence,
-                "the checkpointed tables ({checkpoint}) are ahead of the log ({})",
-                published.sequence
-            );
+        let base = self.base().inspect_err(|_| self.poison())?;
+        let (checkpoint, _) = checkpoint_of(&*base).map_err(|source| {
+            self.poison();
+            Error::Storage { source }
+        })?;
+        assert!(
+            checkpoint <= published.sequence,
+            "the checkpointed tables ({checkpoint}) are ahead of the log ({})",
+            published.sequence
+        );
+        // The rows to write: the layer, the position it covers, and the purge's deletions,
+        // all as rows of one copy of the layer (the published one stays as readers see it).
+        let layer = RefCell::new(published.layer.clone());
+        let purged = {
+            let mut meta: WriteTable<'_, &'static str, u64> =
+                WriteTable::new(tables::id(META.name()), &layer, Arc::clone(&base));
             meta.insert(CHECKPOINT_KEY, published.sequence)?;
             meta.insert(CHECKPOINT_EXTRAS_KEY, published.extras)?;
-            drop(meta);
-            let purged = match purge {
+            match purge {
                 Some((now, limit)) => {
-                    let mut meta = txn.open_table(META)?;
                     let through = meta
                         .get(tables::PURGED_THROUGH_KEY)?
                         .map_or(0, |v| v.value())
                         .max(now.as_millis());
                     meta.insert(tables::PURGED_THROUGH_KEY, through)?;
-                    drop(meta);
-                    crate::idempotency::purge(&txn, now, limit)?
+                    crate::idempotency::purge(&base, &layer, now, limit)?
                 }
                 None => 0,
-            };
-            Ok((rows, layer.bytes(), purged))
-        })();
-        let (rows, bytes, purged) = self.finish(txn, result)?;
+            }
+        };
+        let layer = layer.into_inner();
+        let bytes = published.layer.bytes();
+        let mut rows = layer.rows();
+        let rows = self.written(self.backend.checkpoint(Partition::WHOLE, &mut rows))?;
         let elapsed = started.elapsed();
         self.hot.publish(Published {
             checkpoint: published.sequence,
@@ -471,16 +424,14 @@ impl Store {
     }
 }
 
-/// The log position the checkpointed tables of `txn` cover: (event sequence, extras number).
-pub(crate) fn checkpoint_of(txn: &ReadTransaction) -> Result<(u64, u64), redb::Error> {
-    let meta = txn.open_table(META)?;
-    Ok(checkpoint_of_table(&meta)?)
-}
-
-fn checkpoint_of_table(
-    meta: &impl redb::ReadableTable<&'static str, u64>,
-) -> Result<(u64, u64), redb::StorageError> {
-    let sequence = meta.get(CHECKPOINT_KEY)?.map_or(0, |v| v.value());
-    let extras = meta.get(CHECKPOINT_EXTRAS_KEY)?.map_or(0, |v| v.value());
-    Ok((sequence, extras))
+/// The log position the checkpointed tables of `base` cover: (event sequence, extras number).
+pub(crate) fn checkpoint_of(base: &dyn Snapshot) -> std::io::Result<(u64, u64)> {
+    let meta = tables::id(META.name());
+    let read = |key: &str| -> std::io::Result<u64> {
+        let key = crate::hot::RowKey::of::<&str>(meta, &key);
+        Ok(base
+            .get(meta, &key)?
+            .map_or(0, |v| <u64 as redb::Value>::from_bytes(&v)))
+    };
+    Ok((read(CHECKPOINT_KEY)?, read(CHECKPOINT_EXTRAS_KEY)?))
 }

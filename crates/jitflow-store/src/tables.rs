@@ -12,8 +12,6 @@
 use jitflow_core::lifecycle::TimerKind;
 use redb::{Key, TableDefinition, Value, WriteTransaction};
 
-use crate::hot::{Row, RowKey};
-
 /// File metadata: name -> value. Holds [`FORMAT_VERSION_KEY`].
 pub(crate) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 /// The key of the file format version in [`META`].
@@ -289,13 +287,13 @@ pub(crate) const PURGED_THROUGH_KEY: &str = "idempotency_purged_through";
 fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     txn: &WriteTransaction,
     definition: TableDefinition<'static, K, V>,
-    rows: impl Iterator<Item = (&'r RowKey, &'r Row)>,
+    rows: impl Iterator<Item = crate::backend::Row<'r>>,
 ) -> Result<u64, redb::Error> {
     let mut table = txn.open_table(definition)?;
     let mut written = 0;
-    for (key, row) in rows {
-        let key = K::from_bytes(key.redb());
-        match row {
+    for row in rows {
+        let key = K::from_bytes(row.key.native());
+        match row.value {
             Some(value) => {
                 table.insert(key, V::from_bytes(value))?;
             }
@@ -307,6 +305,18 @@ fn write_rows<'r, K: Key + 'static, V: Value + 'static>(
     }
     Ok(written)
 }
+
+// Stuck revokes (format version 6).
+
+/// The workflows whose revoke keeps failing past the configured bound (`Workflow::is_stuck`):
+/// (tenant, workflow code, id) -> (), present iff the stored state is stuck. Counted, so the
+/// stuck gauge is exact and read in constant time.
+pub(crate) const STUCK: TableDefinition<'static, (&str, u8, u128), ()> =
+    TableDefinition::new("stuck");
+/// Workflow code of a connection in [`STUCK`] keys.
+pub(crate) const STUCK_CONNECTION: u8 = 1;
+/// Workflow code of an access request item in [`STUCK`] keys.
+pub(crate) const STUCK_ITEM: u8 = 2;
 
 /// Lists every table derived from the log, with its id in the hot layer (the ids are not
 /// persisted: only the order of tables within the layer depends on them).
@@ -326,12 +336,24 @@ macro_rules! derived_tables {
         pub(crate) fn write<'r>(
             txn: &WriteTransaction,
             table: u8,
-            rows: impl Iterator<Item = (&'r RowKey, &'r Row)>,
+            rows: impl Iterator<Item = crate::backend::Row<'r>>,
         ) -> Result<u64, redb::Error> {
             match table {
                 $($id => write_rows(txn, $def, rows),)*
                 _ => unreachable!("no derived table has id {table}"),
             }
+        }
+
+        /// Opens derived table `table` of a snapshot, read by bytes.
+        pub(crate) fn open_raw(
+            txn: &redb::ReadTransaction,
+            table: u8,
+        ) -> Result<Box<dyn crate::backend::file::RawTable>, redb::TableError> {
+            use crate::backend::file::Typed;
+            Ok(match table {
+                $($id => Box::new(Typed { id: $id, table: txn.open_table($def)? }),)*
+                _ => unreachable!("no derived table has id {table}"),
+            })
         }
 
         /// Creates every derived table the file lacks (an upgrade derives into all of them).
@@ -362,12 +384,13 @@ derived_tables! {
     16 => REQUEST_INTENTS,
     17 => REQUEST_PEOPLE,
     18 => REQUEST_CONFIGS,
+    19 => STUCK,
 }
 
 /// Whether derived table `table` keeps an exact length through the layer (the backlog gauges
 /// read it in constant time).
 pub(crate) const fn counted(table: u8) -> bool {
-    matches!(table, 5 | 6 | 16)
+    matches!(table, 5 | 6 | 16 | 19)
 }
 
 #[cfg(test)]
@@ -376,13 +399,18 @@ mod derived_tests {
 
     use super::*;
 
-    /// The counted tables are the timers and both intents tables, by name.
+    /// The counted tables are the timers, both intents tables and the stuck table, by name.
     #[test]
     fn counted_tables_are_the_backlog() {
         for t in 0..COUNT as u8 {
-            let expected = [TIMERS.name(), INTENTS.name(), REQUEST_INTENTS.name()]
-                .into_iter()
-                .any(|name| id(name) == t);
+            let expected = [
+                TIMERS.name(),
+                INTENTS.name(),
+                REQUEST_INTENTS.name(),
+                STUCK.name(),
+            ]
+            .into_iter()
+            .any(|name| id(name) == t);
             assert_eq!(counted(t), expected, "table {t}");
         }
     }

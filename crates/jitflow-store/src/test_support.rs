@@ -11,6 +11,9 @@ use jitflow_core::lifecycle::{
 use jitflow_core::policy::Policy;
 use jitflow_core::time::{Minutes, Timestamp};
 
+use crate::Store;
+use crate::batch::{Batch, Entry};
+
 pub(crate) const CONN: ConnectionId =
     ConnectionId::from_u128(0x757f_b803_9024_5861_e510_83a5_6e4c_5bd3);
 pub(crate) const ACT: ActivationId = ActivationId::from_u128(0xa1);
@@ -71,6 +74,7 @@ pub(crate) fn event() -> Event {
         Command::Activate {
             activation: ACT,
             period: None,
+            client: None,
         },
     )
     .0
@@ -84,6 +88,7 @@ pub(crate) fn connection() -> Connection {
         Command::Activate {
             activation: ACT,
             period: None,
+            client: None,
         },
     )
     .1
@@ -101,4 +106,20 @@ pub(crate) fn policy_event() -> PolicyEvent {
         config: &config,
     };
     decide_policy(None, &PolicyCommand::Put(policy.clone()), &ctx).unwrap()
+}
+
+/// Appends `event` of `tenant`, which leaves the connection `after`, as a batch of its own.
+pub(crate) fn append(
+    store: &Store,
+    tenant: &jitflow_core::id::TenantId,
+    event: Event,
+    after: Option<Connection>,
+) {
+    let mut batch = Batch::new();
+    batch.push(Entry::Connection {
+        tenant: tenant.clone(),
+        event,
+        after,
+    });
+    store.append_batch(&batch).unwrap();
 }

@@ -11,7 +11,7 @@ use crate::codec;
 use crate::store::Store;
 use crate::tables::{
     CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, EXTRAS, FORMAT_VERSION_KEY, META,
-    REQUEST_CONFIGS,
+    REQUEST_CONFIGS, STUCK,
 };
 
 /// Overwrites the stored projection of `connection` (of `tenant`) with `connection` as given,
@@ -25,16 +25,14 @@ pub fn overwrite_connection(
 ) -> Result<(), Error> {
     // Into the checkpointed table, under an empty layer, so that the merged view shows it.
     store.checkpoint(None)?;
-    let txn = store.begin_write()?;
-    let result = (|| {
+    store.write_file(|txn| {
         let mut table = txn.open_table(CONNECTIONS)?;
         table.insert(
             (tenant.as_str(), connection.spec.id.as_u128()),
             codec::encode_connection(connection).as_slice(),
         )?;
         Ok(())
-    })();
-    store.finish(txn, result)
+    })
 }
 
 /// Turns the file back into format version 2, as a build of that version left it: drops the
@@ -44,26 +42,25 @@ pub fn overwrite_connection(
 /// opened anew.
 pub fn downgrade_to_version_2(store: &Store) -> Result<(), Error> {
     // Version 2 wrote every derived row with its events: checkpoint all of them first, then
-    // drop what version 4 added (the extras table, the checkpoint position).
+    // drop what versions 4 and 6 added (the extras table, the checkpoint position, the stuck
+    // table).
     store.checkpoint(None)?;
-    let txn = store.begin_write()?;
-    let result = (|| {
+    store.write_file(|txn| {
         txn.delete_table(REQUEST_CONFIGS)?;
         txn.delete_table(EXTRAS)?;
+        txn.delete_table(STUCK)?;
         let mut meta = txn.open_table(META)?;
         meta.remove(CHECKPOINT_KEY)?;
         meta.remove(CHECKPOINT_EXTRAS_KEY)?;
         meta.insert(FORMAT_VERSION_KEY, 2)?;
         Ok(())
-    })();
-    store.finish(txn, result)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Batch, Entry};
-    use crate::test_support::{CONN, spec, step};
+    use crate::test_support::{CONN, append, spec, step};
     use crate::verify::Difference;
     use jitflow_core::lifecycle::Command;
 
@@ -74,13 +71,7 @@ mod tests {
         let store = Store::open(dir.path().join("f.redb"), Default::default()).unwrap();
         let tenant = TenantId::parse("acme").unwrap();
         let (event, after) = step(None, Command::Register(spec(CONN)));
-        let mut batch = Batch::new();
-        batch.push(Entry::Connection {
-            tenant: tenant.clone(),
-            event,
-            after,
-        });
-        store.append_batch(&batch).unwrap();
+        append(&store, &tenant, event, after);
         assert!(store.verify().unwrap().is_clean());
         let mut c = store
             .reader()

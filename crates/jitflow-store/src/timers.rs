@@ -10,9 +10,10 @@ use std::ops::Bound;
 
 use crate::hot::WriteTable;
 use jitflow_core::id::{ConnectionId, RequestItemId, TenantId};
-use jitflow_core::lifecycle::{Event, Timer};
+use jitflow_core::lifecycle::Timer;
 use jitflow_core::request;
 use jitflow_core::time::Timestamp;
+use jitflow_core::workflow::{WorkflowEvent, WorkflowTimer};
 
 use crate::append::Error;
 use crate::codec::{self, Problem, RecordName};
@@ -84,25 +85,46 @@ impl Due {
     }
 }
 
-/// Applies an event's cancelled, then armed, timers.
-pub(crate) fn apply(
+/// A workflow timer's code in the timer index: the code names the workflow and the kind
+/// ([`timer_kind_code`] for connections, [`request_timer_code`] for request items, which never
+/// meet).
+pub(crate) trait IndexedTimer: WorkflowTimer {
+    fn code(&self) -> u8;
+}
+
+impl IndexedTimer for Timer {
+    fn code(&self) -> u8 {
+        timer_kind_code(self.kind)
+    }
+}
+
+impl IndexedTimer for request::Timer {
+    fn code(&self) -> u8 {
+        request_timer_code(self.kind)
+    }
+}
+
+/// Applies an event's cancelled, then armed, timers to the shared timer index (either
+/// workflow's).
+pub(crate) fn apply<E>(
     timers: &mut WriteTable<'_, (u64, &'static str, u128, u8), ()>,
     tenant: &TenantId,
-    event: &Event,
-) -> Result<(), Error> {
-    let (t, c) = (tenant.as_str(), event.connection.as_u128());
-    for timer in &event.cancel {
-        let removed = timers.remove((timer.due.as_millis(), t, c, timer_kind_code(timer.kind)))?;
+    event: &E,
+) -> Result<(), Error>
+where
+    E: WorkflowEvent,
+    E::Timer: IndexedTimer,
+{
+    let (t, id) = (tenant.as_str(), event.subject());
+    for timer in event.cancel() {
+        let removed = timers.remove((timer.due().as_millis(), t, id, timer.code()))?;
         if removed == Some(false) {
-            // The index disagrees with the stored connection; `verify` reports it in detail.
-            tracing::warn!(%tenant, connection = %event.connection, ?timer, "cancelled timer was not indexed");
+            // The index disagrees with the stored state; `verify` reports it in detail.
+            tracing::warn!(%tenant, id = %format_args!("{id:#x}"), ?timer, "cancelled timer was not indexed");
         }
     }
-    for timer in &event.arm {
-        timers.insert(
-            (timer.due.as_millis(), t, c, timer_kind_code(timer.kind)),
-            (),
-        )?;
+    for timer in event.arm() {
+        timers.insert((timer.due().as_millis(), t, id, timer.code()), ())?;
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ use crate::hot::Layer;
 use crate::open::{Error, Options, storage};
 use crate::tables::{
     self, CHECKPOINT_EXTRAS_KEY, CHECKPOINT_KEY, CONNECTIONS, CURSOR_PREFIX, EVENTS, EXTRAS,
-    FORMAT_VERSION_KEY, IDEMPOTENCY, META, REQUEST_CONFIGS,
+    FORMAT_VERSION_KEY, IDEMPOTENCY, META, REQUEST_CONFIGS, REQUEST_ITEMS, STUCK, STUCK_CONNECTION,
+    STUCK_ITEM,
 };
 use crate::{append, index};
 
@@ -40,7 +41,7 @@ fn failed(reason: impl std::fmt::Display) -> Error {
 
 fn write_failed(e: append::Error) -> Error {
     match e {
-        append::Error::Storage { source } => Error::Storage(source),
+        append::Error::Storage { source } => Error::Storage(source.into()),
         other => failed(other),
     }
 }
@@ -94,7 +95,7 @@ pub(crate) fn from_v1(db: &Database, options: &Options) -> Result<(), Error> {
     let txn = begin(db, options)?;
     tables::create_derived(&txn).map_err(storage)?;
     txn.commit().map_err(storage)?;
-    let base = db.begin_read().map_err(storage)?;
+    let base = crate::backend::file::snapshot_of(db.begin_read().map_err(storage)?);
     let layer = RefCell::new(Layer::default());
     {
         let mut t = WriteTables::open(&base, &layer).map_err(write_failed)?;
@@ -220,24 +221,84 @@ pub(crate) fn from_v4(db: &Database, options: &Options) -> Result<(), Error> {
     stamp(db, options, 5)
 }
 
-/// 5 -> 6: the same tables; stamps the version, so that a version 5 build refuses a file that
-/// may hold the records it cannot decode (issue 16's drift answers): the connection change
-/// `RegrantStarted`, and policy records and events with the missing-access section
-/// (`Policy::on_missing_access`). Stamp-only, so renumbering it (should another step take 6
-/// first) is its name and number here, `FILE_FORMAT_VERSION`, the match in `Store::init` and
-/// the CLI's dry-run text.
-pub(crate) fn from_v5(db: &Database, options: &Options) -> Result<(), Error> {
-    stamp(db, options, 6)
+/// 6 -> 7: the same tables; stamps the version, so that a version 6 build refuses the file
+/// once it may hold connection events with a client section.
+pub(crate) fn from_v6(db: &Database, options: &Options) -> Result<(), Error> {
+    stamp(db, options, 7)
 }
 
-/// A stamp-only step: the tables stay as they are, the version becomes `to`.
-fn stamp(db: &Database, options: &Options, to: u64) -> Result<(), Error> {
+/// 7 -> 8: the same tables; stamps the version, so that a version 7 build refuses a file that
+/// may hold the records it cannot decode (issue 16's drift answers): the connection change
+/// `RegrantStarted`, and policy records and events with the missing-access section
+/// (`Policy::on_missing_access`).
+pub(crate) fn from_v7(db: &Database, options: &Options) -> Result<(), Error> {
+    stamp(db, options, 8)
+}
+
+/// An upgrade step that changes no table: stamps `version` in one transaction.
+fn stamp(db: &Database, options: &Options, version: u64) -> Result<(), Error> {
     let txn = begin(db, options)?;
     txn.open_table(META)
         .map_err(storage)?
-        .insert(FORMAT_VERSION_KEY, to)
+        .insert(FORMAT_VERSION_KEY, version)
         .map_err(storage)?;
     txn.commit().map_err(storage)
+}
+
+/// Version 5 to 6: adds the stuck table, filled from the checkpointed connections and request
+/// items (the open's tail replay then keeps it in step, as every derived table).
+pub(crate) fn from_v5(db: &Database, options: &Options) -> Result<(), Error> {
+    use jitflow_core::id::RequestItemId;
+    let txn = begin(db, options)?;
+    {
+        let mut stuck = txn.open_table(STUCK).map_err(storage)?;
+        fill_stuck(
+            &txn,
+            &mut stuck,
+            CONNECTIONS,
+            STUCK_CONNECTION,
+            |t, id, bytes| codec::decode_connection(t, ConnectionId::from_u128(id), bytes),
+        )?;
+        fill_stuck(
+            &txn,
+            &mut stuck,
+            REQUEST_ITEMS,
+            STUCK_ITEM,
+            |t, id, bytes| codec::decode_item(t, RequestItemId::from_u128(id), bytes),
+        )?;
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert(FORMAT_VERSION_KEY, 6)
+            .map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Adds a stuck row (workflow code `code`) for every stuck state of one projection table.
+fn fill_stuck<W: jitflow_core::workflow::Workflow>(
+    txn: &redb::WriteTransaction,
+    stuck: &mut redb::Table<'_, (&'static str, u8, u128), ()>,
+    projections: redb::TableDefinition<'static, (&'static str, u128), &'static [u8]>,
+    code: u8,
+    decode: impl Fn(&str, u128, &[u8]) -> Result<W, codec::Error>,
+) -> Result<(), Error> {
+    for entry in txn
+        .open_table(projections)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (k, v) = entry.map_err(storage)?;
+        let (tenant, id) = k.value();
+        let state = decode(tenant, id, v.value()).map_err(|e| Error::Upgrade {
+            from: 5,
+            reason: e.to_string(),
+        })?;
+        if state.is_stuck() {
+            stuck.insert((tenant, code, id), ()).map_err(storage)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -295,8 +356,7 @@ mod tests {
         };
         {
             let store = Store::open(&path, Options::default()).unwrap();
-            assert_eq!(FILE_FORMAT_VERSION, 6);
-            assert_eq!(stored_version(&store), Some(6));
+            assert_eq!(stored_version(&store), Some(FILE_FORMAT_VERSION));
             let reader = store.reader().unwrap();
             assert_eq!(reader.access_request_config(&tenant).unwrap(), None);
             assert!(reader.connection(&tenant, CONN).unwrap().is_some());
@@ -391,6 +451,7 @@ mod tests {
             Command::Activate {
                 activation: ACT,
                 period: None,
+                client: None,
             },
         );
         batch.push(Entry::Connection {
@@ -418,6 +479,7 @@ mod tests {
                 Command::Activate {
                     activation: ACT,
                     period: None,
+                    client: None,
                 },
                 Command::ValidationPassed { activation: ACT },
                 Command::GrantSucceeded {
@@ -484,11 +546,11 @@ mod v4_tests {
     use crate::open::{FILE_FORMAT_VERSION, Options, stored_format_version};
     use crate::tables::{FORMAT_VERSION_KEY, META};
 
-    /// A version 4 or 5 file (the same tables as today's) opens stamped with the current
-    /// version, its data as it was.
+    /// A version 4 or 7 file (steps that only stamp) opens as the current version with its data
+    /// as it was.
     #[test]
-    fn version_4_and_5_files_are_stamped_on_open() {
-        for from in [4, 5] {
+    fn version_4_and_7_files_are_stamped_on_open() {
+        for from in [4, 7] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("old.redb");
             {
@@ -508,5 +570,192 @@ mod v4_tests {
                 Some(FILE_FORMAT_VERSION)
             );
         }
+    }
+
+    /// A version 5 file (no stuck table) opens as version 6 with the table filled from its
+    /// stored connections: the stuck one counts, the others do not.
+    #[test]
+    fn a_version_5_file_gets_its_stuck_table_on_open() {
+        use crate::batch::{Batch, Entry};
+        use crate::tables::STUCK;
+        use crate::test_support::{CONN, spec, step};
+        use jitflow_core::connection::ConnectionType;
+        use jitflow_core::id::TenantId;
+        use jitflow_core::lifecycle::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        {
+            let store = Store::open(&path, Options::default()).unwrap();
+            // A STANDING connection turned JIT: its standing access is being revoked.
+            let mut standing = spec(CONN);
+            standing.kind = ConnectionType::Standing;
+            let mut batch = Batch::new();
+            let (event, after) = step(None, Command::Register(standing));
+            let (change, revoking) = step(after.clone(), Command::ChangeType(ConnectionType::Jit));
+            for (event, after) in [(event, after), (change, revoking)] {
+                batch.push(Entry::Connection {
+                    tenant: tenant.clone(),
+                    event,
+                    after,
+                });
+            }
+            store.append_batch(&batch).unwrap();
+            // Its revoke stuck, as a version 5 build left it: planted in the checkpointed
+            // projection (the upgrade reads projections, not the log).
+            let mut stuck = store
+                .reader()
+                .unwrap()
+                .connection(&tenant, CONN)
+                .unwrap()
+                .unwrap();
+            stuck.standing_revoke.as_mut().expect("revoking").stuck = true;
+            crate::testing::overwrite_connection(&store, &tenant, &stuck).unwrap();
+            store
+                .write_file(|txn| {
+                    assert!(txn.delete_table(STUCK)?);
+                    txn.open_table(META)?.insert(FORMAT_VERSION_KEY, 5)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(stored_format_version(&path).unwrap(), Some(5));
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert_eq!(store.reader().unwrap().backlog().unwrap().stuck, 1);
+        drop(store);
+        assert_eq!(
+            stored_format_version(&path).unwrap(),
+            Some(FILE_FORMAT_VERSION)
+        );
+    }
+}
+
+#[cfg(test)]
+mod v5_tests {
+    use jitflow_core::client::ClientInfo;
+    use jitflow_core::id::TenantId;
+    use jitflow_core::lifecycle::{Change, Command, Event};
+    use jitflow_core::time::Minutes;
+
+    use crate::Store;
+    use crate::codec::{Payload, Stream};
+    use crate::open::{Error, FILE_FORMAT_VERSION, Options, stored_format_version};
+    use crate::tables::{FORMAT_VERSION_KEY, META};
+    use crate::test_support::{ACT, CONN, append, spec, step};
+
+    fn stamp(store: &Store, version: u64) {
+        let txn = store.db().unwrap().begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(FORMAT_VERSION_KEY, version)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn connection_events(store: &Store, tenant: &TenantId, stream: Stream) -> Vec<Event> {
+        let reader = store.reader().unwrap();
+        reader
+            .stream(tenant, stream, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.envelope.payload {
+                Payload::Connection(event) => event,
+                other => panic!("not a connection event: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A version 5 file, whose events have no client section, opens as the current version with its
+    /// events and projections as they were (part of its log checkpointed, part replayed); a
+    /// signal with a client's `requestOrigin` and `metaData` then appends, reads back from the
+    /// activation's stream after a reopen, and `verify` is clean. A file stamped with a version
+    /// newer than this build's is refused, as a version 6 build refuses a version 7 file.
+    #[test]
+    fn a_version_5_file_is_upgraded_and_takes_client_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.redb");
+        let tenant = TenantId::parse("acme").unwrap();
+        let push = |store: &Store, event: Event, after| append(store, &tenant, event, after);
+        let (registered, activated) = {
+            let store = Store::open(&path, Options::default()).unwrap();
+            let (registered, c) = step(None, Command::Register(spec(CONN)));
+            push(&store, registered.clone(), c.clone());
+            store.checkpoint(None).unwrap();
+            let (activated, c) = step(
+                c,
+                Command::Activate {
+                    activation: ACT,
+                    period: Some(Minutes(30)),
+                    client: None,
+                },
+            );
+            push(&store, activated.clone(), c);
+            stamp(&store, 5);
+            (registered, activated)
+        };
+        assert_eq!(stored_format_version(&path).unwrap(), Some(5));
+        let store = Store::open(&path, Options::default()).unwrap();
+        assert_eq!(
+            connection_events(&store, &tenant, Stream::Connection(CONN)),
+            [registered, activated.clone()]
+        );
+        let before = store
+            .reader()
+            .unwrap()
+            .connection(&tenant, CONN)
+            .unwrap()
+            .unwrap();
+        let client = ClientInfo::new(
+            Some("sdk-go".into()),
+            Some(
+                [("ticket".to_owned(), serde_json::json!("CHG-1"))]
+                    .into_iter()
+                    .collect(),
+            ),
+        )
+        .unwrap();
+        let (deactivated, after) = step(
+            Some(before),
+            Command::Deactivate {
+                client: client.clone(),
+            },
+        );
+        assert_eq!(deactivated.change, Change::DeactivationRequested);
+        assert_eq!(deactivated.client, client);
+        push(&store, deactivated.clone(), after);
+        drop(store);
+        assert_eq!(
+            stored_format_version(&path).unwrap(),
+            Some(FILE_FORMAT_VERSION)
+        );
+
+        let store = Store::open(&path, Options::default()).unwrap();
+        let history = connection_events(&store, &tenant, Stream::Activation(ACT));
+        assert_eq!(history, [activated, deactivated]);
+        assert_eq!(history[0].client, None, "the version 5 event has none");
+        assert_eq!(
+            history[1]
+                .client
+                .as_ref()
+                .and_then(ClientInfo::request_origin),
+            Some("sdk-go")
+        );
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        stamp(&store, FILE_FORMAT_VERSION + 1);
+        drop(store);
+        let Err(refused) = Store::open(&path, Options::default()) else {
+            panic!("a newer file opened");
+        };
+        assert!(
+            matches!(
+                refused,
+                Error::UnknownVersion {
+                    found,
+                    supported: FILE_FORMAT_VERSION
+                } if found == FILE_FORMAT_VERSION + 1
+            ),
+            "{refused}"
+        );
     }
 }

@@ -23,8 +23,9 @@ use crate::intents::Intent;
 use crate::read::Reader;
 use crate::store::Store;
 use crate::tables::{
-    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, HISTORY, HISTORY_INDEX,
-    INTENTS, POLICIES, REQUEST_CONFIGS, STREAMS, TIMERS, timer_kind_code,
+    ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, HISTORY, HISTORY_INDEX, INTENTS,
+    POLICIES, REQUEST_CONFIGS, STREAMS, STUCK, STUCK_CONNECTION, STUCK_ITEM, TIMERS,
+    timer_kind_code,
 };
 use crate::timers::{self, Due, DueTimer};
 
@@ -36,22 +37,17 @@ pub const MAX_DIFFERENCES: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// redb failed to read (an I/O error, or damage beyond its checksums). Undecodable records
-    /// are not errors: they are reported as differences.
+    /// The backend failed to read (an I/O error, or damage beyond its checksums). Undecodable
+    /// records are not errors: they are reported as differences.
     #[error("storage error while verifying: {0}")]
-    Storage(#[source] redb::Error),
+    Storage(#[source] std::io::Error),
 }
 
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Error {
-                Error::Storage(e.into())
-            }
-        }
-    )*};
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Storage(e)
+    }
 }
-storage_from!(redb::StorageError, redb::TableError, redb::TransactionError);
 
 /// One way the stored data disagrees with the replayed log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +166,18 @@ pub enum Difference {
     IntentMissing(Intent),
     /// An intent row for a connection without pending effects.
     IntentUnexpected(Intent),
+    /// The stuck table disagrees with the replay: a stuck connection or item without its row
+    /// (`expected`), or a row for one that is not stuck.
+    Stuck {
+        /// The tenant, as stored.
+        tenant: String,
+        /// `connection` or `item`.
+        workflow: &'static str,
+        /// The connection's or item's id.
+        id: u128,
+        /// Whether the replay expects the row.
+        expected: bool,
+    },
     /// An access request item's record, index row, timer or intent differs from the replay.
     Request(crate::request::verify::Difference),
     /// An access request config event is not based on the config replayed before it.
@@ -317,6 +325,20 @@ impl fmt::Display for Difference {
                 f,
                 "indexed timer {:?} due {} of connection {}/{} is not armed",
                 t.timer.kind, t.due, t.tenant, t.connection
+            ),
+            Difference::Stuck {
+                tenant,
+                workflow,
+                id,
+                expected,
+            } => write!(
+                f,
+                "{workflow} {id:#x} of tenant {tenant:?} {} in the stuck table",
+                if *expected {
+                    "is stuck but has no row"
+                } else {
+                    "has a row but is not stuck"
+                }
             ),
             Difference::IntentMissing(i) => write!(
                 f,
@@ -505,6 +527,7 @@ impl Store {
 
         compare_timers(&reader, &replay.tenants, timers, &mut report)?;
         compare_intents(&reader, &replay.tenants, intents, &mut report)?;
+        compare_stuck(&reader, &replay, &mut report)?;
         compare_indexes(&reader, &replay, &mut report)?;
         compare_connections(&reader, &mut replay, &mut report)?;
         compare_history(&reader, &mut replay, &mut report)?;
@@ -535,11 +558,12 @@ fn replay_extras(
 ) -> Result<(ReplayedKeys, HashMap<String, u64>), Error> {
     let mut keys = ReplayedKeys::new();
     let mut cursors: HashMap<String, u64> = HashMap::new();
-    let table = reader.log(crate::tables::EXTRAS)?;
     let mut expected = 1;
-    for entry in table.range(1..=reader.extras)? {
-        let (k, v) = entry?;
-        let number = k.value();
+    for entry in reader
+        .base()
+        .records(crate::backend::Log::Extras, 1, reader.extras)?
+    {
+        let (number, v) = entry?;
         if number != expected {
             report.push(Difference::Extras {
                 number: expected,
@@ -548,7 +572,7 @@ fn replay_extras(
         }
         expected = number + 1;
         report.extras += 1;
-        match codec::decode_extras(number, v.value()) {
+        match codec::decode_extras(number, &v) {
             Ok(extras) => {
                 for put in extras.keys {
                     keys.insert((put.tenant.as_str().to_owned(), put.key), put.record);
@@ -684,14 +708,15 @@ fn compare_cursors(
 }
 
 fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Result<(), Error> {
-    let events = reader.log(EVENTS)?;
     let mut expected = 1;
     // The batch of the previous decoded event, and that event's sequence.
     let mut batch: Option<(u64, u64)> = None;
     let mut previous = 0;
-    for entry in events.range::<u64>(..)? {
-        let (k, v) = entry?;
-        let sequence = k.value();
+    for entry in reader
+        .base()
+        .records(crate::backend::Log::Events, 1, u64::MAX)?
+    {
+        let (sequence, v) = entry?;
         if sequence != expected {
             report.push(Difference::SequenceGap {
                 expected,
@@ -700,7 +725,7 @@ fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Resu
         }
         expected = sequence + 1;
         report.events += 1;
-        let envelope = match codec::decode_envelope(sequence, v.value()) {
+        let envelope = match codec::decode_envelope(sequence, &v) {
             Ok(e) => e,
             Err(e) => {
                 report.push(Difference::Undecodable(e));
@@ -908,6 +933,55 @@ fn compare_timers(
         report.push(Difference::Request(
             crate::request::verify::Difference::TimerMissing(timer),
         ));
+    }
+    Ok(())
+}
+
+/// The stuck table against the replayed connections and items (`Workflow::is_stuck`).
+fn compare_stuck(reader: &Reader, replay: &Replay, report: &mut Report) -> Result<(), Error> {
+    use jitflow_core::workflow::Workflow;
+    let name = |code| {
+        if code == STUCK_CONNECTION {
+            "connection"
+        } else {
+            "item"
+        }
+    };
+    let mut expected: HashSet<(String, u8, u128)> = HashSet::new();
+    for (&(tenant, id), c) in &replay.connections {
+        if c.is_stuck() {
+            let t = replay.tenants.id(tenant).as_str().to_owned();
+            expected.insert((t, STUCK_CONNECTION, id));
+        }
+    }
+    for (&(tenant, id), item) in &replay.items {
+        if item.is_stuck() {
+            let t = replay.tenants.id(tenant).as_str().to_owned();
+            expected.insert((t, STUCK_ITEM, id));
+        }
+    }
+    let table = reader.open(STUCK)?;
+    for entry in table.range::<(&str, u8, u128)>(..)? {
+        let (k, _) = entry?;
+        let (tenant, code, id) = k.value();
+        if !expected.remove(&(tenant.to_owned(), code, id)) {
+            report.push(Difference::Stuck {
+                tenant: tenant.to_owned(),
+                workflow: name(code),
+                id,
+                expected: false,
+            });
+        }
+    }
+    let mut missing: Vec<_> = expected.into_iter().collect();
+    missing.sort_unstable();
+    for (tenant, code, id) in missing {
+        report.push(Difference::Stuck {
+            tenant,
+            workflow: name(code),
+            id,
+            expected: true,
+        });
     }
     Ok(())
 }
@@ -1300,6 +1374,7 @@ impl<T: PartialEq, D: Fn(TenantId, Option<T>, Option<T>) -> Difference> TenantRe
 
 #[cfg(test)]
 mod tests {
+    use crate::tables::EVENTS;
     use jitflow_core::lifecycle::{Command, TimerKind};
     use redb::ReadableTable;
     use redb::backends::InMemoryBackend;
@@ -1328,6 +1403,7 @@ mod tests {
             Command::Activate {
                 activation: ACT,
                 period: None,
+                client: None,
             },
             Command::ValidationPassed { activation: ACT },
         ];

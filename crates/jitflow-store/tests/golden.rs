@@ -1,4 +1,5 @@
-//! Golden fixtures: the stored bytes of every core `Change` variant (in an event envelope), of a
+//! Golden fixtures: the stored bytes of every core `Change` variant (in an event envelope), of
+//! the signals' events with a client section (`event_client_*`, format version 6), of a
 //! policy event, of an access request config event, and of each projection record (the activation history record included),
 //! committed under `tests/golden/`.
 //!
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use jitflow_core::activation::{Activation, ActivationStatus, EndReason};
+use jitflow_core::client::ClientInfo;
 use jitflow_core::connection::{
     Connection, ConnectionSpec, ConnectionState, ConnectionType, ConnectionUpdate, JitTimes,
     StandingRevoke,
@@ -50,6 +52,39 @@ const FIRST_BATCH: usize = 22;
 const LATER_CHANGES_SEQUENCE: u64 = 100;
 /// The sequence of the `event_policy_extensions` fixture (it was blessed with this one).
 const POLICY_EXTENSIONS_SEQUENCE: u64 = 120;
+/// The sequence of the first event fixture with a client section (format version 7).
+const CLIENT_SEQUENCE: u64 = 200;
+
+/// The client sections of the three signal fixtures: both fields (with metadata of every JSON
+/// kind), metadata alone, the origin alone.
+fn clients() -> [ClientInfo; 3] {
+    let meta = |value: serde_json::Value| match value {
+        serde_json::Value::Object(map) => Some(map),
+        _ => unreachable!("an object"),
+    };
+    [
+        ClientInfo::new(
+            Some("sailpoint-sdk-go/1.4 (portal)".into()),
+            // Keys in order, so the text is the same whether or not serde_json keeps the
+            // order of insertion (its `preserve_order` feature).
+            meta(serde_json::json!({
+                "attempt": 2,
+                "note": null,
+                "ratio": 0.5,
+                "requester": {"id": "2c918086", "site": "Zürich"},
+                "tags": ["prod", "db"],
+                "ticket": "CHG-4711",
+                "urgent": true,
+            })),
+        ),
+        ClientInfo::new(
+            None,
+            meta(serde_json::json!({"reason": "maintenance window"})),
+        ),
+        ClientInfo::new(Some("cli".into()), None),
+    ]
+    .map(|c| c.unwrap().expect("something said"))
+}
 
 const REQUEST: AccessRequestId =
     AccessRequestId::from_u128(0x1f2e_3d4c_5b6a_4978_8695_a4b3_c2d1_e0f0);
@@ -119,6 +154,22 @@ type Sample = (
     Vec<Timer>,
     Vec<Effect>,
 );
+
+/// The event of connection `CONN` a sample makes, at minute `sequence`.
+fn event_of(sample: Sample, sequence: u64, client: Option<ClientInfo>) -> Event {
+    let (change, activation, actor, arm, cancel, effects) = sample;
+    Event {
+        connection: CONN,
+        activation,
+        at: t(sequence),
+        actor,
+        change,
+        arm,
+        cancel,
+        effects,
+        client,
+    }
+}
 
 /// One event per `Change` variant, with arms, cancels and effects of every kind among them.
 fn changes() -> Vec<Sample> {
@@ -502,7 +553,7 @@ fn fixtures() -> Vec<(String, Value)> {
     // last, and a batch's bounds are part of every fixture's bytes; a change variant added
     // later is an envelope of its own after the other fixtures, so adding one adds one file.
     let last = FIRST_BATCH as u64 + 1;
-    for (n, (change, activation, actor, arm, cancel, effects)) in all.into_iter().enumerate() {
+    for (n, sample) in all.into_iter().enumerate() {
         let sequence = if n < FIRST_BATCH {
             n as u64 + 1
         } else {
@@ -513,17 +564,8 @@ fn fixtures() -> Vec<(String, Value)> {
         } else {
             (sequence, sequence)
         };
-        let name = format!("event_{:02}_{}", n, change.name());
-        let event = Event {
-            connection: CONN,
-            activation,
-            at: t(sequence),
-            actor,
-            change,
-            arm,
-            cancel,
-            effects,
-        };
+        let name = format!("event_{:02}_{}", n, sample.0.name());
+        let event = event_of(sample, sequence, None);
         out.push((
             name,
             Value::Envelope(Envelope {
@@ -533,6 +575,27 @@ fn fixtures() -> Vec<(String, Value)> {
                 batch_first,
                 batch_last,
                 payload: Payload::Connection(event),
+            }),
+        ));
+    }
+    // Format version 6: the signals' events with a client section (pinned sequences, one
+    // envelope each): an origin and metadata, metadata alone, the origin alone.
+    let signals: Vec<Sample> = changes()
+        .into_iter()
+        .filter(|c| c.0.records_client())
+        .collect();
+    assert_eq!(signals.len(), 3, "activate, extend and deactivate");
+    for (n, (sample, client)) in signals.into_iter().zip(clients()).enumerate() {
+        let sequence = CLIENT_SEQUENCE + n as u64;
+        out.push((
+            format!("event_client_{}", sample.0.name()),
+            Value::Envelope(Envelope {
+                sequence,
+                tenant: tenant.clone(),
+                stream_version: 30 + n as u64,
+                batch_first: sequence,
+                batch_last: sequence,
+                payload: Payload::Connection(event_of(sample, sequence, Some(client))),
             }),
         ));
     }
@@ -1153,4 +1216,95 @@ fn a_corrupt_forward_section_is_a_typed_error_naming_the_item() {
     let e = codec::decode_item(TENANT, id, &longer).unwrap_err();
     assert!(named(&e), "{e}");
     assert_eq!(codec::decode_item(TENANT, id, &bytes).unwrap(), item);
+}
+
+/// The client section of a signal's event: every truncation inside it, the section after an
+/// event no client's signal commits, an empty section, metadata that is not a JSON object, an
+/// origin out of bounds and a byte after the section are typed errors naming the event, never a
+/// panic or a silently dropped section.
+#[test]
+fn a_corrupt_client_section_is_a_typed_error_naming_the_event() {
+    let fixtures = fixtures();
+    let Some((_, Value::Envelope(with))) = fixtures
+        .iter()
+        .find(|(name, _)| name == "event_client_activation_requested")
+    else {
+        panic!("the fixture exists");
+    };
+    let Payload::Connection(event) = &with.payload else {
+        panic!("a connection event");
+    };
+    let bytes = codec::encode_envelope(with);
+    let without = |event: Event| {
+        codec::encode_envelope(&Envelope {
+            payload: Payload::Connection(Event {
+                client: None,
+                ..event
+            }),
+            ..with.clone()
+        })
+    };
+    let plain = without(event.clone());
+    assert_eq!(
+        &bytes[..plain.len()],
+        plain.as_slice(),
+        "a trailing section"
+    );
+    let section = &bytes[plain.len()..];
+    let decode = |bytes: &[u8]| codec::decode_envelope(with.sequence, bytes);
+    let named = |e: &codec::Error| {
+        e.to_string()
+            .starts_with(&format!("cannot decode event {}", with.sequence))
+    };
+    // Cut anywhere inside the section (the cut at its start is the event without one).
+    for len in plain.len() + 1..bytes.len() {
+        let e = decode(&bytes[..len]).expect_err("truncated");
+        assert!(named(&e), "at {len}: {e}");
+    }
+    assert_eq!(
+        decode(&plain).unwrap().payload,
+        Payload::Connection(Event {
+            client: None,
+            ..event.clone()
+        })
+    );
+    let with_section = |head: &[u8], tail: &[u8]| [head, tail].concat();
+    // After an event that no client's signal commits.
+    let other = without(Event {
+        change: Change::ValidationPassed,
+        ..event.clone()
+    });
+    let e = decode(&with_section(&other, section)).unwrap_err();
+    assert!(named(&e) && e.to_string().contains("client section"), "{e}");
+    // Sections the encoder never writes.
+    for (what, tail) in [
+        (
+            "empty",
+            codec::encode_raw(&(None::<String>, None::<String>)),
+        ),
+        (
+            "metadata not an object",
+            codec::encode_raw(&(None::<String>, Some("[1, 2]"))),
+        ),
+        (
+            "metadata not JSON",
+            codec::encode_raw(&(None::<String>, Some("{\"a\":"))),
+        ),
+        (
+            "an empty origin",
+            codec::encode_raw(&(Some(""), None::<String>)),
+        ),
+        (
+            "an origin with a control character",
+            codec::encode_raw(&(Some("a\u{7}b"), None::<String>)),
+        ),
+    ] {
+        let e = decode(&with_section(&plain, &tail)).unwrap_err();
+        assert!(named(&e), "{what}: {e}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let e = decode(&longer).unwrap_err();
+    assert!(named(&e), "{e}");
+    assert_eq!(decode(&bytes).unwrap(), *with);
 }

@@ -306,6 +306,139 @@ fn ids<R: Fields>(records: &[R]) -> Vec<u128> {
     records.iter().map(id_of).collect()
 }
 
+/// One list request against the store, checked against a naive filter-and-sort of the model's
+/// records: the page, the total, and (when the sorters end in `id`) a `searchAfter` walk.
+fn check_request(
+    world: &World,
+    store: &Store,
+    request: &Request,
+    tenant: usize,
+    history: bool,
+    scoped: bool,
+) -> Result<(), TestCaseError> {
+    let tenant_id = world.tenants[tenant].id.clone();
+    let identity =
+        scoped.then(|| IdentityId::parse(["alice", "bob"][request.minutes as usize % 2]).unwrap());
+    let (collection, records_conn, records_hist): (
+        &Collection,
+        Vec<Connection>,
+        Vec<ActivationRecord>,
+    ) = if history {
+        let c = if scoped { HISTORY_OF_IDENTITY } else { HISTORY };
+        (c, Vec::new(), history_of(store, &tenant_id))
+    } else {
+        (CONNECTIONS, connections_of(world, tenant), Vec::new())
+    };
+    let some_connection = world
+        .connection_id(tenant, request.terms[1] % SLOTS)
+        .to_string();
+    let terms: Vec<&str> = if history {
+        HISTORY_TERMS
+            .iter()
+            .copied()
+            .filter(|t| !(scoped && t.starts_with("identityId")))
+            .collect()
+    } else {
+        CONNECTION_TERMS.to_vec()
+    };
+    let times = timestamps(&records_conn, &records_hist);
+    let filters = request.filter(&terms, &times, &some_connection);
+    for with_id in [false, true] {
+        let sorters = request.sorters(collection, with_id);
+        let offset = request.offset.to_string();
+        let limit = request.limit.to_string();
+        let query = Query::parse(
+            collection,
+            filters.as_deref(),
+            sorters.as_deref(),
+            Some(&offset),
+            Some(&limit),
+            Some("true"),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{filters:?} {sorters:?}: {e}"));
+        // The naive query adds the identity constraint itself.
+        let mut naive_query = query.clone();
+        if let Some(identity) = &identity {
+            let field = collection.identity_field;
+            let scope = jitflow_core::filter::parse_filter(
+                &format!("{field} eq \"{identity}\""),
+                if history {
+                    HISTORY.fields
+                } else {
+                    CONNECTIONS.fields
+                },
+            )
+            .unwrap();
+            naive_query.filter = Some(match naive_query.filter.take() {
+                Some(f) => jitflow_core::filter::Expr::And(vec![scope, f]),
+                None => scope,
+            });
+        }
+        let expected: Vec<u128> = if history {
+            ids(&naive(collection, &naive_query, &records_hist))
+        } else {
+            ids(&naive(collection, &naive_query, &records_conn))
+        };
+        let reader = store.reader().unwrap();
+        let (got, total) = if history {
+            let page = reader
+                .query_history(&tenant_id, &query, identity.as_ref())
+                .unwrap();
+            (ids(&page.items), page.total)
+        } else {
+            let page = reader
+                .query_connections(&tenant_id, &query, identity.as_ref())
+                .unwrap();
+            (ids(&page.items), page.total)
+        };
+        let window: Vec<u128> = expected
+            .iter()
+            .copied()
+            .skip(request.offset)
+            .take(request.limit)
+            .collect();
+        prop_assert_eq!(&got, &window, "filters {:?} sorters {:?}", filters, sorters);
+        prop_assert_eq!(total, Some(expected.len() as u64));
+
+        if with_id {
+            let walked = if history {
+                walk(
+                    collection,
+                    &query,
+                    request.limit,
+                    |q| {
+                        reader
+                            .query_history(&tenant_id, q, identity.as_ref())
+                            .unwrap()
+                    },
+                    || {},
+                )
+            } else {
+                walk(
+                    collection,
+                    &query,
+                    request.limit,
+                    |q| {
+                        reader
+                            .query_connections(&tenant_id, q, identity.as_ref())
+                            .unwrap()
+                    },
+                    || {},
+                )
+            };
+            prop_assert_eq!(
+                &walked,
+                &expected,
+                "walk of filters {:?} sorters {:?}",
+                filters,
+                sorters
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Walks every page of `query` (sorters ending in `id`) with `searchAfter`, calling `between`
 /// after each page; returns the ids in the order seen.
 fn walk<R: Fields>(
@@ -367,80 +500,7 @@ proptest! {
         prop_assert!(report.is_clean(), "{:#?}", report.differences);
 
         for (request, tenant, history, scoped) in requests {
-            let tenant_id = world.tenants[tenant].id.clone();
-            let identity = scoped.then(|| IdentityId::parse(["alice", "bob"][request.minutes as usize % 2]).unwrap());
-            let (collection, records_conn, records_hist): (&Collection, Vec<Connection>, Vec<ActivationRecord>) = if history {
-                let c = if scoped { HISTORY_OF_IDENTITY } else { HISTORY };
-                (c, Vec::new(), history_of(&store, &tenant_id))
-            } else {
-                (CONNECTIONS, connections_of(&world, tenant), Vec::new())
-            };
-            let some_connection = world.connection_id(tenant, request.terms[1] % SLOTS).to_string();
-            let terms: Vec<&str> = if history {
-                HISTORY_TERMS
-                    .iter()
-                    .copied()
-                    .filter(|t| !(scoped && t.starts_with("identityId")))
-                    .collect()
-            } else {
-                CONNECTION_TERMS.to_vec()
-            };
-            let times = timestamps(&records_conn, &records_hist);
-            let filters = request.filter(&terms, &times, &some_connection);
-            for with_id in [false, true] {
-                let sorters = request.sorters(collection, with_id);
-                let offset = request.offset.to_string();
-                let limit = request.limit.to_string();
-                let query = Query::parse(
-                    collection,
-                    filters.as_deref(),
-                    sorters.as_deref(),
-                    Some(&offset),
-                    Some(&limit),
-                    Some("true"),
-                    None,
-                )
-                .unwrap_or_else(|e| panic!("{filters:?} {sorters:?}: {e}"));
-                // The naive query adds the identity constraint itself.
-                let mut naive_query = query.clone();
-                if let Some(identity) = &identity {
-                    let field = collection.identity_field;
-                    let scope = jitflow_core::filter::parse_filter(
-                        &format!("{field} eq \"{identity}\""),
-                        if history { HISTORY.fields } else { CONNECTIONS.fields },
-                    )
-                    .unwrap();
-                    naive_query.filter = Some(match naive_query.filter.take() {
-                        Some(f) => jitflow_core::filter::Expr::And(vec![scope, f]),
-                        None => scope,
-                    });
-                }
-                let expected: Vec<u128> = if history {
-                    ids(&naive(collection, &naive_query, &records_hist))
-                } else {
-                    ids(&naive(collection, &naive_query, &records_conn))
-                };
-                let reader = store.reader().unwrap();
-                let (got, total) = if history {
-                    let page = reader.query_history(&tenant_id, &query, identity.as_ref()).unwrap();
-                    (ids(&page.items), page.total)
-                } else {
-                    let page = reader.query_connections(&tenant_id, &query, identity.as_ref()).unwrap();
-                    (ids(&page.items), page.total)
-                };
-                let window: Vec<u128> = expected.iter().copied().skip(request.offset).take(request.limit).collect();
-                prop_assert_eq!(&got, &window, "filters {:?} sorters {:?}", filters, sorters);
-                prop_assert_eq!(total, Some(expected.len() as u64));
-
-                if with_id {
-                    let walked = if history {
-                        walk(collection, &query, request.limit, |q| reader.query_history(&tenant_id, q, identity.as_ref()).unwrap(), || {})
-                    } else {
-                        walk(collection, &query, request.limit, |q| reader.query_connections(&tenant_id, q, identity.as_ref()).unwrap(), || {})
-                    };
-                    prop_assert_eq!(&walked, &expected, "walk of filters {:?} sorters {:?}", filters, sorters);
-                }
-            }
+            check_request(&world, &store, &request, tenant, history, scoped)?;
         }
     }
 
@@ -1342,4 +1402,166 @@ fn connections_are_found_by_assignment() {
             .unwrap(),
         None
     );
+}
+
+/// The store as a state machine (proptest-state-machine): random operations appended in
+/// batches, interleaved with checkpoints, crashes (the store dropped with rows in its layer,
+/// as a SIGKILL between a log commit and its checkpoint leaves it) and reopens whose tail
+/// replay checkpoints on the way (a layer bound of a few rows), and list queries. After every
+/// step the merged view equals a replay of the log (`verify` is clean) and holds exactly the
+/// model's connections; every query equals the naive filter-and-sort of the model's records.
+/// `PROPTEST_CASES` raises the case count.
+mod machine {
+    use super::*;
+    use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+
+    #[derive(Debug, Clone)]
+    pub enum Step {
+        /// Appended in batches of up to 7.
+        Ops(Vec<Op>),
+        Checkpoint,
+        /// Dropped without a checkpoint, then opened again: the open replays the log tail.
+        Crash,
+        /// Opened again with a layer bound of `bound` rows, so the replay checkpoints on the
+        /// way, and the store then runs with that bound.
+        ReopenBounded(usize),
+        Query(Request, usize, bool, bool),
+    }
+
+    pub struct Reference;
+
+    impl ReferenceStateMachine for Reference {
+        type State = World;
+        type Transition = Step;
+
+        fn init_state() -> BoxedStrategy<World> {
+            Just(World::new("m", TENANTS, 1)).boxed()
+        }
+
+        fn transitions(_: &World) -> BoxedStrategy<Step> {
+            prop_oneof![
+                6 => proptest::collection::vec(op(), 1..40).prop_map(Step::Ops),
+                2 => Just(Step::Checkpoint),
+                2 => Just(Step::Crash),
+                1 => prop_oneof![Just(8usize), Just(64), Just(4096)].prop_map(Step::ReopenBounded),
+                3 => (request(), 0..TENANTS, any::<bool>(), any::<bool>())
+                    .prop_map(|(r, t, h, s)| Step::Query(r, t, h, s)),
+            ]
+            .boxed()
+        }
+
+        fn apply(mut world: World, step: &Step) -> World {
+            if let Step::Ops(ops) = step {
+                for &op in ops {
+                    world.apply(op);
+                }
+            }
+            world
+        }
+    }
+
+    pub struct Sut {
+        dir: tempfile::TempDir,
+        store: Option<Store>,
+        /// The entries' source: a copy of the model, stepped with the same operations.
+        world: World,
+        options: Options,
+    }
+
+    impl Sut {
+        fn path(&self) -> std::path::PathBuf {
+            self.dir.path().join("m.redb")
+        }
+
+        fn store(&self) -> &Store {
+            self.store.as_ref().expect("open")
+        }
+
+        fn reopen(&mut self) {
+            drop(self.store.take());
+            self.store = Some(Store::open(self.path(), self.options.clone()).unwrap());
+        }
+    }
+
+    pub struct Machine;
+
+    impl StateMachineTest for Machine {
+        type SystemUnderTest = Sut;
+        type Reference = Reference;
+
+        fn init_test(world: &World) -> Sut {
+            let dir = tempfile::tempdir().unwrap();
+            let options = Options::default();
+            let store = Store::open(dir.path().join("m.redb"), options.clone()).unwrap();
+            Sut {
+                dir,
+                store: Some(store),
+                world: world.clone(),
+                options,
+            }
+        }
+
+        fn apply(mut sut: Sut, world: &World, step: Step) -> Sut {
+            match step {
+                Step::Ops(ops) => {
+                    let store = sut.store.as_ref().expect("open");
+                    apply(&mut sut.world, store, &ops);
+                }
+                Step::Checkpoint => {
+                    sut.store().checkpoint(None).unwrap();
+                    assert_eq!(sut.store().stats().layer_entries, 0);
+                }
+                Step::Crash => {
+                    let before = sut.store().stats();
+                    sut.reopen();
+                    let after = sut.store().stats();
+                    // Nothing acknowledged is lost; the tail is replayed from the checkpoint (and
+                    // checkpointed on the way when it reaches a small layer bound).
+                    assert_eq!(after.sequence, before.sequence);
+                    assert!(after.checkpoint >= before.checkpoint);
+                }
+                Step::ReopenBounded(bound) => {
+                    sut.options.layer_entries_max = bound;
+                    let before = sut.store().stats();
+                    sut.reopen();
+                    assert_eq!(sut.store().stats().sequence, before.sequence);
+                    assert!(sut.store().stats().layer_entries <= bound as u64);
+                }
+                Step::Query(request, tenant, history, scoped) => {
+                    check_request(world, sut.store(), &request, tenant, history, scoped)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+            sut
+        }
+
+        fn check_invariants(sut: &Sut, world: &World) {
+            let store = sut.store();
+            let report = store.verify().unwrap();
+            assert!(report.is_clean(), "{:#?}", report.differences);
+            let reader = store.reader().unwrap();
+            for (t, tenant) in world.tenants.iter().enumerate() {
+                let stored = reader
+                    .connections(&tenant.id, None, jitflow_store::read::MAX_READ_LIMIT)
+                    .unwrap();
+                assert_eq!(stored, connections_of(world, t), "tenant {t}");
+            }
+        }
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(24)
+    }
+
+    prop_state_machine! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_merged_view_follows_the_log_through_checkpoints_crashes_and_reopens(
+            sequential 1..30 => Machine
+        );
+    }
 }

@@ -250,7 +250,7 @@ async fn every_notice_arrives_once_after_dedup_in_order_through_failures_and_a_r
     // Phase 1: the flaky receiver answers 503, then too late; the steady one takes each notice
     // once meanwhile, and the engine's lifecycle does not wait for either.
     engine
-        .activate(&caller(), id, Some(Minutes(30)), None)
+        .activate(&caller(), id, Some(Minutes(30)), None, None)
         .await
         .unwrap();
     until_state(&engine, id, ConnectionState::Active).await;
@@ -291,11 +291,11 @@ async fn every_notice_arrives_once_after_dedup_in_order_through_failures_and_a_r
     // engine stops with those notices undelivered.
     flaky.set(Mode::Unavailable);
     engine
-        .activate(&caller(), id, Some(Minutes(30)), None)
+        .activate(&caller(), id, Some(Minutes(30)), None, None)
         .await
         .unwrap();
     until_state(&engine, id, ConnectionState::Active).await;
-    engine.deactivate(&caller(), id, None).await.unwrap();
+    engine.deactivate(&caller(), id, None, None).await.unwrap();
     until_state(&engine, id, ConnectionState::Available).await;
     let failed = flaky.seen(|s| s.failed);
     until("a failure after the revoke", || {
@@ -398,7 +398,7 @@ async fn a_receiver_with_another_secret_refuses_every_notice_and_the_engine_keep
     let id = ConnectionId::parse("757fb803-9024-5861-e510-83a56e4c5bd3").unwrap();
     engine.register(&caller(), spec(id)).await.unwrap();
     engine
-        .activate(&caller(), id, Some(Minutes(30)), None)
+        .activate(&caller(), id, Some(Minutes(30)), None, None)
         .await
         .unwrap();
     until("refusals", || r.seen(|s| s.forged >= 3)).await;

@@ -3,11 +3,18 @@
 //! An item's failure never affects another item; the call as a whole is refused when it is
 //! empty or longer than its bound, and when the engine could not write one of its items (a
 //! failed commit, an outage, a stop: see [`whole`]).
+//!
+//! Every bulk call is timed from the call to its answer ([`timed`]), in the histogram
+//! `jitflow_bulk_ack_duration_seconds{kind}` ([`Kind`]); a call refused as a whole is not
+//! counted, as a refused signal is not.
+
+use std::future::Future;
+use std::time::Instant;
 
 use jitflow_core::connection::ConnectionType;
 use jitflow_core::id::{self, ConnectionId};
 
-use crate::Error;
+use crate::{Engine, Error};
 
 /// The most items one [`crate::Engine::bulk_change_type`] call takes (the contract's bound).
 pub const MAX_TYPE_UPDATES: usize = 100;
@@ -81,4 +88,61 @@ pub(crate) fn check_len(len: usize, max: usize) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// A bulk call, the `kind` label of `jitflow_bulk_ack_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// [`Engine::import`]: connections registered (`import`).
+    Import,
+    /// [`Engine::bulk_change_type`]: connections' types changed (`change_type`).
+    ChangeType,
+    /// [`Engine::submit_request`]: an access request's items submitted, in one batch
+    /// (`submit`).
+    Submit,
+    /// [`Engine::bulk_approve`]: approvals approved (`approve`).
+    Approve,
+    /// [`Engine::bulk_cancel`]: access requests cancelled (`cancel`).
+    Cancel,
+    /// [`Engine::bulk_close`]: access requests closed (`close`).
+    Close,
+}
+
+impl Kind {
+    /// Every kind, in the order of [`Metrics::bulk_ack`](crate::metrics::Metrics::bulk_ack).
+    pub const ALL: [Kind; 6] = [
+        Kind::Import,
+        Kind::ChangeType,
+        Kind::Submit,
+        Kind::Approve,
+        Kind::Cancel,
+        Kind::Close,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Import => "import",
+            Kind::ChangeType => "change_type",
+            Kind::Submit => "submit",
+            Kind::Approve => "approve",
+            Kind::Cancel => "cancel",
+            Kind::Close => "close",
+        }
+    }
+}
+
+/// Runs a bulk call of `kind` and, when it answers (one result per item, whatever each
+/// says), counts the time from the call to that answer.
+pub(crate) async fn timed<T>(
+    engine: &Engine,
+    kind: Kind,
+    call: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let started = Instant::now();
+    let answer = call.await;
+    if answer.is_ok() {
+        engine.metrics().bulk_acked(kind, started.elapsed());
+    }
+    answer
 }

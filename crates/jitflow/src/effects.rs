@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use jitflow_core::connection::Connection;
 use jitflow_core::id::{ConnectionId, RequestItemId, TenantId};
-use jitflow_core::lifecycle::{Actor, Command, Effect};
+use jitflow_core::lifecycle::{Command, Effect};
 use jitflow_core::request;
 use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
 use jitflow_store::codec::Payload;
 use jitflow_store::intents::Intent;
 use jitflow_store::request::ItemIntent;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::engine::Subscription;
@@ -27,7 +27,7 @@ use crate::hooks::{
     Provisioner, RequestNotification, ValidationRequest, Validator,
 };
 use crate::metrics::Metrics;
-use crate::writer::{Dispatch, Op, Request, Signals};
+use crate::writer::{Dispatch, Op, Signals, WriterHandle};
 
 /// The most intents read from the store in one rescan page.
 const RESCAN_PAGE: usize = 1024;
@@ -41,7 +41,7 @@ enum Running {
 
 pub(crate) struct EffectRunner {
     pub store: Arc<Store>,
-    pub writer: mpsc::Sender<Request>,
+    pub writer: WriterHandle,
     pub rx: mpsc::Receiver<Dispatch>,
     pub provisioner: Arc<dyn Provisioner>,
     pub validator: Arc<dyn Validator>,
@@ -207,23 +207,14 @@ impl EffectRunner {
                         | Command::StandingRevokeSucceeded { .. }
                 );
                 timing.finish(ok);
-                let (reply, answer) = oneshot::channel();
-                let request = Request {
-                    op: Op::Connection {
-                        tenant: tenant.clone(),
-                        connection: connection.id(),
-                        command,
-                    },
-                    actor: Actor::System,
-                    idempotency: None,
-                    reply,
+                let op = Op::Connection {
+                    tenant: tenant.clone(),
+                    connection: connection.id(),
+                    command,
                 };
-                if writer.send(request).await.is_ok() {
-                    match answer.await {
-                        Ok(Ok(_)) => debug!("result committed"),
-                        Ok(Err(e)) => debug!(error = %e, "result not applied"),
-                        Err(_) => {}
-                    }
+                match writer.call(op).await {
+                    Ok(_) => debug!("result committed"),
+                    Err(e) => debug!(error = %e, "result not applied"),
                 }
                 running.lock().expect("not poisoned").remove(&key);
                 drop(permit);
@@ -559,7 +550,7 @@ const NOTICES_PER_SAVE: u64 = 64;
 pub(crate) struct NoticeDelivery {
     pub events: Subscription,
     pub store: Arc<Store>,
-    pub writer: mpsc::Sender<Request>,
+    pub writer: WriterHandle,
     pub notifier: Arc<dyn Notifier>,
     pub metrics: Arc<Metrics>,
     /// The bound on one try (`Config::notify_timeout`).
@@ -610,11 +601,13 @@ impl NoticeDelivery {
             self.metrics.notifier_passed(envelope.sequence);
             // Save the position every so often, and whenever the log is read to its end.
             if unsaved >= NOTICES_PER_SAVE || (unsaved > 0 && self.events.caught_up()) {
-                // Nobody waits for the answer: a save lost in a crash only means re-delivery.
-                let (save, _answer) = Request::move_cursor(NOTIFIER_CURSOR, envelope.sequence);
+                let save = Op::Cursor {
+                    name: NOTIFIER_CURSOR,
+                    sequence: envelope.sequence,
+                };
                 // A full queue skips this save: a later one, or a re-delivery after a crash,
                 // covers it.
-                if self.writer.try_send(save).is_ok() {
+                if self.writer.offer(save) {
                     unsaved = 0;
                 }
             }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 
 use jitflow_core::activation::Activation;
+use jitflow_core::client::ClientInfo;
 use jitflow_core::connection::{
     Connection, ConnectionSpec, ConnectionType, ConnectionUpdate, Patch,
 };
@@ -28,7 +29,7 @@ use crate::error::{Error, read};
 use crate::hooks::{AcceptAll, NoNotifier, Notifier, Provisioner, Validator};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
-use crate::writer::{Idempotency, Op, Reply, Request, Signals, Writer};
+use crate::writer::{Idempotency, Op, Reply, Signals, Writer, WriterHandle};
 
 /// The most events one history or subscription read returns.
 pub const MAX_PAGE: usize = 10_000;
@@ -143,7 +144,7 @@ impl Builder {
             })?;
         let store = Arc::new(store);
         let config = self.config;
-        let (writer_tx, writer_rx) = mpsc::channel(config.queue_capacity);
+        let (writer_tx, writer_rx) = WriterHandle::channel(config.queue_capacity);
         let (effects_tx, effects_rx) = mpsc::channel(config.queue_capacity);
         let (committed, _) = broadcast::channel(16);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -229,7 +230,6 @@ impl Builder {
                 clock: self.clock,
                 signals,
                 metrics,
-                queue_capacity: config.queue_capacity,
                 approval: config.approval_step(),
                 stop: std::sync::Mutex::new(Some(Stop {
                     shutdown: shutdown_tx,
@@ -283,11 +283,10 @@ struct Inner {
     provisioner: Arc<dyn Provisioner>,
     /// The bound on one inspection (`Config::effect_timeout`).
     inspect_timeout: std::time::Duration,
-    writer: mpsc::Sender<Request>,
+    writer: WriterHandle,
     clock: Arc<dyn Clock>,
     signals: Arc<Signals>,
     metrics: Arc<Metrics>,
-    queue_capacity: usize,
     /// The approval step of access request items (from `Config::approvers`).
     approval: jitflow_core::request::ApprovalStep,
     stop: std::sync::Mutex<Option<Stop>>,
@@ -356,8 +355,7 @@ impl Engine {
     /// recorded, with gauges read now from the store and the writer's queue. It reads the store,
     /// so it blocks: call it from `spawn_blocking` in async code.
     pub fn scrape(&self) -> Result<String, Error> {
-        let writer = &self.inner.writer;
-        let queued = writer.max_capacity().saturating_sub(writer.capacity()) as u64;
+        let queued = self.inner.writer.queued() as u64;
         let health = crate::metrics::HealthGauges::read(&self.inner.signals.health);
         let mut last = self
             .inner
@@ -461,18 +459,7 @@ impl Engine {
                 "idempotency key must be 1..={MAX_IDEMPOTENCY_KEY} bytes"
             )));
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op,
-            actor: caller.actor.clone(),
-            idempotency: key,
-            reply,
-        };
-        match self.inner.writer.try_send(request) {
-            Ok(()) => Ok(answer),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::Busy(self.inner.queue_capacity)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Stopped),
-        }
+        self.inner.writer.try_submit(op, caller.actor.clone(), key)
     }
 
     async fn send(
@@ -565,6 +552,19 @@ impl Engine {
         })
     }
 
+    /// A signal's key: its `parts`, and what the client said when it said something (so a
+    /// signal without it keeps the fingerprint it had before clients could say anything).
+    fn signal_key(
+        idempotency_key: Option<&str>,
+        parts: &[&str],
+        client: Option<&ClientInfo>,
+    ) -> Option<Idempotency> {
+        let summary = client.map(ClientInfo::summary);
+        let mut parts = parts.to_vec();
+        parts.extend(summary.as_deref());
+        Self::key(idempotency_key, &parts)
+    }
+
     /// Registers a connection. With the policy's `applyToFutureAssignments` on, a connection of a
     /// governed entitlement becomes JIT.
     pub async fn register(
@@ -633,6 +633,16 @@ impl Engine {
         caller: &Caller,
         items: &[bulk::TypeUpdate],
     ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
+        let call = self.change_types(caller, items);
+        bulk::timed(self, bulk::Kind::ChangeType, call).await
+    }
+
+    /// [`Engine::bulk_change_type`], untimed.
+    async fn change_types(
+        &self,
+        caller: &Caller,
+        items: &[bulk::TypeUpdate],
+    ) -> Result<Vec<Result<Connection, bulk::ItemError>>, Error> {
         bulk::check_len(items.len(), bulk::MAX_TYPE_UPDATES)?;
         let mut seen = std::collections::HashSet::with_capacity(items.len());
         let mut queued = Vec::with_capacity(items.len());
@@ -667,6 +677,15 @@ impl Engine {
         caller: &Caller,
         specs: Vec<ConnectionSpec>,
     ) -> Result<Vec<Result<Connection, Error>>, Error> {
+        bulk::timed(self, bulk::Kind::Import, self.register_all(caller, specs)).await
+    }
+
+    /// [`Engine::import`], untimed.
+    async fn register_all(
+        &self,
+        caller: &Caller,
+        specs: Vec<ConnectionSpec>,
+    ) -> Result<Vec<Result<Connection, Error>>, Error> {
         bulk::check_len(specs.len(), bulk::MAX_IMPORT)?;
         let queued: Vec<_> = specs
             .into_iter()
@@ -685,50 +704,70 @@ impl Engine {
     /// Activates a JIT connection for `period` minutes (`None`: the policy default). Returns once
     /// the request is durable (the contract's 202), with the activation as committed (status
     /// CREATING). A retry with the same `idempotency_key` returns the same activation.
+    ///
+    /// `client` is what the client said about the request (SailPoint's `requestOrigin` and
+    /// `metaData`, see [`ClientInfo`]): recorded on the `ActivationRequested` event, so the
+    /// activation's history ([`Engine::history`], the audit [`export`](crate::export)) shows
+    /// it. It is part of the request an idempotency key stands for: a retry must send the same.
     pub async fn activate(
         &self,
         caller: &Caller,
         connection: ConnectionId,
         period: Option<Minutes>,
         idempotency_key: Option<&str>,
+        client: Option<ClientInfo>,
     ) -> Result<Activation, Error> {
         let period_text = period.map_or(String::new(), |p| p.get().to_string());
-        let key = Self::key(
+        let key = Self::signal_key(
             idempotency_key,
             &["activate", &connection.to_string(), &period_text],
+            client.as_ref(),
         );
         let activation = ActivationId::from_u128(uuid_v4());
-        let command = Command::Activate { activation, period };
+        let command = Command::Activate {
+            activation,
+            period,
+            client,
+        };
         self.activation_command(caller, connection, command, key)
             .await
     }
 
     /// Extends the running activation by `by` minutes (`None`: the policy default extension).
+    /// `client` is recorded on the `Extended` event, as for [`Engine::activate`].
     pub async fn extend(
         &self,
         caller: &Caller,
         connection: ConnectionId,
         by: Option<Minutes>,
         idempotency_key: Option<&str>,
+        client: Option<ClientInfo>,
     ) -> Result<Activation, Error> {
         let by_text = by.map_or(String::new(), |p| p.get().to_string());
-        let key = Self::key(
+        let key = Self::signal_key(
             idempotency_key,
             &["extend", &connection.to_string(), &by_text],
+            client.as_ref(),
         );
-        self.activation_command(caller, connection, Command::Extend { by }, key)
+        self.activation_command(caller, connection, Command::Extend { by, client }, key)
             .await
     }
 
-    /// Ends the running activation early; the revoke runs after this returns.
+    /// Ends the running activation early; the revoke runs after this returns. `client` is
+    /// recorded on the `DeactivationRequested` event, as for [`Engine::activate`].
     pub async fn deactivate(
         &self,
         caller: &Caller,
         connection: ConnectionId,
         idempotency_key: Option<&str>,
+        client: Option<ClientInfo>,
     ) -> Result<Activation, Error> {
-        let key = Self::key(idempotency_key, &["deactivate", &connection.to_string()]);
-        self.activation_command(caller, connection, Command::Deactivate, key)
+        let key = Self::signal_key(
+            idempotency_key,
+            &["deactivate", &connection.to_string()],
+            client.as_ref(),
+        );
+        self.activation_command(caller, connection, Command::Deactivate { client }, key)
             .await
     }
 
@@ -890,16 +929,7 @@ impl Engine {
             notifier.abort();
             let _ = notifier.await;
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op: Op::Shutdown,
-            actor: Actor::System,
-            idempotency: None,
-            reply,
-        };
-        if self.inner.writer.send(request).await.is_ok() {
-            let _ = answer.await;
-        }
+        let _ = self.inner.writer.call(Op::Shutdown).await;
         let _ = tokio::task::spawn_blocking(move || stop.writer_thread.join()).await;
     }
 }

@@ -16,7 +16,10 @@
 //! event whose previous or new policy sets the jitflow extension `jitflowExpiryWarningMins`
 //! also carries `"policyExpiryWarningMins": [previous, new]` (`null` for unset), and one whose
 //! previous or new policy's `jitflowOnMissingAccess` is not `REPORT` carries
-//! `"policyOnMissingAccess": [previous, new]` (`null` for no previous policy).
+//! `"policyOnMissingAccess": [previous, new]` (`null` for no previous policy). The event of a
+//! signal whose client sent SailPoint's `requestOrigin` or `metaData` (activate, extend,
+//! deactivate: `Event::client`, outside the event's serde form) carries them as
+//! `"requestOrigin": "..."` and `"metaData": {...}`, each only when sent.
 
 use jitflow_store::codec::{Envelope, Payload, Stream};
 use serde::Serialize;
@@ -43,6 +46,12 @@ struct Line<'a> {
     /// out of the policy's serde form too), when either is not `REPORT`.
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_on_missing_access: Option<[Option<&'static str>; 2]>,
+    /// The `requestOrigin` the client sent with the signal this event records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_origin: Option<&'a str>,
+    /// The `metaData` the client sent with the signal this event records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta_data: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -68,6 +77,10 @@ pub fn json_line(envelope: &Envelope) -> String {
         Payload::Policy(e) => ("policy", Event::Policy(e)),
         Payload::Request(e) => ("request", Event::Request(e)),
         Payload::RequestConfig(e) => ("requestConfig", Event::RequestConfig(e)),
+    };
+    let client = match &envelope.payload {
+        Payload::Connection(e) => e.client.as_ref(),
+        _ => None,
     };
     let line = Line {
         sequence: envelope.sequence,
@@ -102,6 +115,8 @@ pub fn json_line(envelope: &Envelope) -> String {
             }
             _ => None,
         },
+        request_origin: client.and_then(|c| c.request_origin()),
+        meta_data: client.and_then(|c| c.meta_data()),
     };
     // Every field serialises infallibly: strings, integers, and derived serde of plain data
     // whose maps (if any) have string keys.

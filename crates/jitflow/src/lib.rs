@@ -55,7 +55,7 @@
 //!         })
 //!         .await?;
 //!     // Durable when it returns: the contract's 202.
-//!     let activation = engine.activate(&caller, id, Some(Minutes(30)), None).await?;
+//!     let activation = engine.activate(&caller, id, Some(Minutes(30)), None, None).await?;
 //!     assert_eq!(activation.period, Minutes(30));
 //!     engine.shutdown().await;
 //!     Ok::<_, Box<dyn std::error::Error>>(())
@@ -92,6 +92,7 @@ pub use engine::{
 };
 pub use error::Error;
 pub use heal::Health;
+pub use jitflow_core::client::ClientInfo;
 pub use jitflow_store::codec::{Envelope, Payload, Stream};
 pub use jitflow_store::read::StreamEvent;
 pub use reconcile::{DriftFinding, DriftPage, DriftResponse, Inspection, Reconciled};

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
-use jitflow_store::read::MAX_READ_LIMIT;
 
 use crate::hooks::NotifyErrorKind;
 use prometheus_client::collector::Collector;
@@ -43,6 +42,11 @@ pub const EFFECT_BUCKETS: &[f64] = &[
 pub const TIMER_LAG_BUCKETS: &[f64] = &[
     0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
 ];
+/// Upper bounds, in seconds, of the bulk acknowledgement histogram: a few items share one group
+/// commit; a thousand-item import takes many, up to the shim's 30 s request timeout.
+pub const BULK_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 /// Upper bounds of the batch size histogram, in events per commit (powers of two up to 1024).
 pub const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
@@ -62,10 +66,6 @@ pub const INSPECTION_ANSWERS: [&str; 5] = ["held", "not_held", "unknown", "faile
 /// The drift kinds (the `kind` label of the drift series), in the order of
 /// [`Metrics::drift_found`]: `jitflow_core::lifecycle::Drift::as_str`.
 pub const DRIFT_KINDS: [&str; 2] = ["unexpected_access", "missing_access"];
-
-/// The stuck gauge is counted among at most this many connections with pending effects (a scrape
-/// reads no more); at the cap it means "at least". The other gauges are exact.
-pub const STUCK_SCAN_CAP: usize = MAX_READ_LIMIT;
 
 /// A histogram with fixed buckets, recorded with atomics only.
 #[derive(Debug)]
@@ -169,6 +169,10 @@ pub struct Metrics {
     /// From an accepted signal's call to its durable answer, in seconds, by [`SIGNAL_KINDS`]
     /// ([`LATENCY_BUCKETS`]).
     pub signal_ack: [Histogram; 3],
+    /// From a bulk call to its answer (every item durable or refused on its own), in seconds,
+    /// by [`bulk::Kind::ALL`](crate::bulk::Kind::ALL) ([`BULK_BUCKETS`]); calls refused as a
+    /// whole are not counted.
+    pub bulk_ack: [Histogram; 6],
     /// How late each timer was sent to the writer: fire time minus due time on the engine's
     /// clock, in seconds ([`TIMER_LAG_BUCKETS`]).
     pub timer_fire_lag: Histogram,
@@ -221,6 +225,7 @@ impl Default for Metrics {
             commit_duration: Histogram::new(LATENCY_BUCKETS),
             commit_batch: Histogram::new(BATCH_BUCKETS),
             signal_ack: SIGNAL_KINDS.map(|_| Histogram::new(LATENCY_BUCKETS)),
+            bulk_ack: crate::bulk::Kind::ALL.map(|_| Histogram::new(BULK_BUCKETS)),
             timer_fire_lag: Histogram::new(TIMER_LAG_BUCKETS),
             effect_duration: EFFECT_OUTCOMES.map(|_| Histogram::new(EFFECT_BUCKETS)),
             effects_in_flight: AtomicU64::new(0),
@@ -295,6 +300,13 @@ impl Metrics {
     pub(crate) fn signal_acked(&self, kind: &str, latency: Duration) {
         if let Some(i) = SIGNAL_KINDS.iter().position(|k| *k == kind) {
             self.signal_ack[i].observe_duration(latency);
+        }
+    }
+
+    /// A bulk call of this kind answered `latency` after the call.
+    pub(crate) fn bulk_acked(&self, kind: crate::bulk::Kind, latency: Duration) {
+        if let Some(i) = crate::bulk::Kind::ALL.iter().position(|k| *k == kind) {
+            self.bulk_ack[i].observe_duration(latency);
         }
     }
 
@@ -380,8 +392,8 @@ impl Metrics {
 /// The gauges a scrape reads from the store and the writer's queue.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gauges {
+    /// Exact and constant time, the stuck gauge included: the store counts those tables.
     backlog: jitflow_store::read::Backlog,
-    stuck: u64,
     /// How far the earliest armed timer is past its due time, in milliseconds (0 when none is
     /// overdue).
     timer_lag_ms: u64,
@@ -434,18 +446,6 @@ impl Gauges {
         let reader = store.reader()?;
         // Exact and constant time: redb keeps each table's length.
         let backlog = reader.backlog()?;
-        // A stuck activation or standing revoke always has its revoke pending, so the
-        // connections with pending effects are the only ones to look at.
-        let mut stuck = 0;
-        for intent in reader.intents(None, STUCK_SCAN_CAP)? {
-            if let Some(c) = reader.connection(&intent.tenant, intent.connection)? {
-                let activation_stuck = c.activation.as_ref().is_some_and(|a| a.stuck);
-                let standing_stuck = c.standing_revoke.as_ref().is_some_and(|r| r.stuck);
-                if activation_stuck || standing_stuck {
-                    stuck += 1;
-                }
-            }
-        }
         let timer_lag_ms = reader
             .due_timers(None, None, 1)?
             .first()
@@ -458,7 +458,6 @@ impl Gauges {
         };
         Ok(Gauges {
             backlog,
-            stuck,
             timer_lag_ms,
             store: store.stats(),
             writer_queue,
@@ -595,6 +594,19 @@ impl Collector for Scrape {
             "kind",
             &acks,
         )?;
+        let bulk: Vec<_> = crate::bulk::Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .zip(&m.bulk_ack)
+            .collect();
+        by(
+            &mut e,
+            "bulk_ack_duration",
+            "From a bulk call (import, type changes, access request submission, bulk approve, cancel and close) to its answer, by kind.",
+            seconds(),
+            "kind",
+            &bulk,
+        )?;
         one(
             &mut e,
             "timers_fired",
@@ -714,9 +726,9 @@ impl Collector for Scrape {
         one(
             &mut e,
             "stuck_activations",
-            "Activations and standing revokes flagged stuck (among the first 10000 connections with pending effects).",
+            "Connections (a JIT activation or a standing revoke) and access request items whose revoke keeps failing past the bound (exact).",
             None,
-            &gauge(g.stuck),
+            &gauge(g.backlog.stuck),
         )?;
         let s = &g.store;
         one(
@@ -903,6 +915,8 @@ mod tests {
     fn every_series_is_named_with_the_prefix_and_its_unit() {
         let metrics = Arc::new(Metrics::default());
         metrics.commit(3, Duration::from_millis(2));
+        metrics.bulk_acked(crate::bulk::Kind::Import, Duration::from_millis(3));
+        metrics.bulk_acked(crate::bulk::Kind::Import, Duration::from_secs(40));
         metrics.notifier_passed(4);
         metrics.notice_failed(NotifyErrorKind::Timeout);
         metrics.notice_failed(NotifyErrorKind::Timeout);
@@ -912,7 +926,6 @@ mod tests {
         metrics.pass_finished(12, Duration::from_millis(1500));
         let gauges = Gauges {
             backlog: jitflow_store::read::Backlog::default(),
-            stuck: 0,
             timer_lag_ms: 1500,
             store: jitflow_store::Stats {
                 last_checkpoint_micros: 250_000,
@@ -935,6 +948,11 @@ mod tests {
             "jitflow_commit_duration_seconds_bucket{le=\"0.0025\"} 1",
             "jitflow_commit_batch_events_bucket{le=\"2\"} 0",
             "jitflow_commit_batch_events_bucket{le=\"4\"} 1",
+            "jitflow_bulk_ack_duration_seconds_bucket{kind=\"import\",le=\"0.0025\"} 0",
+            "jitflow_bulk_ack_duration_seconds_bucket{kind=\"import\",le=\"0.005\"} 1",
+            "jitflow_bulk_ack_duration_seconds_bucket{kind=\"import\",le=\"30\"} 1",
+            "jitflow_bulk_ack_duration_seconds_bucket{kind=\"import\",le=\"+Inf\"} 2",
+            "jitflow_bulk_ack_duration_seconds_count{kind=\"close\"} 0",
             "jitflow_timer_lag_seconds 1.5",
             "jitflow_writer_queue_depth 2",
             "jitflow_store_last_checkpoint_seconds 0.25",

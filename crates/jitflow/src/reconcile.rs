@@ -41,7 +41,7 @@ use crate::engine::{Caller, Engine, WeakEngine};
 use crate::error::{Error, read};
 use crate::hooks::{EffectRequest, Holding};
 use crate::metrics::Metrics;
-use crate::writer::Request;
+use crate::writer::{Op, WriterHandle};
 
 /// The cursor holding the pass's position: pass number << 32 | connections done.
 pub(crate) const PASS_CURSOR: &str = "reconcile";
@@ -322,7 +322,7 @@ pub(crate) struct Pass {
     /// The engine; the pass stops once every handle is gone.
     pub engine: WeakEngine,
     pub store: Arc<Store>,
-    pub writer: tokio::sync::mpsc::Sender<Request>,
+    pub writer: WriterHandle,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Connections per second (above 0).
@@ -474,10 +474,13 @@ impl Pass {
     /// fails (the writer is down) is not retried: the next save covers it, and a crash before
     /// one only makes the pass inspect some connections again.
     async fn save(&self, name: &'static str, value: u64) {
-        let (request, answer) = Request::move_cursor(name, value);
-        if self.writer.send(request).await.is_ok() {
-            let _ = answer.await;
-        }
+        let _ = self
+            .writer
+            .call(Op::Cursor {
+                name,
+                sequence: value,
+            })
+            .await;
     }
 
     /// The key after which the pass resumes having done `done` connections; `None` when the

@@ -54,13 +54,13 @@ use jitflow_core::request::{
 };
 use jitflow_store::Store;
 use jitflow_store::read::Reader;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::debug;
 
 use crate::engine::{Caller, Engine, fingerprint, uuid_v4};
 use crate::error::Error;
 use crate::hooks::{EffectRequest, ItemRequest, ProvisionError, Provisioner};
-use crate::writer::{Op, Reply, Request, Signals};
+use crate::writer::{Op, Reply, Signals, WriterHandle};
 
 /// What rights the caller has for an access request operation (the contract's USER and
 /// ORG_ADMIN levels). An admin may approve, reject, cancel and close any item; a user may
@@ -211,7 +211,20 @@ impl Engine {
     /// Errors: [`Error::RequestRejected`] with `Rejection::Invalid` for a broken rule, the
     /// config's included (nothing stored); [`Error::Invalid`] when the caller is not an
     /// identity.
+    ///
+    /// Timed as the bulk call `submit` (see [`crate::bulk::timed`]).
     pub async fn submit_request(
+        &self,
+        caller: &Caller,
+        rights: Rights,
+        submission: &Submission,
+    ) -> Result<(AccessRequestId, Vec<Item>), Error> {
+        let call = self.submit_items(caller, rights, submission);
+        crate::bulk::timed(self, crate::bulk::Kind::Submit, call).await
+    }
+
+    /// [`Engine::submit_request`], untimed.
+    async fn submit_items(
         &self,
         caller: &Caller,
         rights: Rights,
@@ -347,19 +360,22 @@ impl Engine {
         rights: Rights,
         approvals: &[ApprovalId],
     ) -> Result<Vec<Result<Item, Error>>, Error> {
-        validate_bulk(Bulk::Approve, approvals.len()).map_err(Rejection::from)?;
-        let queued: Vec<_> = approvals
-            .iter()
-            .map(|a| self.queue_approval(caller, rights, *a))
-            .collect();
-        let mut out = Vec::with_capacity(queued.len());
-        for answer in queued {
-            out.push(match answer {
-                Ok(answer) => items_reply(answer).await.map(first),
-                Err(e) => Err(e),
-            });
-        }
-        crate::bulk::whole(out, |e| Some(e))
+        crate::bulk::timed(self, crate::bulk::Kind::Approve, async {
+            validate_bulk(Bulk::Approve, approvals.len()).map_err(Rejection::from)?;
+            let queued: Vec<_> = approvals
+                .iter()
+                .map(|a| self.queue_approval(caller, rights, *a))
+                .collect();
+            let mut out = Vec::with_capacity(queued.len());
+            for answer in queued {
+                out.push(match answer {
+                    Ok(answer) => items_reply(answer).await.map(first),
+                    Err(e) => Err(e),
+                });
+            }
+            crate::bulk::whole(out, |e| Some(e))
+        })
+        .await
     }
 
     /// Cancels a request before its approval step has passed (the requester, or an admin): every
@@ -393,15 +409,38 @@ impl Engine {
         requests: &[AccessRequestId],
         comment: String,
     ) -> Result<Vec<Result<Vec<Item>, Error>>, Error> {
-        validate_bulk(Bulk::Cancel, requests.len()).map_err(Rejection::from)?;
-        let mut out = Vec::with_capacity(requests.len());
-        for request in requests {
-            out.push(
-                self.cancel_request(caller, rights, *request, comment.clone())
-                    .await,
-            );
-        }
-        crate::bulk::whole(out, |e| Some(e))
+        self.each_request(Bulk::Cancel, requests, |request| {
+            self.cancel_request(caller, rights, request, comment.clone())
+        })
+        .await
+    }
+
+    /// A bulk call over access requests (cancel, close): refused whole outside its bound, else
+    /// `one` for each request in order, one result each (see [`crate::bulk`]), timed.
+    async fn each_request<F, Fut>(
+        &self,
+        which: Bulk,
+        requests: &[AccessRequestId],
+        one: F,
+    ) -> Result<Vec<Result<Vec<Item>, Error>>, Error>
+    where
+        F: Fn(AccessRequestId) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Item>, Error>>,
+    {
+        let kind = match which {
+            Bulk::Approve => crate::bulk::Kind::Approve,
+            Bulk::Cancel => crate::bulk::Kind::Cancel,
+            Bulk::Close => crate::bulk::Kind::Close,
+        };
+        crate::bulk::timed(self, kind, async {
+            validate_bulk(which, requests.len()).map_err(Rejection::from)?;
+            let mut out = Vec::with_capacity(requests.len());
+            for request in requests {
+                out.push(one(*request).await);
+            }
+            crate::bulk::whole(out, |e| Some(e))
+        })
+        .await
     }
 
     /// Closes a request at any stage (an admin), recording `execution`, `completion` and
@@ -431,6 +470,26 @@ impl Engine {
         )?;
         self.item_commands(caller, rights, commands).await?;
         self.request_items(&caller.tenant, request)
+    }
+
+    /// Closes up to [`MAX_CLOSE_IDS`](jitflow_core::request::submit::MAX_CLOSE_IDS) requests
+    /// as [`Engine::close_request`] does, each on its own: one result per request, in order.
+    /// More ids, or none, is refused whole; so is the call when the engine could not write one
+    /// of them ([`Error::is_unavailable`]), as for every bulk call.
+    pub async fn bulk_close(
+        &self,
+        caller: &Caller,
+        rights: Rights,
+        requests: &[AccessRequestId],
+        execution: ExecutionStatus,
+        completion: CompletionStatus,
+        message: Option<String>,
+    ) -> Result<Vec<Result<Vec<Item>, Error>>, Error> {
+        self.each_request(Bulk::Close, requests, |request| {
+            let message = message.clone();
+            self.close_request(caller, rights, request, execution, completion, message)
+        })
+        .await
     }
 
     /// The access request item `id` of `tenant`.
@@ -539,7 +598,7 @@ fn item_request(
 /// Runs the effects of access request items; see the module documentation.
 pub(crate) struct ItemEffects {
     pub store: Arc<Store>,
-    pub writer: mpsc::Sender<Request>,
+    pub writer: WriterHandle,
     pub provisioner: Arc<dyn Provisioner>,
     pub signals: Arc<Signals>,
     pub timeout: Duration,
@@ -606,18 +665,7 @@ impl ItemEffects {
 
     /// Sends one op to the writer as the system and waits for its answer.
     async fn connection_op(&self, op: Op) -> Result<Reply, Error> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op,
-            actor: Actor::System,
-            idempotency: None,
-            reply,
-        };
-        self.writer
-            .send(request)
-            .await
-            .map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.writer.call(op).await
     }
 
     fn connection(
@@ -771,7 +819,11 @@ impl ItemEffects {
                     // Refused when a deactivation or expiry is already under way: either way
                     // the activation ends on its own course, which this waits for.
                     let result = self
-                        .connection_command(tenant, connection, lifecycle::Command::Deactivate)
+                        .connection_command(
+                            tenant,
+                            connection,
+                            lifecycle::Command::Deactivate { client: None },
+                        )
                         .await;
                     debug!(?result, %activation, "deactivation asked");
                     continue;

@@ -19,18 +19,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use jitflow_core::lifecycle::{Actor, Command};
+use jitflow_core::lifecycle::Command;
 use jitflow_core::request;
 use jitflow_core::time::Timestamp;
 use jitflow_store::Store;
 use jitflow_store::timers::Due;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::error::{Error, read};
 use crate::metrics::Metrics;
-use crate::writer::{Op, Request, Signals};
+use crate::writer::{Op, Signals, WriterHandle};
 
 /// A timer fired and not yet seen committed (of a connection or of an access request item).
 type InFlight = Due;
@@ -46,7 +46,7 @@ enum Next {
 
 pub(crate) struct Scheduler {
     pub store: Arc<Store>,
-    pub writer: mpsc::Sender<Request>,
+    pub writer: WriterHandle,
     pub clock: Arc<dyn Clock>,
     pub signals: Arc<Signals>,
     pub metrics: Arc<Metrics>,
@@ -129,27 +129,19 @@ impl Scheduler {
                         continue;
                     }
                 }
-                let (reply, answer) = oneshot::channel();
-                let request = Request {
-                    op: match due {
-                        Due::Connection(t) => Op::Connection {
-                            tenant: t.tenant.clone(),
-                            connection: t.connection,
-                            command: Command::TimerFired(t.timer),
-                        },
-                        Due::Item(t) => Op::Request {
-                            tenant: t.tenant.clone(),
-                            admin: false,
-                            commands: vec![(t.item, request::Command::TimerFired(t.timer))],
-                        },
+                let op = match due {
+                    Due::Connection(t) => Op::Connection {
+                        tenant: t.tenant.clone(),
+                        connection: t.connection,
+                        command: Command::TimerFired(t.timer),
                     },
-                    actor: Actor::System,
-                    idempotency: None,
-                    reply,
+                    Due::Item(t) => Op::Request {
+                        tenant: t.tenant.clone(),
+                        admin: false,
+                        commands: vec![(t.item, request::Command::TimerFired(t.timer))],
+                    },
                 };
-                if self.writer.send(request).await.is_err() {
-                    return Err(Error::Stopped);
-                }
+                let answer = self.writer.submit(op).await?;
                 self.metrics.timer_fired(due.due(), now);
                 let in_flight = Arc::clone(in_flight);
                 let answered = Arc::clone(answered);

@@ -18,7 +18,7 @@ use jitflow_core::activation::Activation;
 use jitflow_core::connection::{Connection, ConnectionSpec};
 use jitflow_core::id::{ActivationId, ConnectionId, RequestItemId, TenantId};
 use jitflow_core::lifecycle::{
-    self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide, decide_policy, evolve,
+    self, Actor, Command, Context, Effect, PolicyCommand, Rejection, decide_policy, decide_states,
 };
 use jitflow_core::policy::Policy;
 use jitflow_core::request::{self, AccessRequestConfig, Item, ItemStatus, RequestType};
@@ -107,21 +107,76 @@ pub(crate) struct Request {
     pub reply: ReplyTo,
 }
 
-impl Request {
-    /// A request to move the named cursor to `sequence`, by the system, and where its answer
-    /// arrives (once the move is durable).
-    pub(crate) fn move_cursor(
-        name: &'static str,
-        sequence: u64,
-    ) -> (Request, oneshot::Receiver<Result<Reply, Error>>) {
+/// The one door to the writer: a cheap clone of its bounded queue's sender. The engine's API,
+/// the scheduler, the effect runner and the notifier all send through it, so a request is
+/// built in one place and every way of waiting (or not) for room and for the answer is named.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterHandle {
+    queue: mpsc::Sender<Request>,
+}
+
+/// The answer to a queued request, once the writer has committed (or refused) it.
+pub(crate) type Answer = oneshot::Receiver<Result<Reply, Error>>;
+
+impl WriterHandle {
+    /// A bounded queue of `capacity` requests and its handle; the writer reads the receiver.
+    pub(crate) fn channel(capacity: usize) -> (WriterHandle, mpsc::Receiver<Request>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        (WriterHandle { queue }, rx)
+    }
+
+    fn request(op: Op, actor: Actor, idempotency: Option<Idempotency>) -> (Request, Answer) {
         let (reply, answer) = oneshot::channel();
         let request = Request {
-            op: Op::Cursor { name, sequence },
-            actor: Actor::System,
-            idempotency: None,
+            op,
+            actor,
+            idempotency,
             reply,
         };
         (request, answer)
+    }
+
+    /// Queues `op` without waiting for room: [`Error::Busy`] when the queue is full (the
+    /// caller's backpressure), [`Error::Stopped`] when the writer is gone.
+    pub(crate) fn try_submit(
+        &self,
+        op: Op,
+        actor: Actor,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Answer, Error> {
+        let (request, answer) = Self::request(op, actor, idempotency);
+        match self.queue.try_send(request) {
+            Ok(()) => Ok(answer),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::Busy(self.queue.max_capacity())),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Stopped),
+        }
+    }
+
+    /// Queues `op` as the system, waiting for room (the engine's own work: timers, effect
+    /// results, shutdown); [`Error::Stopped`] when the writer is gone.
+    pub(crate) async fn submit(&self, op: Op) -> Result<Answer, Error> {
+        let (request, answer) = Self::request(op, Actor::System, None);
+        self.queue.send(request).await.map_err(|_| Error::Stopped)?;
+        Ok(answer)
+    }
+
+    /// [`WriterHandle::submit`], then waits for the answer.
+    pub(crate) async fn call(&self, op: Op) -> Result<Reply, Error> {
+        self.submit(op).await?.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Queues `op` as the system if there is room, not waiting for its answer; whether it was
+    /// queued. For work a later request covers (a consumer's cursor).
+    pub(crate) fn offer(&self, op: Op) -> bool {
+        let (request, _answer) = Self::request(op, Actor::System, None);
+        self.queue.try_send(request).is_ok()
+    }
+
+    /// Requests in the queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue
+            .max_capacity()
+            .saturating_sub(self.queue.capacity())
     }
 }
 
@@ -200,6 +255,39 @@ struct Overlay {
     keys: HashMap<(TenantId, String), (u64, Reply)>,
 }
 
+/// Wakes the writer thread when its queue has a request.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next request (`Some(None)` once every sender is gone), or `None` after `timeout`
+/// without one. tokio's queue has a blocking receive but none with a timeout: this polls it
+/// with a waker that unparks this thread, and parks until then or the deadline. No runtime
+/// is needed, so it works whatever runtime (if any) the engine's tasks run on.
+fn recv_timeout(
+    rx: &mut mpsc::Receiver<Request>,
+    timeout: std::time::Duration,
+) -> Option<Option<Request>> {
+    let deadline = Instant::now() + timeout;
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(received) = rx.poll_recv(&mut cx) {
+            return Some(received);
+        }
+        // Spurious wake-ups only loop: the queue is polled again.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
 impl Writer {
     /// Runs until shutdown. A failed write does not stop it: it heals (see `crate::heal`).
     pub fn run(mut self) {
@@ -249,20 +337,18 @@ impl Writer {
             if self.store.stats().layer_entries == 0 && self.outage.is_none() {
                 return self.rx.blocking_recv();
             }
-            match self.rx.try_recv() {
-                Ok(request) => return Some(request),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
             if self.outage.is_some() {
                 // Heals without waiting for a request, so that an idle engine comes back (and
                 // its overdue timers fire) as soon as the disk has space again.
                 self.heal();
-                std::thread::sleep(CHECKPOINT_POLL);
             } else if self.store.checkpoint_due() {
                 self.checkpoint_if_due();
-            } else {
-                std::thread::sleep(CHECKPOINT_POLL);
+            }
+            // Waits for a request, but at most `CHECKPOINT_POLL`: a request is taken the moment
+            // it arrives (a sleep here would delay every request by up to the poll interval
+            // while the layer holds rows, which it does for seconds after any write).
+            if let Some(received) = recv_timeout(&mut self.rx, CHECKPOINT_POLL) {
+                return received;
             }
         }
     }
@@ -627,12 +713,11 @@ impl Writer {
                 if let (None, Command::Register(spec)) = (&state, command) {
                     Self::check_assignment_free(reader, overlay, &tenant, spec)?;
                 }
-                let events = decide(*connection, state.as_ref(), command, &ctx)?;
+                // One evolve per event: `decide_states` hands back the state each event leaves.
+                let decided = decide_states(*connection, state.as_ref(), command, &ctx)?;
                 let mut after = state;
-                for event in events {
-                    after = evolve(after, &event).unwrap_or_else(|e| {
-                        panic!("decide produced an event that does not apply: {e}")
-                    });
+                for (event, next) in decided {
+                    after = next;
                     batch.push(Entry::Connection {
                         tenant: tenant.clone(),
                         event,
@@ -808,7 +893,7 @@ impl Writer {
                 config: ctx.config,
                 running_activation,
             };
-            let events = match request::decide(*id, state.as_ref(), command, &rctx) {
+            let events = match request::decide_states(*id, state.as_ref(), command, &rctx) {
                 Ok(events) => events,
                 Err(e) if asked => return Err(e.into()),
                 Err(e) => {
@@ -834,11 +919,9 @@ impl Writer {
                 _ => {}
             }
             let status_before = state.as_ref().map(|i| i.status);
+            // One evolve per event: `decide_states` hands back the state each event leaves.
             let mut after = state;
-            for event in events {
-                let next = request::evolve(after, &event).unwrap_or_else(|e| {
-                    panic!("decide produced an event that does not apply: {e}")
-                });
+            for (event, next) in events {
                 staged.push((event, next.clone()));
                 after = Some(next);
             }

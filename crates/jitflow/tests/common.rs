@@ -385,7 +385,7 @@ impl Harness {
     pub async fn activated(&self, id: ConnectionId, period: Option<Minutes>) -> ConnectionId {
         self.engine.register(&caller(), spec(id)).await.unwrap();
         self.engine
-            .activate(&caller(), id, period, None)
+            .activate(&caller(), id, period, None, None)
             .await
             .unwrap();
         self.wait_for(id, "ACTIVE", |c| {
@@ -429,4 +429,15 @@ impl Harness {
             ),
         }
     }
+}
+
+/// The stuck gauge of a scrape (`jitflow_stuck_activations`): connections and request items
+/// whose revoke keeps failing past the bound.
+pub fn stuck_gauge(engine: &jitflow::Engine) -> u64 {
+    let text = engine.scrape().unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("jitflow_stuck_activations "))
+        .expect("the stuck gauge is scraped");
+    line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
 }

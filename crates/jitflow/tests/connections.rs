@@ -158,7 +158,10 @@ async fn a_patch_is_all_or_nothing() {
     h.engine.register(&caller(), spec(id)).await.unwrap();
     // Hold the activation in ACTIVATING: the grant hangs at the target.
     h.target.state().hang = true;
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     h.wait_for(id, "the grant in flight", |c| {
         c.activation
             .as_ref()
@@ -353,7 +356,10 @@ async fn export_pages_json_lines_per_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
     let id = h.activated(conn(1), None).await;
-    h.engine.deactivate(&caller(), id, None).await.unwrap();
+    h.engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap();
     h.wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
         .await;
     let other = Caller {

@@ -48,7 +48,10 @@ async fn a_revoke_that_did_not_take_is_found_and_revoked_again() {
     let h = Harness::new(&dir).await;
     let id = h.activated(conn(1), Some(Minutes(30))).await;
     h.target.state().drop_revokes = true;
-    h.engine.deactivate(&caller(), id, None).await.unwrap();
+    h.engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap();
     h.wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
         .await;
     assert!(
@@ -129,7 +132,10 @@ async fn a_running_activation_is_never_revoked_and_nothing_is_asked_while_access
     assert!(h.target.state().held.contains(&id));
     // While the revoke hangs the access is moving: the target is not even asked.
     h.target.state().hang = true;
-    h.engine.deactivate(&caller(), id, None).await.unwrap();
+    h.engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap();
     let asked = h.target.keys("inspect").len();
     assert_eq!(
         h.engine.reconcile(&caller(), id).await.unwrap(),
@@ -194,7 +200,10 @@ async fn the_pass_revokes_what_no_activation_explains_and_never_a_running_activa
     // A revoke that reported success but did not take.
     let kept = h.activated(conn(10), Some(Minutes(30))).await;
     h.target.state().drop_revokes = true;
-    h.engine.deactivate(&caller(), kept, None).await.unwrap();
+    h.engine
+        .deactivate(&caller(), kept, None, None)
+        .await
+        .unwrap();
     h.wait_for(kept, "AVAILABLE", |c| c.state == ConnectionState::Available)
         .await;
     h.target.state().drop_revokes = false;

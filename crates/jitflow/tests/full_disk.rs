@@ -71,7 +71,11 @@ async fn a_full_disk_degrades_heals_by_itself_and_revokes_on_time() {
     );
     // While full, a signal is refused quickly, with the cause, and changes nothing.
     let started = Instant::now();
-    let refused = h.engine.deactivate(&caller(), a, None).await.unwrap_err();
+    let refused = h
+        .engine
+        .deactivate(&caller(), a, None, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(refused, Error::Unavailable(_) | Error::OutcomeUnknown(_)),
         "{refused:?}"

@@ -269,19 +269,25 @@ async fn child_load(dir: &Path) {
                         out.flush().unwrap();
                     }
                 } else if rng.is_multiple_of(4) {
-                    if let Ok(a) = engine.deactivate(&caller, id, None).await {
+                    if let Ok(a) = engine.deactivate(&caller, id, None, None).await {
                         let mut out = stdout.lock().unwrap();
                         writeln!(out, "deact {id} {}", a.id).unwrap();
                         out.flush().unwrap();
                     }
                 } else if rng % 8 == 2 {
-                    if let Ok(a) = engine.extend(&caller, id, Some(Minutes(1)), None).await {
+                    if let Ok(a) = engine
+                        .extend(&caller, id, Some(Minutes(1)), None, None)
+                        .await
+                    {
                         let expires = a.expires_at.expect("an extended activation expires");
                         let mut out = stdout.lock().unwrap();
                         writeln!(out, "ext {id} {} {}", a.id, expires.as_millis()).unwrap();
                         out.flush().unwrap();
                     }
-                } else if let Ok(a) = engine.activate(&caller, id, Some(Minutes(1)), None).await {
+                } else if let Ok(a) = engine
+                    .activate(&caller, id, Some(Minutes(1)), None, None)
+                    .await
+                {
                     let mut out = stdout.lock().unwrap();
                     writeln!(out, "ack {id} {}", a.id).unwrap();
                     out.flush().unwrap();
@@ -338,7 +344,7 @@ async fn child_stop(dir: &Path) {
         let id = common::conn(n);
         engine.register(&caller, common::spec(id)).await.unwrap();
         let a = engine
-            .activate(&caller, id, Some(Minutes(10)), None)
+            .activate(&caller, id, Some(Minutes(10)), None, None)
             .await
             .unwrap();
         println!("ack {id} {}", a.id);

@@ -35,7 +35,7 @@ async fn activate_extend_warn_expire_revoke() {
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let a = h
         .engine
-        .activate(&caller(), id, Some(Minutes(30)), None)
+        .activate(&caller(), id, Some(Minutes(30)), None, None)
         .await
         .unwrap();
     assert_eq!(
@@ -48,7 +48,11 @@ async fn activate_extend_warn_expire_revoke() {
     assert_eq!(expiry, c.jit.provision.unwrap().plus_minutes(Minutes(30)));
     assert!(h.target.state().held.contains(&id));
 
-    let a = h.engine.extend(&caller(), id, None, None).await.unwrap();
+    let a = h
+        .engine
+        .extend(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     assert_eq!(a.expires_at, Some(expiry.plus_minutes(Minutes(15))));
 
     // Just before the warning nothing happens; at it, the warning is sent.
@@ -96,7 +100,11 @@ async fn deactivate_revokes_and_returns_to_available() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(&dir).await;
     let id = h.activated(conn(2), None).await;
-    let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
+    let a = h
+        .engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap();
     assert_eq!(a.status, ActivationStatus::Deprovisioning);
     let c = h
         .wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
@@ -104,7 +112,11 @@ async fn deactivate_revokes_and_returns_to_available() {
     assert_eq!(c.activation.unwrap().status, ActivationStatus::Revoked);
     assert!(!h.target.state().held.contains(&id));
     // No running activation any more: the contract's 400.
-    let e = h.engine.deactivate(&caller(), id, None).await.unwrap_err();
+    let e = h
+        .engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap_err();
     assert_eq!(e, Error::Rejected(Rejection::NoRunningActivation(id)));
     h.engine.shutdown().await;
 }
@@ -116,7 +128,10 @@ async fn validation_refusal_ends_invalid() {
     *h.gate.0.lock().unwrap() = Some("no change ticket".into());
     let id = conn(3);
     h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     let c = h
         .wait_for(id, "INVALID", |c| {
             c.activation
@@ -137,7 +152,10 @@ async fn provisioning_failures_retry_then_give_up_and_fail_closed() {
     h.target.state().fail_grants = 10;
     let id = conn(4);
     h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     for attempt in 1..3u32 {
         h.wait_for(id, "retry armed", |c| {
             c.activation
@@ -182,12 +200,15 @@ async fn deprovision_outage_retries_flags_stuck_then_recovers() {
         .await;
         let stuck = h.connection(id).activation.unwrap().stuck;
         assert_eq!(stuck, attempt >= 3, "stuck after 3 tries");
+        // The gauge is exact, read from the store's counted stuck table.
+        assert_eq!(common::stuck_gauge(&h.engine), u64::from(stuck));
         h.clock.advance(Duration::from_secs(30));
     }
     let c = h
         .wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
         .await;
     assert!(!c.activation.unwrap().stuck);
+    assert_eq!(common::stuck_gauge(&h.engine), 0, "recovered");
     assert_eq!(h.target.keys("revoke").len(), 6);
     assert!(!h.target.state().held.contains(&id));
     h.engine.shutdown().await;
@@ -208,12 +229,12 @@ async fn idempotency_keys_return_the_first_answer() {
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let first = h
         .engine
-        .activate(&caller(), id, Some(Minutes(20)), Some("req-1"))
+        .activate(&caller(), id, Some(Minutes(20)), Some("req-1"), None)
         .await
         .unwrap();
     let again = h
         .engine
-        .activate(&caller(), id, Some(Minutes(20)), Some("req-1"))
+        .activate(&caller(), id, Some(Minutes(20)), Some("req-1"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -222,7 +243,7 @@ async fn idempotency_keys_return_the_first_answer() {
     );
     let other = h
         .engine
-        .activate(&caller(), id, Some(Minutes(25)), Some("req-1"))
+        .activate(&caller(), id, Some(Minutes(25)), Some("req-1"), None)
         .await;
     assert_eq!(
         other.unwrap_err(),
@@ -240,14 +261,14 @@ async fn refusals_come_back_typed_and_change_nothing() {
     let id = conn(7);
     let e = h
         .engine
-        .activate(&caller(), id, None, None)
+        .activate(&caller(), id, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(e, Error::Rejected(Rejection::NotFound(id)));
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let e = h
         .engine
-        .activate(&caller(), id, Some(Minutes(241)), None)
+        .activate(&caller(), id, Some(Minutes(241)), None, None)
         .await
         .unwrap_err();
     assert!(
@@ -262,7 +283,7 @@ async fn refusals_come_back_typed_and_change_nothing() {
     other.tenant = jitflow_core::id::TenantId::parse("globex").unwrap();
     let e = h
         .engine
-        .activate(&other, id, Some(Minutes(5)), None)
+        .activate(&other, id, Some(Minutes(5)), None, None)
         .await
         .unwrap_err();
     assert_eq!(e, Error::Rejected(Rejection::NotFound(id)));
@@ -278,7 +299,10 @@ async fn subscribers_see_every_committed_event_in_order() {
     let id = conn(8);
     let mut sub = h.engine.subscribe(0);
     h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     h.wait_for(id, "ACTIVE", active).await;
     let mut last = 0;
     let mut seen = 0;
@@ -299,7 +323,11 @@ async fn restart_while_activating_reruns_the_grant_with_the_same_key() {
     let id = conn(10);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     h.target.state().hang = true;
-    let a = h.engine.activate(&caller(), id, None, None).await.unwrap();
+    let a = h
+        .engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     h.wait_for(id, "grant intent committed", |c| {
         c.activation
             .as_ref()
@@ -343,7 +371,11 @@ async fn restart_while_deactivating_reruns_the_revoke() {
     let h = Harness::new(&dir).await;
     let id = h.activated(conn(12), None).await;
     h.target.state().hang = true;
-    let a = h.engine.deactivate(&caller(), id, None).await.unwrap();
+    let a = h
+        .engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap();
     wait_calls(&h, "revoke", 1).await;
     h.target.state().hang = false;
     let h = h.restart().await;
@@ -363,7 +395,10 @@ async fn restart_while_waiting_to_retry_keeps_the_retry_timer() {
     let h = Harness::new(&dir).await;
     let id = h.activated(conn(13), Some(Minutes(10))).await;
     h.target.state().fail_revokes = 1;
-    h.engine.deactivate(&caller(), id, None).await.unwrap();
+    h.engine
+        .deactivate(&caller(), id, None, None)
+        .await
+        .unwrap();
     h.wait_for(id, "retry armed", |c| {
         c.activation.as_ref().is_some_and(|a| a.retry_at.is_some())
     })
@@ -504,7 +539,7 @@ async fn a_refused_notice_is_tried_again_and_later_notices_wait_for_it() {
     let id = conn(22);
     engine.register(&caller(), spec(id)).await.unwrap();
     engine
-        .activate(&caller(), id, Some(Minutes(30)), None)
+        .activate(&caller(), id, Some(Minutes(30)), None, None)
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -568,7 +603,10 @@ async fn a_grant_that_never_answers_times_out_and_is_retried() {
     let id = conn(21);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     h.target.state().hang = true;
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     let c = h
         .wait_for(id, "grant timed out", |c| {
             c.activation.as_ref().is_some_and(|a| a.retry_at.is_some())
@@ -612,7 +650,10 @@ async fn scrape_times_effect_calls_and_counts_them_in_flight() {
     h.target.state().hang = true;
     let id = conn(2);
     h.engine.register(&caller(), spec(id)).await.unwrap();
-    h.engine.activate(&caller(), id, None, None).await.unwrap();
+    h.engine
+        .activate(&caller(), id, None, None, None)
+        .await
+        .unwrap();
     wait_calls(&h, "grant", 2).await;
     let text = h.engine.scrape().unwrap();
     assert_eq!(sample(&text, "jitflow_effects_in_flight"), 1.0);
@@ -669,5 +710,106 @@ async fn the_policy_warning_lead_survives_a_restart_and_arms_the_warning() {
         "{lines:?}"
     );
     assert!(!lines[0].contains("policyExpiryWarningMins"), "{lines:?}");
+    h.engine.shutdown().await;
+}
+
+/// What a client sends with its signals (SailPoint's `requestOrigin` and `metaData`) is in the
+/// activation's history after a restart: on the event of each signal, in the history read and
+/// in the audit export's lines, and on no other event. An idempotent retry must send the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_origin_and_metadata_are_in_the_history_after_a_restart() {
+    use jitflow::{ClientInfo, Payload, Stream};
+    use jitflow_core::lifecycle::Change;
+    let said = |origin: &str, meta: serde_json::Value| {
+        let serde_json::Value::Object(meta) = meta else {
+            panic!("an object")
+        };
+        ClientInfo::new(Some(origin.to_owned()), Some(meta)).unwrap()
+    };
+    let on_activate = said(
+        "sailpoint-sdk-go/1.4",
+        serde_json::json!({"ticket": "CHG-42", "nested": {"n": [1, 2.5, null]}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(&dir).await;
+    let id = conn(1);
+    h.engine.register(&caller(), spec(id)).await.unwrap();
+    let on_extend = said("portal", serde_json::json!({}));
+    let on_deactivate = ClientInfo::new(None, Some(serde_json::Map::new())).unwrap();
+    let a = h
+        .engine
+        .activate(&caller(), id, None, Some("k-1"), on_activate.clone())
+        .await
+        .unwrap();
+    // The same key with other client info is another request.
+    let other = h
+        .engine
+        .activate(&caller(), id, None, Some("k-1"), on_extend.clone())
+        .await;
+    assert_eq!(other.unwrap_err(), Error::IdempotencyConflict("k-1".into()));
+    let again = h
+        .engine
+        .activate(&caller(), id, None, Some("k-1"), on_activate.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.id, a.id);
+    h.wait_for(id, "ACTIVE", active).await;
+    h.engine
+        .extend(&caller(), id, Some(Minutes(5)), None, on_extend.clone())
+        .await
+        .unwrap();
+    h.engine
+        .deactivate(&caller(), id, None, on_deactivate.clone())
+        .await
+        .unwrap();
+    h.wait_for(id, "AVAILABLE", |c| c.state == ConnectionState::Available)
+        .await;
+
+    let h = h.restart().await;
+    let history = h
+        .engine
+        .history(&caller().tenant, Stream::Activation(a.id), 0, 100)
+        .unwrap();
+    let mut said_on = Vec::new();
+    for e in &history {
+        let Payload::Connection(event) = &e.envelope.payload else {
+            panic!("an activation's stream holds connection events");
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&jitflow::export::json_line(&e.envelope)).unwrap();
+        match &event.client {
+            Some(client) => {
+                said_on.push((event.change.name(), client.clone()));
+                assert_eq!(
+                    line.get("requestOrigin").and_then(|v| v.as_str()),
+                    client.request_origin()
+                );
+                assert_eq!(
+                    line.get("metaData").and_then(|v| v.as_object()),
+                    client.meta_data()
+                );
+            }
+            None => {
+                assert!(line.get("requestOrigin").is_none() && line.get("metaData").is_none());
+            }
+        }
+    }
+    assert_eq!(
+        said_on,
+        [
+            ("activation_requested", on_activate.unwrap()),
+            ("extended", on_extend.unwrap()),
+            ("deactivation_requested", on_deactivate.unwrap()),
+        ]
+    );
+    assert!(
+        history.iter().any(|e| matches!(
+            &e.envelope.payload,
+            Payload::Connection(ev) if matches!(ev.change, Change::Revoked { .. })
+        )),
+        "the whole activation is there"
+    );
+    let report = h.engine.verify().unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
     h.engine.shutdown().await;
 }

@@ -35,7 +35,7 @@ async fn identity_and_tenant_scopes_hold_whatever_the_filter_says() {
         h.engine.register(&alice, s).await.unwrap();
     }
     h.engine
-        .activate(&alice, conn(4), None, None)
+        .activate(&alice, conn(4), None, None, None)
         .await
         .unwrap();
     h.wait_for(conn(4), "ACTIVE", |c| c.state == ConnectionState::Active)
@@ -172,7 +172,10 @@ async fn history_records_follow_the_activation_to_its_end() {
     let h = Harness::new(&dir).await;
     let alice = caller();
     h.activated(conn(1), Some(Minutes(30))).await;
-    h.engine.deactivate(&alice, conn(1), None).await.unwrap();
+    h.engine
+        .deactivate(&alice, conn(1), None, None)
+        .await
+        .unwrap();
     h.wait_for(conn(1), "AVAILABLE", |c| {
         c.state == ConnectionState::Available
     })

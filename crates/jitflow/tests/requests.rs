@@ -90,6 +90,12 @@ fn submission(
     }
 }
 
+/// A grant of `object` for dave whose start date has passed: it breaks a rule.
+fn starting_in_the_past(object: ObjectRef) -> Submission {
+    let past = Timestamp::from_millis(common::START - 1000).unwrap();
+    submission(RequestType::Grant, "dave", object, Some(past), None)
+}
+
 /// Submits a grant of `object` for dave, as alice; returns its one item.
 async fn submit_grant(
     h: &Harness,
@@ -232,6 +238,72 @@ async fn grant_with_approval_then_sunset() {
         ],
     )
     .await;
+}
+
+/// A request item whose revoke keeps failing turns stuck, is counted by the stuck gauge (with a
+/// stuck connection beside it: the gauge counts both workflows), survives a restart counted,
+/// and leaves the gauge when its revoke finally succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_removal_is_counted_exactly_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let item = submit_grant(
+        &h,
+        entitlement(STANDING_ENTITLEMENT),
+        None,
+        Some(later(&h, 10)),
+    )
+    .await;
+    bob_approves(&h, &item).await.unwrap();
+    wait_status(&h, item.id(), ItemStatus::Granted).await;
+    assert_eq!(common::stuck_gauge(&h.engine), 0);
+    h.target.state().fail_revokes = 4;
+    h.clock.advance(Duration::from_secs(10 * 60));
+    for attempt in 1..=4u32 {
+        let removing = wait_item(&h, item.id(), "a revoke retry wait", |i| {
+            i.removal
+                .as_ref()
+                .is_some_and(|r| r.attempt == attempt && r.retry_at.is_some())
+        })
+        .await;
+        let stuck = removing.removal.unwrap().stuck;
+        assert_eq!(stuck, attempt >= 3, "stuck after 3 tries");
+        assert_eq!(common::stuck_gauge(&h.engine), u64::from(stuck));
+        if attempt < 4 {
+            h.clock.advance(Duration::from_secs(30));
+        }
+    }
+    // A stuck connection beside it: both count. Every revoke fails meanwhile (the item's
+    // retries too: it stays stuck).
+    let id = h.activated(common::conn(77), Some(Minutes(1))).await;
+    h.target.state().fail_revokes = 1_000;
+    h.clock.advance(Duration::from_secs(60));
+    for attempt in 1..=3u32 {
+        h.wait_for(id, "revoke retry armed", |c| {
+            c.activation
+                .as_ref()
+                .is_some_and(|a| a.attempt == attempt && a.retry_at.is_some())
+        })
+        .await;
+        if attempt < 3 {
+            h.clock.advance(Duration::from_secs(30));
+        }
+    }
+    assert!(h.connection(id).activation.unwrap().stuck);
+    assert_eq!(common::stuck_gauge(&h.engine), 2);
+    let h = h.restart().await;
+    assert_eq!(common::stuck_gauge(&h.engine), 2, "counted after a restart");
+    h.target.state().fail_revokes = 0;
+    for _ in 0..4 {
+        h.clock.advance(Duration::from_secs(30));
+    }
+    wait_status(&h, item.id(), ItemStatus::Removed).await;
+    h.wait_for(id, "EXPIRED", |c| c.state == ConnectionState::Expired)
+        .await;
+    assert_eq!(common::stuck_gauge(&h.engine), 0, "both recovered");
+    let report = h.engine.verify().unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+    h.engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,7 +588,7 @@ async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
 
     let activation = h
         .engine
-        .activate(&who("dave"), connection, Some(Minutes(60)), None)
+        .activate(&who("dave"), connection, Some(Minutes(60)), None, None)
         .await
         .unwrap();
     h.wait_for(connection, "ACTIVE", |c| c.state == ConnectionState::Active)
@@ -620,14 +692,7 @@ async fn bulk_approve_answers_per_item_and_is_bounded() {
 async fn a_broken_rule_is_refused_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let h = harness(&dir, &[]).await;
-    let past = Timestamp::from_millis(common::START - 1000).unwrap();
-    let s = submission(
-        RequestType::Grant,
-        "dave",
-        entitlement(STANDING_ENTITLEMENT),
-        Some(past),
-        None,
-    );
+    let s = starting_in_the_past(entitlement(STANDING_ENTITLEMENT));
     let before = h.engine.last_sequence().unwrap();
     let e = h
         .engine
@@ -905,5 +970,131 @@ async fn a_grant_whose_assignment_another_connection_holds_fails_clearly() {
         Vec::<String>::new(),
         "nothing was granted twice"
     );
+    finish(h).await;
+}
+
+/// Every bulk call is timed by its kind once it answers per item (whatever each item's
+/// result); a call refused as a whole (empty, over its bound, a broken rule) is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_calls_are_timed_by_kind_unless_refused_whole() {
+    use jitflow::bulk::{Kind, TypeUpdate};
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(&dir, &["bob"]).await;
+    let counted = |h: &Harness| -> Vec<(&str, u64)> {
+        let m = h.engine.metrics();
+        Kind::ALL
+            .iter()
+            .zip(&m.bulk_ack)
+            .map(|(k, histogram)| (k.as_str(), histogram.count()))
+            .collect()
+    };
+    let counts = |import, change_type, submit, approve, cancel, close| {
+        vec![
+            ("import", import),
+            ("change_type", change_type),
+            ("submit", submit),
+            ("approve", approve),
+            ("cancel", cancel),
+            ("close", close),
+        ]
+    };
+    assert_eq!(counted(&h), counts(0, 0, 0, 0, 0, 0));
+
+    let imported = h
+        .engine
+        .import(&caller(), vec![common::spec(common::conn(1))])
+        .await
+        .unwrap();
+    assert!(imported[0].is_ok());
+    assert!(h.engine.import(&caller(), Vec::new()).await.is_err());
+    let update = |kind: &str| TypeUpdate {
+        connection_id: common::conn(1).to_string(),
+        kind: kind.into(),
+    };
+    let changed = h
+        .engine
+        .bulk_change_type(&caller(), &[update("STANDING"), update("XYZ")])
+        .await
+        .unwrap();
+    assert!(changed[0].is_ok() && changed[1].is_err());
+    assert!(h.engine.bulk_change_type(&caller(), &[]).await.is_err());
+    assert_eq!(counted(&h), counts(1, 1, 0, 0, 0, 0));
+
+    let [a, b, c] = [
+        submit_grant(&h, entitlement("e-a"), None, None).await,
+        submit_grant(&h, entitlement("e-b"), None, None).await,
+        submit_grant(&h, entitlement("e-c"), None, None).await,
+    ];
+    let broken = starting_in_the_past(entitlement("e-d"));
+    assert!(
+        h.engine
+            .submit_request(&caller(), Rights::Admin, &broken)
+            .await
+            .is_err()
+    );
+    assert_eq!(counted(&h), counts(1, 1, 3, 0, 0, 0));
+
+    let approved = h
+        .engine
+        .bulk_approve(&who("bob"), Rights::User, &[a.approval.id])
+        .await
+        .unwrap();
+    assert!(approved[0].is_ok());
+    let many = vec![a.approval.id; 51];
+    assert!(
+        h.engine
+            .bulk_approve(&who("bob"), Rights::User, &many)
+            .await
+            .is_err()
+    );
+    let cancelled = h
+        .engine
+        .bulk_cancel(&caller(), Rights::User, &[b.spec.request], "bulk".into())
+        .await
+        .unwrap();
+    assert!(cancelled[0].is_ok());
+    assert!(
+        h.engine
+            .bulk_cancel(&caller(), Rights::User, &[], "none".into())
+            .await
+            .is_err()
+    );
+    // Close: one result per request, an item refused on its own (closed twice) included.
+    let closed = h
+        .engine
+        .bulk_close(
+            &caller(),
+            Rights::Admin,
+            &[c.spec.request, c.spec.request],
+            ExecutionStatus::Completed,
+            CompletionStatus::Success,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(closed[0].as_ref().unwrap()[0].status, ItemStatus::Closed);
+    assert!(closed[1].is_err(), "closed twice");
+    let too_many = vec![c.spec.request; 501];
+    assert!(
+        h.engine
+            .bulk_close(
+                &caller(),
+                Rights::Admin,
+                &too_many,
+                ExecutionStatus::Completed,
+                CompletionStatus::Success,
+                None,
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(counted(&h), counts(1, 1, 3, 1, 1, 1));
+    // The scrape shows the same, under `jitflow_bulk_ack_duration_seconds{kind}`.
+    let text = h.engine.scrape().unwrap();
+    for (kind, n) in counted(&h) {
+        let line = format!("jitflow_bulk_ack_duration_seconds_count{{kind=\"{kind}\"}} {n}");
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    wait_status(&h, a.id(), ItemStatus::Granted).await;
     finish(h).await;
 }

@@ -157,7 +157,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     let printer = print_events(&engine, engine.last_sequence()?);
     let activation = engine
-        .activate(&caller, id, Some(Minutes(30)), Some("demo-activate-1"))
+        .activate(
+            &caller,
+            id,
+            Some(Minutes(30)),
+            Some("demo-activate-1"),
+            None,
+        )
         .await?;
     println!(
         "activate -> {} (durable; answered before provisioning)",
@@ -173,7 +179,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Duration::from_millis(250),
     )
     .await?;
-    let extended = engine.extend(&caller, id, None, None).await?;
+    let extended = engine.extend(&caller, id, None, None, None).await?;
     println!(
         "extend -> expires {}",
         extended.expires_at.map_or("-".into(), |t| t.to_rfc3339())

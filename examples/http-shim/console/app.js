@@ -26,6 +26,14 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// What a client sent with the signal an event records (requestOrigin, metaData), for a tooltip.
+function sentWith(e) {
+  const parts = [];
+  if (e.requestOrigin) parts.push('requestOrigin: ' + e.requestOrigin);
+  if (e.metaData) parts.push('metaData: ' + JSON.stringify(e.metaData));
+  return parts.length ? parts.join('\n') : undefined;
+}
+
 const SVG = 'http://www.w3.org/2000/svg';
 function svg(tag, attrs, text) {
   const e = document.createElementNS(SVG, tag);
@@ -221,7 +229,7 @@ function connectionPage(id) {
     const a = detail.activation;
     head.replaceChildren(badge(c.state.value, 'state-badge'), ' ', c.identity.name, ' - ', c.entitlement.name, ' (', c.type, ')');
     chart.replaceChildren(timeline(detail, events));
-    list.replaceChildren(...events.map((e) => el('tr', { 'data-change': e.change }, el('td', {}, e.version), el('td', {}, when(e.at)), el('td', {}, e.actor), el('td', {}, e.change))));
+    list.replaceChildren(...events.map((e) => el('tr', { 'data-change': e.change }, el('td', {}, e.version), el('td', {}, when(e.at)), el('td', {}, e.actor), el('td', { title: sentWith(e) }, e.change))));
     side.replaceChildren(facts([
       ['state', c.state.value + ' since ' + c.state.changed],
       ['account', c.account.name + ' (' + c.account.id + ')'],

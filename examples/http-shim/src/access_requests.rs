@@ -803,22 +803,17 @@ pub async fn close(
             ));
         }
     };
-    let mut results = Vec::with_capacity(ids.len());
-    for id in ids {
-        results.push(
-            state
-                .engine
-                .close_request(
-                    &principal.caller,
-                    rights(&principal),
-                    id,
-                    execution,
-                    completion,
-                    body.message.clone(),
-                )
-                .await,
-        );
-    }
+    let results = state
+        .engine
+        .bulk_close(
+            &principal.caller,
+            rights(&principal),
+            &ids,
+            execution,
+            completion,
+            body.message,
+        )
+        .await?;
     Ok(bulk_response(&body.access_request_ids, results))
 }
 

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jitflow_core::activation::Activation;
+use jitflow_core::client::ClientInfo;
 use jitflow_core::connection::Connection;
 use jitflow_core::id::ConnectionId;
 use jitflow_core::time::{Minutes, Timestamp};
@@ -33,12 +34,12 @@ pub struct ActivateRequest {
     /// The activation period, in minutes (1 and up, within the policy's maximum).
     #[schema(minimum = 1, format = Int32)]
     pub activation_period_mins: i64,
-    /// Where the request came from (newer SDKs' optional field): checked, then logged with
-    /// the activation.
+    /// Where the request came from (newer SDKs' optional field): checked, then recorded in
+    /// the activation's history (the signal's event).
     #[serde(default)]
     pub request_origin: Option<String>,
-    /// Free-form details (newer SDKs' optional field): checked, then logged with the
-    /// activation.
+    /// Free-form details (newer SDKs' optional field): checked, then recorded in the
+    /// activation's history (the signal's event).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -54,12 +55,12 @@ pub struct ExtendRequest {
     /// Minutes to add (1 and up, within the policy's extension cap).
     #[schema(minimum = 1, format = Int32)]
     pub activation_period_extension_mins: i64,
-    /// Where the request came from (newer SDKs' optional field): checked, then logged with
-    /// the activation.
+    /// Where the request came from (newer SDKs' optional field): checked, then recorded in
+    /// the activation's history (the signal's event).
     #[serde(default)]
     pub request_origin: Option<String>,
-    /// Free-form details (newer SDKs' optional field): checked, then logged with the
-    /// activation.
+    /// Free-form details (newer SDKs' optional field): checked, then recorded in the
+    /// activation's history (the signal's event).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -72,12 +73,12 @@ pub struct DeactivateRequest {
     /// The entitlement connection whose activation to end.
     #[schema(format = "uuid")]
     pub connection_id: String,
-    /// Where the request came from (newer SDKs' optional field): checked, then logged with
-    /// the activation.
+    /// Where the request came from (newer SDKs' optional field): checked, then recorded in
+    /// the activation's history (the signal's event).
     #[serde(default)]
     pub request_origin: Option<String>,
-    /// Free-form details (newer SDKs' optional field): checked, then logged with the
-    /// activation.
+    /// Free-form details (newer SDKs' optional field): checked, then recorded in the
+    /// activation's history (the signal's event).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -191,40 +192,18 @@ pub enum WorkflowStatus {
     Revoked,
 }
 
-/// The longest `requestOrigin`, in characters.
-pub const MAX_REQUEST_ORIGIN: usize = 256;
-/// The most `metaData` entries.
-pub const MAX_META_ENTRIES: usize = 64;
-/// The longest `metaData` as JSON text, in bytes.
-pub const MAX_META_BYTES: usize = 4096;
+/// The optional `requestOrigin` and `metaData` newer clients send with a signal, within the
+/// core's bounds (`jitflow_core::client::MAX_*`; 400 naming the field otherwise).
+fn client_info(
+    origin: Option<String>,
+    meta: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Option<ClientInfo>, ApiError> {
+    ClientInfo::new(origin, meta).map_err(|e| ApiError::bad_request(e.to_string()))
+}
 
-/// The optional `requestOrigin` and `metaData` newer clients send with a signal, bounded (400
-/// naming the field otherwise), as one line for the log.
-fn client_context(
-    origin: Option<&str>,
-    meta: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Result<String, ApiError> {
-    if let Some(origin) = origin
-        && (origin.is_empty()
-            || origin.chars().count() > MAX_REQUEST_ORIGIN
-            || origin.chars().any(char::is_control))
-    {
-        return Err(ApiError::bad_request(format!(
-            "requestOrigin must be 1..={MAX_REQUEST_ORIGIN} characters without control characters"
-        )));
-    }
-    let text = meta.map_or_else(String::new, |m| {
-        serde_json::Value::Object(m.clone()).to_string()
-    });
-    if meta.is_some_and(|m| m.len() > MAX_META_ENTRIES) || text.len() > MAX_META_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "metaData must hold at most {MAX_META_ENTRIES} entries and {MAX_META_BYTES} bytes of JSON"
-        )));
-    }
-    Ok(format!(
-        "requestOrigin={:?} metaData={text}",
-        origin.unwrap_or("")
-    ))
+/// What a signal's log line says of its client info.
+fn summary(client: Option<&ClientInfo>) -> String {
+    client.map_or_else(String::new, ClientInfo::summary)
 }
 
 /// The contract's workflow id for an activation.
@@ -324,11 +303,12 @@ pub async fn activate(
     principal.require(auth::ACTIVATE)?;
     let body: ActivateRequest = body.parse()?;
     let period = minutes("activationPeriodMins", body.activation_period_mins)?;
-    let context = client_context(body.request_origin.as_deref(), body.meta_data.as_ref())?;
+    let client = client_info(body.request_origin, body.meta_data)?;
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
+    let context = summary(client.as_ref());
     let activation = state
         .engine
-        .activate(&principal.caller, id, Some(period), key)
+        .activate(&principal.caller, id, Some(period), key, client)
         .await?;
     tracing::info!(activation = %activation.id, connection = %id, %context, "activate");
     Ok(accepted(ActivateResponse {
@@ -367,11 +347,12 @@ pub async fn extend(
         "activationPeriodExtensionMins",
         body.activation_period_extension_mins,
     )?;
-    let context = client_context(body.request_origin.as_deref(), body.meta_data.as_ref())?;
+    let client = client_info(body.request_origin, body.meta_data)?;
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
+    let context = summary(client.as_ref());
     let activation = state
         .engine
-        .extend(&principal.caller, id, Some(by), key)
+        .extend(&principal.caller, id, Some(by), key, client)
         .await?;
     tracing::info!(activation = %activation.id, connection = %id, %context, "extend");
     Ok(accepted(ExtendResponse {
@@ -406,9 +387,13 @@ pub async fn deactivate(
 ) -> Result<Response, ApiError> {
     principal.require(auth::DEACTIVATE)?;
     let body: DeactivateRequest = body.parse()?;
-    let context = client_context(body.request_origin.as_deref(), body.meta_data.as_ref())?;
+    let client = client_info(body.request_origin, body.meta_data)?;
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
-    let activation = state.engine.deactivate(&principal.caller, id, key).await?;
+    let context = summary(client.as_ref());
+    let activation = state
+        .engine
+        .deactivate(&principal.caller, id, key, client)
+        .await?;
     tracing::info!(activation = %activation.id, connection = %id, %context, "deactivate");
     Ok(accepted(DeactivateResponse {
         id: workflow_id(&activation),

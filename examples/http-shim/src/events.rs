@@ -51,6 +51,19 @@ pub struct StreamEventDto {
     pub actor: String,
     /// What happened, e.g. `ActivationRequested`, `Provisioned`, `Expired`.
     pub change: String,
+    /// The `requestOrigin` the client sent with the signal this event records (activate,
+    /// extend, deactivate); absent when it sent none.
+    #[serde(
+        rename = "requestOrigin",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_origin: Option<String>,
+    /// The `metaData` the client sent with the signal this event records; absent when it sent
+    /// none.
+    #[serde(rename = "metaData", default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub meta_data: Option<serde_json::Map<String, serde_json::Value>>,
     /// The whole event, as one line of the audit export.
     #[schema(value_type = Object)]
     pub event: serde_json::Value,
@@ -76,11 +89,11 @@ impl StreamEventDto {
     /// The item of one stream event.
     pub fn from_event(e: &StreamEvent) -> Result<StreamEventDto, ApiError> {
         let envelope = &e.envelope;
-        let actor = match &envelope.payload {
-            Payload::Connection(event) => &event.actor,
-            Payload::Request(event) => &event.actor,
-            Payload::Policy(event) => &event.actor,
-            Payload::RequestConfig(event) => &event.actor,
+        let (actor, client) = match &envelope.payload {
+            Payload::Connection(event) => (&event.actor, event.client.as_ref()),
+            Payload::Request(event) => (&event.actor, None),
+            Payload::Policy(event) => (&event.actor, None),
+            Payload::RequestConfig(event) => (&event.actor, None),
         };
         let line = jitflow::export::json_line(envelope);
         let event = serde_json::from_str(&line)
@@ -91,6 +104,8 @@ impl StreamEventDto {
             at: envelope.at().to_rfc3339(),
             actor: actor_text(actor),
             change: change_name(envelope),
+            request_origin: client.and_then(|c| c.request_origin().map(str::to_owned)),
+            meta_data: client.and_then(|c| c.meta_data().cloned()),
             event,
         })
     }

@@ -5,12 +5,19 @@
 //! is AWAITING_FRICTIONS, ACTIVATING is PROVISIONING, COMPLETED is COMPLETE, INVALID is
 //! CANCELLED). jitflow evaluates no frictions and has one policy per tenant without a display
 //! name, so `policyDisplayNames` is empty and the friction fields are `null`.
+//!
+//! `activationDetails` (the contract's free-form object) is what the client sent with the
+//! activate: `{"requestOrigin": ..., "metaData": {...}}` (each only when sent; `null` when
+//! neither was), read from the activation's first event, one read per record of the page.
 
 use axum::extract::State;
 use axum::http::Uri;
 use axum::response::Response;
 use jitflow::query::{HISTORY, HISTORY_OF_IDENTITY, Page};
+use jitflow::{Engine, Payload, Stream};
+use jitflow_core::client::ClientInfo;
 use jitflow_core::history::ActivationRecord;
+use jitflow_core::id::TenantId;
 use jitflow_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -81,7 +88,8 @@ pub struct HistoryDocumentDto {
     /// Always `null` (no frictions).
     #[schema(value_type = Option<Vec<Object>>)]
     pub frictions: Option<serde_json::Value>,
-    /// Always `null`.
+    /// What the client sent with the activate (`requestOrigin`, `metaData`); `null` when it
+    /// sent neither.
     #[schema(value_type = Option<Object>)]
     pub activation_details: Option<serde_json::Value>,
     /// Always `null`.
@@ -99,8 +107,12 @@ fn minutes(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<f64> {
 }
 
 impl HistoryDocumentDto {
-    /// The document of a record of `tenant`.
-    pub fn from_record(tenant: &str, r: &ActivationRecord) -> HistoryDocumentDto {
+    /// The document of a record of `tenant`, with what the client sent with its activate.
+    pub fn from_record(
+        tenant: &str,
+        r: &ActivationRecord,
+        client: Option<&ClientInfo>,
+    ) -> HistoryDocumentDto {
         let a = &r.activation;
         let time = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
         HistoryDocumentDto {
@@ -128,7 +140,8 @@ impl HistoryDocumentDto {
             deprovision_duration_mins: minutes(r.deprovision_start(), r.deprovision_complete()),
             summary: None,
             frictions: None,
-            activation_details: None,
+            activation_details: client
+                .map(|c| serde_json::to_value(c).expect("client info always serialises to JSON")),
             activation_duration: None,
             provisioning_details: None,
         }
@@ -162,11 +175,33 @@ pub struct HistoryParams {
     filters: Option<String>,
 }
 
-fn documents(tenant: &str, page: Page<ActivationRecord>) -> Response {
+/// A page of records, each with what the client sent with its activate.
+type Records = (Page<ActivationRecord>, Vec<Option<ClientInfo>>);
+
+/// What the client sent with the activate of each record: the client info of the activation's
+/// first event (its `ActivationRequested`).
+fn with_clients(
+    engine: &Engine,
+    tenant: &TenantId,
+    page: Page<ActivationRecord>,
+) -> Result<Records, jitflow::Error> {
+    let mut clients = Vec::with_capacity(page.items.len());
+    for r in &page.items {
+        let first = engine.history(tenant, Stream::Activation(r.activation.id), 0, 1)?;
+        clients.push(first.into_iter().find_map(|e| match e.envelope.payload {
+            Payload::Connection(event) => event.client,
+            _ => None,
+        }));
+    }
+    Ok((page, clients))
+}
+
+fn documents(tenant: &str, (page, clients): Records) -> Response {
     let items: Vec<HistoryDocumentDto> = page
         .items
         .iter()
-        .map(|r| HistoryDocumentDto::from_record(tenant, r))
+        .zip(&clients)
+        .map(|(r, client)| HistoryDocumentDto::from_record(tenant, r, client.as_ref()))
         .collect();
     list::answer(items, page.total)
 }
@@ -194,7 +229,7 @@ pub async fn search(
     let query = list::query(&uri, HISTORY)?;
     let caller = principal.caller.clone();
     let page = list::blocking(&state.engine, move |e| {
-        e.activation_history(&caller, &query)
+        with_clients(e, &caller.tenant, e.activation_history(&caller, &query)?)
     })
     .await?;
     Ok(documents(principal.caller.tenant.as_str(), page))
@@ -223,7 +258,8 @@ pub async fn search_current_identity(
     let query = list::query(&uri, HISTORY_OF_IDENTITY)?;
     let (caller, identity) = (principal.caller.clone(), principal.identity.clone());
     let page = list::blocking(&state.engine, move |e| {
-        e.activation_history_of_identity(&caller, &identity, &query)
+        let page = e.activation_history_of_identity(&caller, &identity, &query)?;
+        with_clients(e, &caller.tenant, page)
     })
     .await?;
     Ok(documents(principal.caller.tenant.as_str(), page))

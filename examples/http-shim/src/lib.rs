@@ -34,7 +34,7 @@
 //! | JWKS file or response | [`auth::jwks::MAX_DOCUMENT_BYTES`] (64 KiB), [`auth::jwks::MAX_KEYS`] keys |
 //! | JWKS fetch | `--jwks-timeout` (at most [`auth::jwks::MAX_TIMEOUT`]), one per `--jwks-cooldown` |
 //! | error text | [`error::MAX_ERROR_TEXT`] characters |
-//! | signals' `requestOrigin`, `metaData` | [`activations::MAX_REQUEST_ORIGIN`] characters; [`activations::MAX_META_ENTRIES`] entries, [`activations::MAX_META_BYTES`] bytes |
+//! | signals' `requestOrigin`, `metaData` | [`jitflow_core::client::MAX_REQUEST_ORIGIN`] characters; [`jitflow_core::client::MAX_META_ENTRIES`] entries, [`jitflow_core::client::MAX_META_BYTES`] bytes |
 //! | policy `If-Match` | [`policy::MAX_IF_MATCH_TAGS`] entity tags |
 //!
 //! Dependencies, and why: `axum`, `tower` and `tower-http` (the router, body limits, tracing and

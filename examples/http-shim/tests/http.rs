@@ -915,6 +915,70 @@ async fn short_activation_expires() {
     h.stop().await;
 }
 
+/// The bulk endpoints' answers are timed by kind in `jitflow_bulk_ack_duration_seconds`: the
+/// import (the seed), the bulk type update, access request submissions, bulk approve, bulk
+/// cancel and close, each once it answers per item (an unknown id's 404 included); a call
+/// refused as a whole (no items) is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_calls_are_timed_by_kind() {
+    let h = Harness::with_approver("bob").await;
+    h.seed().await;
+    let admin = h.token(
+        TENANT,
+        "admin",
+        &[
+            "idn:entitlement-connections:manage",
+            "idn:access-request:manage",
+            "idn:access-request-administration:manage",
+        ],
+        &[Level::OrgAdmin],
+    );
+    let alice = h.token(
+        TENANT,
+        "alice",
+        &["idn:access-request-self:manage"],
+        &[Level::User],
+    );
+    let path = "/entitlement-connections/v1";
+    let update = json!([{"connectionId": BOB_CONN, "type": "STANDING"}]);
+    h.expect(207, "POST", path, Some(&admin), Some(update))
+        .await;
+    h.expect(400, "POST", path, Some(&admin), Some(json!([])))
+        .await;
+    for what in ["finance-read", "finance-write"] {
+        let item = json!({"type": "ENTITLEMENT", "id": what, "comment": "for the audit"});
+        let body = json!({"requestedFor": ["alice"], "requestType": "GRANT_ACCESS",
+                          "requestedItems": [item]});
+        h.expect(202, "POST", "/access-requests/v1", Some(&alice), Some(body))
+            .await;
+    }
+    let unknown = "00000000-0000-0000-0000-000000000009";
+    for (path, body) in [
+        (
+            "/access-request-approvals/v1/bulk-approve",
+            json!({"approvalIds": [unknown], "comment": "ok"}),
+        ),
+        (
+            "/access-requests/v1/bulk-cancel",
+            json!({"accessRequestIds": [unknown], "comment": "cleanup"}),
+        ),
+        (
+            "/access-requests/v1/close",
+            json!({"accessRequestIds": [unknown]}),
+        ),
+    ] {
+        let answer = h.expect(202, "POST", path, Some(&admin), Some(body)).await;
+        assert_eq!(answer["results"][0]["status"], 404, "{path}: {answer}");
+    }
+    let metrics = scrape(&h).await;
+    for (kind, calls) in BULK_KINDS.iter().zip([1.0, 1.0, 2.0, 1.0, 1.0, 1.0]) {
+        let timed = metrics.histogram("jitflow_bulk_ack_duration_seconds", Some(("kind", kind)));
+        assert_eq!(timed.count, calls, "{kind}");
+        assert!(timed.sum > 0.0, "{kind}");
+    }
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_activation_resumes() {
     let mut h = Harness::with_target(Target {
@@ -1259,14 +1323,20 @@ async fn policy_etag_and_if_match() {
     h.stop().await;
 }
 
+/// SailPoint's newer `requestOrigin` and `metaData` are accepted on the three signals and
+/// recorded in the activation's history: after a restart, the activation's event stream shows
+/// each signal's own on its event (and the audit export's line too), and no other event has any.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn newer_clients_fields_are_accepted_and_others_refused() {
-    let h = Harness::new().await;
+async fn newer_clients_fields_are_accepted_recorded_and_others_refused() {
+    let mut h = Harness::new().await;
     h.seed().await;
     let alice = h.alice();
-    let context =
-        json!({"requestOrigin": "sdk-go", "metaData": {"ticket": "CHG-42", "attempt": 1}});
-    let with = |mut body: Value| {
+    let sent = [
+        json!({"requestOrigin": "sdk-go", "metaData": {"ticket": "CHG-42", "attempt": 1}}),
+        json!({"requestOrigin": "portal"}),
+        json!({"metaData": {"reason": "done early", "tags": ["a", {"b": null}]}}),
+    ];
+    let with = |mut body: Value, context: &Value| {
         body.as_object_mut()
             .unwrap()
             .extend(context.as_object().unwrap().clone());
@@ -1280,6 +1350,7 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
             Some(&alice),
             Some(with(
                 json!({"connectionId": ALICE_CONN, "activationPeriodMins": 30}),
+                &sent[0],
             )),
         )
         .await;
@@ -1292,6 +1363,7 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
             Some(&alice),
             Some(with(
                 json!({"connectionId": ALICE_CONN, "activationPeriodExtensionMins": 5}),
+                &sent[1],
             )),
         )
         .await;
@@ -1302,15 +1374,66 @@ async fn newer_clients_fields_are_accepted_and_others_refused() {
             "POST",
             "/v2026/jit-activations/deactivate",
             Some(&alice),
-            Some(with(json!({"connectionId": ALICE_CONN}))),
+            Some(with(json!({"connectionId": ALICE_CONN}), &sent[2])),
         )
         .await;
     h.wait_state(ALICE_CONN, ConnectionState::Available).await;
 
+    h.restart(Target::default()).await;
+    let admin = h.org_admin();
+    let activation = activated["activationId"].as_str().unwrap();
+    let path = format!("/jitflow/v1/activations/{activation}/events");
+    let events = h.expect(200, "GET", &path, Some(&admin), None).await;
+    let mut recorded = Vec::new();
+    for e in events.as_array().unwrap() {
+        let said: serde_json::Map<String, Value> = ["requestOrigin", "metaData"]
+            .into_iter()
+            .filter_map(|k| Some((k.to_owned(), e.get(k)?.clone())))
+            .collect();
+        // The export line (`event`) carries the same.
+        for (k, v) in &said {
+            assert_eq!(&e["event"][k], v, "{e}");
+        }
+        if said.is_empty() {
+            assert!(e["event"].get("requestOrigin").is_none(), "{e}");
+            assert!(e["event"].get("metaData").is_none(), "{e}");
+        } else {
+            recorded.push((
+                e["change"].as_str().unwrap().to_owned(),
+                Value::Object(said),
+            ));
+        }
+    }
+    assert_eq!(
+        recorded,
+        [
+            ("ActivationRequested".to_owned(), sent[0].clone()),
+            ("Extended".to_owned(), sent[1].clone()),
+            ("DeactivationRequested".to_owned(), sent[2].clone()),
+        ],
+        "{events}"
+    );
+    let path = format!("/jitflow/v1/connections/{ALICE_CONN}/events");
+    let connection_events = h.expect(200, "GET", &path, Some(&admin), None).await;
+    let requested = connection_events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["change"] == "ActivationRequested")
+        .unwrap();
+    assert_eq!(requested["requestOrigin"], "sdk-go");
+    assert_eq!(requested["metaData"], sent[0]["metaData"]);
+    // The vendor's history document carries the activate's as its `activationDetails`.
+    let history = h
+        .expect(200, "GET", "/jit-activation-history/v1", Some(&admin), None)
+        .await;
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history[0]["id"], activation);
+    assert_eq!(history[0]["activationDetails"], sent[0], "{history}");
+
     // Fields no version of the contract has, and the new ones out of bounds, are refused.
     let before = h.engine().last_sequence().unwrap();
-    let too_many: serde_json::Map<String, Value> = (0
-        ..=jitflow_shim::activations::MAX_META_ENTRIES)
+    let too_many: serde_json::Map<String, Value> = (0..=jitflow_core::client::MAX_META_ENTRIES)
         .map(|i| (format!("k{i}"), json!(i)))
         .collect();
     for (extra, field) in [
@@ -1388,6 +1511,12 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
         "kind",
         KINDS,
     ),
+    (
+        "jitflow_bulk_ack_duration_seconds",
+        "histogram",
+        "kind",
+        BULK_KINDS,
+    ),
     ("jitflow_timers_fired_total", "counter", "", &[]),
     ("jitflow_timer_fire_lag_seconds", "histogram", "", &[]),
     ("jitflow_effects_total", "counter", "outcome", OUTCOMES),
@@ -1449,6 +1578,14 @@ const SERIES: &[(&str, &str, &str, &[&str])] = &[
 /// Label values of [`SERIES`].
 const COMMANDS: &[&str] = &["accepted", "refused"];
 const KINDS: &[&str] = &["activate", "extend", "deactivate"];
+const BULK_KINDS: &[&str] = &[
+    "import",
+    "change_type",
+    "submit",
+    "approve",
+    "cancel",
+    "close",
+];
 const OUTCOMES: &[&str] = &["ok", "failed"];
 const PENDING: &[&str] = &["connection", "request_item"];
 const NOTIFY_FAILURES: &[&str] = &["unreachable", "timeout", "refused", "other"];

@@ -778,6 +778,8 @@ async fn activation_history_lists_and_scopes() {
             "policyMatchDetails",
             "summary",
             "frictions",
+            // The activate sent no requestOrigin or metaData.
+            "activationDetails",
         ] {
             assert_eq!(a[field], Value::Null, "{field}");
         }

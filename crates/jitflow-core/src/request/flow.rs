@@ -721,6 +721,21 @@ pub fn decide(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Vec<Event>, Rejection> {
+    Ok(decide_states(item, state, command, ctx)?
+        .into_iter()
+        .map(|(event, _)| event)
+        .collect())
+}
+
+/// [`decide`], with the state each event leaves (what [`evolve`] gives for it, computed once:
+/// `decide` evolves each event to derive its timers and effects, and the caller needs the
+/// same state to commit beside it).
+pub fn decide_states(
+    item: RequestItemId,
+    state: Option<&Item>,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<Vec<(Event, Item)>, Rejection> {
     if let Some(i) = state {
         assert_eq!(i.id(), item, "state of another item");
     }
@@ -768,8 +783,8 @@ pub fn decide(
         event.arm = difference(&timers_after, &timers_before);
         event.cancel = difference(&timers_before, &timers_after);
         event.effects = difference(&effects_after, &effects_before);
-        current = Some(after);
-        events.push(event);
+        current = Some(after.clone());
+        events.push((event, after));
     }
     Ok(events)
 }

@@ -126,7 +126,7 @@ pub use config::AccessRequestConfig;
 pub use fields::ApprovalRow;
 pub use flow::{
     Change, Command, Context, Effect, Event, EvolveError, Notice, Rejection, Timer, TimerKind,
-    approval_id, approval_item, decide, evolve,
+    approval_id, approval_item, decide, decide_states, evolve,
 };
 pub use item::{
     Approval, ApprovalScheme, ApprovalStep, Closure, CompletionStatus, ExecutionStatus, Forward,

@@ -62,6 +62,7 @@ pub enum Op {
 }
 
 /// One tenant of the model.
+#[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
     /// The stored policy (`None` until the first policy event).
@@ -70,6 +71,7 @@ pub struct Tenant {
 }
 
 /// A model of what the store should hold, producing the entries to append.
+#[derive(Debug, Clone)]
 pub struct World {
     pub now: Timestamp,
     pub config: Config,
@@ -215,12 +217,16 @@ impl World {
                         (u128::from(self.run) << 64) | u128::from(self.next_activation),
                     ),
                     period: period.map(Minutes),
+                    client: client(self.next_activation),
                 }
             }
             Action::Extend(by) => Command::Extend {
                 by: by.map(Minutes),
+                client: client(self.now.as_millis() / 60_000),
             },
-            Action::Deactivate => Command::Deactivate,
+            Action::Deactivate => Command::Deactivate {
+                client: client(self.now.as_millis() / 60_000 + 1),
+            },
             Action::Validate { pass } => effects.iter().find_map(|e| match *e {
                 Effect::Validate { activation } if pass => {
                     Some(Command::ValidationPassed { activation })
@@ -576,4 +582,22 @@ impl redb::StorageBackend for Memory {
         target.copy_from_slice(data);
         Ok(())
     }
+}
+
+/// What a client says with a signal, varied by `salt`: nothing, an origin, or an origin and
+/// metadata, so that the log holds events with and without a client section.
+fn client(salt: u64) -> Option<jitflow_core::client::ClientInfo> {
+    let meta = match salt % 3 {
+        0 => return None,
+        1 => None,
+        _ => Some(
+            [
+                ("n".to_owned(), serde_json::json!(salt)),
+                ("tags".to_owned(), serde_json::json!(["a", {"b": null}])),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+    };
+    jitflow_core::client::ClientInfo::new(Some(format!("world-{salt}")), meta).unwrap()
 }
