@@ -382,18 +382,28 @@ fn rates() {
         let written = written_bytes();
         let start = Instant::now();
         let mut checkpoint_time = Duration::ZERO;
+        // The commits right after a checkpoint, apart: their base is a new snapshot of a file
+        // just rewritten, so they show what a checkpoint costs the commits that follow it.
+        let mut after_checkpoint = Vec::new();
+        let mut checkpointed = false;
         for batch in &batches {
             let t = Instant::now();
             store.append_batch(batch).unwrap();
-            latencies.push(t.elapsed());
+            let took = t.elapsed();
+            latencies.push(took);
+            if std::mem::take(&mut checkpointed) {
+                after_checkpoint.push(took);
+            }
             // As the engine's writer does: a due checkpoint runs between commits, on the
             // writer's time, so the rate counts the derived rows' writes too.
             if store.checkpoint_due() {
                 let t = Instant::now();
                 store.checkpoint(None).unwrap();
                 checkpoint_time += t.elapsed();
+                checkpointed = true;
             }
         }
+        after_checkpoint.sort_unstable();
         // What the layer still holds is written too, inside the timed run.
         let t = Instant::now();
         store.checkpoint(None).unwrap();
@@ -425,9 +435,13 @@ fn rates() {
         let raw_written = written_bytes() - written;
         let events = (commits * size) as f64;
         println!(
-            "{}{{\"batch\":{size},\"pool\":{pool},\"quick_repair\":{quick_repair},\"checkpoints\":{checkpoints},\"checkpoint_ms\":{},\"store\":{},\"store_written_bytes_per_event\":{:.0},\"raw_fdatasync\":{},\"raw_written_bytes_per_event\":{:.0},\"store_vs_raw\":{:.3}}}",
+            "{}{{\"batch\":{size},\"pool\":{pool},\"quick_repair\":{quick_repair},\"checkpoints\":{checkpoints},\"checkpoint_ms\":{},\"after_checkpoint_us\":{:?},\"store\":{},\"store_written_bytes_per_event\":{:.0},\"raw_fdatasync\":{},\"raw_written_bytes_per_event\":{:.0},\"store_vs_raw\":{:.3}}}",
             if n == 0 { "" } else { "," },
             checkpoint_time.as_millis(),
+            after_checkpoint
+                .iter()
+                .map(Duration::as_micros)
+                .collect::<Vec<_>>(),
             store_run.json(),
             store_written as f64 / events,
             raw_run.json(),
