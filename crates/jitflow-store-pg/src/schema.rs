@@ -21,7 +21,7 @@ pub const SCHEMA_VERSION: i32 = 1;
 
 /// Serialises schema creation between nodes starting at once (a transaction-scoped advisory
 /// lock; the number is arbitrary but fixed).
-const SCHEMA_LOCK: i64 = 0x6a69_7466_6c6f_77;
+const SCHEMA_LOCK: i64 = 0x006a_6974_666c_6f77;
 
 const CREATE: &str = "
 CREATE TABLE jitflow_log (

@@ -288,12 +288,13 @@ impl Iterator for Range<'_> {
     type Item = io::Result<(Key, Bytes)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.front.is_empty() && !self.met {
-            if let Err(e) = self.fetch(false) {
-                self.front.clear();
-                self.back.clear();
-                return Some(Err(e));
-            }
+        if self.front.is_empty()
+            && !self.met
+            && let Err(e) = self.fetch(false)
+        {
+            self.front.clear();
+            self.back.clear();
+            return Some(Err(e));
         }
         self.front
             .pop_front()
@@ -304,12 +305,13 @@ impl Iterator for Range<'_> {
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if self.back.is_empty() && !self.met {
-            if let Err(e) = self.fetch(true) {
-                self.front.clear();
-                self.back.clear();
-                return Some(Err(e));
-            }
+        if self.back.is_empty()
+            && !self.met
+            && let Err(e) = self.fetch(true)
+        {
+            self.front.clear();
+            self.back.clear();
+            return Some(Err(e));
         }
         self.back
             .pop_back()
