@@ -23,9 +23,12 @@ fn key(order: &[u8]) -> Key {
     Key::new(order, &native)
 }
 
+/// A checkpoint row: table, order bytes, value (`None` deletes).
+type CheckpointRow = (u8, Vec<u8>, Option<Vec<u8>>);
+
 fn checkpoint(
     backend: &dyn Backend,
-    rows: &[(u8, Vec<u8>, Option<Vec<u8>>)],
+    rows: &[CheckpointRow],
 ) -> Result<u64, WriteError> {
     let keys: Vec<Key> = rows.iter().map(|(_, k, _)| key(k)).collect();
     let mut it = rows.iter().zip(&keys).map(|((t, _, v), k)| Row {
@@ -91,7 +94,7 @@ fn check_range(
         let back = match seed {
             0 => false,
             1 => true,
-            _ => lcg.next() % 3 == 0,
+            _ => lcg.next().is_multiple_of(3),
         };
         let (got, want) = if back {
             (rows.next_back(), expected.next_back())
