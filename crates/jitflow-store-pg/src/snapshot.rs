@@ -284,38 +284,42 @@ impl Range<'_> {
     }
 }
 
-impl Iterator for Range<'_> {
-    type Item = io::Result<(Key, Bytes)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.front.is_empty()
+impl Range<'_> {
+    /// The next row from the front or the back: that end's buffer, refilled from the middle
+    /// while rows are left there, else the other end's buffer.
+    fn take(&mut self, back: bool) -> Option<io::Result<(Key, Bytes)>> {
+        let empty = if back {
+            self.back.is_empty()
+        } else {
+            self.front.is_empty()
+        };
+        if empty
             && !self.met
-            && let Err(e) = self.fetch(false)
+            && let Err(e) = self.fetch(back)
         {
             self.front.clear();
             self.back.clear();
             return Some(Err(e));
         }
-        self.front
-            .pop_front()
-            .or_else(|| self.back.pop_front())
-            .map(Ok)
+        let row = if back {
+            self.back.pop_back().or_else(|| self.front.pop_back())
+        } else {
+            self.front.pop_front().or_else(|| self.back.pop_front())
+        };
+        row.map(Ok)
+    }
+}
+
+impl Iterator for Range<'_> {
+    type Item = io::Result<(Key, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.take(false)
     }
 }
 
 impl DoubleEndedIterator for Range<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if self.back.is_empty()
-            && !self.met
-            && let Err(e) = self.fetch(true)
-        {
-            self.front.clear();
-            self.back.clear();
-            return Some(Err(e));
-        }
-        self.back
-            .pop_back()
-            .or_else(|| self.front.pop_back())
-            .map(Ok)
+        self.take(true)
     }
 }

@@ -26,10 +26,7 @@ fn key(order: &[u8]) -> Key {
 /// A checkpoint row: table, order bytes, value (`None` deletes).
 type CheckpointRow = (u8, Vec<u8>, Option<Vec<u8>>);
 
-fn checkpoint(
-    backend: &dyn Backend,
-    rows: &[CheckpointRow],
-) -> Result<u64, WriteError> {
+fn checkpoint(backend: &dyn Backend, rows: &[CheckpointRow]) -> Result<u64, WriteError> {
     let keys: Vec<Key> = rows.iter().map(|(_, k, _)| key(k)).collect();
     let mut it = rows.iter().zip(&keys).map(|((t, _, v), k)| Row {
         table: *t,

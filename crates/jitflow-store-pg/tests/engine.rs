@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gate, Harness, Inbox, START, Target, caller, config, conn, policy};
+use common::{Harness, START, Target, caller, config, conn, policy};
 use jitflow::Engine;
 use jitflow::clock::ManualClock;
 use jitflow_core::activation::ActivationStatus;
@@ -25,27 +25,8 @@ async fn open(url: &str, clock: ManualClock, target: Target) -> Harness {
         .await
         .unwrap()
         .unwrap();
-    let inbox = Inbox::default();
-    let gate = Gate::default();
-    let engine = Engine::builder("postgresql")
-        .backend(Arc::new(backend))
-        .config(config())
-        .clock(clock.clone())
-        .provisioner(target.clone())
-        .notifier(inbox.clone())
-        .validator(gate.clone())
-        .open()
-        .await
-        .expect("the engine opens over PostgreSQL");
-    Harness {
-        engine,
-        clock,
-        target,
-        inbox,
-        gate,
-        path: "postgresql".into(),
-        config: config(),
-    }
+    let builder = Engine::builder("postgresql").backend(Arc::new(backend));
+    Harness::open_on(builder, "postgresql".as_ref(), clock, target, config()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

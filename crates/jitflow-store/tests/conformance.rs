@@ -5,24 +5,9 @@ mod common;
 #[path = "common/conformance.rs"]
 mod conformance;
 
-use conformance::{Location, Machine, cases};
-use jitflow_store::Store;
-use jitflow_store::open::Options;
+use conformance::{File, Machine, cases};
 use proptest::prelude::ProptestConfig;
 use proptest_state_machine::prop_state_machine;
-
-/// A store file in a temporary folder.
-struct File(tempfile::TempDir);
-
-impl Location for File {
-    fn new() -> File {
-        File(tempfile::tempdir().unwrap())
-    }
-
-    fn open(&self, options: Options) -> Store {
-        Store::open(self.0.path().join("c.redb"), options).unwrap()
-    }
-}
 
 prop_state_machine! {
     #![proptest_config(ProptestConfig { cases: cases(16), ..ProptestConfig::default() })]
