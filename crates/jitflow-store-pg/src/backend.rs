@@ -242,6 +242,27 @@ impl PgBackend {
         self.inner.leases.epoch(partition)
     }
 
+    /// Hands this node's partitions over at once (a clean stop): its leases end now, and no
+    /// write of this backend commits after (they fail as fenced). Without it, another node
+    /// waits for the leases to expire. The caller stops the engine or store first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the database cannot be reached; the leases then expire by
+    /// themselves.
+    pub fn release(&self) -> Result<(), Error> {
+        let writer = self
+            .inner
+            .writer()
+            .map_err(|e| Error::Database(io::Error::other(e)))?;
+        let leases = Arc::clone(&self.inner.leases);
+        self.inner
+            .runtime
+            .run(async move { leases.release(&writer.client).await })
+            .map_err(Error::Runtime)?
+            .map_err(Error::Database)
+    }
+
     /// Stops renewing the leases, as a node that stalls would (tests of fencing).
     #[cfg(feature = "testing")]
     pub fn pause_renewals(&self) {

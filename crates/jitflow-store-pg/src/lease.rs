@@ -42,6 +42,11 @@ const RENEW: &str = "
 UPDATE jitflow_leases SET expires_at = clock_timestamp() + $4::float8 * interval '1 millisecond'
 WHERE partition = $1 AND owner = $2 AND epoch = $3";
 
+/// Ends a lease this node holds at this epoch now, so another node may take it at once.
+const RELEASE: &str = "
+UPDATE jitflow_leases SET expires_at = clock_timestamp()
+WHERE partition = $1 AND owner = $2 AND epoch = $3";
+
 /// The fence of every write transaction; the share lock keeps takeovers out until it ends.
 pub(crate) const FENCE: &str = "
 SELECT owner, epoch, expires_at > clock_timestamp()
@@ -139,6 +144,18 @@ impl Leases {
             owner,
             expires_in: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
         })
+    }
+
+    /// Ends every lease held (a clean stop): forgotten first, so no write of this node starts
+    /// after; then expired in the database.
+    pub(crate) async fn release(&self, client: &Client) -> io::Result<()> {
+        let held: Vec<(Partition, u64)> = self.held().drain().collect();
+        for (partition, epoch) in held {
+            let e = i64::try_from(epoch).unwrap_or(i64::MAX);
+            within(client.execute(RELEASE, &[&column(partition), &self.node, &e])).await?;
+            tracing::info!(partition = partition.0, epoch, "released the lease");
+        }
+        Ok(())
     }
 
     /// Renews every lease held; forgets those another node took. A failed statement ends the

@@ -453,3 +453,51 @@ fn settings_out_of_bounds_are_refused() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn a_released_lease_is_taken_at_once_and_fences_its_former_holder() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let a = open(&url, "a", Duration::from_secs(600)).unwrap();
+    append(&a, 1, 1, None).unwrap();
+    a.release().unwrap();
+    assert_eq!(a.epoch(Partition::WHOLE), None);
+    // No wait for the ten minutes.
+    let b = open(&url, "b", Duration::from_secs(600)).unwrap();
+    assert!(matches!(
+        append(&a, 2, 1, None),
+        Err(WriteError::Fenced { .. })
+    ));
+    append(&b, 2, 1, None).unwrap();
+    assert_eq!(
+        b.snapshot(Partition::WHOLE)
+            .unwrap()
+            .last(Log::Events)
+            .unwrap(),
+        2
+    );
+}
+
+/// The store calls the backend from inside the engine's async tasks; even on a runtime of one
+/// thread, nothing panics or deadlocks: the work runs on the backend's own runtime, and the
+/// backend shuts that down without waiting when dropped here.
+#[tokio::test(flavor = "current_thread")]
+async fn calls_from_inside_a_runtime_neither_panic_nor_block_it() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let backend = open(&url, "n", Duration::from_secs(30)).unwrap();
+    append(&backend, 1, 3, Some(1)).unwrap();
+    checkpoint(&backend, &[(TABLE, vec![1], Some(vec![2]))]).unwrap();
+    let snapshot = backend.snapshot(Partition::WHOLE).unwrap();
+    assert_eq!(snapshot.last(Log::Events).unwrap(), 3);
+    assert_eq!(snapshot.len(TABLE).unwrap(), 1);
+    // The runtime still runs tasks between the calls.
+    tokio::task::yield_now().await;
+    drop(snapshot);
+    drop(backend);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
