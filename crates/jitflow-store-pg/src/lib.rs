@@ -35,7 +35,8 @@
 //! the share lock keeps a takeover (an `UPDATE` of that row) out until the write ends. So a
 //! node that lost its lease writes nothing: its append fails with `WriteError::Fenced`, which
 //! the store reports as `append::Error::Fenced` and poisons itself until it is reopened, which
-//! takes the lease again only once it is free.
+//! takes the lease again only once it is free. [`PgBackend::release`] ends the leases of a
+//! clean stop at once, so the next node need not wait for them to expire.
 //!
 //! # Snapshots
 //!
