@@ -20,7 +20,7 @@ fn open(url: &str, node: &str) -> Result<PgBackend, Error> {
     PgBackend::open(Config::new(
         url,
         node,
-        LeaseOptions::new(Duration::from_secs(1)),
+        LeaseOptions::new(Duration::from_secs(3)),
     ))
 }
 
