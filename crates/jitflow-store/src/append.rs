@@ -46,6 +46,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The backend refused the write because this node no longer holds the lease of the
+    /// partition (a shared database's backend: another node took it over, or it expired).
+    /// Nothing was committed. The store is now poisoned; reopening it succeeds only once the
+    /// lease is this node's again.
+    #[error("nothing committed: {source}")]
+    Fenced {
+        /// The backend's refusal, naming the partition, the epoch and the holder.
+        #[source]
+        source: crate::backend::WriteError,
+    },
     /// A stored record the write had to read (the connection before the event, a policy, an
     /// idempotency record) could not be decoded. Nothing was committed; the store stays usable.
     #[error("nothing committed: {0}")]

@@ -51,6 +51,15 @@ impl Partition {
 /// The id of a derived table (see the store's table list); not persisted.
 pub type TableId = u8;
 
+/// The persisted name of derived table `table` (the name a backend keys its rows by: ids are
+/// not persisted), `None` for an id no table has.
+pub fn table_name(table: TableId) -> Option<&'static str> {
+    crate::tables::name(table)
+}
+
+/// How many derived tables there are: their ids are `0..TABLES`.
+pub const TABLES: usize = crate::tables::COUNT;
+
 /// The two tables of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Log {
@@ -94,6 +103,18 @@ pub enum WriteError {
     /// [`Backend::recover`] to learn which.
     #[error("the commit failed; the outcome is unknown: {0}")]
     OutcomeUnknown(#[source] std::io::Error),
+    /// This node does not hold the lease of `partition` (it expired, or another node took it,
+    /// bumping its epoch): nothing of the write was committed, and no write of this node can
+    /// commit until it holds the lease again. Only a shared database's backend answers it.
+    #[error("fenced: partition {} is not ours at epoch {epoch}: {reason}", partition.0)]
+    Fenced {
+        /// The partition written.
+        partition: Partition,
+        /// The lease epoch this node wrote with.
+        epoch: u64,
+        /// Why the lease is not ours (who holds it now, or that it expired).
+        reason: String,
+    },
 }
 
 /// The rows of a range read, in order of their keys' order bytes, either way.

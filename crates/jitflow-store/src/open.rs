@@ -170,6 +170,11 @@ pub enum Error {
         /// The last extras record in the log.
         last_extras: u64,
     },
+    /// A backend other than the redb file could not be opened again (see
+    /// [`Backend::recover`](crate::backend::Backend::recover)): its own error, such as a
+    /// database that cannot be reached or a lease another node holds.
+    #[error("cannot open the storage backend again: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The file is a redb database holding other tables or events but no jitflow format
     /// version: not a jitflow store. Nothing was changed.
     #[error("the file is a redb database but not a jitflow store (no format version)")]
@@ -218,6 +223,26 @@ impl Store {
     ) -> Result<Store, Error> {
         let db = builder(&options).create_with_backend(backend)?;
         Store::init(db, None, options)
+    }
+
+    /// Opens a store on a backend that is ready to use (its own schema or format checked by
+    /// whoever opened it, such as a PostgreSQL backend): reads the checkpoint position through
+    /// a snapshot (no rows: 0) and replays the log after it. No redb format step runs.
+    /// [`Store::reopen`] calls [`Backend::recover`](crate::backend::Backend::recover) on it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AheadOfLog`] and [`Error::Replay`] as for [`Store::open`]; [`Error::Storage`]
+    /// when the backend cannot be read.
+    pub fn open_on(
+        backend: Arc<dyn crate::backend::Backend>,
+        options: Options,
+    ) -> Result<Store, Error> {
+        assert!(
+            options.layer_entries_max > 0 && options.layer_bytes_max > 0,
+            "the hot layer's bounds must be positive"
+        );
+        crate::replay::open(backend, options)
     }
 
     fn init(db: Database, opener: Option<Opener>, options: Options) -> Result<Store, Error> {

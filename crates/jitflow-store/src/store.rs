@@ -321,6 +321,7 @@ impl Store {
             match e {
                 WriteError::Failed(source) => Error::Storage { source },
                 WriteError::OutcomeUnknown(source) => Error::OutcomeUnknown { source },
+                fenced @ WriteError::Fenced { .. } => Error::Fenced { source: fenced },
             }
         })
     }

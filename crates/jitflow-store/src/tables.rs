@@ -331,6 +331,15 @@ macro_rules! derived_tables {
             panic!("{name} is not a table derived from the log")
         }
 
+        /// The name of derived table `table` (its redb table's name), `None` for an unknown
+        /// id. Names are persisted, ids are not: a backend keys stored rows by the name.
+        pub(crate) fn name(table: u8) -> Option<&'static str> {
+            match table {
+                $($id => Some(redb::TableHandle::name(&$def)),)*
+                _ => None,
+            }
+        }
+
         /// Writes `rows` (all of derived table `table`, in key order) into the transaction's
         /// table; returns how many.
         pub(crate) fn write<'r>(

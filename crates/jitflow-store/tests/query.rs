@@ -3,11 +3,13 @@
 //! walks (also while rows change between pages); and tables of plans and errors.
 
 mod common;
+#[path = "common/conformance.rs"]
+mod conformance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use common::{Action, Op, World, all_events};
-use jitflow_core::connection::{Connection, ConnectionType};
+use common::{Op, World, all_events};
+use jitflow_core::connection::Connection;
 use jitflow_core::filter::{Fields, Sort, compare_sort};
 use jitflow_core::history::ActivationRecord;
 use jitflow_core::id::{ActivationId, IdentityId, TenantId};
@@ -21,30 +23,11 @@ use jitflow_store::query::{
 };
 use proptest::prelude::*;
 
-const TENANTS: usize = 2;
+use conformance::TENANTS;
 const SLOTS: usize = 12;
 
-fn action() -> impl Strategy<Value = Action> {
-    prop_oneof![
-        2 => Just(Action::Register(ConnectionType::Jit)),
-        1 => Just(Action::Update),
-        1 => Just(Action::Remove),
-        1 => Just(Action::ChangeType(ConnectionType::Standing)),
-        1 => Just(Action::ChangeType(ConnectionType::Jit)),
-        3 => proptest::option::of(1u32..300).prop_map(Action::Activate),
-        1 => Just(Action::Deactivate),
-        2 => Just(Action::FireTimer),
-    ]
-}
-
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        12 => (0..TENANTS, 0..SLOTS, any::<u64>())
-            .prop_map(|(tenant, slot, roll)| Op::Advance { tenant, slot, roll }),
-        3 => (0..TENANTS, 0..SLOTS, action())
-            .prop_map(|(tenant, slot, action)| Op::Act { tenant, slot, action }),
-        2 => (1u32..120).prop_map(|minutes| Op::Tick { minutes }),
-    ]
+    conformance::op(SLOTS)
 }
 
 fn store() -> Store {
@@ -1410,21 +1393,17 @@ fn connections_are_found_by_assignment() {
 /// replay checkpoints on the way (a layer bound of a few rows), and list queries. After every
 /// step the merged view equals a replay of the log (`verify` is clean) and holds exactly the
 /// model's connections; every query equals the naive filter-and-sort of the model's records.
-/// `PROPTEST_CASES` raises the case count.
+/// `PROPTEST_CASES` raises the case count. The steps other than queries, and the checks after
+/// each, are the store's conformance suite (`common/conformance.rs`), which every backend runs.
 mod machine {
     use super::*;
+    use conformance::{File, Sut};
     use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 
     #[derive(Debug, Clone)]
     pub enum Step {
-        /// Appended in batches of up to 7.
-        Ops(Vec<Op>),
-        Checkpoint,
-        /// Dropped without a checkpoint, then opened again: the open replays the log tail.
-        Crash,
-        /// Opened again with a layer bound of `bound` rows, so the replay checkpoints on the
-        /// way, and the store then runs with that bound.
-        ReopenBounded(usize),
+        /// A step of the conformance suite: appends, checkpoints, crashes and reopens.
+        Store(conformance::Step),
         Query(Request, usize, bool, bool),
     }
 
@@ -1440,124 +1419,52 @@ mod machine {
 
         fn transitions(_: &World) -> BoxedStrategy<Step> {
             prop_oneof![
-                6 => proptest::collection::vec(op(), 1..40).prop_map(Step::Ops),
-                2 => Just(Step::Checkpoint),
-                2 => Just(Step::Crash),
-                1 => prop_oneof![Just(8usize), Just(64), Just(4096)].prop_map(Step::ReopenBounded),
+                11 => conformance::step().prop_map(Step::Store),
                 3 => (request(), 0..TENANTS, any::<bool>(), any::<bool>())
                     .prop_map(|(r, t, h, s)| Step::Query(r, t, h, s)),
             ]
             .boxed()
         }
 
-        fn apply(mut world: World, step: &Step) -> World {
-            if let Step::Ops(ops) = step {
-                for &op in ops {
-                    world.apply(op);
-                }
+        fn apply(world: World, step: &Step) -> World {
+            match step {
+                Step::Store(step) => conformance::model(world, step),
+                Step::Query(..) => world,
             }
-            world
-        }
-    }
-
-    pub struct Sut {
-        dir: tempfile::TempDir,
-        store: Option<Store>,
-        /// The entries' source: a copy of the model, stepped with the same operations.
-        world: World,
-        options: Options,
-    }
-
-    impl Sut {
-        fn path(&self) -> std::path::PathBuf {
-            self.dir.path().join("m.redb")
-        }
-
-        fn store(&self) -> &Store {
-            self.store.as_ref().expect("open")
-        }
-
-        fn reopen(&mut self) {
-            drop(self.store.take());
-            self.store = Some(Store::open(self.path(), self.options.clone()).unwrap());
         }
     }
 
     pub struct Machine;
 
     impl StateMachineTest for Machine {
-        type SystemUnderTest = Sut;
+        type SystemUnderTest = Sut<File>;
         type Reference = Reference;
 
-        fn init_test(world: &World) -> Sut {
-            let dir = tempfile::tempdir().unwrap();
-            let options = Options::default();
-            let store = Store::open(dir.path().join("m.redb"), options.clone()).unwrap();
-            Sut {
-                dir,
-                store: Some(store),
-                world: world.clone(),
-                options,
-            }
+        fn init_test(world: &World) -> Sut<File> {
+            Sut::new(world)
         }
 
-        fn apply(mut sut: Sut, world: &World, step: Step) -> Sut {
+        fn apply(sut: Sut<File>, world: &World, step: Step) -> Sut<File> {
             match step {
-                Step::Ops(ops) => {
-                    let store = sut.store.as_ref().expect("open");
-                    apply(&mut sut.world, store, &ops);
-                }
-                Step::Checkpoint => {
-                    sut.store().checkpoint(None).unwrap();
-                    assert_eq!(sut.store().stats().layer_entries, 0);
-                }
-                Step::Crash => {
-                    let before = sut.store().stats();
-                    sut.reopen();
-                    let after = sut.store().stats();
-                    // Nothing acknowledged is lost; the tail is replayed from the checkpoint (and
-                    // checkpointed on the way when it reaches a small layer bound).
-                    assert_eq!(after.sequence, before.sequence);
-                    assert!(after.checkpoint >= before.checkpoint);
-                }
-                Step::ReopenBounded(bound) => {
-                    sut.options.layer_entries_max = bound;
-                    let before = sut.store().stats();
-                    sut.reopen();
-                    assert_eq!(sut.store().stats().sequence, before.sequence);
-                    assert!(sut.store().stats().layer_entries <= bound as u64);
-                }
+                Step::Store(step) => conformance::run(sut, step),
                 Step::Query(request, tenant, history, scoped) => {
                     check_request(world, sut.store(), &request, tenant, history, scoped)
                         .unwrap_or_else(|e| panic!("{e}"));
+                    sut
                 }
             }
-            sut
         }
 
-        fn check_invariants(sut: &Sut, world: &World) {
-            let store = sut.store();
-            let report = store.verify().unwrap();
-            assert!(report.is_clean(), "{:#?}", report.differences);
-            let reader = store.reader().unwrap();
-            for (t, tenant) in world.tenants.iter().enumerate() {
-                let stored = reader
-                    .connections(&tenant.id, None, jitflow_store::read::MAX_READ_LIMIT)
-                    .unwrap();
-                assert_eq!(stored, connections_of(world, t), "tenant {t}");
-            }
+        fn check_invariants(sut: &Sut<File>, world: &World) {
+            conformance::check(sut, world);
         }
-    }
-
-    fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(24)
     }
 
     prop_state_machine! {
-        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+            cases: conformance::cases(24),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn the_merged_view_follows_the_log_through_checkpoints_crashes_and_reopens(

@@ -78,6 +78,7 @@ pub struct Builder {
     notifier: Arc<dyn Notifier>,
     jitter_seed: u64,
     store: jitflow_store::open::Options,
+    backend: Option<Arc<dyn jitflow_store::backend::Backend>>,
 }
 
 impl Builder {
@@ -118,6 +119,14 @@ impl Builder {
         self
     }
 
+    /// Runs the engine over `backend` (a PostgreSQL backend, say) instead of the redb file at
+    /// the builder's path, which then only names the store in errors. The engine is the same
+    /// over either.
+    pub fn backend(mut self, backend: Arc<dyn jitflow_store::backend::Backend>) -> Builder {
+        self.backend = Some(backend);
+        self
+    }
+
     /// Mixed into retry jitter (default 0). Engines sharing a target should differ.
     pub fn jitter_seed(mut self, seed: u64) -> Builder {
         self.jitter_seed = seed;
@@ -132,16 +141,20 @@ impl Builder {
         let provisioner = self.provisioner.ok_or(OpenError::NoProvisioner)?;
         let path = self.path.clone();
         let options = self.store.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
-            .await
-            .map_err(|e| OpenError::Store {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|e| OpenError::Store {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let backend = self.backend.clone();
+        let store = tokio::task::spawn_blocking(move || match backend {
+            Some(backend) => Store::open_on(backend, options),
+            None => Store::open(&path, options),
+        })
+        .await
+        .map_err(|e| OpenError::Store {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| OpenError::Store {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
         let store = Arc::new(store);
         let config = self.config;
         let (writer_tx, writer_rx) = WriterHandle::channel(config.queue_capacity);
@@ -342,6 +355,7 @@ impl Engine {
             notifier: Arc::new(NoNotifier),
             jitter_seed: 0,
             store: jitflow_store::open::Options::default(),
+            backend: None,
         }
     }
 

@@ -309,9 +309,21 @@ impl Harness {
         target: Target,
         config: Config,
     ) -> Harness {
+        Harness::open_on(Engine::builder(path), path, clock, target, config).await
+    }
+
+    /// Opens the engine `builder` describes (its store: a file or a backend) with fresh fakes
+    /// but this clock, target and settings; `path` names the store.
+    pub async fn open_on(
+        builder: jitflow::Builder,
+        path: &std::path::Path,
+        clock: ManualClock,
+        target: Target,
+        config: Config,
+    ) -> Harness {
         let inbox = Inbox::default();
         let gate = Gate::default();
-        let engine = Engine::builder(path)
+        let engine = builder
             .config(config.clone())
             .clock(clock.clone())
             .provisioner(target.clone())

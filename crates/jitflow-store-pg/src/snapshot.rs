@@ -1,0 +1,325 @@
+//! Snapshots: one pooled connection in a `REPEATABLE READ READ ONLY` transaction, held until
+//! the snapshot is dropped. PostgreSQL takes the transaction's snapshot at its first
+//! statement, which `open` runs at once, so the view is fixed when `snapshot` returns.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use deadpool_postgres::Object;
+use jitflow_store::backend::{Bytes, Key, Log, Partition, Records, Rows, Snapshot, TableId};
+use tokio_postgres::types::ToSql;
+
+use crate::backend::{Inner, log_code};
+use crate::lease::column;
+use crate::rt::within;
+
+/// Rows fetched by one range or log page: a range of a few hundred rows costs one round trip,
+/// and a reader that stops early has fetched little more than it used.
+pub const PAGE: usize = 512;
+
+type Params = Vec<Box<dyn ToSql + Send + Sync>>;
+
+/// Takes a snapshot of `partition`.
+pub(crate) fn open(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<dyn Snapshot>> {
+    let pool = inner.pool();
+    let client = inner.runtime.run(async move {
+        let client = pool.get().await.map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no snapshot connection: {e}"),
+            )
+        })?;
+        within(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"))
+            .await?;
+        Ok::<_, io::Error>(client)
+    })??;
+    Ok(Arc::new(PgSnapshot {
+        inner: Arc::clone(inner),
+        client: Some(Arc::new(client)),
+        partition: column(partition),
+    }))
+}
+
+/// A snapshot: its connection, in an open read-only transaction.
+struct PgSnapshot {
+    /// Keeps the runtime and the pool alive while the snapshot is.
+    inner: Arc<Inner>,
+    /// `None` only while dropping.
+    client: Option<Arc<Object>>,
+    partition: i32,
+}
+
+impl Drop for PgSnapshot {
+    fn drop(&mut self) {
+        // End the transaction before the connection goes back to the pool; a connection that
+        // cannot is taken out of it. Not waited for: a reader never blocks on a drop.
+        if let Some(client) = self.client.take() {
+            self.inner.runtime.handle().spawn(async move {
+                if within(client.batch_execute("ROLLBACK")).await.is_err()
+                    && let Ok(object) = Arc::try_unwrap(client)
+                {
+                    drop(Object::take(object));
+                }
+            });
+        }
+    }
+}
+
+fn table(table: TableId) -> io::Result<&'static str> {
+    jitflow_store::backend::table_name(table).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no table has id {table}"),
+        )
+    })
+}
+
+impl PgSnapshot {
+    fn query(&self, sql: String, params: Params) -> io::Result<Vec<tokio_postgres::Row>> {
+        let client = self
+            .client
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or_else(|| io::Error::other("the snapshot is closed"))?;
+        self.inner.runtime.run(async move {
+            let statement = within(client.prepare_cached(&sql)).await?;
+            let args: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            within(client.query(&statement, &args)).await
+        })?
+    }
+
+    /// One page of `table`'s rows strictly inside the bounds, ascending or descending.
+    fn page(
+        &self,
+        table: &'static str,
+        lower: &Bound<Vec<u8>>,
+        upper: &Bound<Vec<u8>>,
+        descending: bool,
+    ) -> io::Result<Vec<(Key, Bytes)>> {
+        let mut sql =
+            "SELECT key, native, value FROM jitflow_rows WHERE partition = $1 AND tbl = $2"
+                .to_owned();
+        let mut params: Params = vec![Box::new(self.partition), Box::new(table)];
+        for (bound, strict, loose) in [(lower, ">", ">="), (upper, "<", "<=")] {
+            let (op, key) = match bound {
+                Bound::Excluded(k) => (strict, k),
+                Bound::Included(k) => (loose, k),
+                Bound::Unbounded => continue,
+            };
+            params.push(Box::new(key.clone()));
+            sql.push_str(&format!(" AND key {op} ${}", params.len()));
+        }
+        let order = if descending { "DESC" } else { "ASC" };
+        sql.push_str(&format!(" ORDER BY key {order} LIMIT {PAGE}"));
+        Ok(self
+            .query(sql, params)?
+            .into_iter()
+            .map(|row| {
+                let (order, native, value): (Vec<u8>, Vec<u8>, Vec<u8>) =
+                    (row.get(0), row.get(1), row.get(2));
+                (Key::new(&order, &native), value.into())
+            })
+            .collect())
+    }
+}
+
+impl Snapshot for PgSnapshot {
+    fn get(&self, t: TableId, key: &Key) -> io::Result<Option<Bytes>> {
+        let rows = self.query(
+            "SELECT value FROM jitflow_rows WHERE partition = $1 AND tbl = $2 AND key = $3".into(),
+            vec![
+                Box::new(self.partition),
+                Box::new(table(t)?),
+                Box::new(key.order().to_vec()),
+            ],
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0).into()))
+    }
+
+    fn range<'a>(
+        &'a self,
+        t: TableId,
+        lower: Bound<&Key>,
+        upper: Bound<&Key>,
+    ) -> io::Result<Rows<'a>> {
+        Ok(Box::new(Range {
+            snapshot: self,
+            table: table(t)?,
+            lower: lower.map(|k| k.order().to_vec()),
+            upper: upper.map(|k| k.order().to_vec()),
+            front: VecDeque::new(),
+            back: VecDeque::new(),
+            met: false,
+        }))
+    }
+
+    fn len(&self, t: TableId) -> io::Result<u64> {
+        let rows = self.query(
+            "SELECT count(*) FROM jitflow_rows WHERE partition = $1 AND tbl = $2".into(),
+            vec![Box::new(self.partition), Box::new(table(t)?)],
+        )?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    fn record(&self, log: Log, number: u64) -> io::Result<Option<Bytes>> {
+        let Ok(number) = i64::try_from(number) else {
+            return Ok(None);
+        };
+        let rows = self.query(
+            "SELECT body FROM jitflow_log WHERE partition = $1 AND log = $2 AND number = $3".into(),
+            vec![
+                Box::new(self.partition),
+                Box::new(log_code(log)),
+                Box::new(number),
+            ],
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0).into()))
+    }
+
+    fn records(&self, log: Log, first: u64, last: u64) -> io::Result<Records<'_>> {
+        let last = i64::try_from(last).unwrap_or(i64::MAX);
+        let Ok(first) = i64::try_from(first) else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let mut next = Some(first).filter(|f| *f <= last);
+        let mut page = VecDeque::new();
+        let code = log_code(log);
+        Ok(Box::new(std::iter::from_fn(move || {
+            if page.is_empty() {
+                let from = next.take()?;
+                let rows = self.query(
+                    format!(
+                        "SELECT number, body FROM jitflow_log WHERE partition = $1 AND log = $2 \
+                         AND number >= $3 AND number <= $4 ORDER BY number LIMIT {PAGE}"
+                    ),
+                    vec![
+                        Box::new(self.partition),
+                        Box::new(code),
+                        Box::new(from),
+                        Box::new(last),
+                    ],
+                );
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => return Some(Err(e)),
+                };
+                if rows.len() == PAGE {
+                    next = rows
+                        .last()
+                        .map(|r| r.get::<_, i64>(0))
+                        .and_then(|n| n.checked_add(1))
+                        .filter(|n| *n <= last);
+                }
+                page.extend(rows.into_iter().map(|r| {
+                    let n: i64 = r.get(0);
+                    let body: Vec<u8> = r.get(1);
+                    (u64::try_from(n).unwrap_or(0), Bytes::from(body))
+                }));
+            }
+            page.pop_front().map(Ok)
+        })))
+    }
+
+    fn last(&self, log: Log) -> io::Result<u64> {
+        let rows = self.query(
+            "SELECT coalesce(max(number), 0) FROM jitflow_log WHERE partition = $1 AND log = $2"
+                .into(),
+            vec![Box::new(self.partition), Box::new(log_code(log))],
+        )?;
+        Ok(rows
+            .first()
+            .map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+    }
+}
+
+/// A lazy double-ended range: pages fetched from the front and from the back, each side's
+/// bound moving inward past what it fetched, until a short page says the middle is empty.
+/// Then what is left is the two buffers, front then back.
+struct Range<'a> {
+    snapshot: &'a PgSnapshot,
+    table: &'static str,
+    /// Keys at or below it (as the bound says) were fetched into `front`.
+    lower: Bound<Vec<u8>>,
+    /// Keys at or above it were fetched into `back`.
+    upper: Bound<Vec<u8>>,
+    /// Fetched from the front, ascending.
+    front: VecDeque<(Key, Bytes)>,
+    /// Fetched from the back, ascending.
+    back: VecDeque<(Key, Bytes)>,
+    /// No row is left between the bounds (or a fetch failed: the range ends).
+    met: bool,
+}
+
+impl Range<'_> {
+    /// Fetches the next page from one end into its buffer.
+    fn fetch(&mut self, descending: bool) -> io::Result<()> {
+        let rows = self
+            .snapshot
+            .page(self.table, &self.lower, &self.upper, descending)
+            .inspect_err(|_| self.met = true)?;
+        if rows.len() < PAGE {
+            self.met = true;
+        }
+        if let Some((last, _)) = rows.last() {
+            let bound = Bound::Excluded(last.order().to_vec());
+            if descending {
+                self.upper = bound;
+            } else {
+                self.lower = bound;
+            }
+        }
+        if descending {
+            for row in rows {
+                self.back.push_front(row);
+            }
+        } else {
+            self.front.extend(rows);
+        }
+        Ok(())
+    }
+}
+
+impl Range<'_> {
+    /// The next row from the front or the back: that end's buffer, refilled from the middle
+    /// while rows are left there, else the other end's buffer.
+    fn take(&mut self, back: bool) -> Option<io::Result<(Key, Bytes)>> {
+        let empty = if back {
+            self.back.is_empty()
+        } else {
+            self.front.is_empty()
+        };
+        if empty
+            && !self.met
+            && let Err(e) = self.fetch(back)
+        {
+            self.front.clear();
+            self.back.clear();
+            return Some(Err(e));
+        }
+        let row = if back {
+            self.back.pop_back().or_else(|| self.front.pop_back())
+        } else {
+            self.front.pop_front().or_else(|| self.back.pop_front())
+        };
+        row.map(Ok)
+    }
+}
+
+impl Iterator for Range<'_> {
+    type Item = io::Result<(Key, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.take(false)
+    }
+}
+
+impl DoubleEndedIterator for Range<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.take(true)
+    }
+}

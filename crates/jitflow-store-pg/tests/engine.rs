@@ -1,0 +1,130 @@
+//! The engine, unchanged, over PostgreSQL: activate, extend, the expiry by timer on a manual
+//! clock, deactivate, a restart on a new backend (the same node, taking its lease back), the
+//! activation's history, and a clean `verify`.
+
+#[path = "../../jitflow/tests/common.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Harness, START, Target, caller, config, conn, policy};
+use jitflow::Engine;
+use jitflow::clock::ManualClock;
+use jitflow_core::activation::ActivationStatus;
+use jitflow_core::connection::ConnectionState;
+use jitflow_core::time::{Minutes, Timestamp};
+use jitflow_store::codec::{Payload, Stream};
+use jitflow_store_pg::testing::Cluster;
+use jitflow_store_pg::{Config, LeaseOptions, PgBackend};
+
+/// An engine over a new backend on `url`, with this clock and target.
+async fn open(url: &str, clock: ManualClock, target: Target) -> Harness {
+    let config_pg = Config::new(url, "engine-1", LeaseOptions::new(Duration::from_secs(10)));
+    let backend = tokio::task::spawn_blocking(move || PgBackend::open(config_pg))
+        .await
+        .unwrap()
+        .unwrap();
+    let builder = Engine::builder("postgresql").backend(Arc::new(backend));
+    Harness::open_on(builder, "postgresql".as_ref(), clock, target, config()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_runs_its_lifecycles_over_postgresql() {
+    let Some(cluster) = tokio::task::spawn_blocking(Cluster::shared).await.unwrap() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let clock = ManualClock::new(Timestamp::from_millis(START).unwrap());
+    let h = open(&url, clock.clone(), Target::default()).await;
+    h.engine.put_policy(&caller(), policy()).await.unwrap();
+
+    // Activate for 30 minutes and extend by the default 15.
+    let expiring = conn(1);
+    h.engine
+        .register(&caller(), common::spec(expiring))
+        .await
+        .unwrap();
+    let a = h
+        .engine
+        .activate(&caller(), expiring, Some(Minutes(30)), None, None)
+        .await
+        .unwrap();
+    let c = h
+        .wait_for(expiring, "ACTIVE", |c| c.state == ConnectionState::Active)
+        .await;
+    let expiry = c.jit.expiration.unwrap();
+    let extended = h
+        .engine
+        .extend(&caller(), expiring, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(extended.expires_at, Some(expiry.plus_minutes(Minutes(15))));
+    assert!(h.target.state().held.contains(&expiring));
+
+    // Another one deactivated by its user.
+    let deactivated = h.activated(conn(2), None).await;
+    h.engine
+        .deactivate(&caller(), deactivated, None, None)
+        .await
+        .unwrap();
+    let c = h
+        .wait_for(deactivated, "AVAILABLE", |c| {
+            c.state == ConnectionState::Available
+        })
+        .await;
+    assert_eq!(c.activation.unwrap().status, ActivationStatus::Revoked);
+    assert!(!h.target.state().held.contains(&deactivated));
+
+    // A restart on a new backend (same node: it takes its lease back) keeps everything, and
+    // the expiry fires by the timer it reads back from PostgreSQL.
+    h.engine.shutdown().await;
+    let Harness { engine, target, .. } = h;
+    drop(engine);
+    let h = open(&url, clock, target).await;
+    assert!(h.target.state().held.contains(&expiring));
+    h.clock.advance(Duration::from_secs(45 * 60));
+    let c = h
+        .wait_for(expiring, "EXPIRED", |c| c.state == ConnectionState::Expired)
+        .await;
+    let done = c.activation.unwrap();
+    assert_eq!(done.status, ActivationStatus::Completed);
+    assert!(
+        c.jit.deprovision.unwrap() >= done.expires_at.unwrap(),
+        "never revoked early"
+    );
+    assert!(!h.target.state().held.contains(&expiring));
+    assert_eq!(h.target.keys("revoke").len(), 2);
+
+    // The activation's history, as committed.
+    let history = h
+        .engine
+        .history(&caller().tenant, Stream::Activation(a.id), 0, 100)
+        .unwrap();
+    let changes: Vec<&str> = history
+        .iter()
+        .map(|e| match &e.envelope.payload {
+            Payload::Connection(event) => event.change.name(),
+            other => panic!("an activation's stream holds connection events: {other:?}"),
+        })
+        .collect();
+    // The clock jumped past the warning and the expiry at once: the late warning expires it.
+    assert_eq!(
+        changes,
+        [
+            "activation_requested",
+            "validation_passed",
+            "provisioned",
+            "extended",
+            "expired",
+            "revoked"
+        ]
+    );
+    let engine = h.engine.clone();
+    let report = tokio::task::spawn_blocking(move || engine.verify())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+    h.engine.shutdown().await;
+}
