@@ -62,6 +62,11 @@ struct Args {
     /// when absent.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Embedded: store in this PostgreSQL database (a connection string, `host=127.0.0.1
+    /// port=5432 user=postgres dbname=bench` or a `postgresql://` URL) instead of a redb file
+    /// in --data-dir. The database must hold no jitflow store yet.
+    #[arg(long, conflicts_with = "data_dir")]
+    store: Option<String>,
     /// HTTP: the bearer token.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -111,6 +116,7 @@ fn options(args: Args) -> Result<Options, String> {
         extend: args.extend,
         clock: args.clock,
         data_dir: args.data_dir,
+        store: args.store,
         token,
         tenant: TenantId::parse(&args.tenant).map_err(|e| format!("--tenant: {e}"))?,
         grace: args.grace,

@@ -69,7 +69,7 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
         }
     };
     let path = dir.join("loadgen.redb");
-    if path.exists() {
+    if options.store.is_none() && path.exists() {
         // A store from an earlier run holds the same connection ids: every register would fail.
         return Err(Error::Open(format!(
             "{} exists; give a fresh --data-dir",
@@ -94,6 +94,16 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
             ..Config::default()
         };
         let mut builder = Engine::builder(&path).config(config);
+        // Opened on each open: a node opening again under its id takes its lease back at once.
+        let backend = options.store.as_ref().map(|url| {
+            let settings = jitflow_store_pg::Config::new(
+                url.clone(),
+                "loadgen",
+                jitflow_store_pg::LeaseOptions::new(super::PG_LEASE),
+            );
+            jitflow_store_pg::PgBackend::open(settings)
+                .map_err(|e| Error::Open(format!("the PostgreSQL store: {e}")))
+        });
         builder = match &holding {
             Some(target) => builder.provisioner(target.clone()),
             None => builder.provisioner(InstantProvisioner),
@@ -101,7 +111,12 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
         if let Some(clock) = &manual {
             builder = builder.clock(clock.clone());
         }
-        async move { builder.open().await.map_err(|e| Error::Open(e.to_string())) }
+        async move {
+            if let Some(backend) = backend {
+                builder = builder.backend(Arc::new(backend?));
+            }
+            builder.open().await.map_err(|e| Error::Open(e.to_string()))
+        }
     };
     let mut engine = open(None).await?;
     let caller = Caller {

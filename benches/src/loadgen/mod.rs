@@ -54,6 +54,9 @@ pub const MAX_CLIENTS: usize = 10_000;
 pub const NOT_READY_TRIES: u32 = 400;
 /// The pause between such tries.
 pub const NOT_READY_PAUSE: Duration = Duration::from_millis(5);
+/// The lease of the embedded engine's PostgreSQL backend (`Options::store`): the generator is
+/// the only node, so the length only bounds how long a killed run keeps the database.
+pub const PG_LEASE: Duration = Duration::from_secs(10);
 
 /// Where the workload goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +150,10 @@ pub struct Options {
     pub clock: ClockKind,
     /// Where the embedded engine keeps `loadgen.redb` (a temporary directory when `None`).
     pub data_dir: Option<PathBuf>,
+    /// Embedded: a PostgreSQL connection string; the engine stores in that database (which
+    /// must hold no jitflow store yet) instead of `loadgen.redb`, as node `loadgen` with a
+    /// [`PG_LEASE`] lease.
+    pub store: Option<String>,
     /// The bearer token for HTTP (see the binary's help for the scopes it needs).
     pub token: Option<String>,
     /// The embedded engine's tenant (over HTTP the token names the tenant).

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -76,6 +77,8 @@ struct Serve {
     /// revokes it again.
     #[arg(long, env = "JITFLOW_DEMO_DROP_RATE", default_value = "0", value_parser = demo::parse_rate)]
     demo_drop_rate: f64,
+    #[command(flatten)]
+    store: StoreArgs,
     /// An engine setting, NAME=VALUE (repeatable, or comma-separated in the variable), e.g.
     /// `retry_cap=1m`. Names: grant_max_attempts, stuck_after, retry_base, retry_cap,
     /// warning_lead, batch_max, queue_capacity, effects_in_flight, effect_timeout,
@@ -285,6 +288,69 @@ impl IdentityProvider {
     }
 }
 
+/// The PostgreSQL store (the redb file in --data-dir without it).
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Store in this PostgreSQL database instead of `<data-dir>/jitflow.redb`: a libpq
+    /// connection string (`host=127.0.0.1 port=5432 user=jitflow dbname=jitflow`) or a
+    /// `postgresql://` URL. Several shims may share one database: one holds the store's lease
+    /// and serves, the others wait for it (standby) and take over when it lapses.
+    #[arg(
+        long = "store",
+        env = "JITFLOW_STORE",
+        hide_env_values = true,
+        requires = "node_id"
+    )]
+    url: Option<String>,
+    /// With --store: this node's id, unique among the shims sharing the database (1..=128
+    /// bytes). A shim restarted under its id takes its lease back at once.
+    #[arg(long, env = "JITFLOW_NODE_ID")]
+    node_id: Option<String>,
+    /// With --store: how long the lease lasts unless renewed (renewed every third of it); a
+    /// standby takes over at most this long after the holder dies. 1s..=10m.
+    #[arg(long, env = "JITFLOW_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+}
+
+impl StoreArgs {
+    /// Opens the PostgreSQL backend when --store is given, waiting as a standby while another
+    /// node holds the lease (logging who, and for how long); `None` for the redb file.
+    async fn open(&self) -> Result<Option<Arc<jitflow_store_pg::PgBackend>>, BoxError> {
+        let (Some(url), Some(node_id)) = (&self.url, &self.node_id) else {
+            return Ok(None);
+        };
+        let lease = jitflow_store_pg::LeaseOptions::new(self.lease);
+        let settings = jitflow_store_pg::Config::new(url.clone(), node_id.clone(), lease);
+        settings.validate()?;
+        loop {
+            let attempt = settings.clone();
+            let opened =
+                tokio::task::spawn_blocking(move || jitflow_store_pg::PgBackend::open(attempt))
+                    .await?;
+            match opened {
+                Ok(backend) => {
+                    tracing::info!(node = %node_id, "holds the store's lease");
+                    return Ok(Some(Arc::new(backend)));
+                }
+                Err(jitflow_store_pg::Error::LeaseHeld {
+                    owner, expires_in, ..
+                }) => {
+                    tracing::info!(
+                        node = %node_id,
+                        %owner,
+                        ?expires_in,
+                        "standby: another node holds the store's lease"
+                    );
+                    // Ask again within a third of a lease (a renewal moves the expiry on).
+                    let wait = expires_in.min(lease.renew_every());
+                    tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// Where the data lives and which secret signs tokens (shared by `serve` and `token`).
 #[derive(Debug, Args)]
 struct Secrets {
@@ -396,11 +462,15 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         if let Some(provider) = serve.provider.load().await? {
             keys = keys.with_provider(provider);
         }
+        let pg = serve.store.open().await?;
         let mut builder = Engine::builder(data_dir.join(STORE_FILE))
             .config(config)
             .provisioner(
                 DemoProvisioner::new(serve.demo_fail_rate).with_drop_rate(serve.demo_drop_rate),
             );
+        if let Some(backend) = &pg {
+            builder = builder.backend(Arc::clone(backend) as Arc<dyn jitflow_store::backend::Backend>);
+        }
         if let Some(webhook) = webhook {
             tracing::info!(receivers = ?webhook.receivers(), "notices go to webhook receivers");
             builder = builder.notifier(webhook);
@@ -426,6 +496,10 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         let served = running.until(shutdown_signal()).await;
         tracing::info!("shutting down");
         engine.shutdown().await;
+        if let Some(backend) = pg {
+            // A clean stop hands the lease over at once: a standby need not wait for it.
+            tokio::task::spawn_blocking(move || backend.release()).await??;
+        }
         served?;
         Ok::<(), BoxError>(())
     })
