@@ -121,6 +121,7 @@ async fn load(w: usize, c: usize, extra: usize, rate: u32, in_flight: usize) {
         extend: Minutes(1),
         clock: ClockKind::System,
         data_dir: None,
+        store: None,
         token: None,
         tenant: TenantId::parse("loadgen").unwrap(),
         grace: Duration::from_secs(120),

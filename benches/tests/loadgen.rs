@@ -20,6 +20,7 @@ fn options(target: Target, w: usize, c: usize) -> Options {
         extend: Minutes(2),
         clock: ClockKind::Manual,
         data_dir: None,
+        store: None,
         token: None,
         tenant: TenantId::parse("loadgen-test").unwrap(),
         grace: Duration::from_secs(30),
@@ -33,6 +34,30 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// `--store`: the same workload with the engine on a throwaway PostgreSQL database.
+#[test]
+fn embedded_run_on_postgresql_upholds_the_invariants() {
+    let Some(cluster) = jitflow_store_pg::testing::Cluster::start_or_skip() else {
+        return;
+    };
+    let mut o = options(Target::Embedded, 41, 8);
+    o.store = Some(cluster.database().unwrap());
+    let report = runtime().block_on(loadgen::run(&o)).unwrap();
+    assert_eq!(report.error, None);
+    let p = &report.phases;
+    assert_eq!(
+        (p.activate.errors, p.extend.errors, p.deactivate.errors),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        (report.outcomes.expired, report.outcomes.deactivated),
+        (21, 20)
+    );
+    assert_eq!(report.outcomes, report.expected);
+    assert_eq!(report.expired_early, 0);
+    assert!(report.passed());
 }
 
 #[test]
