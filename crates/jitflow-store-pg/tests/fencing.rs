@@ -39,7 +39,9 @@ const ENV_URL: &str = "JITFLOW_FENCING_URL";
 /// Short, so the test waits little for it; long enough that a loaded machine renews in time.
 const LEASE: Duration = Duration::from_secs(2);
 /// Each node's own connections: `a` from 0, `b` from 100.
-const CONNECTIONS: u128 = 8;
+const CONNECTIONS: u128 = 9;
+/// Callers signalling at once in each node, each on its share of the connections.
+const TASKS: u128 = 3;
 /// A child call or a step of the parent that takes longer than this is a hang.
 const HANG: Duration = Duration::from_secs(60);
 
@@ -149,33 +151,52 @@ async fn child_run(url: String, node: String) {
             .unwrap();
     }
     println!("ready {found}");
-    for i in 0u128.. {
-        let id = common::conn(first + i % CONNECTIONS);
-        let step = (i / CONNECTIONS) % 3;
-        let call = async {
-            match step {
-                0 => (
-                    "activate",
-                    engine.activate(&caller, id, None, None, None).await,
-                ),
-                1 => (
-                    "extend",
-                    engine
-                        .extend(&caller, id, Some(Minutes(5)), None, None)
-                        .await,
-                ),
-                _ => ("deact", engine.deactivate(&caller, id, None, None).await),
+    // Several callers at once keep the writer busy, so a stop often catches a write in flight.
+    let engine = Arc::new(engine);
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let (engine, caller) = (Arc::clone(&engine), caller.clone());
+        tasks.push(tokio::spawn(async move {
+            let mine = first + task * CONNECTIONS / TASKS;
+            for i in 0u128.. {
+                let id = common::conn(mine + i % (CONNECTIONS / TASKS));
+                signal(&engine, &caller, id, (i / (CONNECTIONS / TASKS)) % 3).await;
             }
-        };
-        match tokio::time::timeout(HANG, call).await {
-            Ok((what, Ok(a))) => {
-                let expiry = a.expires_at.map_or(0, |e| e.as_millis());
-                println!("ack {what} {id} {} {expiry} {}", a.id, wall_ms());
-            }
-            Ok((_, Err(e))) => println!("err {} {} {e}", kind(&e), wall_ms()),
-            Err(_) => println!("hang {}", wall_ms()),
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// One signal (`step` 0: activate, 1: extend, 2: deactivate), reported.
+async fn signal(engine: &Engine, caller: &Caller, id: ConnectionId, step: u128) {
+    let call = async {
+        match step {
+            0 => (
+                "activate",
+                engine.activate(caller, id, None, None, None).await,
+            ),
+            1 => (
+                "extend",
+                engine
+                    .extend(caller, id, Some(Minutes(5)), None, None)
+                    .await,
+            ),
+            _ => ("deact", engine.deactivate(caller, id, None, None).await),
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    match tokio::time::timeout(HANG, call).await {
+        Ok((what, Ok(a))) => {
+            let expiry = a.expires_at.map_or(0, |e| e.as_millis());
+            println!("ack {what} {id} {} {expiry} {}", a.id, wall_ms());
+        }
+        Ok((_, Err(e))) => {
+            println!("err {} {} {e}", kind(&e), wall_ms());
+            // Refusals come at once while fenced: no busy loop.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(_) => println!("hang {}", wall_ms()),
     }
 }
 
@@ -315,17 +336,86 @@ fn acks(reports: &[(u64, Report)]) -> usize {
 }
 
 #[test]
-fn a_paused_node_writes_nothing_after_its_lease_passed() {
+fn a_node_paused_between_writes_writes_nothing_after_its_lease_passed() {
+    paused_past_the_lease(false);
+}
+
+/// Paused with a write transaction open: its fence's share lock on the lease row must not keep
+/// the next node out for as long as the pause lasts.
+#[test]
+fn a_node_paused_in_the_middle_of_a_write_writes_nothing_after_its_lease_passed() {
+    paused_past_the_lease(true);
+}
+
+/// Statement by statement, on a connection of the test's own.
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Stops node a (between writes, or with a write transaction open), starts node b, resumes
+/// a, and checks the log (see the module docs).
+fn paused_past_the_lease(mid_write: bool) {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
     let url = cluster.database().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     let mut a = Node::spawn(&url, "a");
     a.wait("node a's acknowledgements", |r| acks(r) >= 20);
+    let locker = mid_write.then(|| {
+        runtime.block_on(async {
+            // A table lock that holds a's next append at its insert, after its fence, until
+            // a is stopped.
+            let locker = sql(&url).await;
+            locker
+                .batch_execute("BEGIN; LOCK TABLE jitflow_log IN SHARE MODE")
+                .await
+                .unwrap();
+            let deadline = Instant::now() + HANG;
+            while locker
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+            {
+                assert!(Instant::now() < deadline, "node a's append never came");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            locker
+        })
+    });
     a.signal("-STOP");
     let stopped = Instant::now();
     let stopped_wall = wall_ms();
+    if let Some(locker) = locker {
+        runtime.block_on(locker.batch_execute("COMMIT")).unwrap();
+    }
+    // Whether a stopped with a write transaction open (it holds a transaction id).
+    let in_flight = cluster
+        .sql(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    eprintln!("node a stopped with {in_flight} write transactions open");
+    if mid_write {
+        assert_eq!(in_flight, "1", "node a stopped in the middle of its write");
+    }
 
     // Node b starts at once: its open waits until a's lease expired.
     let mut b = Node::spawn(&url, "b");
@@ -359,8 +449,10 @@ fn a_paused_node_writes_nothing_after_its_lease_passed() {
         }
     }
     let (refusals, takeover) = (refusals.unwrap(), found.unwrap());
+    // Between writes, b's open is refused until a's lease expires; in the middle of one, it
+    // waits in the database for a's transaction to end.
     assert!(
-        refusals > 0,
+        refusals > 0 || mid_write,
         "node b started while a's lease was held, so its open waited"
     );
     eprintln!(
@@ -410,11 +502,6 @@ fn a_paused_node_writes_nothing_after_its_lease_passed() {
     );
 
     // The log, read by a third store (node b again: a restart takes its lease at once).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     runtime.block_on(async {
         let backend = tokio::task::spawn_blocking({
             let url = url.clone();
