@@ -212,6 +212,10 @@ async fn the_engine_recovers_by_itself_from_a_database_restart_under_load() {
                     matches!(*kind, "unavailable" | "outcome_unknown" | "rejected"),
                     "a signal was refused with {kind}: {message}"
                 );
+                assert!(
+                    !message.contains("db error)") && !message.contains("to server)"),
+                    "the cause is told: {message}"
+                );
                 if *t > down && *t < up {
                     *kinds.entry(kind).or_default() += 1;
                     sample.get_or_insert(message);
