@@ -139,6 +139,18 @@ async fn finish(w: &Writer, result: Result<(), Failure>) -> Result<(), Failure> 
     }
 }
 
+/// Ends the writer's session when a transaction of it stays idle for a lease: a node paused
+/// with a write open (a stopped process, a stalled host) would otherwise hold its fence's
+/// share lock on the lease row, and keep every other node out, for as long as it is paused.
+/// A live writer never idles in a transaction that long (a checkpoint's pauses between its
+/// statements are the reading of rows from memory).
+fn idle_timeout(lease: Duration) -> String {
+    format!(
+        "SET idle_in_transaction_session_timeout = {}",
+        lease.as_millis().max(1)
+    )
+}
+
 fn number(n: u64) -> io::Result<i64> {
     i64::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log number past i64"))
 }
@@ -276,10 +288,14 @@ impl Inner {
         let pg = self.pg.clone();
         let leases = Arc::clone(&self.leases);
         let partitions = self.config.partitions.clone();
+        let idle = idle_timeout(self.config.lease.duration);
         let (writer, epochs) = self
             .runtime
             .run(async move {
                 let mut client = crate::rt::connect(&pg).await.map_err(Error::Database)?;
+                within(client.batch_execute(&idle))
+                    .await
+                    .map_err(Error::Database)?;
                 crate::schema::ensure(&mut client).await?;
                 let mut epochs = Vec::with_capacity(partitions.len());
                 for partition in partitions {

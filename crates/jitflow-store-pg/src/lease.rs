@@ -22,11 +22,15 @@ use crate::Error;
 use crate::rt::within;
 
 /// Takes the lease when free, expired, or already this node's (a restart), bumping its epoch.
+/// The new expiry is computed in the update, once the row is locked: `EXCLUDED`'s is computed
+/// before, and a takeover that waited for a write in flight would get a lease spent by the
+/// wait.
 const ACQUIRE: &str = "
 INSERT INTO jitflow_leases AS l (partition, owner, epoch, expires_at)
 VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')
 ON CONFLICT (partition) DO UPDATE
-    SET owner = EXCLUDED.owner, epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at
+    SET owner = EXCLUDED.owner, epoch = l.epoch + 1,
+        expires_at = clock_timestamp() + $3::float8 * interval '1 millisecond'
     WHERE l.expires_at <= clock_timestamp() OR l.owner = EXCLUDED.owner
 RETURNING epoch";
 

@@ -35,7 +35,10 @@
 //! the share lock keeps a takeover (an `UPDATE` of that row) out until the write ends. So a
 //! node that lost its lease writes nothing: its append fails with `WriteError::Fenced`, which
 //! the store reports as `append::Error::Fenced` and poisons itself until it is reopened, which
-//! takes the lease again only once it is free. [`PgBackend::release`] ends the leases of a
+//! takes the lease again only once it is free. The writer's session ends when a transaction
+//! of it stays idle for a whole lease (`idle_in_transaction_session_timeout`): a node paused in
+//! the middle of a write would otherwise hold the share lock, and keep the next node out, for
+//! as long as its pause lasts. [`PgBackend::release`] ends the leases of a
 //! clean stop at once, so the next node need not wait for them to expire.
 //!
 //! # Snapshots

@@ -83,7 +83,37 @@ pub(crate) fn io(e: tokio_postgres::Error) -> io::Error {
     } else {
         io::ErrorKind::Other
     };
-    io::Error::new(kind, e)
+    io::Error::new(kind, Pg(e))
+}
+
+/// A client error that shows its cause: the client's own display is a bare "db error" or
+/// "error connecting to server", which told a caller nothing while the database restarted.
+#[derive(Debug)]
+struct Pg(tokio_postgres::Error);
+
+impl std::fmt::Display for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(
+                f,
+                "{}: {} {}: {}",
+                self.0,
+                db.severity(),
+                db.code().code(),
+                db.message()
+            ),
+            None => match std::error::Error::source(&self.0) {
+                Some(cause) => write!(f, "{}: {cause}", self.0),
+                None => self.0.fmt(f),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Pg {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// Awaits one statement, at most [`STATEMENT_TIMEOUT`].

@@ -25,11 +25,16 @@ type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 pub(crate) fn open(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<dyn Snapshot>> {
     let pool = inner.pool();
     let client = inner.runtime.run(async move {
-        let client = pool.get().await.map_err(|e| {
-            io::Error::new(
+        let client = pool.get().await.map_err(|e| match e {
+            // The database refused or failed the connection: its cause, not the pool's wrapper.
+            deadpool_postgres::PoolError::Backend(e) => {
+                let e = crate::rt::io(e);
+                io::Error::new(e.kind(), format!("no snapshot connection: {e}"))
+            }
+            e => io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("no snapshot connection: {e}"),
-            )
+            ),
         })?;
         within(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"))
             .await?;

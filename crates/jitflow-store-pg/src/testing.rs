@@ -1,6 +1,8 @@
 //! A throwaway PostgreSQL cluster for tests (cargo feature `testing`): `initdb` in a temporary
 //! folder, the server on 127.0.0.1 at a free port, a fresh database per test, and the server
-//! stopped by its pid and the folder deleted on drop. Nothing is mocked.
+//! stopped by its pid and the folder deleted on drop. Nothing is mocked. [`Cluster::stop`] and
+//! [`Cluster::restart`] take the server down and up again on the same data and port (tests of a
+//! database outage).
 //!
 //! The binaries come from `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
 //! PostgreSQL refuses to run as root: as root, `initdb` and `postgres` run as the `postgres`
@@ -135,14 +137,38 @@ impl Cluster {
             )));
         }
         let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("server.log")).map_err(failed)?;
-        let server = Self::command(&bindir, user, "postgres")
+        let server = Self::server(&bindir, user, dir.path(), port)?;
+        let mut cluster = Cluster {
+            dir,
+            bindir,
+            port,
+            server,
+            user,
+            databases: AtomicU32::new(0),
+        };
+        cluster.wait_ready()?;
+        Ok(cluster)
+    }
+
+    /// Starts the server on the cluster's folder and port; its output goes to `server.log`.
+    fn server(
+        bindir: &Path,
+        user: Option<(u32, u32)>,
+        dir: &Path,
+        port: u16,
+    ) -> Result<Child, ClusterError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .map_err(failed)?;
+        Self::command(bindir, user, "postgres")
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .arg("-p")
             .arg(port.to_string())
             .arg("-k")
-            .arg(dir.path())
+            .arg(dir)
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -157,17 +183,53 @@ impl Cluster {
             .stdout(log.try_clone().map_err(failed)?)
             .stderr(log)
             .spawn()
-            .map_err(failed)?;
-        let mut cluster = Cluster {
-            dir,
-            bindir,
-            port,
-            server,
-            user,
-            databases: AtomicU32::new(0),
-        };
-        cluster.wait_ready()?;
-        Ok(cluster)
+            .map_err(failed)
+    }
+
+    /// Stops the server (a fast shutdown: clients are disconnected, committed data is kept)
+    /// and waits until it has exited; [`Cluster::restart`] starts it again. Tests of a
+    /// database outage.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Failed`] when the server had to be killed after [`STOP_TIMEOUT`].
+    pub fn stop(&mut self) -> Result<(), ClusterError> {
+        if self.shut_down() {
+            Ok(())
+        } else {
+            Err(failed("postgres did not stop in time and was killed"))
+        }
+    }
+
+    /// Starts the server again after [`Cluster::stop`], on the same folder and port, and
+    /// waits until it accepts connections.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Failed`] when it does not start or accept connections in time.
+    pub fn restart(&mut self) -> Result<(), ClusterError> {
+        self.server = Self::server(&self.bindir, self.user, self.dir.path(), self.port)?;
+        self.wait_ready()
+    }
+
+    /// SIGINT, PostgreSQL's fast shutdown, then a kill after [`STOP_TIMEOUT`]; whether it
+    /// stopped by itself (or had already).
+    fn shut_down(&mut self) -> bool {
+        if let Ok(Some(_)) = self.server.try_wait() {
+            return true;
+        }
+        let pid = self.server.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < STOP_TIMEOUT {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        false
     }
 
     /// [`Cluster::start`] for a test: `None` (with a printed reason) when PostgreSQL is
@@ -302,17 +364,6 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, the data is flushed.
-        let pid = self.server.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let started = Instant::now();
-        while started.elapsed() < STOP_TIMEOUT {
-            if let Ok(Some(_)) = self.server.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        self.shut_down();
     }
 }

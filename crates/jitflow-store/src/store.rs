@@ -295,16 +295,25 @@ impl Store {
         // hiding rows the layer already wrote): take both again. The writer publishes right
         // after each checkpoint's commit, under the writer's lock: waiting for that lock
         // (rather than spinning, which a preempted checkpointer can outlast) settles it.
+        // On a shared backend, another node that took this node's lease checkpoints too: then
+        // the tables stay ahead, and reads fail (this node's writes are fenced already).
         for _ in 0..1000 {
             let published = self.hot.published();
             let base = self.backend.snapshot(Partition::WHOLE)?;
-            if checkpoint_of(&*base)?.0 == published.checkpoint {
+            let checkpoint = checkpoint_of(&*base)?.0;
+            if checkpoint == published.checkpoint {
                 return Ok(Reader::new(base, published));
             }
             drop(base);
+            if self.is_poisoned() {
+                break;
+            }
             drop(self.hot.writer());
         }
-        panic!("the checkpointed tables stay ahead of the published log");
+        Err(std::io::Error::other(
+            "the checkpointed tables are ahead of this store's log: another node wrote them \
+             (has it taken this node's lease?)",
+        ))
     }
 
     /// A snapshot of the backend (the writer's base under its working layer).
