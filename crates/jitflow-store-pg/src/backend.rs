@@ -171,6 +171,11 @@ pub(crate) struct Inner {
     writer: Mutex<Option<Arc<Writer>>>,
     pub(crate) leases: Arc<Leases>,
     renewer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped when a checkpoint ends (committed, failed or unknown) and on `recover`: the
+    /// checkpointed rows may have changed, so no snapshot taken before is shared after.
+    pub(crate) generation: std::sync::atomic::AtomicU64,
+    /// The snapshot readers share while no checkpoint ends (see `snapshot::open`).
+    pub(crate) shared: Mutex<Option<crate::snapshot::Shared>>,
 }
 
 impl Drop for Inner {
@@ -236,6 +241,8 @@ impl PgBackend {
             writer: Mutex::new(None),
             leases: Arc::clone(&leases),
             renewer: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            shared: Mutex::new(None),
             config,
         });
         inner.connect()?;
@@ -330,6 +337,13 @@ impl Inner {
                 epoch: 0,
                 reason: "this node holds no lease of it".into(),
             })
+    }
+
+    /// Ends the sharing of the current snapshot: the checkpointed rows may have changed.
+    pub(crate) fn rows_changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        drop(self.shared.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     pub(crate) fn pool(&self) -> Pool {
@@ -478,9 +492,10 @@ impl Backend for PgBackend {
             Ok(n) => (Ok(()), n),
             Err(f) => (Err(f), 0),
         };
-        inner
-            .step(async move { finish(&writer, result).await })
-            .map_err(|f| f.into_write(partition))?;
+        let finished = inner.step(async move { finish(&writer, result).await });
+        // Whatever the outcome, snapshots taken from now on are new ones.
+        inner.rows_changed();
+        finished.map_err(|f| f.into_write(partition))?;
         Ok(n)
     }
 
@@ -498,6 +513,7 @@ impl Backend for PgBackend {
                 .take(),
         );
         inner.leases.clear();
+        inner.rows_changed();
         // Fresh snapshot connections too; snapshots still open keep theirs until dropped.
         let fresh = pool(&inner.pg, inner.config.snapshots_max)
             .map_err(|e| jitflow_store::open::Error::Backend(Box::new(e)))?;

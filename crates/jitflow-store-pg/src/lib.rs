@@ -46,7 +46,10 @@
 //! A snapshot holds one pooled connection (at most [`Config::snapshots_max`]) in a
 //! `REPEATABLE READ READ ONLY` transaction until it is dropped, so every read of it sees one
 //! committed state. Ranges are lazy and double ended: keyset pages of [`PAGE`] rows from
-//! either end, until the two meet.
+//! either end, until the two meet. The checkpointed rows change only by this node's
+//! checkpoints, so readers share one snapshot between two checkpoints (for at most
+//! [`SHARED_MAX_AGE`]) and its point reads are kept in memory (at most [`CACHED_MAX`]); log
+//! records, immutable once committed, are read outside the transaction.
 //!
 //! # Threads
 //!
@@ -113,4 +116,4 @@ pub use config::{
 };
 pub use error::Error;
 pub use rt::{CONNECT_TIMEOUT, RUNTIME_THREADS, STATEMENT_TIMEOUT};
-pub use snapshot::PAGE;
+pub use snapshot::{CACHED_MAX, FIRST_PAGE, PAGE, SHARED_MAX_AGE};

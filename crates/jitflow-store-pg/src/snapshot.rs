@@ -1,6 +1,19 @@
 //! Snapshots: one pooled connection in a `REPEATABLE READ READ ONLY` transaction, held until
 //! the snapshot is dropped. PostgreSQL takes the transaction's snapshot at its first
 //! statement, which `open` runs at once, so the view is fixed when `snapshot` returns.
+//!
+//! *Shared.* The checkpointed rows change only by this node's checkpoints (the lease holder is
+//! the only writer), so a snapshot taken since the last checkpoint ended shows the rows every
+//! later snapshot would show until the next one: readers share it ([`Shared`], for at most
+//! [`SHARED_MAX_AGE`], so that no transaction stays open long), and its point reads are kept
+//! in memory (at most [`CACHED_MAX`] rows). Without that, each `Store::reader()` and each of
+//! the writer's batches cost a transaction and a round trip per row (measured: 15,832 read
+//! transactions for 6,000 signals, `benches/RESULTS.md`).
+//!
+//! *The log.* Log records are immutable once committed, so a snapshot reads them outside its
+//! transaction, as committed: a shared snapshot older than the caller's position still reads
+//! every record up to it. (The storage interface lets a snapshot hold records after the
+//! caller's position; callers read up to their own.)
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,10 +32,55 @@ use crate::rt::within;
 /// and a reader that stops early has fetched little more than it used.
 pub const PAGE: usize = 512;
 
+/// A range's first page from each end: most ranges the store reads stop after a row or two
+/// (a stream's last version, the first due timer), so pages start small and grow eightfold up
+/// to [`PAGE`].
+pub const FIRST_PAGE: usize = 8;
+
 type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 
-/// Takes a snapshot of `partition`.
+/// How long readers share one snapshot: past it, the next reader takes a new one, so that no
+/// transaction holds back the database's cleanup for long.
+pub const SHARED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most point reads one snapshot keeps in memory; past it, reads go to the database.
+pub const CACHED_MAX: usize = 65_536;
+
+/// The snapshot readers share, and the generation it was taken in.
+pub(crate) struct Shared {
+    generation: u64,
+    taken: std::time::Instant,
+    snapshot: Arc<PgSnapshot>,
+}
+
+/// A snapshot of `partition`: the shared one when it is of the current generation and young
+/// enough, else a new one (shared from then on if no checkpoint ended while it was taken).
 pub(crate) fn open(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<dyn Snapshot>> {
+    use std::sync::atomic::Ordering;
+    let generation = inner.generation.load(Ordering::Acquire);
+    if let Some(s) = &*inner.shared.lock().unwrap_or_else(|e| e.into_inner())
+        && s.generation == generation
+        && s.taken.elapsed() < SHARED_MAX_AGE
+        && s.snapshot.partition == column(partition)
+    {
+        return Ok(Arc::clone(&s.snapshot) as Arc<dyn Snapshot>);
+    }
+    let taken = std::time::Instant::now();
+    let snapshot = begin(inner, partition)?;
+    // A checkpoint that ended while it was taken may or may not be in it: not shared. A
+    // checkpoint ending after this check bumps the generation, so it is not reused after.
+    if inner.generation.load(Ordering::Acquire) == generation {
+        *inner.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(Shared {
+            generation,
+            taken,
+            snapshot: Arc::clone(&snapshot),
+        });
+    }
+    Ok(snapshot)
+}
+
+/// Begins a new snapshot transaction.
+fn begin(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<PgSnapshot>> {
     let pool = inner.pool();
     let client = inner.runtime.run(async move {
         let client = pool.get().await.map_err(|e| match e {
@@ -44,16 +102,22 @@ pub(crate) fn open(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<d
         inner: Arc::clone(inner),
         client: Some(Arc::new(client)),
         partition: column(partition),
+        cached: Default::default(),
     }))
 }
 
+/// A snapshot's point reads: value (or absence) by table and order bytes.
+type Cached = std::collections::HashMap<(TableId, Vec<u8>), Option<Bytes>>;
+
 /// A snapshot: its connection, in an open read-only transaction.
-struct PgSnapshot {
+pub(crate) struct PgSnapshot {
     /// Keeps the runtime and the pool alive while the snapshot is.
     inner: Arc<Inner>,
     /// `None` only while dropping.
     client: Option<Arc<Object>>,
     partition: i32,
+    /// Point reads already answered (the view is fixed, so they hold): table and order bytes.
+    cached: std::sync::Mutex<Cached>,
 }
 
 impl Drop for PgSnapshot {
@@ -82,6 +146,22 @@ fn table(table: TableId) -> io::Result<&'static str> {
 }
 
 impl PgSnapshot {
+    /// A query outside the snapshot's transaction, on a pooled connection: for the log, whose
+    /// committed records never change.
+    fn committed(&self, sql: String, params: Params) -> io::Result<Vec<tokio_postgres::Row>> {
+        let pool = self.inner.pool();
+        self.inner.runtime.run(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| io::Error::other(format!("no connection to read the log: {e}")))?;
+            let statement = within(client.prepare_cached(&sql)).await?;
+            let args: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            within(client.query(&statement, &args)).await
+        })?
+    }
+
     fn query(&self, sql: String, params: Params) -> io::Result<Vec<tokio_postgres::Row>> {
         let client = self
             .client
@@ -103,6 +183,7 @@ impl PgSnapshot {
         lower: &Bound<Vec<u8>>,
         upper: &Bound<Vec<u8>>,
         descending: bool,
+        limit: usize,
     ) -> io::Result<Vec<(Key, Bytes)>> {
         let mut sql =
             "SELECT key, native, value FROM jitflow_rows WHERE partition = $1 AND tbl = $2"
@@ -118,7 +199,7 @@ impl PgSnapshot {
             sql.push_str(&format!(" AND key {op} ${}", params.len()));
         }
         let order = if descending { "DESC" } else { "ASC" };
-        sql.push_str(&format!(" ORDER BY key {order} LIMIT {PAGE}"));
+        sql.push_str(&format!(" ORDER BY key {order} LIMIT {limit}"));
         Ok(self
             .query(sql, params)?
             .into_iter()
@@ -133,6 +214,15 @@ impl PgSnapshot {
 
 impl Snapshot for PgSnapshot {
     fn get(&self, t: TableId, key: &Key) -> io::Result<Option<Bytes>> {
+        let cache_key = (t, key.order().to_vec());
+        if let Some(hit) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cache_key)
+        {
+            return Ok(hit.clone());
+        }
         let rows = self.query(
             "SELECT value FROM jitflow_rows WHERE partition = $1 AND tbl = $2 AND key = $3".into(),
             vec![
@@ -141,7 +231,12 @@ impl Snapshot for PgSnapshot {
                 Box::new(key.order().to_vec()),
             ],
         )?;
-        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0).into()))
+        let value: Option<Bytes> = rows.first().map(|r| r.get::<_, Vec<u8>>(0).into());
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.len() < CACHED_MAX {
+            cached.insert(cache_key, value.clone());
+        }
+        Ok(value)
     }
 
     fn range<'a>(
@@ -158,6 +253,7 @@ impl Snapshot for PgSnapshot {
             front: VecDeque::new(),
             back: VecDeque::new(),
             met: false,
+            pages: [FIRST_PAGE; 2],
         }))
     }
 
@@ -175,7 +271,7 @@ impl Snapshot for PgSnapshot {
         let Ok(number) = i64::try_from(number) else {
             return Ok(None);
         };
-        let rows = self.query(
+        let rows = self.committed(
             "SELECT body FROM jitflow_log WHERE partition = $1 AND log = $2 AND number = $3".into(),
             vec![
                 Box::new(self.partition),
@@ -197,7 +293,7 @@ impl Snapshot for PgSnapshot {
         Ok(Box::new(std::iter::from_fn(move || {
             if page.is_empty() {
                 let from = next.take()?;
-                let rows = self.query(
+                let rows = self.committed(
                     format!(
                         "SELECT number, body FROM jitflow_log WHERE partition = $1 AND log = $2 \
                          AND number >= $3 AND number <= $4 ORDER BY number LIMIT {PAGE}"
@@ -231,7 +327,7 @@ impl Snapshot for PgSnapshot {
     }
 
     fn last(&self, log: Log) -> io::Result<u64> {
-        let rows = self.query(
+        let rows = self.committed(
             "SELECT coalesce(max(number), 0) FROM jitflow_log WHERE partition = $1 AND log = $2"
                 .into(),
             vec![Box::new(self.partition), Box::new(log_code(log))],
@@ -258,16 +354,20 @@ struct Range<'a> {
     back: VecDeque<(Key, Bytes)>,
     /// No row is left between the bounds (or a fetch failed: the range ends).
     met: bool,
+    /// The next page's size from the front and from the back.
+    pages: [usize; 2],
 }
 
 impl Range<'_> {
     /// Fetches the next page from one end into its buffer.
     fn fetch(&mut self, descending: bool) -> io::Result<()> {
+        let limit = self.pages[usize::from(descending)];
+        self.pages[usize::from(descending)] = (limit * 8).min(PAGE);
         let rows = self
             .snapshot
-            .page(self.table, &self.lower, &self.upper, descending)
+            .page(self.table, &self.lower, &self.upper, descending, limit)
             .inspect_err(|_| self.met = true)?;
-        if rows.len() < PAGE {
+        if rows.len() < limit {
             self.met = true;
         }
         if let Some((last, _)) = rows.last() {

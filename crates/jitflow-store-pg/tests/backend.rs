@@ -230,11 +230,9 @@ fn rows_ranges_and_the_log_follow_a_model_with_snapshot_isolation() {
         first += count;
     }
     let log = backend.snapshot(Partition::WHOLE).unwrap();
-    assert_eq!(
-        after.last(Log::Events).unwrap(),
-        0,
-        "an older snapshot sees no new record"
-    );
+    // Log records are read as committed, by older snapshots too (their rows keep their view).
+    assert_eq!(after.last(Log::Events).unwrap(), 1100);
+    check_range(&*before, &model, Bound::Unbounded, Bound::Unbounded, 0);
     assert_eq!(log.last(Log::Events).unwrap(), 1100);
     assert_eq!(log.last(Log::Extras).unwrap(), extras);
     assert_eq!(
@@ -501,4 +499,49 @@ async fn calls_from_inside_a_runtime_neither_panic_nor_block_it() {
     drop(snapshot);
     drop(backend);
     tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// Readers share one snapshot until a checkpoint ends or it is `SHARED_MAX_AGE` old; a
+/// snapshot taken after a checkpoint sees its rows, and the shared one kept its view.
+#[test]
+fn snapshots_are_shared_between_checkpoints() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let backend = open(&url, "node-1", Duration::from_secs(30)).unwrap();
+    let same = |a: &std::sync::Arc<dyn Snapshot>, b: &std::sync::Arc<dyn Snapshot>| {
+        std::ptr::addr_eq(std::sync::Arc::as_ptr(a), std::sync::Arc::as_ptr(b))
+    };
+    checkpoint(&backend, &[(TABLE, vec![1], Some(b"one".to_vec()))]).unwrap();
+    let first = backend.snapshot(Partition::WHOLE).unwrap();
+    let second = backend.snapshot(Partition::WHOLE).unwrap();
+    assert!(
+        same(&first, &second),
+        "no checkpoint between them: one snapshot"
+    );
+    assert_eq!(
+        first.get(TABLE, &key(&[1])).unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    checkpoint(&backend, &[(TABLE, vec![1], Some(b"two".to_vec()))]).unwrap();
+    let third = backend.snapshot(Partition::WHOLE).unwrap();
+    assert!(!same(&first, &third), "a checkpoint ended: a new snapshot");
+    assert_eq!(
+        third.get(TABLE, &key(&[1])).unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    // The shared one keeps its view (its point read is remembered, and its transaction too).
+    assert_eq!(
+        second.get(TABLE, &key(&[1])).unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    assert_eq!(second.len(TABLE).unwrap(), 1);
+    std::thread::sleep(jitflow_store_pg::SHARED_MAX_AGE + Duration::from_millis(50));
+    let fourth = backend.snapshot(Partition::WHOLE).unwrap();
+    assert!(!same(&third, &fourth), "too old to share: a new snapshot");
+    assert_eq!(
+        fourth.get(TABLE, &key(&[1])).unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
 }

@@ -378,6 +378,20 @@ async fn submissions_are_refused_by_the_enforced_rules_with_a_400_naming_them() 
         Some(put),
     )
     .await;
+    // The accepted submissions' effects settle first: their results commit events of their own.
+    let settling = std::time::Instant::now();
+    while h
+        .engine()
+        .snapshot()
+        .unwrap()
+        .backlog()
+        .unwrap()
+        .item_intents
+        > 0
+    {
+        assert!(settling.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let before = h.engine().last_sequence().unwrap();
     let item = json!({"type": "ENTITLEMENT", "id": "readers"});
     let text = error_text(
