@@ -625,12 +625,17 @@ impl Writer {
                 self.metrics.commit_failed();
                 let cause = heal::cause(&e);
                 Outage::failed(&mut self.outage, &self.signals.health, cause.clone());
-                // Learn the outcome now if the file reopens at once (a fault that passed, or a
-                // full disk that still lets redb recover): callers then get a definite answer.
-                let durable = self
-                    .reopen()
-                    .ok()
-                    .map(|reopened| reopened.sequence >= planned_last);
+                // A fenced write (a shared store's lease passed to another node) was refused
+                // before anything was written: a definite "not committed". Otherwise learn the
+                // outcome now if the store reopens at once (a fault that passed, or a full
+                // disk that still lets redb recover): callers then get a definite answer.
+                let durable = if matches!(e, jitflow_store::append::Error::Fenced { .. }) {
+                    Some(false)
+                } else {
+                    self.reopen()
+                        .ok()
+                        .map(|reopened| reopened.sequence >= planned_last)
+                };
                 debug!(?durable, %cause, "commit failed");
                 for (reply, result) in answers {
                     // Refusals changed nothing and stay refusals.
