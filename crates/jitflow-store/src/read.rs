@@ -128,7 +128,7 @@ pub struct Reader {
     base: Arc<dyn Snapshot>,
     layer: Layer,
     /// The last event of the snapshot: the log may hold later ones, not yet published.
-    pub(crate) sequence: u64,
+    sequence: u64,
     /// The last extras record of the snapshot (0 for none), likewise.
     pub(crate) extras: u64,
 }

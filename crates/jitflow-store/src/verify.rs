@@ -714,7 +714,7 @@ fn replay_log(reader: &Reader, replay: &mut Replay, report: &mut Report) -> Resu
     let mut previous = 0;
     for entry in reader
         .base()
-        .records(crate::backend::Log::Events, 1, reader.sequence)?
+        .records(crate::backend::Log::Events, 1, u64::MAX)?
     {
         let (sequence, v) = entry?;
         if sequence != expected {
