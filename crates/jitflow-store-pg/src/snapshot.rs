@@ -79,21 +79,31 @@ pub(crate) fn open(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<d
     Ok(snapshot)
 }
 
+/// A connection of `pool`, or why there is none (`what` names its use in the error).
+async fn pooled(pool: deadpool_postgres::Pool, what: &str) -> io::Result<Object> {
+    pool.get().await.map_err(|e| match e {
+        // The database refused or failed the connection: its cause, not the pool's wrapper.
+        deadpool_postgres::PoolError::Backend(e) => {
+            let e = crate::rt::io(e);
+            io::Error::new(e.kind(), format!("no {what}: {e}"))
+        }
+        e => io::Error::new(io::ErrorKind::TimedOut, format!("no {what}: {e}")),
+    })
+}
+
+/// Runs `sql` with `params` on `client` (its statement prepared once per connection).
+async fn run(client: &Object, sql: &str, params: Params) -> io::Result<Vec<tokio_postgres::Row>> {
+    let statement = within(client.prepare_cached(sql)).await?;
+    let args: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+    within(client.query(&statement, &args)).await
+}
+
 /// Begins a new snapshot transaction.
 fn begin(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<PgSnapshot>> {
     let pool = inner.pool();
     let client = inner.runtime.run(async move {
-        let client = pool.get().await.map_err(|e| match e {
-            // The database refused or failed the connection: its cause, not the pool's wrapper.
-            deadpool_postgres::PoolError::Backend(e) => {
-                let e = crate::rt::io(e);
-                io::Error::new(e.kind(), format!("no snapshot connection: {e}"))
-            }
-            e => io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no snapshot connection: {e}"),
-            ),
-        })?;
+        let client = pooled(pool, "snapshot connection").await?;
         within(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"))
             .await?;
         Ok::<_, io::Error>(client)
@@ -151,14 +161,8 @@ impl PgSnapshot {
     fn committed(&self, sql: String, params: Params) -> io::Result<Vec<tokio_postgres::Row>> {
         let pool = self.inner.pool();
         self.inner.runtime.run(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| io::Error::other(format!("no connection to read the log: {e}")))?;
-            let statement = within(client.prepare_cached(&sql)).await?;
-            let args: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            within(client.query(&statement, &args)).await
+            let client = pooled(pool, "connection to read the log").await?;
+            run(&client, &sql, params).await
         })?
     }
 
@@ -168,12 +172,9 @@ impl PgSnapshot {
             .as_ref()
             .map(Arc::clone)
             .ok_or_else(|| io::Error::other("the snapshot is closed"))?;
-        self.inner.runtime.run(async move {
-            let statement = within(client.prepare_cached(&sql)).await?;
-            let args: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            within(client.query(&statement, &args)).await
-        })?
+        self.inner
+            .runtime
+            .run(async move { run(&client, &sql, params).await })?
     }
 
     /// One page of `table`'s rows strictly inside the bounds, ascending or descending.

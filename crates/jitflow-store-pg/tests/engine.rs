@@ -120,11 +120,5 @@ async fn the_engine_runs_its_lifecycles_over_postgresql() {
             "revoked"
         ]
     );
-    let engine = h.engine.clone();
-    let report = tokio::task::spawn_blocking(move || engine.verify())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(report.is_clean(), "{:#?}", report.differences);
-    h.engine.shutdown().await;
+    h.verify_and_shut_down().await;
 }

@@ -267,11 +267,5 @@ async fn the_engine_recovers_by_itself_from_a_database_restart_under_load() {
         });
         assert!(found, "acknowledged {what} of {activation} lost");
     }
-    let engine = h.engine.clone();
-    let report = tokio::task::spawn_blocking(move || engine.verify())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(report.is_clean(), "{:#?}", report.differences);
-    h.engine.shutdown().await;
+    h.verify_and_shut_down().await;
 }

@@ -312,6 +312,18 @@ impl Harness {
         Harness::open_on(Engine::builder(path), path, clock, target, config).await
     }
 
+    /// Asserts that `verify` finds the store clean (run off the async workers: it reads the
+    /// whole log), then shuts the engine down.
+    pub async fn verify_and_shut_down(&self) {
+        let engine = self.engine.clone();
+        let report = tokio::task::spawn_blocking(move || engine.verify())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(report.is_clean(), "{:#?}", report.differences);
+        self.engine.shutdown().await;
+    }
+
     /// Opens the engine `builder` describes (its store: a file or a backend) with fresh fakes
     /// but this clock, target and settings; `path` names the store.
     pub async fn open_on(
