@@ -321,7 +321,6 @@ impl StoreArgs {
         };
         let lease = jitflow_store_pg::LeaseOptions::new(self.lease);
         let settings = jitflow_store_pg::Config::new(url.clone(), node_id.clone(), lease);
-        settings.validate()?;
         loop {
             let attempt = settings.clone();
             let opened =
