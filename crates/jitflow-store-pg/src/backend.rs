@@ -226,7 +226,8 @@ impl PgBackend {
     ///
     /// [`Error::InvalidConfig`], [`Error::Url`], [`Error::Runtime`], [`Error::Database`] (the
     /// database cannot be reached), [`Error::NewerSchema`], [`Error::RecordFormat`],
-    /// [`Error::DamagedSchema`], and [`Error::LeaseHeld`] when another node holds a partition.
+    /// [`Error::DamagedSchema`], [`Error::PartitionCount`], and [`Error::LeaseHeld`] when
+    /// another node holds a partition.
     pub fn open(config: Config) -> Result<PgBackend, Error> {
         config.validate()?;
         let mut pg: tokio_postgres::Config = config.url.parse().map_err(Error::Url)?;
@@ -253,6 +254,12 @@ impl PgBackend {
             .spawn(leases.renew_forever(pg, every));
         *inner.renewer.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(PgBackend { inner })
+    }
+
+    /// How many partitions the database's tenants are spread over
+    /// ([`Config::partition_count`], checked against the database on open).
+    pub fn partition_count(&self) -> u32 {
+        self.inner.config.partition_count
     }
 
     /// The epoch this node holds `partition`'s lease at, if it holds it (as far as this node
@@ -295,6 +302,7 @@ impl Inner {
         let pg = self.pg.clone();
         let leases = Arc::clone(&self.leases);
         let partitions = self.config.partitions.clone();
+        let count = self.config.partition_count;
         let idle = idle_timeout(self.config.lease.duration);
         let (writer, epochs) = self
             .runtime
@@ -303,7 +311,7 @@ impl Inner {
                 within(client.batch_execute(&idle))
                     .await
                     .map_err(Error::Database)?;
-                crate::schema::ensure(&mut client).await?;
+                crate::schema::ensure(&mut client, count).await?;
                 let mut epochs = Vec::with_capacity(partitions.len());
                 for partition in partitions {
                     epochs.push((partition, leases.acquire(&client, partition).await?));

@@ -18,6 +18,9 @@ pub const DEFAULT_SNAPSHOTS_MAX: usize = 16;
 /// The most snapshots [`Config::snapshots_max`] may allow: PostgreSQL's own default
 /// `max_connections` is 100, and each snapshot is one connection.
 pub const MAX_SNAPSHOTS: usize = 256;
+/// The most partitions a database may be spread over: each leased partition costs its node a
+/// writer thread, a database connection and a lease renewal.
+pub const MAX_PARTITIONS: u32 = 1024;
 /// The longest node id (it is stored in every lease row and named in errors).
 pub const MAX_NODE_ID_LEN: usize = 128;
 
@@ -57,23 +60,29 @@ pub struct Config {
     pub node_id: String,
     /// The partitions' leases.
     pub lease: LeaseOptions,
-    /// The partitions this node owns (leases taken on open). The store uses
-    /// [`Partition::WHOLE`] today.
+    /// The partitions this backend serves (leases taken on open): one store each, opened
+    /// with `open::Options::partition`. [`Partition::WHOLE`] by default.
     pub partitions: Vec<Partition>,
+    /// How many partitions the database's tenants are spread over (see
+    /// `jitflow_store::backend::Partition::of_tenant`): fixed when the database is created,
+    /// and the same on every node ([`Error::PartitionCount`] otherwise). 1 to
+    /// [`MAX_PARTITIONS`]; 1 by default.
+    pub partition_count: u32,
     /// The most snapshots open at once (see [`DEFAULT_SNAPSHOTS_MAX`]), at most
     /// [`MAX_SNAPSHOTS`].
     pub snapshots_max: usize,
 }
 
 impl Config {
-    /// Settings for node `node_id` on the database at `url`, owning [`Partition::WHOLE`], with
-    /// [`DEFAULT_SNAPSHOTS_MAX`] snapshots.
+    /// Settings for node `node_id` on the database at `url`, owning [`Partition::WHOLE`] of
+    /// one partition, with [`DEFAULT_SNAPSHOTS_MAX`] snapshots.
     pub fn new(url: impl Into<String>, node_id: impl Into<String>, lease: LeaseOptions) -> Config {
         Config {
             url: url.into(),
             node_id: node_id.into(),
             lease,
             partitions: vec![Partition::WHOLE],
+            partition_count: 1,
             snapshots_max: DEFAULT_SNAPSHOTS_MAX,
         }
     }
@@ -96,11 +105,18 @@ impl Config {
         if self.partitions.is_empty() {
             return invalid("the node must own at least one partition".into());
         }
-        if let Some(p) = self.partitions.iter().find(|p| i32::try_from(p.0).is_err()) {
+        if !(1..=MAX_PARTITIONS).contains(&self.partition_count) {
             return invalid(format!(
-                "partition {} is out of range (at most {})",
+                "the partition count must be 1 to {MAX_PARTITIONS}, not {}",
+                self.partition_count
+            ));
+        }
+        if let Some(p) = self.partitions.iter().find(|p| p.0 >= self.partition_count) {
+            return invalid(format!(
+                "partition {} is out of range (the database has {} partitions: 0 to {})",
                 p.0,
-                i32::MAX
+                self.partition_count,
+                self.partition_count - 1
             ));
         }
         if !(1..=MAX_SNAPSHOTS).contains(&self.snapshots_max) {

@@ -45,6 +45,19 @@ pub enum Error {
         /// The format this build writes (`jitflow_store::open::FILE_FORMAT_VERSION`).
         supported: u64,
     },
+    /// The database spreads tenants over another number of partitions than this node's
+    /// [`Config::partition_count`](crate::Config::partition_count). The count is fixed when the
+    /// database is created: every node must be started with it. Nothing was changed.
+    #[error(
+        "the database spreads tenants over {found} partitions; this node was configured with \
+         {configured} (the count is fixed when the database is created)"
+    )]
+    PartitionCount {
+        /// The count in `jitflow_schema`.
+        found: i32,
+        /// This node's setting.
+        configured: u32,
+    },
     /// `jitflow_schema` does not hold exactly one row: not a database jitflow set up, or one
     /// damaged by hand. Nothing was changed.
     #[error("the jitflow_schema table holds {rows} rows, not 1")]

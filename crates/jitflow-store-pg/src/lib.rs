@@ -103,6 +103,7 @@ mod backend;
 mod config;
 mod error;
 mod lease;
+mod membership;
 mod rt;
 pub mod schema;
 mod snapshot;
@@ -111,9 +112,10 @@ pub mod testing;
 
 pub use backend::{CHECKPOINT_BATCH, PgBackend, SNAPSHOT_WAIT};
 pub use config::{
-    Config, DEFAULT_SNAPSHOTS_MAX, LeaseOptions, MAX_LEASE, MAX_NODE_ID_LEN, MAX_SNAPSHOTS,
-    MIN_LEASE,
+    Config, DEFAULT_SNAPSHOTS_MAX, LeaseOptions, MAX_LEASE, MAX_NODE_ID_LEN, MAX_PARTITIONS,
+    MAX_SNAPSHOTS, MIN_LEASE,
 };
 pub use error::Error;
+pub use membership::{Holder, MAX_ADDRESS_LEN, Membership, Node, View};
 pub use rt::{CONNECT_TIMEOUT, RUNTIME_THREADS, STATEMENT_TIMEOUT};
 pub use snapshot::{CACHED_MAX, FIRST_PAGE, PAGE, SHARED_MAX_AGE};

@@ -1,8 +1,11 @@
 //! The tables, created and checked by the engine itself.
 //!
-//! - `jitflow_schema(version, format)`: one row. `version` is the SQL layout below
+//! - `jitflow_schema(version, format, partitions)`: one row. `version` is the SQL layout below
 //!   ([`SCHEMA_VERSION`]); `format` the store's record format
-//!   (`jitflow_store::open::FILE_FORMAT_VERSION`), since the rows hold its encoded records.
+//!   (`jitflow_store::open::FILE_FORMAT_VERSION`), since the rows hold its encoded records;
+//!   `partitions` the number of partitions tenants are spread over, fixed when the database
+//!   is created (a tenant's partition is its hash modulo it, so another count would look for
+//!   every tenant in the wrong place).
 //! - `jitflow_log(partition, log, number, body)`: the log, keyed by (partition, log, number);
 //!   `log` is 1 for events, 2 for extras records.
 //! - `jitflow_rows(partition, tbl, key, native, value)`: the checkpointed derived tables,
@@ -10,6 +13,11 @@
 //!   tenant data, and `bytea` compares bytewise (`memcmp`, then length), which is the order
 //!   the store's ranges need.
 //! - `jitflow_leases(partition, owner, epoch, expires_at)`: one lease per partition.
+//! - `jitflow_nodes(node, address, seen_at)`: the nodes sharing the database, each seen at its
+//!   last heartbeat (see [`Membership`](crate::Membership)).
+//!
+//! Version 1 had no `partitions` column (one partition) and no `jitflow_nodes`; a version 1
+//! database is migrated in place on open.
 
 use jitflow_store::open::FILE_FORMAT_VERSION;
 
@@ -17,7 +25,7 @@ use crate::Error;
 use crate::rt::within;
 
 /// The SQL layout this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Serialises schema creation between nodes starting at once (a transaction-scoped advisory
 /// lock; the number is arbitrary but fixed).
@@ -47,8 +55,24 @@ CREATE TABLE jitflow_leases (
 );
 ";
 
-/// Creates the tables of an empty database, or checks the version of existing ones.
-pub(crate) async fn ensure(client: &mut tokio_postgres::Client) -> Result<(), Error> {
+/// Version 1 to 2: the partition count (version 1 had one partition) and the nodes' table.
+const FROM_V1: &str = "
+ALTER TABLE jitflow_schema ADD COLUMN partitions integer NOT NULL DEFAULT 1;
+CREATE TABLE jitflow_nodes (
+    node text PRIMARY KEY,
+    address text NOT NULL,
+    seen_at timestamptz NOT NULL
+);
+UPDATE jitflow_schema SET version = 2;
+";
+
+/// Creates the tables of an empty database (spread over `partitions`), or checks the version,
+/// record format and partition count of existing ones, migrating an older layout in place.
+pub(crate) async fn ensure(
+    client: &mut tokio_postgres::Client,
+    partitions: u32,
+) -> Result<(), Error> {
+    let count = i32::try_from(partitions).unwrap_or(i32::MAX);
     let txn = within(client.transaction())
         .await
         .map_err(Error::Database)?;
@@ -65,17 +89,28 @@ pub(crate) async fn ensure(client: &mut tokio_postgres::Client) -> Result<(), Er
         .map_err(Error::Database)?;
     match rows.as_slice() {
         [] => {
+            // Version 1's tables, then the steps to the current version: one way to each.
             within(txn.batch_execute(CREATE))
                 .await
                 .map_err(Error::Database)?;
             let format = i64::try_from(FILE_FORMAT_VERSION).unwrap_or(i64::MAX);
             within(txn.execute(
-                "INSERT INTO jitflow_schema (version, format) VALUES ($1, $2)",
-                &[&SCHEMA_VERSION, &format],
+                "INSERT INTO jitflow_schema (version, format) VALUES (1, $1)",
+                &[&format],
             ))
             .await
             .map_err(Error::Database)?;
-            tracing::info!(version = SCHEMA_VERSION, "created the jitflow schema");
+            within(txn.batch_execute(FROM_V1))
+                .await
+                .map_err(Error::Database)?;
+            within(txn.execute("UPDATE jitflow_schema SET partitions = $1", &[&count]))
+                .await
+                .map_err(Error::Database)?;
+            tracing::info!(
+                version = SCHEMA_VERSION,
+                partitions,
+                "created the jitflow schema"
+            );
         }
         [row] => {
             let (version, format): (i32, i64) = (row.get(0), row.get(1));
@@ -85,11 +120,28 @@ pub(crate) async fn ensure(client: &mut tokio_postgres::Client) -> Result<(), Er
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Version 1 is the first: an older one would be migrated here, step by step.
             if u64::try_from(format) != Ok(FILE_FORMAT_VERSION) {
                 return Err(Error::RecordFormat {
                     found: format,
                     supported: FILE_FORMAT_VERSION,
+                });
+            }
+            if version == 1 {
+                within(txn.batch_execute(FROM_V1))
+                    .await
+                    .map_err(Error::Database)?;
+                tracing::info!(from = 1, to = 2, "migrated the jitflow schema");
+            }
+            let found: i32 = within(txn.query_one("SELECT partitions FROM jitflow_schema", &[]))
+                .await
+                .map_err(Error::Database)?
+                .get(0);
+            if found != count {
+                // Checked before any lease is taken: a node with another count would route
+                // tenants to partitions that do not hold them.
+                return Err(Error::PartitionCount {
+                    found,
+                    configured: partitions,
                 });
             }
         }

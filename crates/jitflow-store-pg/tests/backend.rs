@@ -448,9 +448,130 @@ fn settings_out_of_bounds_are_refused() {
     ));
     config.partitions = vec![];
     assert!(matches!(
-        PgBackend::open(config),
+        PgBackend::open(config.clone()),
         Err(Error::InvalidConfig(_))
     ));
+    // A partition past the count, and counts out of bounds.
+    config.partition_count = 4;
+    config.partitions = vec![Partition(4)];
+    assert!(matches!(
+        PgBackend::open(config.clone()),
+        Err(Error::InvalidConfig(_))
+    ));
+    config.partitions = vec![Partition(3)];
+    for count in [0, jitflow_store_pg::MAX_PARTITIONS + 1] {
+        config.partition_count = count;
+        assert!(matches!(
+            PgBackend::open(config.clone()),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+}
+
+#[test]
+fn a_version_1_schema_is_migrated_and_the_partition_count_is_fixed() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let lease = LeaseOptions::new(Duration::from_secs(5));
+    let backend = open(&url, "n", Duration::from_secs(5)).unwrap();
+    append(&backend, 1, 3, None).unwrap();
+    backend.release().unwrap();
+    drop(backend);
+    // Back to version 1's layout: no partition count, no nodes' table.
+    cluster
+        .sql(
+            &url,
+            "ALTER TABLE jitflow_schema DROP COLUMN partitions; DROP TABLE jitflow_nodes; \
+             UPDATE jitflow_schema SET version = 1",
+        )
+        .unwrap();
+    let backend = open(&url, "n", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        cluster
+            .sql(
+                &url,
+                "SELECT version || '/' || partitions FROM jitflow_schema"
+            )
+            .unwrap()
+            .trim(),
+        format!("{SCHEMA_VERSION}/1")
+    );
+    // The log written before is still there.
+    let snapshot = backend.snapshot(Partition::WHOLE).unwrap();
+    assert_eq!(snapshot.last(Log::Events).unwrap(), 3);
+    drop(snapshot);
+    backend.release().unwrap();
+    drop(backend);
+    // Its count is 1: a node of another count is refused, before taking any lease.
+    let mut config = Config::new(&url, "m", lease);
+    config.partition_count = 4;
+    match PgBackend::open(config) {
+        Err(Error::PartitionCount {
+            found: 1,
+            configured: 4,
+        }) => {}
+        other => panic!("expected PartitionCount, got {other:?}"),
+    }
+    assert_eq!(
+        cluster
+            .sql(
+                &url,
+                "SELECT count(*) FROM jitflow_leases WHERE owner = 'm'"
+            )
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_heartbeat_see_each_other_and_leave() {
+    use jitflow_store_pg::Membership;
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let lease = LeaseOptions::new(Duration::from_secs(2));
+    let config = |node: &str| {
+        let mut c = Config::new(&url, node, lease);
+        c.partition_count = 3;
+        c
+    };
+    let a = Membership::open(&config("a"), "http://a").await.unwrap();
+    let b = Membership::open(&config("b"), "http://b").await.unwrap();
+    assert!(matches!(
+        Membership::open(&config("c"), "").await,
+        Err(Error::InvalidConfig(_))
+    ));
+    a.heartbeat().await.unwrap();
+    let view = b.heartbeat().await.unwrap();
+    let ids: Vec<&str> = view.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(view.nodes[1].address, "http://b");
+    // Nobody holds a lease yet: a gets two partitions, b one.
+    assert_eq!(view.assigned("a"), vec![Partition(0), Partition(1)]);
+    assert_eq!(view.assigned("b"), vec![Partition(2)]);
+    // b takes partition 0's lease: the plan leaves it with b.
+    let mut held = config("b");
+    held.partitions = vec![Partition(0)];
+    let backend = PgBackend::open(held).unwrap();
+    let view = b.heartbeat().await.unwrap();
+    assert_eq!(view.owner(Partition(0)).map(|n| n.id.as_str()), Some("b"));
+    assert_eq!(view.assigned("b"), vec![Partition(0)]);
+    assert_eq!(view.assigned("a"), vec![Partition(1), Partition(2)]);
+    drop(backend);
+    // a leaves: b alone is assigned everything.
+    a.leave().await.unwrap();
+    let view = b.heartbeat().await.unwrap();
+    assert_eq!(view.nodes.len(), 1);
+    assert_eq!(view.assigned("b").len(), 3);
+    // A node that stops heartbeating ages out after a lease.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let view = a.heartbeat().await.unwrap();
+    let ids: Vec<&str> = view.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["a"]);
 }
 
 #[test]

@@ -96,3 +96,99 @@ fn a_fenced_store_is_poisoned_and_the_new_holder_opens_on_everything_committed()
     store_b.append_batch(&batch(&mut world, 2)).unwrap();
     assert_eq!(store_b.stats().sequence, committed + 2);
 }
+
+/// A backend of `partition` of a database spread over `count`.
+fn open_partition(url: &str, node: &str, partition: u32, count: u32) -> PgBackend {
+    let mut config = Config::new(url, node, LeaseOptions::new(Duration::from_secs(3)));
+    config.partition_count = count;
+    config.partitions = vec![jitflow_store::backend::Partition(partition)];
+    PgBackend::open(config).unwrap()
+}
+
+fn partition_options(partition: u32) -> Options {
+    Options {
+        partition: jitflow_store::backend::Partition(partition),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn partitions_of_one_database_are_stores_of_their_own() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    // Three nodes, one partition each; a and b write their own tenant's data.
+    let a = Arc::new(open_partition(&url, "a", 0, 3));
+    let b = Arc::new(open_partition(&url, "b", 1, 3));
+    let d = Arc::new(open_partition(&url, "d", 2, 3));
+    let store_a = Store::open_on(Arc::clone(&a) as _, partition_options(0)).unwrap();
+    let store_b = Store::open_on(Arc::clone(&b) as _, partition_options(1)).unwrap();
+    let mut world_a = World::new("pa", 1, 4);
+    let mut world_b = World::new("pb", 1, 3);
+    for slot in 0..3 {
+        store_a.append_batch(&batch(&mut world_a, slot)).unwrap();
+    }
+    store_a.checkpoint(None).unwrap();
+    store_b.append_batch(&batch(&mut world_b, 0)).unwrap();
+    // Each partition's log numbers its own events from 1.
+    assert_eq!(store_a.stats().sequence, 6);
+    assert_eq!(store_b.stats().sequence, 2);
+    let (tenant_a, tenant_b) = (&world_a.tenants[0].id, &world_b.tenants[0].id);
+    let in_b = store_b.reader().unwrap();
+    assert_eq!(
+        in_b.connection(tenant_a, world_a.connection_id(0, 0))
+            .unwrap(),
+        None,
+        "partition 1 sees partition 0's data"
+    );
+    drop(in_b);
+    // d may read partition 0, but writes nothing there: its lease is partition 2's.
+    let stray = Store::open_on(Arc::clone(&d) as _, partition_options(0)).unwrap();
+    assert_eq!(stray.stats().sequence, 6);
+    let err = stray
+        .append_batch(&batch(&mut world_a.clone(), 3))
+        .unwrap_err();
+    assert!(
+        matches!(err, jitflow_store::append::Error::Fenced { .. }),
+        "{err}"
+    );
+    drop((stray, store_a, store_b));
+    a.release().unwrap();
+    b.release().unwrap();
+
+    // Opened again, by another node, each partition holds what its node wrote.
+    let again_a = Store::open_on(
+        Arc::new(open_partition(&url, "c", 0, 3)),
+        partition_options(0),
+    )
+    .unwrap();
+    assert_eq!(again_a.stats().sequence, 6);
+    let reader = again_a.reader().unwrap();
+    for slot in 0..3 {
+        let id = world_a.connection_id(0, slot);
+        assert_eq!(
+            reader.connection(tenant_a, id).unwrap().as_ref(),
+            world_a.tenants[0].connections.get(&id)
+        );
+    }
+    drop(reader);
+    assert!(again_a.verify().unwrap().is_clean());
+    let again_b = Store::open_on(
+        Arc::new(open_partition(&url, "c", 1, 3)),
+        partition_options(1),
+    )
+    .unwrap();
+    assert_eq!(again_b.stats().sequence, 2);
+    let id = world_b.connection_id(0, 0);
+    assert_eq!(
+        again_b
+            .reader()
+            .unwrap()
+            .connection(tenant_b, id)
+            .unwrap()
+            .as_ref(),
+        world_b.tenants[0].connections.get(&id)
+    );
+    assert!(again_b.verify().unwrap().is_clean());
+}

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use std::sync::Arc;
 
-use crate::backend::{Append, Partition, Snapshot};
+use crate::backend::{Append, Snapshot};
 
 use crate::batch::{Appended, Batch, Entry, MAX_BATCH_ENTRIES, MAX_BATCH_KEYS};
 use crate::codec::{self, PayloadRef, Stream};
@@ -230,7 +230,7 @@ impl Store {
             events: &records,
             extras: extras.as_deref().map(|bytes| (extras_number, bytes)),
         };
-        self.written(self.backend().append(Partition::WHOLE, append))?;
+        self.written(self.backend().append(self.options.partition, append))?;
         self.hot.publish(Published {
             sequence: last,
             extras: extras_number,

@@ -46,6 +46,24 @@ pub struct Partition(pub u32);
 impl Partition {
     /// The only partition of a single-file store.
     pub const WHOLE: Partition = Partition(0);
+
+    /// The partition holding `tenant`'s data when tenants are spread over `count` partitions
+    /// (`count` at least 1): FNV-1a (64 bits) of the tenant id's bytes, modulo `count`.
+    ///
+    /// A whole tenant goes to one partition: its connections, requests, policy and config, so
+    /// that one writer decides every command against its tenant's state, as on one file. The
+    /// hash is part of the stored layout: changing it, or `count`, would look for tenants in
+    /// partitions that do not hold them.
+    pub fn of_tenant(tenant: &str, count: u32) -> Partition {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let hash = tenant
+            .bytes()
+            .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+        let partition = hash % u64::from(count.max(1));
+        // Below `count`, a u32.
+        Partition(u32::try_from(partition).unwrap_or(0))
+    }
 }
 
 /// The id of a derived table (see the store's table list); not persisted.

@@ -13,8 +13,8 @@ use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, Stora
 
 use std::sync::Arc;
 
-use crate::backend::RedbFile;
 use crate::backend::file::Opener;
+use crate::backend::{Partition, RedbFile};
 use crate::store::Store;
 use crate::tables::{
     ACTIVATIONS, ASSIGNMENTS, CONNECTION_INDEX, CONNECTIONS, EVENTS, EXTRAS, FORMAT_VERSION_KEY,
@@ -94,6 +94,10 @@ pub struct Options {
     /// bounds the open's replay in time as well as in rows. Default:
     /// [`DEFAULT_CHECKPOINT_INTERVAL`].
     pub checkpoint_interval: std::time::Duration,
+    /// The backend's partition this store holds: its log and checkpointed rows. A redb file
+    /// has one, [`Partition::WHOLE`]; a shared database's backend has several, each opened as a
+    /// store of its own by the node leasing it. Default: [`Partition::WHOLE`].
+    pub partition: Partition,
 }
 
 impl Default for Options {
@@ -104,6 +108,7 @@ impl Default for Options {
             layer_entries_max: DEFAULT_LAYER_ENTRIES_MAX,
             layer_bytes_max: DEFAULT_LAYER_BYTES_MAX,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            partition: Partition::WHOLE,
         }
     }
 }
@@ -175,6 +180,10 @@ pub enum Error {
     /// database that cannot be reached or a lease another node holds.
     #[error("cannot open the storage backend again: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// [`Options::partition`] is not [`Partition::WHOLE`] for a redb file, which has that
+    /// partition only. Nothing was changed.
+    #[error("a redb store file has partition 0 only, not partition {0}")]
+    NoSuchPartition(u32),
     /// The file is a redb database holding other tables or events but no jitflow format
     /// version: not a jitflow store. Nothing was changed.
     #[error("the file is a redb database but not a jitflow store (no format version)")]
@@ -196,6 +205,7 @@ impl Store {
     /// does not exist. After a crash, redb repairs the file first.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
+        only_whole(&options)?;
         let db = builder(&options).create(&path)?;
         let reopen = options.clone();
         let opener: Opener = Box::new(move || builder(&reopen).create(&path));
@@ -209,6 +219,7 @@ impl Store {
         backend: impl Fn() -> B + Send + Sync + 'static,
         options: Options,
     ) -> Result<Store, Error> {
+        only_whole(&options)?;
         let db = builder(&options).create_with_backend(backend())?;
         let reopen = options.clone();
         let opener: Opener = Box::new(move || builder(&reopen).create_with_backend(backend()));
@@ -221,6 +232,7 @@ impl Store {
         backend: impl StorageBackend,
         options: Options,
     ) -> Result<Store, Error> {
+        only_whole(&options)?;
         let db = builder(&options).create_with_backend(backend)?;
         Store::init(db, None, options)
     }
@@ -298,6 +310,15 @@ impl Store {
         crate::request::ensure_tables(&db).map_err(storage)?;
         let file = RedbFile::new(db, opener, options.quick_repair);
         crate::replay::open(Arc::new(file), options)
+    }
+}
+
+/// A redb file has one partition: refuses any other before the file is touched.
+fn only_whole(options: &Options) -> Result<(), Error> {
+    if options.partition == Partition::WHOLE {
+        Ok(())
+    } else {
+        Err(Error::NoSuchPartition(options.partition.0))
     }
 }
 

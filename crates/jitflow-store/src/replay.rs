@@ -12,7 +12,7 @@ use jitflow_core::lifecycle;
 use jitflow_core::request;
 use std::sync::Arc;
 
-use crate::backend::{Backend, Log, Partition};
+use crate::backend::{Backend, Log};
 
 use crate::append::{self, WriteTables, derive, move_cursor};
 use crate::batch::Entry;
@@ -42,7 +42,7 @@ fn write_failed(sequence: u64, e: append::Error) -> Error {
 /// Opens `backend` (its format checked and upgraded) as a store: reads the checkpoint's
 /// position and replays the log after it.
 pub(crate) fn open(backend: Arc<dyn Backend>, options: Options) -> Result<Store, Error> {
-    let base = backend.snapshot(Partition::WHOLE).map_err(storage)?;
+    let base = backend.snapshot(options.partition).map_err(storage)?;
     let (checkpoint, checkpoint_extras) = checkpoint_of(&*base).map_err(storage)?;
     let last = base.last(Log::Events).map_err(storage)?;
     let last_extras = base.last(Log::Extras).map_err(storage)?;

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use redb::TableHandle;
 
 use crate::append::Error;
-use crate::backend::{Backend, Partition, RedbFile, Snapshot, WriteError};
+use crate::backend::{Backend, RedbFile, Snapshot, WriteError};
 use crate::hot::{Layer, WriteTable};
 use crate::open::Options;
 use crate::read::{self, Reader};
@@ -299,7 +299,7 @@ impl Store {
         // the tables stay ahead, and reads fail (this node's writes are fenced already).
         for _ in 0..1000 {
             let published = self.hot.published();
-            let base = self.backend.snapshot(Partition::WHOLE)?;
+            let base = self.backend.snapshot(self.options.partition)?;
             let checkpoint = checkpoint_of(&*base)?.0;
             if checkpoint == published.checkpoint {
                 return Ok(Reader::new(base, published));
@@ -319,7 +319,7 @@ impl Store {
     /// A snapshot of the backend (the writer's base under its working layer).
     pub(crate) fn base(&self) -> Result<Arc<dyn Snapshot>, Error> {
         self.backend
-            .snapshot(Partition::WHOLE)
+            .snapshot(self.options.partition)
             .map_err(|source| Error::Storage { source })
     }
 
@@ -406,7 +406,7 @@ impl Store {
         let layer = layer.into_inner();
         let bytes = published.layer.bytes();
         let mut rows = layer.rows();
-        let rows = self.written(self.backend.checkpoint(Partition::WHOLE, &mut rows))?;
+        let rows = self.written(self.backend.checkpoint(self.options.partition, &mut rows))?;
         let elapsed = started.elapsed();
         self.hot.publish(Published {
             checkpoint: published.sequence,

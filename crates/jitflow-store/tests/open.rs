@@ -113,3 +113,37 @@ fn the_stored_version_is_read_without_changing_the_file() {
         Some(FILE_FORMAT_VERSION)
     );
 }
+
+#[test]
+fn a_redb_file_has_partition_zero_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let options = Options {
+        partition: jitflow_store::backend::Partition(3),
+        ..Options::default()
+    };
+    let err = Store::open(&path, options).unwrap_err();
+    assert!(matches!(err, Error::NoSuchPartition(3)), "{err:?}");
+    assert!(!path.exists(), "the refused open created the file");
+    // Partition 0 is the file's own.
+    let options = Options {
+        partition: jitflow_store::backend::Partition::WHOLE,
+        ..Options::default()
+    };
+    drop(Store::open(&path, options).unwrap());
+}
+
+/// The tenant hash is part of the stored layout: these values (FNV-1a 64, computed apart from
+/// this code) must never change.
+#[test]
+fn a_tenants_partition_is_stable() {
+    use jitflow_store::backend::Partition;
+    assert_eq!(Partition::of_tenant("acme", 8), Partition(7));
+    assert_eq!(Partition::of_tenant("globex", 8), Partition(6));
+    assert_eq!(Partition::of_tenant("initech", 8), Partition(1));
+    assert_eq!(Partition::of_tenant("acme", 3), Partition(2));
+    assert_eq!(Partition::of_tenant("initech", 3), Partition(0));
+    assert_eq!(Partition::of_tenant("acme", 1), Partition::WHOLE);
+    // A count of 0 is read as 1 rather than dividing by zero.
+    assert_eq!(Partition::of_tenant("acme", 0), Partition::WHOLE);
+}

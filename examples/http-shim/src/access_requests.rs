@@ -614,7 +614,7 @@ pub async fn submit(
         ));
     }
     let (request, items) = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .submit_request(&principal.caller, rights(&principal), &submission)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(submit_response(request, &items))).into_response())
@@ -717,7 +717,7 @@ pub async fn cancel(
     let body: CancelBody = body.parse()?;
     let id = request_id("accountActivityId", &body.account_activity_id)?;
     state
-        .engine
+        .engine(&principal.caller.tenant)?
         .cancel_request(&principal.caller, rights(&principal), id, body.comment)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
@@ -750,7 +750,7 @@ pub async fn bulk_cancel(
         request_id,
     )?;
     let results = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .bulk_cancel(&principal.caller, rights(&principal), &ids, body.comment)
         .await?;
     Ok(bulk_response(&body.access_request_ids, results))
@@ -804,7 +804,7 @@ pub async fn close(
         }
     };
     let results = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .bulk_close(
             &principal.caller,
             rights(&principal),
@@ -922,7 +922,7 @@ pub async fn status(
     let scope = status_scope(&params, &principal)?;
     let query = params.query(jitflow::query::REQUEST_STATUS)?;
     let rights = rights(&principal);
-    let page = crate::list::blocking(&state.engine, move |engine| {
+    let page = crate::list::blocking(&state.engine(&principal.caller.tenant)?, move |engine| {
         engine.request_status(&principal.caller, rights, &scope, &query)
     })
     .await?;
@@ -952,7 +952,7 @@ pub async fn administration(
     let scope = status_scope(&params, &principal)?;
     let query = params.query(jitflow::query::REQUEST_ADMINISTRATION)?;
     let rights = rights(&principal);
-    let page = crate::list::blocking(&state.engine, move |engine| {
+    let page = crate::list::blocking(&state.engine(&principal.caller.tenant)?, move |engine| {
         engine.request_administration(&principal.caller, rights, &scope, &query)
     })
     .await?;
@@ -1017,7 +1017,7 @@ pub async fn revocable_objects(
         .map_err(|e| field_error("entitlementId", e))?;
     let rights = rights(&principal);
     let (who, what) = (identity.clone(), entitlement.clone());
-    let details = crate::list::blocking(&state.engine, move |engine| {
+    let details = crate::list::blocking(&state.engine(&principal.caller.tenant)?, move |engine| {
         engine.entitlement_details(&principal.caller, rights, &who, &what)
     })
     .await?;
@@ -1150,12 +1150,18 @@ pub async fn accounts_selection(
                 let entitlement = jitflow_core::id::EntitlementId::parse(object.id.as_str())
                     .map_err(|e| field_error("id", e))?;
                 let (caller, who) = (principal.caller.clone(), identity.clone());
-                let found = crate::list::blocking(&state.engine, move |engine| {
-                    match engine.entitlement_details(&caller, rights, &who, &entitlement) {
+                let found = crate::list::blocking(
+                    &state.engine(&principal.caller.tenant)?,
+                    move |engine| match engine.entitlement_details(
+                        &caller,
+                        rights,
+                        &who,
+                        &entitlement,
+                    ) {
                         Err(jitflow::Error::NotFound(_)) => Ok(None),
                         other => other.map(Some),
-                    }
-                })
+                    },
+                )
                 .await?;
                 found.as_ref().map(sources_json).unwrap_or_default()
             } else {

@@ -267,7 +267,7 @@ fn signalable(
 ) -> Result<Connection, ApiError> {
     let not_found = || ApiError::not_found(format!("connection {id} not found"));
     let connection = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .connection(&principal.caller.tenant, id)?
         .ok_or_else(not_found)?;
     if connection.spec.identity != principal.identity && !principal.has_scope(MANAGE_ACTIVATIONS) {
@@ -307,7 +307,7 @@ pub async fn activate(
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let context = summary(client.as_ref());
     let activation = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .activate(&principal.caller, id, Some(period), key, client)
         .await?;
     tracing::info!(activation = %activation.id, connection = %id, %context, "activate");
@@ -351,7 +351,7 @@ pub async fn extend(
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let context = summary(client.as_ref());
     let activation = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .extend(&principal.caller, id, Some(by), key, client)
         .await?;
     tracing::info!(activation = %activation.id, connection = %id, %context, "extend");
@@ -361,7 +361,7 @@ pub async fn extend(
         connection_id: id.to_string(),
         activation_period_extension_mins: by.get(),
         status: activation.status.as_str().to_owned(),
-        start_time: now(&state).to_rfc3339(),
+        start_time: now(&state, &principal)?.to_rfc3339(),
     }))
 }
 
@@ -391,7 +391,7 @@ pub async fn deactivate(
     let (id, key) = target(&state, &principal, &headers, &body.connection_id)?;
     let context = summary(client.as_ref());
     let activation = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .deactivate(&principal.caller, id, key, client)
         .await?;
     tracing::info!(activation = %activation.id, connection = %id, %context, "deactivate");
@@ -400,10 +400,10 @@ pub async fn deactivate(
         activation_id: activation.id.to_string(),
         connection_id: id.to_string(),
         status: activation.status.as_str().to_owned(),
-        start_time: now(&state).to_rfc3339(),
+        start_time: now(&state, &principal)?.to_rfc3339(),
     }))
 }
 
-fn now(state: &AppState) -> Timestamp {
-    state.engine.now()
+fn now(state: &AppState, principal: &Principal) -> Result<Timestamp, ApiError> {
+    Ok(state.engine(&principal.caller.tenant)?.now())
 }

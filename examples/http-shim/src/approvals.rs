@@ -121,7 +121,7 @@ pub async fn approve(
         body.parse()?
     };
     state
-        .engine
+        .engine(&principal.caller.tenant)?
         .approve(&principal.caller, rights(&principal), id, body.comment)
         .await?;
     Ok(accepted())
@@ -151,7 +151,7 @@ pub async fn reject(
     let id = approval(&id)?;
     let body: CommentBody = body.parse()?;
     state
-        .engine
+        .engine(&principal.caller.tenant)?
         .reject(&principal.caller, rights(&principal), id, body.comment)
         .await?;
     Ok(accepted())
@@ -194,7 +194,7 @@ pub async fn forward(
     let new_owner = IdentityId::parse(&body.new_owner_id)
         .map_err(|e| ApiError::bad_request(format!("newOwnerId: {e}")))?;
     state
-        .engine
+        .engine(&principal.caller.tenant)?
         .forward_approval(
             &principal.caller,
             rights(&principal),
@@ -238,7 +238,7 @@ pub async fn bulk_approve(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let results = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .bulk_approve(&principal.caller, rights(&principal), &ids)
         .await?;
     Ok(bulk_response(&body.approval_ids, results))
@@ -375,7 +375,7 @@ async fn approval_list(
     let query = params.query(collection)?;
     let rights = rights(&principal);
     let who = owner.clone();
-    let page = crate::list::blocking(&state.engine, move |engine| {
+    let page = crate::list::blocking(&state.engine(&principal.caller.tenant)?, move |engine| {
         engine.approvals(&principal.caller, rights, which, Some(&who), &query)
     })
     .await?;
@@ -469,7 +469,7 @@ pub async fn summary(
         })
         .transpose()?;
     let rights = rights(&principal);
-    let s = crate::list::blocking(&state.engine, move |engine| {
+    let s = crate::list::blocking(&state.engine(&principal.caller.tenant)?, move |engine| {
         engine.approval_summary(&principal.caller, rights, owner.as_ref(), from)
     })
     .await?;
@@ -517,9 +517,11 @@ pub async fn approvers(
     let params = Params::new(&uri, &["limit", "offset", "count"])?;
     // The paging parameters are checked as every list's are.
     let query: Query = params.query(jitflow::query::PENDING_APPROVALS)?;
-    let all = state
-        .engine
-        .request_approvers(&principal.caller, rights(&principal), request)?;
+    let all = state.engine(&principal.caller.tenant)?.request_approvers(
+        &principal.caller,
+        rights(&principal),
+        request,
+    )?;
     let total = all.len() as u64;
     let items = all
         .into_iter()

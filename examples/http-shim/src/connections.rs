@@ -187,7 +187,10 @@ pub async fn import(
     // The engine queues the items in request order (so the first of two items for the same
     // assignment is the one registered) and they share group commits.
     if !specs.is_empty() {
-        let outcomes = state.engine.import(&principal.caller, specs).await?;
+        let outcomes = state
+            .engine(&principal.caller.tenant)?
+            .import(&principal.caller, specs)
+            .await?;
         for ((index, id), outcome) in valid.into_iter().zip(outcomes) {
             results[index] = Some(match outcome {
                 Ok(_) => ImportResult {
@@ -223,7 +226,10 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     principal.require(auth::CONNECTIONS_MANAGE)?;
     let id = connection_id("id", &id)?;
-    state.engine.remove(&principal.caller, id).await?;
+    state
+        .engine(&principal.caller.tenant)?
+        .remove(&principal.caller, id)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -412,8 +418,9 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     principal.require(auth::CONNECTIONS_LIST)?;
     let id = connection_id("id", &id)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let tenant = principal.caller.tenant;
-    let connection = crate::list::blocking(&state.engine, move |e| e.connection(&tenant, id))
+    let connection = crate::list::blocking(&engine, move |e| e.connection(&tenant, id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("connection {id} does not exist")))?;
     Ok(axum::Json(ConnectionDetailDto::from_connection(&connection)).into_response())

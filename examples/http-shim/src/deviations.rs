@@ -44,7 +44,7 @@ pub const DEVIATIONS: &[Deviation] = &[
     Deviation {
         status: 503,
         scope: Scope::Every,
-        when: "the engine cannot write now (a failed commit: it heals by itself, see \"When a write fails\"), has stopped (the server is shutting down), or the request took longer than 30 s",
+        when: "the engine cannot write now (a failed commit: it heals by itself, see \"When a write fails\"), has stopped (the server is shutting down), the request took longer than 30 s, or, with several shims on one database, another shim serves the tenant's partition (the `jitflow-owner` and `jitflow-owner-address` headers name it) or the partition is moving between shims",
         why: "the request may succeed if retried later, and a timed-out signal may still commit; \
               of the declared statuses 500 says the server is faulty and 429 that the client sends too much",
     },

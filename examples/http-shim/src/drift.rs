@@ -180,11 +180,9 @@ pub async fn findings(
 ) -> Result<Response, ApiError> {
     principal.require(auth::HISTORY_READ)?;
     let (after, limit) = paging(&uri, DEFAULT_DRIFT_PAGE, jitflow::MAX_PAGE)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let tenant = principal.caller.tenant;
-    let page = list::blocking(&state.engine, move |e| {
-        e.drift_findings(&tenant, after, limit)
-    })
-    .await?;
+    let page = list::blocking(&engine, move |e| e.drift_findings(&tenant, after, limit)).await?;
     let items: Vec<DriftFindingDto> = page
         .findings
         .iter()
@@ -226,7 +224,10 @@ pub async fn reconcile(
         return Err(ApiError::bad_request("this operation takes no body"));
     }
     let id = connection_id("id", &id)?;
-    let reconciled = state.engine.reconcile(&principal.caller, id).await?;
+    let reconciled = state
+        .engine(&principal.caller.tenant)?
+        .reconcile(&principal.caller, id)
+        .await?;
     Ok(axum::Json(ReconciledDto {
         connection_id: id.to_string(),
         inspection: reconciled.inspection.into(),

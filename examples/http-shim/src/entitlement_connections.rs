@@ -389,8 +389,9 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     principal.require(auth::CONNECTIONS_LIST)?;
     let query = list::query(&uri, CONNECTIONS)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let caller = principal.caller;
-    let page = list::blocking(&state.engine, move |e| e.connections(&caller, &query)).await?;
+    let page = list::blocking(&engine, move |e| e.connections(&caller, &query)).await?;
     Ok(hits(page))
 }
 
@@ -415,8 +416,9 @@ pub async fn search_current_identity(
 ) -> Result<Response, ApiError> {
     principal.require(auth::CONNECTIONS_READ_SELF)?;
     let query = list::query(&uri, CONNECTIONS)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let (caller, identity) = (principal.caller, principal.identity);
-    let page = list::blocking(&state.engine, move |e| {
+    let page = list::blocking(&engine, move |e| {
         e.connections_of_identity(&caller, &identity, &query)
     })
     .await?;
@@ -431,7 +433,7 @@ async fn apply_patch(
     ops: &[PatchOp],
 ) -> Result<Response, ApiError> {
     let connection = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .patch_connection(&principal.caller, id, ops)
         .await?;
     Ok(axum::Json(EntitlementConnectionDto::from_connection(
@@ -511,8 +513,7 @@ pub async fn patch_by_query(
     let (entitlement, identity, account) = assignment(&uri)?;
     // The ops are checked before the lookup, so a malformed patch is a 400 whatever the ids.
     let ops = patch_ops(&body, false)?;
-    let found = state
-        .engine
+    let found = state.engine(&principal.caller.tenant)?
         .connection_by_assignment(&principal.caller, &entitlement, &identity, &account)
         .map_err(|e| match e {
             // The only query refusal of this read: several connections hold the assignment.
@@ -587,7 +588,7 @@ pub async fn bulk(
         })
         .collect();
     let outcomes = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .bulk_change_type(&principal.caller, &items)
         .await?;
     let results: Vec<BulkResultDto> = items

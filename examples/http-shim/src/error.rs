@@ -125,7 +125,24 @@ pub struct ApiError {
     /// The status the error had before [`ApiError::as_bad_request`] made it a 400 (an
     /// operation that does not declare it); shown in the `detailCode`.
     pub natural: Option<StatusCode>,
+    /// For a 503 of a partition another node serves: that node, sent in the
+    /// [`OWNER_HEADER`] and [`OWNER_ADDRESS_HEADER`] headers.
+    pub owner: Option<Box<Owner>>,
 }
+
+/// The node serving a tenant's partition, named in a 503 of a node that does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Its node id.
+    pub node: String,
+    /// The address it advertises (`--advertise`).
+    pub address: String,
+}
+
+/// The header naming the node that serves the request's tenant.
+pub const OWNER_HEADER: &str = "jitflow-owner";
+/// The header giving that node's advertised address.
+pub const OWNER_ADDRESS_HEADER: &str = "jitflow-owner-address";
 
 /// What a response rendered from an [`ApiError`] carries in its extensions, so that
 /// [`crate::deviations::conform`] can answer the same error with another status and the same
@@ -148,6 +165,15 @@ impl ApiError {
             status,
             text,
             natural: None,
+            owner: None,
+        }
+    }
+
+    /// 503: another node serves the tenant's partition; `owner` names it in headers.
+    pub fn not_owner(text: impl Into<String>, owner: Owner) -> ApiError {
+        ApiError {
+            owner: Some(Box::new(owner)),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, text)
         }
     }
 
@@ -183,6 +209,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             natural: Some(self.natural.unwrap_or(self.status)),
             text: self.text,
+            owner: self.owner,
         }
     }
 
@@ -247,6 +274,17 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if let Some(owner) = &self.owner {
+            // Node ids and addresses are bounded and set by the operator; one that is not a
+            // valid header value is left to the message.
+            let headers = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&owner.node) {
+                headers.insert(OWNER_HEADER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&owner.address) {
+                headers.insert(OWNER_ADDRESS_HEADER, v);
+            }
         }
         if status == StatusCode::UNAUTHORIZED {
             response

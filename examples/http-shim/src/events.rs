@@ -173,11 +173,9 @@ async fn stream_page(
     uri: &Uri,
 ) -> Result<Response, ApiError> {
     let (after, limit) = paging(uri, DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let tenant = principal.caller.tenant;
-    let events = list::blocking(&state.engine, move |e| {
-        e.history(&tenant, stream, after, limit)
-    })
-    .await?;
+    let events = list::blocking(&engine, move |e| e.history(&tenant, stream, after, limit)).await?;
     if events.is_empty() && after == 0 {
         return Err(ApiError::not_found(format!("{what} has no events")));
     }
@@ -266,11 +264,9 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     principal.require(auth::HISTORY_READ)?;
     let (after, limit) = paging(&uri, DEFAULT_EXPORT_PAGE, jitflow::MAX_PAGE)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let tenant = principal.caller.tenant;
-    let page = list::blocking(&state.engine, move |e| {
-        e.export(Some(&tenant), after, limit)
-    })
-    .await?;
+    let page = list::blocking(&engine, move |e| e.export(Some(&tenant), after, limit)).await?;
     let mut body = String::new();
     for event in &page.events {
         body.push_str(&jitflow::export::json_line(event));

@@ -227,8 +227,9 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     principal.require(auth::HISTORY_READ)?;
     let query = list::query(&uri, HISTORY)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let caller = principal.caller.clone();
-    let page = list::blocking(&state.engine, move |e| {
+    let page = list::blocking(&engine, move |e| {
         with_clients(e, &caller.tenant, e.activation_history(&caller, &query)?)
     })
     .await?;
@@ -256,8 +257,9 @@ pub async fn search_current_identity(
 ) -> Result<Response, ApiError> {
     principal.require(auth::HISTORY_READ_SELF)?;
     let query = list::query(&uri, HISTORY_OF_IDENTITY)?;
+    let engine = state.engine(&principal.caller.tenant)?;
     let (caller, identity) = (principal.caller.clone(), principal.identity.clone());
-    let page = list::blocking(&state.engine, move |e| {
+    let page = list::blocking(&engine, move |e| {
         let page = e.activation_history_of_identity(&caller, &identity, &query)?;
         with_clients(e, &caller.tenant, page)
     })

@@ -67,6 +67,7 @@ pub mod history;
 pub mod list;
 pub mod openapi;
 pub mod ops;
+pub mod partitions;
 pub mod policy;
 pub mod request_config;
 
@@ -103,19 +104,29 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The engine.
-    pub engine: Engine,
+    /// The engines, by partition: one for a redb file.
+    pub partitions: Arc<partitions::Partitions>,
     /// The token keys.
     pub keys: Arc<auth::Keys>,
 }
 
 impl AppState {
-    /// State over an open engine and the token keys.
+    /// State over one open engine (a redb file's) and the token keys.
     pub fn new(engine: Engine, keys: auth::Keys) -> AppState {
+        AppState::over(Arc::new(partitions::Partitions::single(engine)), keys)
+    }
+
+    /// State over the partitions a node serves and the token keys.
+    pub fn over(partitions: Arc<partitions::Partitions>, keys: auth::Keys) -> AppState {
         AppState {
-            engine,
+            partitions,
             keys: Arc::new(keys),
         }
+    }
+
+    /// The engine serving `tenant`: a 503 naming the node that does when another serves it.
+    pub fn engine(&self, tenant: &jitflow_core::id::TenantId) -> Result<Engine, ApiError> {
+        self.partitions.engine(tenant)
     }
 }
 

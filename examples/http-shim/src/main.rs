@@ -14,7 +14,10 @@ use jitflow_shim::auth::claims::{Layout, Name};
 use jitflow_shim::auth::jwks::{self, Jwks, Remote};
 use jitflow_shim::auth::{Keys, Level, Provider};
 use jitflow_shim::demo::{self, DemoProvisioner};
+use jitflow_shim::partitions::{Opener, Partitions, balance};
 use jitflow_shim::{AppState, start};
+use jitflow_store::backend::Partition;
+use jitflow_store_pg::Membership;
 
 /// The redb file's name in the data directory.
 const STORE_FILE: &str = "jitflow.redb";
@@ -293,8 +296,9 @@ impl IdentityProvider {
 struct StoreArgs {
     /// Store in this PostgreSQL database instead of `<data-dir>/jitflow.redb`: a libpq
     /// connection string (`host=127.0.0.1 port=5432 user=jitflow dbname=jitflow`) or a
-    /// `postgresql://` URL. Several shims may share one database: one holds the store's lease
-    /// and serves, the others wait for it (standby) and take over when it lapses.
+    /// `postgresql://` URL. Several shims may share one database: tenants are spread over
+    /// --partitions, and each shim serves the partitions it leases, answering a request for
+    /// another's with a 503 that names the owner (`jitflow-owner`, `jitflow-owner-address`).
     #[arg(
         long = "store",
         env = "JITFLOW_STORE",
@@ -303,52 +307,43 @@ struct StoreArgs {
     )]
     url: Option<String>,
     /// With --store: this node's id, unique among the shims sharing the database (1..=128
-    /// bytes). A shim restarted under its id takes its lease back at once.
+    /// bytes). A shim restarted under its id takes its leases back at once.
     #[arg(long, env = "JITFLOW_NODE_ID")]
     node_id: Option<String>,
-    /// With --store: how long the lease lasts unless renewed (renewed every third of it); a
-    /// standby takes over at most this long after the holder dies. 1s..=10m.
+    /// With --store: how long a lease lasts unless renewed (renewed every third of it); a dead
+    /// shim's partitions move to the others at most this long after it died. 1s..=10m.
     #[arg(long, env = "JITFLOW_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
     lease: Duration,
+    /// With --store: how many partitions tenants are spread over, 1..=1024. Fixed when the
+    /// database is created: every shim sharing it must say the same. More partitions than
+    /// shims lets the load spread evenly; each costs its shim a writer and a few connections.
+    #[arg(long, env = "JITFLOW_PARTITIONS", default_value_t = 1)]
+    partitions: u32,
+    /// With --store: the address other shims name in their 503s as this one's (default:
+    /// `http://` and the address it listens on).
+    #[arg(long, env = "JITFLOW_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 impl StoreArgs {
-    /// Opens the PostgreSQL backend when --store is given, waiting as a standby while another
-    /// node holds the lease (logging who, and for how long); `None` for the redb file.
-    async fn open(&self) -> Result<Option<Arc<jitflow_store_pg::PgBackend>>, BoxError> {
+    /// The PostgreSQL backend's settings when --store is given (leases of no partition yet:
+    /// the balancing takes them); `None` for the redb file.
+    fn settings(&self) -> Option<jitflow_store_pg::Config> {
         let (Some(url), Some(node_id)) = (&self.url, &self.node_id) else {
-            return Ok(None);
+            return None;
         };
         let lease = jitflow_store_pg::LeaseOptions::new(self.lease);
-        let settings = jitflow_store_pg::Config::new(url.clone(), node_id.clone(), lease);
-        loop {
-            let attempt = settings.clone();
-            let opened =
-                tokio::task::spawn_blocking(move || jitflow_store_pg::PgBackend::open(attempt))
-                    .await?;
-            match opened {
-                Ok(backend) => {
-                    tracing::info!(node = %node_id, "holds the store's lease");
-                    return Ok(Some(Arc::new(backend)));
-                }
-                Err(jitflow_store_pg::Error::LeaseHeld {
-                    owner, expires_in, ..
-                }) => {
-                    tracing::info!(
-                        node = %node_id,
-                        %owner,
-                        ?expires_in,
-                        "standby: another node holds the store's lease"
-                    );
-                    // Ask again within a third of a lease (a renewal moves the expiry on).
-                    let wait = expires_in.min(lease.renew_every());
-                    tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let mut settings = jitflow_store_pg::Config::new(url.clone(), node_id.clone(), lease);
+        settings.partition_count = self.partitions;
+        // Each partition's engine has a pool of its own.
+        settings.snapshots_max = PARTITION_SNAPSHOTS;
+        Some(settings)
     }
 }
+
+/// Snapshot connections per served partition: enough for the writer and a few readers, few
+/// enough that a node serving many partitions stays within PostgreSQL's 100 connections.
+const PARTITION_SNAPSHOTS: usize = 4;
 
 /// Where the data lives and which secret signs tokens (shared by `serve` and `token`).
 #[derive(Debug, Args)]
@@ -451,9 +446,24 @@ fn run(serve: Serve) -> Result<(), BoxError> {
     }
     config.validate()?;
     let webhook = serve.notify.webhook(serve.demo)?;
+    if let Some(webhook) = &webhook {
+        tracing::info!(receivers = ?webhook.receivers(), "notices go to webhook receivers");
+    }
     let data_dir = serve.secrets.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
     let (mut keys, created) = serve.secrets.keys(true)?;
+    let settings = serve.store.settings();
+    if let Some(settings) = &settings {
+        settings.validate()?;
+    }
+    let engines = Engines {
+        path: data_dir.join(STORE_FILE),
+        config,
+        webhook,
+        demo: serve.demo,
+        fail_rate: serve.demo_fail_rate,
+        drop_rate: serve.demo_drop_rate,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -461,31 +471,52 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         if let Some(provider) = serve.provider.load().await? {
             keys = keys.with_provider(provider);
         }
-        let pg = serve.store.open().await?;
-        let mut builder = Engine::builder(data_dir.join(STORE_FILE))
-            .config(config)
-            .provisioner(
-                DemoProvisioner::new(serve.demo_fail_rate).with_drop_rate(serve.demo_drop_rate),
-            );
-        if let Some(backend) = &pg {
-            builder = builder.backend(Arc::clone(backend) as Arc<dyn jitflow_store::backend::Backend>);
-        }
-        if let Some(webhook) = webhook {
-            tracing::info!(receivers = ?webhook.receivers(), "notices go to webhook receivers");
-            builder = builder.notifier(webhook);
-        }
-        let engine = builder.open().await?;
-        if serve.demo {
-            demo::load(&engine).await?;
-            tracing::info!(tenant = demo::TENANT, "demo tenant loaded");
-        }
-        let running = start(serve.listen, AppState::new(engine.clone(), keys)).await?;
+        let (state, balancing) = match settings {
+            None => {
+                let engine = engines.open(None).await?;
+                (AppState::new(engine, keys), None)
+            }
+            Some(settings) => {
+                let partitions = Arc::new(Partitions::shared(
+                    settings.node_id.clone(),
+                    settings.partition_count,
+                ));
+                (AppState::over(Arc::clone(&partitions), keys), Some((partitions, settings)))
+            }
+        };
+        let running = start(serve.listen, state.clone()).await?;
         if created {
             tracing::info!(
                 secret = %data_dir.join(jitflow_shim::auth::SECRET_FILE).display(),
                 "generated a new token secret (mode 0600)"
             );
         }
+        // On a shared database: heartbeat and balance the partitions until the stop signal.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let balancer = match balancing {
+            None => None,
+            Some((partitions, settings)) => {
+                let advertise = serve
+                    .store
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", running.addr));
+                let membership = Membership::open(&settings, advertise).await?;
+                let engines = Arc::new(engines);
+                let open: Opener = Box::new(move |backend, partition| {
+                    let engines = Arc::clone(&engines);
+                    Box::pin(async move { engines.open(Some((backend, partition))).await })
+                });
+                tracing::info!(
+                    node = %settings.node_id,
+                    partitions = settings.partition_count,
+                    "joins the nodes sharing the database"
+                );
+                Some(tokio::spawn(balance(partitions, membership, settings, open, async {
+                    let _ = stopped.await;
+                })))
+            }
+        };
         tracing::info!(
             addr = %running.addr,
             data_dir = %data_dir.display(),
@@ -494,14 +525,62 @@ fn run(serve: Serve) -> Result<(), BoxError> {
         );
         let served = running.until(shutdown_signal()).await;
         tracing::info!("shutting down");
-        engine.shutdown().await;
-        if let Some(backend) = pg {
-            // A clean stop hands the lease over at once: a standby need not wait for it.
-            tokio::task::spawn_blocking(move || backend.release()).await??;
+        match balancer {
+            // Stops every partition's engine and hands its lease over at once.
+            Some(task) => {
+                let _ = stop.send(());
+                task.await?;
+            }
+            None => state.partitions.stop_all().await,
         }
         served?;
         Ok::<(), BoxError>(())
     })
+}
+
+/// How the shim opens an engine: on the redb file, or on a partition of the shared database.
+struct Engines {
+    path: PathBuf,
+    config: jitflow::Config,
+    webhook: Option<jitflow_webhook::Webhook>,
+    demo: bool,
+    fail_rate: f64,
+    drop_rate: f64,
+}
+
+impl Engines {
+    async fn open(
+        &self,
+        partition: Option<(Arc<jitflow_store_pg::PgBackend>, Partition)>,
+    ) -> Result<Engine, BoxError> {
+        let mut builder = Engine::builder(&self.path)
+            .config(self.config.clone())
+            .provisioner(DemoProvisioner::new(self.fail_rate).with_drop_rate(self.drop_rate));
+        let mut count = 1;
+        if let Some((backend, partition)) = &partition {
+            count = backend.partition_count();
+            builder = builder
+                .backend(Arc::clone(backend) as Arc<dyn jitflow_store::backend::Backend>)
+                .store_options(jitflow_store::open::Options {
+                    partition: *partition,
+                    ..jitflow_store::open::Options::default()
+                })
+                // Engines sharing a target should differ in their retries' jitter.
+                .jitter_seed(u64::from(partition.0));
+        }
+        if let Some(webhook) = &self.webhook {
+            builder = builder.notifier(webhook.clone());
+        }
+        let engine = builder.open().await?;
+        let serves_demo = partition
+            .as_ref()
+            .is_none_or(|(_, p)| *p == Partition::of_tenant(demo::TENANT, count));
+        if self.demo && serves_demo {
+            demo::load(&engine).await?;
+            tracing::info!(tenant = demo::TENANT, "demo tenant loaded");
+        }
+        Ok(engine)
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -351,7 +351,7 @@ pub async fn get(
     principal.require(auth::POLICY_READ)?;
     check_config_type(&config_type)?;
     let policy = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .policy(&principal.caller.tenant)?
         .ok_or_else(|| ApiError::not_found("the JIT activation policy has not been stored yet"))?;
     Ok(answer(&policy))
@@ -402,7 +402,7 @@ pub async fn patch(
             // The core checks one expected version in the writer, so two patches based on the
             // same read cannot both apply; of several tags, the stored one is the one to check.
             let current = state
-                .engine
+                .engine(&principal.caller.tenant)?
                 .policy(&principal.caller.tenant)?
                 .map(|p| p.version);
             match current {
@@ -417,7 +417,7 @@ pub async fn patch(
         }
     };
     match state
-        .engine
+        .engine(&principal.caller.tenant)?
         .patch_policy(&principal.caller, ops, expected)
         .await
     {
@@ -453,7 +453,10 @@ pub async fn put(
     check_config_type(&config_type)?;
     let dto: PolicyPutDto = body.parse()?;
     let policy = policy_from_put(dto)?;
-    let stored = state.engine.put_policy(&principal.caller, policy).await?;
+    let stored = state
+        .engine(&principal.caller.tenant)?
+        .put_policy(&principal.caller, policy)
+        .await?;
     Ok(answer(&stored))
 }
 

@@ -457,7 +457,7 @@ pub async fn get_v1(
 ) -> Result<Response, ApiError> {
     principal.require(auth::REQUEST_CONFIG_READ)?;
     let config = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .access_request_config(&principal.caller.tenant)?;
     Ok(Json(ConfigV1Dto::of(&config)).into_response())
 }
@@ -483,7 +483,7 @@ pub async fn put_v1(
     principal.require(auth::REQUEST_CONFIG_MANAGE)?;
     let wanted = body.parse::<ConfigV1Dto>()?.core()?;
     let stored = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .put_access_request_config(&principal.caller, View::V1, wanted)
         .await?;
     Ok(Json(ConfigV1Dto::of(&stored)).into_response())
@@ -507,7 +507,7 @@ pub async fn get_v2(
 ) -> Result<Response, ApiError> {
     principal.require(auth::REQUEST_CONFIG_READ)?;
     let config = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .access_request_config(&principal.caller.tenant)?;
     Ok(Json(ConfigV2Dto::of(&config)).into_response())
 }
@@ -533,7 +533,7 @@ pub async fn put_v2(
     principal.require(auth::REQUEST_CONFIG_MANAGE)?;
     let wanted = body.parse::<ConfigV2Dto>()?.core()?;
     let stored = state
-        .engine
+        .engine(&principal.caller.tenant)?
         .put_access_request_config(&principal.caller, View::V2, wanted)
         .await?;
     Ok(Json(ConfigV2Dto::of(&stored)).into_response())

@@ -1,9 +1,16 @@
-//! Three shims on one PostgreSQL database (`--store`): one holds the store's lease and serves,
-//! two wait as standbys. Under a load of activations, the serving one is SIGKILLed at random
-//! moments for `JITFLOW_FAILOVER_ROUNDS` rounds (default 3); a standby must take over within
-//! the lease (plus the time to open), and the killed one comes back as a standby. At the end,
-//! with every shim stopped, the store is opened on the database: every activation any shim
-//! acknowledged is in it, and `verify` is clean.
+//! Three shims on one PostgreSQL database (`--store`), tenants spread over [`PARTITIONS`]
+//! partitions: each shim serves the partitions it leases and answers the others' tenants with
+//! a 503 naming the owner, which the test's client follows. Under a load of activations, a
+//! shim is SIGKILLed at varying moments, round after round (at least `JITFLOW_FAILOVER_ROUNDS`,
+//! default 3, and for as long as the short activations take to expire): its partitions must
+//! move to the others within the lease (plus the time to open), and it comes back and takes
+//! its share again.
+//!
+//! At the end, with every shim stopped, each partition's store is opened on the database:
+//! every activation any shim acknowledged is in it; every expired activation's revoke started
+//! no earlier than its expiry; every one-minute activation has ended, no later than its
+//! expiry plus [`LATE_BOUND`] (the lease, the takeover and the timer's lag, whatever shim was
+//! down then); and `verify` is clean.
 //!
 //! Needs PostgreSQL (`initdb`, `postgres`): skipped where it is missing, failed under `CI`.
 
@@ -12,20 +19,33 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use jitflow_core::activation::EndReason;
 use jitflow_core::id::{ActivationId, TenantId};
+use jitflow_core::time::Timestamp;
 use jitflow_shim::auth::{Keys, Level};
+use jitflow_store::backend::Partition;
 use jitflow_store_pg::testing::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jitflow-shim");
 /// The lease the shims take: short, so a round is short.
 const LEASE: Duration = Duration::from_secs(2);
-/// How long a takeover may take before the test fails: the lease, a shim's start and open, and
-/// a generous margin for a loaded machine.
+/// The partitions tenants are spread over: more than the shims, so each serves some.
+const PARTITIONS: u32 = 4;
+/// Tenants per partition.
+const TENANTS_PER_PARTITION: usize = 2;
+/// Connections per tenant: the first [`SHORT`] get one one-minute activation each (they must
+/// expire during the test, across the kills); the others carry the load of 10-hour ones.
+const CONNECTIONS: usize = 30;
+const SHORT: usize = 4;
+/// How long a takeover may take before the test fails: the lease, a shim's open, and a
+/// generous margin for a loaded machine.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
-const TENANT: &str = "ha";
-const CONNECTIONS: usize = 400;
+/// The most an expired activation's end may trail its expiry: the lease (its partition's shim
+/// may have just died), a heartbeat round, the open and replay, and the timer's lag, with a
+/// margin for a loaded machine.
+const LATE_BOUND: Duration = Duration::from_secs(15);
 
 fn rounds() -> usize {
     std::env::var("JITFLOW_FAILOVER_ROUNDS")
@@ -42,7 +62,27 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One shim process: its node id, port and data directory (which holds nothing of the store).
+/// Tenants covering every partition, [`TENANTS_PER_PARTITION`] each.
+fn tenants() -> Vec<String> {
+    let mut per: HashMap<u32, usize> = HashMap::new();
+    let mut tenants = Vec::new();
+    for i in 0.. {
+        let t = format!("ha{i}");
+        let n = per
+            .entry(Partition::of_tenant(&t, PARTITIONS).0)
+            .or_default();
+        if *n < TENANTS_PER_PARTITION {
+            *n += 1;
+            tenants.push(t);
+        }
+        if tenants.len() == TENANTS_PER_PARTITION * PARTITIONS as usize {
+            return tenants;
+        }
+    }
+    unreachable!()
+}
+
+/// One shim process: its node id and port.
 struct Node {
     id: String,
     port: u16,
@@ -55,6 +95,7 @@ impl Node {
         let child = Command::new(BIN)
             .args(["serve", "--store", url, "--node-id", &self.id, "--lease"])
             .arg(format!("{}s", LEASE.as_secs()))
+            .args(["--partitions", &PARTITIONS.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--secret-file")
             .arg(secret)
@@ -63,6 +104,8 @@ impl Node {
             .args(["--log", "warn"])
             .env_remove("JITFLOW_SECRET")
             .env_remove("JITFLOW_LISTEN")
+            .env_remove("JITFLOW_PARTITIONS")
+            .env_remove("JITFLOW_ADVERTISE")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -75,35 +118,89 @@ impl Node {
     }
 }
 
-/// The node that answers HTTP now (standbys do not listen), if any.
-async fn serving(client: &reqwest::Client, nodes: &[Node]) -> Option<usize> {
-    for (i, node) in nodes.iter().enumerate() {
-        if node.child.is_none() {
-            continue;
-        }
-        let probe = client
-            .get(format!("{}/metrics", node.base()))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if probe.is_ok_and(|r| r.status().is_success()) {
-            return Some(i);
-        }
-    }
-    None
+/// A client that finds each tenant's shim: it asks the last one that served the tenant (or
+/// any), and follows a 503's `jitflow-owner-address`.
+#[derive(Clone)]
+struct Routed {
+    http: reqwest::Client,
+    bases: Vec<String>,
+    owners: Arc<Mutex<HashMap<String, String>>>,
+    tokens: Arc<HashMap<String, String>>,
 }
 
-async fn wait_serving(client: &reqwest::Client, nodes: &[Node]) -> (usize, Duration) {
-    let started = Instant::now();
-    loop {
-        if let Some(i) = serving(client, nodes).await {
-            return (i, started.elapsed());
+impl Routed {
+    /// Sends `body` (or a GET without one) to `path` for `tenant`; the final answer's status
+    /// and body, or `None` when no shim answered with anything but a moving partition.
+    async fn call(
+        &self,
+        tenant: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Option<(u16, serde_json::Value)> {
+        let cached = self.owners.lock().unwrap().get(tenant).cloned();
+        let mut tries: Vec<String> = cached.into_iter().collect();
+        tries.extend(self.bases.iter().cloned());
+        let mut at = 0;
+        while at < tries.len() && at < 8 {
+            let base = tries[at].clone();
+            at += 1;
+            let request = match &body {
+                Some(b) => self.http.post(format!("{base}{path}")).json(b),
+                None => self.http.get(format!("{base}{path}")),
+            };
+            let Ok(response) = request
+                .bearer_auth(&self.tokens[tenant])
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let status = response.status().as_u16();
+            if status == 503 {
+                if let Some(owner) = response
+                    .headers()
+                    .get(jitflow_shim::error::OWNER_ADDRESS_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    tries.insert(at, owner.to_owned());
+                }
+                continue;
+            }
+            self.owners
+                .lock()
+                .unwrap()
+                .insert(tenant.to_owned(), base.clone());
+            let value = response.json().await.unwrap_or(serde_json::Value::Null);
+            return Some((status, value));
         }
-        assert!(
-            started.elapsed() < TAKEOVER_BOUND,
-            "no shim serves {TAKEOVER_BOUND:?} after the last one stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        None
+    }
+
+    /// Whether every tenant's partition is served: a read of its engine answers (the
+    /// connection, or before the import its absence).
+    async fn all_served(&self, tenants: &[String]) -> bool {
+        for t in tenants {
+            let path = format!("/jitflow/v1/connections/{}", connection(t, 0));
+            match self.call(t, &path, None).await {
+                Some((200 | 404, _)) => {}
+                Some((status, body)) => panic!("{t}: the probe answered {status}: {body}"),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    async fn wait_served(&self, tenants: &[String]) -> Duration {
+        let started = Instant::now();
+        while !self.all_served(tenants).await {
+            assert!(
+                started.elapsed() < TAKEOVER_BOUND,
+                "some partition is not served {TAKEOVER_BOUND:?} on"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        started.elapsed()
     }
 }
 
@@ -113,13 +210,15 @@ fn activation_id(answer: &str) -> ActivationId {
     ActivationId::parse(uuid).unwrap_or_else(|e| panic!("{answer}: {e}"))
 }
 
-fn connection(n: usize) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", 0xfa11_0000u32, n)
+/// Connection `n` of `tenant` (ids are per tenant, so the tenant's number is in them).
+fn connection(tenant: &str, n: usize) -> String {
+    let t: u32 = tenant.trim_start_matches("ha").parse().unwrap();
+    format!("{:08x}-0000-4000-8000-{:012x}", 0xfa11_0000u32 + t, n)
 }
 
-fn spec(n: usize) -> serde_json::Value {
+fn spec(tenant: &str, n: usize) -> serde_json::Value {
     serde_json::json!({
-        "id": connection(n),
+        "id": connection(tenant, n),
         "identityId": "loader",
         "identityName": "Loader",
         "accountId": format!("acct-{n}"),
@@ -136,8 +235,20 @@ fn spec(n: usize) -> serde_json::Value {
     })
 }
 
+/// An acknowledged activation: its tenant, connection, and whether it lasts a minute.
+#[derive(Debug, Clone)]
+struct Acked {
+    tenant: String,
+    connection: String,
+    short: bool,
+}
+
+fn activate(connection: &str, minutes: u32) -> serde_json::Value {
+    serde_json::json!({"connectionId": connection, "activationPeriodMins": minutes})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_with_everything_acknowledged() {
+async fn partitions_move_off_a_killed_shim_with_everything_acknowledged_and_timers_kept() {
     let Some(cluster) = Cluster::start_or_skip() else {
         return;
     };
@@ -146,18 +257,26 @@ async fn a_standby_takes_over_with_everything_acknowledged() {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{:064x}\n", 0x5eed_u128 << 64 | 0xfa11)).unwrap();
     let keys = Keys::from_file(&secret).unwrap();
-    let token = keys
-        .mint(
-            TENANT,
-            "loader",
-            &[
-                "idn:jit-activation-workflow:manage".to_owned(),
-                "idn:entitlement-connections:manage".to_owned(),
-            ],
-            &[Level::OrgAdmin],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    let tenants = tenants();
+    let tokens: HashMap<String, String> = tenants
+        .iter()
+        .map(|t| {
+            let token = keys
+                .mint(
+                    t,
+                    "loader",
+                    &[
+                        "idn:jit-activation-workflow:manage".to_owned(),
+                        "idn:entitlement-connections:manage".to_owned(),
+                        "idn:entitlement-connections:list".to_owned(),
+                    ],
+                    &[Level::OrgAdmin],
+                    Duration::from_secs(3600),
+                )
+                .unwrap();
+            (t.clone(), token)
+        })
+        .collect();
     let mut nodes: Vec<Node> = (1..=3)
         .map(|n| Node {
             id: format!("node-{n}"),
@@ -165,110 +284,130 @@ async fn a_standby_takes_over_with_everything_acknowledged() {
             child: None,
         })
         .collect();
-    // The first starts alone, so it is the one that serves; then the standbys.
-    nodes[0].start(&url, &secret, dir.path());
-    let client = reqwest::Client::new();
-    wait_serving(&client, &nodes).await;
-    for node in &mut nodes[1..] {
+    for node in &mut nodes {
         node.start(&url, &secret, dir.path());
     }
-    let specs: Vec<_> = (0..CONNECTIONS).map(spec).collect();
-    let (active, _) = wait_serving(&client, &nodes).await;
-    for chunk in specs.chunks(100) {
-        let response = client
-            .post(format!("{}/jitflow/v1/connections", nodes[active].base()))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "connections": chunk }))
-            .send()
+    let client = Routed {
+        http: reqwest::Client::new(),
+        bases: nodes.iter().map(Node::base).collect(),
+        owners: Arc::default(),
+        tokens: Arc::new(tokens),
+    };
+    client.wait_served(&tenants).await;
+    for t in &tenants {
+        let specs: Vec<_> = (0..CONNECTIONS).map(|n| spec(t, n)).collect();
+        let (status, body) = client
+            .call(
+                t,
+                "/jitflow/v1/connections",
+                Some(serde_json::json!({ "connections": specs })),
+            )
             .await
-            .unwrap();
-        assert_eq!(
-            response.status().as_u16(),
-            200,
-            "{:?}",
-            response.text().await
-        );
+            .expect("a shim serves the import");
+        assert_eq!(status, 200, "{body}");
     }
 
-    // The load: activations of the connections in turn against whichever node serves (each
-    // acknowledged activation id is kept), and deactivations of those found active. Refusals
-    // and failures (a node going down mid-request) are expected: the next turn goes on.
-    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-    let bases: Arc<Mutex<Vec<String>>> =
-        Arc::new(Mutex::new(nodes.iter().map(Node::base).collect()));
+    let acked: Arc<Mutex<HashMap<String, Acked>>> = Arc::default();
+    // The one-minute activations, first: they expire while the rounds go on.
+    for t in &tenants {
+        for n in 0..SHORT {
+            let c = connection(t, n);
+            let answer = client
+                .call(t, "/v2026/jit-activations/activate", Some(activate(&c, 1)))
+                .await;
+            let Some((202, body)) = answer else {
+                panic!("{t}: activating {c} failed: {answer:?}");
+            };
+            let id = body["id"].as_str().unwrap().to_owned();
+            let record = Acked {
+                tenant: t.clone(),
+                connection: c,
+                short: true,
+            };
+            acked.lock().unwrap().insert(id, record);
+        }
+    }
+    let shorts_done = Instant::now();
+
+    // The load: 10-hour activations of the other connections in turn (each acknowledged one
+    // is kept), and deactivations of those found active. Refusals and failures (a shim going
+    // down mid-request, a partition moving) are expected: the next turn goes on.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (acked, bases, stop, client, token) = (
+        let (acked, stop, client, tenants) = (
             Arc::clone(&acked),
-            Arc::clone(&bases),
             Arc::clone(&stop),
             client.clone(),
-            token.clone(),
+            tenants.clone(),
         );
         tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = connection(n % CONNECTIONS);
+                let t = &tenants[n % tenants.len()];
+                let c = connection(t, SHORT + (n / tenants.len()) % (CONNECTIONS - SHORT));
                 n += 1;
-                let all = bases.lock().unwrap().clone();
-                for base in all {
-                    let answer = client
-                        .post(format!("{base}/v2026/jit-activations/activate"))
-                        .bearer_auth(&token)
-                        .timeout(Duration::from_secs(5))
-                        .json(&serde_json::json!({"connectionId": id, "activationPeriodMins": 600}))
-                        .send()
-                        .await;
-                    let Ok(response) = answer else { continue };
-                    if response.status().as_u16() == 202 {
-                        let body: serde_json::Value = response.json().await.unwrap();
-                        let activation = body["id"].as_str().unwrap().to_owned();
-                        acked.lock().unwrap().insert(activation, id.clone());
-                    } else if response.status().is_client_error() {
-                        // Active from an earlier turn: end it, so the next turn activates
-                        // it again and the load goes on through every round.
+                let answer = client
+                    .call(
+                        t,
+                        "/v2026/jit-activations/activate",
+                        Some(activate(&c, 600)),
+                    )
+                    .await;
+                match answer {
+                    Some((202, body)) => {
+                        let id = body["id"].as_str().unwrap().to_owned();
+                        let record = Acked {
+                            tenant: t.clone(),
+                            connection: c,
+                            short: false,
+                        };
+                        acked.lock().unwrap().insert(id, record);
+                    }
+                    Some((status, _)) if (400..500).contains(&status) => {
+                        // Active from an earlier turn: end it, so the next turn activates it
+                        // again and the load goes on through every round.
+                        let end = serde_json::json!({"connectionId": c});
                         let _ = client
-                            .post(format!("{base}/v2026/jit-activations/deactivate"))
-                            .bearer_auth(&token)
-                            .timeout(Duration::from_secs(5))
-                            .json(&serde_json::json!({"connectionId": id}))
-                            .send()
+                            .call(t, "/v2026/jit-activations/deactivate", Some(end))
                             .await;
                     }
-                    break;
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
             }
         })
     };
 
+    // Rounds until the one-minute activations are past their expiry and its bound.
+    let until = shorts_done + Duration::from_secs(60) + LATE_BOUND;
     let mut takeovers = Vec::new();
-    for round in 0..rounds() {
-        let (active, _) = wait_serving(&client, &nodes).await;
-        // The load goes through the node that serves now before it is killed.
+    let mut round = 0;
+    while round < rounds() || Instant::now() < until {
+        let victim = round % nodes.len();
+        // The load goes on before the kill.
         let before = acked.lock().unwrap().len();
         let waiting = Instant::now();
         while acked.lock().unwrap().len() == before {
             assert!(
                 waiting.elapsed() < TAKEOVER_BOUND,
-                "round {round}: the serving node acknowledges nothing"
+                "round {round}: nothing is acknowledged"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Kill it at a moment that depends on the round, while the load runs.
         tokio::time::sleep(Duration::from_millis(300 + 370 * (round as u64 % 4))).await;
-        let mut child = nodes[active].child.take().unwrap();
+        let mut child = nodes[victim].child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
-        let (next, took) = wait_serving(&client, &nodes).await;
-        assert_ne!(next, active, "round {round}: the killed node serves");
-        takeovers.push(took);
-        // The killed one comes back as a standby.
-        nodes[active].start(&url, &secret, dir.path());
+        takeovers.push(client.wait_served(&tenants).await);
+        // It comes back, and takes its share again.
+        nodes[victim].start(&url, &secret, dir.path());
+        tokio::time::sleep(LEASE).await;
+        round += 1;
     }
-    // Some load on the last node, then stop everything cleanly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.await.unwrap();
+    let ended = Timestamp::from_system_time(SystemTime::now()).unwrap();
     for node in &mut nodes {
         if let Some(child) = node.child.take() {
             let pid = child.id().to_string();
@@ -277,32 +416,95 @@ async fn a_standby_takes_over_with_everything_acknowledged() {
             child.wait().unwrap();
         }
     }
+    let mut sorted = takeovers.clone();
+    sorted.sort();
     eprintln!(
-        "takeovers after SIGKILL: {takeovers:?}; activations acknowledged: {}",
+        "{} rounds; partitions served again after SIGKILL: p50 {:?}, max {:?} ({takeovers:?}); \
+         activations acknowledged: {}",
+        takeovers.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
         acked.lock().unwrap().len()
     );
 
-    // Every acknowledged activation is in the store, on the connection it was asked for.
+    // Every acknowledged activation is in its tenant's partition, on its connection; no
+    // expiry fired early; every one-minute activation ended within its bound.
     let acked = acked.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "the load acknowledged nothing");
-    let backend = jitflow_store_pg::PgBackend::open(jitflow_store_pg::Config::new(
-        url.clone(),
-        "checker",
-        jitflow_store_pg::LeaseOptions::new(LEASE),
-    ))
-    .unwrap();
-    let store =
-        jitflow_store::Store::open_on(Arc::new(backend), jitflow_store::open::Options::default())
-            .unwrap();
-    let reader = store.reader().unwrap();
-    let tenant = TenantId::parse(TENANT).unwrap();
-    for (activation, connection) in &acked {
-        let stored = reader
+    assert!(
+        acked.values().any(|a| !a.short),
+        "the load acknowledged nothing"
+    );
+    let mut stores = HashMap::new();
+    for p in 0..PARTITIONS {
+        let mut config = jitflow_store_pg::Config::new(
+            url.clone(),
+            "checker",
+            jitflow_store_pg::LeaseOptions::new(LEASE),
+        );
+        config.partition_count = PARTITIONS;
+        config.partitions = vec![Partition(p)];
+        let backend = jitflow_store_pg::PgBackend::open(config).unwrap();
+        let options = jitflow_store::open::Options {
+            partition: Partition(p),
+            ..jitflow_store::open::Options::default()
+        };
+        let store = jitflow_store::Store::open_on(Arc::new(backend), options).unwrap();
+        let report = store.verify().unwrap();
+        assert!(
+            report.is_clean(),
+            "partition {p}: {:#?}",
+            report.differences
+        );
+        stores.insert(p, store);
+    }
+    let mut worst = Duration::ZERO;
+    let mut expired = 0;
+    for (activation, a) in &acked {
+        let store = &stores[&Partition::of_tenant(&a.tenant, PARTITIONS).0];
+        let tenant = TenantId::parse(&a.tenant).unwrap();
+        let stored = store
+            .reader()
+            .unwrap()
             .activation(&tenant, activation_id(activation))
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged activation {activation} is lost"));
-        assert_eq!(stored.connection.to_string(), *connection);
+        assert_eq!(stored.connection.to_string(), a.connection);
+        if stored.end_reason == Some(EndReason::Expired) {
+            let expiry = stored
+                .expires_at
+                .expect("an expired activation had an expiry");
+            let started = stored.deprovision_started_at.expect("revoke started");
+            assert!(
+                started >= expiry,
+                "activation {activation}'s revoke started {:?} before its expiry",
+                expiry.since(started)
+            );
+            expired += 1;
+        }
+        if a.short {
+            let expiry = stored
+                .expires_at
+                .expect("a granted activation has an expiry");
+            assert!(
+                expiry.saturating_add(LATE_BOUND) <= ended,
+                "the test ended before activation {activation}'s bound"
+            );
+            assert_eq!(
+                stored.end_reason,
+                Some(EndReason::Expired),
+                "{activation}: {stored:?}"
+            );
+            let end = stored.ended_at.expect("an expired activation ended");
+            let late = end.since(expiry);
+            worst = worst.max(late);
+            assert!(
+                late <= LATE_BOUND,
+                "activation {activation} ended {late:?} after its expiry"
+            );
+        }
     }
-    let report = store.verify().unwrap();
-    assert!(report.is_clean(), "{:#?}", report.differences);
+    eprintln!(
+        "{expired} activations expired, none early; the one-minute ones ended at most {worst:?} \
+         after their expiry"
+    );
 }
