@@ -122,6 +122,8 @@ async fn load(w: usize, c: usize, extra: usize, rate: u32, in_flight: usize) {
         clock: ClockKind::System,
         data_dir: None,
         store: None,
+        node: "loadgen".into(),
+        partitions: 1,
         token: None,
         tenant: TenantId::parse("loadgen").unwrap(),
         grace: Duration::from_secs(120),

@@ -21,6 +21,8 @@ fn options(target: Target, w: usize, c: usize) -> Options {
         clock: ClockKind::Manual,
         data_dir: None,
         store: None,
+        node: "loadgen".into(),
+        partitions: 1,
         token: None,
         tenant: TenantId::parse("loadgen-test").unwrap(),
         grace: Duration::from_secs(30),
@@ -58,6 +60,45 @@ fn embedded_run_on_postgresql_upholds_the_invariants() {
     assert_eq!(report.outcomes, report.expected);
     assert_eq!(report.expired_early, 0);
     assert!(report.passed());
+}
+
+/// Two generators at once on one database of two partitions: two writing nodes, each its own
+/// tenant in its own partition, and both runs uphold the invariants.
+#[test]
+fn two_nodes_on_one_database_each_run_their_partition() {
+    let Some(cluster) = jitflow_store_pg::testing::Cluster::start_or_skip() else {
+        return;
+    };
+    let url = cluster.database().unwrap();
+    let node = |id: &str, tenant: &str| {
+        let mut o = options(Target::Embedded, 30, 6);
+        o.store = Some(url.clone());
+        o.node = id.into();
+        o.partitions = 2;
+        o.tenant = jitflow_core::id::TenantId::parse(tenant).unwrap();
+        o
+    };
+    // globex hashes to partition 0 of 2, acme to 1 (`Partition::of_tenant`).
+    let (a, b) = (node("n0", "globex"), node("n1", "acme"));
+    assert_ne!(
+        jitflow_store::backend::Partition::of_tenant("globex", 2),
+        jitflow_store::backend::Partition::of_tenant("acme", 2)
+    );
+    let (ra, rb) = runtime().block_on(async { tokio::join!(loadgen::run(&a), loadgen::run(&b)) });
+    for report in [ra.unwrap(), rb.unwrap()] {
+        assert_eq!(report.error, None);
+        assert_eq!(report.outcomes, report.expected);
+        assert_eq!(report.expired_early, 0);
+        assert!(report.passed());
+    }
+    // A third generator for acme's partition cannot write it while n1's lease lasts.
+    let mut c = node("n2", "acme");
+    c.connections = 2;
+    let refused = runtime().block_on(loadgen::run(&c));
+    assert!(
+        matches!(&refused, Err(loadgen::Error::Open(e)) if e.contains("leased by node \"n1\"")),
+        "{refused:?}"
+    );
 }
 
 #[test]

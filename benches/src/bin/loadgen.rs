@@ -64,9 +64,17 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Embedded: store in this PostgreSQL database (a connection string, `host=127.0.0.1
     /// port=5432 user=postgres dbname=bench` or a `postgresql://` URL) instead of a redb file
-    /// in --data-dir. The database must hold no jitflow store yet.
+    /// in --data-dir. The tenant's partition must hold no jitflow store yet.
     #[arg(long, conflicts_with = "data_dir")]
     store: Option<String>,
+    /// With --store: this generator's node id (several generators on one database, each with
+    /// its own --tenant in its own partition, are several writing nodes).
+    #[arg(long, default_value = "loadgen", requires = "store")]
+    node_id: String,
+    /// With --store: how many partitions the database spreads tenants over (fixed when it is
+    /// created); the generator leases its tenant's.
+    #[arg(long, default_value_t = 1, requires = "store")]
+    partitions: u32,
     /// HTTP: the bearer token.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -117,6 +125,8 @@ fn options(args: Args) -> Result<Options, String> {
         clock: args.clock,
         data_dir: args.data_dir,
         store: args.store,
+        node: args.node_id,
+        partitions: args.partitions,
         token,
         tenant: TenantId::parse(&args.tenant).map_err(|e| format!("--tenant: {e}"))?,
         grace: args.grace,

@@ -95,12 +95,18 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
         };
         let mut builder = Engine::builder(&path).config(config);
         // Opened on each open: a node opening again under its id takes its lease back at once.
+        let partition = jitflow_store::backend::Partition::of_tenant(
+            options.tenant.as_str(),
+            options.partitions,
+        );
         let backend = options.store.as_ref().map(|url| {
-            let settings = jitflow_store_pg::Config::new(
+            let mut settings = jitflow_store_pg::Config::new(
                 url.clone(),
-                "loadgen",
+                options.node.clone(),
                 jitflow_store_pg::LeaseOptions::new(super::PG_LEASE),
             );
+            settings.partition_count = options.partitions;
+            settings.partitions = vec![partition];
             jitflow_store_pg::PgBackend::open(settings)
                 .map_err(|e| Error::Open(format!("the PostgreSQL store: {e}")))
         });
@@ -113,7 +119,12 @@ pub(crate) async fn run(options: &Options) -> Result<Report, Error> {
         }
         async move {
             if let Some(backend) = backend {
-                builder = builder.backend(Arc::new(backend?));
+                builder = builder.backend(Arc::new(backend?)).store_options(
+                    jitflow_store::open::Options {
+                        partition,
+                        ..jitflow_store::open::Options::default()
+                    },
+                );
             }
             builder.open().await.map_err(|e| Error::Open(e.to_string()))
         }

@@ -150,10 +150,16 @@ pub struct Options {
     pub clock: ClockKind,
     /// Where the embedded engine keeps `loadgen.redb` (a temporary directory when `None`).
     pub data_dir: Option<PathBuf>,
-    /// Embedded: a PostgreSQL connection string; the engine stores in that database (which
-    /// must hold no jitflow store yet) instead of `loadgen.redb`, as node `loadgen` with a
-    /// [`PG_LEASE`] lease.
+    /// Embedded: a PostgreSQL connection string; the engine stores in that database instead
+    /// of `loadgen.redb`, as node [`Options::node`] with a [`PG_LEASE`] lease, in its tenant's
+    /// partition (which must hold no jitflow store yet).
     pub store: Option<String>,
+    /// With `store`: this generator's node id. Several generators on one database, each its
+    /// own node with its own tenant (in distinct partitions), measure several writing nodes.
+    pub node: String,
+    /// With `store`: the partitions the database's tenants are spread over (its
+    /// `partition_count`); the generator leases its tenant's.
+    pub partitions: u32,
     /// The bearer token for HTTP (see the binary's help for the scopes it needs).
     pub token: Option<String>,
     /// The embedded engine's tenant (over HTTP the token names the tenant).
@@ -208,7 +214,20 @@ impl Options {
         if matches!(self.target, Target::Http(_)) && self.token.is_none() {
             return bad("token", "HTTP needs --token or --token-file".into());
         }
+        if self.partitions == 0 || self.partitions > jitflow_store_pg::MAX_PARTITIONS {
+            return bad(
+                "partitions",
+                format!("must be 1..={}", jitflow_store_pg::MAX_PARTITIONS),
+            );
+        }
         if let Some(r) = &self.reconcile {
+            if self.partitions > 1 {
+                // Its tenant's data would land in the workload's partition, not its own.
+                return bad(
+                    "reconcile-connections",
+                    "runs with one partition only".into(),
+                );
+            }
             if matches!(self.target, Target::Http(_)) {
                 return bad(
                     "reconcile-rate",
