@@ -211,8 +211,10 @@ async fn the_pass_revokes_what_no_activation_explains_and_never_a_running_activa
     let by_hand = conn(11);
     h.engine.register(&caller(), spec(by_hand)).await.unwrap();
     h.target.state().held.insert(by_hand);
-    // A running activation, held; a connection at rest the target agrees with.
-    let running = h.activated(conn(12), Some(Minutes(30))).await;
+    // A running activation, held (for two hours: it is still running at the second pass, an
+    // hour on, rather than expiring with its revoke in flight at that pass); a connection at
+    // rest the target agrees with.
+    let running = h.activated(conn(12), Some(Minutes(120))).await;
     let quiet = conn(13);
     h.engine.register(&caller(), spec(quiet)).await.unwrap();
     let before = |h: &Harness, id| h.connection(id).version;
