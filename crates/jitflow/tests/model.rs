@@ -46,7 +46,7 @@
 //! the target saw against each expiry), and `Engine::verify` is clean (also after each restart).
 //!
 //! Cases: `PROPTEST_CASES` (default [`DEFAULT_CASES`], about half a minute in a debug build on
-//! two cores; [`POSTGRESQL_CASES`] over PostgreSQL), of up to [`MAX_STEPS`] commands. A failure is shrunk for at most
+//! two cores), of up to [`MAX_STEPS`] commands. A failure is shrunk for at most
 //! [`SHRINK_SECONDS`] and saved in `tests/model.proptest-regressions` (proptest's default), whose
 //! cases run first next time.
 
@@ -81,11 +81,6 @@ const CONNS: usize = 3;
 const KEYS: usize = 2;
 /// Cases when `PROPTEST_CASES` is not set.
 const DEFAULT_CASES: u32 = 64;
-/// Cases when `PROPTEST_CASES` is not set, over PostgreSQL (`postgresql.rs`): every commit
-/// waits for the server's fsync and every restart opens a new backend, so a case takes several
-/// times as long as on the file (64 cases: 85 s against 11 s on two cores); the file runs the
-/// full count, and this keeps the PostgreSQL run within CI's budget.
-const POSTGRESQL_CASES: u32 = 16;
 /// The most commands of one case (before the drain).
 const MAX_STEPS: usize = 40;
 /// How long a failure is shrunk.
@@ -2060,17 +2055,12 @@ impl StateMachineTest for EngineMachine {
     }
 }
 
-/// `PROPTEST_CASES` cases (default [`DEFAULT_CASES`], or [`POSTGRESQL_CASES`] over
-/// PostgreSQL), failures shrunk for a bounded time.
+/// `PROPTEST_CASES` cases (default [`DEFAULT_CASES`]), failures shrunk for a bounded time.
 fn proptest_config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if common::on_postgresql() {
-            POSTGRESQL_CASES
-        } else {
-            DEFAULT_CASES
-        });
+        .unwrap_or(DEFAULT_CASES);
     ProptestConfig {
         cases,
         max_shrink_time: SHRINK_SECONDS * 1000,

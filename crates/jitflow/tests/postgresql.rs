@@ -7,9 +7,9 @@
 //! Where PostgreSQL is not installed the tests skip, except under CI (`CI` set), where they
 //! fail, as every PostgreSQL test does.
 //!
-//! The model-based test runs `model::POSTGRESQL_CASES` cases here by default (each
-//! commit waits for PostgreSQL's fsync, so a case takes longer than on the file);
-//! `PROPTEST_CASES` sets both.
+//! The model-based test runs as many cases here as on the file (`PROPTEST_CASES`, default 64):
+//! about 22 s on two idle cores against 2 s on the file, as every commit waits for
+//! PostgreSQL's fsync.
 //!
 //! Stay on the redb file only, as they are about the file itself:
 //! - `full_disk.rs`: fills the tmpfs the redb file lives on and checks that the engine heals
