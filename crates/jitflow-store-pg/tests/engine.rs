@@ -5,38 +5,26 @@
 #[path = "../../jitflow/tests/common.rs"]
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, START, Target, caller, config, conn, policy};
-use jitflow::Engine;
+use common::{Harness, START, Storage, Target, caller, conn, policy};
 use jitflow::clock::ManualClock;
 use jitflow_core::activation::ActivationStatus;
 use jitflow_core::connection::ConnectionState;
 use jitflow_core::time::{Minutes, Timestamp};
 use jitflow_store::codec::{Payload, Stream};
 use jitflow_store_pg::testing::Cluster;
-use jitflow_store_pg::{Config, LeaseOptions, PgBackend};
-
-/// An engine over a new backend on `url`, with this clock and target.
-async fn open(url: &str, clock: ManualClock, target: Target) -> Harness {
-    let config_pg = Config::new(url, "engine-1", LeaseOptions::new(Duration::from_secs(10)));
-    let backend = tokio::task::spawn_blocking(move || PgBackend::open(config_pg))
-        .await
-        .unwrap()
-        .unwrap();
-    let builder = Engine::builder("postgresql").backend(Arc::new(backend));
-    Harness::open_on(builder, "postgresql".as_ref(), clock, target, config()).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_runs_its_lifecycles_over_postgresql() {
-    let Some(cluster) = tokio::task::spawn_blocking(Cluster::shared).await.unwrap() else {
+    let Some(store) = tokio::task::spawn_blocking(|| Cluster::shared().map(Storage::database))
+        .await
+        .unwrap()
+    else {
         return;
     };
-    let url = cluster.database().unwrap();
     let clock = ManualClock::new(Timestamp::from_millis(START).unwrap());
-    let h = open(&url, clock.clone(), Target::default()).await;
+    let h = Harness::open(&store, clock, Target::default()).await;
     h.engine.put_policy(&caller(), policy()).await.unwrap();
 
     // Activate for 30 minutes and extend by the default 15.
@@ -78,10 +66,7 @@ async fn the_engine_runs_its_lifecycles_over_postgresql() {
 
     // A restart on a new backend (same node: it takes its lease back) keeps everything, and
     // the expiry fires by the timer it reads back from PostgreSQL.
-    h.engine.shutdown().await;
-    let Harness { engine, target, .. } = h;
-    drop(engine);
-    let h = open(&url, clock, target).await;
+    let h = h.restart().await;
     assert!(h.target.state().held.contains(&expiring));
     h.clock.advance(Duration::from_secs(45 * 60));
     let c = h

@@ -127,7 +127,7 @@ async fn the_engine_recovers_by_itself_from_a_database_restart_under_load() {
     let builder = Engine::builder("postgresql").backend(Arc::new(backend));
     let h = Harness::open_on(
         builder,
-        "postgresql".as_ref(),
+        &common::Storage::database_at(&url),
         clock,
         Target::default(),
         config(),

@@ -1,9 +1,15 @@
 //! Test fakes: a target system that records calls and fails or hangs on demand, a recording
 //! notifier, a validator that refuses on demand, and event-driven waiting (no wall-clock sleeps:
 //! tests wait for committed events; the timeout only guards against a hang).
+//!
+//! Where the engines keep their store is [`Storage`]: a redb file, or, in the `postgresql`
+//! test binary, a database of the binary's throwaway PostgreSQL cluster. Each suite is written
+//! once and runs on both: `lifecycle.rs` is a test binary on the redb file, and
+//! `postgresql.rs` includes it (and the other suites) to run it over PostgreSQL.
 #![allow(dead_code, reason = "each test file uses part of the fakes")]
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +26,113 @@ use jitflow_core::id::{
 use jitflow_core::lifecycle::{Actor, Notice};
 use jitflow_core::policy::Policy;
 use jitflow_core::time::{Minutes, Timestamp};
+use jitflow_store_pg::testing::Cluster;
+use jitflow_store_pg::{LeaseOptions, PgBackend};
+
+/// Whether this test binary runs its suites over PostgreSQL: `postgresql.rs` does (it
+/// includes the suites, each of which alone runs on the redb file).
+pub fn on_postgresql() -> bool {
+    env!("CARGO_CRATE_NAME") == "postgresql"
+}
+
+/// The node id of every engine a test opens on a PostgreSQL database: an engine opened again
+/// under it (a restart) takes the partition's lease back at once, fencing its former self.
+pub const NODE: &str = "engine-1";
+
+/// Where a test's engines keep their store; every engine opened on it (a restart) finds what
+/// the last one left. Cloning it shares the same store.
+#[derive(Clone)]
+pub struct Storage(Arc<Place>);
+
+enum Place {
+    /// A redb file; the folder, when held, is deleted with the last clone.
+    File {
+        path: PathBuf,
+        _dir: Option<tempfile::TempDir>,
+    },
+    /// A PostgreSQL database; the cluster, when held, is kept up until the last clone goes.
+    Database {
+        url: String,
+        _cluster: Option<Arc<Cluster>>,
+    },
+}
+
+impl Storage {
+    /// A fresh store for one test on this binary's backend: a redb file in a temporary folder,
+    /// or a new database (`CREATE DATABASE`) of the binary's PostgreSQL cluster, which is
+    /// started by the first test that needs it and stopped when the last one running lets go
+    /// ([`Cluster::shared`]). `None` where PostgreSQL is not installed and `CI` is unset: the
+    /// test then skips (under CI it panics instead, as every PostgreSQL test does).
+    pub fn new() -> Option<Storage> {
+        if on_postgresql() {
+            Cluster::shared().map(Storage::database)
+        } else {
+            Some(Storage::file())
+        }
+    }
+
+    /// A redb file in a new temporary folder.
+    pub fn file() -> Storage {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        Storage(Arc::new(Place::File {
+            path: dir.path().join("engine.redb"),
+            _dir: Some(dir),
+        }))
+    }
+
+    /// The redb file at `path`, in a folder the test keeps.
+    pub fn file_at(path: &Path) -> Storage {
+        Storage(Arc::new(Place::File {
+            path: path.to_path_buf(),
+            _dir: None,
+        }))
+    }
+
+    /// A new database of `cluster`, which it keeps up.
+    pub fn database(cluster: Arc<Cluster>) -> Storage {
+        let url = cluster.database().expect("CREATE DATABASE");
+        Storage(Arc::new(Place::Database {
+            url,
+            _cluster: Some(cluster),
+        }))
+    }
+
+    /// The database at `url`, on a cluster the test keeps up.
+    pub fn database_at(url: &str) -> Storage {
+        Storage(Arc::new(Place::Database {
+            url: url.to_owned(),
+            _cluster: None,
+        }))
+    }
+
+    /// The name of the store in the engine's errors: the file's path, or `postgresql`.
+    pub fn name(&self) -> &Path {
+        match &*self.0 {
+            Place::File { path, .. } => path,
+            Place::Database { .. } => Path::new("postgresql"),
+        }
+    }
+
+    /// An engine builder on the store: the redb file, or a new backend on the database as node
+    /// [`NODE`] with 10 s leases.
+    pub async fn builder(&self) -> jitflow::Builder {
+        match &*self.0 {
+            Place::File { path, .. } => Engine::builder(path),
+            Place::Database { url, .. } => {
+                let config = jitflow_store_pg::Config::new(
+                    url.as_str(),
+                    NODE,
+                    LeaseOptions::new(Duration::from_secs(10)),
+                );
+                let backend = tokio::task::spawn_blocking(move || PgBackend::open(config))
+                    .await
+                    .expect("the backend opens")
+                    .expect("the backend opens");
+                Engine::builder(self.name()).backend(Arc::new(backend))
+            }
+        }
+    }
+}
 
 /// What the fake target saw and holds.
 #[derive(Debug, Default)]
@@ -259,14 +372,15 @@ pub fn config() -> Config {
     }
 }
 
-/// What a stopped [`Harness`] leaves for the next engine: its file, clock, target and settings.
+/// What a stopped [`Harness`] leaves for the next engine: its store, clock, target and
+/// settings.
 pub struct Parts {
     /// The clock.
     pub clock: ManualClock,
     /// The fake target.
     pub target: Target,
-    /// The store file.
-    pub path: std::path::PathBuf,
+    /// The store.
+    pub storage: Storage,
     /// The engine's settings.
     pub config: Config,
 }
@@ -274,7 +388,7 @@ pub struct Parts {
 impl Parts {
     /// Opens an engine on them (with a fresh inbox and validator).
     pub async fn open(self) -> Harness {
-        Harness::open_with(&self.path, self.clock, self.target, self.config).await
+        Harness::open_with(&self.storage, self.clock, self.target, self.config).await
     }
 }
 
@@ -290,26 +404,26 @@ pub struct Harness {
     pub inbox: Inbox,
     /// The validator.
     pub gate: Gate,
-    /// The store file.
-    pub path: std::path::PathBuf,
+    /// The store.
+    pub storage: Storage,
     /// The engine's settings, kept across restarts.
     pub config: Config,
 }
 
 impl Harness {
-    /// Opens an engine on `path` with fresh fakes but this clock and target.
-    pub async fn open(path: &std::path::Path, clock: ManualClock, target: Target) -> Harness {
-        Harness::open_with(path, clock, target, config()).await
+    /// Opens an engine on `storage` with fresh fakes but this clock and target.
+    pub async fn open(storage: &Storage, clock: ManualClock, target: Target) -> Harness {
+        Harness::open_with(storage, clock, target, config()).await
     }
 
     /// [`Harness::open`] with other settings.
     pub async fn open_with(
-        path: &std::path::Path,
+        storage: &Storage,
         clock: ManualClock,
         target: Target,
         config: Config,
     ) -> Harness {
-        Harness::open_on(Engine::builder(path), path, clock, target, config).await
+        Harness::open_on(storage.builder().await, storage, clock, target, config).await
     }
 
     /// Asserts that `verify` finds the store clean (run off the async workers: it reads the
@@ -324,11 +438,11 @@ impl Harness {
         self.engine.shutdown().await;
     }
 
-    /// Opens the engine `builder` describes (its store: a file or a backend) with fresh fakes
-    /// but this clock, target and settings; `path` names the store.
+    /// Opens the engine `builder` describes with fresh fakes but this clock, target and
+    /// settings; its store is `storage` (where [`Harness::restart`] opens the next engine).
     pub async fn open_on(
         builder: jitflow::Builder,
-        path: &std::path::Path,
+        storage: &Storage,
         clock: ManualClock,
         target: Target,
         config: Config,
@@ -350,23 +464,23 @@ impl Harness {
             target,
             inbox,
             gate,
-            path: path.to_path_buf(),
+            storage: storage.clone(),
             config,
         }
     }
 
-    /// A new engine in `dir`, with the test policy stored.
-    pub async fn new(dir: &tempfile::TempDir) -> Harness {
+    /// A new engine on `storage`, with the test policy stored.
+    pub async fn new(storage: &Storage) -> Harness {
         let clock = ManualClock::new(Timestamp::from_millis(START).unwrap());
-        let h = Harness::open(&dir.path().join("engine.redb"), clock, Target::default()).await;
+        let h = Harness::open(storage, clock, Target::default()).await;
         h.engine.put_policy(&caller(), policy()).await.unwrap();
         h
     }
 
-    /// Stops the engine and opens a new one on the same file, clock and target.
+    /// Stops the engine and opens a new one on the same store, clock and target.
     pub async fn restart(self) -> Harness {
         let (engine, parts) = self.stop().await;
-        // The file is free once the last handle is gone.
+        // A redb file is free once the last handle is gone.
         drop(engine);
         parts.open().await
     }
@@ -377,7 +491,7 @@ impl Harness {
             engine,
             clock,
             target,
-            path,
+            storage,
             config,
             ..
         } = self;
@@ -387,7 +501,7 @@ impl Harness {
             Parts {
                 clock,
                 target,
-                path,
+                storage,
                 config,
             },
         )

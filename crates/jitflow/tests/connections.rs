@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Harness, caller, conn, spec};
+use common::{Harness, Storage, caller, conn, spec};
 use jitflow::bulk::{ItemError, MAX_IMPORT, MAX_TYPE_UPDATES, TypeUpdate};
 use jitflow::export::json_line;
 use jitflow::{Caller, Error, Stream};
@@ -31,8 +31,10 @@ fn stream_len(h: &Harness, id: jitflow_core::id::ConnectionId) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_changes_both_fields_with_one_event_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(1);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let ops = [
@@ -79,8 +81,10 @@ async fn patch_changes_both_fields_with_one_event_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_patches_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(1);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let cases: Vec<(Vec<PatchOp>, PatchError)> = vec![
@@ -152,8 +156,10 @@ async fn malformed_patches_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_is_all_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(1);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     // Hold the activation in ACTIVATING: the grant hangs at the target.
@@ -193,8 +199,10 @@ async fn a_patch_is_all_or_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_patches_move_access() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(1), None).await;
     let retype = |to: &str| [op("/type", PatchValue::Text(to.into()))];
 
@@ -223,8 +231,10 @@ async fn type_patches_move_access() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_type_update_answers_each_item() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     for n in 1..=3 {
         h.engine.register(&caller(), spec(conn(n))).await.unwrap();
     }
@@ -281,8 +291,10 @@ async fn bulk_type_update_answers_each_item() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_registers_each_spec_on_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     h.engine.register(&caller(), spec(conn(2))).await.unwrap();
     let mut bad = spec(conn(3));
     bad.identity_name = "x".repeat(10_000);
@@ -327,8 +339,10 @@ async fn import_registers_each_spec_on_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_assignments_of_governed_entitlements_become_jit() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let mut policy = common::policy();
     policy.apply_to_future_assignments = true;
     policy.entitlement_ids = vec![EntitlementId::parse("domain-admins").unwrap()];
@@ -353,8 +367,10 @@ async fn future_assignments_of_governed_entitlements_become_jit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_pages_json_lines_per_tenant() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(1), None).await;
     h.engine
         .deactivate(&caller(), id, None, None)
@@ -427,8 +443,10 @@ async fn export_pages_json_lines_per_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_per_assignment() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     h.engine.register(&caller(), spec(conn(1))).await.unwrap();
     let twin = |n| {
         let mut s = spec(conn(n));

@@ -29,7 +29,7 @@ async fn a_full_disk_degrades_heals_by_itself_and_revokes_on_time() {
     };
     let clock = jitflow::clock::ManualClock::new(Timestamp::from_millis(common::START).unwrap());
     let h = Harness::open(
-        &disk.path().join("engine.redb"),
+        &common::Storage::file_at(&disk.path().join("engine.redb")),
         clock,
         common::Target::default(),
     )

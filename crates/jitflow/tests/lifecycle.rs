@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, caller, conn, spec};
+use common::{Harness, Storage, caller, conn, spec};
 use jitflow::Error;
 use jitflow_core::activation::ActivationStatus;
 use jitflow_core::connection::ConnectionState;
@@ -29,8 +29,10 @@ fn active(c: &jitflow_core::connection::Connection) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activate_extend_warn_expire_revoke() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(1);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let a = h
@@ -97,8 +99,10 @@ async fn activate_extend_warn_expire_revoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deactivate_revokes_and_returns_to_available() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(2), None).await;
     let a = h
         .engine
@@ -123,8 +127,10 @@ async fn deactivate_revokes_and_returns_to_available() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_refusal_ends_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     *h.gate.0.lock().unwrap() = Some("no change ticket".into());
     let id = conn(3);
     h.engine.register(&caller(), spec(id)).await.unwrap();
@@ -147,8 +153,10 @@ async fn validation_refusal_ends_invalid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_failures_retry_then_give_up_and_fail_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     h.target.state().fail_grants = 10;
     let id = conn(4);
     h.engine.register(&caller(), spec(id)).await.unwrap();
@@ -186,8 +194,10 @@ async fn provisioning_failures_retry_then_give_up_and_fail_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deprovision_outage_retries_flags_stuck_then_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(5), Some(Minutes(10))).await;
     h.target.state().fail_revokes = 5;
     h.clock.advance(Duration::from_secs(600));
@@ -223,8 +233,10 @@ async fn deprovision_outage_retries_flags_stuck_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_return_the_first_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(6);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let first = h
@@ -256,8 +268,10 @@ async fn idempotency_keys_return_the_first_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_come_back_typed_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(7);
     let e = h
         .engine
@@ -294,8 +308,10 @@ async fn refusals_come_back_typed_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_see_every_committed_event_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(8);
     let mut sub = h.engine.subscribe(0);
     h.engine.register(&caller(), spec(id)).await.unwrap();
@@ -318,8 +334,10 @@ async fn subscribers_see_every_committed_event_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_while_activating_reruns_the_grant_with_the_same_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(10);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     h.target.state().hang = true;
@@ -351,8 +369,10 @@ async fn restart_while_activating_reruns_the_grant_with_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_while_active_fires_the_overdue_expiry_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(11), Some(Minutes(15))).await;
     // Down for two hours, far past the expiry.
     h.clock.advance(Duration::from_secs(7200));
@@ -367,8 +387,10 @@ async fn restart_while_active_fires_the_overdue_expiry_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_while_deactivating_reruns_the_revoke() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(12), None).await;
     h.target.state().hang = true;
     let a = h
@@ -391,8 +413,10 @@ async fn restart_while_deactivating_reruns_the_revoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_while_waiting_to_retry_keeps_the_retry_timer() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = h.activated(conn(13), Some(Minutes(10))).await;
     h.target.state().fail_revokes = 1;
     h.engine
@@ -426,13 +450,16 @@ impl jitflow::hooks::Notifier for Stalled {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("engine.redb");
+    let Some(store) = Storage::new() else {
+        return;
+    };
     let clock = jitflow::clock::ManualClock::new(
         jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
     );
     let target = common::Target::default();
-    let engine = jitflow::Engine::builder(&path)
+    let engine = store
+        .builder()
+        .await
         .config(jitflow::Config {
             // Bounds how long the stalled notifier holds up each notice and the shutdown.
             notify_timeout: Duration::from_millis(100),
@@ -450,7 +477,7 @@ async fn notifications_missed_by_a_stop_are_delivered_after_the_restart() {
         target,
         inbox: common::Inbox::default(),
         gate: common::Gate::default(),
-        path,
+        storage: store.clone(),
         config: common::config(),
     };
     h.engine
@@ -512,7 +539,9 @@ impl jitflow::hooks::Notifier for Refusing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_notice_is_tried_again_and_later_notices_wait_for_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let Some(store) = Storage::new() else {
+        return;
+    };
     let clock = jitflow::clock::ManualClock::new(
         jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
     );
@@ -520,7 +549,9 @@ async fn a_refused_notice_is_tried_again_and_later_notices_wait_for_it() {
         refusals: 3,
         ..Refusing::default()
     };
-    let engine = jitflow::Engine::builder(dir.path().join("e.redb"))
+    let engine = store
+        .builder()
+        .await
         .config(jitflow::Config {
             notify_retry_base: Duration::from_millis(1),
             notify_retry_cap: Duration::from_millis(5),
@@ -581,7 +612,9 @@ async fn a_refused_notice_is_tried_again_and_later_notices_wait_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_that_never_answers_times_out_and_is_retried() {
-    let dir = tempfile::tempdir().unwrap();
+    let Some(store) = Storage::new() else {
+        return;
+    };
     let clock = jitflow::clock::ManualClock::new(
         jitflow_core::time::Timestamp::from_millis(common::START).unwrap(),
     );
@@ -589,13 +622,7 @@ async fn a_grant_that_never_answers_times_out_and_is_retried() {
         effect_timeout: Duration::from_millis(50),
         ..common::config()
     };
-    let h = Harness::open_with(
-        &dir.path().join("e.redb"),
-        clock,
-        common::Target::default(),
-        config,
-    )
-    .await;
+    let h = Harness::open_with(&store, clock, common::Target::default(), config).await;
     h.engine
         .put_policy(&caller(), common::policy())
         .await
@@ -633,8 +660,10 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_times_effect_calls_and_counts_them_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     h.activated(conn(1), Some(Minutes(30))).await;
     // Without HTTP: the embedder's scrape. Every answered call is timed under its outcome.
     let text = h.engine.scrape().unwrap();
@@ -667,8 +696,10 @@ async fn scrape_times_effect_calls_and_counts_them_in_flight() {
 /// expiry instead of the engine's `warning_lead`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_warning_lead_survives_a_restart_and_arms_the_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let mut policy = common::policy();
     policy.expiry_warning = Some(Minutes(20));
     let stored = h.engine.put_policy(&caller(), policy).await.unwrap();
@@ -730,8 +761,10 @@ async fn a_clients_origin_and_metadata_are_in_the_history_after_a_restart() {
         "sailpoint-sdk-go/1.4",
         serde_json::json!({"ticket": "CHG-42", "nested": {"n": [1, 2.5, null]}}),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&dir).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = Harness::new(&store).await;
     let id = conn(1);
     h.engine.register(&caller(), spec(id)).await.unwrap();
     let on_extend = said("portal", serde_json::json!({}));

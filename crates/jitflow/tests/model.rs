@@ -12,7 +12,7 @@
 //! the next due time and one millisecond before it), script the target to fail the next grants
 //! or revokes of a connection (transiently or for good), make the workflow's validation refuse,
 //! hold validations, grants or revokes at the target (so that they are seen in flight, and
-//! deactivate meets a validation or a grant in flight), and restart the engine on the same file
+//! deactivate meets a validation or a grant in flight), and restart the engine on the same store
 //! (held calls are lost, as in a crash, and run again with the same keys). Besides random ones,
 //! some commands are aimed at what the state makes interesting (extend or retype a connection
 //! that holds access, deactivate one whose access moves). Half the cases run the store with a
@@ -53,11 +53,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{START, caller, conn, spec};
+use common::{START, Storage, caller, conn, spec};
 use jitflow::clock::{Clock, ManualClock};
 use jitflow::hooks::{
     BoxFuture, EffectRequest, ProvisionError, Provisioner, ValidationRequest, Validator,
@@ -1618,9 +1617,7 @@ async fn send(engine: &Engine, op: &Op) -> Answer {
 
 struct Sut {
     runtime: tokio::runtime::Runtime,
-    /// Kept for the store file's life.
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+    storage: Storage,
     clock: ManualClock,
     target: Target,
     engine: Option<Engine>,
@@ -1639,7 +1636,9 @@ impl Sut {
         if self.eager_checkpoints {
             store.checkpoint_interval = Duration::ZERO;
         }
-        let builder = Engine::builder(&self.path)
+        let builder = self
+            .runtime
+            .block_on(self.storage.builder())
             .store_options(store)
             .config(settings())
             .clock(self.clock.clone())
@@ -1872,12 +1871,11 @@ impl StateMachineTest for EngineMachine {
             .enable_all()
             .build()
             .expect("runtime");
-        let dir = tempfile::tempdir().expect("temporary directory");
         let clock = ManualClock::new(ts(m.now));
         let mut sut = Sut {
             runtime,
-            path: dir.path().join("engine.redb"),
-            _dir: dir,
+            storage: Storage::new()
+                .expect("the backend is there (the_engine_follows_the_model checked)"),
             target: Target::new(clock.clone()),
             clock,
             engine: None,
@@ -2073,6 +2071,15 @@ fn proptest_config() -> ProptestConfig {
 prop_state_machine! {
     #![proptest_config(proptest_config())]
 
-    #[test]
-    fn the_engine_follows_the_model(sequential 1..=MAX_STEPS => EngineMachine);
+    fn machine(sequential 1..=MAX_STEPS => EngineMachine);
+}
+
+#[test]
+fn the_engine_follows_the_model() {
+    // Skips where the binary's backend is missing (PostgreSQL outside CI). The store held here
+    // also keeps the PostgreSQL cluster up between the cases, each on a database of its own.
+    let Some(_store) = Storage::new() else {
+        return;
+    };
+    machine();
 }

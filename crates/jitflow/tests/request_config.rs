@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, START, Target, caller, config};
+use common::{Harness, START, Storage, Target, caller, config};
 use jitflow::clock::ManualClock;
 use jitflow::requests::Rights;
 use jitflow::{Caller, Config, Error};
@@ -27,7 +27,7 @@ fn who(name: &str) -> Caller {
     }
 }
 
-async fn harness(dir: &tempfile::TempDir, approvers: &[&str]) -> Harness {
+async fn harness(store: &Storage, approvers: &[&str]) -> Harness {
     let clock = ManualClock::new(Timestamp::from_millis(START).unwrap());
     let config = Config {
         approvers: approvers
@@ -37,13 +37,7 @@ async fn harness(dir: &tempfile::TempDir, approvers: &[&str]) -> Harness {
         approval_timeout: Duration::from_secs(3600),
         ..config()
     };
-    Harness::open_with(
-        &dir.path().join("engine.redb"),
-        clock,
-        Target::default(),
-        config,
-    )
-    .await
+    Harness::open_with(store, clock, Target::default(), config).await
 }
 
 /// A grant of one entitlement for `identity`.
@@ -79,8 +73,10 @@ fn later(h: &Harness, minutes: u32) -> Timestamp {
 
 #[tokio::test]
 async fn put_and_get_round_trip_per_tenant_and_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let tenant = caller().tenant;
     assert_eq!(
         h.engine.access_request_config(&tenant).unwrap(),
@@ -120,8 +116,10 @@ async fn put_and_get_round_trip_per_tenant_and_survive_a_restart() {
 
 #[tokio::test]
 async fn racing_puts_of_the_two_versions_keep_each_others_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let tenant = caller().tenant;
     // A v1 PUT (setting the v1-only autoApprovalEnabled) and a v2 PUT (setting the v2-only
     // govGroupVisibilityEnabled) in flight together: the writer merges each with the config as
@@ -163,8 +161,10 @@ async fn racing_puts_of_the_two_versions_keep_each_others_fields() {
 
 #[tokio::test]
 async fn a_bad_config_is_refused_typed_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let before = h.engine.last_sequence().unwrap();
     let mut bad = AccessRequestConfig::default();
     bad.entitlement.access.max_duration = Some(AccessDuration {
@@ -194,8 +194,10 @@ async fn a_bad_config_is_refused_typed_and_changes_nothing() {
 
 #[tokio::test]
 async fn on_behalf_of_follows_the_config_and_admins_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let before = h.engine.last_sequence().unwrap();
     // Defaults: a user may request only for itself.
     let e = h
@@ -230,8 +232,10 @@ async fn on_behalf_of_follows_the_config_and_admins_pass() {
 
 #[tokio::test]
 async fn entitlement_rules_refuse_what_breaks_them_and_accept_what_meets_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let mut config = AccessRequestConfig::default();
     config.entitlement.access.request_comment_required = true;
     config.entitlement.access.require_end_date = true;
@@ -288,8 +292,10 @@ async fn entitlement_rules_refuse_what_breaks_them_and_accept_what_meets_them() 
 
 #[tokio::test]
 async fn approvals_must_be_external_refuses_users_and_passes_admins() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let config = AccessRequestConfig {
         approvals_must_be_external: true,
         ..Default::default()
@@ -313,8 +319,10 @@ async fn approvals_must_be_external_refuses_users_and_passes_admins() {
 
 #[tokio::test]
 async fn denial_comment_required_applies_to_rejections() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let (_, items) = h
         .engine
         .submit_request(&caller(), Rights::User, &grant("alice", None, None))
@@ -349,8 +357,10 @@ async fn denial_comment_required_applies_to_rejections() {
 /// the config again at decide time.
 #[tokio::test]
 async fn a_change_queued_before_a_submission_applies_to_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let config = AccessRequestConfig {
         approvals_must_be_external: true,
         ..Default::default()

@@ -8,7 +8,7 @@ mod common;
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use common::{Harness, Target, caller, config};
+use common::{Harness, Storage, Target, caller, config};
 use jitflow::Caller;
 use jitflow::Error;
 use jitflow::clock::ManualClock;
@@ -47,19 +47,12 @@ fn id(name: &str) -> IdentityId {
 /// An engine whose approval step is bob and carol, with a varied history: 16 requests by
 /// three requesters for four identities, a minute apart, then some approved, some rejected and
 /// some cancelled. Returns the harness and every request id.
-async fn populated() -> (Harness, tempfile::TempDir, Vec<AccessRequestId>) {
-    let dir = tempfile::tempdir().unwrap();
+async fn populated(store: &Storage) -> (Harness, Vec<AccessRequestId>) {
     let clock = ManualClock::new(Timestamp::from_millis(common::START).unwrap());
     let mut config = config();
     config.approvers = vec![id("bob"), id("carol")];
     config.approval_timeout = Duration::from_secs(24 * 3600);
-    let h = Harness::open_with(
-        &dir.path().join("engine.redb"),
-        clock.clone(),
-        Target::default(),
-        config,
-    )
-    .await;
+    let h = Harness::open_with(store, clock.clone(), Target::default(), config).await;
     let mut requests = Vec::new();
     for n in 0..16usize {
         let requester = ["alice", "dave", "erin"][n % 3];
@@ -117,7 +110,7 @@ async fn populated() -> (Harness, tempfile::TempDir, Vec<AccessRequestId>) {
             .iter()
             .any(|i| i.status == ItemStatus::Granting);
         if !granting {
-            return (h, dir, requests);
+            return (h, requests);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -208,7 +201,10 @@ fn ids(items: &[Item]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_equal_a_naive_filter_and_page_each_row_once() {
-    let (h, _dir, requests) = populated().await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let (h, requests) = populated(&store).await;
     let all = all_items(&h, &requests);
     assert_eq!(all.len(), 16);
     let mid = all[8].created.to_rfc3339();
@@ -311,7 +307,10 @@ async fn status_lists_equal_a_naive_filter_and_page_each_row_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_lists_and_summary_equal_a_naive_filter() {
-    let (h, _dir, requests) = populated().await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let (h, requests) = populated(&store).await;
     let all = all_items(&h, &requests);
     for (which, collection) in [
         (Approvals::Pending, PENDING_APPROVALS),
@@ -403,7 +402,10 @@ async fn approval_lists_and_summary_equal_a_naive_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_see_only_their_own_and_admins_anyone() {
-    let (h, _dir, requests) = populated().await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let (h, requests) = populated(&store).await;
     let all = all_items(&h, &requests);
     let q = Query::default();
     // A user's list without an identity is what it asked for or what was asked for it.
@@ -489,7 +491,10 @@ async fn users_see_only_their_own_and_admins_anyone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_people_index_survives_a_restart() {
-    let (h, _dir, requests) = populated().await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let (h, requests) = populated(&store).await;
     let before = h
         .engine
         .request_status(

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, Target, caller, config};
+use common::{Harness, Storage, Target, caller, config};
 use jitflow::Error;
 use jitflow::clock::ManualClock;
 use jitflow::requests::{Rights, item_connection};
@@ -36,7 +36,7 @@ fn who(name: &str) -> Caller {
 
 /// An engine whose approval step is `approvers` (none: automatic), expiring after an hour, with
 /// the test policy governing [`JIT_ENTITLEMENT`] for future assignments.
-async fn harness(dir: &tempfile::TempDir, approvers: &[&str]) -> Harness {
+async fn harness(store: &Storage, approvers: &[&str]) -> Harness {
     let clock = ManualClock::new(Timestamp::from_millis(common::START).unwrap());
     let mut config: Config = config();
     config.approvers = approvers
@@ -44,13 +44,7 @@ async fn harness(dir: &tempfile::TempDir, approvers: &[&str]) -> Harness {
         .map(|a| IdentityId::parse(a).unwrap())
         .collect();
     config.approval_timeout = Duration::from_secs(3600);
-    let h = Harness::open_with(
-        &dir.path().join("engine.redb"),
-        clock,
-        Target::default(),
-        config,
-    )
-    .await;
+    let h = Harness::open_with(store, clock, Target::default(), config).await;
     let mut policy = common::policy();
     policy.entitlement_ids = vec![EntitlementId::parse(JIT_ENTITLEMENT).unwrap()];
     policy.apply_to_future_assignments = true;
@@ -180,8 +174,10 @@ fn rejection(e: Error) -> Rejection {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_with_approval_then_sunset() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let sunset = later(&h, 120);
     let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, Some(sunset)).await;
     assert_eq!(item.status, ItemStatus::PendingApproval);
@@ -245,8 +241,10 @@ async fn grant_with_approval_then_sunset() {
 /// and leaves the gauge when its revoke finally succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_removal_is_counted_exactly_until_it_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let item = submit_grant(
         &h,
         entitlement(STANDING_ENTITLEMENT),
@@ -308,8 +306,10 @@ async fn a_stuck_removal_is_counted_exactly_until_it_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_with_sunrise_waits_for_its_start_date() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let role = ObjectRef {
         kind: ObjectKind::Role,
         id: ObjectId::parse("auditors-role").unwrap(),
@@ -336,8 +336,10 @@ async fn grant_with_sunrise_waits_for_its_start_date() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_ends_the_item_and_only_approvers_decide() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     let e = h
         .engine
@@ -372,8 +374,10 @@ async fn reject_ends_the_item_and_only_approvers_decide() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_before_approval_and_refused_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let first = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     let e = h
         .engine
@@ -437,8 +441,10 @@ async fn cancel_before_approval_and_refused_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_in_each_stage() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let admin = Rights::Admin;
     let close = |item: &Item| {
         let engine = h.engine.clone();
@@ -524,8 +530,10 @@ async fn close_in_each_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_cancelled() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let first = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     let again = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     assert_eq!(again.status, ItemStatus::Cancelled);
@@ -575,8 +583,10 @@ async fn duplicates_are_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let grant = submit_grant(&h, entitlement(JIT_ENTITLEMENT), None, None).await;
     wait_status(&h, grant.id(), ItemStatus::Granted).await;
     let connection = item_connection(&grant.spec).unwrap();
@@ -645,8 +655,10 @@ async fn revoke_of_a_jit_connection_deactivates_its_running_activation_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_approval_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     assert_eq!(item.approval.expires_at, Some(later(&h, 60)));
     h.clock.advance(Duration::from_secs(3600));
@@ -659,8 +671,10 @@ async fn an_unanswered_approval_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_approve_answers_per_item_and_is_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let a = submit_grant(&h, entitlement("e-a"), None, None).await;
     let b = submit_grant(&h, entitlement("e-b"), None, None).await;
     h.engine
@@ -690,8 +704,10 @@ async fn bulk_approve_answers_per_item_and_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rule_is_refused_and_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let s = starting_in_the_past(entitlement(STANDING_ENTITLEMENT));
     let before = h.engine.last_sequence().unwrap();
     let e = h
@@ -720,8 +736,10 @@ async fn a_broken_rule_is_refused_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_in_every_stage_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
 
     // Pending approval, then approved after a restart.
     let pending = submit_grant(&h, entitlement("e-pending"), None, None).await;
@@ -802,8 +820,10 @@ fn pending_of(h: &Harness, owner: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_approval_moves_to_its_new_owner() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob", "carol"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob", "carol"]).await;
     let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     let approval = item.approval.id;
     let erin = IdentityId::parse("erin").unwrap();
@@ -898,8 +918,10 @@ async fn a_forwarded_approval_moves_to_its_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_forwards_the_whole_approval_and_forwards_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob", "carol"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob", "carol"]).await;
     let item = submit_grant(&h, entitlement(STANDING_ENTITLEMENT), None, None).await;
     let approval = item.approval.id;
     let root = who("root");
@@ -942,8 +964,10 @@ async fn an_admin_forwards_the_whole_approval_and_forwards_are_bounded() {
 /// succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_whose_assignment_another_connection_holds_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &[]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &[]).await;
     let holder = common::conn(900);
     let mut own = common::spec(holder);
     own.identity = IdentityId::parse("dave").unwrap();
@@ -978,8 +1002,10 @@ async fn a_grant_whose_assignment_another_connection_holds_fails_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_calls_are_timed_by_kind_unless_refused_whole() {
     use jitflow::bulk::{Kind, TypeUpdate};
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(&dir, &["bob"]).await;
+    let Some(store) = Storage::new() else {
+        return;
+    };
+    let h = harness(&store, &["bob"]).await;
     let counted = |h: &Harness| -> Vec<(&str, u64)> {
         let m = h.engine.metrics();
         Kind::ALL
