@@ -5,8 +5,8 @@
 //! *Shared.* The checkpointed rows change only by this node's checkpoints (the lease holder is
 //! the only writer), so a snapshot taken since the last checkpoint ended shows the rows every
 //! later snapshot would show until the next one: readers share it ([`Shared`], for at most
-//! [`SHARED_MAX_AGE`], so that no transaction stays open long), and its point reads are kept
-//! in memory (at most [`CACHED_MAX`] rows). Without that, each `Store::reader()` and each of
+//! [`SHARED_MAX_AGE`], so that no transaction stays open long), and its point reads and range
+//! pages are kept in memory (at most [`CACHED_MAX`] rows each). Without that, each `Store::reader()` and each of
 //! the writer's batches cost a transaction and a round trip per row (measured: 15,832 read
 //! transactions for 6,000 signals, `benches/RESULTS.md`).
 //!
@@ -43,7 +43,8 @@ type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 /// transaction holds back the database's cleanup for long.
 pub const SHARED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The most point reads one snapshot keeps in memory; past it, reads go to the database.
+/// The most point reads one snapshot keeps in memory, and the most rows of range pages;
+/// past it, reads go to the database.
 pub const CACHED_MAX: usize = 65_536;
 
 /// The snapshot readers share, and the generation it was taken in.
@@ -113,11 +114,22 @@ fn begin(inner: &Arc<Inner>, partition: Partition) -> io::Result<Arc<PgSnapshot>
         client: Some(Arc::new(client)),
         partition: column(partition),
         cached: Default::default(),
+        pages: Default::default(),
     }))
 }
 
 /// A snapshot's point reads: value (or absence) by table and order bytes.
 type Cached = std::collections::HashMap<(TableId, Vec<u8>), Option<Bytes>>;
+
+/// A range page asked for: table, bounds, direction, limit.
+type PageKey = (&'static str, Bound<Vec<u8>>, Bound<Vec<u8>>, bool, usize);
+
+/// A snapshot's range pages already fetched, and the rows they hold in all.
+#[derive(Default)]
+struct Pages {
+    pages: std::collections::HashMap<PageKey, Arc<[(Key, Bytes)]>>,
+    rows: usize,
+}
 
 /// A snapshot: its connection, in an open read-only transaction.
 pub(crate) struct PgSnapshot {
@@ -128,6 +140,10 @@ pub(crate) struct PgSnapshot {
     partition: i32,
     /// Point reads already answered (the view is fixed, so they hold): table and order bytes.
     cached: std::sync::Mutex<Cached>,
+    /// Range pages already fetched, for the same reason (at most [`CACHED_MAX`] rows in all):
+    /// the writer reads a stream's last version, a connection's assignments and the like again
+    /// at each of its events.
+    pages: std::sync::Mutex<Pages>,
 }
 
 impl Drop for PgSnapshot {
@@ -177,7 +193,12 @@ impl PgSnapshot {
             .run(async move { run(&client, &sql, params).await })?
     }
 
-    /// One page of `table`'s rows strictly inside the bounds, ascending or descending.
+    fn pages(&self) -> std::sync::MutexGuard<'_, Pages> {
+        self.pages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One page of `table`'s rows strictly inside the bounds, ascending or descending: from
+    /// the pages already fetched, or one query.
     fn page(
         &self,
         table: &'static str,
@@ -185,7 +206,11 @@ impl PgSnapshot {
         upper: &Bound<Vec<u8>>,
         descending: bool,
         limit: usize,
-    ) -> io::Result<Vec<(Key, Bytes)>> {
+    ) -> io::Result<Arc<[(Key, Bytes)]>> {
+        let key: PageKey = (table, lower.clone(), upper.clone(), descending, limit);
+        if let Some(hit) = self.pages().pages.get(&key) {
+            return Ok(Arc::clone(hit));
+        }
         let mut sql =
             "SELECT key, native, value FROM jitflow_rows WHERE partition = $1 AND tbl = $2"
                 .to_owned();
@@ -201,7 +226,7 @@ impl PgSnapshot {
         }
         let order = if descending { "DESC" } else { "ASC" };
         sql.push_str(&format!(" ORDER BY key {order} LIMIT {limit}"));
-        Ok(self
+        let rows: Arc<[(Key, Bytes)]> = self
             .query(sql, params)?
             .into_iter()
             .map(|row| {
@@ -209,7 +234,15 @@ impl PgSnapshot {
                     (row.get(0), row.get(1), row.get(2));
                 (Key::new(&order, &native), value.into())
             })
-            .collect())
+            .collect();
+        let mut cache = self.pages();
+        // An empty page still counts one, so that many empty ranges stay bounded too.
+        let cost = rows.len().max(1);
+        if cache.rows + cost <= CACHED_MAX {
+            cache.rows += cost;
+            cache.pages.insert(key, Arc::clone(&rows));
+        }
+        Ok(rows)
     }
 }
 
@@ -380,11 +413,11 @@ impl Range<'_> {
             }
         }
         if descending {
-            for row in rows {
-                self.back.push_front(row);
+            for row in rows.iter() {
+                self.back.push_front(row.clone());
             }
         } else {
-            self.front.extend(rows);
+            self.front.extend(rows.iter().cloned());
         }
         Ok(())
     }

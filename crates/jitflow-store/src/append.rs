@@ -336,7 +336,7 @@ fn append_stream(
     let (kind, id) = stream.key_parts();
     let t = tenant.as_str();
     let previous = streams
-        .last_in((t, kind, id, 0)..=(t, kind, id, u64::MAX))?
+        .last_in_growing((t, kind, id, 0)..=(t, kind, id, u64::MAX))?
         .map_or(0, |(k, _)| k.value().3);
     let version = previous + 1;
     streams.insert((t, kind, id, version), sequence)?;

@@ -589,6 +589,41 @@ impl<'w, K: SortKey + 'static, V: Value + 'static> WriteTable<'w, K, V> {
         self.rows_in(range, |rows| rows.take(limit).collect())
     }
 
+    /// [`WriteTable::last_in`] for a range whose rows are only ever inserted, each above every
+    /// earlier one (a stream's versions): the working layer's last row when it holds one, as
+    /// the layer holds only rows written after every checkpointed one; else the merged last.
+    /// Saves the checkpointed table's read (a round trip on a database) for every stream the
+    /// layer already holds.
+    pub(crate) fn last_in_growing<'k, KR: Borrow<K::SelfType<'k>>>(
+        &self,
+        range: impl RangeBounds<KR>,
+    ) -> Result<Option<Pair<K, V>>, std::io::Error> {
+        let bounds = encode_bounds::<K, KR>(self.id, &range);
+        let newest = self
+            .layer
+            .borrow()
+            .range(self.id, order_bound(&bounds.0), order_bound(&bounds.1))
+            .rev()
+            .find_map(|(k, v)| v.map(|v| (k, v)));
+        let Some((key, value)) = newest else {
+            return self.last_in(range);
+        };
+        let found: Pair<K, V> = (Guard::key(key), Guard::value_bytes(value));
+        // Paired with the merged read in debug builds: the range must grow as promised.
+        #[cfg(debug_assertions)]
+        {
+            let native = |g: &Guard<K>| g.bytes[g.start..].to_vec();
+            let merged = self.last_in(range)?.map(|(k, _)| native(&k));
+            assert_eq!(
+                merged,
+                Some(native(&found.0)),
+                "table {}: a row of a growing range sorts above the layer's last",
+                self.id
+            );
+        }
+        Ok(Some(found))
+    }
+
     /// Runs `read` over the merged rows within `range`.
     fn rows_in<'k, KR: Borrow<K::SelfType<'k>>, T>(
         &self,

@@ -10,7 +10,8 @@
 //! every activation any shim acknowledged is in it; every expired activation's revoke started
 //! no earlier than its expiry; every one-minute activation has ended, no later than its
 //! expiry plus [`LATE_BOUND`] (the lease, the takeover and the timer's lag, whatever shim was
-//! down then); and `verify` is clean.
+//! down then), by the store and by the demo target's own log of its calls; the target ran each
+//! activation's grant and revoke under one idempotency key; and `verify` is clean.
 //!
 //! Needs PostgreSQL (`initdb`, `postgres`): skipped where it is missing, failed under `CI`.
 
@@ -101,13 +102,28 @@ impl Node {
             .arg(secret)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--log", "warn"])
+            // The demo target's calls, one JSON line each, appended across restarts: the
+            // target's own account of every grant and revoke.
+            .args([
+                "--log",
+                "warn,jitflow_shim::demo=info",
+                "--log-format",
+                "json",
+            ])
             .env_remove("JITFLOW_SECRET")
+            .env_remove("JITFLOW_LOG")
+            .env_remove("JITFLOW_LOG_FORMAT")
             .env_remove("JITFLOW_LISTEN")
             .env_remove("JITFLOW_PARTITIONS")
             .env_remove("JITFLOW_ADVERTISE")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("{}.log", self.id)))
+                    .unwrap(),
+            ))
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -202,6 +218,42 @@ impl Routed {
         }
         started.elapsed()
     }
+}
+
+/// A call the demo target received: grant or revoke, its idempotency key, and when.
+#[derive(Debug, Clone)]
+struct Call {
+    kind: String,
+    key: String,
+    at: Timestamp,
+}
+
+/// Every call any shim's demo target logged (`dir/<node>.log`), by activation id (the key's
+/// first part: `<activation>:<kind>:<try>`).
+fn calls(dir: &Path, nodes: &[Node]) -> HashMap<String, Vec<Call>> {
+    let mut calls: HashMap<String, Vec<Call>> = HashMap::new();
+    for node in nodes {
+        let text = std::fs::read_to_string(dir.join(format!("{}.log", node.id))).unwrap();
+        for line in text.lines() {
+            // A line cut by a SIGKILL is the only one that may not parse.
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["target"] != "jitflow_shim::demo" {
+                continue;
+            }
+            let fields = &v["fields"];
+            let key = fields["idempotency_key"].as_str().unwrap().to_owned();
+            let call = Call {
+                kind: fields["call"].as_str().unwrap().to_owned(),
+                at: Timestamp::parse_rfc3339(v["timestamp"].as_str().unwrap()).unwrap(),
+                key: key.clone(),
+            };
+            let activation = key.split(':').next().unwrap().to_owned();
+            calls.entry(activation).or_default().push(call);
+        }
+    }
+    calls
 }
 
 /// The activation id of the contract's answer (`jit-activation-<uuid>`).
@@ -457,7 +509,9 @@ async fn partitions_move_off_a_killed_shim_with_everything_acknowledged_and_time
         );
         stores.insert(p, store);
     }
+    let calls = calls(dir.path(), &nodes);
     let mut worst = Duration::ZERO;
+    let mut worst_target = Duration::ZERO;
     let mut expired = 0;
     for (activation, a) in &acked {
         let store = &stores[&Partition::of_tenant(&a.tenant, PARTITIONS).0];
@@ -469,6 +523,25 @@ async fn partitions_move_off_a_killed_shim_with_everything_acknowledged_and_time
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged activation {activation} is lost"));
         assert_eq!(stored.connection.to_string(), a.connection);
+        // The target ran each effect under one key: a try repeated after a takeover reuses
+        // its key (the demo target never fails, so there is one try of each).
+        let own = calls
+            .get(&stored.id.to_string())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for kind in ["grant", "revoke"] {
+            let mut keys: Vec<&str> = own
+                .iter()
+                .filter(|c| c.kind == kind)
+                .map(|c| c.key.as_str())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            assert!(
+                keys.len() <= 1,
+                "activation {activation}: {kind}s under {keys:?}"
+            );
+        }
         if stored.end_reason == Some(EndReason::Expired) {
             let expiry = stored
                 .expires_at
@@ -501,10 +574,33 @@ async fn partitions_move_off_a_killed_shim_with_everything_acknowledged_and_time
                 late <= LATE_BOUND,
                 "activation {activation} ended {late:?} after its expiry"
             );
+            // The target's own account: granted once, revoked no earlier than the expiry and
+            // within the bound.
+            let revokes: Vec<&Call> = own.iter().filter(|c| c.kind == "revoke").collect();
+            assert!(
+                own.iter().any(|c| c.kind == "grant"),
+                "{activation}: no grant reached the target"
+            );
+            let first = revokes
+                .iter()
+                .map(|c| c.at)
+                .min()
+                .unwrap_or_else(|| panic!("{activation}: no revoke reached the target"));
+            assert!(
+                first >= expiry,
+                "{activation}: revoked {:?} before its expiry",
+                expiry.since(first)
+            );
+            let late = first.since(expiry);
+            worst_target = worst_target.max(late);
+            assert!(
+                late <= LATE_BOUND,
+                "{activation}: the target revoked it {late:?} after its expiry"
+            );
         }
     }
     eprintln!(
         "{expired} activations expired, none early; the one-minute ones ended at most {worst:?} \
-         after their expiry"
+         after their expiry (the target's revoke at most {worst_target:?} after)"
     );
 }
