@@ -124,6 +124,7 @@ async fn load(w: usize, c: usize, extra: usize, rate: u32, in_flight: usize) {
         store: None,
         node: "loadgen".into(),
         partitions: 1,
+        start_at: None,
         token: None,
         tenant: TenantId::parse("loadgen").unwrap(),
         grace: Duration::from_secs(120),

@@ -23,6 +23,7 @@ fn options(target: Target, w: usize, c: usize) -> Options {
         store: None,
         node: "loadgen".into(),
         partitions: 1,
+        start_at: None,
         token: None,
         tenant: TenantId::parse("loadgen-test").unwrap(),
         grace: Duration::from_secs(30),
@@ -87,6 +88,13 @@ fn two_nodes_on_one_database_each_run_their_partition() {
     let (ra, rb) = runtime().block_on(async { tokio::join!(loadgen::run(&a), loadgen::run(&b)) });
     for report in [ra.unwrap(), rb.unwrap()] {
         assert_eq!(report.error, None);
+        // The phases' wall-clock spans, to join several generators' phases: in order.
+        let p = &report.phases;
+        for phase in [&p.activate, &p.extend, &p.deactivate] {
+            assert!(phase.started_unix_ms > 0 && phase.started_unix_ms <= phase.ended_unix_ms);
+        }
+        assert!(p.activate.ended_unix_ms <= p.extend.started_unix_ms);
+        assert!(p.extend.ended_unix_ms <= p.deactivate.started_unix_ms);
         assert_eq!(report.outcomes, report.expected);
         assert_eq!(report.expired_early, 0);
         assert!(report.passed());

@@ -7,6 +7,12 @@
 //! cargo run --release -p jitflow-benches --bin loadgen -- -w 10000 -c 100 --period 1m --extend 1m
 //! cargo run --release -p jitflow-benches --bin loadgen -- --target http://127.0.0.1:8080 \
 //!     --token-file token.txt -w 10000 -c 100
+//! # three writing nodes on one PostgreSQL database of three partitions, one process each:
+//! for i in 0 1 2; do
+//!   cargo run --release -p jitflow-benches --bin loadgen -- -w 2000 -c 100 \
+//!     --store "host=127.0.0.1 user=postgres dbname=bench" --partitions 3 \
+//!     --node-id node-$i --tenant lg$i &   # lg0, lg1, lg2 hash to partitions 0, 1, 2
+//! done; wait
 //! # beside the background reconciliation over 1,000,000 more connections (issue 16):
 //! cargo run --release -p jitflow-benches --bin loadgen -- -w 10000 -c 100 \
 //!     --reconcile-connections 1000000 --reconcile-rate 5000
@@ -75,6 +81,11 @@ struct Args {
     /// created); the generator leases its tenant's.
     #[arg(long, default_value_t = 1, requires = "store")]
     partitions: u32,
+    /// Begin the first phase at this wall-clock time (Unix milliseconds) once the setup is
+    /// done: generators given the same time run their phases together (each phase's start and
+    /// end are in the report, to join them).
+    #[arg(long)]
+    start_at: Option<u64>,
     /// HTTP: the bearer token.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -127,6 +138,9 @@ fn options(args: Args) -> Result<Options, String> {
         store: args.store,
         node: args.node_id,
         partitions: args.partitions,
+        start_at: args
+            .start_at
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
         token,
         tenant: TenantId::parse(&args.tenant).map_err(|e| format!("--tenant: {e}"))?,
         grace: args.grace,

@@ -160,6 +160,9 @@ pub struct Options {
     /// With `store`: the partitions the database's tenants are spread over (its
     /// `partition_count`); the generator leases its tenant's.
     pub partitions: u32,
+    /// When to begin the first phase (after the setup): generators given the same time run
+    /// their phases together. `None`: at once.
+    pub start_at: Option<SystemTime>,
     /// The bearer token for HTTP (see the binary's help for the scopes it needs).
     pub token: Option<String>,
     /// The embedded engine's tenant (over HTTP the token names the tenant).
@@ -345,6 +348,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
 async fn phase(driver: &Arc<Driver>, indexes: Vec<usize>, clients: usize, signal: Signal) -> Phase {
     let indexes = Arc::new(indexes);
     let next = Arc::new(AtomicUsize::new(0));
+    let wall = SystemTime::now();
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients.min(indexes.len()))
         .map(|_| {
@@ -385,7 +389,7 @@ async fn phase(driver: &Arc<Driver>, indexes: Vec<usize>, clients: usize, signal
             Err(e) => total.error(format!("client task failed: {e}")),
         }
     }
-    total.finish(started.elapsed())
+    total.finish(wall, started.elapsed())
 }
 
 /// When and over what the phases ran.
@@ -411,6 +415,13 @@ pub(crate) async fn run_phases<E>(
     settle: Option<impl Future<Output = Result<(), E>>>,
 ) -> Result<Ran, E> {
     let (w, c) = (options.connections, options.clients);
+    if let Some(at) = options.start_at {
+        // Generators given one start time begin their phases together.
+        match at.duration_since(SystemTime::now()) {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(_) => tracing::warn!("the setup ended after --start-at; starting at once"),
+        }
+    }
     tracing::info!(w, c, setup_s = report.setup_s, "registered; activating");
     let started = Instant::now();
     let first_activate = SystemTime::now();

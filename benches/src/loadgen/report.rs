@@ -25,6 +25,11 @@ pub struct Phase {
     pub max_ms: f64,
     /// The phase's wall time in seconds.
     pub seconds: f64,
+    /// When it started and ended on the wall clock (Unix ms), so that the phases of
+    /// generators running at once (several nodes) can be joined over their common span.
+    pub started_unix_ms: u64,
+    /// When it ended.
+    pub ended_unix_ms: u64,
     /// The first error's text, so errors are never silent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
@@ -215,7 +220,11 @@ impl Tally {
         }
     }
 
-    pub(crate) fn finish(mut self, elapsed: Duration) -> Phase {
+    pub(crate) fn finish(mut self, started: std::time::SystemTime, elapsed: Duration) -> Phase {
+        let unix_ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
         let (p50, p99, max) = percentiles(&mut self.latencies);
         let ops = self.latencies.len() as u64;
         Phase {
@@ -227,6 +236,8 @@ impl Tally {
             p99_ms: ms(p99),
             max_ms: ms(max),
             seconds: round3(elapsed.as_secs_f64()),
+            started_unix_ms: unix_ms(started),
+            ended_unix_ms: unix_ms(started + elapsed),
             first_error: self.first_error,
         }
     }

@@ -48,8 +48,9 @@
 //! committed state. Ranges are lazy and double ended: keyset pages of [`PAGE`] rows from
 //! either end, until the two meet. The checkpointed rows change only by this node's
 //! checkpoints, so readers share one snapshot between two checkpoints (for at most
-//! [`SHARED_MAX_AGE`]) and its point reads are kept in memory (at most [`CACHED_MAX`]); log
-//! records, immutable once committed, are read outside the transaction.
+//! [`SHARED_MAX_AGE`]) and its point reads and range pages are kept in memory (at most
+//! [`CACHED_MAX`] rows each); log records, immutable once committed, are read outside the
+//! transaction.
 //!
 //! # Threads
 //!
