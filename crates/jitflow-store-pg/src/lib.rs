@@ -41,6 +41,16 @@
 //! as long as its pause lasts. [`PgBackend::release`] ends the leases of a
 //! clean stop at once, so the next node need not wait for them to expire.
 //!
+//! # Nodes and partitions
+//!
+//! A database's tenants may be spread over several partitions ([`Config::partition_count`],
+//! fixed when the database is created; a tenant's partition is
+//! `jitflow_store::backend::Partition::of_tenant`). A node serves a partition with a backend
+//! leasing it and a store opened on it (`open::Options::partition`). [`Membership`] is a
+//! node's heartbeat and its [`View`] of the others: [`View::plan`] says which live node should
+//! serve each partition, the same on every node. The plan only says who should take a lease;
+//! the leases decide who writes.
+//!
 //! # Snapshots
 //!
 //! A snapshot holds one pooled connection (at most [`Config::snapshots_max`]) in a
