@@ -453,6 +453,9 @@ fn run(serve: Serve) -> Result<(), BoxError> {
     std::fs::create_dir_all(&data_dir)?;
     let (mut keys, created) = serve.secrets.keys(true)?;
     let settings = serve.store.settings();
+    // Checked again by Membership::open and PgBackend::open, but those run once the server
+    // listens (the advertised address defaults to the listening one): a bad setting stops the
+    // shim before it listens.
     if let Some(settings) = &settings {
         settings.validate()?;
     }

@@ -220,7 +220,8 @@ async fn step(
     view: &View,
 ) {
     let me = membership.node();
-    let assigned = view.assigned(me);
+    // The plan once per round: who should serve each partition.
+    let plan = view.plan();
     let current = partitions.served().clone();
     for (partition, served) in current {
         let lost = served
@@ -228,15 +229,18 @@ async fn step(
             .as_ref()
             .is_some_and(|b| b.epoch(partition).is_none());
         // Handed over only to a live node that is to serve it; kept while none is.
-        let elsewhere =
-            !assigned.contains(&partition) && view.assignee(partition).is_some_and(|n| n.id != me);
+        let elsewhere = plan.get(&partition).is_some_and(|n| n.id != me);
         if lost || elsewhere {
             tracing::info!(partition = partition.0, lost, "stops serving the partition");
             partitions.stop(partition).await;
         }
     }
     let served = partitions.partitions();
-    for partition in assigned.into_iter().filter(|p| !served.contains(p)) {
+    let assigned = plan
+        .iter()
+        .filter(|(p, n)| n.id == me && !served.contains(p))
+        .map(|(p, _)| *p);
+    for partition in assigned {
         let mut config = settings.clone();
         config.partitions = vec![partition];
         let opened = tokio::task::spawn_blocking(move || PgBackend::open(config)).await;

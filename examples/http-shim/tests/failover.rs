@@ -296,6 +296,23 @@ struct Acked {
     short: bool,
 }
 
+/// Keeps the activation an accepted activate's `body` names.
+fn keep(
+    acked: &Mutex<HashMap<String, Acked>>,
+    body: &serde_json::Value,
+    tenant: &str,
+    connection: String,
+    short: bool,
+) {
+    let id = body["id"].as_str().unwrap().to_owned();
+    let record = Acked {
+        tenant: tenant.to_owned(),
+        connection,
+        short,
+    };
+    acked.lock().unwrap().insert(id, record);
+}
+
 fn activate(connection: &str, minutes: u32) -> serde_json::Value {
     serde_json::json!({"connectionId": connection, "activationPeriodMins": minutes})
 }
@@ -371,13 +388,7 @@ async fn partitions_move_off_a_killed_shim_with_everything_acknowledged_and_time
             let Some((202, body)) = answer else {
                 panic!("{t}: activating {c} failed: {answer:?}");
             };
-            let id = body["id"].as_str().unwrap().to_owned();
-            let record = Acked {
-                tenant: t.clone(),
-                connection: c,
-                short: true,
-            };
-            acked.lock().unwrap().insert(id, record);
+            keep(&acked, &body, t, c, true);
         }
     }
     let shorts_done = Instant::now();
@@ -407,15 +418,7 @@ async fn partitions_move_off_a_killed_shim_with_everything_acknowledged_and_time
                     )
                     .await;
                 match answer {
-                    Some((202, body)) => {
-                        let id = body["id"].as_str().unwrap().to_owned();
-                        let record = Acked {
-                            tenant: t.clone(),
-                            connection: c,
-                            short: false,
-                        };
-                        acked.lock().unwrap().insert(id, record);
-                    }
+                    Some((202, body)) => keep(&acked, &body, t, c, false),
                     Some((status, _)) if (400..500).contains(&status) => {
                         // Active from an earlier turn: end it, so the next turn activates it
                         // again and the load goes on through every round.
